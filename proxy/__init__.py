@@ -1,0 +1,1 @@
+"""Meterline: an OpenAI-compatible proxy that shows and cuts LLM spend."""
