@@ -1,0 +1,428 @@
+"""Every Prometheus metric Meterline exports, defined once.
+
+Nothing else in the project imports ``prometheus_client``: the proxy records through the
+verb-named methods of :class:`Metrics` with plain values. Label values are bounded: departments,
+models, providers, experiments and routing rules come from config via :meth:`Metrics.set_known`;
+anything else is recorded as ``"other"``. Closed sets (directions, cache kinds, ...) are checked
+against the constants below.
+
+Multi-worker mode: when ``PROMETHEUS_MULTIPROC_DIR`` is set *before* ``prometheus_client`` is
+first imported, values live in per-process files in that directory and :meth:`Metrics.render`
+aggregates them with a ``MultiProcessCollector``. The start command wipes that directory.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+    multiprocess,
+    values,
+)
+
+OTHER = "other"
+NONE = "none"
+DEFAULT_ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models")
+DIRECTIONS = ("input", "output", "cached_input")
+CACHE_KINDS = ("exact", "semantic", "none")
+CACHE_RESULTS = ("hit", "miss", "bypass", "shadow")
+CACHE_SCOPE_KINDS = ("global", "department", "user")
+BUDGET_PERIODS = ("day", "month")
+REJECT_REASONS = ("budget_exhausted", "rate_limited", "model_not_allowed")
+UPSTREAM_ERROR_KINDS = ("timeout", "connect", "rate_limited", "http_4xx", "http_5xx", "stream")
+
+DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
+OVERHEAD_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1)
+TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60)
+QUALITY_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+
+
+def multiprocess_enabled() -> bool:
+    """True when prometheus_client chose file-backed values (the env var was set at import)."""
+    return values.ValueClass is not values.MutexValue
+
+
+def mark_process_dead(pid: int) -> None:
+    """Drop a dead worker's live gauges (call from the process manager's child-exit hook)."""
+    multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+
+
+def status_class(status: int) -> str:
+    """HTTP status -> "2xx" .. "5xx" (bounded)."""
+    return f"{status // 100}xx" if 100 <= status < 600 else OTHER
+
+
+def _bounded(value: str | None, allowed: Iterable[str]) -> str:
+    if value is None or value == "":
+        return NONE
+    return value if value in allowed else OTHER
+
+
+def _package_version() -> str:
+    try:
+        return importlib.metadata.version("meterline")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+class Metrics:
+    """The proxy's metrics, registered on one registry per app.
+
+    ``registry`` is where metrics are registered (a fresh one by default). In multiprocess
+    mode the metric objects stay unregistered and ``registry`` instead holds a
+    ``MultiProcessCollector`` that reads every worker's files.
+    """
+
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        multiprocess_dir: str | None = None,
+        build_version: str | None = None,
+    ) -> None:
+        # *_created series double the series count and do not exist in multiprocess mode;
+        # the switch is process-wide and idempotent.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.multiprocess = multiprocess_enabled()
+        target: CollectorRegistry | None = self.registry
+        if self.multiprocess:
+            multiprocess.MultiProcessCollector(  # type: ignore[no-untyped-call]
+                self.registry, path=multiprocess_dir)
+            target = None
+        self._departments: frozenset[str] = frozenset()
+        self._models: frozenset[str] = frozenset()
+        self._providers: frozenset[str] = frozenset()
+        self._experiments: dict[str, frozenset[str]] = {}
+        self._rules: frozenset[str] = frozenset()
+        self._routes: frozenset[str] = frozenset(DEFAULT_ROUTES)
+        self._config_version: str | None = None
+        self._define_traffic(target)
+        self._define_spend(target)
+        self._define_cache(target)
+        self._define_experiments(target)
+        self._define_budget(target)
+        self._define_upstream(target)
+        self._define_process(target)
+        self._build_info.labels(version=build_version or _package_version()).set(1)
+
+    # -- definitions -------------------------------------------------------------------------
+
+    def _define_traffic(self, r: CollectorRegistry | None) -> None:
+        self._requests = Counter(
+            "meterline_requests_total", "Requests answered by the proxy.",
+            ["route", "model", "department", "status_class"], registry=r)
+        self._duration = Histogram(
+            "meterline_request_duration_seconds", "Time from request received to response end.",
+            ["route", "model"], buckets=DURATION_BUCKETS, registry=r)
+        self._overhead = Histogram(
+            "meterline_overhead_seconds", "Proxy time minus upstream time per request.",
+            buckets=OVERHEAD_BUCKETS, registry=r)
+        self._ttft = Histogram(
+            "meterline_time_to_first_token_seconds", "Time to the first streamed token.",
+            ["model"], buckets=TTFT_BUCKETS, registry=r)
+        self._inflight = Gauge(
+            "meterline_inflight_requests", "Requests being processed now.",
+            registry=r, multiprocess_mode="livesum")
+
+    def _define_spend(self, r: CollectorRegistry | None) -> None:
+        self._tokens = Counter(
+            "meterline_tokens_total", "Tokens billed, by direction.",
+            ["department", "model", "direction"], registry=r)
+        self._cost = Counter(
+            "meterline_cost_dollars_total", "Spend in US dollars.",
+            ["department", "model"], registry=r)
+        self._cost_estimated = Counter(
+            "meterline_cost_estimated_total", "Requests whose cost was estimated, not reported.",
+            ["department", "model"], registry=r)
+        self._unpriced = Counter(
+            "meterline_unpriced_requests_total", "Requests for a model without a price.",
+            ["model"], registry=r)
+        self._route_decisions = Counter(
+            "meterline_route_decisions_total", "Routing rule matches, by target model.",
+            ["rule", "target_model"], registry=r)
+        self._routing_saved = Counter(
+            "meterline_routing_saved_dollars_total", "Dollars saved by routing to a cheaper model.",
+            ["department"], registry=r)
+
+    def _define_cache(self, r: CollectorRegistry | None) -> None:
+        self._cache_requests = Counter(
+            "meterline_cache_requests_total", "Cache lookups by kind and result.",
+            ["department", "model", "kind", "result"], registry=r)
+        self._cache_saved = Counter(
+            "meterline_cache_saved_dollars_total", "Dollars not spent thanks to cache hits.",
+            ["department"], registry=r)
+        self._cache_entries = Gauge(
+            "meterline_cache_entries", "Entries stored in the cache.",
+            ["scope_kind"], registry=r, multiprocess_mode="mostrecent")
+        self._false_hits = Counter(
+            "meterline_cache_false_hit_reports_total", "Users reporting a wrong cached answer.",
+            ["department"], registry=r)
+
+    def _define_experiments(self, r: CollectorRegistry | None) -> None:
+        self._exp_requests = Counter(
+            "meterline_experiment_requests_total", "Requests assigned to an experiment variant.",
+            ["experiment", "variant"], registry=r)
+        self._exp_cost = Counter(
+            "meterline_experiment_cost_dollars_total", "Spend per experiment variant.",
+            ["experiment", "variant"], registry=r)
+        self._exp_quality = Histogram(
+            "meterline_experiment_quality_score", "Quality score in [0, 1] per variant.",
+            ["experiment", "variant"], buckets=QUALITY_BUCKETS, registry=r)
+
+    def _define_budget(self, r: CollectorRegistry | None) -> None:
+        self._budget_remaining = Gauge(
+            "meterline_budget_remaining_dollars", "Budget left in the current period.",
+            ["department", "period"], registry=r, multiprocess_mode="mostrecent")
+        self._budget_limit = Gauge(
+            "meterline_budget_limit_dollars", "Budget limit for the period.",
+            ["department", "period"], registry=r, multiprocess_mode="mostrecent")
+        self._budget_rejections = Counter(
+            "meterline_budget_rejections_total", "Requests refused by budget or rate limits.",
+            ["department", "reason"], registry=r)
+
+    def _define_upstream(self, r: CollectorRegistry | None) -> None:
+        self._upstream_requests = Counter(
+            "meterline_upstream_requests_total", "Upstream attempts, retries included.",
+            ["provider"], registry=r)
+        self._upstream_errors = Counter(
+            "meterline_upstream_errors_total", "Failed upstream attempts by kind.",
+            ["provider", "kind"], registry=r)
+        self._retries = Counter(
+            "meterline_upstream_retries_total", "Upstream retries.", ["provider"], registry=r)
+        self._fallbacks = Counter(
+            "meterline_fallbacks_total", "Requests that fell back away from a provider.",
+            ["provider"], registry=r)
+
+    def _define_process(self, r: CollectorRegistry | None) -> None:
+        self._backlog = Gauge(
+            "meterline_spend_backlog_records", "Spend records waiting to be written.",
+            registry=r, multiprocess_mode="livesum")
+        self._config_info = Gauge(
+            "meterline_config_info", "Loaded rules version (value is always 1).",
+            ["version"], registry=r, multiprocess_mode="livemax")
+        self._build_info = Gauge(
+            "meterline_build_info", "Meterline build (value is always 1).",
+            ["version"], registry=r, multiprocess_mode="max")
+
+    # -- label mapping -----------------------------------------------------------------------
+
+    def set_known(
+        self,
+        departments: Iterable[str],
+        models: Iterable[str],
+        *,
+        providers: Iterable[str] = (),
+        experiments: Mapping[str, Iterable[str]] | None = None,
+        routing_rules: Iterable[str] = (),
+        routes: Iterable[str] | None = None,
+    ) -> None:
+        """Declare the configured label values and pre-create their series at zero."""
+        self._departments = frozenset(departments)
+        self._models = frozenset(models)
+        self._providers = frozenset(providers)
+        self._experiments = {k: frozenset(v) for k, v in (experiments or {}).items()}
+        self._rules = frozenset(routing_rules)
+        if routes is not None:
+            self._routes = frozenset(routes)
+        self._precreate()
+
+    def label_model(self, model: str | None) -> str:
+        return _bounded(model, self._models)
+
+    def label_department(self, department: str | None) -> str:
+        return _bounded(department, self._departments)
+
+    def label_provider(self, provider: str | None) -> str:
+        return _bounded(provider, self._providers)
+
+    def label_variant(self, experiment: str, variant: str) -> tuple[str, str]:
+        if experiment not in self._experiments:
+            return OTHER, OTHER
+        return experiment, _bounded(variant, self._experiments[experiment])
+
+    def _precreate(self) -> None:
+        for dept in self._departments:
+            self._precreate_department(dept)
+        for model in self._models:
+            self._unpriced.labels(model=model)
+            self._ttft.labels(model=model)
+        for provider in self._providers:
+            self._upstream_requests.labels(provider=provider)
+            self._retries.labels(provider=provider)
+            self._fallbacks.labels(provider=provider)
+        for experiment, variants in self._experiments.items():
+            for variant in variants:
+                self._exp_requests.labels(experiment=experiment, variant=variant)
+                self._exp_cost.labels(experiment=experiment, variant=variant)
+
+    def _precreate_department(self, dept: str) -> None:
+        for model in self._models:
+            self._cost.labels(department=dept, model=model)
+            self._cost_estimated.labels(department=dept, model=model)
+            for direction in DIRECTIONS:
+                self._tokens.labels(department=dept, model=model, direction=direction)
+            for kind in ("exact", "semantic"):
+                for result in ("hit", "miss"):
+                    self._cache_requests.labels(
+                        department=dept, model=model, kind=kind, result=result)
+        self._cache_saved.labels(department=dept)
+        self._routing_saved.labels(department=dept)
+        self._false_hits.labels(department=dept)
+
+    # -- recording ---------------------------------------------------------------------------
+
+    def record_request(
+        self,
+        route: str,
+        model: str | None,
+        department: str | None,
+        status: int,
+        duration_seconds: float,
+        upstream_seconds: float | None = None,
+    ) -> None:
+        """One answered request; ``upstream_seconds`` is None when no upstream call was made."""
+        route_label = _bounded(route, self._routes)
+        model_label = self.label_model(model)
+        self._requests.labels(
+            route=route_label, model=model_label,
+            department=self.label_department(department), status_class=status_class(status),
+        ).inc()
+        self._duration.labels(route=route_label, model=model_label).observe(duration_seconds)
+        self._overhead.observe(max(0.0, duration_seconds - (upstream_seconds or 0.0)))
+
+    def record_first_token(self, model: str | None, seconds: float) -> None:
+        self._ttft.labels(model=self.label_model(model)).observe(seconds)
+
+    def record_usage(
+        self,
+        department: str | None,
+        model: str | None,
+        input_tokens: int,
+        output_tokens: int,
+        cached_input_tokens: int = 0,
+    ) -> None:
+        """Billed tokens; ``input_tokens`` excludes the cached part."""
+        dept, model_label = self.label_department(department), self.label_model(model)
+        counts = zip(DIRECTIONS, (input_tokens, output_tokens, cached_input_tokens), strict=True)
+        for direction, count in counts:
+            if count > 0:
+                self._tokens.labels(department=dept, model=model_label, direction=direction).inc(
+                    count)
+
+    def record_cost(
+        self, department: str | None, model: str | None, dollars: float | None,
+        *, estimated: bool = False,
+    ) -> None:
+        """Spend of one request; ``dollars=None`` means the model has no price."""
+        dept, model_label = self.label_department(department), self.label_model(model)
+        if dollars is None:
+            self._unpriced.labels(model=model_label).inc()
+            return
+        self._cost.labels(department=dept, model=model_label).inc(dollars)
+        if estimated:
+            self._cost_estimated.labels(department=dept, model=model_label).inc()
+
+    def record_cache(
+        self, department: str | None, model: str | None, kind: str, result: str,
+        saved_dollars: float = 0.0,
+    ) -> None:
+        """One cache lookup; ``saved_dollars`` is the upstream cost a hit avoided."""
+        dept = self.label_department(department)
+        self._cache_requests.labels(
+            department=dept, model=self.label_model(model),
+            kind=_bounded(kind, CACHE_KINDS), result=_bounded(result, CACHE_RESULTS),
+        ).inc()
+        if saved_dollars > 0:
+            self._cache_saved.labels(department=dept).inc(saved_dollars)
+
+    def set_cache_entries(self, scope_kind: str, entries: int) -> None:
+        self._cache_entries.labels(scope_kind=_bounded(scope_kind, CACHE_SCOPE_KINDS)).set(entries)
+
+    def record_false_hit(self, department: str | None) -> None:
+        self._false_hits.labels(department=self.label_department(department)).inc()
+
+    def record_experiment(self, experiment: str, variant: str, cost_dollars: float = 0.0) -> None:
+        exp, var = self.label_variant(experiment, variant)
+        self._exp_requests.labels(experiment=exp, variant=var).inc()
+        if cost_dollars > 0:
+            self._exp_cost.labels(experiment=exp, variant=var).inc(cost_dollars)
+
+    def record_quality(self, experiment: str, variant: str, score: float) -> None:
+        exp, var = self.label_variant(experiment, variant)
+        self._exp_quality.labels(experiment=exp, variant=var).observe(score)
+
+    def record_route_decision(
+        self, rule: str, target_model: str | None, department: str | None = None,
+        saved_dollars: float = 0.0,
+    ) -> None:
+        self._route_decisions.labels(
+            rule=_bounded(rule, self._rules), target_model=self.label_model(target_model)).inc()
+        if saved_dollars > 0:
+            self._routing_saved.labels(department=self.label_department(department)).inc(
+                saved_dollars)
+
+    def set_budget(
+        self, department: str | None, period: str, remaining_dollars: float, limit_dollars: float,
+    ) -> None:
+        labels = {"department": self.label_department(department),
+                  "period": _bounded(period, BUDGET_PERIODS)}
+        self._budget_remaining.labels(**labels).set(remaining_dollars)
+        self._budget_limit.labels(**labels).set(limit_dollars)
+
+    def record_budget_rejection(self, department: str | None, reason: str) -> None:
+        self._budget_rejections.labels(
+            department=self.label_department(department),
+            reason=_bounded(reason, REJECT_REASONS)).inc()
+
+    def record_upstream(self, provider: str | None, error_kind: str | None = None) -> None:
+        """One upstream attempt; ``error_kind`` (see UPSTREAM_ERROR_KINDS) when it failed."""
+        label = self.label_provider(provider)
+        self._upstream_requests.labels(provider=label).inc()
+        if error_kind is not None:
+            self._upstream_errors.labels(
+                provider=label, kind=_bounded(error_kind, UPSTREAM_ERROR_KINDS)).inc()
+
+    def record_retry(self, provider: str | None) -> None:
+        self._retries.labels(provider=self.label_provider(provider)).inc()
+
+    def record_fallback(self, provider: str | None) -> None:
+        """A request left ``provider`` for the next target."""
+        self._fallbacks.labels(provider=self.label_provider(provider)).inc()
+
+    def set_spend_backlog(self, records: int) -> None:
+        self._backlog.set(records)
+
+    def set_config_version(self, version: str) -> None:
+        """Mark ``version`` as the loaded rules; the previous version's series is removed."""
+        old = self._config_version
+        if old is not None and old != version:
+            self._config_info.labels(version=old).set(0)  # multiprocess files keep the series
+            if not self.multiprocess:
+                self._config_info.remove(old)
+        self._config_version = version
+        self._config_info.labels(version=version).set(1)
+
+    @contextmanager
+    def inflight(self) -> Iterator[None]:
+        """Count a request as in flight for the duration of the block."""
+        self._inflight.inc()
+        try:
+            yield
+        finally:
+            self._inflight.dec()
+
+    # -- exposition --------------------------------------------------------------------------
+
+    def render(self) -> tuple[bytes, str]:
+        """Body and content type for ``GET /metrics``."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
