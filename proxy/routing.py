@@ -1,0 +1,353 @@
+"""Routing rules from YAML and the pure decision: (rules, request facts) -> target model + fallbacks.
+
+`select_route` walks the rules in file order; the first rule whose every condition holds fires.
+The decision carries a per-rule explanation (why each checked rule matched or not), which is what
+`POST /admin/route/explain` returns and what `x-meterline-route` names.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import model_validator
+
+DEFAULT_RULE = "default"
+TASK_HEADER = "x-meterline-task"
+USER_HEADER = "x-meterline-user"
+ROUTE_HEADER = "x-meterline-route"
+IMAGE_TOKENS = 85  # what one low-detail image costs; good enough for a size heuristic
+RULE_NAME = r"^[A-Za-z0-9_.:-]{1,64}$"
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class ConfigFileError(ValueError):
+    """A rules file failed to load; the message names the file, the field and the bad value."""
+
+
+@dataclass(frozen=True, slots=True)
+class RouteInput:
+    """The facts about one request that routing and experiments look at."""
+
+    model: str
+    department: str
+    messages: Sequence[Mapping[str, Any]]
+    tools: bool = False
+    task: str | None = None
+    user: str = ""
+    prompt_tokens: int = 0
+
+    @classmethod
+    def from_request(
+        cls, body: Mapping[str, Any], department: str, headers: Mapping[str, str], key_id: str
+    ) -> RouteInput:
+        """Build from a chat body; `headers` must be case-insensitive (Starlette) or lower-case."""
+        messages = body.get("messages") or []
+        return cls(
+            model=str(body.get("model", "")),
+            department=department,
+            messages=messages,
+            tools=bool(body.get("tools") or body.get("functions")),
+            task=headers.get(TASK_HEADER) or None,
+            user=resolve_user(body.get("user"), headers.get(USER_HEADER), key_id),
+            prompt_tokens=estimate_tokens(messages),
+        )
+
+
+def resolve_user(body_user: object, header_user: str | None, key_id: str) -> str:
+    """User id for sticky assignment: body `user`, else `x-meterline-user`, else the key id."""
+    if isinstance(body_user, str) and body_user:
+        return body_user
+    return header_user or key_id
+
+
+def _parts(content: object) -> Iterable[Mapping[str, Any]]:
+    if isinstance(content, list):
+        return (p for p in content if isinstance(p, Mapping))
+    return ()
+
+
+def message_text(message: Mapping[str, Any]) -> str:
+    """The text of one message (string content or the text parts of a parts list)."""
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    return "\n".join(str(p.get("text", "")) for p in _parts(content) if p.get("type") == "text")
+
+
+def count_images(messages: Sequence[Mapping[str, Any]]) -> int:
+    return sum(
+        1 for m in messages for p in _parts(m.get("content")) if p.get("type") == "image_url"
+    )
+
+
+def last_user_text(messages: Sequence[Mapping[str, Any]]) -> str:
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            return message_text(message)
+    return ""
+
+
+def estimate_tokens(messages: Sequence[Mapping[str, Any]]) -> int:
+    """Cheap prompt size: ~4 characters per token, 4 tokens per message, 85 per image."""
+    chars = 0
+    for message in messages:
+        chars += len(message_text(message))
+        for call in message.get("tool_calls") or ():
+            function = call.get("function") if isinstance(call, Mapping) else None
+            if isinstance(function, Mapping):
+                chars += len(str(function.get("name", ""))) + len(str(function.get("arguments", "")))
+    return chars // 4 + 4 * len(messages) + 3 + IMAGE_TOKENS * count_images(messages)
+
+
+class Match(BaseModel):
+    """Conditions of one rule. All given conditions must hold; a list matches any of its items."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    department: tuple[str, ...] | None = None
+    model: tuple[str, ...] | None = None  # shell-style patterns, e.g. "gpt-4o*"
+    task: tuple[str, ...] | None = None
+    min_prompt_tokens: int | None = Field(default=None, ge=0)
+    max_prompt_tokens: int | None = Field(default=None, ge=0)
+    tools: bool | None = None
+    images: bool | None = None
+    keywords: tuple[str, ...] = ()  # any of them, case-insensitive, whole words
+    regex: re.Pattern[str] | None = None  # searched in the last user message; use (?i) for case
+    _keyword_re: re.Pattern[str] | None = PrivateAttr(default=None)
+
+    @field_validator("regex", mode="before")
+    @classmethod
+    def _compile(cls, value: object) -> object:
+        if isinstance(value, str):
+            try:
+                return re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression ({exc})") from exc
+        return value
+
+    @field_validator("keywords")
+    @classmethod
+    def _no_blank_keywords(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if any(not k.strip() for k in value):
+            raise ValueError("keywords must not be blank")
+        return value
+
+    @model_validator(mode="after")
+    def _check_range(self) -> Match:
+        low, high = self.min_prompt_tokens, self.max_prompt_tokens
+        if low is not None and high is not None and low > high:
+            raise ValueError(f"min_prompt_tokens {low} is above max_prompt_tokens {high}")
+        return self
+
+    def model_post_init(self, context: Any, /) -> None:
+        if self.keywords:
+            words = "|".join(re.escape(k.strip()) for k in self.keywords)
+            self._keyword_re = re.compile(rf"(?<!\w)(?:{words})(?!\w)", re.IGNORECASE)
+
+
+class Rule(BaseModel):
+    """One routing rule: when `match` holds, send to `target`, then try `fallbacks` in order."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=RULE_NAME)
+    description: str = ""
+    match: Match = Match()
+    target: str = Field(min_length=1)
+    fallbacks: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _check_fallbacks(self) -> Rule:
+        chain = (self.target, *self.fallbacks)
+        if len(set(chain)) != len(chain):
+            raise ValueError(f"target and fallbacks repeat a model: {list(chain)}")
+        return self
+
+
+class RoutingRules(BaseModel):
+    """The whole `rules/routing.yaml`: an ordered list of rules; first match wins."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rules: tuple[Rule, ...] = ()
+
+    @field_validator("rules")
+    @classmethod
+    def _unique_names(cls, rules: tuple[Rule, ...]) -> tuple[Rule, ...]:
+        names = [r.name for r in rules]
+        dupes = sorted({n for n in names if names.count(n) > 1} | ({DEFAULT_RULE} & set(names)))
+        if dupes:
+            raise ValueError(f"rule names must be unique and not '{DEFAULT_RULE}': {dupes}")
+        return rules
+
+    def models(self) -> set[str]:
+        return {m for r in self.rules for m in (r.target, *r.fallbacks)}
+
+
+@dataclass(frozen=True, slots=True)
+class RuleCheck:
+    """Why one rule did or did not match."""
+
+    rule: str
+    matched: bool
+    reasons: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RouteDecision:
+    """Where a request goes: `rule` is the fired rule's name (or "default")."""
+
+    rule: str
+    model: str
+    fallbacks: tuple[str, ...]
+    explanation: tuple[RuleCheck, ...]
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        return (self.model, *self.fallbacks)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "model": self.model,
+            "fallbacks": list(self.fallbacks),
+            "explanation": [
+                {"rule": c.rule, "matched": c.matched, "reasons": list(c.reasons)}
+                for c in self.explanation
+            ],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class _Facts:
+    inp: RouteInput
+    text: str
+    images: bool
+
+
+def _one_of(label: str, value: str | None, allowed: tuple[str, ...], glob: bool = False) -> str:
+    hit = value is not None and any(fnmatchcase(value, a) if glob else value == a for a in allowed)
+    verb = "in" if hit else "not in"
+    return f"{'+' if hit else '-'}{label} {value!r} {verb} {list(allowed)}"
+
+
+def _flag(label: str, actual: bool, wanted: bool) -> str:
+    return f"{'+' if actual == wanted else '-'}{label}={actual} (rule wants {wanted})"
+
+
+def _checks(match: Match, facts: _Facts) -> list[str]:
+    """Every condition of `match` as '+reason' (holds) or '-reason' (fails)."""
+    inp, out = facts.inp, []
+    if match.department is not None:
+        out.append(_one_of("department", inp.department, match.department))
+    if match.model is not None:
+        out.append(_one_of("model", inp.model, match.model, glob=True))
+    if match.task is not None:
+        out.append(_one_of("task", inp.task, match.task))
+    if match.min_prompt_tokens is not None:
+        ok = inp.prompt_tokens >= match.min_prompt_tokens
+        out.append(f"{'+' if ok else '-'}prompt_tokens {inp.prompt_tokens} "
+                   f"{'>=' if ok else '<'} {match.min_prompt_tokens}")
+    if match.max_prompt_tokens is not None:
+        ok = inp.prompt_tokens <= match.max_prompt_tokens
+        out.append(f"{'+' if ok else '-'}prompt_tokens {inp.prompt_tokens} "
+                   f"{'<=' if ok else '>'} {match.max_prompt_tokens}")
+    if match.tools is not None:
+        out.append(_flag("tools", inp.tools, match.tools))
+    if match.images is not None:
+        out.append(_flag("images", facts.images, match.images))
+    out.extend(_text_checks(match, facts.text))
+    return out
+
+
+def _text_checks(match: Match, text: str) -> list[str]:
+    out = []
+    if match._keyword_re is not None:
+        found = match._keyword_re.search(text)
+        out.append(f"+keyword {found.group(0)!r} in last user message" if found else
+                   f"-none of keywords {list(match.keywords)} in last user message")
+    if match.regex is not None:
+        hit = match.regex.search(text) is not None
+        out.append(f"{'+' if hit else '-'}regex {match.regex.pattern!r} "
+                   f"{'matches' if hit else 'does not match'} last user message")
+    return out
+
+
+def check_rule(rule: Rule, facts: _Facts) -> RuleCheck:
+    checks = _checks(rule.match, facts)
+    failed = tuple(c[1:] for c in checks if c[0] == "-")
+    if failed:
+        return RuleCheck(rule.name, False, failed)
+    return RuleCheck(rule.name, True, tuple(c[1:] for c in checks) or ("no conditions",))
+
+
+def select_route(rules: RoutingRules, inp: RouteInput) -> RouteDecision:
+    """First matching rule wins; without a match the requested model is used unchanged."""
+    facts = _Facts(inp, last_user_text(inp.messages), count_images(inp.messages) > 0)
+    checked: list[RuleCheck] = []
+    for rule in rules.rules:
+        check = check_rule(rule, facts)
+        checked.append(check)
+        if check.matched:
+            return RouteDecision(rule.name, rule.target, rule.fallbacks, tuple(checked))
+    none = RuleCheck(DEFAULT_RULE, True, ("no rule matched: requested model is used",))
+    return RouteDecision(DEFAULT_RULE, inp.model, (), (*checked, none))
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def format_validation_error(source: str, exc: ValidationError) -> str:
+    lines = [f"{source}: {exc.error_count()} error(s)"]
+    for err in exc.errors(include_url=False):
+        value = err.get("input")
+        shown = repr(value) if not isinstance(value, dict) else "{...}"
+        lines.append(f"  field '{_loc(err['loc'])}' has value {shown[:120]}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def parse_config(data: object, model: type[M], source: str) -> M:
+    """Validate parsed YAML; on failure raise ConfigFileError naming file, field and value."""
+    try:
+        return model.model_validate({} if data is None else data)
+    except ValidationError as exc:
+        raise ConfigFileError(format_validation_error(source, exc)) from None
+
+
+def load_yaml(path: str | Path, model: type[M]) -> M:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigFileError(f"{path}: cannot read YAML: {exc}") from None
+    return parse_config(data, model, str(path))
+
+
+def load(path: str | Path) -> RoutingRules:
+    """Load and validate `rules/routing.yaml`."""
+    return load_yaml(path, RoutingRules)
+
+
+def check_models(rules: RoutingRules, known: set[str], source: str = "routing") -> None:
+    """Raise ConfigFileError if a rule targets a model the proxy does not know."""
+    problems = [
+        f"  field 'rules[{i}].{'target' if m == r.target else 'fallbacks'}' has value {m!r}: "
+        f"unknown model (known: {sorted(known)})"
+        for i, r in enumerate(rules.rules)
+        for m in (r.target, *r.fallbacks)
+        if m not in known
+    ]
+    if problems:
+        raise ConfigFileError("\n".join([f"{source}: unknown models", *problems]))
