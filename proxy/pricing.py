@@ -1,0 +1,164 @@
+"""Model prices -> the cost of an OpenAI usage block.
+
+Money is counted in integer micro-dollars (1e-6 USD). A price of P dollars per 1M tokens is exactly
+P micro-dollars per token, so a request's cost is computed exactly with Decimal and rounded once,
+half-up, to whole micro-dollars. Every later sum (budgets, chargeback totals) is integer addition, so
+totals equal the sum of per-request costs with no float drift.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+DEFAULT_PRICING_PATH = Path(__file__).parent / "data" / "pricing.yaml"
+MICROS_PER_DOLLAR = 1_000_000
+_SNAPSHOT_SEPARATORS = ("-", ":", "@")
+
+
+class PricingError(ValueError):
+    """A pricing file is missing, not YAML, or has a bad field."""
+
+
+class Price(BaseModel):
+    """Dollars per 1M tokens (equivalently: micro-dollars per token)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    input: Decimal = Field(ge=0)
+    cached_input: Decimal | None = Field(default=None, ge=0)
+    output: Decimal = Field(ge=0)
+
+    @property
+    def cached(self) -> Decimal:
+        return self.input if self.cached_input is None else self.cached_input
+
+
+class PricingFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    default: Price | None = None
+    models: dict[str, Price] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts normalised from a Chat Completions or Responses API usage block."""
+
+    input_tokens: int = 0
+    cached_input_tokens: int = 0
+    output_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Cost:
+    """What a request cost. `priced` is False when the model was unknown and `default` was used."""
+
+    dollars: float
+    priced: bool
+    micros: int = 0
+
+
+def parse_usage(usage: Mapping[str, Any] | None) -> Usage:
+    """Read prompt/completion (or input/output) tokens and cached tokens from a usage block."""
+    if not usage:
+        return Usage()
+    prompt = _int(usage.get("prompt_tokens", usage.get("input_tokens")))
+    completion = _int(usage.get("completion_tokens", usage.get("output_tokens")))
+    details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details") or {}
+    cached = _int(details.get("cached_tokens")) if isinstance(details, Mapping) else 0
+    return Usage(prompt, min(cached, prompt), completion)
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and value > 0 else 0
+
+
+def to_micros(dollars: float | Decimal) -> int:
+    return int(Decimal(str(dollars)).scaleb(6).to_integral_value(ROUND_HALF_UP))
+
+
+def micros_to_dollars(micros: int) -> float:
+    return micros / MICROS_PER_DOLLAR
+
+
+class PricingTable:
+    """Look up a model's price (exact name, then longest snapshot prefix) and price usage."""
+
+    def __init__(self, models: Mapping[str, Price], default: Price) -> None:
+        self.models = dict(models)
+        self.default = default
+        self._by_length = sorted(self.models, key=len, reverse=True)
+
+    def lookup(self, model: str) -> tuple[Price, bool]:
+        """Return (price, known). Unknown models get the default price and known=False."""
+        name = self.resolve(model)
+        return (self.models[name], True) if name is not None else (self.default, False)
+
+    def resolve(self, model: str) -> str | None:
+        """The table entry a model name bills as: exact, dated snapshot, or provider-prefixed."""
+        found = self._match(model)
+        if found is None and "/" in model:
+            found = self._match(model.rsplit("/", 1)[1])
+        return found
+
+    def _match(self, model: str) -> str | None:
+        if model in self.models:
+            return model
+        for name in self._by_length:
+            if model.startswith(name) and model[len(name)] in _SNAPSHOT_SEPARATORS:
+                return name
+        return None
+
+    def cost(self, model: str, usage: Mapping[str, Any] | Usage | None) -> Cost:
+        counts = usage if isinstance(usage, Usage) else parse_usage(usage)
+        price, known = self.lookup(model)
+        exact = (
+            (counts.input_tokens - counts.cached_input_tokens) * price.input
+            + counts.cached_input_tokens * price.cached
+            + counts.output_tokens * price.output
+        )
+        micros = int(exact.to_integral_value(ROUND_HALF_UP))
+        return Cost(micros_to_dollars(micros), known, micros)
+
+    def worst_case(self, model: str, prompt_tokens: int) -> tuple[int, float]:
+        """(micro-dollars for the prompt, rounded up; micro-dollars per output token)."""
+        price, _ = self.lookup(model)
+        fixed = math.ceil(Decimal(max(prompt_tokens, 0)) * price.input)
+        return fixed, float(price.output)
+
+
+def load_pricing(*paths: Path | str, default: Price | None = None) -> PricingTable:
+    """Load the bundled table, then each override file in order (later entries win)."""
+    files = [DEFAULT_PRICING_PATH, *(Path(p) for p in paths)]
+    models: dict[str, Price] = {}
+    chosen = default
+    for path in files:
+        parsed = _read_pricing_file(path)
+        models.update(parsed.models)
+        chosen = parsed.default or chosen
+    if chosen is None:
+        raise PricingError(f"{files[-1]}: no 'default' price for unknown models")
+    return PricingTable(models, default if default is not None else chosen)
+
+
+def _read_pricing_file(path: Path) -> PricingFile:
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise PricingError(f"{path}: cannot read pricing file: {exc}") from exc
+    try:
+        return PricingFile.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise PricingError(
+            f"{path}: field '{where}' has value {first.get('input')!r}. {first['msg']}"
+        ) from exc
