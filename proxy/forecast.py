@@ -317,29 +317,32 @@ def forecast_department(
     model = fit_daily(daily, history_start)
     profile = hour_profile(complete, history_start)
     residuals = _backtest_ratios(daily, history_start, horizon)
-    low_q, high_q = _quantiles(residuals.daily, interval)
+    quantiles = _quantiles(residuals.daily, interval)
     remaining_today = 1.0 - _elapsed_share(profile, weekday_of(today), now - today * DAY)
-    days: list[DayForecast] = []
-    for h in range(horizon):
-        base = model.predict(today + h) * (remaining_today if h == 0 else 1.0)
-        done = observed_today if h == 0 else 0.0
-        days.append(
-            DayForecast(
-                iso_date(today + h),
-                _cents(done + base),
-                _cents(done + base * low_q),
-                _cents(done + base * high_q),
-            )
-        )
-    total = _period_total(days, model, today, horizon, observed_today, residuals, interval)
+    predicted = [model.predict(today + h) for h in range(horizon)]
+    predicted[0] *= remaining_today
+    days = [_band(iso_date(today + h), 0.0, p, quantiles) for h, p in enumerate(predicted)]
+    days[0] = _band(days[0].date, observed_today, predicted[0], quantiles)
+    label = f"{iso_date(today)}/{iso_date(today + horizon - 1)}"
+    if len(residuals.period) >= MIN_RESIDUALS:
+        total = _band(label, observed_today, sum(predicted), _quantiles(residuals.period, interval))
+    else:  # summing daily bounds assumes errors move together: conservative
+        sums = [_cents(sum(getattr(d, key) for d in days)) for key in ("expected", "low", "high")]
+        total = DayForecast(label, *sums)
+    peaks = _peak_hours(model, profile)
     return DepartmentForecast(
-        department,
-        model.method,
-        len(daily),
-        residuals.source,
-        days,
-        total,
-        _peak_hours(model, profile),
+        department, model.method, len(daily), residuals.source, days, total, peaks
+    )
+
+
+def _band(label: str, done: float, predicted: float, quantiles: tuple[float, float]) -> DayForecast:
+    """Spend already recorded plus the predicted rest, scaled by the error quantiles."""
+    low_q, high_q = quantiles
+    return DayForecast(
+        label,
+        _cents(done + predicted),
+        _cents(done + predicted * low_q),
+        _cents(done + predicted * high_q),
     )
 
 
@@ -347,34 +350,6 @@ def _partial_hour(hourly: FloatArray, first_day: int, now: float) -> float:
     """Spend already recorded in the current (incomplete) hour."""
     index = math.floor(now / HOUR) - first_day * 24
     return float(hourly[index]) if 0 <= index < len(hourly) and now % HOUR > 0 else 0.0
-
-
-def _period_total(
-    days: list[DayForecast],
-    model: _Model,
-    today: int,
-    horizon: int,
-    observed: float,
-    residuals: _Residuals,
-    interval: float,
-) -> DayForecast:
-    expected = sum(d.expected for d in days)
-    label = f"{iso_date(today)}/{iso_date(today + horizon - 1)}"
-    if len(residuals.period) < MIN_RESIDUALS:
-        return DayForecast(
-            label,
-            _cents(expected),
-            _cents(sum(d.low for d in days)),
-            _cents(sum(d.high for d in days)),
-        )
-    low_q, high_q = _quantiles(residuals.period, interval)
-    predicted = expected - observed
-    return DayForecast(
-        label,
-        _cents(expected),
-        _cents(observed + predicted * low_q),
-        _cents(observed + predicted * high_q),
-    )
 
 
 def _validate(horizon_days: int, interval: float) -> None:
@@ -502,21 +477,8 @@ def _recommend_one(
             f"recommend {_money(recommended)}/{period} = upper bound + {headroom:.0%} headroom"
         )
     runs_out = _run_out(days, current) if current is not None and high > 0 else None
-    if current is None:
-        change = "new"
-        reasons.append("no current budget")
-    else:
-        change = _change(current, recommended)
-        if runs_out:
-            reasons.append(
-                f"current {_money(current)} would run out on {runs_out} at the expected rate"
-            )
-        elif current < high:
-            reasons.append(
-                f"current {_money(current)} covers the expected spend but not the upper bound"
-            )
-        else:
-            reasons.append(f"current {_money(current)} covers the upper bound")
+    reasons.append(_current_note(current, runs_out, high))
+    change = "new" if current is None else _change(current, recommended)
     return BudgetRecommendation(
         dept["department"],
         len(days),
@@ -530,6 +492,16 @@ def _recommend_one(
         runs_out,
         "; ".join(reasons),
     )
+
+
+def _current_note(current: float | None, runs_out: str | None, high: float) -> str:
+    if current is None:
+        return "no current budget"
+    if runs_out:
+        return f"current {_money(current)} would run out on {runs_out} at the expected rate"
+    if current < high:
+        return f"current {_money(current)} covers the expected spend but not the upper bound"
+    return f"current {_money(current)} covers the upper bound"
 
 
 def _change(current: float, recommended: float) -> str:
