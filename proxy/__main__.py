@@ -1,0 +1,115 @@
+"""CLI: meterline serve | check-config | mock-upstream | cache-eval | keys."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from proxy.config_errors import ConfigError
+from proxy.settings import Settings, SettingsError
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from proxy.app import create_app
+    from proxy.rules import load_config
+
+    settings = Settings.from_env()
+    overrides: dict[str, object] = {}
+    if args.host:
+        overrides["host"] = args.host
+    if args.port:
+        overrides["port"] = args.port
+    if args.config:
+        overrides["config_dir"] = Path(args.config)
+    if args.demo:
+        overrides["demo"] = True
+    settings = replace(settings, **overrides)  # type: ignore[arg-type]
+    if settings.demo:
+        local = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+        settings = replace(settings, mock_upstream_url=f"http://{local}:{settings.port}/_mock/v1")
+    try:
+        load_config(settings.config_dir)
+    except ConfigError as exc:
+        print(f"meterline: invalid config, not starting:\n{exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s")
+    if settings.demo:
+        print(f"Meterline demo on http://{settings.host}:{settings.port}  (mock upstream; keys "
+              "sk-demo-engineering|sales|marketing|executive, admin sk-demo-admin)", flush=True)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, loop="uvloop",
+                http="httptools", access_log=False, log_level=settings.log_level,
+                timeout_graceful_shutdown=30, lifespan="on")
+    return 0
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    from proxy.rules import load_config
+
+    try:
+        config = load_config(Path(args.path))
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    print(f"{args.path}: OK (version {config.version}; {len(config.providers.models)} models, "
+          f"{len(config.departments.departments)} departments)")
+    return 0
+
+
+def _mock_upstream(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from proxy.mock_upstream import create_mock_app
+
+    uvicorn.run(create_mock_app(), host=args.host, port=args.port, loop="uvloop",
+                http="httptools", access_log=False, log_level="warning")
+    return 0
+
+
+def _cache_eval(rest: list[str]) -> int:
+    from proxy.cache.evaluate import main as cache_eval_main
+
+    return cache_eval_main(rest)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="meterline", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the proxy (embedded state unless REDIS_URL is set)")
+    serve.add_argument("--host", help="bind address (MET_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (MET_PORT, default 8080)")
+    serve.add_argument("--config", help="config directory (MET_CONFIG_DIR, default rules/)")
+    serve.add_argument("--demo", action="store_true",
+                       help="answer from the built-in mock upstream with demo keys")
+    serve.set_defaults(func=_serve)
+    check = sub.add_parser("check-config", help="validate every YAML file in a config directory")
+    check.add_argument("path", nargs="?", default=str(Settings().config_dir))
+    check.set_defaults(func=_check_config)
+    mock = sub.add_parser("mock-upstream", help="run the deterministic mock OpenAI server")
+    mock.add_argument("--host", default="127.0.0.1")
+    mock.add_argument("--port", type=int, default=18000)
+    mock.set_defaults(func=_mock_upstream)
+    sub.add_parser("cache-eval", help="score a labelled pairs file with the cache's match rule",
+                   add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["cache-eval"]:
+        return _cache_eval(argv[1:])
+    args = build_parser().parse_args(argv)
+    try:
+        result: int = args.func(args)
+    except SettingsError as exc:
+        print(f"meterline: {exc}", file=sys.stderr)
+        return 2
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

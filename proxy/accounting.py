@@ -1,0 +1,177 @@
+"""Budget reservation before the call, and cost + record + metrics after it (stream or not)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.responses import Response
+
+from proxy import errors
+from proxy.calls import Call
+from proxy.pricing import Usage, parse_usage
+from proxy.routing import estimate_tokens
+from proxy.services import Services
+from proxy.spend_core import SpendRefusal
+from proxy.streaming import StreamOutcome
+from proxy.upstream import Target
+
+
+def prompt_tokens_of(call: Call) -> int:
+    messages = call.body.get("messages")
+    if isinstance(messages, list):
+        return estimate_tokens(messages)
+    return max(1, len(call.raw) // 4)
+
+
+def max_tokens_of(call: Call) -> int | None:
+    for name in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
+        value = call.body.get(name)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
+
+
+async def reserve(services: Services, call: Call, model: str) -> Any:
+    """Hold the worst-case cost; may cap max_tokens to what the budget still allows."""
+    if services.spend is None or call.department is None:
+        return None
+    try:
+        reservation = await services.spend.reserve(
+            call.department, model, prompt_tokens_of(call), max_tokens_of(call))
+    except SpendRefusal as exc:
+        services.metrics.record_budget_rejection(call.department, exc.code or "refused")
+        raise
+    if reservation.capped:
+        call.body["max_tokens"] = reservation.max_tokens
+        call.body.pop("max_completion_tokens", None)
+        call.raw = orjson.dumps(call.body)
+        call.headers["x-meterline-max-tokens-capped"] = str(reservation.max_tokens)
+    return reservation
+
+
+async def release(services: Services, reservation: Any) -> None:
+    if reservation is not None and services.spend is not None:
+        await services.spend.release(reservation)
+
+
+async def cache_lookup(services: Services, call: Call, model: str) -> Any:
+    if services.cache is None:
+        call.headers["x-meterline-cache"] = "off"
+        return None
+    return await services.cache.lookup(services, call, model)
+
+
+async def serve_cached(services: Services, call: Call, reservation: Any, cached: Any) -> Response:
+    response: Response = await services.cache.serve(services, call, reservation, cached)
+    return response
+
+
+def estimate_output_tokens(chunks: list[bytes]) -> int:
+    """Tokens in the text a cut stream had already relayed (chars / 4)."""
+    chars = 0
+    for event in b"".join(chunks).split(b"\n\n"):
+        if not event.startswith(b"data: {"):
+            continue
+        try:
+            payload = orjson.loads(event[5:])
+        except orjson.JSONDecodeError:
+            continue
+        for choice in payload.get("choices") or []:
+            delta = choice.get("delta") or {}
+            chars += len(delta.get("content") or "")
+            for call_ in delta.get("tool_calls") or []:
+                chars += len((call_.get("function") or {}).get("arguments") or "")
+    return (chars + 3) // 4
+
+
+async def settle(services: Services, call: Call, reservation: Any, target: Target,
+                 usage: dict[str, Any] | Usage | None, estimated: bool) -> dict[str, Any]:
+    """Price the usage, settle the budget, write the record, count the metrics."""
+    record = call.record
+    assert record is not None
+    pricing = services.pricing
+    cost = pricing.cost(target.model, usage)
+    if not cost.priced and pricing.resolve(record.model_requested) is not None:
+        cost = pricing.cost(record.model_requested, usage)
+    counts = usage if isinstance(usage, Usage) else parse_usage(usage)
+    record.input_tokens, record.output_tokens = counts.input_tokens, counts.output_tokens
+    record.cached_input_tokens = counts.cached_input_tokens
+    record.cost, record.cost_estimated = cost.dollars, estimated
+    record.latency_ms = call.elapsed() * 1000
+    remaining = None
+    if services.spend is not None and reservation is not None:
+        remaining = await services.spend.settle(reservation, cost.micros, record)
+    elif services.spend is not None:
+        await services.spend.add_record(record)
+    model = record.model_requested
+    m = services.metrics
+    m.record_usage(call.department, model, counts.input_tokens, counts.output_tokens,
+                   counts.cached_input_tokens)
+    m.record_cost(call.department, model, cost.dollars if cost.priced else None,
+                  estimated=estimated)
+    if not cost.priced:
+        m.record_cost(call.department, model, cost.dollars, estimated=estimated)
+    if record.experiment and record.variant:
+        m.record_experiment(record.experiment, record.variant, cost.dollars)
+    if record.route_rule:
+        m.record_route_decision(record.route_rule, record.model_used, call.department)
+    m.record_request(call.endpoint, model, call.department, record.status,
+                     call.elapsed(), call.upstream_s)
+    return {"cost_usd": round(cost.dollars, 8), "input_tokens": counts.input_tokens,
+            "output_tokens": counts.output_tokens, "estimated": estimated,
+            "cache": record.cache, "department": call.department,
+            "budget_remaining_usd": remaining, "request_id": call.request_id}
+
+
+async def finish_json(services: Services, call: Call, reservation: Any, target: Target,
+                      status: int, data: bytes) -> Response:
+    record = call.record
+    assert record is not None
+    try:
+        payload = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        payload = None
+    if not isinstance(payload, dict):
+        record.status, record.error = 502, "invalid_upstream_json"
+        estimate = Usage(prompt_tokens_of(call), 0, (len(data) + 3) // 4)
+        await settle(services, call, reservation, target, estimate, True)
+        raise errors.UpstreamUnavailable(
+            f"Upstream {target.provider_name} returned a body that is not JSON")
+    record.status = status
+    if record.cache == "off":
+        record.cache = "miss" if services.cache is not None else "off"
+    usage = payload.get("usage")
+    estimated = not isinstance(usage, dict)
+    info = await settle(services, call, reservation, target,
+                        usage if not estimated else Usage(prompt_tokens_of(call), 0, 0), estimated)
+    if services.cache is not None and not estimated:
+        await services.cache.store_json(services, call, payload, data, info["cost_usd"])
+    headers = {**call.headers, "x-meterline-cost-usd": f"{info['cost_usd']:.8f}",
+               "x-meterline-overhead-ms": f"{call.overhead_ms():.2f}"}
+    return Response(data, status, headers, media_type="application/json")
+
+
+async def finish_stream(services: Services, call: Call, reservation: Any, target: Target,
+                        outcome: StreamOutcome) -> dict[str, Any]:
+    record = call.record
+    assert record is not None
+    record.status = 200
+    if outcome.first_byte_at is not None:
+        record.ttft_ms = (outcome.first_byte_at - call.started) * 1000
+        services.metrics.record_first_token(record.model_requested, record.ttft_ms / 1000)
+    if outcome.error is not None:
+        record.error = outcome.error.code or "stream_error"
+    elif not outcome.complete:
+        record.error = "client_disconnected"
+    usage: dict[str, Any] | Usage | None = outcome.usage
+    estimated = usage is None
+    if estimated:
+        usage = Usage(prompt_tokens_of(call), 0, estimate_output_tokens(outcome.chunks))
+    if record.cache == "off" and services.cache is not None:
+        record.cache = "miss"
+    info = await settle(services, call, reservation, target, usage, estimated)
+    if services.cache is not None and outcome.complete and outcome.error is None:
+        await services.cache.store_stream(services, call, outcome.chunks, info["cost_usd"])
+    return info
+

@@ -1,0 +1,43 @@
+"""Admin API under /admin/: guarded by an admin key. Each handler is small; logic lives elsewhere."""
+
+from __future__ import annotations
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from proxy.calls import authenticate, request_id_of
+from proxy.config_errors import ConfigError
+from proxy.errors import AuthenticationFailed, InvalidRequest
+from proxy.keys import Principal
+from proxy.lifecycle import reload_config
+from proxy.services import Services
+
+
+def json_response(payload: object, status: int = 200) -> Response:
+    return Response(orjson.dumps(payload), status, media_type="application/json")
+
+
+async def require_admin(request: Request) -> tuple[Services, Principal]:
+    services: Services = request.app.state.services
+    request_id_of(request)
+    principal = await authenticate(request, services)
+    if not principal.admin:
+        raise AuthenticationFailed("This endpoint needs an admin key.", code="admin_key_required")
+    return services, principal
+
+
+async def reload(request: Request) -> Response:
+    services, _ = await require_admin(request)
+    old = services.config.version
+    try:
+        config = await reload_config(services)
+    except ConfigError as exc:
+        raise InvalidRequest(f"Config rejected, old config stays live:\n{exc}",
+                             code="invalid_config") from None
+    return json_response({"reloaded": True, "old_version": old, "version": config.version})
+
+
+def routes() -> list[BaseRoute]:
+    return [Route("/admin/reload", reload, methods=["POST"])]

@@ -1,0 +1,161 @@
+"""Parsing and checking one inbound call: body limits, authentication, the fields we use."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+
+from proxy.errors import AuthenticationFailed, InvalidRequest, PayloadTooLarge
+from proxy.keys import Principal
+from proxy.records import UsageRecord
+from proxy.services import Services
+
+REQUEST_ID_HEADER = "x-request-id"
+
+
+@dataclass
+class Call:
+    """One request on its way through the pipeline."""
+
+    request_id: str
+    endpoint: str  # "chat.completions" | "completions" | "embeddings" | "responses"
+    path: str  # upstream path, e.g. "/chat/completions"
+    started: float  # perf_counter at arrival
+    principal: Principal
+    body: dict[str, Any]
+    raw: bytes
+    headers: dict[str, str] = field(default_factory=dict)  # response headers we add
+    upstream_s: float = 0.0
+    record: UsageRecord | None = None
+
+    @property
+    def stream(self) -> bool:
+        return self.body.get("stream") is True
+
+    @property
+    def department(self) -> str | None:
+        return self.principal.department
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def overhead_ms(self) -> float:
+        return max(0.0, (self.elapsed() - self.upstream_s) * 1000)
+
+
+def request_id_of(request: Request) -> str:
+    given = request.headers.get(REQUEST_ID_HEADER, "")
+    rid = given if 0 < len(given) <= 128 and given.isprintable() else "req_" + uuid.uuid4().hex
+    request.state.request_id = rid
+    return rid
+
+
+def bearer_key(request: Request) -> str | None:
+    auth = request.headers.get("authorization")
+    if auth:
+        scheme, _, value = auth.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+    return request.headers.get("api-key") or None
+
+
+async def authenticate(request: Request, services: Services) -> Principal:
+    raw = bearer_key(request)
+    if raw is None:
+        raise AuthenticationFailed(
+            "Missing API key: send 'Authorization: Bearer <key>' or 'api-key: <key>'.")
+    principal = await services.keys.authenticate(raw)
+    if principal is None:
+        raise AuthenticationFailed("Incorrect API key provided.")
+    return principal
+
+
+async def read_json_body(request: Request, limit: int) -> tuple[bytes, dict[str, Any]]:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"Request body is {declared} bytes; the limit is {limit} bytes.")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"Request body exceeds the limit of {limit} bytes.")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw:
+        raise InvalidRequest("Request body is empty; expected a JSON object.", code="invalid_json")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"Request body is not valid JSON: {exc}", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("Request body must be a JSON object.", code="invalid_json")
+    return raw, body
+
+
+def _expect(body: dict[str, Any], name: str, types: type | tuple[type, ...], what: str) -> None:
+    value = body.get(name)
+    if value is None:
+        return
+    if not isinstance(value, types) or (isinstance(value, bool) and bool not in _tuple(types)):
+        raise InvalidRequest(
+            f"Invalid type for '{name}': expected {what}, got {type(value).__name__}.",
+            param=name, code="invalid_type")
+
+
+def _tuple(types: type | tuple[type, ...]) -> tuple[type, ...]:
+    return types if isinstance(types, tuple) else (types,)
+
+
+def require_model(body: dict[str, Any]) -> str:
+    model = body.get("model")
+    if model is None:
+        raise InvalidRequest("Missing required parameter: 'model'.", param="model",
+                             code="missing_required_parameter")
+    if not isinstance(model, str) or not model:
+        raise InvalidRequest("Invalid type for 'model': expected a non-empty string.",
+                             param="model", code="invalid_type")
+    return model
+
+
+def validate_chat(body: dict[str, Any]) -> None:
+    """Check only what the proxy itself uses; everything else goes upstream unchanged."""
+    require_model(body)
+    messages = body.get("messages")
+    if messages is None:
+        raise InvalidRequest("Missing required parameter: 'messages'.", param="messages",
+                             code="missing_required_parameter")
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequest("Invalid 'messages': expected a non-empty array of messages.",
+                             param="messages", code="invalid_type")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+            raise InvalidRequest(f"Invalid 'messages[{i}]': expected an object with a 'role'.",
+                                 param=f"messages[{i}]", code="invalid_type")
+    _expect(body, "stream", bool, "a boolean")
+    _expect(body, "n", int, "an integer")
+    _expect(body, "max_tokens", int, "an integer")
+    _expect(body, "max_completion_tokens", int, "an integer")
+    _expect(body, "temperature", (int, float), "a number")
+    _expect(body, "stream_options", dict, "an object")
+    _expect(body, "user", str, "a string")
+    _expect(body, "tools", list, "an array")
+
+
+def validate_passthrough(body: dict[str, Any]) -> None:
+    require_model(body)
+    _expect(body, "stream", bool, "a boolean")
+
+
+def new_record(call: Call, model: str) -> UsageRecord:
+    return UsageRecord(
+        request_id=call.request_id, ts=time.time(), department=call.department or "",
+        key_id=call.principal.key_id, user=call.body.get("user") or call.principal.user,
+        endpoint=call.endpoint, model_requested=model, model_used=model, provider="",
+        status=0, stream=call.stream,
+    )

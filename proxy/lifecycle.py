@@ -1,0 +1,79 @@
+"""Build Services at startup and close them at shutdown; reload config atomically."""
+
+from __future__ import annotations
+
+import logging
+
+import redis.asyncio as aioredis
+
+from proxy.keys import MemoryKeyStore, RedisKeyStore, records_from_config
+from proxy.metrics import Metrics
+from proxy.reliability import Cooldowns, RetryPolicy
+from proxy.rules import Config, load_config
+from proxy.services import Services
+from proxy.settings import Settings
+from proxy.upstream import UpstreamClient
+
+log = logging.getLogger("meterline")
+
+
+def known_labels(metrics: Metrics, config: Config) -> None:
+    experiments = {}
+    if config.experiments is not None:
+        experiments = {name: [a.name for a in e.arms]
+                       for name, e in config.experiments.experiments.items()}
+    metrics.set_known(
+        config.departments.names, config.model_names,
+        providers=config.providers.providers, experiments=experiments,
+        routing_rules=[r.name for r in config.routing.rules] if config.routing else (),
+    )
+    metrics.set_config_version(config.version)
+
+
+async def start_services(settings: Settings) -> Services:
+    config = load_config(settings.config_dir)
+    redis = aioredis.Redis.from_url(settings.redis_url) if settings.redis_url else None
+    seeds = records_from_config(config.keys, settings.demo, settings.admin_key)
+    if redis is not None:
+        keys: MemoryKeyStore | RedisKeyStore = RedisKeyStore(redis, settings.redis_prefix)
+        await keys.seed(seeds)
+    else:
+        keys = MemoryKeyStore(seeds)
+    metrics = Metrics()
+    known_labels(metrics, config)
+    upstream = UpstreamClient(config.providers.providers)
+    services = Services(settings, config, keys, upstream, metrics, redis,
+                        cooldowns=Cooldowns(), retry_policy=RetryPolicy())
+    await attach_features(services)
+    log.info("meterline ready: config %s, %s state", config.version,
+             "redis" if redis else "embedded")
+    return services
+
+
+async def attach_features(services: Services) -> None:
+    """Spend store and cache: each feature module builds its own backend from settings."""
+    from proxy import features
+
+    await features.attach(services)
+
+
+async def reload_config(services: Services) -> Config:
+    """Validate the new config fully, then swap it in; on error the old config stays live."""
+    config = load_config(services.settings.config_dir)
+    services.config = config
+    services.upstream.update_providers(config.providers.providers)
+    known_labels(services.metrics, config)
+    from proxy import features
+
+    await features.reconfigure(services)
+    return config
+
+
+async def stop_services(services: Services) -> None:
+    await services.drain()
+    from proxy import features
+
+    await features.detach(services)
+    await services.upstream.close()
+    if services.redis is not None:
+        await services.redis.aclose()

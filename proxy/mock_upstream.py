@@ -1,0 +1,263 @@
+"""A deterministic mock OpenAI server: answers, streams, usage, and faults on demand.
+
+Faults come from a queue set with `POST /_mock/faults {"fault": "...", "times": N}` or from a
+`#fault:<name>` marker in the last user message. Faults: 429 (Retry-After: 1), 500, 503,
+slow (first byte after `delay_ms`, default 300), cut (stream stops half-way, no usage, no
+[DONE]), invalid_json, hang (never answers), 400.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+WORDS = (
+    "the answer depends on context but here is a clear and short explanation with an example "
+    "that covers the main points and a caveat worth knowing before you decide"
+).split()
+FAULT_MARK = re.compile(r"#fault:([a-z0-9_]+)")
+MODELS = ("gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "gpt-3.5-turbo", "o3-mini",
+          "mixtral-8x7b", "llama-3.1-8b", "text-embedding-3-small")
+
+
+@dataclass
+class MockState:
+    faults: deque[tuple[str, int]] = field(default_factory=deque)
+    requests: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=200))
+    delay_ms: int = 300
+    answer_words: int = 24
+
+    def next_fault(self, prompt: str) -> str | None:
+        marked = FAULT_MARK.search(prompt)
+        if marked:
+            return marked.group(1)
+        if not self.faults:
+            return None
+        fault, times = self.faults[0]
+        if times <= 1:
+            self.faults.popleft()
+        else:
+            self.faults[0] = (fault, times - 1)
+        return fault
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return ""
+
+
+def last_user_text(body: dict[str, Any]) -> str:
+    for message in reversed(body.get("messages") or []):
+        if isinstance(message, dict) and message.get("role") == "user":
+            return _text_of(message.get("content"))
+    prompt = body.get("prompt") or body.get("input") or ""
+    return prompt if isinstance(prompt, str) else orjson.dumps(prompt).decode()
+
+
+def count_tokens(text: str) -> int:
+    return max(1, len(text) // 4)
+
+
+def answer_for(prompt: str, words: int, index: int = 0) -> str:
+    """Deterministic answer: same prompt -> same text; different prompts -> different text."""
+    digest = hashlib.sha256(f"{index}:{prompt}".encode()).digest()
+    picked = [WORDS[digest[i % len(digest)] % len(WORDS)] for i in range(words)]
+    return f"Mock answer {digest[:4].hex()}: " + " ".join(picked) + "."
+
+
+def _usage(body: dict[str, Any], completion: int) -> dict[str, Any]:
+    prompt = sum(count_tokens(_text_of(m.get("content"))) + 4 for m in body.get("messages") or [])
+    prompt = prompt or count_tokens(last_user_text(body))
+    return {"prompt_tokens": prompt, "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": 0}}
+
+
+def _choice_message(body: dict[str, Any], text: str) -> dict[str, Any]:
+    tools = body.get("tools")
+    if tools and body.get("tool_choice") != "none":
+        fn = tools[0].get("function", {}).get("name", "tool")
+        return {"role": "assistant", "content": None, "tool_calls": [{
+            "id": "call_" + hashlib.sha256(text.encode()).hexdigest()[:12], "type": "function",
+            "function": {"name": fn, "arguments": orjson.dumps({"query": text[:40]}).decode()}}]}
+    fmt = body.get("response_format") or {}
+    if fmt.get("type") in ("json_object", "json_schema"):
+        return {"role": "assistant", "content": orjson.dumps({"answer": text}).decode()}
+    return {"role": "assistant", "content": text}
+
+
+def completion_body(body: dict[str, Any], prompt: str, words: int) -> dict[str, Any]:
+    n = int(body.get("n") or 1)
+    choices, completion = [], 0
+    for i in range(n):
+        text = answer_for(prompt, words, i)
+        completion += count_tokens(text)
+        choice: dict[str, Any] = {"index": i, "message": _choice_message(body, text),
+                                  "finish_reason": "tool_calls" if body.get("tools") else "stop"}
+        if body.get("logprobs"):
+            choice["logprobs"] = {"content": [{"token": w, "logprob": -0.1, "bytes": None,
+                                               "top_logprobs": []} for w in text.split()[:5]]}
+        choices.append(choice)
+    return {"id": "chatcmpl-" + hashlib.sha256(prompt.encode()).hexdigest()[:20],
+            "object": "chat.completion", "created": int(time.time()), "model": body.get("model"),
+            "system_fingerprint": "fp_mock", "choices": choices, "usage": _usage(body, completion)}
+
+
+def stream_events(body: dict[str, Any], prompt: str, words: int) -> list[bytes]:
+    text = answer_for(prompt, words)
+    base = {"id": "chatcmpl-" + hashlib.sha256(prompt.encode()).hexdigest()[:20],
+            "object": "chat.completion.chunk", "created": int(time.time()),
+            "model": body.get("model"), "system_fingerprint": "fp_mock"}
+    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    extra = {"usage": None} if include_usage else {}
+
+    def event(choices: list[dict[str, Any]], **more: Any) -> bytes:
+        return b"data: " + orjson.dumps({**base, "choices": choices, **extra, **more}) + b"\n\n"
+
+    events = [event([{"index": 0, "delta": {"role": "assistant", "content": ""},
+                      "finish_reason": None}])]
+    pieces = re.findall(r"\S+\s*", text)
+    events += [event([{"index": 0, "delta": {"content": p}, "finish_reason": None}])
+               for p in pieces]
+    events.append(event([{"index": 0, "delta": {}, "finish_reason": "stop"}]))
+    if include_usage:
+        usage = _usage(body, count_tokens(text))
+        events.append(b"data: " + orjson.dumps({**base, "choices": [], "usage": usage}) + b"\n\n")
+    events.append(b"data: [DONE]\n\n")
+    return events
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    payload = {"error": {"message": message, "type": "server_error" if status >= 500 else
+                         "rate_limit_error" if status == 429 else "invalid_request_error",
+                         "param": None, "code": None}}
+    return Response(orjson.dumps(payload), status, headers, media_type="application/json")
+
+
+async def _fault_response(fault: str, state: MockState) -> Response | None:
+    if fault == "429":
+        return _error(429, "Rate limit reached (mock)", {"retry-after": "1"})
+    if fault in ("500", "503", "400"):
+        return _error(int(fault), f"Mock fault {fault}")
+    if fault == "invalid_json":
+        return Response(b"{not json", 200, media_type="application/json")
+    if fault == "hang":
+        await asyncio.sleep(3600)
+    if fault == "slow":
+        await asyncio.sleep(state.delay_ms / 1000)
+    return None
+
+
+async def chat(request: Request) -> Response:
+    state: MockState = request.app.state.mock
+    body = orjson.loads(await request.body())
+    state.requests.append({"path": request.url.path, "headers": dict(request.headers), "body": body})
+    prompt = last_user_text(body)
+    fault = state.next_fault(prompt)
+    failed = await _fault_response(fault, state) if fault else None
+    if failed is not None:
+        return failed
+    words = int(body.get("max_tokens") or 0) or state.answer_words
+    words = min(words, state.answer_words)
+    if not body.get("stream"):
+        return Response(orjson.dumps(completion_body(body, prompt, words)),
+                        media_type="application/json")
+    events = stream_events(body, prompt, words)
+    if fault == "cut":
+        events = events[: len(events) // 2]
+
+    async def gen() -> AsyncIterator[bytes]:
+        for ev in events:
+            yield ev
+            await asyncio.sleep(0)
+
+    return StreamingResponse(gen(), media_type="text/event-stream")
+
+
+async def embeddings(request: Request) -> Response:
+    state: MockState = request.app.state.mock
+    body = orjson.loads(await request.body())
+    state.requests.append({"path": request.url.path, "headers": dict(request.headers), "body": body})
+    inputs = body.get("input")
+    items = inputs if isinstance(inputs, list) else [inputs]
+    data = []
+    for i, item in enumerate(items):
+        digest = hashlib.sha256(str(item).encode()).digest()
+        data.append({"object": "embedding", "index": i,
+                     "embedding": [(b - 128) / 128 for b in digest[:16]]})
+    tokens = sum(count_tokens(str(x)) for x in items)
+    return Response(orjson.dumps({"object": "list", "data": data, "model": body.get("model"),
+                                  "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}),
+                    media_type="application/json")
+
+
+async def completions(request: Request) -> Response:
+    state: MockState = request.app.state.mock
+    body = orjson.loads(await request.body())
+    state.requests.append({"path": request.url.path, "headers": dict(request.headers), "body": body})
+    prompt = last_user_text(body)
+    text = answer_for(prompt, state.answer_words)
+    usage = {"prompt_tokens": count_tokens(prompt), "completion_tokens": count_tokens(text),
+             "total_tokens": count_tokens(prompt) + count_tokens(text)}
+    if request.url.path.endswith("/responses"):
+        payload: dict[str, Any] = {
+            "id": "resp_mock", "object": "response", "model": body.get("model"), "status": "completed",
+            "output": [{"type": "message", "role": "assistant",
+                        "content": [{"type": "output_text", "text": text}]}],
+            "usage": {"input_tokens": usage["prompt_tokens"], "output_tokens": usage["completion_tokens"],
+                      "total_tokens": usage["total_tokens"]}}
+    else:
+        payload = {"id": "cmpl-mock", "object": "text_completion", "model": body.get("model"),
+                   "choices": [{"index": 0, "text": text, "finish_reason": "stop"}], "usage": usage}
+    return Response(orjson.dumps(payload), media_type="application/json")
+
+
+async def models(request: Request) -> Response:
+    data = [{"id": m, "object": "model", "created": 0, "owned_by": "mock"} for m in MODELS]
+    return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json")
+
+
+async def set_faults(request: Request) -> Response:
+    state: MockState = request.app.state.mock
+    body = orjson.loads(await request.body())
+    if body.get("clear"):
+        state.faults.clear()
+    if body.get("fault"):
+        state.faults.append((str(body["fault"]), int(body.get("times", 1))))
+    if "delay_ms" in body:
+        state.delay_ms = int(body["delay_ms"])
+    return Response(orjson.dumps({"queued": list(state.faults)}), media_type="application/json")
+
+
+async def recorded(request: Request) -> Response:
+    return Response(orjson.dumps(list(request.app.state.mock.requests)[-50:]),
+                    media_type="application/json")
+
+
+def create_mock_app(state: MockState | None = None) -> Starlette:
+    app = Starlette(routes=[
+        Route("/v1/chat/completions", chat, methods=["POST"]),
+        Route("/v1/completions", completions, methods=["POST"]),
+        Route("/v1/responses", completions, methods=["POST"]),
+        Route("/v1/embeddings", embeddings, methods=["POST"]),
+        Route("/v1/models", models, methods=["GET"]),
+        Route("/_mock/faults", set_faults, methods=["POST"]),
+        Route("/_mock/requests", recorded, methods=["GET"]),
+    ])
+    app.state.mock = state or MockState()
+    return app

@@ -1,0 +1,84 @@
+"""Everything a request needs, built once in lifespan and kept on app.state.services."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from proxy.keys import KeyStore
+from proxy.metrics import Metrics
+from proxy.providers import Provider
+from proxy.rules import Config
+from proxy.settings import Settings
+from proxy.upstream import Target, UpstreamClient
+
+log = logging.getLogger("meterline")
+DEMO_CREDENTIAL = "sk-mock-upstream"
+
+
+@dataclass
+class Services:
+    settings: Settings
+    config: Config
+    keys: KeyStore
+    upstream: UpstreamClient
+    metrics: Metrics
+    redis: aioredis.Redis | None = None
+    spend: Any = None  # proxy.spend.SpendStore
+    cache: Any = None  # proxy.cache.store.SemanticCache
+    cooldowns: Any = None  # proxy.reliability.Cooldowns
+    retry_policy: Any = None  # proxy.reliability.RetryPolicy
+    pricing: Any = None  # proxy.pricing.PricingTable
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run bookkeeping that must finish even if the client went away; drained at shutdown."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task failed", exc_info=task.exception())
+
+    async def drain(self, timeout_s: float = 10.0) -> None:
+        if self.tasks:
+            await asyncio.wait(set(self.tasks), timeout=timeout_s)
+
+    def provider(self, name: str) -> Provider:
+        provider = self.config.providers.providers[name]
+        if self.settings.demo and self.settings.mock_upstream_url:
+            return provider.model_copy(update={"base_url": self.settings.mock_upstream_url,
+                                               "kind": "openai"})
+        return provider
+
+    def credential(self, provider_name: str, department: str | None) -> str | None:
+        if self.settings.demo:
+            return DEMO_CREDENTIAL
+        dept = self.department(department)
+        env_name = getattr(dept, "virtual_key_env", None) if dept is not None else None
+        if env_name and self.settings.secret(env_name):
+            return self.settings.secret(env_name)
+        key_env = self.config.providers.providers[provider_name].api_key_env
+        return self.settings.secret(key_env) if key_env else None
+
+    def department(self, name: str | None) -> Any:
+        depts = self.config.departments
+        if depts is None or name is None:
+            return None
+        return depts.departments.get(name)
+
+    def targets(self, models: tuple[str, ...], department: str | None) -> list[Target]:
+        """Concrete upstream targets, in order, for a chain of public model names."""
+        out: list[Target] = []
+        for model in models:
+            for provider_name, upstream_model in self.config.providers.targets_for(model):
+                out.append(Target(provider_name, self.provider(provider_name), upstream_model,
+                                  self.credential(provider_name, department)))
+        return out

@@ -1,0 +1,94 @@
+"""Process settings: the only module that reads os.environ. Errors name the key and the bad value."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+REPO_RULES = Path(__file__).resolve().parent.parent / "rules"
+PACKAGED_RULES = Path(__file__).resolve().parent / "defaults"
+
+
+class SettingsError(ValueError):
+    pass
+
+
+def default_config_dir() -> Path:
+    """The repository's rules/ in a checkout; the packaged copy in an installed wheel."""
+    return REPO_RULES if REPO_RULES.is_dir() else PACKAGED_RULES
+
+
+def _int(env: Mapping[str, str], key: str, default: int) -> int:
+    raw = env.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SettingsError(f"Config '{key}' has value '{raw}'. Not a valid int.") from None
+
+
+def _float(env: Mapping[str, str], key: str, default: float) -> float:
+    raw = env.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SettingsError(f"Config '{key}' has value '{raw}'. Not a valid float.") from None
+
+
+def _bool(env: Mapping[str, str], key: str, default: bool) -> bool:
+    raw = env.get(key)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"Config '{key}' has value '{raw}'. Not a valid bool.")
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    config_dir: Path = field(default_factory=default_config_dir)
+    redis_url: str | None = None
+    redis_prefix: str = "meterline:"
+    demo: bool = False
+    mock_upstream_url: str | None = None  # demo: where the built-in mock answers
+    max_body_bytes: int = 8 * 1024 * 1024
+    connect_timeout_s: float = 10.0
+    read_timeout_s: float = 600.0
+    admin_key: str | None = None
+    log_level: str = "info"
+    workers: int = 1
+    env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        env = dict(os.environ if env is None else env)
+        settings = cls(
+            host=env.get("MET_HOST", "127.0.0.1"),
+            port=_int(env, "MET_PORT", 8080),
+            config_dir=Path(env["MET_CONFIG_DIR"]) if env.get("MET_CONFIG_DIR") else default_config_dir(),
+            redis_url=env.get("REDIS_URL") or None,
+            redis_prefix=env.get("MET_REDIS_PREFIX", "meterline:"),
+            demo=_bool(env, "MET_DEMO", False),
+            max_body_bytes=_int(env, "MET_MAX_BODY_BYTES", 8 * 1024 * 1024),
+            connect_timeout_s=_float(env, "MET_CONNECT_TIMEOUT_S", 10.0),
+            read_timeout_s=_float(env, "MET_READ_TIMEOUT_S", 600.0),
+            admin_key=env.get("MET_ADMIN_KEY") or None,
+            log_level=env.get("MET_LOG_LEVEL", "info"),
+            workers=_int(env, "MET_WORKERS", 1),
+            env=env,
+        )
+        return replace(settings, **overrides) if overrides else settings
+
+    def secret(self, name: str) -> str | None:
+        """An upstream credential, read from the environment variable that config names."""
+        return self.env.get(name) or None

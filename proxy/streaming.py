@@ -1,0 +1,157 @@
+"""Relay an upstream SSE stream as bytes, reading usage from the final events on the way.
+
+Bytes are passed through untouched except: the upstream `[DONE]` is replaced by ours after the
+accounting is known, the usage event is dropped when only the proxy asked for it, and one final
+event (the usage event, else the last finish chunk) gains a `meterline` field with cost and
+budget. After the first byte the status can't change, so failures end with an error event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import orjson
+
+from proxy.errors import ProxyError, UpstreamTimeout, UpstreamUnavailable, sse_error_event
+
+DONE = b"data: [DONE]"
+FINISH_MARKS = (b'"finish_reason":"', b'"finish_reason": "')
+USAGE_NULL = (b'"usage":null', b'"usage": null')
+
+
+@dataclass
+class StreamOutcome:
+    """What a relayed stream produced; handed to the accounting step once."""
+
+    chunks: list[bytes] = field(default_factory=list)  # events as the client received them
+    usage: dict[str, Any] | None = None
+    complete: bool = False  # upstream sent [DONE]
+    error: ProxyError | None = None
+    first_byte_at: float | None = None  # perf_counter of the first upstream byte
+
+
+Finish = Callable[[StreamOutcome], Awaitable[dict[str, Any]]]
+
+
+def _is_usage(event: bytes) -> bool:
+    return b'"usage"' in event and not any(m in event for m in USAGE_NULL)
+
+
+def _is_finish(event: bytes) -> bool:
+    return any(m in event for m in FINISH_MARKS)
+
+
+def _with_meterline(event: bytes, info: dict[str, Any]) -> bytes:
+    payload = orjson.loads(event[5:].strip())
+    payload["meterline"] = info
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+class SSERelay:
+    """One upstream stream -> client bytes. `finish` runs exactly once, even on cancel."""
+
+    def __init__(self, resp: aiohttp.ClientResponse, *, strip_usage: bool, finish: Finish,
+                 spawn: Callable[[Awaitable[None]], None], provider: str) -> None:
+        self._resp = resp
+        self._strip_usage = strip_usage
+        self._finish = finish
+        self._spawn = spawn
+        self._provider = provider
+        self._held: bytes | None = None  # event that will carry the meterline field
+        self._finished = False
+        self.outcome = StreamOutcome()
+
+    def _route_event(self, event: bytes, out: list[bytes]) -> None:
+        if event.startswith(DONE):
+            self.outcome.complete = True
+        elif event.startswith(b"data: {") and _is_usage(event):
+            self.outcome.usage = orjson.loads(event[5:]).get("usage")
+            if not self._strip_usage:
+                self._hold(event, out)
+        elif self._strip_usage and event.startswith(b"data: {") and _is_finish(event):
+            self._hold(event, out)
+        else:
+            out.append(event)
+
+    def _hold(self, event: bytes, out: list[bytes]) -> None:
+        if self._held is not None:
+            out.append(self._held)
+        self._held = event
+
+    def _process(self, batch: bytes) -> bytes:
+        if b'"usage"' not in batch and DONE not in batch and not any(
+                m in batch for m in FINISH_MARKS):
+            return batch
+        out: list[bytes] = []
+        for event in batch.split(b"\n\n"):
+            if event.strip():
+                self._route_event(event + b"\n\n", out)
+        return b"".join(out)
+
+    async def _run_finish(self) -> dict[str, Any]:
+        self._finished = True
+        # shielded: a client that goes away now must not cancel the settlement of its spend
+        return await asyncio.shield(self._finish(self.outcome))
+
+    def _emit(self, data: bytes) -> bytes:
+        self.outcome.chunks.append(data)
+        return data
+
+    async def events(self) -> AsyncIterator[bytes]:
+        buf = b""
+        try:
+            async for chunk in self._resp.content.iter_any():
+                if self.outcome.first_byte_at is None:
+                    self.outcome.first_byte_at = time.perf_counter()
+                buf += chunk
+                cut = buf.rfind(b"\n\n")
+                if cut < 0:
+                    continue
+                batch, buf = buf[: cut + 2], buf[cut + 2:]
+                data = self._process(batch)
+                if data:
+                    yield self._emit(data)
+            if buf.strip():
+                data = self._process(buf + b"\n\n")
+                if data:
+                    yield self._emit(data)
+            if not self.outcome.complete:
+                self.outcome.error = UpstreamUnavailable(
+                    f"Upstream {self._provider} closed the stream before it finished")
+        except TimeoutError:
+            self.outcome.error = UpstreamTimeout(f"Upstream {self._provider} stream timed out")
+        except aiohttp.ClientError as exc:
+            self.outcome.error = UpstreamUnavailable(
+                f"Upstream {self._provider} stream failed: {type(exc).__name__}")
+        finally:
+            if self.outcome.error is not None or not self.outcome.complete:
+                self._resp.close()  # don't return a half-read connection to the pool
+            else:
+                self._resp.release()
+            if not self._finished and (self.outcome.error is not None or not self.outcome.complete):
+                self._finished = True
+                self._spawn(self._finish_quietly())
+        async for tail in self._tail():
+            yield tail
+
+    async def _tail(self) -> AsyncIterator[bytes]:
+        if self.outcome.error is not None:
+            if self._held is not None:
+                yield self._emit(self._held)
+            yield self._emit(sse_error_event(self.outcome.error))
+            return
+        info = await self._run_finish()
+        if self._held is not None:
+            yield self._emit(_with_meterline(self._held, info))
+        else:
+            yield self._emit(b"data: " + orjson.dumps({"object": "chat.completion.chunk",
+                                                      "choices": [], "meterline": info}) + b"\n\n")
+        yield self._emit(DONE + b"\n\n")
+
+    async def _finish_quietly(self) -> None:
+        await self._finish(self.outcome)
