@@ -1,8 +1,9 @@
 """Retries, fallbacks and cooldowns around upstream attempts. Pure asyncio; time and sleep injected.
 
-`run_with_fallbacks` tries each target in order: per-target timeout, retries with bounded, jittered
-exponential backoff on retryable failures (429, 5xx, transport errors), honouring `Retry-After` up to
-a cap, then falls back to the next target. Targets whose breaker is open are skipped.
+`run_with_fallbacks` tries each target in order: per-target timeout, retries with bounded,
+jittered exponential backoff on retryable failures (429, 5xx, transport errors), honouring
+`Retry-After` up to a cap, then falls back to the next target. Targets whose breaker is open
+are skipped.
 
 Streaming: the `attempt` callable for a stream must return as soon as the upstream status line and
 headers are in (before any body byte is relayed). Everything in here therefore finishes before the
@@ -17,7 +18,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import Generic, Literal, TypeVar
 
@@ -68,7 +69,9 @@ class RetryPolicy(BaseModel):
     def timeout_for(self, target: str) -> float:
         return self.timeouts.get(target, self.timeout)
 
-    def delay(self, retry: int, retry_after: float | None, rng: Callable[[], float]) -> float | None:
+    def delay(
+        self, retry: int, retry_after: float | None, rng: Callable[[], float]
+    ) -> float | None:
         """Seconds to wait before retry number `retry` (0-based); None means give up on target."""
         if retry >= self.max_retries:
             return None

@@ -1,4 +1,4 @@
-"""Routing rules from YAML and the pure decision: (rules, request facts) -> target model + fallbacks.
+"""Routing rules from YAML and the pure decision: (rules, request facts) -> model + fallbacks.
 
 `select_route` walks the rules in file order; the first rule whose every condition holds fires.
 The decision carries a per-rule explanation (why each checked rule matched or not), which is what
@@ -15,8 +15,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
-from pydantic import model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 DEFAULT_RULE = "default"
 TASK_HEADER = "x-meterline-task"
@@ -103,7 +110,8 @@ def estimate_tokens(messages: Sequence[Mapping[str, Any]]) -> int:
         for call in message.get("tool_calls") or ():
             function = call.get("function") if isinstance(call, Mapping) else None
             if isinstance(function, Mapping):
-                chars += len(str(function.get("name", ""))) + len(str(function.get("arguments", "")))
+                chars += len(str(function.get("name", "")))
+                chars += len(str(function.get("arguments", "")))
     return chars // 4 + 4 * len(messages) + 3 + IMAGE_TOKENS * count_images(messages)
 
 
