@@ -1,0 +1,432 @@
+"""Budgets, rate limits, circuit breaker, usage records and notices over a pluggable backend.
+
+`create_spend_store(redis_url, departments, pricing)` returns a `SpendStore`: in-process when
+`redis_url` is None, Redis otherwise (shared by every replica). Policy lives here in `Ledger`;
+the backends (proxy.spend_memory, proxy.spend_redis) only store and check atomically.
+Money is integer micro-dollars internally (proxy.pricing explains why)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Literal, Protocol, TypeVar
+
+from proxy.chargeback import Chargeback, build_chargeback
+from proxy.departments import PERIODS, Department, DepartmentsConfig
+from proxy.notify import BudgetNotice, NoticeKind, NoticeSink, NotifyError
+from proxy.pricing import PricingTable, micros_to_dollars, to_micros
+from proxy.records import UsageRecord
+from proxy.spend_core import (
+    AdmitOutcome,
+    AdmitPlan,
+    BackendDown,
+    BreakerPlan,
+    BudgetExhausted,
+    BudgetStatus,
+    CircuitOpen,
+    DepartmentRateLimited,
+    Reservation,
+    Settlement,
+    SpendBackend,
+    SpendBackendUnavailable,
+    Window,
+    reservation_amount,
+    window_at,
+)
+from proxy.spend_memory import MemoryBackend
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+SpendDimension = Literal["department", "key", "user", "model"]
+
+__all__ = [
+    "BudgetExhausted", "BudgetStatus", "CircuitOpen", "DepartmentRateLimited", "Ledger", "Reservation",
+    "SpendBackendUnavailable", "SpendOptions", "SpendStore", "create_spend_store",
+]  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class SpendOptions:
+    key_prefix: str = "meterline:"
+    fail_mode: Literal["closed", "open"] = "closed"  # when Redis is unreachable at reserve()
+    reservation_ttl_seconds: float = 600.0  # a dead replica's holds are freed after this
+    record_retention_seconds: float = 35 * 86_400.0
+    max_memory_records: int = 100_000  # embedded backend bound
+    backlog_max_records: int = 100_000  # records queued while Redis is down
+    flush_interval_seconds: float = 1.0
+    redis_timeout_seconds: float = 2.0
+    redis_max_connections: int = 64  # requests wait for a free connection beyond this
+    redis_pool_wait_seconds: float = 10.0
+
+
+class SpendStore(Protocol):
+    """What the proxy pipeline, admin API and exports use."""
+
+    async def reserve(
+        self, department: str, model: str, prompt_tokens: int, max_tokens: int | None = None
+    ) -> Reservation: ...
+    async def settle(
+        self, reservation: Reservation, actual_dollars: float, *, total_tokens: int | None = None
+    ) -> None: ...
+    async def release(self, reservation: Reservation) -> None: ...
+    async def resume(self, department: str) -> None: ...
+    async def is_paused(self, department: str) -> bool: ...
+    async def budget_status(self, department: str) -> list[BudgetStatus]: ...
+    async def add_record(self, record: UsageRecord) -> None: ...
+    async def get_record(self, request_id: str) -> UsageRecord | None: ...
+    async def set_feedback(self, request_id: str, score: float, comment: str | None = None) -> bool: ...
+    async def records(
+        self, from_ts: float, to_ts: float, department: str | None = None
+    ) -> list[UsageRecord]: ...
+    async def spend_by(
+        self, dimension: SpendDimension, from_ts: float, to_ts: float, department: str | None = None
+    ) -> dict[str, float]: ...
+    async def chargeback(
+        self, from_ts: float, to_ts: float, department: str | None = None
+    ) -> Chargeback: ...
+    def backlog_size(self) -> int: ...
+    async def flush(self) -> int: ...
+    async def start(self) -> None: ...
+    async def drain_notices(self) -> None: ...
+    async def close(self) -> None: ...
+
+
+class Ledger:
+    """The SpendStore implementation: pricing + department policy over a backend."""
+
+    def __init__(
+        self,
+        backend: SpendBackend,
+        departments: DepartmentsConfig,
+        pricing: PricingTable,
+        *,
+        options: SpendOptions = SpendOptions(),
+        notifier: NoticeSink | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.backend = backend
+        self.departments = departments
+        self.pricing = pricing
+        self.options = options
+        self._notifier = notifier
+        self._clock = clock
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._claimed_here: dict[str, float] = {}
+        self._flusher: asyncio.Task[None] | None = None
+
+    # ----- admission ---------------------------------------------------------------------------
+
+    async def reserve(
+        self, department: str, model: str, prompt_tokens: int, max_tokens: int | None = None
+    ) -> Reservation:
+        """Check breaker, rpm/tpm and every budget window, then hold the worst-case cost.
+
+        Raises CircuitOpen, RateLimited, BudgetExhausted, or SpendBackendUnavailable (fail-closed).
+        `Reservation.max_tokens` is set when the request must be capped to fit the budget."""
+        dept = self.departments.get(department)
+        plan = self._plan(dept, model, prompt_tokens, max_tokens)
+        try:
+            outcome = await self.backend.admit(plan)
+        except BackendDown as exc:
+            if self.options.fail_mode == "closed":
+                raise SpendBackendUnavailable(f"spend backend unreachable: {exc}") from exc
+            log.warning("spend backend down; admitting %s without budget checks", department)
+            return self._reservation(plan, model, reservation_amount(plan.fixed_micros, plan.per_token_micros, plan.max_tokens), None, degraded=True)
+        if outcome.status != "ok":
+            self._refuse(dept, plan, outcome)
+        return self._reservation(plan, model, outcome.reserved_micros, outcome.max_tokens)
+
+    def _plan(
+        self, dept: Department, model: str, prompt_tokens: int, max_tokens: int | None
+    ) -> AdmitPlan:
+        now = self._clock()
+        fixed, per_token = self.pricing.worst_case(model, prompt_tokens)
+        breaker = dept.circuit_breaker
+        tokens = max_tokens if max_tokens is not None else dept.default_max_tokens
+        return AdmitPlan(
+            department=dept.name,
+            reservation_id=uuid.uuid4().hex,
+            now=now,
+            expires_at=now + self.options.reservation_ttl_seconds,
+            windows=self._windows(dept, now),
+            fixed_micros=fixed,
+            per_token_micros=per_token,
+            max_tokens=tokens,
+            min_tokens=min(dept.min_capped_tokens, tokens),
+            cap=dept.cap_max_tokens,
+            rpm=dept.rpm,
+            tpm=dept.tpm,
+            tokens=max(prompt_tokens, 0),
+            breaker=BreakerPlan(breaker.window_minutes, to_micros(breaker.max_dollars))
+            if breaker
+            else None,
+        )
+
+    def _windows(self, dept: Department, now: float) -> tuple[Window, ...]:
+        limits = ((p, dept.budgets.limit(p)) for p in PERIODS)
+        return tuple(window_at(p, now, to_micros(limit)) for p, limit in limits if limit)
+
+    def _reservation(
+        self, plan: AdmitPlan, model: str, micros: int, cap: int | None, degraded: bool = False
+    ) -> Reservation:
+        return Reservation(
+            plan.reservation_id, plan.department, model, micros, cap, plan.tokens, plan.now,
+            degraded,
+        )  # fmt: skip
+
+    def _refuse(self, dept: Department, plan: AdmitPlan, outcome: AdmitOutcome) -> None:
+        if outcome.status == "breaker":
+            raise CircuitOpen(dept.name, outcome.retry_after)
+        if outcome.status in ("rpm", "tpm"):
+            raise DepartmentRateLimited(dept.name, outcome.status, outcome.retry_after)  # type: ignore[arg-type]
+        failing = [plan.windows[i] for i in outcome.failing]
+        latest = max(failing, key=lambda w: w.ends_at)
+        for window in failing:
+            self._notify_budget(dept.name, window, "exhausted", None, window.limit_micros)
+        raise BudgetExhausted(dept.name, latest.period, latest.ends_at - plan.now)
+
+    # ----- settlement --------------------------------------------------------------------------
+
+    async def settle(
+        self, reservation: Reservation, actual_dollars: float, *, total_tokens: int | None = None
+    ) -> None:
+        """Free the hold and add the real cost (0 for cache hits / failures). Idempotent."""
+        if reservation.settled:
+            return
+        reservation.settled = True
+        dept = self.departments.get(reservation.department)
+        now = self._clock()
+        breaker = dept.circuit_breaker
+        settlement = Settlement(
+            department=dept.name,
+            reservation_id=reservation.id,
+            actual_micros=to_micros(actual_dollars),
+            ts=now,
+            windows=self._windows(dept, now),
+            breaker_minutes=breaker.window_minutes if breaker else None,
+            token_delta=0 if total_tokens is None else total_tokens - reservation.admitted_tokens,
+        )
+        outcome = await self.backend.commit(settlement)
+        if outcome is None:  # queued while the backend is down; notices are best effort
+            return
+        added = settlement.actual_micros
+        for window, spent in zip(settlement.windows, outcome.spent_micros):
+            self._check_thresholds(dept, window, spent - added, spent)
+        if breaker and outcome.breaker_micros is not None:
+            ceiling = to_micros(breaker.max_dollars)
+            if outcome.breaker_micros - added <= ceiling < outcome.breaker_micros:
+                self._notify_breaker(dept, outcome.breaker_micros, ceiling)
+
+    async def release(self, reservation: Reservation) -> None:
+        await self.settle(reservation, 0.0)
+
+    def _check_thresholds(self, dept: Department, window: Window, before: int, after: int) -> None:
+        limit = window.limit_micros
+        if before < limit <= after:
+            self._notify_budget(dept.name, window, "exhausted", None, after)
+        for threshold in dept.soft_alerts:
+            mark = limit * threshold
+            if before < mark <= after and after < limit:
+                self._notify_budget(dept.name, window, "soft_threshold", threshold, after)
+
+    # ----- circuit breaker & status -----------------------------------------------------------
+
+    async def resume(self, department: str) -> None:
+        """Admin override: forget the breaker's spend history so the department is admitted."""
+        self.departments.get(department)
+        try:
+            await self.backend.resume(department)
+            await self.backend.release_notice(self._breaker_key(department))
+        except BackendDown as exc:
+            raise SpendBackendUnavailable(f"spend backend unreachable: {exc}") from exc
+        self._claimed_here.pop(self._breaker_key(department), None)
+
+    async def is_paused(self, department: str) -> bool:
+        breaker = self.departments.get(department).circuit_breaker
+        if breaker is None:
+            return False
+        spent = await self._guard(
+            self.backend.breaker_spend(department, self._clock(), breaker.window_minutes)
+        )
+        return spent > to_micros(breaker.max_dollars)
+
+    async def budget_status(self, department: str) -> list[BudgetStatus]:
+        dept = self.departments.get(department)
+        now = self._clock()
+        windows = self._windows(dept, now)
+        spent, reserved = await self._guard(self.backend.window_state(dept.name, windows, now))
+        return [
+            BudgetStatus(
+                dept.name, w.period, micros_to_dollars(w.limit_micros), micros_to_dollars(s),
+                micros_to_dollars(reserved), w.ends_at - now,
+            )  # fmt: skip
+            for w, s in zip(windows, spent)
+        ]
+
+    # ----- usage records -------------------------------------------------------------------------
+
+    async def add_record(self, record: UsageRecord) -> None:
+        await self.backend.put_record(record)
+
+    async def get_record(self, request_id: str) -> UsageRecord | None:
+        return await self._guard(self.backend.get_record(request_id))
+
+    async def set_feedback(self, request_id: str, score: float, comment: str | None = None) -> bool:
+        return await self._guard(self.backend.set_feedback(request_id, score, comment))
+
+    async def records(
+        self, from_ts: float, to_ts: float, department: str | None = None
+    ) -> list[UsageRecord]:
+        """Records with from_ts <= ts < to_ts, oldest first."""
+        return await self._guard(self.backend.query_records(from_ts, to_ts, department))
+
+    async def spend_by(
+        self, dimension: SpendDimension, from_ts: float, to_ts: float, department: str | None = None
+    ) -> dict[str, float]:
+        """Dollars per department / key id / user / model (used) over [from_ts, to_ts)."""
+        totals: dict[str, int] = defaultdict(int)
+        for record in await self.records(from_ts, to_ts, department):
+            totals[_dimension_value(record, dimension)] += to_micros(record.cost)
+        return {name: micros_to_dollars(micros) for name, micros in sorted(totals.items())}
+
+    async def chargeback(
+        self, from_ts: float, to_ts: float, department: str | None = None
+    ) -> Chargeback:
+        return build_chargeback(await self.records(from_ts, to_ts, department))
+
+    async def _guard(self, pending: Awaitable[T]) -> T:
+        try:
+            return await pending
+        except BackendDown as exc:
+            raise SpendBackendUnavailable(f"spend backend unreachable: {exc}") from exc
+
+    # ----- notices -----------------------------------------------------------------------------
+
+    def _notify_budget(
+        self, department: str, window: Window, kind: NoticeKind, threshold: float | None,
+        spent_micros: int,
+    ) -> None:  # fmt: skip
+        suffix = f":{threshold}" if threshold is not None else ""
+        key = f"notice:{department}:{window.period}:{window.wid}:{kind}{suffix}"
+        notice = BudgetNotice(
+            kind, department, window.period, micros_to_dollars(spent_micros),
+            micros_to_dollars(window.limit_micros), threshold,
+        )  # fmt: skip
+        self._emit(notice, key, window.ends_at - self._clock() + 60)
+
+    def _notify_breaker(self, dept: Department, spent_micros: int, ceiling: int) -> None:
+        assert dept.circuit_breaker is not None
+        minutes = dept.circuit_breaker.window_minutes
+        notice = BudgetNotice(
+            "breaker_tripped", dept.name, "breaker", micros_to_dollars(spent_micros),
+            micros_to_dollars(ceiling), window_minutes=minutes,
+        )  # fmt: skip
+        self._emit(notice, self._breaker_key(dept.name), minutes * 60.0)
+
+    def _breaker_key(self, department: str) -> str:
+        return f"notice:{department}:breaker"
+
+    def _emit(self, notice: BudgetNotice, key: str, ttl_seconds: float) -> None:
+        """Send in the background, once per key: a local memo spares Redis on repeats."""
+        now = self._clock()
+        if self._notifier is None or self._claimed_here.get(key, 0.0) > now:
+            return
+        if len(self._claimed_here) > 1000:
+            self._claimed_here = {k: t for k, t in self._claimed_here.items() if t > now}
+        self._claimed_here[key] = now + ttl_seconds
+        task = asyncio.create_task(self._deliver(self._notifier, notice, key, ttl_seconds))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _deliver(
+        self, notifier: NoticeSink, notice: BudgetNotice, key: str, ttl_seconds: float
+    ) -> None:
+        ttl = max(1, math.ceil(ttl_seconds))
+        try:
+            if not await self.backend.claim_notice(key, ttl):
+                return
+        except BackendDown:
+            log.warning("spend backend down; deduplicating notice %s in this process only", key)
+        try:
+            await notifier.send(notice)
+        except NotifyError as exc:
+            log.warning("budget notice %s not delivered: %s", key, exc)
+            self._claimed_here.pop(key, None)
+            with contextlib.suppress(BackendDown):
+                await self.backend.release_notice(key)
+
+    async def drain_notices(self) -> None:
+        """Wait for notices being sent (tests, shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks))
+
+    # ----- lifecycle ---------------------------------------------------------------------------
+
+    def backlog_size(self) -> int:
+        """Records and settlements waiting for Redis to come back (for a gauge)."""
+        return self.backend.backlog_size()
+
+    async def flush(self) -> int:
+        """Write the backlog now; returns how many items were written."""
+        return await self.backend.flush()
+
+    async def start(self) -> None:
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush_forever())
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.flush_interval_seconds)
+            if self.backend.backlog_size():
+                await self.backend.flush()
+
+    async def close(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+            self._flusher = None
+        await self.drain_notices()
+        await self.backend.flush()
+        await self.backend.close()
+
+
+def _dimension_value(record: UsageRecord, dimension: SpendDimension) -> str:
+    if dimension == "department":
+        return record.department
+    if dimension == "key":
+        return record.key_id
+    if dimension == "user":
+        return record.user or "(none)"
+    return record.model_used
+
+
+def create_spend_store(
+    redis_url: str | None,
+    departments: DepartmentsConfig,
+    pricing: PricingTable,
+    *,
+    options: SpendOptions = SpendOptions(),
+    notifier: NoticeSink | None = None,
+    clock: Callable[[], float] = time.time,
+) -> Ledger:
+    """In-process store when redis_url is None, else a Redis-backed one (call start()/close())."""
+    backend: SpendBackend
+    if redis_url is None:
+        backend = MemoryBackend(
+            clock=clock,
+            max_records=options.max_memory_records,
+            retention_seconds=options.record_retention_seconds,
+        )
+    else:
+        from proxy.spend_redis import RedisBackend
+
+        backend = RedisBackend.from_url(redis_url, options=options, clock=clock)
+    return Ledger(backend, departments, pricing, options=options, notifier=notifier, clock=clock)
