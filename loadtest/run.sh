@@ -15,11 +15,14 @@ USERS=${3:-20}
 MAX_USERS=200
 MAX_SECONDS=1800
 
-host=$(python3 -c 'import sys, urllib.parse; print(urllib.parse.urlsplit(sys.argv[1]).hostname or "")' "$URL")
-case "$host" in
-  127.*|localhost|::1) ;;
-  *) echo "run.sh: refusing $URL: only loopback targets (127.0.0.0/8, localhost, [::1])" >&2; exit 2 ;;
-esac
+python3 - "$URL" <<'PY' || { echo "run.sh: refusing $URL: only loopback targets (127.0.0.0/8, localhost, [::1])" >&2; exit 2; }
+import ipaddress, sys, urllib.parse
+host = urllib.parse.urlsplit(sys.argv[1]).hostname or ""
+try:
+    sys.exit(0 if host == "localhost" or ipaddress.ip_address(host).is_loopback else 1)
+except ValueError:
+    sys.exit(1)
+PY
 [[ "$SECONDS_TO_RUN" =~ ^[0-9]+$ ]] && [ "$SECONDS_TO_RUN" -ge 1 ] && [ "$SECONDS_TO_RUN" -le $MAX_SECONDS ] \
   || { echo "run.sh: SECONDS must be 1..$MAX_SECONDS" >&2; exit 2; }
 [[ "$USERS" =~ ^[0-9]+$ ]] && [ "$USERS" -ge 1 ] && [ "$USERS" -le $MAX_USERS ] \
