@@ -118,6 +118,29 @@ def test_decision_carries_fallbacks_and_explanation() -> None:
     assert hit.to_dict()["explanation"][-1]["matched"] is True
 
 
+def test_keywords_respect_word_edges_and_case() -> None:
+    rules = parse_config({"rules": [{"name": "code", "target": "gpt-4.1",
+                                     "match": {"keywords": ["```", "Stack Trace", "STRASSE"]}}]},
+                         RoutingRules, "t")
+    assert select_route(rules, inp("see ```python\nprint(1)```")).rule == "code"
+    assert select_route(rules, inp("my STACK TRACE:")).rule == "code"
+    assert select_route(rules, inp("die Straße")).rule == "code"  # casefolded: ß == ss
+    assert select_route(rules, inp("stack traces")).rule == DEFAULT_RULE
+    miss = select_route(rules, inp("nothing here")).explanation[0]
+    assert miss.reasons == ("none of keywords ['```', 'Stack Trace', 'STRASSE'] "
+                            "in last user message",)
+
+
+def test_text_conditions_are_skipped_when_cheap_ones_fail() -> None:
+    rules = parse_config({"rules": [{"name": "r", "target": "gpt-4.1",
+                                     "match": {"department": ["sales"], "regex": "x"}}]},
+                         RoutingRules, "t")
+    (check, _) = select_route(rules, inp("y", department="eng")).explanation
+    assert check.reasons == ("department 'eng' not in ['sales']",)
+    (check, _) = select_route(rules, inp("y", department="sales")).explanation
+    assert check.reasons == ("regex 'x' does not match last user message",)
+
+
 def test_estimate_tokens_counts_text_messages_and_images() -> None:
     assert estimate_tokens([]) == 3
     one = estimate_tokens([{"role": "user", "content": "a" * 400}])
@@ -144,6 +167,9 @@ def test_shipped_routing_yaml_loads_and_uses_known_models() -> None:
     check_models(rules, KNOWN)
     decision = select_route(rules, inp("short question", department="sales"))
     assert decision.model == "gpt-4o-mini"
+    assert select_route(rules, inp("Please refactor this")).rule == "code-review"
+    assert select_route(rules, inp("Übersetze bitte: hallo")).rule == "translate"
+    assert select_route(rules, inp("can you translate")).rule == DEFAULT_RULE  # anchored
 
 
 @pytest.mark.parametrize(
