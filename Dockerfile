@@ -12,7 +12,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 
 # Dependencies first, so code edits don't re-download the wheels.
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md* ./
 RUN python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'], sep='\n')" \
       > /tmp/requirements.txt \
     && pip install -r /tmp/requirements.txt
