@@ -122,14 +122,15 @@ def as_failure(exc: ProxyError) -> UpstreamFailure:
         failure = UpstreamFailure(exc.message, status=exc.status, retry_after=exc.retry_after)
     else:
         failure = UpstreamFailure(exc.message, code=exc.code)
-    failure.__cause__ = exc
+    failure.proxy_error = exc  # type: ignore[attr-defined]
     return failure
 
 
 def final_error(exc: AllTargetsFailed | UpstreamFailure) -> ProxyError:
     last = exc.last if isinstance(exc, AllTargetsFailed) else exc
-    if last is not None and isinstance(last.__cause__, ProxyError):
-        return last.__cause__
+    original = getattr(last, "proxy_error", None)
+    if isinstance(original, ProxyError):
+        return original
     if last is not None and last.code == "timeout":
         return UpstreamTimeout(last.message)
     return UpstreamUnavailable(str(exc))

@@ -1,0 +1,157 @@
+"""The proxy as the official openai SDK sees it, against the mock upstream."""
+
+from __future__ import annotations
+
+import httpx
+import openai
+import pytest
+
+from tests.conftest import ProxyStarter
+from tests.support.servers import ServerThread, fault, mock_requests
+
+
+def client(proxy: ServerThread, key: str = "sk-demo-engineering") -> openai.OpenAI:
+    return openai.OpenAI(base_url=proxy.url + "/v1", api_key=key, max_retries=0)
+
+
+def ask(text: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": text}]
+
+
+def test_non_streaming_answer_and_headers(proxy: ServerThread) -> None:
+    raw = client(proxy).chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=ask("What is a proxy?"))
+    completion = raw.parse()
+    assert completion.choices[0].message.content.startswith("Mock answer")
+    assert completion.usage is not None and completion.usage.completion_tokens > 0
+    assert raw.headers["x-meterline-department"] == "engineering"
+    assert raw.headers["x-meterline-provider"] == "openai"
+    assert raw.headers["x-request-id"].startswith("req_")
+    assert float(raw.headers["x-meterline-overhead-ms"]) >= 0
+    assert float(raw.headers["x-meterline-cost-usd"]) > 0
+
+
+def test_client_request_id_is_kept(proxy: ServerThread) -> None:
+    r = httpx.post(proxy.url + "/v1/chat/completions", json={"model": "gpt-4o-mini",
+                   "messages": ask("hi")}, headers={"authorization": "Bearer sk-demo-sales",
+                                                    "x-request-id": "my-id-1"})
+    assert r.status_code == 200 and r.headers["x-request-id"] == "my-id-1"
+
+
+def test_response_body_is_byte_faithful(proxy: ServerThread, mock_upstream: ServerThread) -> None:
+    body = {"model": "gpt-4o", "messages": ask("exact bytes please")}
+    via_proxy = httpx.post(proxy.url + "/v1/chat/completions", json=body,
+                           headers={"authorization": "Bearer sk-demo-engineering"})
+    direct = httpx.post(mock_upstream.url + "/v1/chat/completions", json=body)
+    strip = [b'"created":']
+    assert via_proxy.status_code == 200
+    a, b = via_proxy.content, direct.content
+    assert a.split(strip[0])[0] == b.split(strip[0])[0]
+    assert a.split(b',"model"')[1] == b.split(b',"model"')[1]
+
+
+def test_streaming_matches_non_streaming_text(proxy: ServerThread) -> None:
+    c = client(proxy)
+    full = c.chat.completions.create(model="gpt-4o", messages=ask("stream me"))
+    chunks = list(c.chat.completions.create(model="gpt-4o", messages=ask("stream me"),
+                                            stream=True))
+    text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+    assert text == full.choices[0].message.content
+    assert all(ch.usage is None for ch in chunks)  # client did not ask for usage
+    final = chunks[-1].model_extra or {}
+    assert final["meterline"]["cost_usd"] > 0 and final["meterline"]["estimated"] is False
+
+
+def test_stream_with_client_usage_keeps_usage_event(proxy: ServerThread) -> None:
+    chunks = list(client(proxy).chat.completions.create(
+        model="gpt-4o", messages=ask("usage please"), stream=True,
+        stream_options={"include_usage": True}))
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens > 0
+    assert (chunks[-1].model_extra or {})["meterline"]["output_tokens"] == \
+        chunks[-1].usage.completion_tokens
+
+
+def test_raw_sse_ends_with_done(proxy: ServerThread) -> None:
+    with httpx.stream("POST", proxy.url + "/v1/chat/completions",
+                      json={"model": "gpt-4o-mini", "messages": ask("raw"), "stream": True},
+                      headers={"authorization": "Bearer sk-demo-sales"}) as r:
+        body = r.read()
+    assert r.headers["content-type"].startswith("text/event-stream")
+    events = [e for e in body.split(b"\n\n") if e]
+    assert events[-1] == b"data: [DONE]"
+    assert all(e.startswith(b"data: ") for e in events)
+
+
+def test_tools_response_format_n_logprobs_and_unknown_params_forwarded(
+        proxy: ServerThread, mock_upstream: ServerThread) -> None:
+    tools = [{"type": "function", "function": {"name": "lookup", "parameters": {
+        "type": "object", "properties": {"query": {"type": "string"}}}}}]
+    c = client(proxy)
+    r = c.chat.completions.create(model="gpt-4o", messages=ask("use the tool"), tools=tools)
+    assert r.choices[0].message.tool_calls[0].function.name == "lookup"
+    r = c.chat.completions.create(model="gpt-4o", messages=ask("json"), n=2, logprobs=True,
+                                  response_format={"type": "json_object"},
+                                  extra_body={"seed": 7, "custom_vendor_flag": {"a": 1}})
+    assert len(r.choices) == 2 and r.choices[0].logprobs is not None
+    assert r.choices[0].message.content.startswith('{"answer"')
+    sent = mock_requests(mock_upstream.url)[-1]["body"]
+    assert sent["custom_vendor_flag"] == {"a": 1} and sent["seed"] == 7 and sent["n"] == 2
+
+
+def test_upstream_gets_provider_credential_not_inbound_key(
+        proxy: ServerThread, mock_upstream: ServerThread) -> None:
+    client(proxy).chat.completions.create(model="gpt-4o", messages=ask("whose key"))
+    headers = mock_requests(mock_upstream.url)[-1]["headers"]
+    assert headers["authorization"] != "Bearer sk-demo-engineering"
+    assert headers["authorization"].startswith("Bearer ")
+
+
+def test_models_lists_only_allowed_models(proxy: ServerThread) -> None:
+    eng = {m.id for m in client(proxy).models.list()}
+    sales = {m.id for m in client(proxy, "sk-demo-sales").models.list()}
+    assert "gpt-4o" in eng and sales and sales <= eng
+    assert sales != eng  # sales has a narrower allow-list in rules/departments.yaml
+
+
+@pytest.mark.parametrize("path,body", [
+    ("/v1/embeddings", {"model": "text-embedding-3-small", "input": ["word " * 400, "b"]}),
+    ("/v1/completions", {"model": "gpt-3.5-turbo", "prompt": "Say hi"}),
+    ("/v1/responses", {"model": "gpt-4o", "input": "Say hi"}),
+])
+def test_other_endpoints_pass_through(proxy: ServerThread, path: str, body: dict) -> None:
+    r = httpx.post(proxy.url + path, json=body,
+                   headers={"authorization": "Bearer sk-demo-engineering"})
+    assert r.status_code == 200, r.text
+    assert "usage" in r.json()
+    assert float(r.headers["x-meterline-cost-usd"]) > 0
+
+
+def test_upstream_500_falls_back_to_next_provider(proxy: ServerThread,
+                                                  mock_upstream: ServerThread) -> None:
+    fault(mock_upstream.url, "500", times=3)  # first provider: attempt + 2 retries
+    raw = client(proxy).chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=ask("fallback please"))
+    assert raw.parse().choices[0].message.content.startswith("Mock answer")
+    assert raw.headers["x-meterline-provider"] == "openrouter"
+
+
+def test_429_is_retried_honouring_retry_after(proxy: ServerThread,
+                                              mock_upstream: ServerThread) -> None:
+    fault(mock_upstream.url, "429", times=1)
+    raw = client(proxy).chat.completions.with_raw_response.create(
+        model="gpt-4.1", messages=ask("retry me"))
+    assert raw.http_response.status_code == 200
+    assert raw.headers["x-meterline-provider"] == "openai"
+
+
+def test_stream_cut_midway_ends_with_error_event(proxy: ServerThread) -> None:
+    with httpx.stream("POST", proxy.url + "/v1/chat/completions",
+                      json={"model": "gpt-4o-mini", "stream": True,
+                            "messages": ask("cut this #fault:cut")},
+                      headers={"authorization": "Bearer sk-demo-sales"}) as r:
+        body = r.read()
+    events = [e for e in body.split(b"\n\n") if e]
+    assert r.status_code == 200
+    assert events[-1] == b"data: [DONE]"
+    assert b'"error"' in events[-2] and b"upstream_unavailable" in events[-2]
