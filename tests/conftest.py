@@ -113,3 +113,59 @@ def redis_prefix(redis_url: str) -> Iterator[str]:
 # ======================================================================================
 # end of Redis Stack block
 # ======================================================================================
+
+
+# ======================================================================================
+# Proxy + mock upstream: real uvicorn servers on 127.0.0.1 in background threads.
+# `mock_upstream` (session) is the fake provider; `proxy` is a demo-key proxy on embedded state;
+# `start_proxy(...)` builds one with other settings (e.g. redis_url, config edits).
+# ======================================================================================
+from collections.abc import Callable  # noqa: E402
+from typing import Any  # noqa: E402
+
+from proxy.app import create_app  # noqa: E402
+from proxy.settings import Settings  # noqa: E402
+from tests.support.servers import ServerThread, clear_faults, make_config_dir  # noqa: E402
+
+ProxyStarter = Callable[..., ServerThread]
+
+
+@pytest.fixture(scope="session")
+def mock_upstream() -> Iterator[ServerThread]:
+    from proxy.mock_upstream import create_mock_app
+
+    server = ServerThread(create_mock_app()).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def start_proxy(mock_upstream: ServerThread,
+                tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyStarter]:
+    started: list[ServerThread] = []
+
+    def start(*, edits: dict[str, Any] | None = None, timeout_s: float = 3.0,
+              **overrides: Any) -> ServerThread:
+        config_dir = make_config_dir(tmp_path_factory.mktemp("rules"), mock_upstream.url,
+                                     timeout_s=timeout_s, edits=edits)
+        env = {"MOCK_UPSTREAM_KEY": "sk-upstream-test"}
+        settings = Settings.from_env(env, config_dir=config_dir, demo=True,
+                                     **overrides)
+        server = ServerThread(create_app(settings)).start()
+        started.append(server)
+        return server
+
+    clear_faults(mock_upstream.url)
+    yield start
+    for server in started:
+        server.stop()
+    clear_faults(mock_upstream.url)
+
+
+@pytest.fixture
+def proxy(start_proxy: ProxyStarter) -> ServerThread:
+    return start_proxy()
+
+# ======================================================================================
+# end of proxy block
+# ======================================================================================
