@@ -303,7 +303,7 @@ def _text_checks(match: Match, facts: _Facts) -> list[str]:
                    f"-none of keywords {list(match.keywords)} in last user message")
     if match.regex is not None:
         hit = match.regex.search(facts.text) is not None
-        out.append(f"{'+' if hit else '-'}regex {match.regex.pattern!r} "
+        out.append(f"{'+' if hit else '-'}regex '{match.regex.pattern}' "
                    f"{'matches' if hit else 'does not match'} last user message")
     return out
 
