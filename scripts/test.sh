@@ -24,7 +24,16 @@ apt_install() {
     APT_UPDATED=1
   fi
   note "apt-get install $*"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+  # Don't let package scripts start prometheus/alertmanager daemons: tests start their own.
+  local guard=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    guard=/usr/sbin/policy-rc.d
+    printf '#!/bin/sh\nexit 101\n' > "$guard" && chmod +x "$guard"
+  fi
+  local rc=0
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null || rc=$?
+  [ -z "$guard" ] || rm -f "$guard"
+  return "$rc"
 }
 
 install_system_packages() {
