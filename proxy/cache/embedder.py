@@ -50,6 +50,9 @@ class LocalEmbedderSettings(BaseModel):
 
     max_tokens: int = Field(default=256, ge=8, le=512)
     max_batch: int = Field(default=32, ge=1, le=1024)
+    # Coalesced texts are length-sorted and run in sub-batches of this size, so one long prompt
+    # does not make every short one in the batch pay for its padding.
+    sub_batch: int = Field(default=8, ge=1, le=1024)
     max_wait_seconds: float = Field(default=0.002, ge=0.0, le=1.0)
     threads: int = Field(default=1, ge=1, le=64)
 
@@ -177,7 +180,10 @@ class LocalEmbedder:
                 continue
             try:
                 vectors = await loop.run_in_executor(
-                    self._executor, self._encoder.encode, [item.text for item in live]
+                    self._executor,
+                    self._encoder.encode_sorted,
+                    [item.text for item in live],
+                    self._settings.sub_batch,
                 )
             except Exception as exc:  # delivered to every waiting caller, not swallowed
                 for item in live:

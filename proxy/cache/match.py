@@ -30,6 +30,7 @@ CRITICAL = (
     verifier.ANTONYM,
     verifier.ROLE_SWAP,
     verifier.ORDER_SWAP,
+    verifier.LONG_TEXT_CHANGE,
 )
 
 #: Every reason `decide` can return (a bounded set, safe as a metric label).
@@ -51,8 +52,8 @@ class MatchSettings(BaseModel):
 
     threshold: float = Field(default=0.95, ge=-1.0, le=1.0)
     guards: bool = True
-    insertion_threshold: float = Field(default=0.97, ge=-1.0, le=1.01)
-    substitution_threshold: float = Field(default=0.98, ge=-1.0, le=1.01)
+    insertion_threshold: float = Field(default=0.96, ge=-1.0, le=1.01)
+    substitution_threshold: float = Field(default=0.97, ge=-1.0, le=1.01)
     word_substitution_threshold: float = Field(default=1.01, ge=-1.0, le=1.01)
     max_chars: int = Field(default=4000, ge=1)
 

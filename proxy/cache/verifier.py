@@ -19,6 +19,11 @@ ORDER_SWAP = "order_swap"
 SUBSTITUTION = "content_substitution"
 WORD_SWAP = "word_substitution"
 INSERTION = "content_insertion"
+LONG_TEXT_CHANGE = "long_text_change"
+
+# Past this many content words one changed word barely moves the cosine, so similarity can no
+# longer vouch for a reworded instruction ("keep it formal" -> "make it friendly").
+_LONG_TEXT_CONTENT_WORDS = 10
 
 _ARGUMENT_KINDS = frozenset({"content", "entity", "num", "unit"})
 _ROLE_LOOKBACK = 4
@@ -212,6 +217,8 @@ def _content_change(a: Parsed, b: Parsed, ignore: set[str]) -> list[str]:
     all_a, all_b = set(a.stems) | ignore, set(b.stems) | ignore
     only_a = {w for w in _content(a) - all_b if w not in ignore}
     only_b = {w for w in _content(b) - all_a if w not in ignore}
+    if (only_a or only_b) and max(len(_content(a)), len(_content(b))) > _LONG_TEXT_CONTENT_WORDS:
+        return [LONG_TEXT_CHANGE]
     if len(only_a) == 1 and len(only_b) == 1:
         return [WORD_SWAP]  # one word traded for another: the typical "cats" -> "dogs" change
     if only_a and only_b:
