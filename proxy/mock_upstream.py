@@ -2,8 +2,8 @@
 
 Faults come from a queue set with `POST /_mock/faults {"fault": "...", "times": N}` or from a
 `#fault:<name>` marker in the last user message. Faults: 429 (Retry-After: 1), 500, 503,
-slow (first byte after `delay_ms`, default 300), cut (stream stops half-way, no usage, no
-[DONE]), invalid_json, hang (never answers), 400.
+slow (first byte after `delay_ms`, default 300), slow_stream (`delay_ms` between SSE events),
+cut (stream stops half-way, no usage, no [DONE]), invalid_json, hang (never answers), 400.
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ class MockState:
     requests: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=200))
     delay_ms: int = 300
     answer_words: int = 24
+    streams_completed: int = 0
+    streams_aborted: int = 0
 
     def next_fault(self, prompt: str) -> str | None:
         marked = FAULT_MARK.search(prompt)
@@ -181,10 +183,20 @@ async def chat(request: Request) -> Response:
     if fault == "cut":
         events = events[: len(events) // 2]
 
+    gap = state.delay_ms / 1000 if fault == "slow_stream" else 0.0
+
     async def gen() -> AsyncIterator[bytes]:
-        for ev in events:
-            yield ev
-            await asyncio.sleep(0)
+        finished = False
+        try:
+            for ev in events:
+                yield ev
+                await asyncio.sleep(gap)
+            finished = True
+        finally:
+            if finished:
+                state.streams_completed += 1
+            else:
+                state.streams_aborted += 1
 
     return StreamingResponse(gen(), media_type="text/event-stream")
 
@@ -244,6 +256,14 @@ async def set_faults(request: Request) -> Response:
     return Response(orjson.dumps({"queued": list(state.faults)}), media_type="application/json")
 
 
+async def stats(request: Request) -> Response:
+    state: MockState = request.app.state.mock
+    return Response(orjson.dumps({"streams_completed": state.streams_completed,
+                                  "streams_aborted": state.streams_aborted,
+                                  "requests": len(state.requests)}),
+                    media_type="application/json")
+
+
 async def recorded(request: Request) -> Response:
     return Response(orjson.dumps(list(request.app.state.mock.requests)[-50:]),
                     media_type="application/json")
@@ -258,6 +278,7 @@ def create_mock_app(state: MockState | None = None) -> Starlette:
         Route("/v1/models", models, methods=["GET"]),
         Route("/_mock/faults", set_faults, methods=["POST"]),
         Route("/_mock/requests", recorded, methods=["GET"]),
+        Route("/_mock/stats", stats, methods=["GET"]),
     ])
     app.state.mock = state or MockState()
     return app

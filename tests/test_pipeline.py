@@ -155,3 +155,28 @@ def test_stream_cut_midway_ends_with_error_event(proxy: ServerThread) -> None:
     assert r.status_code == 200
     assert events[-1] == b"data: [DONE]"
     assert b'"error"' in events[-2] and b"upstream_unavailable" in events[-2]
+
+
+def test_client_disconnect_cancels_upstream_stream(proxy: ServerThread,
+                                                   mock_upstream: ServerThread) -> None:
+    import time
+
+    httpx.post(mock_upstream.url + "/_mock/faults", json={"delay_ms": 100}).raise_for_status()
+    before = httpx.get(mock_upstream.url + "/_mock/stats").json()
+    try:
+        with httpx.stream("POST", proxy.url + "/v1/chat/completions",
+                          json={"model": "gpt-4o", "stream": True,
+                                "messages": ask("long one #fault:slow_stream")},
+                          headers={"authorization": "Bearer sk-demo-engineering"}) as r:
+            first = next(r.iter_raw())
+            assert first.startswith(b"data: ")
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            after = httpx.get(mock_upstream.url + "/_mock/stats").json()
+            if after["streams_aborted"] > before["streams_aborted"]:
+                break
+            time.sleep(0.05)
+        assert after["streams_aborted"] == before["streams_aborted"] + 1
+        assert after["streams_completed"] == before["streams_completed"]
+    finally:
+        httpx.post(mock_upstream.url + "/_mock/faults", json={"delay_ms": 300})
