@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from urllib.parse import urlsplit
+
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
@@ -34,11 +37,27 @@ async def readyz(request: Request) -> Response:
     used = {t.provider for e in services.config.providers.models.values() for t in e.targets}
     for name in sorted(used):
         has_key = services.settings.demo or services.credential(name, None) is not None
-        checks[f"upstream:{name}"] = "configured" if has_key else "no credential"
+        if not has_key:
+            checks[f"upstream:{name}"] = "no credential"
+            continue
+        reachable = await can_connect(str(services.provider(name).base_url))
+        checks[f"upstream:{name}"] = "ok" if reachable else "unreachable"
     ready = checks["redis"] in ("ok", "embedded") and any(
-        v == "configured" for k, v in checks.items() if k.startswith("upstream:"))
+        v == "ok" for k, v in checks.items() if k.startswith("upstream:"))
     return _json({"status": "ready" if ready else "not ready", "checks": checks,
                   "config_version": services.config.version}, 200 if ready else 503)
+
+
+async def can_connect(url: str, timeout_s: float = 1.0) -> bool:
+    """A TCP connect to the provider's host: reachable without spending a request."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(parts.hostname, port), timeout_s)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    return True
 
 
 async def metrics(request: Request) -> Response:
