@@ -33,7 +33,11 @@ def test_vendored_tokenizer_is_the_audited_file() -> None:
 
 def test_vectors_are_unit_length_and_meaningful(encoder: OnnxEncoder) -> None:
     vectors = encoder.encode(
-        ["How do I reset my password?", "What's the way to reset my password?", "Best pizza in Rome"]
+        [
+            "How do I reset my password?",
+            "What's the way to reset my password?",
+            "Best pizza in Rome",
+        ]
     )
     assert vectors.shape == (3, 384) and vectors.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
@@ -109,7 +113,9 @@ async def fake_embeddings(request: web.Request) -> web.Response:
         {"object": "embedding", "index": i, "embedding": [float(len(text)), 1.0, 0.0]}
         for i, text in enumerate(body["input"])
     ]
-    return web.json_response({"object": "list", "data": list(reversed(data)), "model": body["model"]})
+    return web.json_response(
+        {"object": "list", "data": list(reversed(data)), "model": body["model"]}
+    )
 
 
 def test_openai_embedder_orders_and_normalises() -> None:
@@ -144,7 +150,9 @@ def test_openai_embedder_errors_are_clear(status: int, payload: object, message:
 
     async def run() -> None:
         async with serve(handler) as base_url:
-            embedder = OpenAIEmbedder.create(OpenAIEmbedderSettings(base_url=base_url, model="m", dim=3))
+            embedder = OpenAIEmbedder.create(
+                OpenAIEmbedderSettings(base_url=base_url, model="m", dim=3)
+            )
             try:
                 with pytest.raises(EmbeddingError, match=message):
                     await embedder.embed(["x"])

@@ -63,10 +63,18 @@ def test_cli_json_per_source_with_the_real_rule(
 ) -> None:
     rows: list[dict[str, object]] = [
         {"a": "Who founded Microsoft?", "b": "Who founded Apple?", "label": 0, "source": "ent"},
-        {"a": "How do I reset my password?", "b": "How can I reset my password?", "label": 1,
-         "source": "para"},
-        {"a": "Set a timer for 10 minutes", "b": "Set a timer for 10 hours", "label": 0,
-         "source": "num"},
+        {
+            "a": "How do I reset my password?",
+            "b": "How can I reset my password?",
+            "label": 1,
+            "source": "para",
+        },
+        {
+            "a": "Set a timer for 10 minutes",
+            "b": "Set a timer for 10 hours",
+            "label": 0,
+            "source": "num",
+        },
         {"a": "Best pizza in Naples", "b": "How do airplanes fly?", "label": 0, "source": "num"},
     ]
     path = write_pairs(tmp_path / "p.jsonl", rows)
@@ -82,8 +90,22 @@ def test_cli_json_per_source_with_the_real_rule(
 
 
 def test_cli_plain_cosine_and_limit(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main([str(ADVERSARIAL), "--limit", "10", "--no-guards", "--threshold", "0.9",
-                 "--quiet", "--threads", "1"]) == 0
+    assert (
+        main(
+            [
+                str(ADVERSARIAL),
+                "--limit",
+                "10",
+                "--no-guards",
+                "--threshold",
+                "0.9",
+                "--quiet",
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     out, err = capsys.readouterr()
     assert err == ""
     overall = next(line for line in out.splitlines() if line.startswith("OVERALL"))

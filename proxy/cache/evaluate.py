@@ -93,10 +93,13 @@ def similarities(
     row = {text: i for i, text in enumerate(texts)}
     a = vectors[[row[p.a] for p in pairs]]
     b = vectors[[row[p.b] for p in pairs]]
-    return np.einsum("ij,ij->i", a, b).astype(np.float32)
+    sims: npt.NDArray[np.float32] = np.einsum("ij,ij->i", a, b).astype(np.float32)
+    return sims
 
 
-def plain_recall_at(fhr: float, sims: npt.NDArray[np.float32], labels: npt.NDArray[np.int_]) -> float:
+def plain_recall_at(
+    fhr: float, sims: npt.NDArray[np.float32], labels: npt.NDArray[np.int_]
+) -> float:
     """Best recall plain cosine reaches while its false-hit rate stays <= `fhr`."""
     negatives = np.sort(sims[labels == 0])[::-1]
     positives = sims[labels == 1]
@@ -234,7 +237,11 @@ def main(argv: list[str]) -> int:
     encoder = OnnxEncoder(threads=args.threads)
     sims = similarities(pairs, encoder, args.batch_size, args.quiet)
     result = report(pairs, sims, settings, args.sweep)
-    print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() if args.json else format_text(result))
+    print(
+        orjson.dumps(result, option=orjson.OPT_INDENT_2).decode()
+        if args.json
+        else format_text(result)
+    )
     return 0
 
 

@@ -55,8 +55,17 @@ def stem(word: str) -> str:
     """Crude suffix stripper: only needs to map both texts' variants to the same string."""
     if len(word) <= 3 or not word.isalpha():
         return word
-    for suffix, repl in (("ies", "y"), ("sses", "ss"), ("ing", ""), ("ed", ""), ("es", ""),
-                         ("ers", ""), ("er", ""), ("ly", ""), ("s", "")):
+    for suffix, repl in (
+        ("ies", "y"),
+        ("sses", "ss"),
+        ("ing", ""),
+        ("ed", ""),
+        ("es", ""),
+        ("ers", ""),
+        ("er", ""),
+        ("ly", ""),
+        ("s", ""),
+    ):
         if word.endswith(suffix) and len(word) - len(suffix) >= 3:
             if suffix == "s" and word.endswith(("ss", "us", "is")):
                 continue
@@ -89,8 +98,12 @@ def _expand(word: str) -> list[str]:
         return [word[:-3], "not"]
     if "'" in word:
         head, _, tail = word.partition("'")
-        return [head] + (["is"] if tail == "s" and head in {"what", "it", "that", "who", "how",
-                                                            "where", "there", "here"} else [])
+        return [head] + (
+            ["is"]
+            if tail == "s"
+            and head in {"what", "it", "that", "who", "how", "where", "there", "here"}
+            else []
+        )
     if word[:1].isdigit() and not word.replace(",", "").replace(".", "").isdigit():
         return re.findall(r"\d+(?:[.,]\d+)*|[a-z]+", word)
     return [word]

@@ -59,7 +59,11 @@ class MatchSettings(BaseModel):
 
     @model_validator(mode="after")
     def _ordered(self) -> MatchSettings:
-        for name in ("insertion_threshold", "substitution_threshold", "word_substitution_threshold"):
+        for name in (
+            "insertion_threshold",
+            "substitution_threshold",
+            "word_substitution_threshold",
+        ):
             if getattr(self, name) < self.threshold:
                 raise ValueError(
                     f"Config '{name}' has value {getattr(self, name)}. "
