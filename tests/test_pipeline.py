@@ -180,3 +180,28 @@ def test_client_disconnect_cancels_upstream_stream(proxy: ServerThread,
         assert after["streams_completed"] == before["streams_completed"]
     finally:
         httpx.post(mock_upstream.url + "/_mock/faults", json={"delay_ms": 300})
+
+
+def test_graceful_shutdown_drains_inflight_stream(start_proxy: ProxyStarter,
+                                                  mock_upstream: ServerThread) -> None:
+    import threading
+
+    proxy = start_proxy()
+    httpx.post(mock_upstream.url + "/_mock/faults", json={"delay_ms": 40}).raise_for_status()
+    try:
+        with httpx.stream("POST", proxy.url + "/v1/chat/completions",
+                          json={"model": "gpt-4o", "stream": True,
+                                "messages": ask("drain me #fault:slow_stream")},
+                          headers={"authorization": "Bearer sk-demo-engineering"}) as r:
+            stopper = threading.Thread(target=proxy.stop)
+            chunks = []
+            for chunk in r.iter_raw():
+                if not chunks:
+                    stopper.start()  # shutdown begins while the stream is in flight
+                chunks.append(chunk)
+        stopper.join(timeout=20)
+    finally:
+        httpx.post(mock_upstream.url + "/_mock/faults", json={"delay_ms": 300})
+    body = b"".join(chunks)
+    assert body.endswith(b"data: [DONE]\n\n")
+    assert b'"error"' not in body
