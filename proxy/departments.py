@@ -11,13 +11,15 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from proxy.config_errors import ConfigError, describe_validation_error
+
 Period = Literal["hourly", "daily", "monthly"]
 PERIODS: tuple[Period, ...] = ("hourly", "daily", "monthly")
 _NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 _ENV = r"^[A-Z_][A-Z0-9_]*$"
 
 
-class DepartmentsConfigError(ValueError):
+class DepartmentsConfigError(ConfigError):
     """The departments file is unreadable or a field has a bad value (message names both)."""
 
 
@@ -126,11 +128,7 @@ def parse_departments(raw: Any, *, source: str = "<departments>") -> Departments
     try:
         return DepartmentsConfig.model_validate(_with_names(raw))
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        raise DepartmentsConfigError(
-            f"{source}: field '{where}' has value {first.get('input')!r}. {first['msg']}"
-        ) from exc
+        raise DepartmentsConfigError(describe_validation_error(source, exc)) from None
 
 
 def _with_names(raw: dict[str, Any]) -> dict[str, Any]:

@@ -5,7 +5,6 @@ SET NX key in Redis (or in memory), so this module only formats and delivers."""
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -41,7 +40,8 @@ def format_notice(notice: BudgetNotice) -> str:
     dept = f"*{notice.department}*"
     if notice.kind == "soft_threshold":
         pct = round((notice.threshold or 0) * 100)
-        return f":warning: {dept} has used {pct}% of its {notice.period} budget: {spent} of {limit}."
+        used = f"{pct}% of its {notice.period} budget"
+        return f":warning: {dept} has used {used}: {spent} of {limit}."
     if notice.kind == "exhausted":
         return (
             f":no_entry: {dept} has exhausted its {notice.period} budget: {spent} of {limit}. "
@@ -65,7 +65,7 @@ class SlackNotifier:
         blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]
         try:
             response = await self._client.send(text=text, blocks=blocks)
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise NotifyError(f"Slack webhook unreachable: {exc}") from exc
         if response.status_code != 200:
             raise NotifyError(f"Slack webhook answered {response.status_code}: {response.body}")

@@ -2,8 +2,8 @@
 
 Money is counted in integer micro-dollars (1e-6 USD). A price of P dollars per 1M tokens is exactly
 P micro-dollars per token, so a request's cost is computed exactly with Decimal and rounded once,
-half-up, to whole micro-dollars. Every later sum (budgets, chargeback totals) is integer addition, so
-totals equal the sum of per-request costs with no float drift.
+half-up, to whole micro-dollars. Every later sum (budgets, chargeback totals) is integer addition,
+so totals equal the sum of per-request costs with no float drift.
 """
 
 from __future__ import annotations
@@ -18,12 +18,14 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from proxy.config_errors import ConfigError, describe_validation_error
+
 DEFAULT_PRICING_PATH = Path(__file__).parent / "data" / "pricing.yaml"
 MICROS_PER_DOLLAR = 1_000_000
 _SNAPSHOT_SEPARATORS = ("-", ":", "@")
 
 
-class PricingError(ValueError):
+class PricingError(ConfigError):
     """A pricing file is missing, not YAML, or has a bad field."""
 
 
@@ -157,8 +159,4 @@ def _read_pricing_file(path: Path) -> PricingFile:
     try:
         return PricingFile.model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        raise PricingError(
-            f"{path}: field '{where}' has value {first.get('input')!r}. {first['msg']}"
-        ) from exc
+        raise PricingError(describe_validation_error(path, exc)) from None

@@ -47,8 +47,8 @@ T = TypeVar("T")
 SpendDimension = Literal["department", "key", "user", "model"]
 
 __all__ = [
-    "BudgetExhausted", "BudgetStatus", "CircuitOpen", "DepartmentRateLimited", "Ledger", "Reservation",
-    "SpendBackendUnavailable", "SpendOptions", "SpendStore", "create_spend_store",
+    "BudgetExhausted", "BudgetStatus", "CircuitOpen", "DepartmentRateLimited", "Ledger",
+    "Reservation", "SpendBackendUnavailable", "SpendOptions", "SpendStore", "create_spend_store",
 ]  # fmt: skip
 
 
@@ -81,7 +81,9 @@ class SpendStore(Protocol):
     async def budget_status(self, department: str) -> list[BudgetStatus]: ...
     async def add_record(self, record: UsageRecord) -> None: ...
     async def get_record(self, request_id: str) -> UsageRecord | None: ...
-    async def set_feedback(self, request_id: str, score: float, comment: str | None = None) -> bool: ...
+    async def set_feedback(
+        self, request_id: str, score: float, comment: str | None = None
+    ) -> bool: ...
     async def records(
         self, from_ts: float, to_ts: float, department: str | None = None
     ) -> list[UsageRecord]: ...
@@ -138,7 +140,8 @@ class Ledger:
             if self.options.fail_mode == "closed":
                 raise SpendBackendUnavailable(f"spend backend unreachable: {exc}") from exc
             log.warning("spend backend down; admitting %s without budget checks", department)
-            return self._reservation(plan, model, reservation_amount(plan.fixed_micros, plan.per_token_micros, plan.max_tokens), None, degraded=True)
+            worst = reservation_amount(plan.fixed_micros, plan.per_token_micros, plan.max_tokens)
+            return self._reservation(plan, model, worst, None, degraded=True)
         if outcome.status != "ok":
             self._refuse(dept, plan, outcome)
         return self._reservation(plan, model, outcome.reserved_micros, outcome.max_tokens)
@@ -185,7 +188,7 @@ class Ledger:
         if outcome.status == "breaker":
             raise CircuitOpen(dept.name, outcome.retry_after)
         if outcome.status in ("rpm", "tpm"):
-            raise DepartmentRateLimited(dept.name, outcome.status, outcome.retry_after)  # type: ignore[arg-type]
+            raise DepartmentRateLimited(dept.name, outcome.status, outcome.retry_after)
         failing = [plan.windows[i] for i in outcome.failing]
         latest = max(failing, key=lambda w: w.ends_at)
         for window in failing:
@@ -217,7 +220,7 @@ class Ledger:
         if outcome is None:  # queued while the backend is down; notices are best effort
             return
         added = settlement.actual_micros
-        for window, spent in zip(settlement.windows, outcome.spent_micros):
+        for window, spent in zip(settlement.windows, outcome.spent_micros, strict=True):
             self._check_thresholds(dept, window, spent - added, spent)
         if breaker and outcome.breaker_micros is not None:
             ceiling = to_micros(breaker.max_dollars)
@@ -264,10 +267,14 @@ class Ledger:
         spent, reserved = await self._guard(self.backend.window_state(dept.name, windows, now))
         return [
             BudgetStatus(
-                dept.name, w.period, micros_to_dollars(w.limit_micros), micros_to_dollars(s),
-                micros_to_dollars(reserved), w.ends_at - now,
+                dept.name,
+                w.period,
+                micros_to_dollars(w.limit_micros),
+                micros_to_dollars(s),
+                micros_to_dollars(reserved),
+                w.ends_at - now,
             )  # fmt: skip
-            for w, s in zip(windows, spent)
+            for w, s in zip(windows, spent, strict=True)
         ]
 
     # ----- usage records -------------------------------------------------------------------------

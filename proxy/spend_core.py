@@ -198,16 +198,18 @@ def plan_admission(
 
     Mirrors the budget part of the Redis admit script; an empty `failing` means admitted."""
     need = reservation_amount(plan.fixed_micros, plan.per_token_micros, plan.max_tokens)
-    headrooms = [w.limit_micros - s - reserved_total for w, s in zip(plan.windows, spent)]
+    pairs = zip(plan.windows, spent, strict=True)
+    headrooms = [window.limit_micros - used - reserved_total for window, used in pairs]
     failing = tuple(i for i, room in enumerate(headrooms) if room < need)
     if not failing:
         return need, None, ()
     room = min(headrooms)
     if plan.cap and plan.per_token_micros > 0 and room > plan.fixed_micros:
         tokens = math.floor((room - plan.fixed_micros) / plan.per_token_micros)
-        while tokens > 0 and reservation_amount(
-            plan.fixed_micros, plan.per_token_micros, tokens
-        ) > room:
+        while (
+            tokens > 0
+            and reservation_amount(plan.fixed_micros, plan.per_token_micros, tokens) > room
+        ):
             tokens -= 1
         if tokens >= plan.min_tokens:
             return reservation_amount(plan.fixed_micros, plan.per_token_micros, tokens), tokens, ()
@@ -225,7 +227,9 @@ def sliding_count(current: int, previous: int, elapsed: float) -> float:
     return previous * (1.0 - elapsed) + current
 
 
-def sliding_retry_after(current: int, previous: int, elapsed: float, cost: int, limit: int) -> float:
+def sliding_retry_after(
+    current: int, previous: int, elapsed: float, cost: int, limit: int
+) -> float:
     """Seconds until `cost` more would fit under `limit` (at least the next window start)."""
     if cost > limit:
         return float(RATE_WINDOW_SECONDS)

@@ -100,9 +100,9 @@ class MemoryBackend:
         for key in [k for k, ends in self._spent_expiry.items() if ends + 86_400 < now]:
             del self._spent_expiry[key]
             self._spent.pop(key, None)
-        stale = [k for k in self._rates if k[2] < rate_position(now)[0] - 1]
-        for key in stale:
-            del self._rates[key]
+        current = rate_position(now)[0]
+        for rate_key in [k for k in self._rates if k[2] < current - 1]:
+            del self._rates[rate_key]
 
     def _breaker_sum(self, department: str, minute: int, window_minutes: int) -> int:
         buckets = self._breaker[department]
@@ -143,9 +143,12 @@ class MemoryBackend:
         self._records.move_to_end(record.request_id)
         horizon = self._clock() - self._retention
         while self._records and (
-            len(self._records) > self._max_records or next(iter(self._records.values())).ts < horizon
+            len(self._records) > self._max_records or self._oldest_ts() < horizon
         ):
             self._records.popitem(last=False)
+
+    def _oldest_ts(self) -> float:
+        return next(iter(self._records.values())).ts
 
     async def get_record(self, request_id: str) -> UsageRecord | None:
         record = self._records.get(request_id)

@@ -169,7 +169,7 @@ class RedisBackend:
             minute, settlement.token_delta, *(w.ttl(now) for w in live),
         ]  # fmt: skip
         breaker, spent = await self._call(self._settle(keys=keys, args=args))
-        by_window = dict(zip((w.wid for w in live), (int(s) for s in spent)))
+        by_window = dict(zip((w.wid for w in live), (int(s) for s in spent), strict=True))
         after = tuple(by_window.get(w.wid, settlement.actual_micros) for w in settlement.windows)
         return CommitOutcome(after, None if int(breaker) < 0 else int(breaker))
 
@@ -192,13 +192,12 @@ class RedisBackend:
             for window in windows:
                 pipe.get(self._dept(department, f"spent:{window.wid}"))
             live, amount_by_id, *spent = await self._call(pipe.execute())
-        reserved = sum(
-            int(amount_by_id.get(rid, 0)) for rid, expires in live if expires > now
-        )
+        reserved = sum(int(amount_by_id.get(rid, 0)) for rid, expires in live if expires > now)
         return [int(s or 0) for s in spent], reserved
 
     async def claim_notice(self, key: str, ttl_seconds: int) -> bool:
-        return bool(await self._call(self.client.set(self.prefix + key, "1", nx=True, ex=ttl_seconds)))
+        claim = self.client.set(self.prefix + key, "1", nx=True, ex=ttl_seconds)
+        return bool(await self._call(claim))
 
     async def release_notice(self, key: str) -> None:
         await self._call(self.client.delete(self.prefix + key))
@@ -241,9 +240,7 @@ class RedisBackend:
                 except WatchError:
                     continue
 
-    async def _write_feedback(
-        self, pipe: Any, key: str, score: float, comment: str | None
-    ) -> bool:
+    async def _write_feedback(self, pipe: Any, key: str, score: float, comment: str | None) -> bool:
         await pipe.watch(key)
         raw = await pipe.get(key)
         if raw is None:
@@ -265,7 +262,7 @@ class RedisBackend:
         ids = await self._call(self.client.zrangebyscore(index, repr(from_ts), f"({to_ts!r}"))
         found: list[UsageRecord] = []
         for start in range(0, len(ids), 500):
-            keys = [self._record_key(rid.decode()) for rid in ids[start : start + 500]]
+            keys = [self._record_key(_text(rid)) for rid in ids[start : start + 500]]
             for raw in await self._call(self.client.mget(keys)):
                 if raw is not None:
                     found.append(UsageRecord.from_dict(orjson.loads(raw)))
@@ -295,3 +292,7 @@ class RedisBackend:
     async def close(self) -> None:
         if self._owns_client:
             await self.client.aclose()
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -169,3 +169,14 @@ def proxy(start_proxy: ProxyStarter) -> ServerThread:
 # ======================================================================================
 # end of proxy block
 # ======================================================================================
+
+
+# ======================================================================================
+# Spend stores: `spend_backend` ("memory" | "redis"), `make_spend_store`, `pricing_table`.
+# Defined in tests/spend_helpers.py; every spend test runs on both backends.
+# ======================================================================================
+from tests.spend_helpers import make_spend_store, pricing_table, spend_backend  # noqa: E402,F401
+
+# ======================================================================================
+# end of spend block
+# ======================================================================================

@@ -34,7 +34,7 @@ class StoreFactory(Protocol):
         self,
         departments: dict[str, Any],
         *,
-        clock: Callable[[], float] = ...,
+        clock: Callable[[], float] | None = ...,
         notifier: NoticeSink | None = ...,
         **options: Any,
     ) -> Ledger: ...
@@ -58,38 +58,38 @@ def make_record(request_id: str, ts: float, **fields: Any) -> UsageRecord:
 
 
 @pytest.fixture(scope="session")
-def pricing() -> PricingTable:
+def pricing_table() -> PricingTable:
     return load_pricing()
 
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
-def backend_kind(request: pytest.FixtureRequest) -> str:
+def spend_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
 @pytest.fixture
-def make_store(
-    request: pytest.FixtureRequest, backend_kind: str, pricing: PricingTable
+def make_spend_store(
+    request: pytest.FixtureRequest, spend_backend: str, pricing_table: PricingTable
 ) -> StoreFactory:
     """Build a Ledger on the parametrized backend; Redis ones get this test's key prefix."""
     url: str | None = None
     prefix = "meterline:"
-    if backend_kind == "redis":
+    if spend_backend == "redis":
         url = request.getfixturevalue("redis_url")
         prefix = request.getfixturevalue("redis_prefix")
 
     def build(
         departments: dict[str, Any],
         *,
-        clock: Callable[[], float] = FakeClock(),
+        clock: Callable[[], float] | None = None,
         notifier: NoticeSink | None = None,
         **options: Any,
     ) -> Ledger:
         target = options.pop("redis_url", url)
         opts = SpendOptions(key_prefix=options.pop("key_prefix", prefix), **options)
         return create_spend_store(
-            target, departments_config(**departments), pricing,
-            options=opts, notifier=notifier, clock=clock,
+            target, departments_config(**departments), pricing_table,
+            options=opts, notifier=notifier, clock=clock or FakeClock(),
         )  # fmt: skip
 
     return build

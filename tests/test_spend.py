@@ -19,16 +19,7 @@ from proxy.spend_core import (
     SpendBackendUnavailable,
     window_at,
 )
-from tests.spend_helpers import (  # noqa: F401  (fixtures)
-    T0,
-    FakeClock,
-    StoreFactory,
-    TcpSwitch,
-    backend_kind,
-    make_record,
-    make_store,
-    pricing,
-)
+from tests.spend_helpers import T0, FakeClock, StoreFactory, TcpSwitch, make_record
 
 DAY_END = 1_750_032_000.0  # midnight UTC after T0
 HOUR_END = 1_750_003_200.0
@@ -39,9 +30,9 @@ async def spent_and_reserved(store: Ledger, department: str = "eng") -> tuple[fl
     return status[0].spent_dollars, status[0].reserved_dollars
 
 
-def test_settle_adds_actual_cost_and_frees_the_hold(make_store: StoreFactory) -> None:
+def test_settle_adds_actual_cost_and_frees_the_hold(make_spend_store: StoreFactory) -> None:
     async def run() -> None:
-        store = make_store({"eng": {"budgets": {"daily": 1}}})
+        store = make_spend_store({"eng": {"budgets": {"daily": 1}}})
         res = await store.reserve("eng", "gpt-4o", prompt_tokens=1000, max_tokens=1000)
         assert res.reserved_micros == 1000 * 2.5 + 1000 * 10
         assert await spent_and_reserved(store) == (0.0, 0.0125)
@@ -54,10 +45,10 @@ def test_settle_adds_actual_cost_and_frees_the_hold(make_store: StoreFactory) ->
 
 
 def test_exhausted_budget_reports_the_period_and_seconds_to_reset(
-    make_store: StoreFactory,
+    make_spend_store: StoreFactory,
 ) -> None:
     async def run() -> None:
-        store = make_store({"eng": {"budgets": {"daily": 1, "monthly": 100}}})
+        store = make_spend_store({"eng": {"budgets": {"daily": 1, "monthly": 100}}})
         await store.settle(await store.reserve("eng", "gpt-4o-mini", 10, 10), 1.0)
         with pytest.raises(BudgetExhausted) as info:
             await store.reserve("eng", "gpt-4o-mini", 10, 10)
@@ -70,10 +61,10 @@ def test_exhausted_budget_reports_the_period_and_seconds_to_reset(
 
 
 def test_when_several_periods_are_exhausted_the_latest_reset_is_reported(
-    make_store: StoreFactory,
+    make_spend_store: StoreFactory,
 ) -> None:
     async def run() -> None:
-        store = make_store({"eng": {"budgets": {"hourly": 0.5, "daily": 0.5}}})
+        store = make_spend_store({"eng": {"budgets": {"hourly": 0.5, "daily": 0.5}}})
         await store.settle(await store.reserve("eng", "gpt-4o-mini", 10, 10), 0.5)
         with pytest.raises(BudgetExhausted) as info:
             await store.reserve("eng", "gpt-4o-mini", 10, 10)
@@ -84,10 +75,10 @@ def test_when_several_periods_are_exhausted_the_latest_reset_is_reported(
     asyncio.run(run())
 
 
-def test_hourly_budget_resets_with_the_next_hour(make_store: StoreFactory) -> None:
+def test_hourly_budget_resets_with_the_next_hour(make_spend_store: StoreFactory) -> None:
     async def run() -> None:
         clock = FakeClock()
-        store = make_store({"eng": {"budgets": {"hourly": 0.5, "daily": 5}}}, clock=clock)
+        store = make_spend_store({"eng": {"budgets": {"hourly": 0.5, "daily": 5}}}, clock=clock)
         await store.settle(await store.reserve("eng", "gpt-4o-mini", 10, 10), 0.5)
         with pytest.raises(BudgetExhausted) as info:
             await store.reserve("eng", "gpt-4o-mini", 10, 10)
@@ -99,10 +90,12 @@ def test_hourly_budget_resets_with_the_next_hour(make_store: StoreFactory) -> No
     asyncio.run(run())
 
 
-def test_open_reservations_count_against_the_budget_and_expire(make_store: StoreFactory) -> None:
+def test_open_reservations_count_against_the_budget_and_expire(
+    make_spend_store: StoreFactory,
+) -> None:
     async def run() -> None:
         clock = FakeClock()
-        store = make_store({"eng": {"budgets": {"daily": 1}}}, clock=clock)
+        store = make_spend_store({"eng": {"budgets": {"daily": 1}}}, clock=clock)
         first = await store.reserve("eng", "gpt-4o", 0, 60_000)  # $0.60 worst case
         with pytest.raises(BudgetExhausted):
             await store.reserve("eng", "gpt-4o", 0, 60_000)
@@ -125,10 +118,10 @@ def test_open_reservations_count_against_the_budget_and_expire(make_store: Store
     ],
 )
 def test_cap_max_tokens_shrinks_the_request_to_fit(
-    make_store: StoreFactory, spent: float, cap: bool, expected: int | None
+    make_spend_store: StoreFactory, spent: float, cap: bool, expected: int | None
 ) -> None:
     async def run() -> None:
-        store = make_store({"eng": {"budgets": {"daily": 1}, "cap_max_tokens": cap}})
+        store = make_spend_store({"eng": {"budgets": {"daily": 1}, "cap_max_tokens": cap}})
         await store.settle(await store.reserve("eng", "gpt-4o", 0, 1), spent)
         if expected is None:
             with pytest.raises(BudgetExhausted):
@@ -142,10 +135,10 @@ def test_cap_max_tokens_shrinks_the_request_to_fit(
 
 
 def test_default_max_tokens_is_the_worst_case_when_the_request_has_none(
-    make_store: StoreFactory,
+    make_spend_store: StoreFactory,
 ) -> None:
     async def run() -> None:
-        store = make_store({"eng": {"default_max_tokens": 2000}})
+        store = make_spend_store({"eng": {"default_max_tokens": 2000}})
         res = await store.reserve("eng", "gpt-4o", 0)
         assert (res.reserved_micros, res.max_tokens) == (20_000, None)
         await store.close()
@@ -153,10 +146,10 @@ def test_default_max_tokens_is_the_worst_case_when_the_request_has_none(
     asyncio.run(run())
 
 
-def test_rpm_uses_a_sliding_window_with_retry_after(make_store: StoreFactory) -> None:
+def test_rpm_uses_a_sliding_window_with_retry_after(make_spend_store: StoreFactory) -> None:
     async def run() -> None:
         clock = FakeClock()  # 40 s into a minute
-        store = make_store({"eng": {"rpm": 3}}, clock=clock)
+        store = make_spend_store({"eng": {"rpm": 3}}, clock=clock)
         for _ in range(3):
             await store.reserve("eng", "gpt-4o-mini", 10, 10)
         with pytest.raises(DepartmentRateLimited) as info:
@@ -173,9 +166,9 @@ def test_rpm_uses_a_sliding_window_with_retry_after(make_store: StoreFactory) ->
     asyncio.run(run())
 
 
-def test_tpm_counts_prompt_tokens_then_corrects_at_settle(make_store: StoreFactory) -> None:
+def test_tpm_counts_prompt_tokens_then_corrects_at_settle(make_spend_store: StoreFactory) -> None:
     async def run() -> None:
-        store = make_store({"eng": {"tpm": 1000}})
+        store = make_spend_store({"eng": {"tpm": 1000}})
         first = await store.reserve("eng", "gpt-4o-mini", 600, 10)
         with pytest.raises(DepartmentRateLimited) as info:
             await store.reserve("eng", "gpt-4o-mini", 600, 10)
@@ -187,11 +180,13 @@ def test_tpm_counts_prompt_tokens_then_corrects_at_settle(make_store: StoreFacto
     asyncio.run(run())
 
 
-def test_circuit_breaker_pauses_until_spend_leaves_the_window(make_store: StoreFactory) -> None:
+def test_circuit_breaker_pauses_until_spend_leaves_the_window(
+    make_spend_store: StoreFactory,
+) -> None:
     async def run() -> None:
         clock = FakeClock()
         breaker = {"window_minutes": 10, "max_dollars": 1}
-        store = make_store({"eng": {"circuit_breaker": breaker}}, clock=clock)
+        store = make_spend_store({"eng": {"circuit_breaker": breaker}}, clock=clock)
         await store.settle(await store.reserve("eng", "gpt-4o-mini", 10, 10), 0.9)
         assert not await store.is_paused("eng")
         await store.settle(await store.reserve("eng", "gpt-4o-mini", 10, 10), 0.6)
@@ -208,10 +203,10 @@ def test_circuit_breaker_pauses_until_spend_leaves_the_window(make_store: StoreF
     asyncio.run(run())
 
 
-def test_admin_resume_clears_the_breaker_for_every_replica(make_store: StoreFactory) -> None:
+def test_admin_resume_clears_the_breaker_for_every_replica(make_spend_store: StoreFactory) -> None:
     async def run() -> None:
         breaker = {"window_minutes": 10, "max_dollars": 1}
-        store = make_store({"eng": {"circuit_breaker": breaker}})
+        store = make_spend_store({"eng": {"circuit_breaker": breaker}})
         await store.settle(await store.reserve("eng", "gpt-4o-mini", 10, 10), 2.0)
         with pytest.raises(CircuitOpen):
             await store.reserve("eng", "gpt-4o-mini", 10, 10)
@@ -223,9 +218,9 @@ def test_admin_resume_clears_the_breaker_for_every_replica(make_store: StoreFact
     asyncio.run(run())
 
 
-def test_usage_records_round_trip_with_feedback_and_queries(make_store: StoreFactory) -> None:
+def test_usage_records_round_trip_with_feedback_and_queries(make_spend_store: StoreFactory) -> None:
     async def run() -> None:
-        store = make_store({"eng": {}, "sales": {}})
+        store = make_spend_store({"eng": {}, "sales": {}})
         await store.add_record(make_record("a", T0, cost=0.25))
         await store.add_record(make_record("b", T0 + 10, cost=0.5, user=None, key_id="k2"))
         await store.add_record(make_record("c", T0 + 20, department="sales", cost=1.0))
@@ -249,28 +244,28 @@ def test_usage_records_round_trip_with_feedback_and_queries(make_store: StoreFac
 
 
 def test_records_survive_a_restart_on_redis_and_are_bounded_in_memory(
-    make_store: StoreFactory, backend_kind: str
+    make_spend_store: StoreFactory, spend_backend: str
 ) -> None:
     async def run() -> None:
-        first = make_store({"eng": {}}, max_memory_records=2)
+        first = make_spend_store({"eng": {}}, max_memory_records=2)
         for i in range(3):
             await first.add_record(make_record(f"r{i}", T0 + i))
         await first.close()
-        if backend_kind == "memory":
+        if spend_backend == "memory":
             assert [r.request_id for r in await first.records(0, T0 + 9)] == ["r1", "r2"]
             return
-        second = make_store({"eng": {}})
+        second = make_spend_store({"eng": {}})
         assert [r.request_id for r in await second.records(0, T0 + 9)] == ["r0", "r1", "r2"]
         await second.close()
 
     asyncio.run(run())
 
 
-def test_concurrent_reservations_never_overspend(make_store: StoreFactory) -> None:
+def test_concurrent_reservations_never_overspend(make_spend_store: StoreFactory) -> None:
     """1,000 concurrent reserve/settle against a $1 daily budget (real clock, real Redis)."""
 
     async def run() -> None:
-        store = make_store({"eng": {"budgets": {"daily": 1}}}, clock=time.time)
+        store = make_spend_store({"eng": {"budgets": {"daily": 1}}}, clock=time.time)
         worst = 15 + 3000  # 100 prompt tokens x 0.15 + 5000 output tokens x 0.60 (micros)
         rng = random.Random(5)
         plans = [(rng.random() * 0.01, rng.randint(worst // 2, worst)) for _ in range(1000)]
@@ -297,9 +292,9 @@ def test_concurrent_reservations_never_overspend(make_store: StoreFactory) -> No
     asyncio.run(run())
 
 
-def test_unknown_department_is_a_lookup_error(make_store: StoreFactory) -> None:
+def test_unknown_department_is_a_lookup_error(make_spend_store: StoreFactory) -> None:
     async def run() -> None:
-        store = make_store({"eng": {}})
+        store = make_spend_store({"eng": {}})
         with pytest.raises(KeyError, match="unknown department 'nope'"):
             await store.reserve("nope", "gpt-4o", 1, 1)
         await store.close()
@@ -324,16 +319,16 @@ def test_windows_are_utc_calendar_periods(period: str, moment: str, ends: str) -
 
 
 @pytest.mark.redis
-@pytest.mark.parametrize("backend_kind", ["redis"])
+@pytest.mark.parametrize("spend_backend", ["redis"])
 @pytest.mark.parametrize("fail_mode", ["closed", "open"])
 def test_redis_outage_queues_spend_and_records_then_flushes(
-    make_store: StoreFactory, redis_url: str, fail_mode: str
+    make_spend_store: StoreFactory, redis_url: str, fail_mode: str
 ) -> None:
     async def run() -> None:
         parsed = urlparse(redis_url)
         switch = TcpSwitch(parsed.hostname or "127.0.0.1", parsed.port or 6379)
         await switch.up()
-        store = make_store(
+        store = make_spend_store(
             {"eng": {"budgets": {"daily": 10}}},
             redis_url=f"redis://127.0.0.1:{switch.port}",
             fail_mode=fail_mode,
