@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
+import os
 import time
-import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +18,9 @@ from proxy.records import UsageRecord
 from proxy.services import Services
 
 REQUEST_ID_HEADER = "x-request-id"
+# A random per-process prefix and a counter: unique across replicas, cheaper than uuid4 per call.
+_PROCESS_TAG = os.urandom(6).hex()
+_SEQUENCE = itertools.count(1)
 
 
 @dataclass
@@ -32,6 +37,8 @@ class Call:
     headers: dict[str, str] = field(default_factory=dict)  # response headers we add
     upstream_s: float = 0.0
     record: UsageRecord | None = None
+    inbound: Mapping[str, str] = field(default_factory=dict)  # request headers
+    cache_state: Any = None  # proxy.cache.store.Lookup, from lookup to store
 
     @property
     def stream(self) -> bool:
@@ -50,7 +57,10 @@ class Call:
 
 def request_id_of(request: Request) -> str:
     given = request.headers.get(REQUEST_ID_HEADER, "")
-    rid = given if 0 < len(given) <= 128 and given.isprintable() else "req_" + uuid.uuid4().hex
+    if 0 < len(given) <= 128 and given.isprintable():
+        rid = given
+    else:
+        rid = f"req_{_PROCESS_TAG}{next(_SEQUENCE):010x}"
     request.state.request_id = rid
     return rid
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, PrivateAttr, model_validator
 
 from proxy.config_errors import ConfigError, load_model
 
@@ -23,9 +23,13 @@ class Provider(BaseModel):
     connect_timeout_s: float = Field(10.0, gt=0)
     max_connections: int = Field(512, ge=1)
     headers: dict[str, str] = Field(default_factory=dict)
+    _base: str = PrivateAttr(default="")
+
+    def model_post_init(self, context: object) -> None:
+        self._base = str(self.base_url).rstrip("/")
 
     def url(self, path: str, target_model: str) -> str:
-        base = str(self.base_url).rstrip("/")
+        base = self._base
         if self.kind == "azure":
             url = f"{base}/openai/deployments/{target_model}{path}"
             return f"{url}?api-version={self.api_version}" if self.api_version else url

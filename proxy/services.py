@@ -34,7 +34,9 @@ class Services:
     cooldowns: Any = None  # proxy.reliability.Cooldowns
     retry_policy: Any = None  # proxy.reliability.RetryPolicy
     pricing: Any = None  # proxy.pricing.PricingTable
+    record_log: Any = None  # proxy.spend_memory.MemoryBackend: usage records when spend is None
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    demo_providers: dict[str, tuple[Provider, Provider]] = field(default_factory=dict)
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run bookkeeping that must finish even if the client went away; drained at shutdown."""
@@ -54,8 +56,12 @@ class Services:
     def provider(self, name: str) -> Provider:
         provider = self.config.providers.providers[name]
         if self.settings.demo and self.settings.mock_upstream_url:
-            return provider.model_copy(update={"base_url": self.settings.mock_upstream_url,
-                                               "kind": "openai"})
+            demo = self.demo_providers.get(name)
+            if demo is None or demo[0] is not provider:
+                data = provider.model_dump()
+                data.update(base_url=self.settings.mock_upstream_url, kind="openai")
+                demo = self.demo_providers[name] = (provider, Provider.model_validate(data))
+            return demo[1]
         return provider
 
     def credential(self, provider_name: str, department: str | None) -> str | None:
