@@ -73,8 +73,13 @@ class SpendStore(Protocol):
         self, department: str, model: str, prompt_tokens: int, max_tokens: int | None = None
     ) -> Reservation: ...
     async def settle(
-        self, reservation: Reservation, actual_dollars: float, *, total_tokens: int | None = None
-    ) -> None: ...
+        self,
+        reservation: Reservation,
+        cost_micros: int,
+        record: UsageRecord | None = None,
+        *,
+        total_tokens: int | None = None,
+    ) -> float | None: ...
     async def release(self, reservation: Reservation) -> None: ...
     async def resume(self, department: str) -> None: ...
     async def is_paused(self, department: str) -> bool: ...
@@ -198,19 +203,38 @@ class Ledger:
     # ----- settlement --------------------------------------------------------------------------
 
     async def settle(
-        self, reservation: Reservation, actual_dollars: float, *, total_tokens: int | None = None
-    ) -> None:
-        """Free the hold and add the real cost (0 for cache hits / failures). Idempotent."""
+        self,
+        reservation: Reservation,
+        cost_micros: int,
+        record: UsageRecord | None = None,
+        *,
+        total_tokens: int | None = None,
+    ) -> float | None:
+        """Free the hold, add the real cost (integer micro-dollars; 0 for cache hits/failures)
+        and store `record` if given. Returns dollars left in the tightest budget window (None
+        without budgets or while Redis is down). Settling twice is a no-op."""
+        if not isinstance(cost_micros, int) or isinstance(cost_micros, bool):
+            raise TypeError(f"cost_micros must be int micro-dollars, got {cost_micros!r}")
         if reservation.settled:
-            return
+            return None
         reservation.settled = True
+        if record is not None and total_tokens is None:
+            total_tokens = record.input_tokens + record.output_tokens
+        outcome = await self._commit(reservation, cost_micros, total_tokens)
+        if record is not None:
+            await self.add_record(record)
+        return outcome
+
+    async def _commit(
+        self, reservation: Reservation, cost_micros: int, total_tokens: int | None
+    ) -> float | None:
         dept = self.departments.get(reservation.department)
         now = self._clock()
         breaker = dept.circuit_breaker
         settlement = Settlement(
             department=dept.name,
             reservation_id=reservation.id,
-            actual_micros=to_micros(actual_dollars),
+            actual_micros=cost_micros,
             ts=now,
             windows=self._windows(dept, now),
             breaker_minutes=breaker.window_minutes if breaker else None,
@@ -218,17 +242,20 @@ class Ledger:
         )
         outcome = await self.backend.commit(settlement)
         if outcome is None:  # queued while the backend is down; notices are best effort
-            return
-        added = settlement.actual_micros
+            return None
         for window, spent in zip(settlement.windows, outcome.spent_micros, strict=True):
-            self._check_thresholds(dept, window, spent - added, spent)
+            self._check_thresholds(dept, window, spent - cost_micros, spent)
         if breaker and outcome.breaker_micros is not None:
             ceiling = to_micros(breaker.max_dollars)
-            if outcome.breaker_micros - added <= ceiling < outcome.breaker_micros:
+            if outcome.breaker_micros - cost_micros <= ceiling < outcome.breaker_micros:
                 self._notify_breaker(dept, outcome.breaker_micros, ceiling)
+        pairs = zip(settlement.windows, outcome.spent_micros, strict=True)
+        left = [window.limit_micros - spent for window, spent in pairs]
+        return micros_to_dollars(max(0, min(left))) if left else None
 
     async def release(self, reservation: Reservation) -> None:
-        await self.settle(reservation, 0.0)
+        """The request failed before anything was charged: free the hold."""
+        await self.settle(reservation, 0)
 
     def _check_thresholds(self, dept: Department, window: Window, before: int, after: int) -> None:
         limit = window.limit_micros

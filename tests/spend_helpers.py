@@ -11,7 +11,7 @@ import pytest
 
 from proxy.departments import DepartmentsConfig, parse_departments
 from proxy.notify import NoticeSink
-from proxy.pricing import PricingTable, load_pricing
+from proxy.pricing import PricingTable, load_pricing, to_micros
 from proxy.records import UsageRecord
 from proxy.spend import Ledger, SpendOptions, create_spend_store
 
@@ -46,6 +46,11 @@ def departments_config(**departments: dict[str, Any]) -> DepartmentsConfig:
         for name, spec in departments.items()
     }
     return parse_departments({"departments": raw})
+
+
+def usd(dollars: float) -> int:
+    """Dollars -> the integer micro-dollars settle() takes."""
+    return to_micros(dollars)
 
 
 def make_record(request_id: str, ts: float, **fields: Any) -> UsageRecord:

@@ -13,7 +13,7 @@ import pytest
 
 from proxy.notify import BudgetNotice, NotifyError, SlackNotifier, format_notice
 from proxy.spend_core import BudgetExhausted, CircuitOpen
-from tests.spend_helpers import FakeClock, StoreFactory
+from tests.spend_helpers import FakeClock, StoreFactory, usd
 
 
 class FakeSlack:
@@ -63,7 +63,7 @@ def test_each_threshold_and_exhaustion_is_sent_once(
     async def run() -> None:
         store = make_spend_store({"eng": DEPT}, notifier=SlackNotifier(slack.url))
         for dollars in (0.3, 0.3, 0.1, 0.15, 0.05, 0.2):  # 0.6 crosses 50 %, 0.85 crosses 80 %
-            await store.settle(await store.reserve("eng", "gpt-4o-mini", 1, 1), dollars)
+            await store.settle(await store.reserve("eng", "gpt-4o-mini", 1, 1), usd(dollars))
         for _ in range(3):
             with pytest.raises(BudgetExhausted):
                 await store.reserve("eng", "gpt-4o-mini", 1, 1)
@@ -91,7 +91,7 @@ def test_a_second_replica_does_not_repeat_a_notice(
         clock = FakeClock()
         first = make_spend_store({"eng": DEPT}, clock=clock, notifier=SlackNotifier(slack.url))
         second = make_spend_store({"eng": DEPT}, clock=clock, notifier=SlackNotifier(slack.url))
-        await first.settle(await first.reserve("eng", "gpt-4o-mini", 1, 1), 1.0)
+        await first.settle(await first.reserve("eng", "gpt-4o-mini", 1, 1), usd(1.0))
         await first.drain_notices()
         for _ in range(2):  # another replica refusing over-budget requests stays quiet
             with pytest.raises(BudgetExhausted):
@@ -110,7 +110,7 @@ def test_breaker_trip_is_announced_once_and_again_after_resume(
     breaker = {"circuit_breaker": {"window_minutes": 5, "max_dollars": 1}}
 
     async def trip(store: Any) -> None:
-        await store.settle(await store.reserve("eng", "gpt-4o-mini", 1, 1), 1.5)
+        await store.settle(await store.reserve("eng", "gpt-4o-mini", 1, 1), usd(1.5))
         with pytest.raises(CircuitOpen):
             await store.reserve("eng", "gpt-4o-mini", 1, 1)
 
@@ -137,7 +137,7 @@ def test_failed_delivery_frees_the_dedupe_key_for_a_retry(
     async def run() -> None:
         store = make_spend_store({"eng": DEPT}, notifier=SlackNotifier(slack.url))
         slack.status = 500
-        await store.settle(await store.reserve("eng", "gpt-4o-mini", 1, 1), 1.2)
+        await store.settle(await store.reserve("eng", "gpt-4o-mini", 1, 1), usd(1.2))
         await store.drain_notices()
         slack.status = 200
         with pytest.raises(BudgetExhausted):  # the next refusal announces it again

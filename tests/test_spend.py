@@ -19,7 +19,7 @@ from proxy.spend_core import (
     SpendBackendUnavailable,
     window_at,
 )
-from tests.spend_helpers import T0, FakeClock, StoreFactory, TcpSwitch, make_record
+from tests.spend_helpers import T0, FakeClock, StoreFactory, TcpSwitch, make_record, usd
 
 DAY_END = 1_750_032_000.0  # midnight UTC after T0
 HOUR_END = 1_750_003_200.0
@@ -36,9 +36,26 @@ def test_settle_adds_actual_cost_and_frees_the_hold(make_spend_store: StoreFacto
         res = await store.reserve("eng", "gpt-4o", prompt_tokens=1000, max_tokens=1000)
         assert res.reserved_micros == 1000 * 2.5 + 1000 * 10
         assert await spent_and_reserved(store) == (0.0, 0.0125)
-        await store.settle(res, 0.004)
-        await store.settle(res, 0.004)  # idempotent
+        await store.settle(res, usd(0.004))
+        await store.settle(res, usd(0.004))  # idempotent
         assert await spent_and_reserved(store) == (0.004, 0.0)
+        await store.close()
+
+    asyncio.run(run())
+
+
+def test_settle_with_a_record_stores_it_and_returns_the_budget_left(
+    make_spend_store: StoreFactory,
+) -> None:
+    async def run() -> None:
+        store = make_spend_store({"eng": {"budgets": {"hourly": 2, "daily": 1}, "tpm": 1000}})
+        res = await store.reserve("eng", "gpt-4o-mini", prompt_tokens=900, max_tokens=10)
+        record = make_record("r1", T0, cost=0.25, input_tokens=100, output_tokens=50)
+        assert await store.settle(res, usd(0.25), record) == 0.75  # daily is the tightest
+        assert await store.get_record("r1") == record
+        await store.reserve("eng", "gpt-4o-mini", prompt_tokens=800)  # tpm corrected to 150
+        with pytest.raises(TypeError, match="micro-dollars"):
+            await store.settle(res, 0.25)  # type: ignore[arg-type]
         await store.close()
 
     asyncio.run(run())
@@ -49,7 +66,7 @@ def test_exhausted_budget_reports_the_period_and_seconds_to_reset(
 ) -> None:
     async def run() -> None:
         store = make_spend_store({"eng": {"budgets": {"daily": 1, "monthly": 100}}})
-        await store.settle(await store.reserve("eng", "gpt-4o-mini", 10, 10), 1.0)
+        await store.settle(await store.reserve("eng", "gpt-4o-mini", 10, 10), usd(1.0))
         with pytest.raises(BudgetExhausted) as info:
             await store.reserve("eng", "gpt-4o-mini", 10, 10)
         assert (info.value.period, info.value.retry_after) == ("daily", DAY_END - T0)
@@ -65,7 +82,7 @@ def test_when_several_periods_are_exhausted_the_latest_reset_is_reported(
 ) -> None:
     async def run() -> None:
         store = make_spend_store({"eng": {"budgets": {"hourly": 0.5, "daily": 0.5}}})
-        await store.settle(await store.reserve("eng", "gpt-4o-mini", 10, 10), 0.5)
+        await store.settle(await store.reserve("eng", "gpt-4o-mini", 10, 10), usd(0.5))
         with pytest.raises(BudgetExhausted) as info:
             await store.reserve("eng", "gpt-4o-mini", 10, 10)
         assert info.value.period == "daily"
@@ -79,7 +96,7 @@ def test_hourly_budget_resets_with_the_next_hour(make_spend_store: StoreFactory)
     async def run() -> None:
         clock = FakeClock()
         store = make_spend_store({"eng": {"budgets": {"hourly": 0.5, "daily": 5}}}, clock=clock)
-        await store.settle(await store.reserve("eng", "gpt-4o-mini", 10, 10), 0.5)
+        await store.settle(await store.reserve("eng", "gpt-4o-mini", 10, 10), usd(0.5))
         with pytest.raises(BudgetExhausted) as info:
             await store.reserve("eng", "gpt-4o-mini", 10, 10)
         assert (info.value.period, info.value.retry_after) == ("hourly", HOUR_END - T0)
@@ -99,7 +116,7 @@ def test_open_reservations_count_against_the_budget_and_expire(
         first = await store.reserve("eng", "gpt-4o", 0, 60_000)  # $0.60 worst case
         with pytest.raises(BudgetExhausted):
             await store.reserve("eng", "gpt-4o", 0, 60_000)
-        await store.settle(first, 0.1)
+        await store.settle(first, usd(0.1))
         held = await store.reserve("eng", "gpt-4o", 0, 60_000)  # 0.1 spent + 0.6 held
         assert held.reserved_dollars == 0.6
         clock.advance(601)  # the replica holding `held` died: its reservation expires
@@ -122,7 +139,7 @@ def test_cap_max_tokens_shrinks_the_request_to_fit(
 ) -> None:
     async def run() -> None:
         store = make_spend_store({"eng": {"budgets": {"daily": 1}, "cap_max_tokens": cap}})
-        await store.settle(await store.reserve("eng", "gpt-4o", 0, 1), spent)
+        await store.settle(await store.reserve("eng", "gpt-4o", 0, 1), usd(spent))
         if expected is None:
             with pytest.raises(BudgetExhausted):
                 await store.reserve("eng", "gpt-4o", 100, 4000)
@@ -173,7 +190,7 @@ def test_tpm_counts_prompt_tokens_then_corrects_at_settle(make_spend_store: Stor
         with pytest.raises(DepartmentRateLimited) as info:
             await store.reserve("eng", "gpt-4o-mini", 600, 10)
         assert info.value.limit == "tpm"
-        await store.settle(first, 0.0, total_tokens=300)  # the real request was smaller
+        await store.settle(first, 0, total_tokens=300)  # the real request was smaller
         await store.reserve("eng", "gpt-4o-mini", 600, 10)
         await store.close()
 
@@ -187,9 +204,9 @@ def test_circuit_breaker_pauses_until_spend_leaves_the_window(
         clock = FakeClock()
         breaker = {"window_minutes": 10, "max_dollars": 1}
         store = make_spend_store({"eng": {"circuit_breaker": breaker}}, clock=clock)
-        await store.settle(await store.reserve("eng", "gpt-4o-mini", 10, 10), 0.9)
+        await store.settle(await store.reserve("eng", "gpt-4o-mini", 10, 10), usd(0.9))
         assert not await store.is_paused("eng")
-        await store.settle(await store.reserve("eng", "gpt-4o-mini", 10, 10), 0.6)
+        await store.settle(await store.reserve("eng", "gpt-4o-mini", 10, 10), usd(0.6))
         assert await store.is_paused("eng")
         with pytest.raises(CircuitOpen) as info:
             await store.reserve("eng", "gpt-4o-mini", 10, 10)
@@ -207,7 +224,7 @@ def test_admin_resume_clears_the_breaker_for_every_replica(make_spend_store: Sto
     async def run() -> None:
         breaker = {"window_minutes": 10, "max_dollars": 1}
         store = make_spend_store({"eng": {"circuit_breaker": breaker}})
-        await store.settle(await store.reserve("eng", "gpt-4o-mini", 10, 10), 2.0)
+        await store.settle(await store.reserve("eng", "gpt-4o-mini", 10, 10), usd(2.0))
         with pytest.raises(CircuitOpen):
             await store.reserve("eng", "gpt-4o-mini", 10, 10)
         await store.resume("eng")
@@ -277,7 +294,7 @@ def test_concurrent_reservations_never_overspend(make_spend_store: StoreFactory)
                 return -1
             assert res.reserved_micros == worst
             await asyncio.sleep(delay)
-            await store.settle(res, actual / 1_000_000)
+            await store.settle(res, actual)
             return actual
 
         results = await asyncio.gather(*(one(d, a) for d, a in plans))
@@ -343,8 +360,8 @@ def test_redis_outage_queues_spend_and_records_then_flushes(
         else:
             degraded = await store.reserve("eng", "gpt-4o-mini", 10, 10)
             assert degraded.degraded
-            await store.settle(degraded, 0.5)
-        await store.settle(before, 0.25)
+            await store.settle(degraded, usd(0.5))
+        await store.settle(before, usd(0.25))
         await store.add_record(make_record("lost?", T0, cost=0.25))
         queued = store.backlog_size()
         assert queued == (2 if fail_mode == "closed" else 3)
