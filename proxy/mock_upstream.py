@@ -226,6 +226,9 @@ async def completions(request: Request) -> Response:
     text = answer_for(prompt, state.answer_words)
     usage = {"prompt_tokens": count_tokens(prompt), "completion_tokens": count_tokens(text),
              "total_tokens": count_tokens(prompt) + count_tokens(text)}
+    if request.url.path.endswith("/responses") and body.get("stream"):
+        return StreamingResponse(iter(response_events(body, text, usage)),
+                                 media_type="text/event-stream")
     if request.url.path.endswith("/responses"):
         payload: dict[str, Any] = {
             "id": "resp_mock", "object": "response", "model": body.get("model"), "status": "completed",
@@ -237,6 +240,29 @@ async def completions(request: Request) -> Response:
         payload = {"id": "cmpl-mock", "object": "text_completion", "model": body.get("model"),
                    "choices": [{"index": 0, "text": text, "finish_reason": "stop"}], "usage": usage}
     return Response(orjson.dumps(payload), media_type="application/json")
+
+
+def response_events(body: dict[str, Any], text: str, usage: dict[str, int]) -> list[bytes]:
+    """Responses API streaming: typed events, no [DONE]; usage in response.completed."""
+    def event(kind: str, data: dict[str, Any]) -> bytes:
+        return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps({"type": kind, **data}) \
+            + b"\n\n"
+
+    response = {"id": "resp_mock", "object": "response", "model": body.get("model"),
+                "status": "in_progress", "output": []}
+    events = [event("response.created", {"response": response})]
+    events += [event("response.output_text.delta", {"item_id": "msg_mock", "output_index": 0,
+                                                     "content_index": 0, "delta": piece})
+               for piece in re.findall(r"\S+\s*", text)]
+    done = {**response, "status": "completed",
+            "output": [{"type": "message", "id": "msg_mock", "role": "assistant",
+                        "status": "completed",
+                        "content": [{"type": "output_text", "text": text, "annotations": []}]}],
+            "usage": {"input_tokens": usage["prompt_tokens"],
+                      "output_tokens": usage["completion_tokens"],
+                      "total_tokens": usage["total_tokens"]}}
+    events.append(event("response.completed", {"response": done}))
+    return events
 
 
 async def models(request: Request) -> Response:

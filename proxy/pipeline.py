@@ -69,7 +69,8 @@ async def open_call(request: Request, endpoint: str, path: str) -> Call:
     raw, body = await read_json_body(request, services.settings.max_body_bytes)
     return Call(rid, endpoint, path, started, principal, body, raw,
                 headers={"x-request-id": rid,
-                         "x-meterline-department": principal.department or "admin"})
+                         "x-meterline-department": principal.department or "admin"},
+                inbound=request.headers)
 
 
 def plan_route(services: Services, call: Call, request: Request) -> Plan:
@@ -117,9 +118,12 @@ def upstream_body(call: Call, target: Target, add_usage: bool) -> bytes:
     return orjson.dumps(body)
 
 
-def as_failure(exc: ProxyError) -> UpstreamFailure:
+def as_failure(exc: ProxyError, retry_timeouts: bool = False) -> UpstreamFailure:
     if isinstance(exc, UpstreamHTTPError):
         failure = UpstreamFailure(exc.message, status=exc.status, retry_after=exc.retry_after)
+    elif isinstance(exc, UpstreamTimeout):  # the provider's timeout_s: same rule as the policy's
+        failure = UpstreamFailure(exc.message, code=exc.code, retryable=retry_timeouts,
+                                  fallback=True)
     else:
         failure = UpstreamFailure(exc.message, code=exc.code)
     failure.proxy_error = exc  # type: ignore[attr-defined]
@@ -151,7 +155,7 @@ async def send(services: Services, call: Call, plan: Plan, request: Request,
             data = None if call.stream else await services.upstream.read(target, resp)
         except ProxyError as exc:
             services.metrics.record_upstream(target.provider_name, exc.code or "error")
-            raise as_failure(exc) from None
+            raise as_failure(exc, services.retry_policy.retry_timeouts) from None
         finally:
             call.upstream_s += time.perf_counter() - t0
         services.metrics.record_upstream(target.provider_name)
@@ -187,7 +191,8 @@ async def run_call(services: Services, call: Call, request: Request) -> Response
         cached = await accounting.cache_lookup(services, call, plan.model)
         if cached is not None:
             return await accounting.serve_cached(services, call, reservation, cached)
-        add_usage = call.stream and not (call.body.get("stream_options") or {}).get("include_usage")
+        add_usage = (call.stream and call.endpoint in ("chat.completions", "completions")
+                     and not (call.body.get("stream_options") or {}).get("include_usage"))
         target, resp, data = await send(services, call, plan, request, add_usage)
     except BaseException:
         await accounting.release(services, reservation)
@@ -205,7 +210,7 @@ def stream_response(services: Services, call: Call, reservation: Any, target: Ta
         return await accounting.finish_stream(services, call, reservation, target, outcome)
 
     relay = SSERelay(resp, strip_usage=strip_usage, finish=finish, spawn=services.spawn,
-                     provider=target.provider_name)
+                     provider=target.provider_name, raw=call.endpoint == "responses")
     call.headers["x-meterline-overhead-ms"] = f"{call.overhead_ms():.2f}"
     return StreamingResponse(relay.events(), 200, {**SSE_HEADERS, **call.headers},
                              media_type="text/event-stream")

@@ -33,6 +33,7 @@ class StreamOutcome:
     complete: bool = False  # upstream sent [DONE]
     error: ProxyError | None = None
     first_byte_at: float | None = None  # perf_counter of the first upstream byte
+    held: bytes | None = None  # last finish/usage event, sent only after `finish` has run
 
 
 Finish = Callable[[StreamOutcome], Awaitable[dict[str, Any]]]
@@ -56,8 +57,10 @@ class SSERelay:
     """One upstream stream -> client bytes. `finish` runs exactly once, even on cancel."""
 
     def __init__(self, resp: aiohttp.ClientResponse, *, strip_usage: bool, finish: Finish,
-                 spawn: Callable[[Awaitable[None]], None], provider: str) -> None:
+                 spawn: Callable[[Awaitable[None]], None], provider: str,
+                 raw: bool = False) -> None:
         self._resp = resp
+        self._raw = raw  # Responses API and other streams without [DONE]: bytes as they come
         self._strip_usage = strip_usage
         self._finish = finish
         self._spawn = spawn
@@ -81,9 +84,13 @@ class SSERelay:
     def _hold(self, event: bytes, out: list[bytes]) -> None:
         if self._held is not None:
             out.append(self._held)
-        self._held = event
+        self._held = self.outcome.held = event
 
     def _process(self, batch: bytes) -> bytes:
+        if self._raw:
+            if b'"usage"' in batch:
+                self._scan_raw_usage(batch)
+            return batch
         if b'"usage"' not in batch and DONE not in batch and not any(
                 m in batch for m in FINISH_MARKS):
             return batch
@@ -92,6 +99,14 @@ class SSERelay:
             if event.strip():
                 self._route_event(event + b"\n\n", out)
         return b"".join(out)
+
+    def _scan_raw_usage(self, batch: bytes) -> None:
+        for line in batch.split(b"\n"):
+            if line.startswith(b"data: {") and b'"usage"' in line:
+                payload = orjson.loads(line[5:])
+                usage = payload.get("usage") or (payload.get("response") or {}).get("usage")
+                if isinstance(usage, dict):
+                    self.outcome.usage = usage
 
     async def _run_finish(self) -> dict[str, Any]:
         self._finished = True
@@ -120,6 +135,8 @@ class SSERelay:
                 data = self._process(buf + b"\n\n")
                 if data:
                     yield self._emit(data)
+            if self._raw:
+                self.outcome.complete = True
             if not self.outcome.complete:
                 self.outcome.error = UpstreamUnavailable(
                     f"Upstream {self._provider} closed the stream before it finished")
@@ -146,6 +163,8 @@ class SSERelay:
             yield self._emit(sse_error_event(self.outcome.error))
             return
         info = await self._run_finish()
+        if self._raw:
+            return
         if self._held is not None:
             yield self._emit(_with_meterline(self._held, info))
         else:

@@ -205,3 +205,17 @@ def test_graceful_shutdown_drains_inflight_stream(start_proxy: ProxyStarter,
     body = b"".join(chunks)
     assert body.endswith(b"data: [DONE]\n\n")
     assert b'"error"' not in body
+
+
+def test_responses_api_stream_passes_through_and_is_charged(proxy: ServerThread) -> None:
+    c = client(proxy)
+    events = list(c.responses.create(model="gpt-4o", input="Say hi", stream=True))
+    kinds = [e.type for e in events]
+    assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert text == events[-1].response.output_text
+    metrics = httpx.get(proxy.url + "/metrics").text
+    line = next(ln for ln in metrics.splitlines() if ln.startswith("meterline_tokens_total{")
+                and 'department="engineering"' in ln and 'direction="output"' in ln
+                and 'model="gpt-4o"' in ln)
+    assert float(line.rsplit(" ", 1)[1]) == events[-1].response.usage.output_tokens
