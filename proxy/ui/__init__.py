@@ -1,0 +1,1 @@
+"""The built-in Chat and Spend pages: static HTML + CSS + ES modules and the routes serving them."""

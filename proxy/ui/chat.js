@@ -1,0 +1,290 @@
+// Chat page: key + model, streaming answers with badges, history, attachments, feedback.
+
+import { authHeaders, callJSON, h, loadKey, readError, readSSE, saveKey } from "./api.js";
+import { answerActions, assistantBubble, followUpList, metaFromHeaders, userBubble } from "./chatview.js";
+import { attachmentBlock, formatSize, readAttachment } from "./files.js";
+import { suggestFollowUps } from "./followups.js";
+import {
+  deleteConversation, loadConversations, newConversation, saveConversation, searchConversations,
+} from "./store.js";
+
+const MODEL_STORAGE = "meterline.model";
+const PREFERRED_MODELS = ["gpt-4o-mini", "gpt-4.1-mini"];
+const $ = (id) => document.getElementById(id);
+const ui = {
+  keyForm: $("key-form"), key: $("api-key"), model: $("model"), alerts: $("alerts"),
+  newChat: $("new-chat"), search: $("search"), history: $("history"), messages: $("messages"),
+  empty: $("empty"), notice: $("notice"), composer: $("composer"), chips: $("attachments"),
+  prompt: $("prompt"), file: $("file"), stop: $("stop"), send: $("send"),
+};
+const state = { key: loadKey(), conv: newConversation(), attachments: [], controller: null };
+
+function showNotice(text) {
+  ui.notice.textContent = text || "";
+  ui.notice.hidden = !text;
+}
+
+// ----- key, models, admin alerts ---------------------------------------------------------------
+
+async function loadModels() {
+  ui.model.disabled = true;
+  const result = await callJSON("/v1/models", state.key);
+  if (!result.ok) {
+    const why = result.status === 401 ? "Key rejected" : "Could not load models";
+    showNotice(`${why}: ${result.error.message}`);
+    ui.model.replaceChildren(h("option", { value: "", text: "No models available" }));
+    return;
+  }
+  showNotice(null);
+  const ids = (result.data.data || []).map((m) => m.id).filter((id) => !id.includes("embedding")).sort();
+  ui.model.replaceChildren(...ids.map((id) => h("option", { value: id, text: id })));
+  const saved = localStorage.getItem(MODEL_STORAGE);
+  ui.model.value = [saved, ...PREFERRED_MODELS, ids[0]].find((id) => id && ids.includes(id)) || "";
+  ui.model.disabled = ids.length === 0;
+}
+
+function alertText(alert) {
+  if (typeof alert === "string") return alert;
+  return alert.annotations?.summary || alert.summary || alert.message || alert.labels?.alertname || alert.name || "Alert";
+}
+
+async function loadAlerts() {
+  ui.alerts.hidden = true;
+  const result = await callJSON("/admin/alerts", state.key);
+  if (!result.ok) return; // not an admin key, or no alerts endpoint: nothing to show
+  const data = result.data;
+  const alerts = Array.isArray(data) ? data : data.alerts || data.data || [];
+  if (!Array.isArray(alerts) || !alerts.length) return;
+  const items = alerts.slice(0, 3).map((a) => h("li", {
+    class: `sev-${a.labels?.severity || a.severity || "info"}`, text: alertText(a),
+  }));
+  const more = alerts.length > 3 ? h("span", { text: ` and ${alerts.length - 3} more` }) : null;
+  const close = h("button", { type: "button", class: "icon", "aria-label": "Dismiss alerts", text: "×",
+    onclick: () => { ui.alerts.hidden = true; } });
+  ui.alerts.replaceChildren(h("strong", { text: `${alerts.length} active alert${alerts.length > 1 ? "s" : ""}:` }),
+    h("ul", {}, items), ...(more ? [more] : []), h("a", { href: "/spend", text: "Spend page" }), close);
+  ui.alerts.hidden = false;
+}
+
+function useKey(key) {
+  state.key = key;
+  saveKey(key);
+  ui.key.value = key;
+  if (!key) return;
+  loadModels();
+  loadAlerts();
+}
+
+// ----- history ---------------------------------------------------------------------------------
+
+function renderHistory() {
+  const hits = searchConversations(loadConversations(), ui.search.value);
+  const rows = hits.map(({ conv, snippet }) => {
+    const current = conv.id === state.conv.id;
+    return h("li", { class: current ? "current" : "" },
+      h("button", { type: "button", class: "history-item", "aria-current": current ? "true" : null,
+        onclick: () => openConversation(conv) },
+        h("span", { class: "history-title", text: conv.title }),
+        h("span", { class: "history-sub", text: snippet || new Date(conv.updated).toLocaleString() })),
+      h("button", { type: "button", class: "icon delete", "aria-label": `Delete conversation: ${conv.title}`, text: "×",
+        onclick: () => removeConversation(conv.id) }));
+  });
+  if (!rows.length) rows.push(h("li", { class: "muted", text: ui.search.value ? "No matches" : "No conversations yet" }));
+  ui.history.replaceChildren(...rows);
+}
+
+function openConversation(conv) {
+  if (state.controller) return;
+  state.conv = conv;
+  renderConversation();
+  renderHistory();
+}
+
+function removeConversation(id) {
+  deleteConversation(id);
+  if (id === state.conv.id) openConversation(newConversation());
+  else renderHistory();
+}
+
+// ----- messages --------------------------------------------------------------------------------
+
+async function sendFeedback(answer, score) {
+  const requestId = answer.usage?.request_id || answer.meta?.requestId;
+  const result = await callJSON("/v1/feedback", state.key, { method: "POST", body: { request_id: requestId, score } });
+  if (result.ok) return { ok: true, message: "Thanks for the feedback." };
+  return { ok: false, message: unavailable(result) ? "Feedback isn't available on this proxy yet." : `Feedback not sent: ${result.error.message}` };
+}
+
+async function reportWrong(answer) {
+  const requestId = answer.usage?.request_id || answer.meta?.requestId;
+  const result = await callJSON("/v1/cache/report", state.key, { method: "POST", body: { request_id: requestId } });
+  if (result.ok) return { ok: true, message: "Reported: this cached answer will be reviewed." };
+  return { ok: false, message: unavailable(result) ? "Reporting isn't available on this proxy yet." : `Report not sent: ${result.error.message}` };
+}
+
+/** A 404 from the router (endpoint not deployed) rather than from the endpoint itself. */
+function unavailable(result) {
+  return result.status === 404 && /^Unknown path/.test(result.error.message || "");
+}
+
+function settleAnswer(bubble, answer) {
+  bubble.settle(answer, answerActions(answer, { onFeedback: sendFeedback, onWrong: reportWrong }));
+}
+
+function renderConversation() {
+  const nodes = [];
+  const messages = state.conv.messages;
+  messages.forEach((message, i) => {
+    if (message.role === "user") {
+      nodes.push(userBubble(message));
+      return;
+    }
+    const bubble = assistantBubble();
+    settleAnswer(bubble, message);
+    nodes.push(bubble.el);
+    if (i === messages.length - 1) nodes.push(followUpList(message.followups || [], send));
+  });
+  ui.empty.hidden = nodes.length > 0;
+  ui.messages.replaceChildren(ui.empty, ...nodes.filter(Boolean));
+  ui.messages.scrollTop = ui.messages.scrollHeight;
+}
+
+function apiMessages() {
+  return state.conv.messages
+    .filter((m) => m.role === "user" || (m.content && !m.error))
+    .map((m) => ({ role: m.role, content: m.content }));
+}
+
+function parseEvent(data) {
+  try {
+    return JSON.parse(data);
+  } catch {
+    return null;
+  }
+}
+
+async function streamAnswer(answer, bubble) {
+  const controller = new AbortController();
+  state.controller = controller;
+  try {
+    const resp = await fetch("/v1/chat/completions", {
+      method: "POST", signal: controller.signal,
+      headers: authHeaders(state.key, { "Content-Type": "application/json" }),
+      body: JSON.stringify({ model: answer.model, messages: apiMessages(), stream: true,
+        stream_options: { include_usage: true } }),
+    });
+    answer.meta = metaFromHeaders(resp.headers);
+    if (!resp.ok) {
+      answer.error = await readError(resp);
+      return;
+    }
+    for await (const data of readSSE(resp.body)) {
+      if (data === "[DONE]") break;
+      const event = parseEvent(data);
+      if (!event) continue;
+      if (event.error) answer.error = { message: event.error.message || "The stream failed", type: event.error.type, code: event.error.code };
+      if (event.meterline) answer.usage = event.meterline;
+      if (event.model) answer.model = event.model;
+      const delta = event.choices?.[0]?.delta?.content;
+      if (delta) {
+        answer.content += delta;
+        bubble.setText(answer.content);
+      }
+    }
+  } catch (exc) {
+    if (exc.name === "AbortError") answer.stopped = true;
+    else answer.error = { status: 0, message: `Network error: ${exc.message}` };
+  } finally {
+    state.controller = null;
+  }
+}
+
+function setBusy(busy) {
+  ui.stop.hidden = !busy;
+  ui.send.disabled = busy;
+  ui.messages.setAttribute("aria-busy", String(busy));
+}
+
+async function send(text) {
+  text = text.trim();
+  if (state.controller || (!text && !state.attachments.length)) return;
+  if (!state.key) {
+    showNotice("Enter an API key first.");
+    ui.key.focus();
+    return;
+  }
+  const blocks = state.attachments.map(attachmentBlock);
+  const content = [text, ...blocks].filter(Boolean).join("\n\n");
+  state.conv.messages.push({ role: "user", content, display: text,
+    attachments: state.attachments.map((a) => a.name) });
+  state.attachments = [];
+  renderChips();
+  ui.prompt.value = "";
+  const answer = { role: "assistant", content: "", model: ui.model.value, meta: {}, usage: null, error: null, stopped: false };
+  renderConversation();
+  const bubble = assistantBubble();
+  ui.messages.append(bubble.el);
+  setBusy(true);
+  await streamAnswer(answer, bubble);
+  setBusy(false);
+  if (!answer.error && answer.content) answer.followups = suggestFollowUps(answer.content, text);
+  state.conv.messages.push(answer);
+  saveConversation(state.conv);
+  renderConversation();
+  renderHistory();
+  ui.prompt.focus();
+}
+
+// ----- attachments -----------------------------------------------------------------------------
+
+function renderChips() {
+  ui.chips.replaceChildren(...state.attachments.map((att, i) => h("li", { class: "chip" },
+    h("span", { text: `${att.name} · ${formatSize(att.size)}` }),
+    h("button", { type: "button", class: "icon", "aria-label": `Remove ${att.name}`, text: "×",
+      onclick: () => { state.attachments.splice(i, 1); renderChips(); } }))));
+}
+
+async function attach(files) {
+  for (const file of files) {
+    try {
+      state.attachments.push(await readAttachment(file));
+      showNotice(null);
+    } catch (exc) {
+      showNotice(exc.message);
+    }
+  }
+  renderChips();
+}
+
+// ----- wiring ----------------------------------------------------------------------------------
+
+ui.keyForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  useKey(ui.key.value.trim());
+});
+ui.model.addEventListener("change", () => localStorage.setItem(MODEL_STORAGE, ui.model.value));
+ui.composer.addEventListener("submit", (event) => {
+  event.preventDefault();
+  send(ui.prompt.value);
+});
+ui.prompt.addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    event.preventDefault();
+    send(ui.prompt.value);
+  }
+});
+document.addEventListener("keydown", (event) => {
+  if (event.key === "Escape" && state.controller) state.controller.abort();
+});
+ui.stop.addEventListener("click", () => state.controller?.abort());
+ui.file.addEventListener("change", async () => {
+  await attach([...ui.file.files]);
+  ui.file.value = "";
+});
+ui.newChat.addEventListener("click", () => openConversation(newConversation()));
+ui.search.addEventListener("input", renderHistory);
+
+renderHistory();
+renderConversation();
+if (state.key) useKey(state.key);
+else ui.key.focus();
