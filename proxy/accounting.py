@@ -172,6 +172,8 @@ async def finish_stream(services: Services, call: Call, reservation: Any, target
         record.cache = "miss"
     info = await settle(services, call, reservation, target, usage, estimated)
     if services.cache is not None and outcome.complete and outcome.error is None:
-        await services.cache.store_stream(services, call, outcome.chunks, info["cost_usd"])
+        held = [outcome.held] if outcome.held is not None else []
+        await services.cache.store_stream(services, call, outcome.chunks + held,
+                                          info["cost_usd"])
     return info
 

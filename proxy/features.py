@@ -2,16 +2,35 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from proxy.services import Services
 
 
 async def attach(services: Services) -> None:
     services.pricing = services.config.pricing
+    services.cache = await _build_cache(services)
+
+
+async def _build_cache(services: Services) -> Any:
+    config = services.config.cache
+    if config is None or not config.enabled:
+        return None
+    from proxy.cache.factory import build_cache
+
+    return await build_cache(services, config)
 
 
 async def reconfigure(services: Services) -> None:
     services.pricing = services.config.pricing
+    old = services.cache
+    if old is not None and old.config == services.config.cache:
+        return
+    services.cache = await _build_cache(services)
+    if old is not None:
+        await old.close()
 
 
 async def detach(services: Services) -> None:
-    return None
+    if services.cache is not None:
+        await services.cache.close()

@@ -9,6 +9,7 @@ from typing import Any
 
 from proxy import experiments as experiments_mod
 from proxy import routing as routing_mod
+from proxy.cache import config as cache_mod
 from proxy.config_errors import ConfigError
 from proxy.departments import DepartmentsConfig, DepartmentsConfigError, load_departments
 from proxy.keys import KeysConfig, load_keys
@@ -29,7 +30,7 @@ class Config:
     pricing: PricingTable
     routing: routing_mod.RoutingRules | None = None
     experiments: experiments_mod.Experiments | None = None
-    cache: Any = None
+    cache: cache_mod.CacheConfig | None = None
 
     @property
     def model_names(self) -> frozenset[str]:
@@ -57,10 +58,11 @@ def load_config(directory: Path) -> Config:
         pricing = load_pricing(*([pricing_file] if pricing_file.exists() else []))
         routing = _optional(directory / "routing.yaml", routing_mod.load)
         experiments = _optional(directory / "experiments.yaml", experiments_mod.load)
+        cache = _optional(directory / "cache.yaml", cache_mod.load_cache_config)
     except (DepartmentsConfigError, routing_mod.ConfigFileError, PricingError) as exc:
         raise ConfigError(str(exc)) from None
     config = Config(config_version(directory), directory, providers, keys, departments, pricing,
-                    routing, experiments)
+                    routing, experiments, cache)
     check_references(config)
     return config
 
@@ -86,5 +88,9 @@ def check_references(config: Config) -> None:
                                          str(config.directory / "experiments.yaml"))
     except routing_mod.ConfigFileError as exc:
         problems.append(str(exc))
+    if config.cache is not None:
+        routes = [r.name for r in config.routing.rules] if config.routing else []
+        problems += cache_mod.check_references(config.cache, config.directory / "cache.yaml",
+                                               departments, known, routes)
     if problems:
         raise ConfigError("\n".join(problems))

@@ -1,0 +1,118 @@
+"""The storage seam of the cache: one entry type, one protocol, two backends (memory, Redis).
+
+Both backends behave the same: exact lookup by (scope, normalised-text hash), vector KNN inside
+one scope, absolute expiry per entry, `max_size` per partition (owner + model) evicting the least
+valuable entries first (hits x cost, then oldest), and a few small side tables (counters for
+analytics, which entry served which request, per-partition tightened thresholds).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+Vector = npt.NDArray[np.float32]
+
+
+@dataclass(slots=True)
+class Entry:
+    """One cached answer. `response` is a canonical chat.completion JSON body."""
+
+    id: str
+    scope: str
+    partition: str
+    owner: str
+    department: str
+    model: str
+    text: str
+    text_hash: str
+    response: bytes
+    cost: float
+    created: float
+    expires_at: float
+    ttl_seconds: float
+    hits: int = 0
+    task: str = ""
+
+    def value(self) -> tuple[float, float]:
+        """Eviction order, lowest first: dollars this entry has saved, then age."""
+        return self.hits * self.cost, self.created
+
+    def to_fields(self) -> dict[str, str | bytes | float | int]:
+        return asdict(self)
+
+    @classmethod
+    def from_fields(cls, data: Mapping[str, Any]) -> Entry:
+        def text(value: Any) -> str:
+            return value.decode() if isinstance(value, bytes) else str(value)
+
+        response = data["response"]
+        return cls(
+            id=text(data["id"]), scope=text(data["scope"]), partition=text(data["partition"]),
+            owner=text(data["owner"]), department=text(data["department"]),
+            model=text(data["model"]), text=text(data["text"]),
+            text_hash=text(data["text_hash"]),
+            response=response if isinstance(response, bytes) else str(response).encode(),
+            cost=float(data["cost"]), created=float(data["created"]),
+            expires_at=float(data["expires_at"]), ttl_seconds=float(data["ttl_seconds"]),
+            hits=int(float(data["hits"])), task=text(data.get("task", "")),
+        )
+
+
+ENTRY_FIELDS = tuple(f.name for f in fields(Entry))
+
+
+def least_valuable(entries: Sequence[Entry], keep: int) -> list[Entry]:
+    """The entries to evict so that `keep` remain."""
+    if len(entries) <= keep:
+        return []
+    return sorted(entries, key=Entry.value)[: len(entries) - keep]
+
+
+def eviction_target(max_size: int) -> int:
+    """Evict a little below max_size so a full partition does not evict on every insert."""
+    return max_size - max_size // 20
+
+
+class CacheBackend(Protocol):
+    """What the cache service needs from storage."""
+
+    async def get_exact(self, scope: str, text_hash: str) -> Entry | None: ...
+
+    async def search(self, scope: str, vector: Vector, k: int) -> list[tuple[Entry, float]]: ...
+
+    async def put(self, entry: Entry, vector: Vector | None, max_size: int) -> int: ...
+
+    async def hit(self, entry: Entry, expires_at: float) -> None: ...
+
+    async def get(self, entry_id: str) -> Entry | None: ...
+
+    async def delete(self, entry_ids: Sequence[str]) -> int: ...
+
+    async def ids_where(self, *, scope: str | None = None, owner: str | None = None) -> list[str]:
+        ...
+
+    async def clear(self) -> int: ...
+
+    async def count(self, owner: str | None = None) -> int: ...
+
+    async def top(self, owner: str | None, limit: int) -> list[Entry]: ...
+
+    async def incr(self, counters: Mapping[str, float]) -> None: ...
+
+    async def counters(self) -> dict[str, float]: ...
+
+    async def remember(self, request_id: str, served: Mapping[str, str], ttl_s: float) -> None:
+        ...
+
+    async def recall(self, request_id: str) -> dict[str, str] | None: ...
+
+    async def threshold(self, partition: str) -> float | None: ...
+
+    async def set_threshold(self, partition: str, value: float) -> None: ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,194 @@
+"""rules/cache.yaml -> typed, frozen cache settings; per-request effective settings.
+
+Overrides are applied from least to most specific: global < department < model < route, so a
+route rule that must never be cached can say `enabled: false` whatever the department says.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from proxy.cache.embedder import LocalEmbedderSettings, OpenAIEmbedderSettings
+from proxy.cache.match import MatchSettings
+from proxy.config_errors import load_model
+
+Mode = Literal["exact", "semantic", "shadow"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DynamicTTL(_Strict):
+    """Entries that keep getting hit live longer: each hit sets expiry to ttl * growth**hits,
+    clamped to [min_seconds, max_seconds]; entries never hit expire after `ttl`."""
+
+    enabled: bool = True
+    growth: float = Field(default=1.5, ge=1.0, le=10.0)
+    min_seconds: float = Field(default=60.0, gt=0)
+    max_seconds: float = Field(default=86400.0, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DynamicTTL:
+        if self.max_seconds < self.min_seconds:
+            raise ValueError(f"Config 'max_seconds' has value {self.max_seconds}. "
+                             f"Must be >= min_seconds ({self.min_seconds}).")
+        return self
+
+
+class Override(_Strict):
+    """Per department / model / route: any field left out keeps the wider setting."""
+
+    enabled: bool | None = None
+    mode: Mode | None = None
+    threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+    ttl_seconds: float | None = Field(default=None, gt=0)
+    max_size: int | None = Field(default=None, ge=1)
+    max_temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    cache_tools: bool | None = None
+    cache_multiple_choices: bool | None = None
+
+
+class SharedScope(_Strict):
+    """Departments that opt in to answering each other's questions from one cache scope."""
+
+    departments: tuple[str, ...] = Field(min_length=2)
+
+
+class Display(_Strict):
+    """How `top_cached_queries` shows a prompt: a short hash or the first `chars` characters."""
+
+    top_cached_queries: Literal["hash", "truncate"] = "hash"
+    chars: int = Field(default=40, ge=8, le=200)
+    limit: int = Field(default=10, ge=1, le=100)
+
+
+class EmbedderConfig(_Strict):
+    kind: Literal["local", "openai"] = "local"
+    local: LocalEmbedderSettings = LocalEmbedderSettings()
+    openai: OpenAIEmbedderSettings | None = None
+
+    @model_validator(mode="after")
+    def _openai_needs_settings(self) -> EmbedderConfig:
+        if self.kind == "openai" and self.openai is None:
+            raise ValueError("Config 'embedder.kind' has value 'openai' but 'embedder.openai' "
+                             "(base_url, model, dim) is missing.")
+        return self
+
+
+class ReportConfig(_Strict):
+    """A wrong-answer report raises the department+model threshold by `tighten_step`,
+    never above `max_threshold` (0 disables tightening)."""
+
+    tighten_step: float = Field(default=0.01, ge=0.0, le=0.2)
+    max_threshold: float = Field(default=0.99, ge=0.0, le=1.0)
+
+
+class Overrides(_Strict):
+    departments: dict[str, Override] = Field(default_factory=dict)
+    models: dict[str, Override] = Field(default_factory=dict)
+    routes: dict[str, Override] = Field(default_factory=dict)
+
+
+class CacheConfig(_Strict):
+    """The whole rules/cache.yaml (see the comments in that file)."""
+
+    enabled: bool = False
+    mode: Mode = "semantic"
+    threshold: float = Field(default=0.95, ge=0.0, le=1.0)
+    ttl_seconds: float = Field(default=3600.0, gt=0)
+    max_size: int = Field(default=1000, ge=1)
+    max_temperature: float = Field(default=1.0, ge=0.0, le=2.0)
+    cache_tools: bool = False
+    cache_multiple_choices: bool = False
+    top_k: int = Field(default=4, ge=1, le=50)
+    backend: Literal["auto", "memory", "redis"] = "auto"
+    index_algorithm: Literal["hnsw", "flat"] = "hnsw"
+    shadow_plausible_similarity: float = Field(default=0.8, ge=0.0, le=1.0)
+    match: MatchSettings = MatchSettings()
+    dynamic_ttl: DynamicTTL = DynamicTTL()
+    display: Display = Display()
+    embedder: EmbedderConfig = EmbedderConfig()
+    report: ReportConfig = ReportConfig()
+    overrides: Overrides = Overrides()
+    shared_scopes: dict[str, SharedScope] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_shared_scope_each(self) -> CacheConfig:
+        if "threshold" in self.match.model_fields_set:
+            raise ValueError("Config 'match.threshold' is not used: set the top-level 'threshold'.")
+        seen: dict[str, str] = {}
+        for name, scope in self.shared_scopes.items():
+            for dept in scope.departments:
+                if dept in seen:
+                    raise ValueError(f"Config 'shared_scopes.{name}.departments' has value "
+                                     f"{dept!r}: already shared in scope {seen[dept]!r}.")
+                seen[dept] = name
+        return self
+
+    def owner_of(self, department: str | None) -> str:
+        """Whose entries a department reads and writes: itself, or its shared scope."""
+        dept = department or "admin"
+        for name, scope in self.shared_scopes.items():
+            if dept in scope.departments:
+                return "shared:" + name
+        return dept
+
+    def effective(self, department: str | None, model: str, route: str | None) -> Effective:
+        values = Effective(self.enabled, self.mode, self.threshold, self.ttl_seconds,
+                           self.max_size, self.max_temperature, self.cache_tools,
+                           self.cache_multiple_choices)
+        layers = (self.overrides.departments.get(department or ""),
+                  self.overrides.models.get(model), self.overrides.routes.get(route or ""))
+        for layer in layers:
+            if layer is not None:
+                values = values.apply(layer)
+        return values
+
+
+@dataclass(frozen=True, slots=True)
+class Effective:
+    """Settings for one request after overrides."""
+
+    enabled: bool
+    mode: Mode
+    threshold: float
+    ttl_seconds: float
+    max_size: int
+    max_temperature: float
+    cache_tools: bool
+    cache_multiple_choices: bool
+
+    def apply(self, layer: Override) -> Effective:
+        changes = {k: v for k, v in layer.model_dump().items() if v is not None}
+        return replace(self, **changes)
+
+
+def load_cache_config(path: Path) -> CacheConfig:
+    """Raise ConfigError naming file, field and value."""
+    return load_model(CacheConfig, path)
+
+
+def check_references(config: CacheConfig, path: Path, departments: Iterable[str],
+                     models: Iterable[str], routes: Iterable[str]) -> list[str]:
+    """Names in overrides and shared scopes must exist in the other config files."""
+    problems: list[str] = []
+    known = {"departments": set(departments), "models": set(models), "routes": set(routes)}
+    for section, names in (("departments", config.overrides.departments),
+                           ("models", config.overrides.models),
+                           ("routes", config.overrides.routes)):
+        for name in names:
+            if name not in known[section]:
+                problems.append(f"{path}: field 'overrides.{section}.{name}' has value {name!r}: "
+                                f"not one of {sorted(known[section])}")
+    for scope_name, scope in config.shared_scopes.items():
+        for dept in scope.departments:
+            if dept not in known["departments"]:
+                problems.append(f"{path}: field 'shared_scopes.{scope_name}.departments' has "
+                                f"value {dept!r}: not one of {sorted(known['departments'])}")
+    return problems

@@ -1,0 +1,44 @@
+"""Build the cache from config + settings: backend (memory or Redis Stack) and embedder."""
+
+from __future__ import annotations
+
+from proxy.cache.backend import CacheBackend
+from proxy.cache.config import CacheConfig
+from proxy.cache.embedder import MINILM_DIM, Embedder, LocalEmbedder, OpenAIEmbedder
+from proxy.cache.memory import MemoryBackend
+from proxy.cache.redis_backend import RedisBackend
+from proxy.cache.store import SemanticCache
+from proxy.config_errors import ConfigError
+from proxy.services import Services
+
+
+def needs_embedder(config: CacheConfig) -> bool:
+    overrides = config.overrides
+    layers = [*overrides.departments.values(), *overrides.models.values(),
+              *overrides.routes.values()]
+    return config.mode != "exact" or any(o.mode not in (None, "exact") for o in layers)
+
+
+async def build_embedder(config: CacheConfig) -> Embedder | None:
+    if not needs_embedder(config):
+        return None
+    if config.embedder.kind == "openai" and config.embedder.openai is not None:
+        return OpenAIEmbedder.create(config.embedder.openai)
+    return await LocalEmbedder.create(config.embedder.local)
+
+
+async def build_backend(services: Services, config: CacheConfig, dims: int) -> CacheBackend:
+    if config.backend == "redis" and services.redis is None:
+        raise ConfigError("cache.yaml: field 'backend' has value 'redis' but REDIS_URL is not set")
+    if services.redis is not None and config.backend != "memory":
+        backend = RedisBackend(services.redis, services.settings.redis_prefix, dims,
+                               config.index_algorithm)
+        await backend.start()
+        return backend
+    return MemoryBackend()
+
+
+async def build_cache(services: Services, config: CacheConfig) -> SemanticCache:
+    embedder = await build_embedder(config)
+    dims = embedder.dim if embedder is not None else MINILM_DIM
+    return SemanticCache(config, await build_backend(services, config, dims), embedder)

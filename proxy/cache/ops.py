@@ -1,0 +1,95 @@
+"""Operator actions on the cache: analytics, wrong-answer reports, purge. No HTTP here."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from proxy.cache import stats
+from proxy.cache.backend import Entry
+from proxy.cache.store import SemanticCache
+from proxy.metrics import Metrics
+
+
+@dataclass(frozen=True, slots=True)
+class Viewer:
+    """Who is asking: an admin sees everything, a department only its own requests."""
+
+    department: str | None  # None for admin
+
+    @property
+    def admin(self) -> bool:
+        return self.department is None
+
+
+def shown_query(cache: SemanticCache, entry: Entry) -> str:
+    display = cache.config.display
+    if display.top_cached_queries == "truncate":
+        text = " ".join(entry.text.split())
+        return text if len(text) <= display.chars else text[: display.chars - 1] + "…"
+    return "sha256:" + hashlib.sha256(entry.text.encode()).hexdigest()[:16]
+
+
+async def top_queries(cache: SemanticCache, viewer: Viewer) -> list[dict[str, Any]]:
+    limit = cache.config.display.limit
+    owner = None if viewer.admin else cache.config.owner_of(viewer.department)
+    entries = await cache.backend.top(owner, limit * 4 if owner else limit)
+    if not viewer.admin:  # a shared scope holds other departments' prompts: never show them
+        entries = [e for e in entries if e.department == viewer.department]
+    return [{"query": shown_query(cache, e), "hits": e.hits, "department": e.department,
+             "model": e.model, "entry_id": e.id,
+             "saved": round(e.hits * e.cost, 8)} for e in entries[:limit]]
+
+
+async def analytics(cache: SemanticCache, viewer: Viewer, metrics: Metrics) -> dict[str, Any]:
+    summary = stats.summarise(await cache.backend.counters(), viewer.department)
+    owner = None if viewer.admin else cache.config.owner_of(viewer.department)
+    size = await cache.backend.count(owner)
+    if viewer.admin:
+        metrics.set_cache_entries("global", size)
+    return {"object": "cache.analytics",
+            "scope": "all" if viewer.admin else f"department:{viewer.department}",
+            "mode": cache.config.mode, "threshold": cache.config.threshold,
+            **summary, "cache_size": size, "top_cached_queries": await top_queries(cache, viewer)}
+
+
+class NotFound(LookupError):
+    """No cache hit is known for that request id (or it is not the caller's)."""
+
+
+async def report(cache: SemanticCache, request_id: str, viewer: Viewer,
+                 metrics: Metrics) -> dict[str, Any]:
+    """A user says a cached answer was wrong: evict it, count it, tighten the threshold."""
+    served = await cache.backend.recall(request_id)
+    if served is None or (not viewer.admin and served["department"] != viewer.department):
+        raise NotFound(request_id)
+    evicted = await cache.backend.delete([served["entry_id"]])
+    department, model = served["department"], served["model"]
+    await cache.backend.incr({stats.plain_field("false_hit", department, model): 1})
+    metrics.record_false_hit(department)
+    threshold = await _tighten(cache, served["partition"], department, model)
+    return {"object": "cache.report", "request_id": request_id, "entry_id": served["entry_id"],
+            "evicted": bool(evicted), "false_hit_counted": True, "threshold": threshold}
+
+
+async def _tighten(cache: SemanticCache, partition: str, department: str, model: str) -> float:
+    settings = cache.config.effective(department, model, None)
+    current = max(settings.threshold, await cache.backend.threshold(partition) or 0.0)
+    step, ceiling = cache.config.report.tighten_step, cache.config.report.max_threshold
+    tightened = round(min(max(ceiling, current), current + step), 6)
+    if tightened > current:
+        await cache.backend.set_threshold(partition, tightened)
+    return max(current, tightened)
+
+
+async def purge(cache: SemanticCache, *, entry_id: str | None = None, scope: str | None = None,
+                department: str | None = None, everything: bool = False) -> int:
+    """Delete by entry id, by scope hash, by department (its owner scope), or all."""
+    backend = cache.backend
+    if everything:
+        return await backend.clear()
+    if entry_id is not None:
+        return await backend.delete([entry_id])
+    owner = cache.config.owner_of(department) if department is not None else None
+    return await backend.delete(await backend.ids_where(scope=scope, owner=owner))
