@@ -8,8 +8,13 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from proxy.config_errors import ConfigError
 from proxy.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from proxy.rules import Config
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -28,6 +33,8 @@ def _serve(args: argparse.Namespace) -> int:
         overrides["config_dir"] = Path(args.config)
     if args.demo:
         overrides["demo"] = True
+    if args.workers:
+        overrides["workers"] = args.workers
     settings = replace(settings, **overrides)  # type: ignore[arg-type]
     if settings.demo:
         local = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
@@ -41,10 +48,34 @@ def _serve(args: argparse.Namespace) -> int:
     if settings.demo:
         print(f"Meterline demo on http://{settings.host}:{settings.port}  (mock upstream; keys "
               "sk-demo-engineering|sales|marketing|executive, admin sk-demo-admin)", flush=True)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, loop="uvloop",
-                http="httptools", access_log=False, log_level=settings.log_level,
-                timeout_graceful_shutdown=30, lifespan="on")
+    common = dict(host=settings.host, port=settings.port, loop="uvloop", http="httptools",
+                  access_log=False, log_level=settings.log_level, timeout_graceful_shutdown=30,
+                  lifespan="on")
+    if settings.workers > 1:
+        export_for_workers(settings)
+        uvicorn.run("proxy.app:create_app", factory=True, workers=settings.workers, **common)
+    else:
+        uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]
     return 0
+
+
+def export_for_workers(settings: Settings) -> None:
+    """Workers build their own Settings from the environment; metrics go through files that
+    this start command wipes (PROMETHEUS_MULTIPROC_DIR), so every worker's counters add up."""
+    import os
+    import shutil
+    import tempfile
+
+    mp_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="meterline-prom-")
+    shutil.rmtree(mp_dir, ignore_errors=True)
+    os.makedirs(mp_dir)
+    os.environ.update({
+        "PROMETHEUS_MULTIPROC_DIR": mp_dir, "MET_HOST": settings.host,
+        "MET_PORT": str(settings.port), "MET_CONFIG_DIR": str(settings.config_dir),
+        "MET_DEMO": "1" if settings.demo else "0",
+    })
+    if settings.mock_upstream_url:
+        os.environ["MET_MOCK_UPSTREAM_URL"] = settings.mock_upstream_url
 
 
 def _check_config(args: argparse.Namespace) -> int:
@@ -57,6 +88,23 @@ def _check_config(args: argparse.Namespace) -> int:
         return 1
     print(f"{args.path}: OK (version {config.version}; {len(config.providers.models)} models, "
           f"{len(config.departments.departments)} departments)")
+    if not args.diff:
+        return 0
+    return _print_diff(config, Path(args.against or Settings.from_env().config_dir))
+
+
+def _print_diff(candidate: Config, live_dir: Path) -> int:
+    from proxy.reload import diff, format_diff
+    from proxy.rules import load_config
+
+    try:
+        live = load_config(live_dir)
+    except ConfigError as exc:
+        print(f"live config {live_dir} does not load, nothing to compare with:\n{exc}",
+              file=sys.stderr)
+        return 1
+    print(f"changes against {live_dir}:")
+    print(format_diff(diff(live, candidate)))
     return 0
 
 
@@ -83,11 +131,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="bind address (MET_HOST, default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (MET_PORT, default 8080)")
     serve.add_argument("--config", help="config directory (MET_CONFIG_DIR, default rules/)")
+    serve.add_argument("--workers", type=int,
+                       help="worker processes (MET_WORKERS, default 1; needs REDIS_URL to share state)")
     serve.add_argument("--demo", action="store_true",
                        help="answer from the built-in mock upstream with demo keys")
     serve.set_defaults(func=_serve)
     check = sub.add_parser("check-config", help="validate every YAML file in a config directory")
     check.add_argument("path", nargs="?", default=str(Settings().config_dir))
+    check.add_argument("--diff", action="store_true",
+                       help="also show what PATH would change against the live directory")
+    check.add_argument("--against", metavar="LIVE",
+                       help="live config directory for --diff (MET_CONFIG_DIR, default rules/)")
     check.set_defaults(func=_check_config)
     mock = sub.add_parser("mock-upstream", help="run the deterministic mock OpenAI server")
     mock.add_argument("--host", default="127.0.0.1")

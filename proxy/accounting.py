@@ -104,6 +104,8 @@ async def settle(services: Services, call: Call, reservation: Any, target: Targe
         remaining = await services.spend.settle(reservation, cost.micros, record)
     elif services.spend is not None:
         await services.spend.add_record(record)
+    elif services.record_log is not None:
+        await services.record_log.put_record(record)
     model = record.model_requested
     m = services.metrics
     m.record_usage(call.department, model, counts.input_tokens, counts.output_tokens,
@@ -116,7 +118,7 @@ async def settle(services: Services, call: Call, reservation: Any, target: Targe
         m.record_experiment(record.experiment, record.variant, cost.dollars)
     if record.route_rule:
         m.record_route_decision(record.route_rule, record.model_used, call.department)
-    m.record_request(call.endpoint, model, call.department, record.status,
+    m.record_request("/v1" + call.path, model, call.department, record.status,
                      call.elapsed(), call.upstream_s)
     return {"cost_usd": round(cost.dollars, 8), "input_tokens": counts.input_tokens,
             "output_tokens": counts.output_tokens, "estimated": estimated,

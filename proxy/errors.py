@@ -159,11 +159,26 @@ def sse_error_event(exc: ProxyError) -> bytes:
 async def handle_proxy_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ProxyError)
     rid = getattr(request.state, "request_id", None)
+    count_error(request, exc.status)
     return error_response(exc, {"x-request-id": rid} if rid else None)
+
+
+def count_error(request: Request, status: int) -> None:
+    """Failed requests count in meterline_requests_total too (labels stay bounded)."""
+    services = getattr(request.app.state, "services", None)
+    if services is None:
+        return
+    call = getattr(request.state, "call", None)
+    model = call.body.get("model") if call is not None else None
+    department = call.department if call is not None else None
+    elapsed = call.elapsed() if call is not None else 0.0
+    services.metrics.record_request(request.url.path, model if isinstance(model, str) else None,
+                                    department, status, elapsed)
 
 
 async def handle_http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
+    count_error(request, exc.status_code)
     if exc.status_code == 405:
         return error_response(MethodNotAllowed(f"Method {request.method} not allowed"))
     if exc.status_code == 404:
@@ -175,4 +190,5 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
 
 async def handle_unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    count_error(request, 500)
     return error_response(ProxyError("Internal error in the proxy", code="internal_error"))

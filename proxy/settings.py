@@ -67,6 +67,7 @@ class Settings:
     admin_key: str | None = None
     log_level: str = "info"
     workers: int = 1
+    watch_config: bool = False  # reload when a rules file changes (mtime polled every 2 s)
     env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -79,12 +80,14 @@ class Settings:
             redis_url=env.get("REDIS_URL") or None,
             redis_prefix=env.get("MET_REDIS_PREFIX", "meterline:"),
             demo=_bool(env, "MET_DEMO", False),
+            mock_upstream_url=env.get("MET_MOCK_UPSTREAM_URL") or None,
             max_body_bytes=_int(env, "MET_MAX_BODY_BYTES", 8 * 1024 * 1024),
             connect_timeout_s=_float(env, "MET_CONNECT_TIMEOUT_S", 10.0),
             read_timeout_s=_float(env, "MET_READ_TIMEOUT_S", 600.0),
             admin_key=env.get("MET_ADMIN_KEY") or None,
             log_level=env.get("MET_LOG_LEVEL", "info"),
             workers=_int(env, "MET_WORKERS", 1),
+            watch_config=_bool(env, "MET_WATCH_CONFIG", False),
             env=env,
         )
         return replace(settings, **overrides) if overrides else settings

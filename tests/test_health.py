@@ -44,3 +44,16 @@ def test_metrics_exposition(proxy: ServerThread) -> None:
                 and 'department="engineering"' in ln and 'model="gpt-4o"' in ln)
     assert float(line.rsplit(" ", 1)[1]) == 1.0
     assert "meterline_config_info{" in text
+
+
+def test_failed_requests_are_counted(proxy: ServerThread) -> None:
+    for _ in range(2):
+        r = httpx.post(proxy.url + "/v1/chat/completions", headers={"authorization":
+                       "Bearer sk-demo-sales"}, json={"model": "gpt-4o", "messages": [
+                           {"role": "user", "content": "not allowed"}]})
+        assert r.status_code == 403
+    text = httpx.get(proxy.url + "/metrics").text
+    line = next(ln for ln in text.splitlines() if ln.startswith("meterline_requests_total{")
+                and 'department="sales"' in ln and 'status_class="4xx"' in ln
+                and 'route="/v1/chat/completions"' in ln)
+    assert float(line.rsplit(" ", 1)[1]) == 2.0
