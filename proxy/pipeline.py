@@ -67,10 +67,12 @@ async def open_call(request: Request, endpoint: str, path: str) -> Call:
     started = time.perf_counter()
     principal = await authenticate(request, services)
     raw, body = await read_json_body(request, services.settings.max_body_bytes)
-    return Call(rid, endpoint, path, started, principal, body, raw,
+    call = Call(rid, endpoint, path, started, principal, body, raw,
                 headers={"x-request-id": rid,
                          "x-meterline-department": principal.department or "admin"},
                 inbound=request.headers)
+    request.state.call = call
+    return call
 
 
 def plan_route(services: Services, call: Call, request: Request) -> Plan:
