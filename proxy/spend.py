@@ -10,17 +10,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
 import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Literal, Protocol, TypeVar
+from typing import TypeVar
 
 from proxy.chargeback import Chargeback, build_chargeback
 from proxy.departments import PERIODS, Department, DepartmentsConfig
-from proxy.notify import BudgetNotice, NoticeKind, NoticeSink, NotifyError
+from proxy.notify import BudgetNotice, NoticeKind, NoticeSink
 from proxy.pricing import PricingTable, micros_to_dollars, to_micros
 from proxy.records import UsageRecord
 from proxy.spend_core import (
@@ -36,73 +34,26 @@ from proxy.spend_core import (
     Settlement,
     SpendBackend,
     SpendBackendUnavailable,
+    SpendDimension,
+    SpendObserver,
+    SpendOptions,
+    SpendStore,
     Window,
     reservation_amount,
     window_at,
 )
 from proxy.spend_memory import MemoryBackend
+from proxy.spend_notices import Notices
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-SpendDimension = Literal["department", "key", "user", "model"]
+DEFAULT_OPTIONS = SpendOptions()
 
 __all__ = [
     "BudgetExhausted", "BudgetStatus", "CircuitOpen", "DepartmentRateLimited", "Ledger",
-    "Reservation", "SpendBackendUnavailable", "SpendOptions", "SpendStore", "create_spend_store",
+    "Reservation", "SpendBackendUnavailable", "SpendDimension", "SpendObserver", "SpendOptions",
+    "SpendStore", "create_spend_store",
 ]  # fmt: skip
-
-
-@dataclass(frozen=True, slots=True)
-class SpendOptions:
-    key_prefix: str = "meterline:"
-    fail_mode: Literal["closed", "open"] = "closed"  # when Redis is unreachable at reserve()
-    reservation_ttl_seconds: float = 600.0  # a dead replica's holds are freed after this
-    record_retention_seconds: float = 35 * 86_400.0
-    max_memory_records: int = 100_000  # embedded backend bound
-    backlog_max_records: int = 100_000  # records queued while Redis is down
-    flush_interval_seconds: float = 1.0
-    redis_timeout_seconds: float = 2.0
-    redis_max_connections: int = 64  # requests wait for a free connection beyond this
-    redis_pool_wait_seconds: float = 10.0
-
-
-class SpendStore(Protocol):
-    """What the proxy pipeline, admin API and exports use."""
-
-    async def reserve(
-        self, department: str, model: str, prompt_tokens: int, max_tokens: int | None = None
-    ) -> Reservation: ...
-    async def settle(
-        self,
-        reservation: Reservation,
-        cost_micros: int,
-        record: UsageRecord | None = None,
-        *,
-        total_tokens: int | None = None,
-    ) -> float | None: ...
-    async def release(self, reservation: Reservation) -> None: ...
-    async def resume(self, department: str) -> None: ...
-    async def is_paused(self, department: str) -> bool: ...
-    async def budget_status(self, department: str) -> list[BudgetStatus]: ...
-    async def add_record(self, record: UsageRecord) -> None: ...
-    async def get_record(self, request_id: str) -> UsageRecord | None: ...
-    async def set_feedback(
-        self, request_id: str, score: float, comment: str | None = None
-    ) -> bool: ...
-    async def records(
-        self, from_ts: float, to_ts: float, department: str | None = None
-    ) -> list[UsageRecord]: ...
-    async def spend_by(
-        self, dimension: SpendDimension, from_ts: float, to_ts: float, department: str | None = None
-    ) -> dict[str, float]: ...
-    async def chargeback(
-        self, from_ts: float, to_ts: float, department: str | None = None
-    ) -> Chargeback: ...
-    def backlog_size(self) -> int: ...
-    async def flush(self) -> int: ...
-    async def start(self) -> None: ...
-    async def drain_notices(self) -> None: ...
-    async def close(self) -> None: ...
 
 
 class Ledger:
@@ -114,7 +65,7 @@ class Ledger:
         departments: DepartmentsConfig,
         pricing: PricingTable,
         *,
-        options: SpendOptions = SpendOptions(),
+        options: SpendOptions = DEFAULT_OPTIONS,
         notifier: NoticeSink | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -122,11 +73,31 @@ class Ledger:
         self.departments = departments
         self.pricing = pricing
         self.options = options
-        self._notifier = notifier
         self._clock = clock
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._claimed_here: dict[str, float] = {}
+        self._notices = Notices(backend, notifier, clock)
+        self._retired: dict[str, Department] = {}  # removed by a reload, reservations in flight
+        self._observer: SpendObserver | None = None
         self._flusher: asyncio.Task[None] | None = None
+
+    def reconfigure(
+        self, departments: DepartmentsConfig, pricing: PricingTable, notifier: NoticeSink | None
+    ) -> None:
+        """Swap policy on reload; the backend (and every reservation in flight) is kept.
+        Departments that disappear stay known for settling what they still hold."""
+        for name, dept in self.departments.departments.items():
+            if name not in departments.departments:
+                self._retired[name] = dept
+        for name in departments.departments:
+            self._retired.pop(name, None)
+        self.departments, self.pricing = departments, pricing
+        self._notices.sink = notifier
+
+    def observe(self, observer: SpendObserver | None) -> None:
+        self._observer = observer
+
+    def _department(self, name: str) -> Department:
+        retired = self._retired.get(name)
+        return retired if retired is not None else self.departments.get(name)
 
     # ----- admission ---------------------------------------------------------------------------
 
@@ -228,7 +199,7 @@ class Ledger:
     async def _commit(
         self, reservation: Reservation, cost_micros: int, total_tokens: int | None
     ) -> float | None:
-        dept = self.departments.get(reservation.department)
+        dept = self._department(reservation.department)
         now = self._clock()
         breaker = dept.circuit_breaker
         settlement = Settlement(
@@ -251,6 +222,10 @@ class Ledger:
                 self._notify_breaker(dept, outcome.breaker_micros, ceiling)
         pairs = zip(settlement.windows, outcome.spent_micros, strict=True)
         left = [window.limit_micros - spent for window, spent in pairs]
+        if self._observer is not None:
+            for window, room in zip(settlement.windows, left, strict=True):
+                self._observer.budget(dept.name, window.period, micros_to_dollars(max(0, room)),
+                                      micros_to_dollars(window.limit_micros))
         return micros_to_dollars(max(0, min(left))) if left else None
 
     async def release(self, reservation: Reservation) -> None:
@@ -276,7 +251,7 @@ class Ledger:
             await self.backend.release_notice(self._breaker_key(department))
         except BackendDown as exc:
             raise SpendBackendUnavailable(f"spend backend unreachable: {exc}") from exc
-        self._claimed_here.pop(self._breaker_key(department), None)
+        self._notices.forget_locally(self._breaker_key(department))
 
     async def is_paused(self, department: str) -> bool:
         breaker = self.departments.get(department).circuit_breaker
@@ -368,38 +343,11 @@ class Ledger:
         return f"notice:{department}:breaker"
 
     def _emit(self, notice: BudgetNotice, key: str, ttl_seconds: float) -> None:
-        """Send in the background, once per key: a local memo spares Redis on repeats."""
-        now = self._clock()
-        if self._notifier is None or self._claimed_here.get(key, 0.0) > now:
-            return
-        if len(self._claimed_here) > 1000:
-            self._claimed_here = {k: t for k, t in self._claimed_here.items() if t > now}
-        self._claimed_here[key] = now + ttl_seconds
-        task = asyncio.create_task(self._deliver(self._notifier, notice, key, ttl_seconds))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _deliver(
-        self, notifier: NoticeSink, notice: BudgetNotice, key: str, ttl_seconds: float
-    ) -> None:
-        ttl = max(1, math.ceil(ttl_seconds))
-        try:
-            if not await self.backend.claim_notice(key, ttl):
-                return
-        except BackendDown:
-            log.warning("spend backend down; deduplicating notice %s in this process only", key)
-        try:
-            await notifier.send(notice)
-        except NotifyError as exc:
-            log.warning("budget notice %s not delivered: %s", key, exc)
-            self._claimed_here.pop(key, None)
-            with contextlib.suppress(BackendDown):
-                await self.backend.release_notice(key)
+        self._notices.emit(notice, key, ttl_seconds)
 
     async def drain_notices(self) -> None:
         """Wait for notices being sent (tests, shutdown)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks))
+        await self._notices.drain()
 
     # ----- lifecycle ---------------------------------------------------------------------------
 
@@ -416,10 +364,29 @@ class Ledger:
             self._flusher = asyncio.create_task(self._flush_forever())
 
     async def _flush_forever(self) -> None:
+        next_status = 0.0
         while True:
-            await asyncio.sleep(self.options.flush_interval_seconds)
             if self.backend.backlog_size():
                 await self.backend.flush()
+            if self._observer is not None:
+                self._observer.backlog(self.backend.backlog_size())
+                if time.monotonic() >= next_status:
+                    next_status = time.monotonic() + self.options.status_interval_seconds
+                    await self.publish_status()
+            await asyncio.sleep(self.options.flush_interval_seconds)
+
+    async def publish_status(self) -> None:
+        """Give the observer every department's budget state (other replicas' spend too)."""
+        observer = self._observer
+        if observer is None:
+            return
+        try:
+            for name in self.departments.names:
+                for status in await self.budget_status(name):
+                    observer.budget(name, status.period, status.remaining_dollars,
+                                    status.limit_dollars)
+        except SpendBackendUnavailable as exc:
+            log.warning("budget gauges not refreshed: %s", exc)
 
     async def close(self) -> None:
         if self._flusher is not None:
@@ -447,7 +414,7 @@ def create_spend_store(
     departments: DepartmentsConfig,
     pricing: PricingTable,
     *,
-    options: SpendOptions = SpendOptions(),
+    options: SpendOptions = DEFAULT_OPTIONS,
     notifier: NoticeSink | None = None,
     clock: Callable[[], float] = time.time,
 ) -> Ledger:

@@ -13,10 +13,12 @@ from datetime import UTC, datetime
 from typing import Literal, Protocol
 
 from proxy import errors
+from proxy.chargeback import Chargeback
 from proxy.departments import Period
 from proxy.records import UsageRecord
 
 AdmitStatus = Literal["ok", "budget", "rpm", "tpm", "breaker"]
+SpendDimension = Literal["department", "key", "user", "model"]
 RATE_WINDOW_SECONDS = 60
 WINDOW_KEY_GRACE_SECONDS = 86_400
 
@@ -273,4 +275,65 @@ class SpendBackend(Protocol):
     ) -> list[UsageRecord]: ...
     def backlog_size(self) -> int: ...
     async def flush(self) -> int: ...
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SpendOptions:
+    key_prefix: str = "meterline:"
+    fail_mode: Literal["closed", "open"] = "closed"  # when Redis is unreachable at reserve()
+    reservation_ttl_seconds: float = 600.0  # a dead replica's holds are freed after this
+    record_retention_seconds: float = 35 * 86_400.0
+    max_memory_records: int = 100_000  # embedded backend bound
+    backlog_max_records: int = 100_000  # records queued while Redis is down
+    flush_interval_seconds: float = 1.0
+    redis_timeout_seconds: float = 2.0
+    redis_max_connections: int = 64  # requests wait for a free connection beyond this
+    redis_pool_wait_seconds: float = 10.0
+    status_interval_seconds: float = 15.0  # how often the observer gets every budget's state
+
+
+class SpendObserver(Protocol):
+    """Told about budget state (after each settlement and periodically) and the backlog."""
+
+    def budget(self, department: str, period: Period, remaining: float, limit: float) -> None: ...
+    def backlog(self, size: int) -> None: ...
+
+
+class SpendStore(Protocol):
+    """What the proxy pipeline, admin API and exports use."""
+
+    async def reserve(
+        self, department: str, model: str, prompt_tokens: int, max_tokens: int | None = None
+    ) -> Reservation: ...
+    async def settle(
+        self,
+        reservation: Reservation,
+        cost_micros: int,
+        record: UsageRecord | None = None,
+        *,
+        total_tokens: int | None = None,
+    ) -> float | None: ...
+    async def release(self, reservation: Reservation) -> None: ...
+    async def resume(self, department: str) -> None: ...
+    async def is_paused(self, department: str) -> bool: ...
+    async def budget_status(self, department: str) -> list[BudgetStatus]: ...
+    async def add_record(self, record: UsageRecord) -> None: ...
+    async def get_record(self, request_id: str) -> UsageRecord | None: ...
+    async def set_feedback(
+        self, request_id: str, score: float, comment: str | None = None
+    ) -> bool: ...
+    async def records(
+        self, from_ts: float, to_ts: float, department: str | None = None
+    ) -> list[UsageRecord]: ...
+    async def spend_by(
+        self, dimension: SpendDimension, from_ts: float, to_ts: float, department: str | None = None
+    ) -> dict[str, float]: ...
+    async def chargeback(
+        self, from_ts: float, to_ts: float, department: str | None = None
+    ) -> Chargeback: ...
+    def backlog_size(self) -> int: ...
+    async def flush(self) -> int: ...
+    async def start(self) -> None: ...
+    async def drain_notices(self) -> None: ...
     async def close(self) -> None: ...
