@@ -291,7 +291,7 @@ def test_model_text_is_escaped_and_markdown_rendered(page: Any, proxy: ServerThr
     assert "<img src=x onerror=alert(1)>" in md.locator("p").inner_text()
     assert md.locator("pre code.language-python").inner_text() == "print('<script>hi</script>')"
     assert md.locator("ul li").all_inner_texts() == ["one", "two"]
-    assert answer.locator("[data-badge=budget] .badge-value").inner_text() == "$12.5000"
+    assert answer.locator("[data-badge=budget] .badge-value").inner_text() == "$12.50"
     assert page.locator(".followups .suggestion").all_inner_texts() == [
         "Tell me more about “Caching <b>plan</b>”",
         "Explain the python example step by step",
@@ -429,9 +429,9 @@ def test_spend_page_renders_budgets_models_cache_and_polls(page: Any, proxy: Ser
     assert "warn" in (sales_today.get_attribute("class") or "")
     assert page.get_by_role("meter", name="executive this month").get_attribute(
         "aria-valuemax") == "1000"
-    assert page.locator("#card-today").inner_text() == "$32.0000"  # sales 27 + executive 5
+    assert page.locator("#card-today").inner_text() == "$32.00"  # sales 27 + executive 5
     assert page.locator("#card-hit").inner_text() == "30.0%"
-    assert page.locator("#card-saved").inner_text() == "$4.2500"
+    assert page.locator("#card-saved").inner_text() == "$4.25"
     assert page.locator("#models tbody th").all_inner_texts() == ["gpt-4o-mini", "gpt-4o"]
     assert "gpt-4o-mini" in page.locator("#recent tbody").inner_text()
     first_round = len(calls)

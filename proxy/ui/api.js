@@ -77,8 +77,10 @@ export async function* readSSE(body) {
 export function formatUSD(value) {
   if (typeof value !== "number" || !Number.isFinite(value)) return "–";
   const abs = Math.abs(value);
-  const digits = abs === 0 ? 2 : abs < 0.01 ? 6 : abs < 100 ? 4 : 2;
-  return `$${value.toFixed(digits)}`;
+  // per-request costs are fractions of a cent; budgets and totals read best in cents
+  const digits = abs === 0 || abs >= 1 ? 2 : abs >= 0.01 ? 4 : 6;
+  const text = abs.toLocaleString("en-US", { minimumFractionDigits: digits, maximumFractionDigits: digits });
+  return `${value < 0 ? "-" : ""}$${text}`;
 }
 
 export function formatInt(value) {
