@@ -11,7 +11,7 @@ from proxy.calls import authenticate, request_id_of
 from proxy.config_errors import ConfigError
 from proxy.errors import AuthenticationFailed, InvalidRequest
 from proxy.keys import Principal
-from proxy.lifecycle import reload_config
+from proxy.reload import preview, reload_and_diff
 from proxy.services import Services
 
 
@@ -29,14 +29,16 @@ async def require_admin(request: Request) -> tuple[Services, Principal]:
 
 
 async def reload(request: Request) -> Response:
+    """Validate and swap in the config directory; `?dry_run=true` only shows the changes."""
     services, _ = await require_admin(request)
-    old = services.config.version
+    dry_run = request.query_params.get("dry_run", "").lower() in ("1", "true", "yes")
     try:
-        config = await reload_config(services)
+        changes = preview(services) if dry_run else await reload_and_diff(services)
     except ConfigError as exc:
         raise InvalidRequest(f"Config rejected, old config stays live:\n{exc}",
                              code="invalid_config") from None
-    return json_response({"reloaded": True, "old_version": old, "version": config.version})
+    return json_response({"reloaded": not dry_run, "old_version": changes["version"]["old"],
+                          "version": services.config.version, "changes": changes})
 
 
 def routes() -> list[BaseRoute]:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -24,6 +25,7 @@ from proxy.routing import RULE_NAME, ConfigFileError, RouteDecision, RouteInput,
 CONTROL = "control"
 VARIANT = "variant"
 WEIGHT_TOLERANCE = 1e-6
+ExperimentStatus = Literal["running", "disabled", "scheduled", "stopped", "paused"]
 
 
 class Arm(BaseModel):
@@ -220,6 +222,42 @@ def assign(experiments: Experiments, inp: RouteInput, now: float) -> Assignment 
             if assignment is not None:
                 return assignment
     return None
+
+
+def status(experiment: Experiment, now: float) -> ExperimentStatus:
+    """Live state: running, or why not (disabled, scheduled, stopped, paused at traffic 0)."""
+    if not experiment.enabled:
+        return "disabled"
+    if experiment.start is not None and now < experiment.start.timestamp():
+        return "scheduled"
+    if experiment.stop is not None and now >= experiment.stop.timestamp():
+        return "stopped"
+    return "paused" if experiment.traffic <= 0 else "running"
+
+
+def explain(experiments: Experiments, inp: RouteInput, now: float) -> list[dict[str, Any]]:
+    """Per experiment, in file order: did it take this request, and if not, why not."""
+    out: list[dict[str, Any]] = []
+    decided = False
+    for experiment in experiments.experiments.values():
+        entry: dict[str, Any] = {"experiment": experiment.name,
+                                 "status": status(experiment, now),
+                                 "in_scope": experiment.scope.covers(inp), "decides": False}
+        if entry["status"] == "running" and entry["in_scope"]:
+            assignment = assign_variant(experiment, inp.user)
+            entry["enrolled"] = assignment is not None
+            if assignment is not None:
+                entry.update(variant=assignment.variant, model=assignment.model,
+                             bucket=round(assignment.bucket, 6), decides=not decided)
+                decided = True
+        out.append(entry)
+    return out
+
+
+def control_arm(experiment: Experiment) -> str:
+    """The arm others are compared with: the one named "control", else the first arm."""
+    names = [a.name for a in experiment.arms]
+    return CONTROL if CONTROL in names else names[0]
 
 
 def plan_targets(decision: RouteDecision, assignment: Assignment | None) -> tuple[str, ...]:

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import redis.asyncio as aioredis
 
 from proxy.keys import MemoryKeyStore, RedisKeyStore, records_from_config
 from proxy.metrics import Metrics
-from proxy.reliability import Cooldowns, RetryPolicy
+from proxy.reliability import Cooldowns, Reliability, RetryPolicy
 from proxy.rules import Config, load_config
 from proxy.services import Services
 from proxy.settings import Settings
+from proxy.spend_memory import MemoryBackend
 from proxy.upstream import UpstreamClient
 
 log = logging.getLogger("meterline")
+# Without a spend store, experiment results and feedback read this bounded in-process log.
+RECORD_LOG_SIZE = 20_000
+RECORD_LOG_SECONDS = 7 * 86_400.0
 
 
 def known_labels(metrics: Metrics, config: Config) -> None:
@@ -26,8 +31,17 @@ def known_labels(metrics: Metrics, config: Config) -> None:
         config.departments.names, config.model_names,
         providers=config.providers.providers, experiments=experiments,
         routing_rules=[r.name for r in config.routing.rules] if config.routing else (),
+        routes=("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses",
+                "/v1/models"),
     )
     metrics.set_config_version(config.version)
+
+
+def reliability_of(config: Config) -> tuple[RetryPolicy, Reliability]:
+    """routing.yaml `reliability:` (defaults when absent), timeouts keyed by concrete target."""
+    section = config.routing.reliability if config.routing is not None else Reliability()
+    keys = {m: [f"{p}/{u}" for p, u in config.providers.targets_for(m)] for m in config.model_names}
+    return section.retry_policy(keys), section
 
 
 async def start_services(settings: Settings) -> Services:
@@ -42,9 +56,14 @@ async def start_services(settings: Settings) -> Services:
     metrics = Metrics()
     known_labels(metrics, config)
     upstream = UpstreamClient(config.providers.providers)
+    policy, reliability = reliability_of(config)
+    cooldowns = Cooldowns(reliability.cooldown.failures, reliability.cooldown.seconds)
     services = Services(settings, config, keys, upstream, metrics, redis,
-                        cooldowns=Cooldowns(), retry_policy=RetryPolicy())
+                        cooldowns=cooldowns, retry_policy=policy)
     await attach_features(services)
+    if services.spend is None:
+        services.record_log = MemoryBackend(clock=time.time, max_records=RECORD_LOG_SIZE,
+                                            retention_seconds=RECORD_LOG_SECONDS)
     log.info("meterline ready: config %s, %s state", config.version,
              "redis" if redis else "embedded")
     return services
@@ -60,7 +79,10 @@ async def attach_features(services: Services) -> None:
 async def reload_config(services: Services) -> Config:
     """Validate the new config fully, then swap it in; on error the old config stays live."""
     config = load_config(services.settings.config_dir)
+    policy, reliability = reliability_of(config)
     services.config = config
+    services.retry_policy = policy
+    services.cooldowns.configure(reliability.cooldown)
     services.upstream.update_providers(config.providers.providers)
     known_labels(services.metrics, config)
     from proxy import features

@@ -16,13 +16,13 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
 
 T = TypeVar("T")
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
@@ -62,12 +62,16 @@ class RetryPolicy(BaseModel):
     backoff_multiplier: float = Field(default=2.0, ge=1)
     backoff_max: float = Field(default=4.0, gt=0)
     retry_after_max: float = Field(default=10.0, ge=0)  # longer Retry-After: go to next target
-    timeout: float = Field(default=60.0, gt=0)
-    timeouts: dict[str, float] = {}  # per target (model) overrides
+    # Deadline of one attempt: until the response headers for a stream, until the whole body
+    # otherwise. None (the default) sets no deadline, so a long non-streamed generation is never
+    # cut; the provider's `timeout_s` (no byte for that long) still ends a hung connection.
+    timeout: float | None = Field(default=None, gt=0)
+    timeouts: dict[str, PositiveFloat] = {}  # per target key overrides
     retry_timeouts: bool = False  # a slow target usually stays slow: fall back instead
 
-    def timeout_for(self, target: str) -> float:
-        return self.timeouts.get(target, self.timeout)
+    def timeout_for(self, target: str) -> float | None:
+        found = self.timeouts.get(target)
+        return found if found is not None else self.timeout
 
     def delay(
         self, retry: int, retry_after: float | None, rng: Callable[[], float]
@@ -99,6 +103,34 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     return max(0.0, when.timestamp() - now)
 
 
+class CooldownConfig(BaseModel):
+    """Circuit breaker per concrete target: open after `failures` failures in a row for
+    `seconds`, then let one request try again."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    failures: int = Field(default=3, ge=1, le=1000)
+    seconds: float = Field(default=30.0, gt=0)
+
+
+class Reliability(RetryPolicy):
+    """The `reliability:` section of routing.yaml: RetryPolicy fields plus the cooldown.
+
+    `timeouts` are keyed by public model name here; `retry_policy` expands them to the concrete
+    targets ("provider/upstream-model") the pipeline tries."""
+
+    cooldown: CooldownConfig = CooldownConfig()
+
+    def retry_policy(self, targets_of: Mapping[str, Iterable[str]]) -> RetryPolicy:
+        """A RetryPolicy whose `timeouts` name concrete target keys (model -> its target keys)."""
+        expanded: dict[str, float] = {}
+        for model, seconds in self.timeouts.items():
+            for key in targets_of.get(model, (model,)):
+                expanded.setdefault(key, seconds)
+        fields = self.model_dump(exclude={"cooldown", "timeouts"})
+        return RetryPolicy(**fields, timeouts=expanded)
+
+
 @dataclass(slots=True)
 class _Breaker:
     failures: int = 0
@@ -114,6 +146,10 @@ class Cooldowns:
     cooldown: float = 30.0
     clock: Callable[[], float] = time.monotonic
     _state: dict[str, _Breaker] = field(default_factory=dict, init=False, repr=False)
+
+    def configure(self, config: CooldownConfig) -> None:
+        """Apply new settings (on reload) and keep the state of every breaker."""
+        self.failures_to_open, self.cooldown = config.failures, config.seconds
 
     def state(self, target: str) -> BreakerState:
         breaker = self._state.get(target)
@@ -165,12 +201,13 @@ class AllTargetsFailed(Exception):
 async def _attempt_once(
     target: str, attempt: Callable[[str], Awaitable[T]], policy: RetryPolicy
 ) -> T:
+    limit = policy.timeout_for(target)
     try:
-        async with asyncio.timeout(policy.timeout_for(target)):
+        async with asyncio.timeout(limit):
             return await attempt(target)
     except TimeoutError:
         raise UpstreamFailure(
-            f"{target} did not answer within {policy.timeout_for(target):g} s",
+            f"{target} did not answer within {limit:g} s" if limit else f"{target} timed out",
             code="timeout", retryable=policy.retry_timeouts, fallback=True,
         ) from None
 

@@ -25,6 +25,8 @@ from pydantic import (
     model_validator,
 )
 
+from proxy.reliability import Reliability
+
 DEFAULT_RULE = "default"
 TASK_HEADER = "x-meterline-task"
 USER_HEADER = "x-meterline-user"
@@ -200,11 +202,13 @@ class Rule(BaseModel):
 
 
 class RoutingRules(BaseModel):
-    """The whole `rules/routing.yaml`: an ordered list of rules; first match wins."""
+    """The whole `rules/routing.yaml`: ordered rules (first match wins) and the retry,
+    timeout and cooldown settings of the routed path (`reliability`, defaults when absent)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     rules: tuple[Rule, ...] = ()
+    reliability: Reliability = Reliability()
 
     @field_validator("rules")
     @classmethod
@@ -379,6 +383,12 @@ def check_models(rules: RoutingRules, known: set[str], source: str = "routing") 
         f"unknown model (known: {sorted(known)})"
         for i, r in enumerate(rules.rules)
         for m in (r.target, *r.fallbacks)
+        if m not in known
+    ]
+    problems += [
+        f"  field 'reliability.timeouts.{m}' has value {m!r}: unknown model "
+        f"(known: {sorted(known)})"
+        for m in rules.reliability.timeouts
         if m not in known
     ]
     if problems:
