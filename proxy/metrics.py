@@ -175,6 +175,9 @@ class Metrics:
         self._exp_cost = Counter(
             "meterline_experiment_cost_dollars_total", "Spend per experiment variant.",
             ["experiment", "variant"], registry=r)
+        self._exp_duration = Histogram(
+            "meterline_experiment_duration_seconds", "Request duration per experiment variant.",
+            ["experiment", "variant"], buckets=DURATION_BUCKETS, registry=r)
         self._exp_quality = Histogram(
             "meterline_experiment_quality_score", "Quality score in [0, 1] per variant.",
             ["experiment", "variant"], buckets=QUALITY_BUCKETS, registry=r)
@@ -351,11 +354,17 @@ class Metrics:
     def record_false_hit(self, department: str | None) -> None:
         self._false_hits.labels(department=self.label_department(department)).inc()
 
-    def record_experiment(self, experiment: str, variant: str, cost_dollars: float = 0.0) -> None:
+    def record_experiment(
+        self, experiment: str, variant: str, cost_dollars: float = 0.0,
+        duration_seconds: float | None = None,
+    ) -> None:
+        """One request served by an experiment variant (cost and duration when known)."""
         exp, var = self.label_variant(experiment, variant)
         self._exp_requests.labels(experiment=exp, variant=var).inc()
         if cost_dollars > 0:
             self._exp_cost.labels(experiment=exp, variant=var).inc(cost_dollars)
+        if duration_seconds is not None:
+            self._exp_duration.labels(experiment=exp, variant=var).observe(duration_seconds)
 
     def record_quality(self, experiment: str, variant: str, score: float) -> None:
         exp, var = self.label_variant(experiment, variant)

@@ -27,6 +27,7 @@ EXPECTED_FAMILIES = {
     "meterline_experiment_requests": "counter",
     "meterline_experiment_cost_dollars": "counter",
     "meterline_experiment_quality_score": "histogram",
+    "meterline_experiment_duration_seconds": "histogram",
     "meterline_route_decisions": "counter",
     "meterline_routing_saved_dollars": "counter",
     "meterline_budget_remaining_dollars": "gauge",
@@ -70,6 +71,7 @@ def metrics() -> Metrics:
 def test_renders_every_family_with_its_type(metrics: Metrics) -> None:
     metrics.record_request("/v1/chat/completions", "gpt-4o", "sales", 200, 1.0, 0.9)
     metrics.record_quality("cheap", "mini", 0.8)
+    metrics.record_experiment("cheap", "mini", 0.01, duration_seconds=1.5)
     metrics.set_budget("sales", "month", 40.0, 100.0)
     metrics.record_upstream("openai", "timeout")
     metrics.record_budget_rejection("sales", "budget_exhausted")
