@@ -27,7 +27,7 @@ def shown_query(cache: SemanticCache, entry: Entry) -> str:
     display = cache.config.display
     if display.top_cached_queries == "truncate":
         text = " ".join(entry.text.split())
-        return text if len(text) <= display.chars else text[: display.chars - 1] + "…"
+        return text if len(text) <= display.chars else text[: display.chars] + "…"
     return "sha256:" + hashlib.sha256(entry.text.encode()).hexdigest()[:16]
 
 
@@ -38,7 +38,7 @@ async def top_queries(cache: SemanticCache, viewer: Viewer) -> list[dict[str, An
     if not viewer.admin:  # a shared scope holds other departments' prompts: never show them
         entries = [e for e in entries if e.department == viewer.department]
     return [{"query": shown_query(cache, e), "hits": e.hits, "department": e.department,
-             "model": e.model, "entry_id": e.id,
+             "model": e.model, "entry_id": e.id, "scope": e.scope,
              "saved": round(e.hits * e.cost, 8)} for e in entries[:limit]]
 
 
