@@ -7,6 +7,7 @@ import logging
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 from typing import TYPE_CHECKING
 
 from proxy.config_errors import ConfigError
@@ -47,14 +48,15 @@ def _serve(args: argparse.Namespace) -> int:
     if settings.demo:
         print(f"Meterline demo on http://{settings.host}:{settings.port}  (mock upstream; keys "
               "sk-demo-engineering|sales|marketing|executive, admin sk-demo-admin)", flush=True)
-    common = dict(host=settings.host, port=settings.port, loop="uvloop", http="httptools",
-                  access_log=False, log_level=settings.log_level, timeout_graceful_shutdown=30,
-                  lifespan="on")
+    common: dict[str, Any] = dict(
+        host=settings.host, port=settings.port, loop="uvloop", http="httptools",
+        access_log=False, log_level=settings.log_level, timeout_graceful_shutdown=30,
+        lifespan="on")
     if settings.workers > 1:
         export_for_workers(settings)
         uvicorn.run("proxy.app:create_app", factory=True, workers=settings.workers, **common)
     else:
-        uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]
+        uvicorn.run(create_app(settings), **common)
     return 0
 
 

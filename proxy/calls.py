@@ -78,7 +78,8 @@ async def authenticate(request: Request, services: Services) -> Principal:
     raw = bearer_key(request)
     if raw is None:
         raise AuthenticationFailed(
-            "Missing API key: send 'Authorization: Bearer <key>' or 'api-key: <key>'.")
+            "Missing API key: send 'Authorization: Bearer <key>' or 'api-key: <key>'."
+        )
     principal = await services.keys.authenticate(raw)
     if principal is None:
         raise AuthenticationFailed("Incorrect API key provided.")
@@ -102,7 +103,9 @@ async def read_json_body(request: Request, limit: int) -> tuple[bytes, dict[str,
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"Request body is not valid JSON: {exc}", code="invalid_json") from None
+        raise InvalidRequest(
+            f"Request body is not valid JSON: {exc}", code="invalid_json"
+        ) from None
     if not isinstance(body, dict):
         raise InvalidRequest("Request body must be a JSON object.", code="invalid_json")
     return raw, body
@@ -115,7 +118,9 @@ def _expect(body: dict[str, Any], name: str, types: type | tuple[type, ...], wha
     if not isinstance(value, types) or (isinstance(value, bool) and bool not in _tuple(types)):
         raise InvalidRequest(
             f"Invalid type for '{name}': expected {what}, got {type(value).__name__}.",
-            param=name, code="invalid_type")
+            param=name,
+            code="invalid_type",
+        )
 
 
 def _tuple(types: type | tuple[type, ...]) -> tuple[type, ...]:
@@ -125,11 +130,15 @@ def _tuple(types: type | tuple[type, ...]) -> tuple[type, ...]:
 def require_model(body: dict[str, Any]) -> str:
     model = body.get("model")
     if model is None:
-        raise InvalidRequest("Missing required parameter: 'model'.", param="model",
-                             code="missing_required_parameter")
+        raise InvalidRequest(
+            "Missing required parameter: 'model'.", param="model", code="missing_required_parameter"
+        )
     if not isinstance(model, str) or not model:
-        raise InvalidRequest("Invalid type for 'model': expected a non-empty string.",
-                             param="model", code="invalid_type")
+        raise InvalidRequest(
+            "Invalid type for 'model': expected a non-empty string.",
+            param="model",
+            code="invalid_type",
+        )
     return model
 
 
@@ -138,15 +147,24 @@ def validate_chat(body: dict[str, Any]) -> None:
     require_model(body)
     messages = body.get("messages")
     if messages is None:
-        raise InvalidRequest("Missing required parameter: 'messages'.", param="messages",
-                             code="missing_required_parameter")
+        raise InvalidRequest(
+            "Missing required parameter: 'messages'.",
+            param="messages",
+            code="missing_required_parameter",
+        )
     if not isinstance(messages, list) or not messages:
-        raise InvalidRequest("Invalid 'messages': expected a non-empty array of messages.",
-                             param="messages", code="invalid_type")
+        raise InvalidRequest(
+            "Invalid 'messages': expected a non-empty array of messages.",
+            param="messages",
+            code="invalid_type",
+        )
     for i, message in enumerate(messages):
         if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-            raise InvalidRequest(f"Invalid 'messages[{i}]': expected an object with a 'role'.",
-                                 param=f"messages[{i}]", code="invalid_type")
+            raise InvalidRequest(
+                f"Invalid 'messages[{i}]': expected an object with a 'role'.",
+                param=f"messages[{i}]",
+                code="invalid_type",
+            )
     _expect(body, "stream", bool, "a boolean")
     _expect(body, "n", int, "an integer")
     _expect(body, "max_tokens", int, "an integer")
@@ -164,8 +182,15 @@ def validate_passthrough(body: dict[str, Any]) -> None:
 
 def new_record(call: Call, model: str) -> UsageRecord:
     return UsageRecord(
-        request_id=call.request_id, ts=time.time(), department=call.department or "",
-        key_id=call.principal.key_id, user=call.body.get("user") or call.principal.user,
-        endpoint=call.endpoint, model_requested=model, model_used=model, provider="",
-        status=0, stream=call.stream,
+        request_id=call.request_id,
+        ts=time.time(),
+        department=call.department or "",
+        key_id=call.principal.key_id,
+        user=call.body.get("user") or call.principal.user,
+        endpoint=call.endpoint,
+        model_requested=model,
+        model_used=model,
+        provider="",
+        status=0,
+        stream=call.stream,
     )

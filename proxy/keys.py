@@ -16,7 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from proxy.config_errors import load_model
 
 DEMO_DEPARTMENTS = ("engineering", "sales", "marketing", "executive")
-LOOKUP_CACHE_S = 5.0  # how long a replica trusts a Redis key lookup (disable/rotate propagate within this)
+LOOKUP_CACHE_S = (
+    5.0  # how long a replica trusts a Redis key lookup (disable/rotate propagate within this)
+)
 
 
 def hash_key(raw: str) -> str:
@@ -84,9 +86,7 @@ def records_from_config(config: KeysConfig, demo: bool, admin_key: str | None) -
     if admin_key:
         records.append(KeyRecord("env-admin", hash_key(admin_key), None, admin=True))
     if demo:
-        records += [
-            KeyRecord(f"demo-{d}", hash_key(f"sk-demo-{d}"), d) for d in DEMO_DEPARTMENTS
-        ]
+        records += [KeyRecord(f"demo-{d}", hash_key(f"sk-demo-{d}"), d) for d in DEMO_DEPARTMENTS]
         records.append(KeyRecord("demo-admin", hash_key("sk-demo-admin"), None, admin=True))
     return records
 
@@ -126,7 +126,7 @@ class MemoryKeyStore:
 
 
 class RedisKeyStore:
-    """Keys shared by every replica; config keys are written at start, admin-created keys persist."""
+    """Keys shared by every replica: config keys written at start, admin-made keys persist."""
 
     def __init__(self, client: aioredis.Redis, prefix: str) -> None:
         self._r = client
@@ -164,13 +164,17 @@ class RedisKeyStore:
         sha = await self._r.hget(f"{self._prefix}keyids", key_id)
         if sha is None:
             return None
-        blob = await self._r.get(self._hkey(sha.decode()))
+        blob = await self._r.get(self._hkey(_text(sha)))
         return KeyRecord(**orjson.loads(blob)) if blob else None
 
     async def list(self) -> list[KeyRecord]:
         shas = await self._r.hvals(f"{self._prefix}keyids")
-        blobs = await self._r.mget([self._hkey(s.decode()) for s in shas]) if shas else []
+        blobs = await self._r.mget([self._hkey(_text(s)) for s in shas]) if shas else []
         return sorted((KeyRecord(**orjson.loads(b)) for b in blobs if b), key=lambda r: r.id)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 async def create_key(
@@ -185,8 +189,13 @@ async def create_key(
     """A new key: the raw value is returned once and never stored."""
     raw = new_raw_key()
     record = KeyRecord(
-        key_id or "key-" + secrets.token_hex(6), hash_key(raw), department, user, admin,
-        time.time(), expires_at,
+        key_id or "key-" + secrets.token_hex(6),
+        hash_key(raw),
+        department,
+        user,
+        admin,
+        time.time(),
+        expires_at,
     )
     await store.put(record)
     return raw, record

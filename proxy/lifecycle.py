@@ -48,8 +48,9 @@ async def start_services(settings: Settings) -> Services:
     config = load_config(settings.config_dir)
     redis = aioredis.Redis.from_url(settings.redis_url) if settings.redis_url else None
     seeds = records_from_config(config.keys, settings.demo, settings.admin_key)
+    keys: MemoryKeyStore | RedisKeyStore
     if redis is not None:
-        keys: MemoryKeyStore | RedisKeyStore = RedisKeyStore(redis, settings.redis_prefix)
+        keys = RedisKeyStore(redis, settings.redis_prefix)
         await keys.seed(seeds)
     else:
         keys = MemoryKeyStore(seeds)

@@ -28,8 +28,17 @@ WORDS = (
     "that covers the main points and a caveat worth knowing before you decide"
 ).split()
 FAULT_MARK = re.compile(r"#fault:([a-z0-9_]+)")
-MODELS = ("gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "gpt-3.5-turbo", "o3-mini",
-          "mixtral-8x7b", "llama-3.1-8b", "text-embedding-3-small")
+MODELS = (
+    "gpt-4o",
+    "gpt-4o-mini",
+    "gpt-4.1",
+    "gpt-4.1-mini",
+    "gpt-3.5-turbo",
+    "o3-mini",
+    "mixtral-8x7b",
+    "llama-3.1-8b",
+    "text-embedding-3-small",
+)
 
 
 @dataclass
@@ -85,18 +94,32 @@ def answer_for(prompt: str, words: int, index: int = 0) -> str:
 def _usage(body: dict[str, Any], completion: int) -> dict[str, Any]:
     prompt = sum(count_tokens(_text_of(m.get("content"))) + 4 for m in body.get("messages") or [])
     prompt = prompt or count_tokens(last_user_text(body))
-    return {"prompt_tokens": prompt, "completion_tokens": completion,
-            "total_tokens": prompt + completion,
-            "prompt_tokens_details": {"cached_tokens": 0}}
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": 0},
+    }
 
 
 def _choice_message(body: dict[str, Any], text: str) -> dict[str, Any]:
     tools = body.get("tools")
     if tools and body.get("tool_choice") != "none":
         fn = tools[0].get("function", {}).get("name", "tool")
-        return {"role": "assistant", "content": None, "tool_calls": [{
-            "id": "call_" + hashlib.sha256(text.encode()).hexdigest()[:12], "type": "function",
-            "function": {"name": fn, "arguments": orjson.dumps({"query": text[:40]}).decode()}}]}
+        return {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_" + hashlib.sha256(text.encode()).hexdigest()[:12],
+                    "type": "function",
+                    "function": {
+                        "name": fn,
+                        "arguments": orjson.dumps({"query": text[:40]}).decode(),
+                    },
+                }
+            ],
+        }
     fmt = body.get("response_format") or {}
     if fmt.get("type") in ("json_object", "json_schema"):
         return {"role": "assistant", "content": orjson.dumps({"answer": text}).decode()}
@@ -109,33 +132,52 @@ def completion_body(body: dict[str, Any], prompt: str, words: int) -> dict[str, 
     for i in range(n):
         text = answer_for(prompt, words, i)
         completion += count_tokens(text)
-        choice: dict[str, Any] = {"index": i, "message": _choice_message(body, text),
-                                  "finish_reason": "tool_calls" if body.get("tools") else "stop"}
+        choice: dict[str, Any] = {
+            "index": i,
+            "message": _choice_message(body, text),
+            "finish_reason": "tool_calls" if body.get("tools") else "stop",
+        }
         if body.get("logprobs"):
-            choice["logprobs"] = {"content": [{"token": w, "logprob": -0.1, "bytes": None,
-                                               "top_logprobs": []} for w in text.split()[:5]]}
+            choice["logprobs"] = {
+                "content": [
+                    {"token": w, "logprob": -0.1, "bytes": None, "top_logprobs": []}
+                    for w in text.split()[:5]
+                ]
+            }
         choices.append(choice)
-    return {"id": "chatcmpl-" + hashlib.sha256(prompt.encode()).hexdigest()[:20],
-            "object": "chat.completion", "created": int(time.time()), "model": body.get("model"),
-            "system_fingerprint": "fp_mock", "choices": choices, "usage": _usage(body, completion)}
+    return {
+        "id": "chatcmpl-" + hashlib.sha256(prompt.encode()).hexdigest()[:20],
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": body.get("model"),
+        "system_fingerprint": "fp_mock",
+        "choices": choices,
+        "usage": _usage(body, completion),
+    }
 
 
 def stream_events(body: dict[str, Any], prompt: str, words: int) -> list[bytes]:
     text = answer_for(prompt, words)
-    base = {"id": "chatcmpl-" + hashlib.sha256(prompt.encode()).hexdigest()[:20],
-            "object": "chat.completion.chunk", "created": int(time.time()),
-            "model": body.get("model"), "system_fingerprint": "fp_mock"}
+    base = {
+        "id": "chatcmpl-" + hashlib.sha256(prompt.encode()).hexdigest()[:20],
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": body.get("model"),
+        "system_fingerprint": "fp_mock",
+    }
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     extra = {"usage": None} if include_usage else {}
 
     def event(choices: list[dict[str, Any]], **more: Any) -> bytes:
         return b"data: " + orjson.dumps({**base, "choices": choices, **extra, **more}) + b"\n\n"
 
-    events = [event([{"index": 0, "delta": {"role": "assistant", "content": ""},
-                      "finish_reason": None}])]
+    events = [
+        event([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
+    ]
     pieces = re.findall(r"\S+\s*", text)
-    events += [event([{"index": 0, "delta": {"content": p}, "finish_reason": None}])
-               for p in pieces]
+    events += [
+        event([{"index": 0, "delta": {"content": p}, "finish_reason": None}]) for p in pieces
+    ]
     events.append(event([{"index": 0, "delta": {}, "finish_reason": "stop"}]))
     if include_usage:
         usage = _usage(body, count_tokens(text))
@@ -145,9 +187,18 @@ def stream_events(body: dict[str, Any], prompt: str, words: int) -> list[bytes]:
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    payload = {"error": {"message": message, "type": "server_error" if status >= 500 else
-                         "rate_limit_error" if status == 429 else "invalid_request_error",
-                         "param": None, "code": None}}
+    payload = {
+        "error": {
+            "message": message,
+            "type": "server_error"
+            if status >= 500
+            else "rate_limit_error"
+            if status == 429
+            else "invalid_request_error",
+            "param": None,
+            "code": None,
+        }
+    }
     return Response(orjson.dumps(payload), status, headers, media_type="application/json")
 
 
@@ -168,7 +219,9 @@ async def _fault_response(fault: str, state: MockState) -> Response | None:
 async def chat(request: Request) -> Response:
     state: MockState = request.app.state.mock
     body = orjson.loads(await request.body())
-    state.requests.append({"path": request.url.path, "headers": dict(request.headers), "body": body})
+    state.requests.append(
+        {"path": request.url.path, "headers": dict(request.headers), "body": body}
+    )
     prompt = last_user_text(body)
     fault = state.next_fault(prompt)
     failed = await _fault_response(fault, state) if fault else None
@@ -177,8 +230,9 @@ async def chat(request: Request) -> Response:
     words = int(body.get("max_tokens") or 0) or state.answer_words
     words = min(words, state.answer_words)
     if not body.get("stream"):
-        return Response(orjson.dumps(completion_body(body, prompt, words)),
-                        media_type="application/json")
+        return Response(
+            orjson.dumps(completion_body(body, prompt, words)), media_type="application/json"
+        )
     events = stream_events(body, prompt, words)
     if fault == "cut":
         events = events[: len(events) // 2]
@@ -204,63 +258,123 @@ async def chat(request: Request) -> Response:
 async def embeddings(request: Request) -> Response:
     state: MockState = request.app.state.mock
     body = orjson.loads(await request.body())
-    state.requests.append({"path": request.url.path, "headers": dict(request.headers), "body": body})
+    state.requests.append(
+        {"path": request.url.path, "headers": dict(request.headers), "body": body}
+    )
     inputs = body.get("input")
     items = inputs if isinstance(inputs, list) else [inputs]
     data = []
     for i, item in enumerate(items):
         digest = hashlib.sha256(str(item).encode()).digest()
-        data.append({"object": "embedding", "index": i,
-                     "embedding": [(b - 128) / 128 for b in digest[:16]]})
+        data.append(
+            {"object": "embedding", "index": i, "embedding": [(b - 128) / 128 for b in digest[:16]]}
+        )
     tokens = sum(count_tokens(str(x)) for x in items)
-    return Response(orjson.dumps({"object": "list", "data": data, "model": body.get("model"),
-                                  "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}),
-                    media_type="application/json")
+    return Response(
+        orjson.dumps(
+            {
+                "object": "list",
+                "data": data,
+                "model": body.get("model"),
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
+        ),
+        media_type="application/json",
+    )
 
 
 async def completions(request: Request) -> Response:
     state: MockState = request.app.state.mock
     body = orjson.loads(await request.body())
-    state.requests.append({"path": request.url.path, "headers": dict(request.headers), "body": body})
+    state.requests.append(
+        {"path": request.url.path, "headers": dict(request.headers), "body": body}
+    )
     prompt = last_user_text(body)
     text = answer_for(prompt, state.answer_words)
-    usage = {"prompt_tokens": count_tokens(prompt), "completion_tokens": count_tokens(text),
-             "total_tokens": count_tokens(prompt) + count_tokens(text)}
+    usage = {
+        "prompt_tokens": count_tokens(prompt),
+        "completion_tokens": count_tokens(text),
+        "total_tokens": count_tokens(prompt) + count_tokens(text),
+    }
     if request.url.path.endswith("/responses") and body.get("stream"):
-        return StreamingResponse(iter(response_events(body, text, usage)),
-                                 media_type="text/event-stream")
+        return StreamingResponse(
+            iter(response_events(body, text, usage)), media_type="text/event-stream"
+        )
     if request.url.path.endswith("/responses"):
         payload: dict[str, Any] = {
-            "id": "resp_mock", "object": "response", "model": body.get("model"), "status": "completed",
-            "output": [{"type": "message", "role": "assistant",
-                        "content": [{"type": "output_text", "text": text}]}],
-            "usage": {"input_tokens": usage["prompt_tokens"], "output_tokens": usage["completion_tokens"],
-                      "total_tokens": usage["total_tokens"]}}
+            "id": "resp_mock",
+            "object": "response",
+            "model": body.get("model"),
+            "status": "completed",
+            "output": [
+                {
+                    "type": "message",
+                    "role": "assistant",
+                    "content": [{"type": "output_text", "text": text}],
+                }
+            ],
+            "usage": {
+                "input_tokens": usage["prompt_tokens"],
+                "output_tokens": usage["completion_tokens"],
+                "total_tokens": usage["total_tokens"],
+            },
+        }
     else:
-        payload = {"id": "cmpl-mock", "object": "text_completion", "model": body.get("model"),
-                   "choices": [{"index": 0, "text": text, "finish_reason": "stop"}], "usage": usage}
+        payload = {
+            "id": "cmpl-mock",
+            "object": "text_completion",
+            "model": body.get("model"),
+            "choices": [{"index": 0, "text": text, "finish_reason": "stop"}],
+            "usage": usage,
+        }
     return Response(orjson.dumps(payload), media_type="application/json")
 
 
 def response_events(body: dict[str, Any], text: str, usage: dict[str, int]) -> list[bytes]:
     """Responses API streaming: typed events, no [DONE]; usage in response.completed."""
-    def event(kind: str, data: dict[str, Any]) -> bytes:
-        return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps({"type": kind, **data}) \
-            + b"\n\n"
 
-    response = {"id": "resp_mock", "object": "response", "model": body.get("model"),
-                "status": "in_progress", "output": []}
+    def event(kind: str, data: dict[str, Any]) -> bytes:
+        return (
+            b"event: "
+            + kind.encode()
+            + b"\ndata: "
+            + orjson.dumps({"type": kind, **data})
+            + b"\n\n"
+        )
+
+    response: dict[str, Any] = {
+        "id": "resp_mock",
+        "object": "response",
+        "model": body.get("model"),
+        "status": "in_progress",
+        "output": [],
+    }
     events = [event("response.created", {"response": response})]
-    events += [event("response.output_text.delta", {"item_id": "msg_mock", "output_index": 0,
-                                                     "content_index": 0, "delta": piece})
-               for piece in re.findall(r"\S+\s*", text)]
-    done = {**response, "status": "completed",
-            "output": [{"type": "message", "id": "msg_mock", "role": "assistant",
-                        "status": "completed",
-                        "content": [{"type": "output_text", "text": text, "annotations": []}]}],
-            "usage": {"input_tokens": usage["prompt_tokens"],
-                      "output_tokens": usage["completion_tokens"],
-                      "total_tokens": usage["total_tokens"]}}
+    events += [
+        event(
+            "response.output_text.delta",
+            {"item_id": "msg_mock", "output_index": 0, "content_index": 0, "delta": piece},
+        )
+        for piece in re.findall(r"\S+\s*", text)
+    ]
+    done = {
+        **response,
+        "status": "completed",
+        "output": [
+            {
+                "type": "message",
+                "id": "msg_mock",
+                "role": "assistant",
+                "status": "completed",
+                "content": [{"type": "output_text", "text": text, "annotations": []}],
+            }
+        ],
+        "usage": {
+            "input_tokens": usage["prompt_tokens"],
+            "output_tokens": usage["completion_tokens"],
+            "total_tokens": usage["total_tokens"],
+        },
+    }
     events.append(event("response.completed", {"response": done}))
     return events
 
@@ -284,27 +398,36 @@ async def set_faults(request: Request) -> Response:
 
 async def stats(request: Request) -> Response:
     state: MockState = request.app.state.mock
-    return Response(orjson.dumps({"streams_completed": state.streams_completed,
-                                  "streams_aborted": state.streams_aborted,
-                                  "requests": len(state.requests)}),
-                    media_type="application/json")
+    return Response(
+        orjson.dumps(
+            {
+                "streams_completed": state.streams_completed,
+                "streams_aborted": state.streams_aborted,
+                "requests": len(state.requests),
+            }
+        ),
+        media_type="application/json",
+    )
 
 
 async def recorded(request: Request) -> Response:
-    return Response(orjson.dumps(list(request.app.state.mock.requests)[-50:]),
-                    media_type="application/json")
+    return Response(
+        orjson.dumps(list(request.app.state.mock.requests)[-50:]), media_type="application/json"
+    )
 
 
 def create_mock_app(state: MockState | None = None) -> Starlette:
-    app = Starlette(routes=[
-        Route("/v1/chat/completions", chat, methods=["POST"]),
-        Route("/v1/completions", completions, methods=["POST"]),
-        Route("/v1/responses", completions, methods=["POST"]),
-        Route("/v1/embeddings", embeddings, methods=["POST"]),
-        Route("/v1/models", models, methods=["GET"]),
-        Route("/_mock/faults", set_faults, methods=["POST"]),
-        Route("/_mock/requests", recorded, methods=["GET"]),
-        Route("/_mock/stats", stats, methods=["GET"]),
-    ])
+    app = Starlette(
+        routes=[
+            Route("/v1/chat/completions", chat, methods=["POST"]),
+            Route("/v1/completions", completions, methods=["POST"]),
+            Route("/v1/responses", completions, methods=["POST"]),
+            Route("/v1/embeddings", embeddings, methods=["POST"]),
+            Route("/v1/models", models, methods=["GET"]),
+            Route("/_mock/faults", set_faults, methods=["POST"]),
+            Route("/_mock/requests", recorded, methods=["GET"]),
+            Route("/_mock/stats", stats, methods=["GET"]),
+        ]
+    )
     app.state.mock = state or MockState()
     return app

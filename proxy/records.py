@@ -1,4 +1,4 @@
-"""The per-request usage record: what every feature (spend, chargeback, experiments, forecasts) reads."""
+"""The per-request usage record that spend, chargeback, experiments and forecasts read."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Process settings: the only module that reads os.environ. Errors name the key and the bad value."""
+"""Process settings: the only reader of os.environ. Errors name the key and the bad value."""
 
 from __future__ import annotations
 
@@ -76,7 +76,9 @@ class Settings:
         settings = cls(
             host=env.get("MET_HOST", "127.0.0.1"),
             port=_int(env, "MET_PORT", 8080),
-            config_dir=Path(env["MET_CONFIG_DIR"]) if env.get("MET_CONFIG_DIR") else default_config_dir(),
+            config_dir=Path(env["MET_CONFIG_DIR"])
+            if env.get("MET_CONFIG_DIR")
+            else default_config_dir(),
             redis_url=env.get("REDIS_URL") or None,
             redis_prefix=env.get("MET_REDIS_PREFIX", "meterline:"),
             demo=_bool(env, "MET_DEMO", False),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,7 +57,7 @@ class SSERelay:
     """One upstream stream -> client bytes. `finish` runs exactly once, even on cancel."""
 
     def __init__(self, resp: aiohttp.ClientResponse, *, strip_usage: bool, finish: Finish,
-                 spawn: Callable[[Awaitable[None]], None], provider: str,
+                 spawn: Callable[[Coroutine[Any, Any, None]], None], provider: str,
                  raw: bool = False) -> None:
         self._resp = resp
         self._raw = raw  # Responses API and other streams without [DONE]: bytes as they come

@@ -108,7 +108,9 @@ class UpstreamClient:
                 data = b""
             finally:
                 resp.release()
-            raise UpstreamHTTPError(resp.status, data, parse_retry_after(resp.headers.get("retry-after")))
+            raise UpstreamHTTPError(
+                resp.status, data, parse_retry_after(resp.headers.get("retry-after"))
+            )
         return resp
 
     async def read(self, target: Target, resp: aiohttp.ClientResponse) -> bytes:
