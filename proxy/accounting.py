@@ -12,7 +12,7 @@ from proxy.calls import Call
 from proxy.pricing import Usage, parse_usage
 from proxy.routing import estimate_tokens
 from proxy.services import Services
-from proxy.spend_core import SpendRefusal
+from proxy.spend_core import BudgetExhausted, SpendRefusal
 from proxy.streaming import StreamOutcome
 from proxy.upstream import Target
 
@@ -36,11 +36,15 @@ async def reserve(services: Services, call: Call, model: str) -> Any:
     """Hold the worst-case cost; may cap max_tokens to what the budget still allows."""
     if services.spend is None or call.department is None:
         return None
+    if services.department(call.department) is None:  # e.g. removed by a reload
+        raise errors.PermissionDenied(f"Department '{call.department}' is not configured.",
+                                      code="unknown_department")
     try:
         reservation = await services.spend.reserve(
             call.department, model, prompt_tokens_of(call), max_tokens_of(call))
     except SpendRefusal as exc:
-        services.metrics.record_budget_rejection(call.department, exc.code or "refused")
+        reason = "budget_exhausted" if isinstance(exc, BudgetExhausted) else "rate_limited"
+        services.metrics.record_budget_rejection(call.department, reason)
         raise
     if reservation.capped:
         call.body["max_tokens"] = reservation.max_tokens

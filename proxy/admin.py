@@ -42,4 +42,6 @@ async def reload(request: Request) -> Response:
 
 
 def routes() -> list[BaseRoute]:
-    return [Route("/admin/reload", reload, methods=["POST"])]
+    from proxy import spend_api  # it imports require_admin from here
+
+    return [Route("/admin/reload", reload, methods=["POST"]), *spend_api.routes()]

@@ -5,10 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from proxy.services import Services
+from proxy.spend_wiring import build_spend, reconfigure_spend
 
 
 async def attach(services: Services) -> None:
     services.pricing = services.config.pricing
+    config = services.config
+    services.spend = await build_spend(services.settings, config.departments, config.pricing,
+                                       services.metrics)
     services.cache = await _build_cache(services)
 
 
@@ -23,6 +27,9 @@ async def _build_cache(services: Services) -> Any:
 
 async def reconfigure(services: Services) -> None:
     services.pricing = services.config.pricing
+    if services.spend is not None:
+        reconfigure_spend(services.spend, services.settings, services.config.departments,
+                          services.config.pricing)
     old = services.cache
     if old is not None and old.config == services.config.cache:
         return
@@ -34,3 +41,5 @@ async def reconfigure(services: Services) -> None:
 async def detach(services: Services) -> None:
     if services.cache is not None:
         await services.cache.close()
+    if services.spend is not None:
+        await services.spend.close()
