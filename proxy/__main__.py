@@ -150,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     mock.set_defaults(func=_mock_upstream)
     sub.add_parser("cache-eval", help="score a labelled pairs file with the cache's match rule",
                    add_help=False)
+    from proxy import keys_cli
+
+    keys_cli.add_parser(sub)
     return parser
 
 
