@@ -138,6 +138,18 @@ def test_non_streamed_cost_equals_pricing_table(boot: Callable[..., ServerThread
     assert record["request_id"] == r.headers["x-request-id"]
     assert to_micros(record["cost"]) == micros and record["cost_estimated"] is False
     assert record["input_tokens"] == r.json()["usage"]["prompt_tokens"]
+    metrics = httpx.get(proxy.url + "/metrics").text
+    labels = '{department="engineering",period="day"}'
+    assert gauge(metrics, "meterline_budget_remaining_dollars" + labels) == pytest.approx(
+        5 - micros / 1e6, abs=1e-9)
+    assert gauge(metrics, "meterline_budget_limit_dollars" + labels) == 5.0
+
+
+def gauge(metrics: str, series: str) -> float:
+    for line in metrics.splitlines():
+        if line.startswith(series + " "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{series} not exported")
 
 
 def test_streamed_cost_equals_pricing_table(boot: Callable[..., ServerThread],
