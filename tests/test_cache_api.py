@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.support.servers import ServerThread, mock_requests
-from tests.test_cache_store import Starter, ask, start_cached  # noqa: F401 - fixture
+from tests.support.servers import ServerThread
+from tests.test_cache_store import (
+    Starter,
+    ask,
+    start_cached_fixture,  # noqa: F401 - the fixture
+    upstream_calls,
+)
 
 ADMIN = "sk-demo-admin"
 
@@ -164,11 +170,11 @@ def test_shadow_mode_records_what_would_have_been_served(start_cached: Starter,
                                                          mock_upstream: ServerThread) -> None:
     proxy = start_cached()  # rules/cache.yaml: executive runs in shadow mode
     exec_key = {"key": "sk-demo-executive"}
-    first, h1 = ask(proxy, "What was revenue last quarter?", **exec_key)
-    before = len(mock_requests(mock_upstream.url))
-    second, h2 = ask(proxy, "What was revenue last quarter?", **exec_key)
+    question = f"What was revenue in quarter {uuid.uuid4().hex[:6]}?"
+    first, h1 = ask(proxy, question, **exec_key)
+    second, h2 = ask(proxy, question, **exec_key)
     assert (h1["x-meterline-cache"], h2["x-meterline-cache"]) == ("shadow", "shadow")
-    assert len(mock_requests(mock_upstream.url)) == before + 1  # answered by upstream
+    assert upstream_calls(mock_upstream, question) == 2  # both answered by upstream
     assert float(h2["x-meterline-cost-usd"]) > 0
     shadow = analytics(proxy, "sk-demo-executive")["shadow"]
     assert (shadow["lookups"], shadow["would_hit"]) == (2, 1)

@@ -1,4 +1,4 @@
-"""The answer cache through the real proxy (openai SDK) on both backends: in-process and Redis Stack.
+"""The answer cache through the real proxy (openai SDK) on both backends: in-process and Redis.
 
 Every test runs twice: `backend` is "memory" or "redis" (a real Redis Stack, own key prefix).
 """
@@ -6,6 +6,7 @@ Every test runs twice: `backend` is "memory" or "redis" (a real Redis Stack, own
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,8 +33,9 @@ def cache_yaml(**changes: Any) -> dict[str, Any]:
     return config
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
-def start_cached(request: pytest.FixtureRequest, start_proxy: ProxyStarter) -> Starter:
+@pytest.fixture(name="start_cached",
+                params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+def start_cached_fixture(request: pytest.FixtureRequest, start_proxy: ProxyStarter) -> Starter:
     """Start a proxy with cache.yaml changes on the parametrized backend."""
     overrides: dict[str, Any] = {}
     if request.param == "redis":
@@ -62,20 +64,22 @@ def ask(proxy: ServerThread, text: str, *, key: str = "sk-demo-engineering",
     return completion.choices[0].message.content or "", dict(raw.headers)
 
 
-def upstream_calls(mock: ServerThread) -> int:
-    return len(mock_requests(mock.url))
+def upstream_calls(mock: ServerThread, text: str) -> int:
+    """How many of the mock's recent requests asked `text` (use a text unique to the test)."""
+    return sum(1 for r in mock_requests(mock.url)
+               if (r["body"].get("messages") or [{}])[-1].get("content") == text)
 
 
 def test_exact_hit_serves_the_same_answer_for_free(start_cached: Starter,
                                                    mock_upstream: ServerThread) -> None:
     proxy = start_cached()
-    first, h1 = ask(proxy, "What does the x-request-id header do?")
-    before = upstream_calls(mock_upstream)
-    second, h2 = ask(proxy, "  what does the X-Request-ID header do  ")
+    question = f"What does the x-request-id header {uuid.uuid4().hex[:6]} do?"
+    first, h1 = ask(proxy, question)
+    second, h2 = ask(proxy, "  " + question.lower().rstrip("?") + "  ")
     assert h1["x-meterline-cache"] == "miss"
     assert h2["x-meterline-cache"] == "hit-exact"
     assert second == first
-    assert upstream_calls(mock_upstream) == before
+    assert upstream_calls(mock_upstream, question) == 1
     assert float(h2["x-meterline-cost-usd"]) == 0
     assert float(h2["x-meterline-cache-saved-usd"]) == pytest.approx(
         float(h1["x-meterline-cost-usd"]))

@@ -1,4 +1,4 @@
-"""In-process cache backend: dicts plus brute-force numpy KNN per scope (same behaviour as Redis)."""
+"""In-process cache backend: dicts plus brute-force numpy KNN per scope (behaves like Redis)."""
 
 from __future__ import annotations
 

@@ -9,19 +9,24 @@ which entry served a request, cache:th tightened thresholds per partition.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import redis.asyncio as aioredis
-from redisvl.index import AsyncSearchIndex
-from redisvl.query import CountQuery, FilterQuery, VectorQuery
-from redisvl.query.filter import FilterExpression, Tag
-from redisvl.schema import IndexSchema
+from redisvl.index import AsyncSearchIndex  # type: ignore[import-untyped]
+from redisvl.query import CountQuery, FilterQuery, VectorQuery  # type: ignore[import-untyped]
+from redisvl.query.filter import FilterExpression, Tag  # type: ignore[import-untyped]
+from redisvl.schema import IndexSchema  # type: ignore[import-untyped]
 
 from proxy.cache.backend import ENTRY_FIELDS, Entry, Vector, eviction_target, least_valuable
 
 RETURN_FIELDS = [f for f in ENTRY_FIELDS if f != "id"]
 PAGE = 1000
+
+
+def _s(value: Any) -> str:
+    """A Redis reply (bytes from the app's client) as text."""
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _row_entry(row: dict[str, Any]) -> Entry:
@@ -67,7 +72,7 @@ class RedisBackend:
 
     async def get_exact(self, scope: str, text_hash: str) -> Entry | None:
         entry_id = await self._r.get(self._exact_key(scope, text_hash))
-        return await self.get(entry_id.decode()) if entry_id else None
+        return await self.get(_s(entry_id)) if entry_id else None
 
     async def search(self, scope: str, vector: Vector, k: int) -> list[tuple[Entry, float]]:
         query = VectorQuery(vector.astype(np.float32).tobytes(), "embedding",
@@ -80,14 +85,14 @@ class RedisBackend:
     async def put(self, entry: Entry, vector: Vector | None, max_size: int) -> int:
         old = await self._r.get(self._exact_key(entry.scope, entry.text_hash))
         if old:
-            await self.delete([old.decode()])
+            await self.delete([_s(old)])
         mapping: dict[str, Any] = dict(entry.to_fields())
         if vector is not None:
             mapping["embedding"] = vector.astype(np.float32).tobytes()
         at_ms = int(entry.expires_at * 1000)
         partition_key = f"{self._p}p:{entry.partition}"
         pipe = self._r.pipeline(transaction=False)
-        pipe.hset(self._entry_key(entry.id), mapping=mapping)
+        pipe.hset(self._entry_key(entry.id), mapping=cast(Any, mapping))
         pipe.pexpireat(self._entry_key(entry.id), at_ms)
         pipe.set(self._exact_key(entry.scope, entry.text_hash), entry.id, pxat=at_ms)
         pipe.zadd(partition_key, {entry.id: entry.created})
@@ -96,7 +101,7 @@ class RedisBackend:
         return await self._evict(partition_key, max_size) if size > max_size else 0
 
     async def _evict(self, partition_key: str, max_size: int) -> int:
-        ids = [i.decode() for i in await self._r.zrange(partition_key, 0, -1)]
+        ids = [_s(i) for i in await self._r.zrange(partition_key, 0, -1)]
         pipe = self._r.pipeline(transaction=False)
         for entry_id in ids:
             pipe.hgetall(self._entry_key(entry_id))
@@ -104,7 +109,7 @@ class RedisBackend:
         gone = [i for i, row in zip(ids, rows, strict=True) if not row]
         if gone:
             await self._r.zrem(partition_key, *gone)
-        live = [Entry.from_fields({k.decode(): v for k, v in row.items()})
+        live = [Entry.from_fields({_s(k): v for k, v in row.items()})
                 for row in rows if row]
         victims = least_valuable(live, eviction_target(max_size))
         return await self.delete([v.id for v in victims])
@@ -120,7 +125,7 @@ class RedisBackend:
 
     async def get(self, entry_id: str) -> Entry | None:
         row = await self._r.hgetall(self._entry_key(entry_id))
-        return Entry.from_fields({k.decode(): v for k, v in row.items()}) if row else None
+        return Entry.from_fields({_s(k): v for k, v in row.items()}) if row else None
 
     async def delete(self, entry_ids: Sequence[str]) -> int:
         gone = 0
@@ -132,9 +137,8 @@ class RedisBackend:
                 continue
             pipe = self._r.pipeline(transaction=False)
             pipe.delete(key)
-            exact_key = self._exact_key(scope.decode(), (text_hash or b"").decode())
-            pipe.delete(exact_key)
-            pipe.zrem(f"{self._p}p:{(partition or b'').decode()}", entry_id)
+            pipe.delete(self._exact_key(_s(scope), _s(text_hash or b"")))
+            pipe.zrem(f"{self._p}p:{_s(partition or b'')}", entry_id)
             deleted = (await pipe.execute())[0]
             gone += int(deleted)
         return gone
@@ -181,18 +185,18 @@ class RedisBackend:
 
     async def counters(self) -> dict[str, float]:
         raw = await self._r.hgetall(f"{self._p}stats")
-        return {k.decode(): float(v) for k, v in raw.items()}
+        return {_s(k): float(v) for k, v in raw.items()}
 
     async def remember(self, request_id: str, served: Mapping[str, str], ttl_s: float) -> None:
         key = f"{self._p}r:{request_id}"
         pipe = self._r.pipeline(transaction=False)
-        pipe.hset(key, mapping=dict(served))
+        pipe.hset(key, mapping=cast(Any, dict(served)))
         pipe.pexpire(key, int(ttl_s * 1000))
         await pipe.execute()
 
     async def recall(self, request_id: str) -> dict[str, str] | None:
         raw = await self._r.hgetall(f"{self._p}r:{request_id}")
-        return {k.decode(): v.decode() for k, v in raw.items()} if raw else None
+        return {_s(k): _s(v) for k, v in raw.items()} if raw else None
 
     async def threshold(self, partition: str) -> float | None:
         raw = await self._r.hget(f"{self._p}th", partition)

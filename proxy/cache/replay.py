@@ -114,6 +114,7 @@ def as_stream(completion: dict[str, Any], include_usage: bool,
             events.append(event([{"index": index, "delta": {"tool_calls": calls},
                                   "finish_reason": None}]))
         finals.append({"index": index, "delta": {}, "finish_reason": choice["finish_reason"]})
+    last: dict[str, Any]
     if include_usage:
         events.append(event(finals))
         last = {**base, "choices": [], "usage": completion.get("usage"), "meterline": info}

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import aiohttp
+import numpy as np
 import orjson
 from redis.exceptions import RedisError
 from starlette.responses import Response, StreamingResponse
@@ -169,7 +170,8 @@ class SemanticCache:
         if self.embedder is None:
             return None
         try:
-            return (await self.embedder.embed([text]))[0]
+            vectors: Vector = await self.embedder.embed([text])
+            return np.asarray(vectors[0], dtype=np.float32)
         except EMBED_ERRORS as exc:
             log.warning("embedding failed, semantic lookup skipped: %s", exc)
             return None
@@ -190,7 +192,7 @@ class SemanticCache:
                 await services.spend.release(reservation)
             await services.spend.add_record(record)
         elif getattr(services, "record_log", None) is not None:
-            await services.record_log.put_record(record)  # type: ignore[attr-defined]
+            await services.record_log.put_record(record)
         state: Lookup | None = call.cache_state
         await self._after_hit(services, call, state, cached)
         m = services.metrics
