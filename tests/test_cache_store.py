@@ -291,3 +291,28 @@ def test_route_override_disables_cache(start_cached: Starter) -> None:
     for _ in range(2):
         _, h = ask(proxy, "Please refactor this function")  # code-review route: enabled false
         assert h["x-meterline-cache"] == "bypass"
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"mode": "fuzzy"}, "field 'mode' has value 'fuzzy'"),
+    ({"threshold": 1.5}, "field 'threshold' has value 1.5"),
+    ({"colour": "blue"}, "field 'colour' has value 'blue'"),
+    ({"match": {"threshold": 0.9}}, "match.threshold"),
+    ({"overrides": {"departments": {"legal": {"mode": "exact"}}}},
+     "field 'overrides.departments.legal' has value 'legal'"),
+    ({"overrides": {"routes": {"nope": {"enabled": False}}}},
+     "field 'overrides.routes.nope' has value 'nope'"),
+    ({"shared_scopes": {"x": {"departments": ["sales", "legal"]}}},
+     "field 'shared_scopes.x.departments' has value 'legal'"),
+])
+def test_bad_cache_yaml_names_file_field_and_value(tmp_path: Path, mock_upstream: ServerThread,
+                                                    changes: dict[str, Any], message: str) -> None:
+    from proxy.config_errors import ConfigError
+    from proxy.rules import load_config
+    from tests.support.servers import make_config_dir
+
+    config_dir = make_config_dir(tmp_path, mock_upstream.url,
+                                 edits={"cache.yaml": cache_yaml(**changes)})
+    with pytest.raises(ConfigError) as err:
+        load_config(config_dir)
+    assert "cache.yaml" in str(err.value) and message in str(err.value)
