@@ -84,11 +84,18 @@ def count_tokens(text: str) -> int:
     return max(1, len(text) // 4)
 
 
-def answer_for(prompt: str, words: int, index: int = 0) -> str:
-    """Deterministic answer: same prompt -> same text; different prompts -> different text."""
+def answer_for(prompt: str, words: int, index: int = 0, max_tokens: int | None = None) -> str:
+    """Deterministic answer: same prompt -> same text; different prompts -> different text.
+    Never longer than max_tokens (at the mock's 4 characters a token), like a real model."""
     digest = hashlib.sha256(f"{index}:{prompt}".encode()).digest()
     picked = [WORDS[digest[i % len(digest)] % len(WORDS)] for i in range(words)]
-    return f"Mock answer {digest[:4].hex()}: " + " ".join(picked) + "."
+    text = f"Mock answer {digest[:4].hex()}: " + " ".join(picked) + "."
+    return text[: max_tokens * 4] if max_tokens else text
+
+
+def _max_tokens(body: dict[str, Any]) -> int | None:
+    value = body.get("max_completion_tokens") or body.get("max_tokens")
+    return value if isinstance(value, int) and value > 0 else None
 
 
 def _usage(body: dict[str, Any], completion: int) -> dict[str, Any]:
@@ -130,7 +137,7 @@ def completion_body(body: dict[str, Any], prompt: str, words: int) -> dict[str, 
     n = int(body.get("n") or 1)
     choices, completion = [], 0
     for i in range(n):
-        text = answer_for(prompt, words, i)
+        text = answer_for(prompt, words, i, _max_tokens(body))
         completion += count_tokens(text)
         choice: dict[str, Any] = {
             "index": i,
@@ -157,7 +164,7 @@ def completion_body(body: dict[str, Any], prompt: str, words: int) -> dict[str, 
 
 
 def stream_events(body: dict[str, Any], prompt: str, words: int) -> list[bytes]:
-    text = answer_for(prompt, words)
+    text = answer_for(prompt, words, 0, _max_tokens(body))
     base = {
         "id": "chatcmpl-" + hashlib.sha256(prompt.encode()).hexdigest()[:20],
         "object": "chat.completion.chunk",

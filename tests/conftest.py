@@ -145,10 +145,10 @@ def start_proxy(mock_upstream: ServerThread,
     started: list[ServerThread] = []
 
     def start(*, edits: dict[str, Any] | None = None, timeout_s: float = 3.0,
-              **overrides: Any) -> ServerThread:
+              extra_env: dict[str, str] | None = None, **overrides: Any) -> ServerThread:
         config_dir = make_config_dir(tmp_path_factory.mktemp("rules"), mock_upstream.url,
                                      timeout_s=timeout_s, edits=edits)
-        env = {"MOCK_UPSTREAM_KEY": "sk-upstream-test"}
+        env = {"MOCK_UPSTREAM_KEY": "sk-upstream-test", **(extra_env or {})}
         settings = Settings.from_env(env, config_dir=config_dir, demo=True,
                                      **overrides)
         server = ServerThread(create_app(settings)).start()
