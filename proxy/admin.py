@@ -42,6 +42,7 @@ async def reload(request: Request) -> Response:
 
 
 def routes() -> list[BaseRoute]:
-    from proxy import spend_api  # it imports require_admin from here
+    from proxy import insights_api, spend_api  # they import require_admin from here
 
-    return [Route("/admin/reload", reload, methods=["POST"]), *spend_api.routes()]
+    return [Route("/admin/reload", reload, methods=["POST"]), *spend_api.routes(),
+            *insights_api.routes()]

@@ -9,7 +9,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from proxy.config_errors import ConfigError, describe_validation_error
 
@@ -83,10 +90,32 @@ class Notifications(_Frozen):
     slack_webhook_env: str | None = Field(default="METERLINE_SLACK_WEBHOOK_URL", pattern=_ENV)
 
 
+class SpendThresholds(_Frozen):
+    """Dollars in a rolling window (60 min / 24 h) above which the proxy reports an alert."""
+
+    hourly_spend: Decimal | None = Field(default=Decimal(10), gt=0)
+    daily_spend: Decimal | None = Field(default=Decimal(100), gt=0)
+
+
+class AlertThresholds(SpendThresholds):
+    """Thresholds for all departments together and, by default, for each one; `departments`
+    overrides them per department (fields left out keep the default, null turns one off)."""
+
+    departments: dict[str, SpendThresholds] = {}
+
+    def for_department(self, name: str) -> SpendThresholds:
+        override = self.departments.get(name)
+        base = {"hourly_spend": self.hourly_spend, "daily_spend": self.daily_spend}
+        if override is not None:
+            base.update({k: getattr(override, k) for k in override.model_fields_set})
+        return SpendThresholds(**base)
+
+
 class DepartmentsConfig(_Frozen):
     version: Literal[1] = 1
     notifications: Notifications = Notifications()
     departments: dict[str, Department]
+    alerts: AlertThresholds = AlertThresholds()  # after departments: its validator reads them
 
     @field_validator("departments")
     @classmethod
@@ -94,6 +123,16 @@ class DepartmentsConfig(_Frozen):
         for key, department in value.items():
             if department.name != key:
                 raise ValueError(f"department {key!r} has name {department.name!r}")
+        return value
+
+    @field_validator("alerts")
+    @classmethod
+    def _alert_departments_known(cls, value: AlertThresholds,
+                                 info: ValidationInfo) -> AlertThresholds:
+        known = sorted(info.data.get("departments") or {})
+        unknown = sorted(set(value.departments) - set(known))
+        if unknown:
+            raise ValueError(f"departments {unknown} are not defined; known: {known}")
         return value
 
     def get(self, name: str) -> Department:

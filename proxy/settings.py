@@ -68,6 +68,7 @@ class Settings:
     log_level: str = "info"
     workers: int = 1
     watch_config: bool = False  # reload when a rules file changes (mtime polled every 2 s)
+    alertmanager_url: str | None = None  # GET /admin/alerts reads its API v2 when set
     env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -90,6 +91,7 @@ class Settings:
             log_level=env.get("MET_LOG_LEVEL", "info"),
             workers=_int(env, "MET_WORKERS", 1),
             watch_config=_bool(env, "MET_WATCH_CONFIG", False),
+            alertmanager_url=env.get("MET_ALERTMANAGER_URL") or None,
             env=env,
         )
         return replace(settings, **overrides) if overrides else settings
