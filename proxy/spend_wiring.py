@@ -33,13 +33,13 @@ class BudgetGauges:
 
 
 def spend_options(settings: Settings) -> SpendOptions:
-    """MET_SPEND_FAIL_MODE (closed|open, default closed) and MET_SPEND_RETENTION_DAYS (35)."""
+    """MET_SPEND_FAIL_MODE (closed|open, default closed) and MET_SPEND_RETENTION_DAYS (63: the forecast reads 56 days)."""
     env = settings.env
     mode = env.get("MET_SPEND_FAIL_MODE") or "closed"
     if mode not in FAIL_MODES:
         raise SettingsError(
             f"Config 'MET_SPEND_FAIL_MODE' has value '{mode}'. Not one of closed, open.")
-    days = _positive_float(env, "MET_SPEND_RETENTION_DAYS", 35.0)
+    days = _positive_float(env, "MET_SPEND_RETENTION_DAYS", 63.0)
     return SpendOptions(key_prefix=settings.redis_prefix,
                         fail_mode=cast(Literal["closed", "open"], mode),
                         record_retention_seconds=days * 86_400.0)
