@@ -8,6 +8,7 @@ import orjson
 from starlette.responses import Response
 
 from proxy import errors
+from proxy.cache.scope import strip_cache_control
 from proxy.calls import Call
 from proxy.pricing import Usage, parse_usage
 from proxy.routing import estimate_tokens
@@ -62,6 +63,8 @@ async def release(services: Services, reservation: Any) -> None:
 async def cache_lookup(services: Services, call: Call, model: str) -> Any:
     if services.cache is None:
         call.headers["x-meterline-cache"] = "off"
+        if strip_cache_control(call.body):  # our control object never goes upstream
+            call.raw = orjson.dumps(call.body)
         return None
     return await services.cache.lookup(services, call, model)
 

@@ -219,3 +219,13 @@ def test_responses_api_stream_passes_through_and_is_charged(proxy: ServerThread)
                 and 'department="engineering"' in ln and 'direction="output"' in ln
                 and 'model="gpt-4o"' in ln)
     assert float(line.rsplit(" ", 1)[1]) == events[-1].response.usage.output_tokens
+
+
+def test_cache_control_object_never_goes_upstream(start_proxy: ProxyStarter,
+                                                  mock_upstream: ServerThread) -> None:
+    proxy = start_proxy(edits={"cache.yaml": {"enabled": False}})
+    client(proxy).chat.completions.create(
+        model="gpt-4o", messages=ask("no cache here"),
+        extra_body={"cache": {"mode": "off"}, "metadata": {"cache": "off", "team": "x"}})
+    sent = mock_requests(mock_upstream.url)[-1]["body"]
+    assert "cache" not in sent and sent["metadata"] == {"team": "x"}

@@ -141,6 +141,11 @@ def _pop_control(body: dict[str, Any]) -> tuple[Any, bool]:
     return found, changed
 
 
+def strip_cache_control(body: dict[str, Any]) -> bool:
+    """Remove the per-request cache object; True if the body changed."""
+    return _pop_control(body)[1]
+
+
 def _control_mode(found: Any) -> str:
     if found is None:
         return "default"
