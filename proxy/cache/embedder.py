@@ -53,7 +53,9 @@ class LocalEmbedderSettings(BaseModel):
     # Coalesced texts are length-sorted and run in sub-batches of this size, so one long prompt
     # does not make every short one in the batch pay for its padding.
     sub_batch: int = Field(default=8, ge=1, le=1024)
-    max_wait_seconds: float = Field(default=0.002, ge=0.0, le=1.0)
+    # 0 = natural batching: a lone request runs at once, and whatever arrives while a batch is
+    # encoding forms the next batch. A wait only adds latency when the machine is idle.
+    max_wait_seconds: float = Field(default=0.0, ge=0.0, le=1.0)
     threads: int = Field(default=1, ge=1, le=64)
 
 
