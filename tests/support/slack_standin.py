@@ -1,4 +1,5 @@
-"""A Slack incoming-webhook stand-in: records every JSON body POSTed to it (stdlib only)."""
+"""A Slack incoming-webhook stand-in: records every JSON body POSTed to it, and when it arrived
+(stdlib only)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ class SlackStandin:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self._messages: list[Message] = []
+        self._arrived: list[float] = []
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer((host, port), self._handler_class())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -31,6 +33,12 @@ class SlackStandin:
     def messages(self) -> list[Message]:
         with self._lock:
             return list(self._messages)
+
+    @property
+    def arrivals(self) -> list[tuple[float, Message]]:
+        """``(time.monotonic() at arrival, message)`` for each message, in arrival order."""
+        with self._lock:
+            return list(zip(self._arrived, self._messages, strict=True))
 
     def start(self) -> SlackStandin:
         self._thread.start()
@@ -64,7 +72,9 @@ class SlackStandin:
         raise TimeoutError(f"no matching Slack message in {timeout}s; got {self.messages}")
 
     def _record(self, message: Message) -> None:
+        arrived = time.monotonic()
         with self._lock:
+            self._arrived.append(arrived)
             self._messages.append(message)
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
