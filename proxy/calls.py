@@ -127,6 +127,19 @@ def _tuple(types: type | tuple[type, ...]) -> tuple[type, ...]:
     return types if isinstance(types, tuple) else (types,)
 
 
+def _expect_count(body: dict[str, Any], name: str) -> None:
+    """An integer >= 1: budgets reserve from token limits and `n`, so 0 or less must not pass."""
+    _expect(body, name, int, "an integer")
+    value = body.get(name)
+    if value is not None and value < 1:
+        raise InvalidRequest(
+            f"Invalid '{name}': integer below minimum value. Expected a value >= 1, "
+            f"but got {value} instead.",
+            param=name,
+            code="integer_below_min_value",
+        )
+
+
 def require_model(body: dict[str, Any]) -> str:
     model = body.get("model")
     if model is None:
@@ -166,9 +179,8 @@ def validate_chat(body: dict[str, Any]) -> None:
                 code="invalid_type",
             )
     _expect(body, "stream", bool, "a boolean")
-    _expect(body, "n", int, "an integer")
-    _expect(body, "max_tokens", int, "an integer")
-    _expect(body, "max_completion_tokens", int, "an integer")
+    for name in ("n", "max_tokens", "max_completion_tokens"):
+        _expect_count(body, name)
     _expect(body, "temperature", (int, float), "a number")
     _expect(body, "stream_options", dict, "an object")
     _expect(body, "user", str, "a string")
@@ -178,6 +190,8 @@ def validate_chat(body: dict[str, Any]) -> None:
 def validate_passthrough(body: dict[str, Any]) -> None:
     require_model(body)
     _expect(body, "stream", bool, "a boolean")
+    for name in ("n", "max_tokens", "max_output_tokens"):
+        _expect_count(body, name)
 
 
 def new_record(call: Call, model: str) -> UsageRecord:
