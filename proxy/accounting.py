@@ -25,33 +25,66 @@ def prompt_tokens_of(call: Call) -> int:
     return max(1, len(call.raw) // 4)
 
 
+TOKEN_LIMITS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
+
+
 def max_tokens_of(call: Call) -> int | None:
-    for name in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
+    for name in TOKEN_LIMITS:
         value = call.body.get(name)
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     return None
 
 
+def choices_of(call: Call) -> int:
+    n = call.body.get("n")
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
+
+
+def worst_case_tokens(call: Call, dept: Any) -> int | None:
+    """Output tokens the call may produce over all `n` choices; None = the department default."""
+    per_choice = max_tokens_of(call)
+    choices = choices_of(call)
+    if choices == 1:
+        return per_choice
+    return (per_choice if per_choice is not None else dept.default_max_tokens) * choices
+
+
+def cap_max_tokens(call: Call, tokens: int) -> None:
+    """Lower the output limit in the field the client used (o-series chat models reject
+    `max_tokens`; the Responses API only knows `max_output_tokens`)."""
+    used = [name for name in TOKEN_LIMITS if call.body.get(name) is not None]
+    fallback = "max_output_tokens" if call.endpoint == "responses" else "max_tokens"
+    for name in used or [fallback]:
+        call.body[name] = tokens
+    call.raw = orjson.dumps(call.body)
+    call.headers["x-meterline-max-tokens-capped"] = str(tokens)
+
+
 async def reserve(services: Services, call: Call, model: str) -> Any:
     """Hold the worst-case cost; may cap max_tokens to what the budget still allows."""
     if services.spend is None or call.department is None:
         return None
-    if services.department(call.department) is None:  # e.g. removed by a reload
+    dept = services.department(call.department)
+    if dept is None:  # e.g. removed by a reload
         raise errors.PermissionDenied(f"Department '{call.department}' is not configured.",
                                       code="unknown_department")
     try:
         reservation = await services.spend.reserve(
-            call.department, model, prompt_tokens_of(call), max_tokens_of(call))
+            call.department, model, prompt_tokens_of(call), worst_case_tokens(call, dept))
     except SpendRefusal as exc:
         reason = "budget_exhausted" if isinstance(exc, BudgetExhausted) else "rate_limited"
         services.metrics.record_budget_rejection(call.department, reason)
         raise
     if reservation.capped:
-        call.body["max_tokens"] = reservation.max_tokens
-        call.body.pop("max_completion_tokens", None)
-        call.raw = orjson.dumps(call.body)
-        call.headers["x-meterline-max-tokens-capped"] = str(reservation.max_tokens)
+        per_choice = reservation.max_tokens // choices_of(call)
+        if per_choice < 1:
+            await release(services, reservation)
+            services.metrics.record_budget_rejection(call.department, "budget_exhausted")
+            raise errors.InsufficientQuota(
+                f"Department '{call.department}' has too little budget left for "
+                f"{choices_of(call)} choices.")
+        cap_max_tokens(call, per_choice)
     return reservation
 
 

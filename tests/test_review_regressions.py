@@ -85,3 +85,52 @@ def test_negative_max_tokens_does_not_get_past_an_exhausted_budget(
     sneaky = httpx.post(proxy.url + "/v1/chat/completions",
                         json={**body, "max_tokens": -10**12}, headers=ENG)
     assert sneaky.status_code == 400, sneaky.text
+
+
+def test_budget_reservation_counts_every_choice(start_proxy: ProxyStarter) -> None:
+    # gpt-4o-mini output is $0.60/M: 100 tokens reserve $0.00006, 64 choices x 100 = $0.00384.
+    proxy = budget_proxy(start_proxy, {"budgets": {"daily": 0.002}, "cap_max_tokens": False})
+    body = {"model": "gpt-4o-mini", "messages": ask("choices " + uuid.uuid4().hex),
+            "max_tokens": 100}
+    one = httpx.post(proxy.url + "/v1/chat/completions", json=body, headers=ENG)
+    assert one.status_code == 200, one.text
+    many = httpx.post(proxy.url + "/v1/chat/completions", json={**body, "n": 64}, headers=ENG)
+    assert many.status_code == 429, many.text
+    assert many.json()["error"]["code"] == "insufficient_quota"
+
+
+def test_capped_max_tokens_is_per_choice(start_proxy: ProxyStarter,
+                                        mock_upstream: ServerThread) -> None:
+    proxy = budget_proxy(start_proxy, {"budgets": {"daily": 0.001}, "cap_max_tokens": True})
+    text = "capped choices " + uuid.uuid4().hex
+    r = httpx.post(proxy.url + "/v1/chat/completions", headers=ENG, json={
+        "model": "gpt-4o-mini", "messages": ask(text), "max_tokens": 1000, "n": 4})
+    assert r.status_code == 200, r.text
+    cap = int(r.headers["x-meterline-max-tokens-capped"])
+    sent = [q["body"] for q in mock_requests_for(mock_upstream, "/v1/chat/completions")
+            if q["body"]["messages"][-1]["content"] == text][-1]
+    assert sent["max_tokens"] == cap and sent["n"] == 4
+    assert 0 < cap * 4 * 0.6 <= 1000  # micro-dollars: four choices fit in the $0.001 budget
+
+
+@pytest.mark.parametrize(("path", "body", "field"), [
+    ("/v1/chat/completions", {"messages": ask("cap name"), "max_completion_tokens": 5000},
+     "max_completion_tokens"),
+    ("/v1/responses", {"input": "cap name", "max_output_tokens": 5000}, "max_output_tokens"),
+])
+def test_cap_keeps_the_token_limit_field_the_endpoint_uses(
+        start_proxy: ProxyStarter, mock_upstream: ServerThread, path: str,
+        body: dict[str, Any], field: str) -> None:
+    """o-series chat models reject `max_tokens`, and the Responses API only knows
+    `max_output_tokens`: a capped request must keep the field the client sent."""
+    proxy = budget_proxy(start_proxy, {"budgets": {"daily": 0.001}, "cap_max_tokens": True})
+    marker = uuid.uuid4().hex
+    payload = {"model": "gpt-4o-mini", **body, "user": marker}
+    r = httpx.post(proxy.url + path, json=payload, headers=ENG)
+    assert r.status_code == 200, r.text
+    cap = int(r.headers["x-meterline-max-tokens-capped"])
+    sent = [q["body"] for q in mock_requests_for(mock_upstream, path)
+            if q["body"].get("user") == marker]
+    assert len(sent) == 1
+    assert sent[0][field] == cap < 5000
+    assert "max_tokens" not in sent[0]
