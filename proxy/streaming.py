@@ -124,6 +124,8 @@ class SSERelay:
                 if self.outcome.first_byte_at is None:
                     self.outcome.first_byte_at = time.perf_counter()
                 buf += chunk
+                if b"\r" in buf:  # CRLF framing (sse-starlette servers): events end in \n\n
+                    buf = buf.replace(b"\r\n", b"\n")
                 cut = buf.rfind(b"\n\n")
                 if cut < 0:
                     continue
@@ -142,6 +144,9 @@ class SSERelay:
                     f"Upstream {self._provider} closed the stream before it finished")
         except TimeoutError:
             self.outcome.error = UpstreamTimeout(f"Upstream {self._provider} stream timed out")
+        except orjson.JSONDecodeError:
+            self.outcome.error = UpstreamUnavailable(
+                f"Upstream {self._provider} sent an event that is not valid JSON")
         except aiohttp.ClientError as exc:
             self.outcome.error = UpstreamUnavailable(
                 f"Upstream {self._provider} stream failed: {type(exc).__name__}")
