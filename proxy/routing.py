@@ -324,10 +324,39 @@ def check_rule(rule: Rule, facts: _Facts) -> RuleCheck:
     return RuleCheck(rule.name, True, tuple(c[1:] for c in checks) or ("no conditions",))
 
 
-def select_route(rules: RoutingRules, inp: RouteInput) -> RouteDecision:
-    """First matching rule wins; without a match the requested model is used unchanged."""
+def _holds(match: Match, facts: _Facts) -> bool:
+    """The same conditions as `_checks` + `_text_checks`, without building explanations:
+    this runs on every request, the explanations only for the explain endpoint."""
+    inp = facts.inp
+    if match.department is not None and inp.department not in match.department:
+        return False
+    if match.model is not None and not any(fnmatchcase(inp.model, m) for m in match.model):
+        return False
+    if match.task is not None and inp.task not in match.task:
+        return False
+    if match.min_prompt_tokens is not None and inp.prompt_tokens < match.min_prompt_tokens:
+        return False
+    if match.max_prompt_tokens is not None and inp.prompt_tokens > match.max_prompt_tokens:
+        return False
+    if match.tools is not None and inp.tools != match.tools:
+        return False
+    if match.images is not None and facts.images != match.images:
+        return False
+    if match.keywords and match.keyword_in(facts.folded) is None:
+        return False
+    return match.regex is None or match.regex.search(facts.text) is not None
+
+
+def select_route(rules: RoutingRules, inp: RouteInput, *, explain: bool = True) -> RouteDecision:
+    """First matching rule wins; without a match the requested model is used unchanged.
+    With explain=False (the request path) the decision carries no per-rule explanation."""
     text = last_user_text(inp.messages)
     facts = _Facts(inp, text, text.casefold(), count_images(inp.messages) > 0)
+    if not explain:
+        for rule in rules.rules:
+            if _holds(rule.match, facts):
+                return RouteDecision(rule.name, rule.target, rule.fallbacks, ())
+        return RouteDecision(DEFAULT_RULE, inp.model, (), ())
     checked: list[RuleCheck] = []
     for rule in rules.rules:
         check = check_rule(rule, facts)

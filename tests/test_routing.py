@@ -216,3 +216,20 @@ def test_load_names_the_file_for_bad_yaml_and_unknown_models(tmp_path: Path) -> 
 def test_rules_are_frozen() -> None:
     with pytest.raises(ValueError, match="frozen"):
         RULES.rules[0].target = "gpt-4o-mini"  # type: ignore[misc]
+
+
+def test_fast_path_decides_like_the_explained_path() -> None:
+    """The request path skips explanations; it must pick the same rule for every input."""
+    cases = [
+        inp(department="sales"), inp(department="sales", tools=True), inp(department="legal"),
+        inp("see ```python\nprint(1)```"), inp("my STACK TRACE:"), inp("die Straße"),
+        inp(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {
+            "url": "data:x"}}]}]),
+    ]
+    for rules in (RULES, load(ROOT / "rules" / "routing.yaml")):
+        for case in cases:
+            slow = select_route(rules, case)
+            fast = select_route(rules, case, explain=False)
+            assert (fast.rule, fast.model, fast.fallbacks) == (slow.rule, slow.model,
+                                                               slow.fallbacks)
+            assert fast.explanation == ()
