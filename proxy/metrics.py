@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib.metadata
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -107,6 +108,7 @@ class Metrics:
         self._rules: frozenset[str] = frozenset()
         self._routes: frozenset[str] = frozenset(DEFAULT_ROUTES)
         self._config_version: str | None = None
+        self._children: dict[tuple[object, ...], Any] = {}
         self._define_traffic(target)
         self._define_spend(target)
         self._define_cache(target)
@@ -114,7 +116,7 @@ class Metrics:
         self._define_budget(target)
         self._define_upstream(target)
         self._define_process(target)
-        self._build_info.labels(version=build_version or _package_version()).set(1)
+        self._labels(self._build_info, version=build_version or _package_version()).set(1)
 
     # -- definitions -------------------------------------------------------------------------
 
@@ -220,6 +222,15 @@ class Metrics:
 
     # -- label mapping -----------------------------------------------------------------------
 
+    def _labels(self, metric: Any, **labels: str) -> Any:
+        """`metric.labels(**labels)`, memoised: label sets are bounded, and prometheus_client's
+        own lookup (kwargs, validation, lock) costs more than the increment on the hot path."""
+        key = (id(metric), *labels.values())
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(**labels)
+        return child
+
     def set_known(
         self,
         departments: Iterable[str],
@@ -258,30 +269,30 @@ class Metrics:
         for dept in self._departments:
             self._precreate_department(dept)
         for model in self._models:
-            self._unpriced.labels(model=model)
-            self._ttft.labels(model=model)
+            self._labels(self._unpriced, model=model)
+            self._labels(self._ttft, model=model)
         for provider in self._providers:
-            self._upstream_requests.labels(provider=provider)
-            self._retries.labels(provider=provider)
-            self._fallbacks.labels(provider=provider)
+            self._labels(self._upstream_requests, provider=provider)
+            self._labels(self._retries, provider=provider)
+            self._labels(self._fallbacks, provider=provider)
         for experiment, variants in self._experiments.items():
             for variant in variants:
-                self._exp_requests.labels(experiment=experiment, variant=variant)
-                self._exp_cost.labels(experiment=experiment, variant=variant)
+                self._labels(self._exp_requests, experiment=experiment, variant=variant)
+                self._labels(self._exp_cost, experiment=experiment, variant=variant)
 
     def _precreate_department(self, dept: str) -> None:
         for model in self._models:
-            self._cost.labels(department=dept, model=model)
-            self._cost_estimated.labels(department=dept, model=model)
+            self._labels(self._cost, department=dept, model=model)
+            self._labels(self._cost_estimated, department=dept, model=model)
             for direction in DIRECTIONS:
-                self._tokens.labels(department=dept, model=model, direction=direction)
+                self._labels(self._tokens, department=dept, model=model, direction=direction)
             for kind in ("exact", "semantic"):
                 for result in ("hit", "miss"):
-                    self._cache_requests.labels(
+                    self._labels(self._cache_requests, 
                         department=dept, model=model, kind=kind, result=result)
-        self._cache_saved.labels(department=dept)
-        self._routing_saved.labels(department=dept)
-        self._false_hits.labels(department=dept)
+        self._labels(self._cache_saved, department=dept)
+        self._labels(self._routing_saved, department=dept)
+        self._labels(self._false_hits, department=dept)
 
     # -- recording ---------------------------------------------------------------------------
 
@@ -297,15 +308,15 @@ class Metrics:
         """One answered request; ``upstream_seconds`` is None when no upstream call was made."""
         route_label = _bounded(route, self._routes)
         model_label = self.label_model(model)
-        self._requests.labels(
+        self._labels(self._requests, 
             route=route_label, model=model_label,
             department=self.label_department(department), status_class=status_class(status),
         ).inc()
-        self._duration.labels(route=route_label, model=model_label).observe(duration_seconds)
+        self._labels(self._duration, route=route_label, model=model_label).observe(duration_seconds)
         self._overhead.observe(max(0.0, duration_seconds - (upstream_seconds or 0.0)))
 
     def record_first_token(self, model: str | None, seconds: float) -> None:
-        self._ttft.labels(model=self.label_model(model)).observe(seconds)
+        self._labels(self._ttft, model=self.label_model(model)).observe(seconds)
 
     def record_usage(
         self,
@@ -320,7 +331,7 @@ class Metrics:
         counts = zip(DIRECTIONS, (input_tokens, output_tokens, cached_input_tokens), strict=True)
         for direction, count in counts:
             if count > 0:
-                self._tokens.labels(department=dept, model=model_label, direction=direction).inc(
+                self._labels(self._tokens, department=dept, model=model_label, direction=direction).inc(
                     count)
 
     def record_cost(
@@ -330,11 +341,11 @@ class Metrics:
         """Spend of one request; ``dollars=None`` means the model has no price."""
         dept, model_label = self.label_department(department), self.label_model(model)
         if dollars is None:
-            self._unpriced.labels(model=model_label).inc()
+            self._labels(self._unpriced, model=model_label).inc()
             return
-        self._cost.labels(department=dept, model=model_label).inc(dollars)
+        self._labels(self._cost, department=dept, model=model_label).inc(dollars)
         if estimated:
-            self._cost_estimated.labels(department=dept, model=model_label).inc()
+            self._labels(self._cost_estimated, department=dept, model=model_label).inc()
 
     def record_cache(
         self, department: str | None, model: str | None, kind: str, result: str,
@@ -342,18 +353,18 @@ class Metrics:
     ) -> None:
         """One cache lookup; ``saved_dollars`` is the upstream cost a hit avoided."""
         dept = self.label_department(department)
-        self._cache_requests.labels(
+        self._labels(self._cache_requests, 
             department=dept, model=self.label_model(model),
             kind=_bounded(kind, CACHE_KINDS), result=_bounded(result, CACHE_RESULTS),
         ).inc()
         if saved_dollars > 0:
-            self._cache_saved.labels(department=dept).inc(saved_dollars)
+            self._labels(self._cache_saved, department=dept).inc(saved_dollars)
 
     def set_cache_entries(self, scope_kind: str, entries: int) -> None:
-        self._cache_entries.labels(scope_kind=_bounded(scope_kind, CACHE_SCOPE_KINDS)).set(entries)
+        self._labels(self._cache_entries, scope_kind=_bounded(scope_kind, CACHE_SCOPE_KINDS)).set(entries)
 
     def record_false_hit(self, department: str | None) -> None:
-        self._false_hits.labels(department=self.label_department(department)).inc()
+        self._labels(self._false_hits, department=self.label_department(department)).inc()
 
     def record_experiment(
         self, experiment: str, variant: str, cost_dollars: float = 0.0,
@@ -361,24 +372,24 @@ class Metrics:
     ) -> None:
         """One request served by an experiment variant (cost and duration when known)."""
         exp, var = self.label_variant(experiment, variant)
-        self._exp_requests.labels(experiment=exp, variant=var).inc()
+        self._labels(self._exp_requests, experiment=exp, variant=var).inc()
         if cost_dollars > 0:
-            self._exp_cost.labels(experiment=exp, variant=var).inc(cost_dollars)
+            self._labels(self._exp_cost, experiment=exp, variant=var).inc(cost_dollars)
         if duration_seconds is not None:
-            self._exp_duration.labels(experiment=exp, variant=var).observe(duration_seconds)
+            self._labels(self._exp_duration, experiment=exp, variant=var).observe(duration_seconds)
 
     def record_quality(self, experiment: str, variant: str, score: float) -> None:
         exp, var = self.label_variant(experiment, variant)
-        self._exp_quality.labels(experiment=exp, variant=var).observe(score)
+        self._labels(self._exp_quality, experiment=exp, variant=var).observe(score)
 
     def record_route_decision(
         self, rule: str, target_model: str | None, department: str | None = None,
         saved_dollars: float = 0.0,
     ) -> None:
-        self._route_decisions.labels(
+        self._labels(self._route_decisions, 
             rule=_bounded(rule, self._rules), target_model=self.label_model(target_model)).inc()
         if saved_dollars > 0:
-            self._routing_saved.labels(department=self.label_department(department)).inc(
+            self._labels(self._routing_saved, department=self.label_department(department)).inc(
                 saved_dollars)
 
     def set_budget(
@@ -386,28 +397,28 @@ class Metrics:
     ) -> None:
         labels = {"department": self.label_department(department),
                   "period": _bounded(period, BUDGET_PERIODS)}
-        self._budget_remaining.labels(**labels).set(remaining_dollars)
-        self._budget_limit.labels(**labels).set(limit_dollars)
+        self._labels(self._budget_remaining, **labels).set(remaining_dollars)
+        self._labels(self._budget_limit, **labels).set(limit_dollars)
 
     def record_budget_rejection(self, department: str | None, reason: str) -> None:
-        self._budget_rejections.labels(
+        self._labels(self._budget_rejections, 
             department=self.label_department(department),
             reason=_bounded(reason, REJECT_REASONS)).inc()
 
     def record_upstream(self, provider: str | None, error_kind: str | None = None) -> None:
         """One upstream attempt; ``error_kind`` (see UPSTREAM_ERROR_KINDS) when it failed."""
         label = self.label_provider(provider)
-        self._upstream_requests.labels(provider=label).inc()
+        self._labels(self._upstream_requests, provider=label).inc()
         if error_kind is not None:
-            self._upstream_errors.labels(
+            self._labels(self._upstream_errors, 
                 provider=label, kind=_bounded(error_kind, UPSTREAM_ERROR_KINDS)).inc()
 
     def record_retry(self, provider: str | None) -> None:
-        self._retries.labels(provider=self.label_provider(provider)).inc()
+        self._labels(self._retries, provider=self.label_provider(provider)).inc()
 
     def record_fallback(self, provider: str | None) -> None:
         """A request left ``provider`` for the next target."""
-        self._fallbacks.labels(provider=self.label_provider(provider)).inc()
+        self._labels(self._fallbacks, provider=self.label_provider(provider)).inc()
 
     def set_spend_backlog(self, records: int) -> None:
         self._backlog.set(records)
@@ -416,11 +427,12 @@ class Metrics:
         """Mark ``version`` as the loaded rules; the previous version's series is removed."""
         old = self._config_version
         if old is not None and old != version:
-            self._config_info.labels(version=old).set(0)  # multiprocess files keep the series
+            self._labels(self._config_info, version=old).set(0)  # multiprocess files keep the series
             if not self.multiprocess:
                 self._config_info.remove(old)
+                self._children.pop((id(self._config_info), old), None)
         self._config_version = version
-        self._config_info.labels(version=version).set(1)
+        self._labels(self._config_info, version=version).set(1)
 
     @contextmanager
     def inflight(self) -> Iterator[None]:

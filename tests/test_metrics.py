@@ -204,3 +204,18 @@ def test_multiprocess_mode_aggregates_workers(tmp_path: Path) -> None:
     # livesum: workers have exited without mark_process_dead, so their backlog still counts
     backlog = [v for (name, _), v in found.items() if name == "meterline_spend_backlog_records"]
     assert backlog == [5.0]
+
+
+def test_config_version_can_return_to_an_earlier_value() -> None:
+    """Memoised children must not outlive a removed series (reload A -> B -> A)."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from proxy.metrics import Metrics
+
+    registry = CollectorRegistry()
+    m = Metrics(registry)
+    for version in ("aaa", "bbb", "aaa"):
+        m.set_config_version(version)
+    text = generate_latest(registry).decode()
+    assert 'meterline_config_info{version="aaa"} 1.0' in text
+    assert 'version="bbb"' not in text
