@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
-from proxy.errors import AuthenticationFailed, InvalidRequest, PayloadTooLarge
+from proxy.errors import AuthenticationFailed, ClientClosedRequest, InvalidRequest, PayloadTooLarge
 from proxy.keys import Principal
 from proxy.records import UsageRecord
 from proxy.services import Services
@@ -39,6 +39,7 @@ class Call:
     record: UsageRecord | None = None
     inbound: Mapping[str, str] = field(default_factory=dict)  # request headers
     cache_state: Any = None  # proxy.cache.store.Lookup, from lookup to store
+    prompt_tokens: int | None = None  # estimated once, by routing, reused by budgets
 
     @property
     def stream(self) -> bool:
@@ -92,11 +93,15 @@ async def read_json_body(request: Request, limit: int) -> tuple[bytes, dict[str,
         raise PayloadTooLarge(f"Request body is {declared} bytes; the limit is {limit} bytes.")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"Request body exceeds the limit of {limit} bytes.")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"Request body exceeds the limit of {limit} bytes.")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise ClientClosedRequest("The client closed the connection while sending the body.") \
+            from None
     raw = b"".join(chunks)
     if not raw:
         raise InvalidRequest("Request body is empty; expected a JSON object.", code="invalid_json")

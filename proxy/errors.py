@@ -90,6 +90,15 @@ class PayloadTooLarge(ProxyError):
     code = "request_too_large"
 
 
+class ClientClosedRequest(ProxyError):
+    """The client hung up before its request arrived (nginx's 499): nobody reads this answer,
+    and it is the client's failure, not the proxy's."""
+
+    status = 499
+    type = "invalid_request_error"
+    code = "client_closed_request"
+
+
 class RateLimited(ProxyError):
     status = 429
     type = "rate_limit_error"
