@@ -19,6 +19,8 @@ from proxy.upstream import Target
 
 
 def prompt_tokens_of(call: Call) -> int:
+    if call.prompt_tokens is not None:
+        return call.prompt_tokens
     messages = call.body.get("messages")
     if isinstance(messages, list):
         return estimate_tokens(messages)

@@ -82,6 +82,7 @@ def plan_route(services: Services, call: Call, request: Request) -> Plan:
         return Plan(model, (model,))
     inp = RouteInput.from_request(call.body, call.department or "", request.headers,
                                   call.principal.key_id)
+    call.prompt_tokens = inp.prompt_tokens
     decision = select_route(config.routing, inp, explain=False)
     chain = decision.targets
     assignment = assign(config.experiments, inp, time.time()) if config.experiments else None
