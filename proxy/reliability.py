@@ -235,11 +235,13 @@ async def run_with_fallbacks(
                 last = failure
                 if not failure.fallback:
                     raise
-                cooldowns.record_failure(target)
                 wait = policy.delay(retry, failure.retry_after, rng) if failure.retryable else None
                 log.append(AttemptLog(target, failure.status, failure.code or failure.message,
                                       wait or 0.0))
-                if wait is None or not cooldowns.available(target):
+                if wait is None:
+                    # one failure per request: a single caller's retries must not open the
+                    # breaker for everyone (it opens after N requests in a row failed)
+                    cooldowns.record_failure(target)
                     break
                 await sleep(wait)
                 retry += 1

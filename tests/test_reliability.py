@@ -150,11 +150,13 @@ def test_cooldown_opens_after_n_failures_and_closes_after_cooldown() -> None:
 def test_open_target_is_skipped_and_all_open_raises() -> None:
     clock = Clock()
     breaker = Cooldowns(failures_to_open=2, cooldown=10, clock=clock)
-    script = Script({"a": [fail(500), fail(500)], "b": ["b1", "b2"]})
-    first, _ = run(["a", "b"], script, RetryPolicy(max_retries=5), breaker)
-    assert first.value == "b1" and script.calls == ["a", "a", "b"]  # breaker cut retries short
-    second, _ = run(["a", "b"], script, cooldowns=breaker)
-    assert second.value == "b2" and script.calls[-1] == "b"
+    script = Script({"a": [fail(500), fail(500), fail(500)], "b": ["b1", "b2"]})
+    first, _ = run(["a", "b"], script, RetryPolicy(max_retries=1), breaker)
+    assert first.value == "b1" and script.calls == ["a", "a", "b"]
+    assert breaker.state("a") == "closed"  # one request's retries count as one failure
+    second, _ = run(["a", "b"], script, RetryPolicy(max_retries=0), breaker)
+    assert second.value == "b2" and script.calls[-2:] == ["a", "b"]
+    assert breaker.state("a") == "open"  # the second request in a row that failed on "a"
     with pytest.raises(AllTargetsFailed, match="cooling down"):
         run(["a"], script, cooldowns=breaker)
     clock.now += 10
