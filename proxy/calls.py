@@ -56,8 +56,19 @@ class Call:
         return max(0.0, (self.elapsed() - self.upstream_s) * 1000)
 
 
+def header_map(request: Request) -> dict[str, str]:
+    """Request headers as a plain dict, built once per request: Starlette's Headers scans the
+    whole list on every lookup, and the request path looks up about ten names. ASGI servers
+    send names in lower case; for a repeated header the last value wins."""
+    cached: dict[str, str] | None = getattr(request.state, "headers", None)
+    if cached is None:
+        cached = {k.decode("latin-1"): v.decode("latin-1") for k, v in request.scope["headers"]}
+        request.state.headers = cached
+    return cached
+
+
 def request_id_of(request: Request) -> str:
-    given = request.headers.get(REQUEST_ID_HEADER, "")
+    given = header_map(request).get(REQUEST_ID_HEADER, "")
     if 0 < len(given) <= 128 and given.isprintable():
         rid = given
     else:
@@ -67,12 +78,13 @@ def request_id_of(request: Request) -> str:
 
 
 def bearer_key(request: Request) -> str | None:
-    auth = request.headers.get("authorization")
+    headers = header_map(request)
+    auth = headers.get("authorization")
     if auth:
         scheme, _, value = auth.partition(" ")
         if scheme.lower() == "bearer" and value.strip():
             return value.strip()
-    return request.headers.get("api-key") or None
+    return headers.get("api-key") or None
 
 
 async def authenticate(request: Request, services: Services) -> Principal:
@@ -88,7 +100,7 @@ async def authenticate(request: Request, services: Services) -> Principal:
 
 
 async def read_json_body(request: Request, limit: int) -> tuple[bytes, dict[str, Any]]:
-    declared = request.headers.get("content-length")
+    declared = header_map(request).get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"Request body is {declared} bytes; the limit is {limit} bytes.")
     chunks: list[bytes] = []

@@ -21,6 +21,7 @@ from proxy import accounting
 from proxy.calls import (
     Call,
     authenticate,
+    header_map,
     new_record,
     read_json_body,
     request_id_of,
@@ -70,7 +71,7 @@ async def open_call(request: Request, endpoint: str, path: str) -> Call:
     call = Call(rid, endpoint, path, started, principal, body, raw,
                 headers={"x-request-id": rid,
                          "x-meterline-department": principal.department or "admin"},
-                inbound=request.headers)
+                inbound=header_map(request))
     request.state.call = call
     return call
 
@@ -80,7 +81,7 @@ def plan_route(services: Services, call: Call, request: Request) -> Plan:
     config = services.config
     if call.endpoint != "chat.completions" or config.routing is None:
         return Plan(model, (model,))
-    inp = RouteInput.from_request(call.body, call.department or "", request.headers,
+    inp = RouteInput.from_request(call.body, call.department or "", call.inbound,
                                   call.principal.key_id)
     call.prompt_tokens = inp.prompt_tokens
     decision = select_route(config.routing, inp, explain=False)
@@ -154,7 +155,7 @@ async def send(services: Services, call: Call, plan: Plan, request: Request,
         try:
             resp = await services.upstream.open(target, call.path,
                                                 upstream_body(call, target, add_usage),
-                                                request.headers)
+                                                call.inbound)
             data = None if call.stream else await services.upstream.read(target, resp)
         except ProxyError as exc:
             services.metrics.record_upstream(target.provider_name, exc.code or "error")
@@ -188,7 +189,7 @@ async def run_call(services: Services, call: Call, request: Request) -> Response
     describe_plan(call, plan)
     call.record = new_record(call, call.body["model"])
     call.record.route_rule, call.record.experiment = plan.rule, plan.experiment
-    call.record.variant, call.record.task = plan.variant, request.headers.get("x-meterline-task")
+    call.record.variant, call.record.task = plan.variant, call.inbound.get("x-meterline-task")
     reservation = await accounting.reserve(services, call, plan.model)
     try:
         cached = await accounting.cache_lookup(services, call, plan.model)

@@ -8,6 +8,7 @@ so totals equal the sum of per-request costs with no float drift.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -83,6 +84,7 @@ def _int(value: Any) -> int:
     return value if isinstance(value, int) and value > 0 else 0
 
 
+@functools.lru_cache(maxsize=4096)  # called with config values: budgets, breaker ceilings
 def to_micros(dollars: float | Decimal) -> int:
     return int(Decimal(str(dollars)).scaleb(6).to_integral_value(ROUND_HALF_UP))
 

@@ -83,6 +83,7 @@ class Ledger:
         # cheaper than a uuid4 per request)
         self._id_prefix = os.urandom(8).hex()
         self._id_sequence = itertools.count(1)
+        self._window_cache: dict[tuple[str, int], tuple[Department, tuple[Window, ...]]] = {}
 
     def reconfigure(
         self, departments: DepartmentsConfig, pricing: PricingTable, notifier: NoticeSink | None
@@ -154,8 +155,17 @@ class Ledger:
         )
 
     def _windows(self, dept: Department, now: float) -> tuple[Window, ...]:
-        limits = ((p, dept.budgets.limit(p)) for p in PERIODS)
-        return tuple(window_at(p, now, to_micros(limit)) for p, limit in limits if limit)
+        """Budget windows containing `now`; the same for a whole UTC hour (day and month
+        boundaries fall on hours), so they are computed once an hour per department."""
+        key = (dept.name, int(now // 3600))
+        hit = self._window_cache.get(key)
+        if hit is None or hit[0] is not dept:  # a reload brings new Department objects
+            if len(self._window_cache) > 256:
+                self._window_cache.clear()
+            limits = ((p, dept.budgets.limit(p)) for p in PERIODS)
+            windows = tuple(window_at(p, now, to_micros(limit)) for p, limit in limits if limit)
+            hit = self._window_cache[key] = (dept, windows)
+        return hit[1]
 
     def _reservation(
         self, plan: AdmitPlan, model: str, micros: int, cap: int | None, degraded: bool = False
