@@ -166,6 +166,15 @@ def start_proxy(mock_upstream: ServerThread,
 def proxy(start_proxy: ProxyStarter) -> ServerThread:
     return start_proxy()
 
+
+@pytest.fixture(params=["embedded", pytest.param("redis", marks=pytest.mark.redis)])
+def state(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """start_proxy(...) overrides that run a test on embedded state and on real Redis Stack."""
+    if request.param == "embedded":
+        return {}
+    return {"redis_url": request.getfixturevalue("redis_url"),
+            "redis_prefix": request.getfixturevalue("redis_prefix")}
+
 # ======================================================================================
 # end of proxy block
 # ======================================================================================

@@ -70,15 +70,6 @@ def departments_yaml(engineering: dict[str, Any], slack_env: str = "TEST_SLACK_U
                            "departments": depts})
 
 
-@pytest.fixture(params=["embedded", pytest.param("redis", marks=pytest.mark.redis)])
-def state(request: pytest.FixtureRequest) -> dict[str, Any]:
-    """start_proxy(...) overrides for the parametrized state backend."""
-    if request.param == "embedded":
-        return {}
-    return {"redis_url": request.getfixturevalue("redis_url"),
-            "redis_prefix": request.getfixturevalue("redis_prefix")}
-
-
 @pytest.fixture
 def boot(mock_upstream: ServerThread,
          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., ServerThread]]:

@@ -46,14 +46,6 @@ def departments_yaml(alerts: dict[str, Any] | None = None,
     return raw
 
 
-@pytest.fixture(params=["embedded", pytest.param("redis", marks=pytest.mark.redis)])
-def state(request: pytest.FixtureRequest) -> dict[str, Any]:
-    if request.param == "embedded":
-        return {}
-    return {"redis_url": request.getfixturevalue("redis_url"),
-            "redis_prefix": request.getfixturevalue("redis_prefix")}
-
-
 def start(start_proxy: ProxyStarter, state: dict[str, Any], **kwargs: Any) -> ServerThread:
     alertmanager_url = kwargs.pop("alertmanager_url", None)
     edits = {"departments.yaml": departments_yaml(**kwargs), "cache.yaml": "enabled: false\n"}

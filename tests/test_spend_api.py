@@ -28,14 +28,6 @@ def proxy(start_proxy: ProxyStarter) -> ServerThread:
     return start_proxy(edits=NO_CACHE)
 
 
-@pytest.fixture(params=["embedded", pytest.param("redis", marks=pytest.mark.redis)])
-def state(request: pytest.FixtureRequest) -> dict[str, Any]:
-    if request.param == "embedded":
-        return {}
-    return {"redis_url": request.getfixturevalue("redis_url"),
-            "redis_prefix": request.getfixturevalue("redis_prefix")}
-
-
 def auth(key: str) -> dict[str, str]:
     return {"authorization": f"Bearer {key}"}
 
