@@ -7,8 +7,7 @@ import logging
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from proxy.config_errors import ConfigError
 from proxy.settings import Settings, SettingsError
@@ -44,14 +43,25 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"meterline: invalid config, not starting:\n{exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
+    )
     if settings.demo:
-        print(f"Meterline demo on http://{settings.host}:{settings.port}  (mock upstream; keys "
-              "sk-demo-engineering|sales|marketing|executive, admin sk-demo-admin)", flush=True)
+        print(
+            f"Meterline demo on http://{settings.host}:{settings.port}  (mock upstream; keys "
+            "sk-demo-engineering|sales|marketing|executive, admin sk-demo-admin)",
+            flush=True,
+        )
     common: dict[str, Any] = dict(
-        host=settings.host, port=settings.port, loop="uvloop", http="httptools",
-        access_log=False, log_level=settings.log_level, timeout_graceful_shutdown=30,
-        lifespan="on")
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=30,
+        lifespan="on",
+    )
     if settings.workers > 1:
         export_for_workers(settings)
         uvicorn.run("proxy.app:create_app", factory=True, workers=settings.workers, **common)
@@ -67,14 +77,20 @@ def export_for_workers(settings: Settings) -> None:
     import shutil
     import tempfile
 
-    mp_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="meterline-prom-")
+    mp_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(
+        prefix="meterline-prom-"
+    )
     shutil.rmtree(mp_dir, ignore_errors=True)
     os.makedirs(mp_dir)
-    os.environ.update({
-        "PROMETHEUS_MULTIPROC_DIR": mp_dir, "MET_HOST": settings.host,
-        "MET_PORT": str(settings.port), "MET_CONFIG_DIR": str(settings.config_dir),
-        "MET_DEMO": "1" if settings.demo else "0",
-    })
+    os.environ.update(
+        {
+            "PROMETHEUS_MULTIPROC_DIR": mp_dir,
+            "MET_HOST": settings.host,
+            "MET_PORT": str(settings.port),
+            "MET_CONFIG_DIR": str(settings.config_dir),
+            "MET_DEMO": "1" if settings.demo else "0",
+        }
+    )
     if settings.mock_upstream_url:
         os.environ["MET_MOCK_UPSTREAM_URL"] = settings.mock_upstream_url
 
@@ -87,8 +103,10 @@ def _check_config(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 1
-    print(f"{args.path}: OK (version {config.version}; {len(config.providers.models)} models, "
-          f"{len(config.departments.departments)} departments)")
+    print(
+        f"{args.path}: OK (version {config.version}; {len(config.providers.models)} models, "
+        f"{len(config.departments.departments)} departments)"
+    )
     if not args.diff:
         return 0
     return _print_diff(config, Path(args.against or Settings.from_env().config_dir))
@@ -101,8 +119,10 @@ def _print_diff(candidate: Config, live_dir: Path) -> int:
     try:
         live = load_config(live_dir)
     except ConfigError as exc:
-        print(f"live config {live_dir} does not load, nothing to compare with:\n{exc}",
-              file=sys.stderr)
+        print(
+            f"live config {live_dir} does not load, nothing to compare with:\n{exc}",
+            file=sys.stderr,
+        )
         return 1
     print(f"changes against {live_dir}:")
     print(format_diff(diff(live, candidate)))
@@ -114,8 +134,15 @@ def _mock_upstream(args: argparse.Namespace) -> int:
 
     from proxy.mock_upstream import create_mock_app
 
-    uvicorn.run(create_mock_app(), host=args.host, port=args.port, loop="uvloop",
-                http="httptools", access_log=False, log_level="warning")
+    uvicorn.run(
+        create_mock_app(),
+        host=args.host,
+        port=args.port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+    )
     return 0
 
 
@@ -132,24 +159,35 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="bind address (MET_HOST, default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (MET_PORT, default 8080)")
     serve.add_argument("--config", help="config directory (MET_CONFIG_DIR, default rules/)")
-    serve.add_argument("--workers", type=int,
-                       help="worker processes (MET_WORKERS, default 1; needs REDIS_URL to share state)")
-    serve.add_argument("--demo", action="store_true",
-                       help="answer from the built-in mock upstream with demo keys")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        help="worker processes (MET_WORKERS, default 1; needs REDIS_URL to share state)",
+    )
+    serve.add_argument(
+        "--demo", action="store_true", help="answer from the built-in mock upstream with demo keys"
+    )
     serve.set_defaults(func=_serve)
     check = sub.add_parser("check-config", help="validate every YAML file in a config directory")
     check.add_argument("path", nargs="?", default=str(Settings().config_dir))
-    check.add_argument("--diff", action="store_true",
-                       help="also show what PATH would change against the live directory")
-    check.add_argument("--against", metavar="LIVE",
-                       help="live config directory for --diff (MET_CONFIG_DIR, default rules/)")
+    check.add_argument(
+        "--diff",
+        action="store_true",
+        help="also show what PATH would change against the live directory",
+    )
+    check.add_argument(
+        "--against",
+        metavar="LIVE",
+        help="live config directory for --diff (MET_CONFIG_DIR, default rules/)",
+    )
     check.set_defaults(func=_check_config)
     mock = sub.add_parser("mock-upstream", help="run the deterministic mock OpenAI server")
     mock.add_argument("--host", default="127.0.0.1")
     mock.add_argument("--port", type=int, default=18000)
     mock.set_defaults(func=_mock_upstream)
-    sub.add_parser("cache-eval", help="score a labelled pairs file with the cache's match rule",
-                   add_help=False)
+    sub.add_parser(
+        "cache-eval", help="score a labelled pairs file with the cache's match rule", add_help=False
+    )
     from proxy import keys_cli
 
     keys_cli.add_parser(sub)

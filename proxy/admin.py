@@ -1,4 +1,4 @@
-"""Admin API under /admin/: guarded by an admin key. Each handler is small; logic lives elsewhere."""
+"""Admin API under /admin/, guarded by an admin key. Handlers are small; logic lives elsewhere."""
 
 from __future__ import annotations
 
@@ -35,14 +35,24 @@ async def reload(request: Request) -> Response:
     try:
         changes = preview(services) if dry_run else await reload_and_diff(services)
     except ConfigError as exc:
-        raise InvalidRequest(f"Config rejected, old config stays live:\n{exc}",
-                             code="invalid_config") from None
-    return json_response({"reloaded": not dry_run, "old_version": changes["version"]["old"],
-                          "version": services.config.version, "changes": changes})
+        raise InvalidRequest(
+            f"Config rejected, old config stays live:\n{exc}", code="invalid_config"
+        ) from None
+    return json_response(
+        {
+            "reloaded": not dry_run,
+            "old_version": changes["version"]["old"],
+            "version": services.config.version,
+            "changes": changes,
+        }
+    )
 
 
 def routes() -> list[BaseRoute]:
     from proxy import insights_api, spend_api  # they import require_admin from here
 
-    return [Route("/admin/reload", reload, methods=["POST"]), *spend_api.routes(),
-            *insights_api.routes()]
+    return [
+        Route("/admin/reload", reload, methods=["POST"]),
+        *spend_api.routes(),
+        *insights_api.routes(),
+    ]

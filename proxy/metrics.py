@@ -331,8 +331,8 @@ class Metrics:
         counts = zip(DIRECTIONS, (input_tokens, output_tokens, cached_input_tokens), strict=True)
         for direction, count in counts:
             if count > 0:
-                self._labels(self._tokens, department=dept, model=model_label, direction=direction).inc(
-                    count)
+                self._labels(self._tokens, department=dept, model=model_label,
+                             direction=direction).inc(count)
 
     def record_cost(
         self, department: str | None, model: str | None, dollars: float | None,
@@ -361,7 +361,8 @@ class Metrics:
             self._labels(self._cache_saved, department=dept).inc(saved_dollars)
 
     def set_cache_entries(self, scope_kind: str, entries: int) -> None:
-        self._labels(self._cache_entries, scope_kind=_bounded(scope_kind, CACHE_SCOPE_KINDS)).set(entries)
+        kind = _bounded(scope_kind, CACHE_SCOPE_KINDS)
+        self._labels(self._cache_entries, scope_kind=kind).set(entries)
 
     def record_false_hit(self, department: str | None) -> None:
         self._labels(self._false_hits, department=self.label_department(department)).inc()
@@ -427,7 +428,8 @@ class Metrics:
         """Mark ``version`` as the loaded rules; the previous version's series is removed."""
         old = self._config_version
         if old is not None and old != version:
-            self._labels(self._config_info, version=old).set(0)  # multiprocess files keep the series
+            # multiprocess files keep the series, so it is zeroed as well as removed
+            self._labels(self._config_info, version=old).set(0)
             if not self.multiprocess:
                 self._config_info.remove(old)
                 self._children.pop((id(self._config_info), old), None)

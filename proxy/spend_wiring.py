@@ -33,7 +33,7 @@ class BudgetGauges:
 
 
 def spend_options(settings: Settings) -> SpendOptions:
-    """MET_SPEND_FAIL_MODE (closed|open, default closed) and MET_SPEND_RETENTION_DAYS (63: the forecast reads 56 days)."""
+    """MET_SPEND_FAIL_MODE (closed|open, default closed), MET_SPEND_RETENTION_DAYS (default 63)."""
     env = settings.env
     mode = env.get("MET_SPEND_FAIL_MODE") or "closed"
     if mode not in FAIL_MODES:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 
@@ -10,8 +9,16 @@ import pytest
 import redis.asyncio as aioredis
 
 from proxy.keys import (
-    KeyRecord, KeysConfig, KeyStore, MemoryKeyStore, RedisKeyStore, create_key, disable_key,
-    hash_key, records_from_config, rotate_key,
+    KeyRecord,
+    KeysConfig,
+    KeyStore,
+    MemoryKeyStore,
+    RedisKeyStore,
+    create_key,
+    disable_key,
+    hash_key,
+    records_from_config,
+    rotate_key,
 )
 
 
