@@ -109,6 +109,7 @@ class Metrics:
         self._routes: frozenset[str] = frozenset(DEFAULT_ROUTES)
         self._config_version: str | None = None
         self._children: dict[tuple[object, ...], Any] = {}
+        self._pending_budgets: dict[tuple[str | None, str], tuple[float, float]] = {}
         self._define_traffic(target)
         self._define_spend(target)
         self._define_cache(target)
@@ -396,10 +397,18 @@ class Metrics:
     def set_budget(
         self, department: str | None, period: str, remaining_dollars: float, limit_dollars: float,
     ) -> None:
-        labels = {"department": self.label_department(department),
-                  "period": _bounded(period, BUDGET_PERIODS)}
-        self._labels(self._budget_remaining, **labels).set(remaining_dollars)
-        self._labels(self._budget_limit, **labels).set(limit_dollars)
+        """Every settlement reports its budget; the gauges only need the latest value at
+        exposition, so it is kept here and written by `flush_budgets` (on render and once a
+        second from the spend store's loop) instead of twice per request."""
+        self._pending_budgets[(department, period)] = (remaining_dollars, limit_dollars)
+
+    def flush_budgets(self) -> None:
+        pending, self._pending_budgets = self._pending_budgets, {}
+        for (department, period), (remaining, limit) in pending.items():
+            labels = {"department": self.label_department(department),
+                      "period": _bounded(period, BUDGET_PERIODS)}
+            self._labels(self._budget_remaining, **labels).set(remaining)
+            self._labels(self._budget_limit, **labels).set(limit)
 
     def record_budget_rejection(self, department: str | None, reason: str) -> None:
         self._labels(self._budget_rejections, 
@@ -422,7 +431,10 @@ class Metrics:
         self._labels(self._fallbacks, provider=self.label_provider(provider)).inc()
 
     def set_spend_backlog(self, records: int) -> None:
+        """Called once a second by the spend store: also the moment budget gauges are written
+        (in multiprocess mode each worker's files must be current without a scrape of it)."""
         self._backlog.set(records)
+        self.flush_budgets()
 
     def set_config_version(self, version: str) -> None:
         """Mark ``version`` as the loaded rules; the previous version's series is removed."""
@@ -449,4 +461,5 @@ class Metrics:
 
     def render(self) -> tuple[bytes, str]:
         """Body and content type for ``GET /metrics``."""
+        self.flush_budgets()
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
