@@ -49,7 +49,8 @@ def config_version(directory: Path) -> str:
 def load_config(directory: Path) -> Config:
     """Load and validate everything; raise ConfigError naming file, field and value."""
     if not directory.is_dir():
-        raise ConfigError(f"{directory}: config directory not found")
+        raise ConfigError(f"{directory}: config directory not found "
+                          "(set MET_CONFIG_DIR or pass --config)")
     try:
         providers = load_providers(directory / "providers.yaml")
         keys = load_keys(directory / "keys.yaml")

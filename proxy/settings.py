@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 REPO_RULES = Path(__file__).resolve().parent.parent / "rules"
-PACKAGED_RULES = Path(__file__).resolve().parent / "defaults"
+SYSTEM_RULES = Path("/etc/meterline")  # where the Docker image puts rules/
 
 
 class SettingsError(ValueError):
@@ -17,8 +17,8 @@ class SettingsError(ValueError):
 
 
 def default_config_dir() -> Path:
-    """The repository's rules/ in a checkout; the packaged copy in an installed wheel."""
-    return REPO_RULES if REPO_RULES.is_dir() else PACKAGED_RULES
+    """The repository's rules/ in a checkout (pip install -e .), else /etc/meterline."""
+    return REPO_RULES if REPO_RULES.is_dir() else SYSTEM_RULES
 
 
 def _int(env: Mapping[str, str], key: str, default: int) -> int:
@@ -29,16 +29,6 @@ def _int(env: Mapping[str, str], key: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise SettingsError(f"Config '{key}' has value '{raw}'. Not a valid int.") from None
-
-
-def _float(env: Mapping[str, str], key: str, default: float) -> float:
-    raw = env.get(key)
-    if raw is None or raw == "":
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise SettingsError(f"Config '{key}' has value '{raw}'. Not a valid float.") from None
 
 
 def _bool(env: Mapping[str, str], key: str, default: bool) -> bool:
@@ -62,8 +52,6 @@ class Settings:
     demo: bool = False
     mock_upstream_url: str | None = None  # demo: where the built-in mock answers
     max_body_bytes: int = 8 * 1024 * 1024
-    connect_timeout_s: float = 10.0
-    read_timeout_s: float = 600.0
     admin_key: str | None = None
     log_level: str = "info"
     workers: int = 1
@@ -85,8 +73,6 @@ class Settings:
             demo=_bool(env, "MET_DEMO", False),
             mock_upstream_url=env.get("MET_MOCK_UPSTREAM_URL") or None,
             max_body_bytes=_int(env, "MET_MAX_BODY_BYTES", 8 * 1024 * 1024),
-            connect_timeout_s=_float(env, "MET_CONNECT_TIMEOUT_S", 10.0),
-            read_timeout_s=_float(env, "MET_READ_TIMEOUT_S", 600.0),
             admin_key=env.get("MET_ADMIN_KEY") or None,
             log_level=env.get("MET_LOG_LEVEL", "info"),
             workers=_int(env, "MET_WORKERS", 1),
