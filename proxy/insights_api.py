@@ -28,6 +28,7 @@ from proxy.calls import authenticate, request_id_of
 from proxy.departments import Department
 from proxy.errors import InvalidRequest, PermissionDenied
 from proxy.forecast import DAY, MAX_HISTORY_DAYS, forecast_spend, recommend_budgets
+from proxy.params import number_param
 from proxy.records import UsageRecord
 from proxy.services import Services
 from proxy.spend_api import ledger_of
@@ -49,23 +50,6 @@ def parse_horizon(raw: str | None) -> int:
             f"Invalid 'horizon': expected days like '7d' or weeks like '2w' "
             f"(1 to {MAX_HORIZON_DAYS} days), got '{raw}'.", param="horizon", code="invalid_value")
     return days
-
-
-def parse_fraction(params: Mapping[str, str], name: str, default: float, low: float,
-                   high: float, *, low_ok: bool = False) -> float:
-    """A float in (low, high), or [low, high) with low_ok."""
-    raw = params.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not (low <= value if low_ok else low < value) or not value < high:
-        bounds = f"[{low:g}, {high:g})" if low_ok else f"({low:g}, {high:g})"
-        raise InvalidRequest(f"Invalid '{name}': expected a number in {bounds}, got '{raw}'.",
-                             param=name, code="invalid_value")
-    return value
 
 
 def parse_period(raw: str | None) -> BudgetPeriod:
@@ -101,7 +85,8 @@ async def forecast_view(services: Services, params: Mapping[str, str], departmen
                         horizon_days: int | None = None) -> Forecast:
     """forecast_spend(...) output and the records it was made from."""
     horizon = horizon_days or parse_horizon(params.get("horizon"))
-    interval = parse_fraction(params, "interval", 0.8, 0.0, 1.0)
+    interval = number_param(params, "interval", 0.8, 0.0, 1.0,
+                            include_low=False, include_high=False)
     now = time.time()
     records = await history(services, department, now)
     names = (department,) if department else services.config.departments.names
@@ -166,7 +151,7 @@ async def budget_recommendations(request: Request) -> Response:
     services, _ = await require_admin(request)
     params = request.query_params
     period = parse_period(params.get("period"))
-    headroom = parse_fraction(params, "headroom", 0.02, 0.0, 1.0, low_ok=True)
+    headroom = number_param(params, "headroom", 0.02, 0.0, 1.0, include_high=False)
     department = known_department(services, params.get("department") or None)
     days = PERIOD_DAYS[period]
     forecast, records = await forecast_view(services, params, department, days)

@@ -11,7 +11,6 @@ experiment_stats and experiment_report.
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
 
@@ -34,6 +33,7 @@ from proxy.experiment_stats import (
 from proxy.experiments import Experiment, assign, control_arm, plan_targets
 from proxy.experiments import explain as explain_experiments
 from proxy.keys import Principal
+from proxy.params import number_param
 from proxy.records import UsageRecord
 from proxy.routing import DEFAULT_RULE, RouteDecision, RouteInput, RoutingRules, select_route
 from proxy.services import Services
@@ -44,17 +44,7 @@ MAX_COMMENT_CHARS = 2000
 # ---- parameters ----------------------------------------------------------------------------
 
 def float_param(request: Request, name: str, default: float, low: float, high: float) -> float:
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not low <= value <= high:  # also false for nan
-        raise InvalidRequest(f"Invalid '{name}': expected a number from {low:g} to {high:g}, "
-                             f"got '{raw}'.", param=name, code="invalid_value")
-    return value
+    return number_param(request.query_params, name, default, low, high)
 
 
 def optional_str(body: dict[str, Any], name: str) -> str | None:
