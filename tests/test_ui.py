@@ -1,6 +1,6 @@
 """Chat and Spend pages: static serving (in-process) and the pages driven in headless chromium
-against a real proxy + mock upstream. Endpoints other helpers are still building are faked with
-page.route() where a test needs a fixed answer from them."""
+against a real proxy + mock upstream. The Spend page is checked against what the spend and cache
+endpoints return; page.route() fakes only answers a test needs to force (alerts, failures)."""
 
 from __future__ import annotations
 
@@ -367,92 +367,180 @@ def test_no_alert_banner_when_alerts_fail(page: Any, proxy: ServerThread) -> Non
     assert page.locator("#alerts").is_hidden()
 
 
-# ----- spend page --------------------------------------------------------------------------------
+# ----- spend page (real proxy: the page must show what the endpoints return) --------------------
+
+ADMIN = {"authorization": "Bearer sk-demo-admin"}
+
+
+def key_header(key: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {key}"}
+
+
+def fmt_usd(value: float) -> str:
+    """What formatUSD in proxy/ui/api.js shows: 2 decimals from $1, 4 from 1 cent, else 6."""
+    digits = 2 if value == 0 or abs(value) >= 1 else 4 if abs(value) >= 0.01 else 6
+    return f"{'-' if value < 0 else ''}${abs(value):,.{digits}f}"
+
+
+def micros_usd(micros: int) -> str:
+    return fmt_usd(micros / 1e6)
+
+
+def chat(base: str, key: str, prompt: str) -> httpx.Response:
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": prompt}]}
+    resp = httpx.post(base + "/v1/chat/completions", headers=key_header(key), json=body,
+                      timeout=10)
+    resp.raise_for_status()
+    return resp
+
+
+def drive_traffic(base: str) -> None:
+    """Misses for three kinds of caller, and one exact cache hit for engineering."""
+    first = chat(base, "sk-demo-engineering", "What is a proxy?")
+    assert first.headers["x-meterline-cache"] == "miss"
+    again = chat(base, "sk-demo-engineering", "What is a proxy?")
+    assert again.headers["x-meterline-cache"] == "hit-exact"
+    chat(base, "sk-demo-sales", "Forecast our quarter")
+    chat(base, "sk-demo-admin", "An admin question")
+
+
+def get_json(base: str, path: str, headers: dict[str, str] = ADMIN) -> Any:
+    resp = httpx.get(base + path, headers=headers, timeout=10)
+    resp.raise_for_status()
+    return resp.json()
+
+
+def open_spend(page: Any, base: str, key: str) -> None:
+    use_key(page, base, key, "/spend")
+    page.wait_for_selector("#updated:has-text('Updated')")
+
+
+def text(page: Any, selector: str) -> str:
+    return str(page.locator(selector).inner_text()).strip()
+
+
+def measure(page: Any, name: str) -> str:
+    return text(page, f"#cache tr:has(th:text-is('{name}')) td")
+
+
+def assert_cache_matches(page: Any, cache: dict[str, Any]) -> None:
+    hit_rate = f"{cache['hit_rate'] * 100:.1f}%"
+    assert text(page, "#card-saved") == fmt_usd(cache["savings"]) == measure(page, "Saved")
+    assert text(page, "#card-hit") == hit_rate == measure(page, "Hit rate")
+    assert measure(page, "Lookups") == str(cache["lookups"])
+    assert measure(page, "Hits") == str(cache["hits"])
+    assert measure(page, "exact hits") == str(cache["hits_by_kind"]["exact"])
+    assert measure(page, "Cached answers") == str(cache["cache_size"])
+
 
 @pytest.mark.browser
-def test_spend_page_says_what_is_not_available(page: Any, proxy: ServerThread) -> None:
-    for path in ("/admin/spend", "/admin/chargeback", "/v1/cache/analytics"):
-        page.route(f"**{path}*", lambda route, p=path: route.fulfill(status=404, json=not_found(p)))
-    use_key(page, proxy.url, "sk-demo-admin", "/spend")
-    page.wait_for_selector("#updated:has-text('Updated')")
-    assert page.locator("#departments").inner_text() == (
-        "Not available: this proxy does not serve GET /admin/spend or GET /admin/chargeback yet.")
-    assert page.locator("#cache").inner_text() == (
-        "Not available: this proxy does not serve GET /v1/cache/analytics yet.")
-    assert page.locator("#card-today").inner_text() == "–"
+def test_spend_admin_view_shows_the_endpoint_figures(page: Any, proxy: ServerThread) -> None:
+    drive_traffic(proxy.url)
+    spend = get_json(proxy.url, "/admin/spend")
+    by_model = get_json(proxy.url, "/admin/spend?by=model")
+    chargeback = get_json(proxy.url, "/admin/chargeback?format=json")
+    cache = get_json(proxy.url, "/v1/cache/analytics")
+    assert spend["requests"] == 4 and cache["hits"] == 1
+    open_spend(page, proxy.url, "sk-demo-admin")
+    assert text(page, "#scope") == "All departments (admin key)"
+    # every spender (admin keys included) adds up to the month's total and today's rows
+    month = chargeback["total"]["cost_micros"]
+    assert month == round(spend["total_usd"] * 1e6)
+    day = chargeback["rows"][0]["day"]  # all of this test's traffic is from one UTC day
+    today = sum(r["cost_micros"] for r in chargeback["rows"] if r["day"] == day)
+    assert text(page, "#card-month") == micros_usd(month)
+    assert text(page, "#card-today") == micros_usd(today)
+    for dept in spend["departments"]:
+        row = page.locator(f"#departments tr[data-department='{dept['department']}']")
+        limits = {b["period"]: b["limit_dollars"] for b in dept["budgets"]}
+        columns = (("today", "today_usd", "daily"), ("this month", "month_usd", "monthly"))
+        for column, (name, field, period) in enumerate(columns):
+            if period not in limits:  # e.g. executive has a monthly budget only
+                assert row.locator(".bar-text").nth(column).inner_text() == (
+                    f"{fmt_usd(float(dept[field]))} · no budget")
+                continue
+            meter = page.get_by_role("meter", name=f"{dept['department']} {name}")
+            assert float(meter.get_attribute("aria-valuenow")) == float(dept[field])
+            assert float(meter.get_attribute("aria-valuemax")) == limits[period]
+        assert row.locator("td.num").inner_text() == fmt_usd(float(dept["saved_usd"]))
+    admin_row = next(r for r in spend["rows"] if r["department"] == "(admin)")
+    table_month = sum(round(float(d["month_usd"]) * 1e6) for d in spend["departments"])
+    assert table_month + admin_row["cost_micros"] == month  # the table adds up to the card
+    admin_bars = page.locator("#departments tr[data-department='(admin)'] .bar-text")
+    admin_text = f"{fmt_usd(float(admin_row['cost_usd']))} · no budget"
+    assert admin_bars.all_inner_texts() == [admin_text, admin_text]
+    # top models agree with /admin/spend?by=model and with the month's total
+    models = page.locator("#models tbody th").all_inner_texts()
+    assert models == [r["model"] for r in by_model["rows"]]
+    for r in by_model["rows"]:
+        cells = page.locator(f"#models tr[data-model='{r['model']}'] td.num").all_inner_texts()
+        assert cells == [str(r["requests"]), fmt_usd(float(r["cost_usd"]))]
+    assert sum(r["cost_micros"] for r in by_model["rows"]) == month
+    assert_cache_matches(page, cache)
+    assert page.locator("#recent tbody tr").count() == len(spend["recent"]) == 4
+    assert page.locator("#recent tbody td:nth-child(6)").first.inner_text() == fmt_usd(
+        spend["recent"][0]["cost"])
+
+
+@pytest.mark.browser
+def test_spend_admin_view_refreshes_every_ten_seconds(page: Any, proxy: ServerThread) -> None:
+    chat(proxy.url, "sk-demo-sales", "First question")
+    page.clock.install()
+    open_spend(page, proxy.url, "sk-demo-admin")
+    first = get_json(proxy.url, "/admin/spend")["total_usd"]
+    assert text(page, "#card-month") == fmt_usd(first)
+    chat(proxy.url, "sk-demo-sales", "Second, different question")
+    later = get_json(proxy.url, "/admin/spend")["total_usd"]
+    assert later > first
+    page.clock.run_for(10_500)
+    expect(page.locator("#card-month")).to_have_text(fmt_usd(later))
+
+
+@pytest.mark.browser
+def test_spend_department_view_shows_its_own_figures(page: Any, proxy: ServerThread) -> None:
+    drive_traffic(proxy.url)
+    own = key_header("sk-demo-engineering")
+    spend = get_json(proxy.url, "/v1/spend", own)
+    cache = get_json(proxy.url, "/v1/cache/analytics", own)
+    everything = get_json(proxy.url, "/v1/cache/analytics")
+    assert cache["lookups"] < everything["lookups"]  # its own scope, not the whole cache
+    open_spend(page, proxy.url, "sk-demo-engineering")
+    assert text(page, "#scope") == "Department: engineering (department key)"
+    assert text(page, "#dept-title") == "Budgets of engineering"
+    assert text(page, "#card-today") == fmt_usd(float(spend["today_usd"]))
+    assert text(page, "#card-month") == fmt_usd(float(spend["month_usd"]))
+    assert text(page, "#card-today-sub") == f"{spend['requests_today']} requests"
+    periods = [b["period"] for b in spend["budgets"]]
+    assert page.locator("#departments tbody th").all_inner_texts() == periods
+    for b in spend["budgets"]:
+        meter = page.get_by_role("meter", name=f"{b['period']} budget")
+        assert float(meter.get_attribute("aria-valuenow")) == b["spent_dollars"]
+        assert float(meter.get_attribute("aria-valuemax")) == b["limit_dollars"]
+        left = page.locator(f"#departments tr[data-period='{b['period']}'] td.num").nth(1)
+        assert left.inner_text() == fmt_usd(b["remaining_dollars"])
+    assert text(page, "#budget-left") == (
+        f"Budget left: {fmt_usd(spend['budget_remaining_usd'])} (the tightest window)")
+    assert_cache_matches(page, cache)
+    assert page.locator("#models-panel").is_hidden()
+    assert page.locator("#recent-panel").is_hidden()
+    assert "sales" not in text(page, "main")
     assert page.locator("#notice").is_hidden()
 
 
-SPEND = {"departments": [
-    {"department": "sales", "budgets": [
-        {"period": "daily", "limit_dollars": 30, "spent_dollars": 27, "reserved_dollars": 0},
-        {"period": "monthly", "limit_dollars": 500, "spent_dollars": 120, "reserved_dollars": 0}]},
-    {"department": "executive", "budgets": [
-        {"period": "monthly", "limit_dollars": 1000, "spent_dollars": 5, "reserved_dollars": 0}]},
-], "recent": [
-    {"ts": 1_700_000_000, "department": "sales", "model_used": "gpt-4o-mini", "cache": "miss",
-     "input_tokens": 10, "output_tokens": 20, "cost": 0.0012, "latency_ms": 412.3},
-]}
-CACHE = {"hits": 30, "misses": 70, "saved_usd": 4.25}
-
-
-def chargeback_today() -> dict[str, Any]:
-    from datetime import UTC, datetime
-
-    day = datetime.now(UTC).strftime("%Y-%m-%d")
-    rows = [{"day": day, "department": "sales", "model": "gpt-4o-mini", "requests": 40,
-             "cost_usd": "27.000000", "saved_usd": "1.500000"},
-            {"day": day, "department": "executive", "model": "gpt-4o", "requests": 2,
-             "cost_usd": "5.000000", "saved_usd": "0.000000"}]
-    return {"rows": rows, "total": {"saved_usd": "1.500000"}, "currency": "USD"}
+@pytest.mark.browser
+def test_spend_page_rejects_an_unknown_key(page: Any, proxy: ServerThread) -> None:
+    open_spend(page, proxy.url, "sk-not-a-real-key")
+    assert text(page, "#notice") == "Key rejected: Incorrect API key provided."
+    assert text(page, "#card-month") == "–"
 
 
 @pytest.mark.browser
-def test_spend_page_renders_budgets_models_cache_and_polls(page: Any, proxy: ServerThread) -> None:
-    calls: list[str] = []
-
-    def serve(payload: Any) -> Any:
-        def handler(route: Any) -> None:
-            calls.append(route.request.url)
-            route.fulfill(status=200, json=payload)
-        return handler
-
-    page.route("**/admin/spend", serve(SPEND))
-    page.route("**/admin/chargeback*", serve(chargeback_today()))
-    page.route("**/v1/cache/analytics", serve(CACHE))
-    page.clock.install()
-    use_key(page, proxy.url, "sk-demo-admin", "/spend")
-    page.wait_for_selector("#departments table")
-    sales_today = page.get_by_role("meter", name="sales today")
-    assert sales_today.get_attribute("aria-valuenow") == "27"
-    assert sales_today.get_attribute("aria-valuemax") == "30"
-    assert "warn" in (sales_today.get_attribute("class") or "")
-    assert page.get_by_role("meter", name="executive this month").get_attribute(
-        "aria-valuemax") == "1000"
-    assert page.locator("#card-today").inner_text() == "$32.00"  # sales 27 + executive 5
-    assert page.locator("#card-hit").inner_text() == "30.0%"
-    assert page.locator("#card-saved").inner_text() == "$4.25"
-    assert page.locator("#models tbody th").all_inner_texts() == ["gpt-4o-mini", "gpt-4o"]
-    assert "gpt-4o-mini" in page.locator("#recent tbody").inner_text()
-    first_round = len(calls)
-    assert first_round == 3
-    page.clock.run_for(10_500)
-    expect(page.locator("#models tbody tr")).to_have_count(2)
-    deadline_polls = 50
-    while len(calls) < 2 * first_round and deadline_polls:
-        page.wait_for_timeout(100)
-        deadline_polls -= 1
-    assert len(calls) == 2 * first_round
-
-
-@pytest.mark.browser
-def test_spend_page_asks_for_an_admin_key(page: Any, proxy: ServerThread) -> None:
-    denied = {"error": {"message": "This endpoint needs an admin key.",
-                        "type": "authentication_error", "param": None,
-                        "code": "admin_key_required"}}
-    for path in ("/admin/spend", "/admin/chargeback*", "/v1/cache/analytics"):
-        page.route(f"**{path}", lambda route: route.fulfill(status=401, json=denied))
-    use_key(page, proxy.url, "sk-demo-sales", "/spend")
-    notice = page.locator("#notice")
-    notice.wait_for()
-    assert notice.inner_text() == "This page needs an admin key: This endpoint needs an admin key."
+def test_spend_page_says_which_endpoint_failed(page: Any, proxy: ServerThread) -> None:
+    chat(proxy.url, "sk-demo-sales", "Anything")
+    page.route("**/admin/chargeback*", lambda route: route.fulfill(status=500, json={"error": {
+        "message": "boom", "type": "api_error", "param": None, "code": None}}))
+    open_spend(page, proxy.url, "sk-demo-admin")
+    assert text(page, "#models") == "GET /admin/chargeback failed: boom"
+    spend = get_json(proxy.url, "/admin/spend")
+    assert text(page, "#card-month") == fmt_usd(spend["total_usd"])
+    assert text(page, "#card-today-sub").endswith("· departments only")
