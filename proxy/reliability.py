@@ -203,6 +203,8 @@ async def _attempt_once(
 ) -> T:
     limit = policy.timeout_for(target)
     try:
+        if limit is None:  # the default: the provider's own socket timeouts apply
+            return await attempt(target)
         async with asyncio.timeout(limit):
             return await attempt(target)
     except TimeoutError:

@@ -37,6 +37,8 @@ class Services:
     record_log: Any = None  # proxy.spend_memory.MemoryBackend: usage records when spend is None
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     demo_providers: dict[str, tuple[Provider, Provider]] = field(default_factory=dict)
+    target_cache: dict[tuple[tuple[str, ...], str | None], tuple[Target, ...]] = field(
+        default_factory=dict)
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run bookkeeping that must finish even if the client went away; drained at shutdown."""
@@ -81,10 +83,17 @@ class Services:
         return depts.departments.get(name)
 
     def targets(self, models: tuple[str, ...], department: str | None) -> list[Target]:
-        """Concrete upstream targets, in order, for a chain of public model names."""
-        out: list[Target] = []
-        for model in models:
-            for provider_name, upstream_model in self.config.providers.targets_for(model):
-                out.append(Target(provider_name, self.provider(provider_name), upstream_model,
-                                  self.credential(provider_name, department)))
-        return out
+        """Concrete upstream targets, in order, for a chain of public model names. Built once
+        per (chain, department): credentials and providers only change on reload, which clears
+        this cache."""
+        key = (models, department)
+        found = self.target_cache.get(key)
+        if found is None:
+            if len(self.target_cache) > 1024:
+                self.target_cache.clear()
+            found = self.target_cache[key] = tuple(
+                Target(provider_name, self.provider(provider_name), upstream_model,
+                       self.credential(provider_name, department))
+                for model in models
+                for provider_name, upstream_model in self.config.providers.targets_for(model))
+        return list(found)
