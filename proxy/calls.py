@@ -217,7 +217,7 @@ def new_record(call: Call, model: str) -> UsageRecord:
         ts=time.time(),
         department=call.department or "",
         key_id=call.principal.key_id,
-        user=call.body.get("user") or call.principal.user,
+        user=call.body.get("user") or call.inbound.get("x-meterline-user") or call.principal.user,
         endpoint=call.endpoint,
         model_requested=model,
         model_used=model,

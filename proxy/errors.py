@@ -169,7 +169,12 @@ async def handle_proxy_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ProxyError)
     rid = getattr(request.state, "request_id", None)
     count_error(request, exc.status)
-    return error_response(exc, {"x-request-id": rid} if rid else None)
+    call = getattr(request.state, "call", None)
+    # a failed call still says who it was charged to and how it was routed
+    headers = dict(call.headers) if call is not None else {}
+    if rid:
+        headers["x-request-id"] = rid
+    return error_response(exc, headers)
 
 
 def count_error(request: Request, status: int) -> None:

@@ -136,3 +136,14 @@ def test_upstream_invalid_json_is_502(proxy: ServerThread, mock_upstream: Server
                    json={"model": "gpt-4.1", "messages": [{"role": "user", "content": "x"}]})
     assert r.status_code == 502
     assert r.json()["error"]["code"] == "upstream_unavailable"
+
+
+def test_upstream_failure_response_keeps_meterline_headers(proxy: ServerThread,
+                                                           mock_upstream: ServerThread) -> None:
+    fault(mock_upstream.url, "400")
+    r = httpx.post(proxy.url + "/v1/chat/completions", headers={**ENG, "x-request-id": "err-1"},
+                   json={"model": "gpt-4.1", "messages": [{"role": "user", "content": "x"}]})
+    assert r.status_code == 400
+    assert r.headers["x-request-id"] == "err-1"
+    assert r.headers["x-meterline-department"] == "engineering"
+    assert r.headers["x-meterline-route"]

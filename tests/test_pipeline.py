@@ -229,3 +229,15 @@ def test_cache_control_object_never_goes_upstream(start_proxy: ProxyStarter,
         extra_body={"cache": {"mode": "off"}, "metadata": {"cache": "off", "team": "x"}})
     sent = mock_requests(mock_upstream.url)[-1]["body"]
     assert "cache" not in sent and sent["metadata"] == {"team": "x"}
+
+
+def test_user_header_is_recorded_when_body_has_none(proxy: ServerThread) -> None:
+    r = httpx.post(proxy.url + "/v1/chat/completions",
+                   headers={"authorization": "Bearer sk-demo-engineering",
+                            "x-meterline-user": "u-header-42"},
+                   json={"model": "gpt-4o", "messages": ask("who am i")})
+    assert r.status_code == 200
+    spend = httpx.get(proxy.url + "/admin/spend", params={"by": "user"},
+                      headers={"authorization": "Bearer sk-demo-admin"})
+    assert spend.status_code == 200
+    assert [row["requests"] for row in spend.json()["rows"] if row["user"] == "u-header-42"] == [1]
