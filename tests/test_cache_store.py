@@ -54,10 +54,10 @@ def client(proxy: ServerThread, key: str = "sk-demo-engineering") -> openai.Open
 
 def ask(proxy: ServerThread, text: str, *, key: str = "sk-demo-engineering",
         model: str = "gpt-4o", system: str | None = None,
-        history: list[dict[str, str]] | None = None,
+        history: list[dict[str, str]] | None = None, name: str | None = None,
         headers: dict[str, str] | None = None, **params: Any) -> tuple[str, dict[str, str]]:
     messages = ([{"role": "system", "content": system}] if system else []) + (history or [])
-    messages.append({"role": "user", "content": text})
+    messages.append({"role": "user", "content": text, **({"name": name} if name else {})})
     raw = client(proxy, key).chat.completions.with_raw_response.create(
         model=model, messages=messages, extra_headers=headers, **params)
     completion = raw.parse()
@@ -117,6 +117,7 @@ def test_guards_refuse_similar_questions_that_differ(start_cached: Starter, cach
     {"response_format": {"type": "json_object"}},
     {"history": [{"role": "user", "content": "We use Kubernetes."},
                  {"role": "assistant", "content": "Noted."}]},
+    {"name": "alice"},
 ])
 def test_scope_separates_departments_models_system_params_history(
         start_cached: Starter, change: dict[str, Any]) -> None:

@@ -122,6 +122,8 @@ def key_of(body: Mapping[str, Any], owner: str, model: str) -> Key | None:
     params = {k: v for k, v in body.items() if k not in NEUTRAL_PARAMS}
     params["max_tokens_bucket"] = max_tokens_bucket(body)
     params["stream"] = body.get("stream") is True
+    # everything on the last user message except its text (e.g. `name`: who is asking)
+    params["last_user"] = {k: v for k, v in body["messages"][-1].items() if k != "content"}
     opts = orjson.OPT_SORT_KEYS
     scope = digest(owner, model, orjson.dumps(system, option=opts),
                    orjson.dumps(params, option=opts), orjson.dumps(history, option=opts))
