@@ -34,6 +34,10 @@ class MemoryBackend:
         self._spent: dict[tuple[str, str], int] = defaultdict(int)
         self._spent_expiry: dict[tuple[str, str], float] = {}
         self._reservations: dict[str, dict[str, tuple[int, float]]] = defaultdict(dict)
+        # per department: sum of live holds, and a lower bound on their earliest expiry, so a
+        # purge scans the holds only when one may have expired (not on every request)
+        self._reserved_total: dict[str, int] = defaultdict(int)
+        self._next_expiry: dict[str, float] = {}
         self._rates: dict[tuple[str, str, int], int] = defaultdict(int)
         self._breaker: dict[str, dict[int, int]] = defaultdict(dict)
         self._notices: dict[str, float] = {}
@@ -67,18 +71,39 @@ class MemoryBackend:
             return AdmitOutcome("budget", failing=failing)
         self._rates[(dept, "rpm", minute)] += 1
         self._rates[(dept, "tpm", minute)] += plan.tokens
-        self._reservations[dept][plan.reservation_id] = (amount, plan.expires_at)
+        self._hold(dept, plan.reservation_id, amount, plan.expires_at)
         return AdmitOutcome("ok", reserved_micros=amount, max_tokens=capped)
 
-    def _purge_reservations(self, department: str, now: float) -> int:
+    def _hold(self, department: str, rid: str, amount: int, expires_at: float) -> None:
         live = self._reservations[department]
-        for rid in [rid for rid, (_, expires) in live.items() if expires <= now]:
-            del live[rid]
-        return sum(amount for amount, _ in live.values())
+        previous = live.get(rid)
+        if previous is not None:
+            self._reserved_total[department] -= previous[0]
+        live[rid] = (amount, expires_at)
+        self._reserved_total[department] += amount
+        self._next_expiry[department] = min(self._next_expiry.get(department, expires_at),
+                                            expires_at)
+
+    def _unhold(self, department: str, rid: str) -> None:
+        held = self._reservations[department].pop(rid, None)
+        if held is not None:
+            self._reserved_total[department] -= held[0]
+
+    def _purge_reservations(self, department: str, now: float) -> int:
+        """Drop expired holds; returns the total still held."""
+        if self._next_expiry.get(department, now + 1) <= now:
+            live = self._reservations[department]
+            for rid in [rid for rid, (_, expires) in live.items() if expires <= now]:
+                self._unhold(department, rid)
+            if live:
+                self._next_expiry[department] = min(expires for _, expires in live.values())
+            else:
+                del self._next_expiry[department]
+        return self._reserved_total[department]
 
     async def commit(self, settlement: Settlement) -> CommitOutcome:
         dept = settlement.department
-        self._reservations[dept].pop(settlement.reservation_id, None)
+        self._unhold(dept, settlement.reservation_id)
         spent: list[int] = []
         for window in settlement.windows:
             key = (dept, window.wid)
