@@ -133,10 +133,10 @@ async def settle(services: Services, call: Call, reservation: Any, target: Targe
     record = call.record
     assert record is not None
     pricing = services.pricing
-    cost = pricing.cost(target.model, usage)
-    if not cost.priced and pricing.resolve(record.model_requested) is not None:
-        cost = pricing.cost(record.model_requested, usage)
     counts = usage if isinstance(usage, Usage) else parse_usage(usage)
+    cost = pricing.cost(target.model, counts)
+    if not cost.priced and pricing.resolve(record.model_requested) is not None:
+        cost = pricing.cost(record.model_requested, counts)
     record.input_tokens, record.output_tokens = counts.input_tokens, counts.output_tokens
     record.cached_input_tokens = counts.cached_input_tokens
     record.cost, record.cost_estimated = cost.dollars, estimated

@@ -1,15 +1,16 @@
 """Model prices -> the cost of an OpenAI usage block.
 
 Money is counted in integer micro-dollars (1e-6 USD). A price of P dollars per 1M tokens is exactly
-P micro-dollars per token, so a request's cost is computed exactly with Decimal and rounded once,
-half-up, to whole micro-dollars. Every later sum (budgets, chargeback totals) is integer addition,
+P micro-dollars per token, so a request's cost is computed exactly and rounded once, half-up, to
+whole micro-dollars. Prices are turned into integers once (`ExactRate`: each price times 10^k, k =
+its decimal places) so pricing a request is integer arithmetic, equal to the Decimal result.
+Every later sum (budgets, chargeback totals) is integer addition,
 so totals equal the sum of per-request costs with no float drift.
 """
 
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
@@ -93,6 +94,45 @@ def micros_to_dollars(micros: int) -> float:
     return micros / MICROS_PER_DOLLAR
 
 
+@dataclass(frozen=True, slots=True)
+class ExactRate:
+    """A Price as integers: micro-dollars per token = field / scale (exact for any decimal)."""
+
+    scale: int
+    input: int
+    cached: int
+    output: int
+
+    @classmethod
+    def of(cls, price: Price) -> ExactRate:
+        values = (price.input, price.cached, price.output)
+        places = max(0, *(-_exponent(v) for v in values))
+        scale = 10**places
+        as_int = [int(v.scaleb(places)) for v in values]
+        return cls(scale, *as_int)
+
+    def micros(self, counts: Usage) -> int:
+        """Cost of `counts`, rounded half-up (ties away from zero) to whole micro-dollars."""
+        scaled = (
+            (counts.input_tokens - counts.cached_input_tokens) * self.input
+            + counts.cached_input_tokens * self.cached
+            + counts.output_tokens * self.output
+        )
+        rounded = (2 * abs(scaled) + self.scale) // (2 * self.scale)
+        return rounded if scaled >= 0 else -rounded
+
+    def prompt_micros(self, prompt_tokens: int) -> int:
+        """Micro-dollars for `prompt_tokens` at the input price, rounded up."""
+        return -(-max(prompt_tokens, 0) * self.input // self.scale)
+
+
+def _exponent(value: Decimal) -> int:
+    exponent = value.as_tuple().exponent
+    if not isinstance(exponent, int):  # NaN / Infinity: Price forbids them (ge=0, finite)
+        raise ValueError(f"price {value} is not a finite number")
+    return exponent
+
+
 class PricingTable:
     """Look up a model's price (exact name, then longest snapshot prefix) and price usage."""
 
@@ -100,6 +140,8 @@ class PricingTable:
         self.models = dict(models)
         self.default = default
         self._by_length = sorted(self.models, key=len, reverse=True)
+        self._rates = {name: ExactRate.of(price) for name, price in self.models.items()}
+        self._default_rate = ExactRate.of(default)
 
     def lookup(self, model: str) -> tuple[Price, bool]:
         """Return (price, known). Unknown models get the default price and known=False."""
@@ -121,22 +163,21 @@ class PricingTable:
                 return name
         return None
 
+    def rate(self, model: str) -> tuple[ExactRate, bool]:
+        """Like `lookup`, as integers."""
+        name = self.resolve(model)
+        return (self._rates[name], True) if name is not None else (self._default_rate, False)
+
     def cost(self, model: str, usage: Mapping[str, Any] | Usage | None) -> Cost:
         counts = usage if isinstance(usage, Usage) else parse_usage(usage)
-        price, known = self.lookup(model)
-        exact = (
-            (counts.input_tokens - counts.cached_input_tokens) * price.input
-            + counts.cached_input_tokens * price.cached
-            + counts.output_tokens * price.output
-        )
-        micros = int(exact.to_integral_value(ROUND_HALF_UP))
+        rate, known = self.rate(model)
+        micros = rate.micros(counts)
         return Cost(micros_to_dollars(micros), known, micros)
 
     def worst_case(self, model: str, prompt_tokens: int) -> tuple[int, float]:
         """(micro-dollars for the prompt, rounded up; micro-dollars per output token)."""
-        price, _ = self.lookup(model)
-        fixed = math.ceil(Decimal(max(prompt_tokens, 0)) * price.input)
-        return fixed, float(price.output)
+        rate, _ = self.rate(model)
+        return rate.prompt_micros(prompt_tokens), rate.output / rate.scale
 
 
 def load_pricing(*paths: Path | str, default: Price | None = None) -> PricingTable:

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import math
+import random
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from proxy.pricing import Cost, PricingError, load_pricing, parse_usage, to_micros
+from proxy.pricing import (
+    Cost,
+    Price,
+    PricingError,
+    PricingTable,
+    Usage,
+    load_pricing,
+    parse_usage,
+    to_micros,
+)
 
 TABLE = load_pricing()
 
@@ -108,3 +120,51 @@ def test_bad_pricing_files_name_file_field_and_value(
 def test_to_micros_is_exact_for_recorded_costs() -> None:
     values = (0.1, 1e-06, 123.456789, 0.0000005)
     assert [to_micros(x) for x in values] == [100_000, 1, 123_456_789, 1]
+
+
+def _decimal_cost(price: Price, usage: Usage) -> int:
+    """The reference: exact Decimal arithmetic, rounded half-up once."""
+    exact = (
+        (usage.input_tokens - usage.cached_input_tokens) * price.input
+        + usage.cached_input_tokens * price.cached
+        + usage.output_tokens * price.output
+    )
+    return int(exact.to_integral_value(ROUND_HALF_UP))
+
+
+def _random_price(rng: random.Random) -> Price:
+    def amount() -> Decimal:
+        places = rng.choice((0, 1, 2, 3, 4, 6, 9))
+        return Decimal(rng.randint(0, 10**6)).scaleb(-places)
+
+    cached = rng.choice((None, amount()))
+    return Price(input=amount(), cached_input=cached, output=amount())
+
+
+def test_integer_rates_equal_decimal_pricing_over_random_usages() -> None:
+    rng = random.Random(2024)
+    bundled = load_pricing()
+    prices = [*bundled.models.values(), bundled.default]
+    prices += [_random_price(rng) for _ in range(300)]
+    prices += [Price(input=Decimal("0.5"), output=Decimal("1.5")),  # ties: .5 rounds up
+               Price(input=Decimal("0.0000001"), output=Decimal("12345.6789012"))]
+    for price in prices:
+        table = PricingTable({"m": price}, price)
+        for _ in range(60):
+            prompt = rng.choice((0, 1, 3, rng.randint(0, 2_000_000)))
+            usage = Usage(prompt, rng.randint(0, prompt), rng.choice((0, 1, rng.randint(0, 10**6))))
+            cost = table.cost("m", usage)
+            assert cost.micros == _decimal_cost(price, usage), (price, usage)
+            assert cost.dollars == cost.micros / 1_000_000
+            fixed, per_token = table.worst_case("m", prompt)
+            assert fixed == math.ceil(Decimal(prompt) * price.input)
+            assert per_token == float(price.output)
+        assert table.worst_case("m", -5)[0] == 0
+
+
+def test_integer_rates_round_half_up_away_from_zero_like_decimal() -> None:
+    price = Price(input=Decimal("0.5"), cached_input=Decimal(0), output=Decimal("0.25"))
+    table = PricingTable({}, price)
+    for usage in (Usage(1, 0, 0), Usage(3, 0, 0), Usage(0, 0, 2), Usage(0, 0, 6), Usage(1, 2, 0),
+                  Usage(3, 6, 0)):  # cached > input: negative, -0.5 -> -1
+        assert table.cost("x", usage).micros == _decimal_cost(price, usage)
