@@ -109,6 +109,8 @@ class Metrics:
         self._routes: frozenset[str] = frozenset(DEFAULT_ROUTES)
         self._config_version: str | None = None
         self._children: dict[tuple[object, ...], Any] = {}
+        # per-request series by raw (unmapped) arguments; cleared when the label sets change
+        self._series: dict[tuple[object, ...], tuple[Any, ...]] = {}
         self._pending_budgets: dict[tuple[str | None, str], tuple[float, float]] = {}
         self._define_traffic(target)
         self._define_spend(target)
@@ -243,6 +245,7 @@ class Metrics:
         routes: Iterable[str] | None = None,
     ) -> None:
         """Declare the configured label values and pre-create their series at zero."""
+        self._series.clear()
         self._departments = frozenset(departments)
         self._models = frozenset(models)
         self._providers = frozenset(providers)
@@ -307,14 +310,29 @@ class Metrics:
         upstream_seconds: float | None = None,
     ) -> None:
         """One answered request; ``upstream_seconds`` is None when no upstream call was made."""
-        route_label = _bounded(route, self._routes)
-        model_label = self.label_model(model)
-        self._labels(self._requests, 
-            route=route_label, model=model_label,
-            department=self.label_department(department), status_class=status_class(status),
-        ).inc()
-        self._labels(self._duration, route=route_label, model=model_label).observe(duration_seconds)
+        key = ("request", route, model, department, status)
+        series = self._series.get(key) or self._request_series(key, route, model, department,
+                                                                 status)
+        series[0].inc()
+        series[1].observe(duration_seconds)
         self._overhead.observe(max(0.0, duration_seconds - (upstream_seconds or 0.0)))
+
+    def _request_series(
+        self, key: tuple[object, ...], route: str, model: str | None, department: str | None,
+        status: int,
+    ) -> tuple[Any, ...]:  # fmt: skip
+        route_label, model_label = _bounded(route, self._routes), self.label_model(model)
+        requests = self._labels(self._requests,
+            route=route_label, model=model_label,
+            department=self.label_department(department), status_class=status_class(status))
+        duration = self._labels(self._duration, route=route_label, model=model_label)
+        return self._remember(key, (requests, duration))
+
+    def _remember(self, key: tuple[object, ...], series: tuple[Any, ...]) -> tuple[Any, ...]:
+        if len(self._series) >= 4096:  # raw model names come from requests: keep it bounded
+            self._series.clear()
+        self._series[key] = series
+        return series
 
     def record_first_token(self, model: str | None, seconds: float) -> None:
         self._labels(self._ttft, model=self.label_model(model)).observe(seconds)
@@ -328,25 +346,36 @@ class Metrics:
         cached_input_tokens: int = 0,
     ) -> None:
         """Billed tokens; ``input_tokens`` excludes the cached part."""
-        dept, model_label = self.label_department(department), self.label_model(model)
-        counts = zip(DIRECTIONS, (input_tokens, output_tokens, cached_input_tokens), strict=True)
-        for direction, count in counts:
+        key = ("tokens", department, model)
+        series = self._series.get(key)
+        if series is None:
+            dept, model_label = self.label_department(department), self.label_model(model)
+            series = self._remember(key, tuple(
+                self._labels(self._tokens, department=dept, model=model_label, direction=d)
+                for d in DIRECTIONS))
+        counts = (input_tokens, output_tokens, cached_input_tokens)
+        for child, count in zip(series, counts, strict=True):
             if count > 0:
-                self._labels(self._tokens, department=dept, model=model_label,
-                             direction=direction).inc(count)
+                child.inc(count)
 
     def record_cost(
         self, department: str | None, model: str | None, dollars: float | None,
         *, estimated: bool = False,
     ) -> None:
         """Spend of one request; ``dollars=None`` means the model has no price."""
-        dept, model_label = self.label_department(department), self.label_model(model)
         if dollars is None:
-            self._labels(self._unpriced, model=model_label).inc()
+            self._labels(self._unpriced, model=self.label_model(model)).inc()
             return
-        self._labels(self._cost, department=dept, model=model_label).inc(dollars)
+        key = ("cost", department, model)
+        series = self._series.get(key)
+        if series is None:
+            dept, model_label = self.label_department(department), self.label_model(model)
+            series = self._remember(key, (
+                self._labels(self._cost, department=dept, model=model_label),
+                self._labels(self._cost_estimated, department=dept, model=model_label)))
+        series[0].inc(dollars)
         if estimated:
-            self._labels(self._cost_estimated, department=dept, model=model_label).inc()
+            series[1].inc()
 
     def record_cache(
         self, department: str | None, model: str | None, kind: str, result: str,

@@ -219,3 +219,20 @@ def test_config_version_can_return_to_an_earlier_value() -> None:
     text = generate_latest(registry).decode()
     assert 'meterline_config_info{version="aaa"} 1.0' in text
     assert 'version="bbb"' not in text
+
+
+def test_recorded_series_follow_a_change_of_known_labels(metrics: Metrics) -> None:
+    def record() -> None:
+        metrics.record_request("/v1/chat/completions", "gpt-5", "ops", 200, 0.1)
+        metrics.record_usage("ops", "gpt-5", input_tokens=7, output_tokens=3)
+        metrics.record_cost("ops", "gpt-5", 0.5)
+
+    record()
+    metrics.set_known(["ops"], ["gpt-5"])  # a reload: the same raw names now have own labels
+    record()
+    for dept, model in (("other", "other"), ("ops", "gpt-5")):
+        assert value(metrics, "meterline_requests_total", route="/v1/chat/completions",
+                     model=model, department=dept, status_class="2xx") == 1
+        assert value(metrics, "meterline_tokens_total", department=dept, model=model,
+                     direction="input") == 7
+        assert value(metrics, "meterline_cost_dollars_total", department=dept, model=model) == 0.5
