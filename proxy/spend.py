@@ -235,13 +235,22 @@ class Ledger:
             ceiling = to_micros(breaker.max_dollars)
             if outcome.breaker_micros - cost_micros <= ceiling < outcome.breaker_micros:
                 self._notify_breaker(dept, outcome.breaker_micros, ceiling)
-        pairs = zip(settlement.windows, outcome.spent_micros, strict=True)
-        left = [window.limit_micros - spent for window, spent in pairs]
-        if self._observer is not None:
-            for window, room in zip(settlement.windows, left, strict=True):
-                self._observer.budget(dept.name, window.period, micros_to_dollars(max(0, room)),
-                                      micros_to_dollars(window.limit_micros))
-        return micros_to_dollars(max(0, min(left))) if left else None
+        return self._report_left(dept, settlement.windows, outcome.spent_micros)
+
+    def _report_left(
+        self, dept: Department, windows: tuple[Window, ...], spent_micros: tuple[int, ...]
+    ) -> float | None:
+        """Give the observer each window's room; dollars left in the tightest window."""
+        observer = self._observer
+        tightest: int | None = None
+        for window, spent in zip(windows, spent_micros, strict=True):
+            room = window.limit_micros - spent
+            if tightest is None or room < tightest:
+                tightest = room
+            if observer is not None:
+                observer.budget(dept.name, window.period, micros_to_dollars(max(0, room)),
+                                micros_to_dollars(window.limit_micros))
+        return None if tightest is None else micros_to_dollars(max(0, tightest))
 
     async def release(self, reservation: Reservation) -> None:
         """The request failed before anything was charged: free the hold."""

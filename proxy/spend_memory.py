@@ -41,6 +41,7 @@ class MemoryBackend:
         self._rates: dict[tuple[str, str, int], int] = defaultdict(int)
         self._breaker: dict[str, dict[int, int]] = defaultdict(dict)
         self._notices: dict[str, float] = {}
+        self._pruned_minute: int | None = None
         self._records: OrderedDict[str, UsageRecord] = OrderedDict()
 
     # ----- budgets, rates, breaker -----------------------------------------------------------
@@ -122,10 +123,15 @@ class MemoryBackend:
         return CommitOutcome(tuple(spent), breaker)
 
     def _prune_windows(self, now: float) -> None:
+        """Forget budget windows a day past their end and rate minutes before the previous one.
+        Reads only look at the current windows and minutes, so once per clock minute is enough."""
+        current = rate_position(now)[0]
+        if current == self._pruned_minute:
+            return
+        self._pruned_minute = current
         for key in [k for k, ends in self._spent_expiry.items() if ends + 86_400 < now]:
             del self._spent_expiry[key]
             self._spent.pop(key, None)
-        current = rate_position(now)[0]
         for rate_key in [k for k in self._rates if k[2] < current - 1]:
             del self._rates[rate_key]
 

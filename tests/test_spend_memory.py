@@ -47,3 +47,28 @@ def test_held_total_matches_a_recount_over_random_admits_settles_and_expiries() 
             assert reserved == expected_held(holds, now)
 
     asyncio.run(run())
+
+
+def test_old_windows_and_rate_minutes_are_still_forgotten() -> None:
+    async def run() -> None:
+        backend = MemoryBackend(clock=lambda: T0, max_records=10, retention_seconds=1e9)
+
+        async def settle(rid: str, now: float) -> None:
+            outcome = await backend.admit(AdmitPlan(
+                department="eng", reservation_id=rid, now=now, expires_at=now + 600,
+                windows=(), fixed_micros=0, per_token_micros=0.0, max_tokens=1, min_tokens=1,
+                cap=False, rpm=100, tpm=None, tokens=5, breaker=None))
+            assert outcome.status == "ok"
+            window = window_at("hourly", now, 10**9)
+            await backend.commit(Settlement("eng", rid, 3, now, (window,), None, 0))
+
+        await settle("a", T0)
+        await settle("b", T0 + 1)
+        assert await backend.window_state("eng", (window_at("hourly", T0),), T0 + 1) == ([6], 0)
+        later = T0 + 2 * 86_400
+        await settle("c", later)
+        rate_minutes = {key[2] for key in backend._rates}
+        assert rate_minutes <= {int(later // 60), int(later // 60) - 1}
+        assert await backend.window_state("eng", (window_at("hourly", T0),), later) == ([0], 0)
+
+    asyncio.run(run())
