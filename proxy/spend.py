@@ -84,6 +84,7 @@ class Ledger:
         self._id_prefix = os.urandom(8).hex()
         self._id_sequence = itertools.count(1)
         self._window_cache: dict[tuple[str, int], tuple[Department, tuple[Window, ...]]] = {}
+        self._breaker_cache: dict[str, tuple[Department, BreakerPlan | None]] = {}
 
     def reconfigure(
         self, departments: DepartmentsConfig, pricing: PricingTable, notifier: NoticeSink | None
@@ -133,7 +134,6 @@ class Ledger:
     ) -> AdmitPlan:
         now = self._clock()
         fixed, per_token = self.pricing.worst_case(model, prompt_tokens)
-        breaker = dept.circuit_breaker
         tokens = max_tokens if max_tokens is not None else dept.default_max_tokens
         return AdmitPlan(
             department=dept.name,
@@ -149,10 +149,18 @@ class Ledger:
             rpm=dept.rpm,
             tpm=dept.tpm,
             tokens=max(prompt_tokens, 0),
-            breaker=BreakerPlan(breaker.window_minutes, to_micros(breaker.max_dollars))
-            if breaker
-            else None,
+            breaker=self._breaker_plan(dept),
         )
+
+    def _breaker_plan(self, dept: Department) -> BreakerPlan | None:
+        """The department's breaker as integers, built once per Department object."""
+        hit = self._breaker_cache.get(dept.name)
+        if hit is None or hit[0] is not dept:  # a reload brings new Department objects
+            breaker, plan = dept.circuit_breaker, None
+            if breaker is not None:
+                plan = BreakerPlan(breaker.window_minutes, to_micros(breaker.max_dollars))
+            hit = self._breaker_cache[dept.name] = (dept, plan)
+        return hit[1]
 
     def _windows(self, dept: Department, now: float) -> tuple[Window, ...]:
         """Budget windows containing `now`; the same for a whole UTC hour (day and month

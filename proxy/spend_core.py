@@ -202,9 +202,9 @@ def plan_admission(
     need = reservation_amount(plan.fixed_micros, plan.per_token_micros, plan.max_tokens)
     pairs = zip(plan.windows, spent, strict=True)
     headrooms = [window.limit_micros - used - reserved_total for window, used in pairs]
-    failing = tuple(i for i, room in enumerate(headrooms) if room < need)
-    if not failing:
+    if not headrooms or min(headrooms) >= need:  # the common case: every window has room
         return need, None, ()
+    failing = tuple(i for i, room in enumerate(headrooms) if room < need)
     room = min(headrooms)
     if plan.cap and plan.per_token_micros > 0 and room > plan.fixed_micros:
         tokens = math.floor((room - plan.fixed_micros) / plan.per_token_micros)

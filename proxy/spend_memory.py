@@ -52,7 +52,8 @@ class MemoryBackend:
         if plan.breaker is not None:
             minute = int(plan.now // 60)
             first = minute - plan.breaker.window_minutes + 1
-            buckets = [self._breaker[dept].get(m, 0) for m in range(first, minute + 1)]
+            spent_by_minute = self._breaker[dept]
+            buckets = [spent_by_minute.get(m, 0) for m in range(first, minute + 1)]
             if sum(buckets) > plan.breaker.max_micros:
                 retry = breaker_retry_after(
                     buckets, first, plan.breaker.window_minutes, plan.breaker.max_micros, plan.now

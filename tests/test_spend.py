@@ -19,7 +19,15 @@ from proxy.spend_core import (
     SpendBackendUnavailable,
     window_at,
 )
-from tests.spend_helpers import T0, FakeClock, StoreFactory, TcpSwitch, make_record, usd
+from tests.spend_helpers import (
+    T0,
+    FakeClock,
+    StoreFactory,
+    TcpSwitch,
+    departments_config,
+    make_record,
+    usd,
+)
 
 DAY_END = 1_750_032_000.0  # midnight UTC after T0
 HOUR_END = 1_750_003_200.0
@@ -374,5 +382,25 @@ def test_redis_outage_queues_spend_and_records_then_flushes(
         assert await store.get_record("lost?") is not None
         await store.close()
         await switch.down()
+
+    asyncio.run(run())
+
+
+def test_a_reload_changes_the_breaker_ceiling_for_the_next_request(
+    make_spend_store: StoreFactory,
+) -> None:
+    async def run() -> None:
+        store = make_spend_store({"eng": {"circuit_breaker": {"window_minutes": 10,
+                                                               "max_dollars": 1}}})
+        await store.settle(await store.reserve("eng", "gpt-4o-mini", 10, 10), usd(2.0))
+        with pytest.raises(CircuitOpen):
+            await store.reserve("eng", "gpt-4o-mini", 10, 10)
+        raised = departments_config(eng={"circuit_breaker": {"window_minutes": 10,
+                                                             "max_dollars": 5}})
+        store.reconfigure(raised, store.pricing, None)
+        await store.reserve("eng", "gpt-4o-mini", 10, 10)  # 2 spent, ceiling now 5
+        store.reconfigure(departments_config(eng={}), store.pricing, None)
+        await store.reserve("eng", "gpt-4o-mini", 10, 10)  # no breaker at all
+        await store.close()
 
     asyncio.run(run())
