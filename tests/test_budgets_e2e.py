@@ -4,12 +4,9 @@ response, cut streams, 429 on exhaustion, the concurrent budget race, chargeback
 from __future__ import annotations
 
 import concurrent.futures
-import json
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -21,6 +18,7 @@ from proxy.app import create_app
 from proxy.pricing import load_pricing, to_micros
 from proxy.settings import Settings
 from tests.support.servers import ServerThread, make_config_dir
+from tests.support.slack_standin import SlackStandin
 
 ADMIN = {"authorization": "Bearer sk-demo-admin"}
 ENG = {"authorization": "Bearer sk-demo-engineering"}
@@ -28,36 +26,10 @@ NO_CACHE = "enabled: false\n"
 PRICING = load_pricing()
 
 
-class SlackWebhook:
-    """Local Slack incoming-webhook stand-in: keeps every posted message, answers ok."""
-
-    def __init__(self) -> None:
-        self.messages: list[dict[str, Any]] = []
-        posted = self.messages
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (stdlib name)
-                posted.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                self.send_response(200)
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-                return None
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/services/T/B/x"
-
-
 @pytest.fixture
-def slack() -> Iterator[SlackWebhook]:
-    hook = SlackWebhook()
-    thread = threading.Thread(target=hook.server.serve_forever, daemon=True)
-    thread.start()
-    yield hook
-    hook.server.shutdown()
-    hook.server.server_close()
-    thread.join()
+def slack() -> Iterator[SlackStandin]:
+    with SlackStandin() as standin:
+        yield standin
 
 
 def departments_yaml(engineering: dict[str, Any], slack_env: str = "TEST_SLACK_URL") -> str:
@@ -270,7 +242,7 @@ def test_chargeback_survives_restart_on_redis(boot: Callable[..., ServerThread],
 
 def test_soft_threshold_notice_reaches_slack_once(boot: Callable[..., ServerThread],
                                                   state: dict[str, Any],
-                                                  slack: SlackWebhook) -> None:
+                                                  slack: SlackStandin) -> None:
     proxy = start(boot, state, {"budgets": {"daily": 0.001}, "soft_alerts": [0.5]},
                   env={"TEST_SLACK_URL": slack.url})
     spent = 0

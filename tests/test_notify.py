@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -14,51 +11,20 @@ import pytest
 from proxy.notify import BudgetNotice, NotifyError, SlackNotifier, format_notice
 from proxy.spend_core import BudgetExhausted, CircuitOpen
 from tests.spend_helpers import FakeClock, StoreFactory, usd
-
-
-class FakeSlack:
-    """Records every webhook POST body; answers `status`."""
-
-    def __init__(self) -> None:
-        self.posts: list[dict[str, Any]] = []
-        self.status = 200
-        slack = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (stdlib name)
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                slack.posts.append(json.loads(body))
-                self.send_response(slack.status)
-                self.end_headers()
-                self.wfile.write(b"ok" if slack.status == 200 else b"no_service")
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return None
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/services/T/B/X"
-
-    @property
-    def texts(self) -> list[str]:
-        return [post["text"] for post in self.posts]
+from tests.support.slack_standin import SlackStandin
 
 
 @pytest.fixture
-def slack() -> Iterator[FakeSlack]:
-    fake = FakeSlack()
-    thread = threading.Thread(target=fake.server.serve_forever, daemon=True)
-    thread.start()
-    yield fake
-    fake.server.shutdown()
-    fake.server.server_close()
-    thread.join()
+def slack() -> Iterator[SlackStandin]:
+    with SlackStandin() as standin:
+        yield standin
 
 
 DEPT = {"budgets": {"daily": 1}, "soft_alerts": [0.5, 0.8]}
 
 
 def test_each_threshold_and_exhaustion_is_sent_once(
-    make_spend_store: StoreFactory, slack: FakeSlack
+    make_spend_store: StoreFactory, slack: SlackStandin
 ) -> None:
     async def run() -> None:
         store = make_spend_store({"eng": DEPT}, notifier=SlackNotifier(slack.url))
@@ -79,13 +45,13 @@ def test_each_threshold_and_exhaustion_is_sent_once(
             "Requests get 429 insufficient_quota until the window resets.",
         ]
     )
-    assert all(post["blocks"][0]["text"]["text"] == post["text"] for post in slack.posts)
+    assert all(post["blocks"][0]["text"]["text"] == post["text"] for post in slack.messages)
 
 
 @pytest.mark.redis
 @pytest.mark.parametrize("spend_backend", ["redis"])
 def test_a_second_replica_does_not_repeat_a_notice(
-    make_spend_store: StoreFactory, slack: FakeSlack
+    make_spend_store: StoreFactory, slack: SlackStandin
 ) -> None:
     async def run() -> None:
         clock = FakeClock()
@@ -105,7 +71,7 @@ def test_a_second_replica_does_not_repeat_a_notice(
 
 
 def test_breaker_trip_is_announced_once_and_again_after_resume(
-    make_spend_store: StoreFactory, slack: FakeSlack
+    make_spend_store: StoreFactory, slack: SlackStandin
 ) -> None:
     breaker = {"circuit_breaker": {"window_minutes": 5, "max_dollars": 1}}
 
@@ -132,7 +98,7 @@ def test_breaker_trip_is_announced_once_and_again_after_resume(
 
 
 def test_failed_delivery_frees_the_dedupe_key_for_a_retry(
-    make_spend_store: StoreFactory, slack: FakeSlack
+    make_spend_store: StoreFactory, slack: SlackStandin
 ) -> None:
     async def run() -> None:
         store = make_spend_store({"eng": DEPT}, notifier=SlackNotifier(slack.url))

@@ -21,6 +21,7 @@ class SlackStandin:
         self._messages: list[Message] = []
         self._arrived: list[float] = []
         self._lock = threading.Lock()
+        self.status = 200  # set to 500 etc. to make Slack refuse (the message is still recorded)
         self._server = ThreadingHTTPServer((host, port), self._handler_class())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -88,7 +89,8 @@ class SlackStandin:
                 except json.JSONDecodeError:
                     self._reply(400, b"invalid_payload")
                     return
-                self._reply(200, b"ok")
+                status = standin.status
+                self._reply(status, b"ok" if status == 200 else b"no_service")
 
             def _reply(self, status: int, body: bytes) -> None:
                 self.send_response(status)
