@@ -132,7 +132,7 @@ async def settle(services: Services, call: Call, reservation: Any, target: Targe
     """Price the usage, settle the budget, write the record, count the metrics."""
     record = call.record
     assert record is not None
-    pricing = services.pricing
+    pricing = services.config.pricing
     counts = usage if isinstance(usage, Usage) else parse_usage(usage)
     cost = pricing.cost(target.model, counts)
     if not cost.priced and pricing.resolve(record.model_requested) is not None:

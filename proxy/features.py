@@ -9,7 +9,6 @@ from proxy.spend_wiring import build_spend, reconfigure_spend
 
 
 async def attach(services: Services) -> None:
-    services.pricing = services.config.pricing
     config = services.config
     services.spend = await build_spend(services.settings, config.departments, config.pricing,
                                        services.metrics)
@@ -26,7 +25,6 @@ async def _build_cache(services: Services) -> Any:
 
 
 async def reconfigure(services: Services) -> None:
-    services.pricing = services.config.pricing
     if services.spend is not None:
         reconfigure_spend(services.spend, services.settings, services.config.departments,
                           services.config.pricing)

@@ -33,7 +33,6 @@ class Services:
     cache: Any = None  # proxy.cache.store.SemanticCache
     cooldowns: Any = None  # proxy.reliability.Cooldowns
     retry_policy: Any = None  # proxy.reliability.RetryPolicy
-    pricing: Any = None  # proxy.pricing.PricingTable
     record_log: Any = None  # proxy.spend_memory.MemoryBackend: usage records when spend is None
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     demo_providers: dict[str, tuple[Provider, Provider]] = field(default_factory=dict)
