@@ -152,10 +152,7 @@ async def settle(services: Services, call: Call, reservation: Any, target: Targe
     m = services.metrics
     m.record_usage(call.department, model, counts.input_tokens, counts.output_tokens,
                    counts.cached_input_tokens)
-    m.record_cost(call.department, model, cost.dollars if cost.priced else None,
-                  estimated=estimated)
-    if not cost.priced:
-        m.record_cost(call.department, model, cost.dollars, estimated=estimated)
+    m.record_cost(call.department, model, cost.dollars, estimated=estimated, priced=cost.priced)
     if record.experiment and record.variant:
         m.record_experiment(record.experiment, record.variant, cost.dollars)
     if record.route_rule:

@@ -359,13 +359,13 @@ class Metrics:
                 child.inc(count)
 
     def record_cost(
-        self, department: str | None, model: str | None, dollars: float | None,
-        *, estimated: bool = False,
+        self, department: str | None, model: str | None, dollars: float,
+        *, estimated: bool = False, priced: bool = True,
     ) -> None:
-        """Spend of one request; ``dollars=None`` means the model has no price."""
-        if dollars is None:
+        """Spend of one request. ``priced=False``: the model has no price and ``dollars`` came
+        from the default price; it is counted as spend and as an unpriced request."""
+        if not priced:
             self._labels(self._unpriced, model=self.label_model(model)).inc()
-            return
         key = ("cost", department, model)
         series = self._series.get(key)
         if series is None:

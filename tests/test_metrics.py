@@ -122,7 +122,7 @@ def test_usage_cost_and_unpriced(metrics: Metrics) -> None:
     metrics.record_usage("sales", "gpt-4o", input_tokens=100, output_tokens=20,
                          cached_input_tokens=50)
     metrics.record_cost("sales", "gpt-4o", 0.5, estimated=True)
-    metrics.record_cost("sales", "gpt-4o", None)
+    metrics.record_cost("sales", "gpt-4o", 0.0, priced=False)
     assert value(metrics, "meterline_tokens_total", department="sales", model="gpt-4o",
                  direction="input") == 100
     assert value(metrics, "meterline_tokens_total", department="sales", model="gpt-4o",
@@ -130,6 +130,13 @@ def test_usage_cost_and_unpriced(metrics: Metrics) -> None:
     assert value(metrics, "meterline_cost_dollars_total", department="sales", model="gpt-4o") == 0.5
     assert value(metrics, "meterline_cost_estimated_total", department="sales",
                  model="gpt-4o") == 1
+    assert value(metrics, "meterline_unpriced_requests_total", model="gpt-4o") == 1
+
+
+def test_unpriced_spend_is_counted_at_the_default_price(metrics: Metrics) -> None:
+    metrics.record_cost("sales", "gpt-4o", 0.25, priced=False)
+    assert value(metrics, "meterline_cost_dollars_total", department="sales",
+                 model="gpt-4o") == 0.25
     assert value(metrics, "meterline_unpriced_requests_total", model="gpt-4o") == 1
 
 
