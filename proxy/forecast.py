@@ -277,7 +277,7 @@ def _elapsed_share(profile: FloatArray, weekday: int, seconds_into_day: float) -
     return float(row[:whole].sum()) + partial
 
 
-def _cents(value: float) -> float:
+def round_cents(value: float) -> float:
     return round(value + 0.0, 2)
 
 
@@ -327,7 +327,8 @@ def forecast_department(
     if len(residuals.period) >= MIN_RESIDUALS:
         total = _band(label, observed_today, sum(predicted), _quantiles(residuals.period, interval))
     else:  # summing daily bounds assumes errors move together: conservative
-        sums = [_cents(sum(getattr(d, key) for d in days)) for key in ("expected", "low", "high")]
+        sums = [round_cents(sum(getattr(d, key) for d in days))
+                for key in ("expected", "low", "high")]
         total = DayForecast(label, *sums)
     peaks = _peak_hours(model, profile)
     return DepartmentForecast(
@@ -340,9 +341,9 @@ def _band(label: str, done: float, predicted: float, quantiles: tuple[float, flo
     low_q, high_q = quantiles
     return DayForecast(
         label,
-        _cents(done + predicted),
-        _cents(done + predicted * low_q),
-        _cents(done + predicted * high_q),
+        round_cents(done + predicted),
+        round_cents(done + predicted * low_q),
+        round_cents(done + predicted * high_q),
     )
 
 
@@ -380,7 +381,7 @@ def forecast_series(
         DayForecast(
             iso_date(today + h),
             *(
-                _cents(sum(getattr(f.days[h], key) for f in forecasts))
+                round_cents(sum(getattr(f.days[h], key) for f in forecasts))
                 for key in ("expected", "low", "high")
             ),
         )
@@ -414,125 +415,3 @@ def forecast_spend(
     start = (math.floor(now / DAY) - MAX_HISTORY_DAYS) * DAY
     series = bucket_hourly(records, start=start, end=now)
     return forecast_series(series, now, horizon_days, interval, departments)
-
-
-@dataclass(frozen=True)
-class BudgetRecommendation:
-    department: str
-    period_days: int
-    forecast: float
-    low: float
-    high: float
-    cache_savings: float
-    current_budget: float | None
-    recommended_budget: float
-    change: str
-    runs_out_on: str | None
-    reasoning: str
-
-
-def _round_up(value: float) -> float:
-    return float(math.ceil(value)) if value >= 10 else math.ceil(value * 100) / 100
-
-
-def _money(value: float) -> str:
-    return f"${value:,.0f}" if value >= 10 else f"${value:,.2f}"
-
-
-def _run_out(days: list[dict[str, Any]], budget: float) -> str | None:
-    spent = 0.0
-    for day in days:
-        spent += float(day["expected"])
-        if spent > budget:
-            weekday = WEEKDAYS[datetime.fromisoformat(day["date"]).weekday()]
-            return f"{weekday} {day['date']}"
-    return None
-
-
-def _recommend_one(
-    dept: Mapping[str, Any],
-    period: str,
-    interval: float,
-    savings: float,
-    current: float | None,
-    headroom: float,
-) -> BudgetRecommendation:
-    total, days = dept["total"], dept["days"]
-    expected, low, high = float(total["expected"]), float(total["low"]), float(total["high"])
-    reasons = [
-        f"forecast {_money(expected)}/{period} ({interval:.0%} interval {_money(low)}-"
-        f"{_money(high)}; method {dept['method']}, {dept['history_days']} days of history)"
-    ]
-    if savings > 0:
-        reasons.append(
-            f"cache saved {_money(savings)} last {period}, already netted out of recorded spend; "
-            f"without it the upper bound would be about {_money(high + savings)}"
-        )
-    if high <= 0:
-        recommended = current if current is not None else 0.0
-        reasons.append("no spend forecast, so the budget is left as it is")
-    else:
-        recommended = _round_up(high * (1 + headroom))
-        reasons.append(
-            f"recommend {_money(recommended)}/{period} = upper bound + {headroom:.0%} headroom"
-        )
-    runs_out = _run_out(days, current) if current is not None and high > 0 else None
-    reasons.append(_current_note(current, runs_out, high))
-    change = "new" if current is None else _change(current, recommended)
-    return BudgetRecommendation(
-        dept["department"],
-        len(days),
-        expected,
-        low,
-        high,
-        _cents(savings),
-        current,
-        recommended,
-        change,
-        runs_out,
-        "; ".join(reasons),
-    )
-
-
-def _current_note(current: float | None, runs_out: str | None, high: float) -> str:
-    if current is None:
-        return "no current budget"
-    if runs_out:
-        return f"current {_money(current)} would run out on {runs_out} at the expected rate"
-    if current < high:
-        return f"current {_money(current)} covers the expected spend but not the upper bound"
-    return f"current {_money(current)} covers the upper bound"
-
-
-def _change(current: float, recommended: float) -> str:
-    if abs(recommended - current) <= 0.05 * max(current, 1e-9):
-        return "keep"
-    return "increase" if recommended > current else "decrease"
-
-
-def recommend_budgets(
-    forecast: Mapping[str, Any],
-    savings_by_department: Mapping[str, float],
-    current_budgets: Mapping[str, float],
-    headroom: float = 0.02,
-) -> list[dict[str, Any]]:
-    """Next period's budget per department: forecast upper bound plus ``headroom``.
-
-    The period is the forecast horizon, and budgets are assumed to reset at its first day.
-    Savings are reported, not added: recorded costs are already what was paid after the cache.
-    """
-    horizon = int(forecast["horizon_days"])
-    period = "week" if horizon == 7 else "day" if horizon == 1 else f"{horizon} days"
-    return [
-        asdict(
-            _recommend_one(
-                dept,
-                period,
-                float(forecast["interval"]),
-                float(savings_by_department.get(dept["department"], 0.0)),
-                current_budgets.get(dept["department"]),
-                headroom,
-            )
-        )
-        for dept in forecast["departments"]
-    ]

@@ -24,10 +24,11 @@ from starlette.routing import BaseRoute, Route
 
 from proxy.admin import json_response, require_admin
 from proxy.alerts import Alert, AlertSourceError, alertmanager_alerts, proxy_alerts
+from proxy.budget_advice import recommend_budgets
 from proxy.calls import authenticate, request_id_of
 from proxy.departments import Department
 from proxy.errors import InvalidRequest, PermissionDenied
-from proxy.forecast import DAY, MAX_HISTORY_DAYS, forecast_spend, recommend_budgets
+from proxy.forecast import DAY, MAX_HISTORY_DAYS, forecast_spend
 from proxy.params import number_param
 from proxy.records import UsageRecord
 from proxy.services import Services

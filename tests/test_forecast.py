@@ -7,12 +7,12 @@ from typing import Any
 import numpy as np
 import pytest
 
+from proxy.budget_advice import recommend_budgets
 from proxy.forecast import (
     DAY,
     HOUR,
     bucket_hourly,
     forecast_spend,
-    recommend_budgets,
     weekday_of,
 )
 
