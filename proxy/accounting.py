@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import orjson
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from proxy import errors
 from proxy.cache.scope import strip_cache_control
 from proxy.calls import Call
-from proxy.pricing import Usage, parse_usage
+from proxy.pricing import Cost, Usage, parse_usage
 from proxy.routing import estimate_tokens
 from proxy.services import Services
 from proxy.spend_core import BudgetExhausted, SpendRefusal
 from proxy.streaming import StreamOutcome
 from proxy.upstream import Target
+
+log = logging.getLogger(__name__)
 
 
 def prompt_tokens_of(call: Call) -> int:
@@ -127,9 +131,9 @@ def estimate_output_tokens(chunks: list[bytes]) -> int:
     return (chars + 3) // 4
 
 
-async def settle(services: Services, call: Call, reservation: Any, target: Target,
-                 usage: dict[str, Any] | Usage | None, estimated: bool) -> dict[str, Any]:
-    """Price the usage, settle the budget, write the record, count the metrics."""
+def price(services: Services, call: Call, target: Target,
+          usage: dict[str, Any] | Usage | None, estimated: bool) -> tuple[Usage, Cost]:
+    """Token counts and cost of the call, written into its record (no I/O)."""
     record = call.record
     assert record is not None
     pricing = services.config.pricing
@@ -140,6 +144,15 @@ async def settle(services: Services, call: Call, reservation: Any, target: Targe
     record.input_tokens, record.output_tokens = counts.input_tokens, counts.output_tokens
     record.cached_input_tokens = counts.cached_input_tokens
     record.cost, record.cost_estimated = cost.dollars, estimated
+    return counts, cost
+
+
+async def book(services: Services, call: Call, reservation: Any, counts: Usage, cost: Cost,
+               estimated: bool) -> float | None:
+    """Settle the budget, store the record and count the metrics of a priced call; returns the
+    dollars left in the tightest budget window (None when unknown)."""
+    record = call.record
+    assert record is not None
     record.latency_ms = call.elapsed() * 1000
     remaining = None
     if services.spend is not None and reservation is not None:
@@ -159,14 +172,33 @@ async def settle(services: Services, call: Call, reservation: Any, target: Targe
         m.record_route_decision(record.route_rule, record.model_used, call.department)
     m.record_request("/v1" + call.path, model, call.department, record.status,
                      call.elapsed(), call.upstream_s)
+    return remaining
+
+
+async def settle(services: Services, call: Call, reservation: Any, target: Target,
+                 usage: dict[str, Any] | Usage | None, estimated: bool) -> dict[str, Any]:
+    """Price the usage, settle the budget, write the record, count the metrics."""
+    counts, cost = price(services, call, target, usage, estimated)
+    remaining = await book(services, call, reservation, counts, cost, estimated)
+    return info_of(call, counts, cost, estimated, remaining)
+
+
+def info_of(call: Call, counts: Usage, cost: Cost, estimated: bool,
+            remaining: float | None) -> dict[str, Any]:
+    """The `meterline` object a stream's last event carries."""
+    assert call.record is not None
     return {"cost_usd": round(cost.dollars, 8), "input_tokens": counts.input_tokens,
             "output_tokens": counts.output_tokens, "estimated": estimated,
-            "cache": record.cache, "department": call.department,
+            "cache": call.record.cache, "department": call.department,
             "budget_remaining_usd": remaining, "request_id": call.request_id}
 
 
 async def finish_json(services: Services, call: Call, reservation: Any, target: Target,
                       status: int, data: bytes) -> Response:
+    """The cache write happens before the answer goes out (the next identical request must hit);
+    settling the budget, the record and the metrics run right after the body is sent, in the same
+    task, so a graceful shutdown still waits for them. The reservation holds the worst case until
+    then, so budgets stay safe."""
     record = call.record
     assert record is not None
     try:
@@ -184,13 +216,38 @@ async def finish_json(services: Services, call: Call, reservation: Any, target: 
         record.cache = "miss" if services.cache is not None else "off"
     usage = payload.get("usage")
     estimated = not isinstance(usage, dict)
-    info = await settle(services, call, reservation, target,
-                        usage if not estimated else Usage(prompt_tokens_of(call), 0, 0), estimated)
+    counts, cost = price(services, call, target,
+                         usage if not estimated else Usage(prompt_tokens_of(call), 0, 0),
+                         estimated)
     if services.cache is not None and not estimated:
-        await services.cache.store_json(services, call, payload, data, info["cost_usd"])
-    headers = {**call.headers, "x-meterline-cost-usd": f"{info['cost_usd']:.8f}",
-               "x-meterline-overhead-ms": f"{call.overhead_ms():.2f}"}
-    return Response(data, status, headers, media_type="application/json")
+        await services.cache.store_json(services, call, payload, data, round(cost.dollars, 8))
+    headers = call.headers
+    headers["x-meterline-cost-usd"] = f"{round(cost.dollars, 8):.8f}"
+    headers["x-meterline-overhead-ms"] = f"{call.overhead_ms():.2f}"
+    return BookedResponse(data, status, headers, booking=(services, call, reservation, counts,
+                                                           cost, estimated))
+
+
+class BookedResponse(Response):
+    """A JSON answer whose bookkeeping runs once the body is sent, or failed to be sent: spend
+    is recorded even when the client is gone."""
+
+    def __init__(self, data: bytes, status: int, headers: dict[str, str],
+                 booking: tuple[Services, Call, Any, Usage, Cost, bool]) -> None:
+        super().__init__(data, status, headers, media_type="application/json")
+        self.booking = booking
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await send({"type": "http.response.start", "status": self.status_code,
+                        "headers": self.raw_headers})
+            await send({"type": "http.response.body", "body": self.body})
+        finally:
+            services, call, reservation, counts, cost, estimated = self.booking
+            try:
+                await book(services, call, reservation, counts, cost, estimated)
+            except Exception:  # the client has its answer: log, never a second response
+                log.exception("bookkeeping failed after request %s", call.request_id)
 
 
 async def finish_stream(services: Services, call: Call, reservation: Any, target: Target,

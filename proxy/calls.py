@@ -12,7 +12,14 @@ from typing import Any
 import orjson
 from starlette.requests import ClientDisconnect, Request
 
-from proxy.errors import AuthenticationFailed, ClientClosedRequest, InvalidRequest, PayloadTooLarge
+from proxy.errors import (
+    HEADERS_KEY,
+    REQUEST_ID_KEY,
+    AuthenticationFailed,
+    ClientClosedRequest,
+    InvalidRequest,
+    PayloadTooLarge,
+)
 from proxy.keys import Principal
 from proxy.records import UsageRecord
 from proxy.services import Services
@@ -40,14 +47,13 @@ class Call:
     inbound: Mapping[str, str] = field(default_factory=dict)  # request headers
     cache_state: Any = None  # proxy.cache.store.Lookup, from lookup to store
     prompt_tokens: int | None = None  # estimated once, by routing, reused by budgets
+    # read on every step: plain attributes, set once in __post_init__
+    stream: bool = field(init=False)
+    department: str | None = field(init=False)
 
-    @property
-    def stream(self) -> bool:
-        return self.body.get("stream") is True
-
-    @property
-    def department(self) -> str | None:
-        return self.principal.department
+    def __post_init__(self) -> None:
+        self.stream = self.body.get("stream") is True
+        self.department = self.principal.department
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
@@ -60,10 +66,11 @@ def header_map(request: Request) -> dict[str, str]:
     """Request headers as a plain dict, built once per request: Starlette's Headers scans the
     whole list on every lookup, and the request path looks up about ten names. ASGI servers
     send names in lower case; for a repeated header the last value wins."""
-    cached: dict[str, str] | None = getattr(request.state, "headers", None)
+    scope = request.scope
+    cached: dict[str, str] | None = scope.get(HEADERS_KEY)
     if cached is None:
-        cached = {k.decode("latin-1"): v.decode("latin-1") for k, v in request.scope["headers"]}
-        request.state.headers = cached
+        cached = scope[HEADERS_KEY] = {k.decode("latin-1"): v.decode("latin-1")
+                                       for k, v in scope["headers"]}
     return cached
 
 
@@ -73,7 +80,7 @@ def request_id_of(request: Request) -> str:
         rid = given
     else:
         rid = f"req_{_PROCESS_TAG}{next(_SEQUENCE):010x}"
-    request.state.request_id = rid
+    request.scope[REQUEST_ID_KEY] = rid
     return rid
 
 
@@ -195,13 +202,23 @@ def validate_chat(body: dict[str, Any]) -> None:
                 param=f"messages[{i}]",
                 code="invalid_type",
             )
-    _expect(body, "stream", bool, "a boolean")
-    for name in ("n", "max_tokens", "max_completion_tokens"):
-        _expect_count(body, name)
-    _expect(body, "temperature", (int, float), "a number")
-    _expect(body, "stream_options", dict, "an object")
-    _expect(body, "user", str, "a string")
-    _expect(body, "tools", list, "an array")
+    for name in CHAT_CHECKED.intersection(body):  # usually two or three of them
+        if name in COUNT_FIELDS:
+            _expect_count(body, name)
+        else:
+            types, what = CHAT_TYPES[name]
+            _expect(body, name, types, what)
+
+
+COUNT_FIELDS = frozenset({"n", "max_tokens", "max_completion_tokens", "max_output_tokens"})
+CHAT_TYPES: dict[str, tuple[type | tuple[type, ...], str]] = {
+    "stream": (bool, "a boolean"),
+    "temperature": ((int, float), "a number"),
+    "stream_options": (dict, "an object"),
+    "user": (str, "a string"),
+    "tools": (list, "an array"),
+}
+CHAT_CHECKED = frozenset(CHAT_TYPES) | (COUNT_FIELDS - {"max_output_tokens"})
 
 
 def validate_passthrough(body: dict[str, Any]) -> None:

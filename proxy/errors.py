@@ -12,6 +12,13 @@ from starlette.responses import Response
 
 log = logging.getLogger("meterline")
 
+# Per-request values live in the ASGI scope under these keys (cheaper than `request.state`,
+# which builds a State wrapper on first use and goes through __getattr__ on every read):
+# the header dict (proxy.calls.header_map), the request id, and the Call being served.
+HEADERS_KEY = "meterline.headers"
+REQUEST_ID_KEY = "meterline.request_id"
+CALL_KEY = "meterline.call"
+
 
 class ProxyError(Exception):
     """An error the client sees, in OpenAI's shape: {"error": {message, type, param, code}}."""
@@ -167,9 +174,9 @@ def sse_error_event(exc: ProxyError) -> bytes:
 
 async def handle_proxy_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ProxyError)
-    rid = getattr(request.state, "request_id", None)
+    rid = request.scope.get(REQUEST_ID_KEY)
     count_error(request, exc.status)
-    call = getattr(request.state, "call", None)
+    call = request.scope.get(CALL_KEY)
     # a failed call still says who it was charged to and how it was routed
     headers = dict(call.headers) if call is not None else {}
     if rid:
@@ -182,7 +189,7 @@ def count_error(request: Request, status: int) -> None:
     services = getattr(request.app.state, "services", None)
     if services is None:
         return
-    call = getattr(request.state, "call", None)
+    call = request.scope.get(CALL_KEY)
     model = call.body.get("model") if call is not None else None
     department = call.department if call is not None else None
     elapsed = call.elapsed() if call is not None else 0.0

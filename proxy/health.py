@@ -62,5 +62,7 @@ async def can_connect(url: str, timeout_s: float = 1.0) -> bool:
 
 async def metrics(request: Request) -> Response:
     services: Services = request.app.state.services
+    if services.spend is not None:
+        services.spend.report_budgets()
     body, content_type = services.metrics.render()
     return Response(body, headers={"content-type": content_type})

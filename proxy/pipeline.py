@@ -29,6 +29,7 @@ from proxy.calls import (
     validate_passthrough,
 )
 from proxy.errors import (
+    CALL_KEY,
     ModelNotFound,
     PermissionDenied,
     ProxyError,
@@ -72,7 +73,7 @@ async def open_call(request: Request, endpoint: str, path: str) -> Call:
                 headers={"x-request-id": rid,
                          "x-meterline-department": principal.department or "admin"},
                 inbound=header_map(request))
-    request.state.call = call
+    request.scope[CALL_KEY] = call
     return call
 
 

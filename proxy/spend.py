@@ -85,6 +85,8 @@ class Ledger:
         self._id_sequence = itertools.count(1)
         self._window_cache: dict[tuple[str, int], tuple[Department, tuple[Window, ...]]] = {}
         self._breaker_cache: dict[str, tuple[Department, BreakerPlan | None]] = {}
+        # latest window spend per department, handed to the observer by report_budgets()
+        self._unreported: dict[str, tuple[tuple[Window, ...], tuple[int, ...]]] = {}
 
     def reconfigure(
         self, departments: DepartmentsConfig, pricing: PricingTable, notifier: NoticeSink | None
@@ -237,8 +239,10 @@ class Ledger:
         outcome = await self.backend.commit(settlement)
         if outcome is None:  # queued while the backend is down; notices are best effort
             return None
+        lowest_mark = min(dept.soft_alerts, default=1.0)
         for window, spent in zip(settlement.windows, outcome.spent_micros, strict=True):
-            self._check_thresholds(dept, window, spent - cost_micros, spent)
+            if spent >= window.limit_micros * lowest_mark:  # else no threshold can be crossed
+                self._check_thresholds(dept, window, spent - cost_micros, spent)
         if breaker and outcome.breaker_micros is not None:
             ceiling = to_micros(breaker.max_dollars)
             if outcome.breaker_micros - cost_micros <= ceiling < outcome.breaker_micros:
@@ -248,17 +252,27 @@ class Ledger:
     def _report_left(
         self, dept: Department, windows: tuple[Window, ...], spent_micros: tuple[int, ...]
     ) -> float | None:
-        """Give the observer each window's room; dollars left in the tightest window."""
+        """Dollars left in the tightest window. The observer gets every window's room from
+        report_budgets(): only the latest state matters there, not one call per request."""
+        if self._observer is not None:
+            self._unreported[dept.name] = (windows, spent_micros)
+        if not windows:
+            return None
+        tightest = min(w.limit_micros - s for w, s in zip(windows, spent_micros, strict=True))
+        return micros_to_dollars(max(0, tightest))
+
+    def report_budgets(self) -> None:
+        """Give the observer the room left in each window settled since the last report (called
+        before metrics are rendered and once a second by the flush loop)."""
         observer = self._observer
-        tightest: int | None = None
-        for window, spent in zip(windows, spent_micros, strict=True):
-            room = window.limit_micros - spent
-            if tightest is None or room < tightest:
-                tightest = room
-            if observer is not None:
-                observer.budget(dept.name, window.period, micros_to_dollars(max(0, room)),
+        pending, self._unreported = self._unreported, {}
+        if observer is None:
+            return
+        for name, (windows, spent_micros) in pending.items():
+            for window, spent in zip(windows, spent_micros, strict=True):
+                observer.budget(name, window.period,
+                                micros_to_dollars(max(0, window.limit_micros - spent)),
                                 micros_to_dollars(window.limit_micros))
-        return None if tightest is None else micros_to_dollars(max(0, tightest))
 
     async def release(self, reservation: Reservation) -> None:
         """The request failed before anything was charged: free the hold."""
@@ -401,6 +415,7 @@ class Ledger:
             if self.backend.backlog_size():
                 await self.backend.flush()
             if self._observer is not None:
+                self.report_budgets()
                 self._observer.backlog(self.backend.backlog_size())
                 if time.monotonic() >= next_status:
                     next_status = time.monotonic() + self.options.status_interval_seconds

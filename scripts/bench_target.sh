@@ -35,4 +35,4 @@ if cache_file.exists():
     cache_file.write_text(yaml.safe_dump(data))
 PY
 export BENCH_UPSTREAM_KEY=sk-upstream MET_LOG_LEVEL=warning
-exec python3 -m proxy serve --config "$CONF" --port "$PORT"
+exec python3 ${MET_PY_WRAPPER:--m proxy} serve --config "$CONF" --port "$PORT"
