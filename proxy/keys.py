@@ -49,7 +49,7 @@ class KeyRecord:
         return data
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # built per request: a frozen __init__ costs ~6x
 class Principal:
     key_id: str
     department: str | None

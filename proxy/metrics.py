@@ -417,8 +417,13 @@ class Metrics:
         self, rule: str, target_model: str | None, department: str | None = None,
         saved_dollars: float = 0.0,
     ) -> None:
-        self._labels(self._route_decisions, 
-            rule=_bounded(rule, self._rules), target_model=self.label_model(target_model)).inc()
+        key = ("route", rule, target_model)
+        child = self._series.get(key)
+        if child is None:
+            child = self._remember(key, (self._labels(
+                self._route_decisions, rule=_bounded(rule, self._rules),
+                target_model=self.label_model(target_model)),))
+        child[0].inc()
         if saved_dollars > 0:
             self._labels(self._routing_saved, department=self.label_department(department)).inc(
                 saved_dollars)
@@ -446,9 +451,14 @@ class Metrics:
 
     def record_upstream(self, provider: str | None, error_kind: str | None = None) -> None:
         """One upstream attempt; ``error_kind`` (see UPSTREAM_ERROR_KINDS) when it failed."""
-        label = self.label_provider(provider)
-        self._labels(self._upstream_requests, provider=label).inc()
+        key = ("upstream", provider)
+        series = self._series.get(key)
+        if series is None:
+            series = self._remember(key, (self._labels(
+                self._upstream_requests, provider=self.label_provider(provider)),))
+        series[0].inc()
         if error_kind is not None:
+            label = self.label_provider(provider)
             self._labels(self._upstream_errors, 
                 provider=label, kind=_bounded(error_kind, UPSTREAM_ERROR_KINDS)).inc()
 

@@ -52,7 +52,7 @@ class PricingFile(BaseModel):
     models: dict[str, Price] = Field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # built per request: a frozen __init__ costs ~6x
 class Usage:
     """Token counts normalised from a Chat Completions or Responses API usage block."""
 
@@ -61,7 +61,7 @@ class Usage:
     output_tokens: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # built per request: a frozen __init__ costs ~6x
 class Cost:
     """What a request cost. `priced` is False when the model was unknown and `default` was used."""
 

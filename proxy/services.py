@@ -36,7 +36,7 @@ class Services:
     record_log: Any = None  # proxy.spend_memory.MemoryBackend: usage records when spend is None
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     demo_providers: dict[str, tuple[Provider, Provider]] = field(default_factory=dict)
-    target_cache: dict[tuple[tuple[str, ...], str | None], tuple[Target, ...]] = field(
+    target_cache: dict[tuple[tuple[str, ...], str | None], dict[str, Target]] = field(
         default_factory=dict)
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -81,18 +81,19 @@ class Services:
             return None
         return depts.departments.get(name)
 
-    def targets(self, models: tuple[str, ...], department: str | None) -> list[Target]:
-        """Concrete upstream targets, in order, for a chain of public model names. Built once
-        per (chain, department): credentials and providers only change on reload, which clears
-        this cache."""
+    def targets(self, models: tuple[str, ...], department: str | None) -> dict[str, Target]:
+        """Concrete upstream targets by key, in order, for a chain of public model names. Built
+        once per (chain, department): credentials and providers only change on reload, which
+        clears this cache. Callers must not change the dict."""
         key = (models, department)
         found = self.target_cache.get(key)
         if found is None:
             if len(self.target_cache) > 1024:
                 self.target_cache.clear()
-            found = self.target_cache[key] = tuple(
+            targets = (
                 Target(provider_name, self.provider(provider_name), upstream_model,
                        self.credential(provider_name, department))
                 for model in models
                 for provider_name, upstream_model in self.config.providers.targets_for(model))
-        return list(found)
+            found = self.target_cache[key] = {t.key: t for t in targets}
+        return found

@@ -23,7 +23,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from proxy.admin import json_response, require_admin
-from proxy.calls import authenticate, read_json_body, request_id_of
+from proxy.calls import authenticate, parse_json_object, read_body, request_id_of
 from proxy.chargeback import chargeback_csv, chargeback_json
 from proxy.errors import InvalidRequest, NotFound, ServiceUnavailable
 from proxy.keys import KeyRecord, create_key, disable_key, rotate_key
@@ -56,10 +56,8 @@ def ledger_of(services: Services) -> Ledger:
 
 
 async def json_body(request: Request) -> dict[str, Any]:
-    if not await request.body():
-        return {}
-    _, body = await read_json_body(request, MAX_ADMIN_BODY)
-    return body
+    raw = await read_body(request, MAX_ADMIN_BODY)
+    return parse_json_object(raw) if raw else {}
 
 
 def key_view(record: KeyRecord) -> dict[str, Any]:

@@ -4,28 +4,46 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiohttp
 
 from proxy.errors import UpstreamHTTPError, UpstreamTimeout, UpstreamUnavailable
 from proxy.providers import Provider
 
-FORWARDED_REQUEST_HEADERS = ("openai-beta", "openai-organization", "openai-project")
+FORWARDED_REQUEST_HEADERS = frozenset({"openai-beta", "openai-organization", "openai-project"})
 
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """One concrete place to send a request: provider + upstream model name + credential."""
+    """One concrete place to send a request: provider + upstream model name + credential.
+    Built once per chain and department (see Services.targets), so the request path finds its
+    key, headers and URLs ready."""
 
     provider_name: str
     provider: Provider
     model: str
     credential: str | None
+    key: str = field(init=False)  # "provider/model": cooldowns and timeouts are kept per key
+    headers: dict[str, str] = field(init=False, repr=False)  # sent on every request
+    urls: dict[str, str] = field(init=False, repr=False)  # upstream path -> URL, filled on use
 
-    @property
-    def key(self) -> str:
-        return f"{self.provider_name}/{self.model}"
+    def __post_init__(self) -> None:
+        headers = {"content-type": "application/json", **self.provider.headers}
+        if self.credential:
+            if self.provider.kind == "azure":
+                headers["api-key"] = self.credential
+            else:
+                headers["authorization"] = f"Bearer {self.credential}"
+        object.__setattr__(self, "key", f"{self.provider_name}/{self.model}")
+        object.__setattr__(self, "headers", headers)
+        object.__setattr__(self, "urls", {})
+
+    def url(self, path: str) -> str:
+        url = self.urls.get(path)
+        if url is None:
+            url = self.urls[path] = self.provider.url(path, self.model)
+        return url
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -81,18 +99,14 @@ class UpstreamClient:
         Error statuses are read, released and raised as UpstreamHTTPError so the caller can retry
         or fall back before anything reached the client.
         """
-        headers = {"content-type": "application/json", **target.provider.headers}
-        if target.credential:
-            if target.provider.kind == "azure":
-                headers["api-key"] = target.credential
-            else:
-                headers["authorization"] = f"Bearer {target.credential}"
-        for name in FORWARDED_REQUEST_HEADERS:
-            value = client_headers.get(name)
-            if value is not None:
-                headers[name] = value
-        session = self._session(target.provider_name, target.provider)
-        url = target.provider.url(path, target.model)
+        headers = target.headers
+        forwarded = FORWARDED_REQUEST_HEADERS.intersection(client_headers)
+        if forwarded:
+            headers = {**headers, **{name: client_headers[name] for name in forwarded}}
+        session = self._sessions.get(target.provider_name)
+        if session is None or session.closed:
+            session = self._session(target.provider_name, target.provider)
+        url = target.url(path)
         try:
             resp = await session.post(url, data=body, headers=headers)
         except TimeoutError:
