@@ -149,8 +149,8 @@ def price(services: Services, call: Call, target: Target,
 
 async def book(services: Services, call: Call, reservation: Any, counts: Usage, cost: Cost,
                estimated: bool) -> float | None:
-    """Settle the budget, store the record and count the metrics of a priced call; returns the
-    dollars left in the tightest budget window (None when unknown)."""
+    """Settle the budget, store the record and count the metrics of a call the upstream answered;
+    returns the dollars left in the tightest budget window (None when unknown)."""
     record = call.record
     assert record is not None
     record.latency_ms = call.elapsed() * 1000
@@ -163,6 +163,7 @@ async def book(services: Services, call: Call, reservation: Any, counts: Usage, 
         await services.record_log.put_record(record)
     model = record.model_requested
     m = services.metrics
+    m.record_upstream(record.provider)  # the attempt that answered (failed ones: pipeline.send)
     m.record_usage(call.department, model, counts.input_tokens, counts.output_tokens,
                    counts.cached_input_tokens)
     m.record_cost(call.department, model, cost.dollars, estimated=estimated, priced=cost.priced)

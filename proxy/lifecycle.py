@@ -95,6 +95,7 @@ async def reload_config(services: Services) -> Config:
     policy, reliability = reliability_of(config)
     services.config = config
     services.target_cache.clear()
+    services.allow_cache.clear()
     services.retry_policy = policy
     services.cooldowns.configure(reliability.cooldown)
     services.upstream.update_providers(config.providers.providers)

@@ -98,11 +98,10 @@ def plan_route(services: Services, call: Call, request: Request) -> Plan:
 
 def authorize(services: Services, call: Call, plan: Plan) -> None:
     requested: str = call.body["model"]
-    if not any(services.config.providers.targets_for(m) for m in plan.chain):
+    if not services.targets(plan.chain, call.department):
         raise ModelNotFound(f"The model '{requested}' does not exist or is not served here.",
                             param="model")
-    dept = services.department(call.department)
-    if dept is not None and not dept.allows(requested):
+    if call.department is not None and not services.allows(call.department, requested):
         raise PermissionDenied(
             f"Department '{call.department}' may not use model '{requested}'.", param="model")
 
@@ -165,8 +164,7 @@ async def send(services: Services, call: Call, plan: Plan, request: Request,
             raise as_failure(exc, services.retry_policy.retry_timeouts) from None
         finally:
             call.upstream_s += time.perf_counter() - t0
-        services.metrics.record_upstream(target.provider_name)
-        return target, resp, data
+        return target, resp, data  # the answered attempt is counted by accounting.book
 
     policy: RetryPolicy = services.retry_policy
     try:

@@ -38,6 +38,7 @@ class Services:
     demo_providers: dict[str, tuple[Provider, Provider]] = field(default_factory=dict)
     target_cache: dict[tuple[tuple[str, ...], str | None], dict[str, Target]] = field(
         default_factory=dict)
+    allow_cache: dict[tuple[str, str], bool] = field(default_factory=dict)
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run bookkeeping that must finish even if the client went away; drained at shutdown."""
@@ -80,6 +81,19 @@ class Services:
         if depts is None or name is None:
             return None
         return depts.departments.get(name)
+
+    def allows(self, department: str, model: str) -> bool:
+        """Whether the department may call `model` (its allowed_models patterns), remembered
+        per pair until the next reload. A department missing from the config is not limited
+        here: budgets refuse it (accounting.reserve)."""
+        key = (department, model)
+        found = self.allow_cache.get(key)
+        if found is None:
+            if len(self.allow_cache) > 4096:  # model names come from requests
+                self.allow_cache.clear()
+            dept = self.department(department)
+            found = self.allow_cache[key] = dept is None or dept.allows(model)
+        return found
 
     def targets(self, models: tuple[str, ...], department: str | None) -> dict[str, Target]:
         """Concrete upstream targets by key, in order, for a chain of public model names. Built
