@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import secrets
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Protocol
@@ -12,8 +15,13 @@ from typing import Protocol
 import orjson
 import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict, Field
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from proxy.config_errors import load_model
+from proxy.errors import ServiceUnavailable
+
+log = logging.getLogger(__name__)
 
 DEMO_DEPARTMENTS = ("engineering", "sales", "marketing", "executive")
 LOOKUP_CACHE_S = (
@@ -125,8 +133,24 @@ class MemoryKeyStore:
         return sorted(self._by_id.values(), key=lambda r: r.id)
 
 
+class KeyStoreUnavailable(ServiceUnavailable):
+    """Redis holds the keys and is unreachable: the key can't be checked (-> HTTP 503)."""
+
+    code = "key_store_unavailable"
+
+
+@contextlib.contextmanager
+def _reachable() -> Iterator[None]:
+    try:
+        yield
+    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        log.warning("key store unreachable: %s", exc)
+        raise KeyStoreUnavailable("The key store is unreachable; retry shortly.") from exc
+
+
 class RedisKeyStore:
-    """Keys shared by every replica: config keys written at start, admin-made keys persist."""
+    """Keys shared by every replica: config keys written at start, admin-made keys persist.
+    While Redis is unreachable, lookups the local cache can't answer raise KeyStoreUnavailable."""
 
     def __init__(self, client: aioredis.Redis, prefix: str) -> None:
         self._r = client
@@ -146,7 +170,8 @@ class RedisKeyStore:
         hit = self._cache.get(sha)
         if hit is not None and hit[0] > now:
             return principal_of(hit[1], now)
-        blob = await self._r.get(self._hkey(sha))
+        with _reachable():
+            blob = await self._r.get(self._hkey(sha))
         record = KeyRecord(**orjson.loads(blob)) if blob else None
         if len(self._cache) > 10_000:
             self._cache.clear()
@@ -157,19 +182,22 @@ class RedisKeyStore:
         pipe = self._r.pipeline(transaction=True)
         pipe.set(self._hkey(record.sha256), orjson.dumps(asdict(record)))
         pipe.hset(f"{self._prefix}keyids", record.id, record.sha256)
-        await pipe.execute()
+        with _reachable():
+            await pipe.execute()
         self._cache.pop(record.sha256, None)
 
     async def get(self, key_id: str) -> KeyRecord | None:
-        sha = await self._r.hget(f"{self._prefix}keyids", key_id)
-        if sha is None:
-            return None
-        blob = await self._r.get(self._hkey(_text(sha)))
+        with _reachable():
+            sha = await self._r.hget(f"{self._prefix}keyids", key_id)
+            if sha is None:
+                return None
+            blob = await self._r.get(self._hkey(_text(sha)))
         return KeyRecord(**orjson.loads(blob)) if blob else None
 
     async def list(self) -> list[KeyRecord]:
-        shas = await self._r.hvals(f"{self._prefix}keyids")
-        blobs = await self._r.mget([self._hkey(_text(s)) for s in shas]) if shas else []
+        with _reachable():
+            shas = await self._r.hvals(f"{self._prefix}keyids")
+            blobs = await self._r.mget([self._hkey(_text(s)) for s in shas]) if shas else []
         return sorted((KeyRecord(**orjson.loads(b)) for b in blobs if b), key=lambda r: r.id)
 
 
