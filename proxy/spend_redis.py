@@ -75,8 +75,12 @@ class RedisBackend:
     def from_url(
         cls, url: str, *, options: SpendOptions, clock: Callable[[], float]
     ) -> RedisBackend:
+        # RESP2: redis-py 8.1's RESP3 pools skip their closed-connection check, so after a
+        # Redis restart the first command on each idle connection failed (a spurious 503).
+        # The scripts are not idempotent, so a client-side retry would be no fix.
         pool = aioredis.BlockingConnectionPool.from_url(
             url,
+            protocol=2,
             max_connections=options.redis_max_connections,
             timeout=options.redis_pool_wait_seconds,
             socket_timeout=options.redis_timeout_seconds,
