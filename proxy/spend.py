@@ -123,7 +123,7 @@ class Ledger:
             outcome = await self.backend.admit(plan)
         except BackendDown as exc:
             if self.options.fail_mode == "closed":
-                raise SpendBackendUnavailable(f"spend backend unreachable: {exc}") from exc
+                raise _unavailable(exc) from exc
             log.warning("spend backend down; admitting %s without budget checks", department)
             worst = reservation_amount(plan.fixed_micros, plan.per_token_micros, plan.max_tokens)
             return self._reservation(plan, model, worst, None, degraded=True)
@@ -296,7 +296,7 @@ class Ledger:
             await self.backend.resume(department)
             await self.backend.release_notice(self._breaker_key(department))
         except BackendDown as exc:
-            raise SpendBackendUnavailable(f"spend backend unreachable: {exc}") from exc
+            raise _unavailable(exc) from exc
         self._notices.forget_locally(self._breaker_key(department))
 
     async def is_paused(self, department: str) -> bool:
@@ -360,7 +360,7 @@ class Ledger:
         try:
             return await pending
         except BackendDown as exc:
-            raise SpendBackendUnavailable(f"spend backend unreachable: {exc}") from exc
+            raise _unavailable(exc) from exc
 
     # ----- notices -----------------------------------------------------------------------------
 
@@ -444,6 +444,14 @@ class Ledger:
         await self.drain_notices()
         await self.backend.flush()
         await self.backend.close()
+
+
+def _unavailable(exc: BackendDown) -> SpendBackendUnavailable:
+    """The client hears that budgets can't be checked; the cause (which names Redis's address)
+    goes to the log only."""
+    log.warning("spend backend unreachable: %s", exc)
+    return SpendBackendUnavailable(
+        "spend backend unreachable: budgets can't be checked right now. Retry shortly.")
 
 
 def _dimension_value(record: UsageRecord, dimension: SpendDimension) -> str:

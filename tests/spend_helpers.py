@@ -130,8 +130,17 @@ class TcpSwitch:
         assert task is not None
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        up_reader, up_writer = await asyncio.open_connection(*self.target)
-        self._writers.update((writer, up_writer))
+        self._writers.add(writer)  # down() closes it even while we connect upstream
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.close()
+            return
+        if self._server is None:  # cut while this connection was being made
+            up_writer.close()
+            writer.close()
+            return
+        self._writers.add(up_writer)
         await asyncio.gather(
             self._pipe(reader, up_writer), self._pipe(up_reader, writer), return_exceptions=True
         )
