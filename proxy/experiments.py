@@ -126,13 +126,15 @@ class Experiment(BaseModel):
     def seed(self) -> str:
         return self.name if self.salt is None else self.salt
 
+    @cached_property
+    def active_window(self) -> tuple[float, float]:
+        """(start, stop) as unix seconds, open ends as -inf/inf: read on every request."""
+        return (-math.inf if self.start is None else self.start.timestamp(),
+                math.inf if self.stop is None else self.stop.timestamp())
+
     def active(self, now: float) -> bool:
-        return (
-            self.enabled
-            and self.traffic > 0
-            and (self.start is None or self.start.timestamp() <= now)
-            and (self.stop is None or now < self.stop.timestamp())
-        )
+        start, stop = self.active_window
+        return self.enabled and self.traffic > 0 and start <= now < stop
 
 
 def _check_arms(arms: tuple[Arm, ...]) -> None:
@@ -171,6 +173,22 @@ class Experiments(BaseModel):
 
     def models(self) -> set[str]:
         return {a.model for e in self.experiments.values() for a in e.arms}
+
+    @cached_property
+    def scope_memo(self) -> dict[tuple[str, str, str | None], tuple[Experiment, ...]]:
+        return {}
+
+    def in_scope(self, inp: RouteInput) -> tuple[Experiment, ...]:
+        """Experiments whose scope covers this kind of request (department, model, task), in
+        file order; remembered per kind (a new config is a new object)."""
+        key = (inp.department, inp.model, inp.task)
+        memo = self.scope_memo
+        found = memo.get(key)
+        if found is None:
+            if len(memo) > 4096:  # model names come from requests
+                memo.clear()
+            found = memo[key] = tuple(e for e in self.experiments.values() if e.scope.covers(inp))
+        return found
 
 
 @dataclass(slots=True)  # built per request: a frozen __init__ costs ~6x
@@ -216,8 +234,8 @@ def assign_variant(experiment: Experiment, user: str) -> Assignment | None:
 
 def assign(experiments: Experiments, inp: RouteInput, now: float) -> Assignment | None:
     """The first active, in-scope experiment the user is enrolled in decides (file order)."""
-    for experiment in experiments.experiments.values():
-        if experiment.active(now) and experiment.scope.covers(inp):
+    for experiment in experiments.in_scope(inp):
+        if experiment.active(now):
             assignment = assign_variant(experiment, inp.user)
             if assignment is not None:
                 return assignment

@@ -228,6 +228,26 @@ class RoutingRules(BaseModel):
     def models(self) -> set[str]:
         return {m for r in self.rules for m in (r.target, *r.fallbacks)}
 
+    @cached_property
+    def candidates_memo(self) -> dict[tuple[str, str, str | None], tuple[tuple[Rule, ...], bool]]:
+        return {}
+
+    def candidates(self, department: str, model: str,
+                   task: str | None) -> tuple[tuple[Rule, ...], bool]:
+        """The rules whose department, model and task conditions hold for this kind of request,
+        in order, and whether any of them looks at the prompt text. Remembered per kind (a new
+        config is a new object): per request only the prompt-dependent conditions are left."""
+        key = (department, model, task)
+        memo = self.candidates_memo
+        found = memo.get(key)
+        if found is None:
+            if len(memo) > 4096:  # model names come from requests
+                memo.clear()
+            rules = tuple(r for r in self.rules if _static_holds(r.match, department, model, task))
+            needs_text = any(r.match.keywords or r.match.regex is not None for r in rules)
+            found = memo[key] = (rules, needs_text)
+        return found
+
 
 @dataclass(frozen=True, slots=True)
 class RuleCheck:
@@ -330,16 +350,19 @@ def check_rule(rule: Rule, facts: _Facts) -> RuleCheck:
     return RuleCheck(rule.name, True, tuple(c[1:] for c in checks) or ("no conditions",))
 
 
+def _static_holds(match: Match, department: str, model: str, task: str | None) -> bool:
+    """The conditions fixed by who asks for which model and task (see RoutingRules.candidates)."""
+    if match.department is not None and department not in match.department:
+        return False
+    if match.model is not None and not any(fnmatchcase(model, m) for m in match.model):
+        return False
+    return match.task is None or task in match.task
+
+
 def _holds(match: Match, facts: _Facts) -> bool:
-    """The same conditions as `_checks` + `_text_checks`, without building explanations:
-    this runs on every request, the explanations only for the explain endpoint."""
+    """The prompt-dependent conditions of a candidate rule, as in `_checks` + `_text_checks`
+    but without building explanations: this runs on every request."""
     inp = facts.inp
-    if match.department is not None and inp.department not in match.department:
-        return False
-    if match.model is not None and not any(fnmatchcase(inp.model, m) for m in match.model):
-        return False
-    if match.task is not None and inp.task not in match.task:
-        return False
     if match.min_prompt_tokens is not None and inp.prompt_tokens < match.min_prompt_tokens:
         return False
     if match.max_prompt_tokens is not None and inp.prompt_tokens > match.max_prompt_tokens:
@@ -356,14 +379,18 @@ def _holds(match: Match, facts: _Facts) -> bool:
 def select_route(rules: RoutingRules, inp: RouteInput, *, explain: bool = True) -> RouteDecision:
     """First matching rule wins; without a match the requested model is used unchanged.
     With explain=False (the request path) the decision carries no per-rule explanation."""
-    text = last_user_text(inp.messages)
     images = inp.images if inp.images is not None else count_images(inp.messages)
-    facts = _Facts(inp, text, text.casefold(), images > 0)
     if not explain:
-        for rule in rules.rules:
-            if _holds(rule.match, facts):
-                return RouteDecision(rule.name, rule.target, rule.fallbacks, ())
+        candidates, needs_text = rules.candidates(inp.department, inp.model, inp.task)
+        if candidates:
+            text = last_user_text(inp.messages) if needs_text else ""
+            facts = _Facts(inp, text, text.casefold(), images > 0)
+            for rule in candidates:
+                if _holds(rule.match, facts):
+                    return RouteDecision(rule.name, rule.target, rule.fallbacks, ())
         return RouteDecision(DEFAULT_RULE, inp.model, (), ())
+    text = last_user_text(inp.messages)
+    facts = _Facts(inp, text, text.casefold(), images > 0)
     checked: list[RuleCheck] = []
     for rule in rules.rules:
         check = check_rule(rule, facts)
