@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import orjson
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from proxy import accounting
 from proxy.calls import (
@@ -41,7 +41,7 @@ from proxy.experiments import assign
 from proxy.reliability import AllTargetsFailed, RetryPolicy, UpstreamFailure, run_with_fallbacks
 from proxy.routing import RouteInput, select_route
 from proxy.services import Services
-from proxy.streaming import SSERelay
+from proxy.streaming import RelayResponse, SSERelay
 from proxy.upstream import Target
 
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
@@ -210,14 +210,14 @@ async def run_call(services: Services, call: Call, request: Request) -> Response
 
 
 def stream_response(services: Services, call: Call, reservation: Any, target: Target,
-                    resp: aiohttp.ClientResponse, strip_usage: bool) -> StreamingResponse:
+                    resp: aiohttp.ClientResponse, strip_usage: bool) -> RelayResponse:
     async def finish(outcome: Any) -> dict[str, Any]:
         return await accounting.finish_stream(services, call, reservation, target, outcome)
 
     relay = SSERelay(resp, strip_usage=strip_usage, finish=finish, spawn=services.spawn,
                      provider=target.provider_name, raw=call.endpoint == "responses")
     call.headers["x-meterline-overhead-ms"] = f"{call.overhead_ms():.2f}"
-    return StreamingResponse(relay.events(), 200, {**SSE_HEADERS, **call.headers},
+    return RelayResponse(relay.events(), 200, {**SSE_HEADERS, **call.headers},
                              media_type="text/event-stream")
 
 

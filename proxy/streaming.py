@@ -16,12 +16,15 @@ from typing import Any
 
 import aiohttp
 import orjson
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from proxy.errors import ProxyError, UpstreamTimeout, UpstreamUnavailable, sse_error_event
 
 DONE = b"data: [DONE]"
 FINISH_MARKS = (b'"finish_reason":"', b'"finish_reason": "')
 USAGE_NULL = (b'"usage":null', b'"usage": null')
+TAIL_MARKS = (b'"usage"', DONE, *FINISH_MARKS)
 
 
 @dataclass
@@ -91,11 +94,16 @@ class SSERelay:
             if b'"usage"' in batch:
                 self._scan_raw_usage(batch)
             return batch
-        if b'"usage"' not in batch and DONE not in batch and not any(
-                m in batch for m in FINISH_MARKS):
+        # Only the events from the first usage/finish/[DONE] mark on need a look: content
+        # chunks before it pass as they are (a fast upstream can send a whole answer at once).
+        first = min((i for i in (batch.find(m) for m in TAIL_MARKS) if i >= 0), default=-1)
+        if first < 0:
             return batch
-        out: list[bytes] = []
-        for event in batch.split(b"\n\n"):
+        start = batch.rfind(b"\n\n", 0, first) + 2 if first else 0
+        if start < 2:
+            start = 0
+        out: list[bytes] = [batch[:start]] if start else []
+        for event in batch[start:].split(b"\n\n"):
             if event.strip():
                 self._route_event(event + b"\n\n", out)
         return b"".join(out)
@@ -179,3 +187,32 @@ class SSERelay:
 
     async def _finish_quietly(self) -> None:
         await self._finish(self.outcome)
+
+
+class RelayResponse(StreamingResponse):
+    """A StreamingResponse that stops (and so cancels the upstream read) when the client goes
+    away, with one plain asyncio task watching for the disconnect. Starlette does the same with
+    an anyio task group and two tasks when the server speaks ASGI < 2.4 (uvicorn: 2.3), which
+    costs more than the rest of a stream's first byte."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        streaming = asyncio.current_task()
+        assert streaming is not None
+        gone = False
+
+        async def watch() -> None:
+            nonlocal gone
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone = True
+            streaming.cancel()
+
+        watcher = asyncio.get_running_loop().create_task(watch())
+        try:
+            await self.stream_response(send)
+        except asyncio.CancelledError:
+            if not gone:
+                raise  # cancelled from outside (shutdown): not ours to swallow
+            streaming.uncancel()
+        finally:
+            watcher.cancel()
