@@ -235,6 +235,8 @@ class Ledger:
             windows=self._windows(dept, now),
             breaker_minutes=breaker.window_minutes if breaker else None,
             token_delta=0 if total_tokens is None else total_tokens - reservation.admitted_tokens,
+            held_until=None if reservation.degraded
+            else reservation.created_at + self.options.reservation_ttl_seconds,
         )
         outcome = await self.backend.commit(settlement)
         if outcome is None:  # queued while the backend is down; notices are best effort

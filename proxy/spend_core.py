@@ -144,6 +144,9 @@ class Settlement:
     windows: tuple[Window, ...]
     breaker_minutes: int | None
     token_delta: int
+    # when the backend drops the hold by itself (unix s); None: nothing was held there (admitted
+    # fail-open). Lets a re-sent settlement tell "already settled" from "not yet".
+    held_until: float | None = None
 
 
 @dataclass(slots=True)  # built per request: a frozen __init__ costs ~6x

@@ -159,7 +159,9 @@ class RedisBackend:
             self._pending_settlements.append(settlement)
             return None
 
-    async def _commit(self, settlement: Settlement) -> CommitOutcome:
+    async def _commit(self, settlement: Settlement, resent: bool = False) -> CommitOutcome:
+        """Run the settle script; `resent` for a settlement from the backlog, which Redis may
+        already have run before the connection broke (the script then leaves the spend alone)."""
         dept = settlement.department
         now = self._clock()
         live = [w for w in settlement.windows if w.ttl(now) > 0]
@@ -168,11 +170,15 @@ class RedisBackend:
             *self._resv_keys(dept), self._dept(dept, f"tpm:{minute}"),
             *(self._dept(dept, f"spent:{w.wid}") for w in live),
         ]  # fmt: skip
+        guard = settlement.held_until if resent and settlement.held_until is not None else 0
         args: list[Any] = [
             settlement.reservation_id, settlement.actual_micros, settlement.breaker_minutes or 0,
-            minute, settlement.token_delta, *(w.ttl(now) for w in live),
+            minute, settlement.token_delta, guard, now, *(w.ttl(now) for w in live),
         ]  # fmt: skip
-        breaker, spent = await self._call(self._settle(keys=keys, args=args))
+        breaker, spent, settled_now = await self._call(self._settle(keys=keys, args=args))
+        if not int(settled_now):
+            log.info("settlement %s was already in Redis; not counted again",
+                     settlement.reservation_id)
         by_window = dict(zip((w.wid for w in live), (int(s) for s in spent), strict=True))
         after = tuple(by_window.get(w.wid, settlement.actual_micros) for w in settlement.windows)
         return CommitOutcome(after, None if int(breaker) < 0 else int(breaker))
@@ -282,7 +288,7 @@ class RedisBackend:
         written = 0
         try:
             while self._pending_settlements:
-                await self._commit(self._pending_settlements[0])
+                await self._commit(self._pending_settlements[0], resent=True)
                 self._pending_settlements.popleft()
                 written += 1
             while self._pending_records:

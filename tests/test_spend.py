@@ -6,6 +6,7 @@ import asyncio
 import random
 import time
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import urlparse
 
 import pytest
@@ -13,12 +14,14 @@ import pytest
 from proxy.pricing import to_micros
 from proxy.spend import Ledger
 from proxy.spend_core import (
+    BackendDown,
     BudgetExhausted,
     CircuitOpen,
     DepartmentRateLimited,
     SpendBackendUnavailable,
     window_at,
 )
+from proxy.spend_redis import RedisBackend
 from tests.spend_helpers import (
     T0,
     FakeClock,
@@ -401,6 +404,45 @@ def test_a_reload_changes_the_breaker_ceiling_for_the_next_request(
         await store.reserve("eng", "gpt-4o-mini", 10, 10)  # 2 spent, ceiling now 5
         store.reconfigure(departments_config(eng={}), store.pricing, None)
         await store.reserve("eng", "gpt-4o-mini", 10, 10)  # no breaker at all
+        await store.close()
+
+    asyncio.run(run())
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("spend_backend", ["redis"])
+def test_a_settlement_whose_reply_was_lost_is_not_counted_twice(
+    make_spend_store: StoreFactory,
+) -> None:
+    """Redis ran the settle script but the connection broke before its reply: the settlement is
+    queued, and flushing the queue must not add the spend a second time. One that Redis never
+    got (its hold is still there) is still counted when the queue flushes."""
+    async def run() -> None:
+        store = make_spend_store({"eng": {"budgets": {"daily": 10}}})
+        backend = store.backend
+        assert isinstance(backend, RedisBackend)
+        answered = await store.reserve("eng", "gpt-4o-mini", 10, 10)
+        never_sent = await store.reserve("eng", "gpt-4o-mini", 10, 10)
+        real_call = backend._call
+
+        async def reply_lost(pending: Any) -> Any:
+            await real_call(pending)  # Redis runs the script...
+            raise BackendDown("connection reset")  # ...and the reply never arrives
+
+        async def refused(pending: Any) -> Any:
+            pending.close()  # the coroutine never runs: Redis never got it
+            raise BackendDown("connection refused")
+
+        backend._call = reply_lost  # type: ignore[method-assign]
+        await store.settle(answered, usd(0.25))
+        backend._call = refused  # type: ignore[method-assign]
+        await store.settle(never_sent, usd(0.5))
+        backend._call = real_call  # type: ignore[method-assign]
+        assert store.backlog_size() == 2
+        assert await store.flush() == 2
+        spent, reserved = await spent_and_reserved(store)
+        assert spent == pytest.approx(0.75)  # 0.25 once, not 0.5; and the 0.5 Redis never saw
+        assert reserved == 0
         await store.close()
 
     asyncio.run(run())

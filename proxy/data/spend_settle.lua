@@ -3,9 +3,18 @@
 -- KEYS: 1 reservations zset, 2 reservation amounts hash, 3 reserved total, 4 breaker hash,
 --       5 tpm current, 6.. spent key per budget window
 -- ARGV: 1 id, 2 actual micros, 3 breaker minutes (0 = none), 4 current minute, 5 token delta,
---       6.. TTL seconds per budget window key
--- Returns {breaker sum or -1, {spent after, per window}}
+--       6 hold expiry for a re-sent settlement (0 = first send or nothing held), 7 now,
+--       8.. TTL seconds per budget window key
+-- A re-sent settlement (queued because Redis's reply was lost) whose hold is gone before the hold
+-- could have expired was already run by Redis: it is not counted twice.
+-- Returns {breaker sum or -1, {spent after, per window}, 1 if settled now, 0 if already settled}
 local amt = redis.call('HGET', KEYS[2], ARGV[1])
+local held_until = tonumber(ARGV[6])
+if not amt and held_until > 0 and tonumber(ARGV[7]) < held_until then
+  local current = {}
+  for i = 6, #KEYS do current[#current + 1] = tonumber(redis.call('GET', KEYS[i]) or '0') end
+  return {-1, current, 0}
+end
 if amt then
   redis.call('DECRBY', KEYS[3], amt)
   redis.call('HDEL', KEYS[2], ARGV[1])
@@ -15,7 +24,7 @@ redis.call('ZREM', KEYS[1], ARGV[1])
 local spent = {}
 for i = 6, #KEYS do
   spent[#spent + 1] = redis.call('INCRBY', KEYS[i], ARGV[2])
-  redis.call('EXPIRE', KEYS[i], ARGV[i])
+  redis.call('EXPIRE', KEYS[i], ARGV[i + 2])
 end
 
 if tonumber(ARGV[5]) ~= 0 then
@@ -41,4 +50,4 @@ if minutes > 0 then
     end
   end
 end
-return {breaker, spent}
+return {breaker, spent, 1}
