@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -151,18 +152,34 @@ async def book(services: Services, call: Call, reservation: Any, counts: Usage, 
                estimated: bool) -> float | None:
     """Settle the budget, store the record and count the metrics of a call the upstream answered;
     returns the dollars left in the tightest budget window (None when unknown)."""
+    remaining = await book_spend(services, call, reservation, cost)
+    count(services, call, counts, cost, estimated)
+    return remaining
+
+
+async def book_spend(services: Services, call: Call, reservation: Any, cost: Cost) -> float | None:
+    """Settle the budget and store the record; the dollars left in the tightest window."""
     record = call.record
     assert record is not None
     record.latency_ms = call.elapsed() * 1000
-    remaining = None
     if services.spend is not None and reservation is not None:
-        remaining = await services.spend.settle(reservation, cost.micros, record)
-    elif services.spend is not None:
+        remaining: float | None = await services.spend.settle(reservation, cost.micros, record)
+        return remaining
+    if services.spend is not None:
         await services.spend.add_record(record)
     elif services.record_log is not None:
         await services.record_log.put_record(record)
+    return None
+
+
+def count(services: Services, call: Call, counts: Usage, cost: Cost, estimated: bool) -> None:
+    """The metrics of a call the upstream answered."""
+    record = call.record
+    assert record is not None
     model = record.model_requested
     m = services.metrics
+    if record.ttft_ms is not None:
+        m.record_first_token(model, record.ttft_ms / 1000)
     m.record_upstream(record.provider)  # the attempt that answered (failed ones: pipeline.send)
     m.record_usage(call.department, model, counts.input_tokens, counts.output_tokens,
                    counts.cached_input_tokens)
@@ -173,7 +190,6 @@ async def book(services: Services, call: Call, reservation: Any, counts: Usage, 
         m.record_route_decision(record.route_rule, record.model_used, call.department)
     m.record_request("/v1" + call.path, model, call.department, record.status,
                      call.elapsed(), call.upstream_s)
-    return remaining
 
 
 async def settle(services: Services, call: Call, reservation: Any, target: Target,
@@ -252,13 +268,14 @@ class BookedResponse(Response):
 
 
 async def finish_stream(services: Services, call: Call, reservation: Any, target: Target,
-                        outcome: StreamOutcome) -> dict[str, Any]:
+                        outcome: StreamOutcome) -> tuple[dict[str, Any], Callable[[], None]]:
+    """Settle a relayed stream: the `meterline` info for its last event, and the counting of its
+    metrics, which the relay runs once that event is sent (the client need not wait for it)."""
     record = call.record
     assert record is not None
     record.status = 200
     if outcome.first_byte_at is not None:
         record.ttft_ms = (outcome.first_byte_at - call.started) * 1000
-        services.metrics.record_first_token(record.model_requested, record.ttft_ms / 1000)
     if outcome.error is not None:
         record.error = outcome.error.code or "stream_error"
     elif not outcome.complete:
@@ -269,10 +286,12 @@ async def finish_stream(services: Services, call: Call, reservation: Any, target
         usage = Usage(prompt_tokens_of(call), 0, estimate_output_tokens(outcome.chunks))
     if record.cache == "off" and services.cache is not None:
         record.cache = "miss"
-    info = await settle(services, call, reservation, target, usage, estimated)
+    counts, cost = price(services, call, target, usage, estimated)
+    remaining = await book_spend(services, call, reservation, cost)
+    info = info_of(call, counts, cost, estimated, remaining)
     if services.cache is not None and outcome.complete and outcome.error is None:
         held = [outcome.held] if outcome.held is not None else []
         await services.cache.store_stream(services, call, outcome.chunks + held,
                                           info["cost_usd"])
-    return info
+    return info, lambda: count(services, call, counts, cost, estimated)
 

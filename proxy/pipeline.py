@@ -9,6 +9,7 @@ Each step is a small function; features plug in through `Services` (spend, cache
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +42,7 @@ from proxy.experiments import assign
 from proxy.reliability import AllTargetsFailed, RetryPolicy, UpstreamFailure, run_with_fallbacks
 from proxy.routing import RouteInput, select_route
 from proxy.services import Services
-from proxy.streaming import RelayResponse, SSERelay
+from proxy.streaming import RelayResponse, SSERelay, StreamOutcome
 from proxy.upstream import Target
 
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
@@ -211,14 +212,13 @@ async def run_call(services: Services, call: Call, request: Request) -> Response
 
 def stream_response(services: Services, call: Call, reservation: Any, target: Target,
                     resp: aiohttp.ClientResponse, strip_usage: bool) -> RelayResponse:
-    async def finish(outcome: Any) -> dict[str, Any]:
+    async def finish(outcome: StreamOutcome) -> tuple[dict[str, Any], Callable[[], None]]:
         return await accounting.finish_stream(services, call, reservation, target, outcome)
 
     relay = SSERelay(resp, strip_usage=strip_usage, finish=finish, spawn=services.spawn,
                      provider=target.provider_name, raw=call.endpoint == "responses")
     call.headers["x-meterline-overhead-ms"] = f"{call.overhead_ms():.2f}"
-    return RelayResponse(relay.events(), 200, {**SSE_HEADERS, **call.headers},
-                             media_type="text/event-stream")
+    return RelayResponse(relay, 200, {**SSE_HEADERS, **call.headers})
 
 
 async def passthrough(request: Request, endpoint: str, path: str) -> Response:

@@ -9,6 +9,7 @@ budget. After the first byte the status can't change, so failures end with an er
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from proxy.errors import ProxyError, UpstreamTimeout, UpstreamUnavailable, sse_error_event
+
+log = logging.getLogger(__name__)
 
 DONE = b"data: [DONE]"
 FINISH_MARKS = (b'"finish_reason":"', b'"finish_reason": "')
@@ -39,7 +42,8 @@ class StreamOutcome:
     held: bytes | None = None  # last finish/usage event, sent only after `finish` has run
 
 
-Finish = Callable[[StreamOutcome], Awaitable[dict[str, Any]]]
+# settles the stream: the `meterline` info for the last event, and work for after it is sent
+Finish = Callable[[StreamOutcome], Awaitable[tuple[dict[str, Any], Callable[[], None]]]]
 
 
 def _is_usage(event: bytes) -> bool:
@@ -70,6 +74,9 @@ class SSERelay:
         self._provider = provider
         self._held: bytes | None = None  # event that will carry the meterline field
         self._finished = False
+        self.ended = False  # the piece being yielded is the last one
+        self.settling = False  # `finish` is running: a client that leaves must not cancel it
+        self._after: Callable[[], None] | None = None  # from `finish`, run by `after_sent`
         self.outcome = StreamOutcome()
 
     def _route_event(self, event: bytes, out: list[bytes]) -> None:
@@ -117,9 +124,15 @@ class SSERelay:
                     self.outcome.usage = usage
 
     async def _run_finish(self) -> dict[str, Any]:
-        self._finished = True
-        # shielded: a client that goes away now must not cancel the settlement of its spend
-        return await asyncio.shield(self._finish(self.outcome))
+        # While this runs, RelayResponse does not cancel the stream when the client goes away:
+        # the spend is settled either way (what asyncio.shield would do, without a second task
+        # and two more event-loop turns at the end of every stream).
+        self._finished = self.settling = True
+        try:
+            info, self._after = await self._finish(self.outcome)
+        finally:
+            self.settling = False
+        return info
 
     def _emit(self, data: bytes) -> bytes:
         self.outcome.chunks.append(data)
@@ -170,23 +183,35 @@ class SSERelay:
             yield tail
 
     async def _tail(self) -> AsyncIterator[bytes]:
+        """The stream's last piece, in one write: the held event and the error event, or the
+        event with the meterline field and [DONE]. `ended` is set as it goes out."""
         if self.outcome.error is not None:
-            if self._held is not None:
-                yield self._emit(self._held)
-            yield self._emit(sse_error_event(self.outcome.error))
+            self.ended = True
+            yield self._emit((self._held or b"") + sse_error_event(self.outcome.error))
             return
         info = await self._run_finish()
         if self._raw:
             return
         if self._held is not None:
-            yield self._emit(_with_meterline(self._held, info))
+            final = _with_meterline(self._held, info)
         else:
-            yield self._emit(b"data: " + orjson.dumps({"object": "chat.completion.chunk",
-                                                      "choices": [], "meterline": info}) + b"\n\n")
-        yield self._emit(DONE + b"\n\n")
+            final = b"data: " + orjson.dumps({"object": "chat.completion.chunk", "choices": [],
+                                              "meterline": info}) + b"\n\n"
+        self.ended = True
+        yield self._emit(final + DONE + b"\n\n")
 
     async def _finish_quietly(self) -> None:
-        await self._finish(self.outcome)
+        _, self._after = await self._finish(self.outcome)
+        self.after_sent()
+
+    def after_sent(self) -> None:
+        """Run what `finish` left for after the last byte (the metrics), once."""
+        after, self._after = self._after, None
+        if after is not None:
+            try:
+                after()
+            except Exception:  # the client has its answer: log, never break the response
+                log.exception("counting a finished stream failed")
 
 
 class RelayResponse(StreamingResponse):
@@ -194,6 +219,24 @@ class RelayResponse(StreamingResponse):
     away, with one plain asyncio task watching for the disconnect. Starlette does the same with
     an anyio task group and two tasks when the server speaks ASGI < 2.4 (uvicorn: 2.3), which
     costs more than the rest of a stream's first byte."""
+
+    def __init__(self, relay: SSERelay, status_code: int, headers: dict[str, str]) -> None:
+        super().__init__(relay.events(), status_code, headers, media_type="text/event-stream")
+        self.relay = relay
+
+    async def stream_response(self, send: Send) -> None:
+        """As Starlette's, but the relay's last piece goes out with the end of the body: one
+        write for the last event, [DONE] and the chunked terminator instead of three."""
+        await send({"type": "http.response.start", "status": self.status_code,
+                    "headers": self.raw_headers})
+        done = False
+        async for chunk in self.body_iterator:
+            if done:
+                raise RuntimeError("stream yielded after its last piece")
+            done = self.relay.ended
+            await send({"type": "http.response.body", "body": chunk, "more_body": not done})
+        if not done:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         streaming = asyncio.current_task()
@@ -205,7 +248,8 @@ class RelayResponse(StreamingResponse):
             while (await receive())["type"] != "http.disconnect":
                 pass
             gone = True
-            streaming.cancel()
+            if not self.relay.settling:  # else the stream ends by itself once settled
+                streaming.cancel()
 
         watcher = asyncio.get_running_loop().create_task(watch())
         try:
@@ -216,3 +260,4 @@ class RelayResponse(StreamingResponse):
             streaming.uncancel()
         finally:
             watcher.cancel()
+            self.relay.after_sent()
