@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -25,9 +26,10 @@ from proxy.errors import ProxyError, UpstreamTimeout, UpstreamUnavailable, sse_e
 log = logging.getLogger(__name__)
 
 DONE = b"data: [DONE]"
-FINISH_MARKS = (b'"finish_reason":"', b'"finish_reason": "')
-USAGE_NULL = (b'"usage":null', b'"usage": null')
-TAIL_MARKS = (b'"usage"', DONE, *FINISH_MARKS)
+# a usage object / a finish reason; with stream_options.include_usage every chunk before the
+# last carries "usage":null and "finish_reason":null, which these leave alone
+USAGE = re.compile(rb'"usage"\s*:\s*\{')
+FINISH = re.compile(rb'"finish_reason"\s*:\s*"')
 
 
 @dataclass
@@ -47,17 +49,46 @@ Finish = Callable[[StreamOutcome], Awaitable[tuple[dict[str, Any], Callable[[], 
 
 
 def _is_usage(event: bytes) -> bool:
-    return b'"usage"' in event and not any(m in event for m in USAGE_NULL)
+    return USAGE.search(event) is not None
 
 
 def _is_finish(event: bytes) -> bool:
-    return any(m in event for m in FINISH_MARKS)
+    return FINISH.search(event) is not None
+
+
+def tail_start(batch: bytes) -> int:
+    """Where the events at the end of `batch` that need a look begin: the run of finish,
+    usage and [DONE] events (and comments or other non-data lines among them) that ends the
+    batch. Content chunks before it pass as they are, unsplit: an answer can come in one
+    batch, and the walk from the end looks at only a few events. `batch` ends with a blank
+    line; returns len(batch) when its last data event is content."""
+    start = len(batch)
+    while start > 0:
+        prev = batch.rfind(b"\n\n", 0, start - 2)
+        begin = prev + 2 if prev >= 0 else 0
+        event = batch[begin:start]
+        if event.startswith(b"data: {") and not (_is_finish(event) or _is_usage(event)):
+            break
+        start = begin
+    return start
 
 
 def _with_meterline(event: bytes, info: dict[str, Any]) -> bytes:
-    payload = orjson.loads(event[5:].strip())
-    payload["meterline"] = info
-    return b"data: " + orjson.dumps(payload) + b"\n\n"
+    """The event with a `meterline` field added at the end of its JSON object. The upstream's
+    bytes stay as they were (parsing and re-encoding could rewrite numbers); other SSE lines
+    of the event (`id:`, `event:`) are kept."""
+    lines = event.rstrip(b"\n").split(b"\n")
+    for i, line in enumerate(lines):
+        if line.startswith(b"data: {"):
+            body = line.rstrip()
+            if body.endswith(b"}") and body[5:].strip() != b"{}":
+                lines[i] = body[:-1] + b',"meterline":' + orjson.dumps(info) + b"}"
+            else:
+                payload = orjson.loads(body[5:])
+                payload["meterline"] = info
+                lines[i] = b"data: " + orjson.dumps(payload)
+            break
+    return b"\n".join(lines) + b"\n\n"
 
 
 class SSERelay:
@@ -83,9 +114,12 @@ class SSERelay:
         if event.startswith(DONE):
             self.outcome.complete = True
         elif event.startswith(b"data: {") and _is_usage(event):
-            self.outcome.usage = orjson.loads(event[5:]).get("usage")
+            payload = orjson.loads(event[5:])
+            self.outcome.usage = payload.get("usage")  # cumulative where sent on every chunk
             if not self._strip_usage:
                 self._hold(event, out)
+            elif payload.get("choices"):  # usage riding on a content chunk: keep the content
+                out.append(event)
         elif self._strip_usage and event.startswith(b"data: {") and _is_finish(event):
             self._hold(event, out)
         else:
@@ -101,14 +135,9 @@ class SSERelay:
             if b'"usage"' in batch:
                 self._scan_raw_usage(batch)
             return batch
-        # Only the events from the first usage/finish/[DONE] mark on need a look: content
-        # chunks before it pass as they are (a fast upstream can send a whole answer at once).
-        first = min((i for i in (batch.find(m) for m in TAIL_MARKS) if i >= 0), default=-1)
-        if first < 0:
+        start = tail_start(batch)
+        if start == len(batch):
             return batch
-        start = batch.rfind(b"\n\n", 0, first) + 2 if first else 0
-        if start < 2:
-            start = 0
         out: list[bytes] = [batch[:start]] if start else []
         for event in batch[start:].split(b"\n\n"):
             if event.strip():

@@ -157,3 +157,85 @@ def test_a_client_that_leaves_mid_stream_cancels_the_upstream_read() -> None:
     upstream, outcome = asyncio.run(run())
     assert upstream.closed and not upstream.released  # a half-read connection is not reused
     assert outcome is not None and not outcome.complete and outcome.chunks
+
+
+def test_the_meterline_field_leaves_the_upstream_bytes_of_the_last_event_as_they_were() -> None:
+    from proxy.streaming import _with_meterline
+
+    usage = (b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1,'
+             b'"total_tokens":4},"logprob":-1.0E-5 ,"x":"}"}')
+    for event, keep in [
+        (usage + b"\n\n", usage),
+        (b"id: 7\n" + usage + b"\nretry: 10\n\n", b"id: 7\n" + usage),
+        (b"data: {}\n\n", b""),
+    ]:
+        out = _with_meterline(event, {"cost_usd": 0.5})
+        assert out.endswith(b"\n\n")
+        data = next(line for line in out.split(b"\n") if line.startswith(b"data: "))
+        assert orjson.loads(data[len(b"data: "):])["meterline"] == {"cost_usd": 0.5}
+        if keep:  # everything before the closing brace is the upstream's, byte for byte
+            assert out.startswith(keep.rstrip(b"}"))
+        assert out.count(b"\n") == event.count(b"\n")
+
+
+def chunk(content: str | None, finish: str | None = None, usage: dict[str, int] | None = None,
+          spaced: bool = False) -> bytes:
+    payload = {"choices": [] if content is None and finish is None else
+               [{"index": 0, "delta": {"content": content or ""}, "finish_reason": finish}],
+               "usage": usage}
+    text = orjson.dumps(payload)
+    if spaced:
+        text = text.replace(b'":', b'": ')
+    return b"data: " + text + b"\n\n"
+
+
+USAGE = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+
+
+def test_only_the_events_that_end_a_batch_are_looked_at() -> None:
+    from proxy.streaming import tail_start
+
+    content = chunk("a") + chunk('say "finish_reason":"stop" and "usage":{}')  # text, not keys
+    cases = [
+        (content, len(content)),  # all content: passes whole
+        (content + chunk(None, "stop"), len(content)),
+        (content + chunk(None, "stop") + chunk(None, usage=USAGE) + b"data: [DONE]\n\n",
+         len(content)),
+        (content + chunk(None, "stop", spaced=True) + b": ping\n\n"
+         + chunk(None, usage=USAGE, spaced=True) + b"data: [DONE]\n\n", len(content)),
+        (chunk(None, usage=USAGE) + b"data: [DONE]\n\n", 0),
+        (chunk(None, "stop") + chunk("more from choice 1"), len(chunk(None, "stop")) + len(
+            chunk("more from choice 1"))),
+    ]
+    for batch, expected in cases:
+        assert tail_start(batch) == expected, batch
+
+
+def test_usage_is_read_from_the_last_event_and_content_carrying_usage_is_kept() -> None:
+    async def finish(outcome: StreamOutcome) -> tuple[dict[str, Any], Any]:
+        return {"usage_seen": outcome.usage}, lambda: None
+
+    async def relay(pieces: list[bytes], strip_usage: bool) -> bytes:
+        sent: list[bytes] = []
+
+        async def receive() -> dict[str, Any]:
+            await asyncio.Event().wait()
+            return {}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message.get("body", b""))
+
+        relay = SSERelay(Upstream(pieces), strip_usage=strip_usage,  # type: ignore[arg-type]
+                         finish=finish, spawn=lambda coro: None, provider="mock")
+        await RelayResponse(relay, 200, {})({"type": "http"}, receive, send)  # type: ignore[arg-type]
+        return b"".join(sent)
+
+    # vLLM's continuous usage stats: every chunk carries the running usage
+    running = [chunk("a", usage={"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}),
+               chunk("b", usage=USAGE), chunk(None, "stop", usage=USAGE), b"data: [DONE]\n\n"]
+    body = asyncio.run(relay([b"".join(running)], strip_usage=True))
+    events = [e for e in body.split(b"\n\n") if e]
+    texts = [orjson.loads(e[6:]) for e in events[:-1]]
+    assert [t["choices"][0]["delta"]["content"] for t in texts[:2]] == ["a", "b"]
+    assert texts[-1]["meterline"]["usage_seen"] == USAGE
+    assert events[-1] == b"data: [DONE]"
