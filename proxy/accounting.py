@@ -109,6 +109,13 @@ async def cache_lookup(services: Services, call: Call, model: str) -> Any:
     return await services.cache.lookup(services, call, model)
 
 
+def land(services: Services, call: Call) -> None:
+    """End the call's cache flight, if it leads one: identical requests waiting for its answer
+    look again (proxy.cache.store.SemanticCache.land)."""
+    if services.cache is not None:
+        services.cache.land(call)
+
+
 async def serve_cached(services: Services, call: Call, reservation: Any, cached: Any) -> Response:
     response: Response = await services.cache.serve(services, call, reservation, cached)
     return response

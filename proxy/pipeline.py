@@ -202,18 +202,26 @@ async def run_call(services: Services, call: Call, request: Request) -> Response
         target, resp, data = await send(services, call, plan, request, add_usage)
     except BaseException:
         await accounting.release(services, reservation)
+        accounting.land(services, call)
         raise
     call.headers["x-meterline-provider"] = target.provider_name
     call.record.model_used, call.record.provider = target.model, target.provider_name
-    if data is None:
+    if data is None:  # a stream lands its cache flight in `finish`, once stored
         return stream_response(services, call, reservation, target, resp, add_usage)
-    return await accounting.finish_json(services, call, reservation, target, resp.status, data)
+    try:
+        return await accounting.finish_json(services, call, reservation, target, resp.status,
+                                            data)
+    finally:
+        accounting.land(services, call)
 
 
 def stream_response(services: Services, call: Call, reservation: Any, target: Target,
                     resp: aiohttp.ClientResponse, strip_usage: bool) -> RelayResponse:
     async def finish(outcome: StreamOutcome) -> tuple[dict[str, Any], Callable[[], None]]:
-        return await accounting.finish_stream(services, call, reservation, target, outcome)
+        try:
+            return await accounting.finish_stream(services, call, reservation, target, outcome)
+        finally:  # stored (or not): requests waiting for this answer look again
+            accounting.land(services, call)
 
     relay = SSERelay(resp, strip_usage=strip_usage, finish=finish, spawn=services.spawn,
                      provider=target.provider_name, raw=call.endpoint == "responses")

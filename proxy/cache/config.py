@@ -89,6 +89,17 @@ class ReportConfig(_Strict):
     max_threshold: float = Field(default=0.99, ge=0.0, le=1.0)
 
 
+class Coalesce(_Strict):
+    """Identical requests (same scope, same normalised question) that arrive while the first
+    one is still out upstream wait for its answer and are served it from the cache, instead of
+    each paying for the same answer. Per replica; streams only when `streams` is on, as a
+    waiting stream gets its first token only when the first request's answer is complete."""
+
+    enabled: bool = True
+    streams: bool = False
+    max_wait_seconds: float = Field(default=30.0, gt=0, le=600)
+
+
 class Overrides(_Strict):
     departments: dict[str, Override] = Field(default_factory=dict)
     models: dict[str, Override] = Field(default_factory=dict)
@@ -115,6 +126,7 @@ class CacheConfig(_Strict):
     display: Display = Display()
     embedder: EmbedderConfig = EmbedderConfig()
     report: ReportConfig = ReportConfig()
+    coalesce: Coalesce = Coalesce()
     overrides: Overrides = Overrides()
     shared_scopes: dict[str, SharedScope] = Field(default_factory=dict)
 

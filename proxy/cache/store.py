@@ -7,6 +7,7 @@ store after a miss does not embed again. Storage is a `CacheBackend` (memory or 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -41,6 +42,16 @@ class Hit:
     entry: Entry
     kind: Literal["exact", "semantic"]
     similarity: float
+    coalesced: bool = False  # waited for an identical request that was in flight
+
+
+@dataclass(slots=True)
+class Flight:
+    """A request that missed and went upstream; identical ones wait for `landed`."""
+
+    key: tuple[str, str]  # (scope, normalised text hash)
+    started: float  # time.monotonic()
+    landed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 @dataclass
@@ -55,6 +66,7 @@ class Lookup:
     vector: Vector | None = None
     shadow: Hit | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    flight: Flight | None = None  # this request leads a flight: land it once stored or failed
 
 
 class SemanticCache:
@@ -66,6 +78,7 @@ class SemanticCache:
         self.backend = backend
         self.embedder = embedder
         self._rules: dict[float, MatchRule] = {}
+        self._flights: dict[tuple[str, str], Flight] = {}
 
     # -- lookup ------------------------------------------------------------------------------
 
@@ -85,9 +98,16 @@ class SemanticCache:
             await self._mark(services, call, state, "shadow", hit.kind if hit else "none")
             return None
         if hit is None:
+            try:
+                hit = await self._wait_or_lead(state, call.stream)
+            except BACKEND_ERRORS as exc:
+                log.warning("cache lookup after waiting failed: %s", exc)
+        if hit is None:
             await self._mark(services, call, state, "miss", self._kind_of(state))
             return None
         call.headers["x-meterline-cache"] = "hit-" + hit.kind
+        if hit.coalesced:
+            call.headers["x-meterline-cache-coalesced"] = "true"
         call.headers["x-meterline-cache-entry"] = hit.entry.id
         if hit.kind == "semantic":
             call.headers["x-meterline-cache-similarity"] = f"{hit.similarity:.4f}"
@@ -119,6 +139,39 @@ class SemanticCache:
         if not controls.lookup:
             await self._mark(services, call, state, "bypass", "none")
         return state
+
+    async def _wait_or_lead(self, state: Lookup, stream: bool) -> Hit | None:
+        """After a miss: wait for an identical request already out upstream and look again, or
+        lead a flight that identical requests will wait for (when this one will store)."""
+        settings = self.config.coalesce
+        if not settings.enabled or (stream and not settings.streams):
+            return None
+        key = (state.key.scope, state.key.text_hash)
+        now = time.monotonic()
+        flight = self._flights.get(key)
+        if flight is None or now - flight.started >= settings.max_wait_seconds:
+            if state.controls.store:  # a stale flight (its leader never landed) is replaced
+                state.flight = self._flights[key] = Flight(key, now)
+            return None
+        try:
+            await asyncio.wait_for(flight.landed.wait(),
+                                   settings.max_wait_seconds - (now - flight.started))
+        except TimeoutError:
+            return None
+        entry = await self.backend.get_exact(state.key.scope, state.key.text_hash)
+        return Hit(entry, "exact", 1.0, coalesced=True) if entry is not None else None
+
+    def land(self, call: Call) -> None:
+        """The request leading a flight has stored its answer, or failed: wake the waiters
+        (they look up the cache again, and go upstream themselves if nothing was stored)."""
+        state: Lookup | None = call.cache_state
+        flight = state.flight if state is not None else None
+        if flight is None:
+            return
+        state.flight = None  # type: ignore[union-attr]
+        if self._flights.get(flight.key) is flight:
+            del self._flights[flight.key]
+        flight.landed.set()
 
     def _kind_of(self, state: Lookup) -> str:
         return "exact" if state.settings.mode == "exact" else "semantic"
