@@ -56,6 +56,17 @@ def _is_finish(event: bytes) -> bool:
     return FINISH.search(event) is not None
 
 
+def _spaced(batch: bytes) -> bytes:
+    """`data:{` / `data:[` lines as `data: {` / `data: [`: SSE makes the space optional, and the
+    relay (and many clients) look for `data: `. Only line starts are touched: a newline byte
+    can't occur inside a JSON event, and a batch starts at an event."""
+    if b"\ndata:{" in batch or b"\ndata:[" in batch or batch[:6] in (b"data:{", b"data:["):
+        batch = batch.replace(b"\ndata:{", b"\ndata: {").replace(b"\ndata:[", b"\ndata: [")
+        if batch[:6] in (b"data:{", b"data:["):
+            batch = b"data: " + batch[5:]
+    return batch
+
+
 def tail_start(batch: bytes) -> int:
     """Where the events at the end of `batch` that need a look begin: the run of finish,
     usage and [DONE] events (and comments or other non-data lines among them) that ends the
@@ -131,6 +142,7 @@ class SSERelay:
         self._held = self.outcome.held = event
 
     def _process(self, batch: bytes) -> bytes:
+        batch = _spaced(batch)
         if self._raw:
             if b'"usage"' in batch:
                 self._scan_raw_usage(batch)

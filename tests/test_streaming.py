@@ -239,3 +239,39 @@ def test_usage_is_read_from_the_last_event_and_content_carrying_usage_is_kept() 
     assert [t["choices"][0]["delta"]["content"] for t in texts[:2]] == ["a", "b"]
     assert texts[-1]["meterline"]["usage_seen"] == USAGE
     assert events[-1] == b"data: [DONE]"
+
+
+def test_an_upstream_that_writes_data_without_the_space_is_read_the_same() -> None:
+    """`data:{...}` is valid SSE: its usage is read, its [DONE] ends the stream (no error
+    event, no second [DONE]), and content that merely contains "data:{" is left alone."""
+    seen: list[StreamOutcome] = []
+
+    async def finish(outcome: StreamOutcome) -> tuple[dict[str, Any], Any]:
+        seen.append(outcome)
+        return {"cost_usd": 0.001}, lambda: None
+
+    async def run(raw: bytes) -> bytes:
+        sent: list[bytes] = []
+
+        async def receive() -> dict[str, Any]:
+            await asyncio.Event().wait()
+            return {}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message.get("body", b""))
+
+        relay = SSERelay(Upstream([raw[:40], raw[40:]]), strip_usage=False,  # type: ignore[arg-type]
+                         finish=finish, spawn=lambda coro: None, provider="mock")
+        await RelayResponse(relay, 200, {})({"type": "http"}, receive, send)  # type: ignore[arg-type]
+        return b"".join(sent)
+
+    events = [chunk('write data:{"x":1} here'), chunk(None, "stop"), chunk(None, usage=USAGE),
+              b"data: [DONE]\n\n"]
+    body = asyncio.run(run(b"".join(e.replace(b"data: ", b"data:") for e in events)))
+    assert seen[0].complete and seen[0].error is None and seen[0].usage == USAGE
+    out = [e for e in body.split(b"\n\n") if e]
+    assert out[-1] == b"data: [DONE]" and body.count(b"[DONE]") == 1
+    assert b'"error"' not in body
+    first = orjson.loads(out[0][len(b"data: "):])
+    assert first["choices"][0]["delta"]["content"] == 'write data:{"x":1} here'
+    assert orjson.loads(out[-2][len(b"data: "):])["meterline"] == {"cost_usd": 0.001}
