@@ -48,6 +48,26 @@ def relay_of(upstream: Upstream, finish: Any) -> SSERelay:
                     spawn=lambda coro: None, provider="mock")
 
 
+def relay_body(pieces: list[bytes], finish: Any, strip_usage: bool = False) -> bytes:
+    """Relay upstream `pieces` to a client that stays; what the client received."""
+    async def run() -> bytes:
+        sent: list[bytes] = []
+
+        async def receive() -> dict[str, Any]:
+            await asyncio.Event().wait()
+            return {}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message.get("body", b""))
+
+        relay = SSERelay(Upstream(pieces), strip_usage=strip_usage,  # type: ignore[arg-type]
+                         finish=finish, spawn=lambda coro: None, provider="mock")
+        await RelayResponse(relay, 200, {})({"type": "http"}, receive, send)  # type: ignore[arg-type]
+        return b"".join(sent)
+
+    return asyncio.run(run())
+
+
 def test_last_event_done_and_end_of_body_go_out_in_one_message() -> None:
     counted: list[str] = []
 
@@ -215,25 +235,10 @@ def test_usage_is_read_from_the_last_event_and_content_carrying_usage_is_kept() 
     async def finish(outcome: StreamOutcome) -> tuple[dict[str, Any], Any]:
         return {"usage_seen": outcome.usage}, lambda: None
 
-    async def relay(pieces: list[bytes], strip_usage: bool) -> bytes:
-        sent: list[bytes] = []
-
-        async def receive() -> dict[str, Any]:
-            await asyncio.Event().wait()
-            return {}
-
-        async def send(message: dict[str, Any]) -> None:
-            sent.append(message.get("body", b""))
-
-        relay = SSERelay(Upstream(pieces), strip_usage=strip_usage,  # type: ignore[arg-type]
-                         finish=finish, spawn=lambda coro: None, provider="mock")
-        await RelayResponse(relay, 200, {})({"type": "http"}, receive, send)  # type: ignore[arg-type]
-        return b"".join(sent)
-
     # vLLM's continuous usage stats: every chunk carries the running usage
     running = [chunk("a", usage={"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}),
                chunk("b", usage=USAGE), chunk(None, "stop", usage=USAGE), b"data: [DONE]\n\n"]
-    body = asyncio.run(relay([b"".join(running)], strip_usage=True))
+    body = relay_body([b"".join(running)], finish, strip_usage=True)
     events = [e for e in body.split(b"\n\n") if e]
     texts = [orjson.loads(e[6:]) for e in events[:-1]]
     assert [t["choices"][0]["delta"]["content"] for t in texts[:2]] == ["a", "b"]
@@ -250,24 +255,10 @@ def test_an_upstream_that_writes_data_without_the_space_is_read_the_same() -> No
         seen.append(outcome)
         return {"cost_usd": 0.001}, lambda: None
 
-    async def run(raw: bytes) -> bytes:
-        sent: list[bytes] = []
-
-        async def receive() -> dict[str, Any]:
-            await asyncio.Event().wait()
-            return {}
-
-        async def send(message: dict[str, Any]) -> None:
-            sent.append(message.get("body", b""))
-
-        relay = SSERelay(Upstream([raw[:40], raw[40:]]), strip_usage=False,  # type: ignore[arg-type]
-                         finish=finish, spawn=lambda coro: None, provider="mock")
-        await RelayResponse(relay, 200, {})({"type": "http"}, receive, send)  # type: ignore[arg-type]
-        return b"".join(sent)
-
     events = [chunk('write data:{"x":1} here'), chunk(None, "stop"), chunk(None, usage=USAGE),
               b"data: [DONE]\n\n"]
-    body = asyncio.run(run(b"".join(e.replace(b"data: ", b"data:") for e in events)))
+    raw = b"".join(e.replace(b"data: ", b"data:") for e in events)
+    body = relay_body([raw[:40], raw[40:]], finish)
     assert seen[0].complete and seen[0].error is None and seen[0].usage == USAGE
     out = [e for e in body.split(b"\n\n") if e]
     assert out[-1] == b"data: [DONE]" and body.count(b"[DONE]") == 1
