@@ -158,17 +158,15 @@ class SemanticCache:
                                    settings.max_wait_seconds - (now - flight.started))
         except TimeoutError:
             return None
-        entry = await self.backend.get_exact(state.key.scope, state.key.text_hash)
-        return Hit(entry, "exact", 1.0, coalesced=True) if entry is not None else None
+        return await self._exact(state.key, coalesced=True)
 
     def land(self, call: Call) -> None:
         """The request leading a flight has stored its answer, or failed: wake the waiters
         (they look up the cache again, and go upstream themselves if nothing was stored)."""
         state: Lookup | None = call.cache_state
-        flight = state.flight if state is not None else None
-        if flight is None:
+        if state is None or state.flight is None:
             return
-        state.flight = None  # type: ignore[union-attr]
+        flight, state.flight = state.flight, None
         if self._flights.get(flight.key) is flight:
             del self._flights[flight.key]
         flight.landed.set()
@@ -192,11 +190,15 @@ class SemanticCache:
         except BACKEND_ERRORS as exc:
             log.warning("cache counters not written: %s", exc)
 
+    async def _exact(self, key: Key, coalesced: bool = False) -> Hit | None:
+        entry = await self.backend.get_exact(key.scope, key.text_hash)
+        return None if entry is None else Hit(entry, "exact", 1.0, coalesced)
+
     async def _find(self, state: Lookup) -> Hit | None:
         key = state.key
-        entry = await self.backend.get_exact(key.scope, key.text_hash)
-        if entry is not None:
-            return Hit(entry, "exact", 1.0)
+        hit = await self._exact(key)
+        if hit is not None:
+            return hit
         if state.settings.mode == "exact":
             return None
         state.vector = await self._embed(key.text)
