@@ -9,18 +9,18 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from proxy.config_errors import ConfigError
+from proxy.config.errors import ConfigError
 from proxy.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
-    from proxy.rules import Config
+    from proxy.config.loader import Config
 
 
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from proxy.app import create_app
-    from proxy.rules import load_config
+    from proxy.config.loader import load_config
 
     settings = Settings.from_env()
     overrides: dict[str, object] = {}
@@ -100,7 +100,7 @@ def export_for_workers(settings: Settings) -> None:
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    from proxy.rules import load_config
+    from proxy.config.loader import load_config
 
     try:
         config = load_config(Path(args.path))
@@ -117,8 +117,8 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _print_diff(candidate: Config, live_dir: Path) -> int:
-    from proxy.reload import diff, format_diff
-    from proxy.rules import load_config
+    from proxy.config.loader import load_config
+    from proxy.runtime.reload import diff, format_diff
 
     try:
         live = load_config(live_dir)
@@ -136,7 +136,7 @@ def _print_diff(candidate: Config, live_dir: Path) -> int:
 def _mock_upstream(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from proxy.mock_upstream import create_mock_app
+    from proxy.demo.upstream import create_mock_app
 
     uvicorn.run(
         create_mock_app(),
@@ -151,7 +151,7 @@ def _mock_upstream(args: argparse.Namespace) -> int:
 
 
 def _cache_eval(rest: list[str]) -> int:
-    from proxy.cache.evaluate import main as cache_eval_main
+    from proxy.cache.matching.evaluate import main as cache_eval_main
 
     return cache_eval_main(rest)
 
@@ -192,8 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "cache-eval", help="score a labelled pairs file with the cache's match rule", add_help=False
     )
-    from proxy import keys_cli
-
+    from proxy.keys import cli as keys_cli
     keys_cli.add_parser(sub)
     return parser
 

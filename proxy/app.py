@@ -13,14 +13,20 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.types import Receive, Scope, Send
 
-from proxy import admin, health, pipeline, routing_api
 from proxy.cache import api as cache_api
+from proxy.demo.upstream import create_mock_app
 from proxy.errors import ProxyError, handle_http_exception, handle_proxy_error, handle_unexpected
-from proxy.lifecycle import start_services, stop_services
-from proxy.mock_upstream import create_mock_app
-from proxy.reload import start_triggers
-from proxy.services import Services
+from proxy.gateway import pipeline
+from proxy.insights import api as insights_api
+from proxy.keys import api as keys_api
+from proxy.routing import api as routing_api
+from proxy.runtime import api as runtime_api
+from proxy.runtime import health
+from proxy.runtime.lifecycle import start_services, stop_services
+from proxy.runtime.reload import start_triggers
+from proxy.runtime.services import Services
 from proxy.settings import Settings
+from proxy.spend import api as spend_api
 from proxy.ui import handlers as ui
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -92,7 +98,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/healthz", health.healthz, methods=["GET"]),
         Route("/readyz", health.readyz, methods=["GET"]),
         Route("/metrics", health.metrics, methods=["GET"]),
-        *admin.routes(),
+        *runtime_api.routes(),
+        *keys_api.routes(),
+        *spend_api.routes(),
+        *insights_api.routes(),
         *cache_api.routes(),
         *routing_api.routes(),
         *ui.routes(),

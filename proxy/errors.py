@@ -14,7 +14,7 @@ log = logging.getLogger("meterline")
 
 # Per-request values live in the ASGI scope under these keys (cheaper than `request.state`,
 # which builds a State wrapper on first use and goes through __getattr__ on every read):
-# the header dict (proxy.calls.header_map), the request id, and the Call being served.
+# the header dict (proxy.gateway.requests.header_map), the request id, and the Call being served.
 HEADERS_KEY = "meterline.headers"
 REQUEST_ID_KEY = "meterline.request_id"
 CALL_KEY = "meterline.call"

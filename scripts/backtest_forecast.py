@@ -1,4 +1,4 @@
-"""Backtest proxy.forecast on a seeded synthetic usage trace and compare with naive baselines.
+"""Backtest proxy.insights.forecast on a seeded synthetic usage trace; compare with naive baselines.
 
 The trace is per-request records (ts, department, cost) with: office-hours shape in each
 department's local time (lunch dip, evening tail), weekday/weekend pattern, compound growth,
@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from proxy.forecast import DAY, HourlySeries, bucket_hourly, forecast_series, weekday_of
+from proxy.insights.forecast import DAY, HourlySeries, bucket_hourly, forecast_series, weekday_of
 
 START_DAY = 20115  # 2025-01-27, a Monday
 FORECAST_KEYS = ("model", "same_day_last_week", "mean_7d", "oracle")

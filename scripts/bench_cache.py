@@ -27,11 +27,11 @@ import redis.asyncio as aioredis
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from proxy.cache.backend import CacheBackend, Entry  # noqa: E402
+from proxy.cache.cache_key import digest, normalise  # noqa: E402
 from proxy.cache.embedder import LocalEmbedder  # noqa: E402
-from proxy.cache.match import MatchRule  # noqa: E402
+from proxy.cache.matching.match import MatchRule  # noqa: E402
 from proxy.cache.memory import MemoryBackend  # noqa: E402
 from proxy.cache.redis_backend import RedisBackend  # noqa: E402
-from proxy.cache.scope import digest, normalise  # noqa: E402
 
 TOPICS = ("password reset", "VPN access", "expense reports", "holiday policy", "laptop setup",
           "invoice approval", "database backups", "onboarding", "parking permits", "travel")
@@ -128,7 +128,7 @@ async def delete_prefix(client: aioredis.Redis, prefix: str) -> None:
 
 def part2(rounds: int, redis_url: str | None) -> None:
     from proxy.app import create_app
-    from proxy.mock_upstream import create_mock_app
+    from proxy.demo.upstream import create_mock_app
     from proxy.settings import Settings
     from tests.support.servers import ServerThread, make_config_dir
 

@@ -1,7 +1,7 @@
 """Microbenchmark: accounting.reserve + accounting.settle on the embedded spend store.
 
-Builds real services (proxy.lifecycle.start_services) over a copy of rules/ with limits the run
-cannot reach (as scripts/bench_target.sh does), keeps ~64 reservations outstanding in a deque,
+Builds real services (proxy.runtime.lifecycle.start_services) over a copy of rules/ with limits the
+run cannot reach (as scripts/bench_target.sh does), keeps ~64 reservations outstanding in a deque,
 and reports the best of 3 runs in µs per call for reserve and settle.
 
     python scripts/bench_spend.py                    # this checkout
@@ -51,12 +51,12 @@ def make_config(target: Path) -> None:
 
 
 async def measure(calls: int, outstanding: int) -> dict[str, float]:
-    from proxy import accounting
-    from proxy.calls import Call, new_record
-    from proxy.keys import Principal
-    from proxy.lifecycle import start_services, stop_services
+    from proxy.gateway import accounting
+    from proxy.gateway.requests import Call, new_record
+    from proxy.gateway.upstream import Target
+    from proxy.keys.store import Principal
+    from proxy.runtime.lifecycle import start_services, stop_services
     from proxy.settings import Settings
-    from proxy.upstream import Target
 
     with tempfile.TemporaryDirectory() as conf:
         make_config(Path(conf))

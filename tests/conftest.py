@@ -132,7 +132,7 @@ ProxyStarter = Callable[..., ServerThread]
 
 @pytest.fixture(scope="session")
 def mock_upstream() -> Iterator[ServerThread]:
-    from proxy.mock_upstream import create_mock_app
+    from proxy.demo.upstream import create_mock_app
 
     server = ServerThread(create_mock_app()).start()
     yield server

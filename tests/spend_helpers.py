@@ -9,11 +9,11 @@ from typing import Any, Protocol
 
 import pytest
 
-from proxy.departments import DepartmentsConfig, parse_departments
-from proxy.notify import NoticeSink
-from proxy.pricing import PricingTable, load_pricing, to_micros
-from proxy.records import UsageRecord
-from proxy.spend import Ledger, SpendOptions, create_spend_store
+from proxy.config.departments import DepartmentsConfig, parse_departments
+from proxy.spend.ledger import Ledger, SpendOptions, create_spend_store
+from proxy.spend.notify import NoticeSink
+from proxy.spend.pricing import PricingTable, load_pricing, to_micros
+from proxy.spend.records import UsageRecord
 
 T0 = 1_750_000_000.0  # 2025-06-15T15:06:40Z: mid-hour, mid-day, mid-month
 

@@ -11,10 +11,10 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from proxy.cache import ops
-from proxy.cache.store import SemanticCache
-from proxy.calls import authenticate, read_json_body, request_id_of
+from proxy.cache.semantic_cache import SemanticCache
 from proxy.errors import AuthenticationFailed, InvalidRequest, NotFound
-from proxy.services import Services
+from proxy.gateway.requests import authenticate, read_json_body, request_id_of
+from proxy.runtime.services import Services
 
 PURGE_FIELDS = ("entry_id", "scope", "department", "all")
 

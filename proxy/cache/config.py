@@ -14,8 +14,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from proxy.cache.embedder import LocalEmbedderSettings, OpenAIEmbedderSettings
-from proxy.cache.match import MatchSettings
-from proxy.config_errors import load_model
+from proxy.cache.matching.match import MatchSettings
+from proxy.config.errors import load_model
 
 Mode = Literal["exact", "semantic", "shadow"]
 

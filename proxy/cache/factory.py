@@ -7,9 +7,9 @@ from proxy.cache.config import CacheConfig
 from proxy.cache.embedder import MINILM_DIM, Embedder, LocalEmbedder, OpenAIEmbedder
 from proxy.cache.memory import MemoryBackend
 from proxy.cache.redis_backend import RedisBackend
-from proxy.cache.store import SemanticCache
-from proxy.config_errors import ConfigError
-from proxy.services import Services
+from proxy.cache.semantic_cache import SemanticCache
+from proxy.config.errors import ConfigError
+from proxy.runtime.services import Services
 
 
 def needs_embedder(config: CacheConfig) -> bool:

@@ -8,7 +8,7 @@ from typing import Any
 
 from proxy.cache import stats
 from proxy.cache.backend import Entry
-from proxy.cache.store import SemanticCache
+from proxy.cache.semantic_cache import SemanticCache
 from proxy.metrics import Metrics
 
 

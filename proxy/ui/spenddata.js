@@ -1,7 +1,7 @@
 // Turning the spend and cache endpoints' JSON into what the Spend page shows. Pure functions, no DOM.
 // Shapes, read from the proxy's code:
-//   GET /admin/spend, GET /v1/spend           proxy/spend_api.py, proxy/spend_views.py
-//   GET /admin/chargeback?format=json         proxy/chargeback.py (rows per UTC day x department x model)
+//   GET /admin/spend, GET /v1/spend           proxy/spend/api.py, proxy/spend/views.py
+//   GET /admin/chargeback?format=json         proxy/spend/chargeback.py (rows per UTC day x department x model)
 //   GET /v1/cache/analytics                   proxy/cache/stats.py, proxy/cache/ops.py
 // Money is added up in integer micro-dollars, as the proxy does, so a total equals its parts exactly.
 

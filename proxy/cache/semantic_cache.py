@@ -1,0 +1,377 @@
+"""The answer cache on the request path: lookup (exact, then semantic), serve, store, shadow.
+
+`SemanticCache` implements what proxy/gateway/accounting.py calls. A lookup embeds the last user
+turn at most once (and not at all when the exact lookup hits); the vector is kept on the call so the
+store after a miss does not embed again. Storage is a `CacheBackend` (memory or Redis Stack).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import aiohttp
+import numpy as np
+import orjson
+from redis.exceptions import RedisError
+from starlette.responses import Response
+
+from proxy.cache import stats
+from proxy.cache.backend import CacheBackend, Entry, Vector
+from proxy.cache.cache_key import Controls, Key, bypass_reason, controls_of, key_of
+from proxy.cache.config import CacheConfig, Effective
+from proxy.cache.embedder import Embedder, EmbeddingError
+from proxy.cache.matching.match import MatchRule
+from proxy.cache.replay import as_json, as_stream, assemble, cacheable_json
+from proxy.gateway.requests import Call
+from proxy.runtime.services import Services
+
+log = logging.getLogger("meterline.cache")
+BACKEND_ERRORS = (RedisError, OSError)
+EMBED_ERRORS = (EmbeddingError, aiohttp.ClientError, TimeoutError)
+SERVED_TTL_S = 7 * 86400.0  # how long a hit can still be reported as wrong
+SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    entry: Entry
+    kind: Literal["exact", "semantic"]
+    similarity: float
+    coalesced: bool = False  # waited for an identical request that was in flight
+
+
+@dataclass(slots=True)
+class Flight:
+    """A request that missed and went upstream; identical ones wait for `landed`."""
+
+    key: tuple[str, str]  # (scope, normalised text hash)
+    started: float  # time.monotonic()
+    landed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass
+class Lookup:
+    """What the lookup learned, carried on the call until the answer is stored."""
+
+    key: Key
+    settings: Effective
+    controls: Controls
+    department: str
+    task: str
+    vector: Vector | None = None
+    shadow: Hit | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    flight: Flight | None = None  # this request leads a flight: land it once stored or failed
+
+
+class SemanticCache:
+    """Exact + semantic answer cache; see module docstring."""
+
+    def __init__(self, config: CacheConfig, backend: CacheBackend,
+                 embedder: Embedder | None) -> None:
+        self.config = config
+        self.backend = backend
+        self.embedder = embedder
+        self._rules: dict[float, MatchRule] = {}
+        self._flights: dict[tuple[str, str], Flight] = {}
+
+    # -- lookup ------------------------------------------------------------------------------
+
+    async def lookup(self, services: Services, call: Call, model: str) -> Hit | None:
+        state = await self._begin(services, call, model)
+        if state is None or not state.controls.lookup:
+            return None
+        try:
+            hit = await self._find(state)
+        except BACKEND_ERRORS as exc:
+            log.warning("cache lookup failed, answering without cache: %s", exc)
+            call.cache_state = None
+            await self._mark(services, call, state, "bypass", "none")
+            return None
+        if state.settings.mode == "shadow":
+            state.shadow = hit
+            await self._mark(services, call, state, "shadow", hit.kind if hit else "none")
+            return None
+        if hit is None:
+            try:
+                hit = await self._wait_or_lead(state, call.stream)
+            except BACKEND_ERRORS as exc:
+                log.warning("cache lookup after waiting failed: %s", exc)
+        if hit is None:
+            await self._mark(services, call, state, "miss", self._kind_of(state))
+            return None
+        call.headers["x-meterline-cache"] = "hit-" + hit.kind
+        if hit.coalesced:
+            call.headers["x-meterline-cache-coalesced"] = "true"
+        call.headers["x-meterline-cache-entry"] = hit.entry.id
+        if hit.kind == "semantic":
+            call.headers["x-meterline-cache-similarity"] = f"{hit.similarity:.4f}"
+        return hit
+
+    async def _begin(self, services: Services, call: Call, model: str) -> Lookup | None:
+        if call.endpoint != "chat.completions":
+            call.headers["x-meterline-cache"] = "bypass"
+            return None
+        controls, changed = controls_of(call.inbound, call.body)
+        if changed:
+            call.raw = orjson.dumps(call.body)
+        record = call.record
+        settings = self.config.effective(call.department, model,
+                                         record.route_rule if record else None)
+        owner = self.config.owner_of(call.department)
+        key = key_of(call.body, owner, model)
+        task = stats.label(record.task if record else None)
+        department = call.department or "admin"
+        if (not settings.enabled or key is None or bypass_reason(call.body, settings)
+                or not (controls.lookup or controls.store)):
+            call.headers["x-meterline-cache"] = "bypass"
+            if record is not None:
+                record.cache = "bypass"
+            await self._count(services, department, model, task, "bypass", "none")
+            return None
+        state = Lookup(key, settings, controls, department, task)
+        call.cache_state = state
+        if not controls.lookup:
+            await self._mark(services, call, state, "bypass", "none")
+        return state
+
+    async def _wait_or_lead(self, state: Lookup, stream: bool) -> Hit | None:
+        """After a miss: wait for an identical request already out upstream and look again, or
+        lead a flight that identical requests will wait for (when this one will store)."""
+        settings = self.config.coalesce
+        if not settings.enabled or (stream and not settings.streams):
+            return None
+        key = (state.key.scope, state.key.text_hash)
+        now = time.monotonic()
+        flight = self._flights.get(key)
+        if flight is None or now - flight.started >= settings.max_wait_seconds:
+            if state.controls.store:  # a stale flight (its leader never landed) is replaced
+                state.flight = self._flights[key] = Flight(key, now)
+            return None
+        try:
+            await asyncio.wait_for(flight.landed.wait(),
+                                   settings.max_wait_seconds - (now - flight.started))
+        except TimeoutError:
+            return None
+        return await self._exact(state.key, coalesced=True)
+
+    def land(self, call: Call) -> None:
+        """The request leading a flight has stored its answer, or failed: wake the waiters
+        (they look up the cache again, and go upstream themselves if nothing was stored)."""
+        state: Lookup | None = call.cache_state
+        if state is None or state.flight is None:
+            return
+        flight, state.flight = state.flight, None
+        if self._flights.get(flight.key) is flight:
+            del self._flights[flight.key]
+        flight.landed.set()
+
+    def _kind_of(self, state: Lookup) -> str:
+        return "exact" if state.settings.mode == "exact" else "semantic"
+
+    async def _mark(self, services: Services, call: Call, state: Lookup, result: str,
+              kind: str) -> None:
+        call.headers["x-meterline-cache"] = result
+        if call.record is not None:
+            call.record.cache = result  # type: ignore[assignment]
+        await self._count(services, state.department, state.key.model, state.task, result, kind)
+
+    async def _count(self, services: Services, department: str, model: str, task: str,
+                     result: str, kind: str) -> None:
+        services.metrics.record_cache(department, model, kind, result)
+        try:
+            await self.backend.incr({stats.request_field(result, kind, department, model,
+                                                         task): 1})
+        except BACKEND_ERRORS as exc:
+            log.warning("cache counters not written: %s", exc)
+
+    async def _exact(self, key: Key, coalesced: bool = False) -> Hit | None:
+        entry = await self.backend.get_exact(key.scope, key.text_hash)
+        return None if entry is None else Hit(entry, "exact", 1.0, coalesced)
+
+    async def _find(self, state: Lookup) -> Hit | None:
+        key = state.key
+        hit = await self._exact(key)
+        if hit is not None:
+            return hit
+        if state.settings.mode == "exact":
+            return None
+        state.vector = await self._embed(key.text)
+        if state.vector is None:
+            return None
+        candidates = await self.backend.search(key.scope, state.vector, self.config.top_k)
+        if not candidates:
+            return None
+        tightened = await self.backend.threshold(key.partition)
+        rule = self.rule(max(state.settings.threshold, tightened or 0.0))
+        found = rule.first_accepted(key.text, [(e.text, s) for e, s in candidates])
+        if found is None:
+            return None
+        index, decision = found
+        return Hit(candidates[index][0], "semantic", decision.similarity)
+
+    def rule(self, threshold: float) -> MatchRule:
+        if threshold not in self._rules:
+            settings = self.config.match.model_copy(update={"threshold": threshold})
+            self._rules[threshold] = MatchRule(settings)
+        return self._rules[threshold]
+
+    async def _embed(self, text: str) -> Vector | None:
+        if self.embedder is None:
+            return None
+        try:
+            vectors: Vector = await self.embedder.embed([text])
+            return np.asarray(vectors[0], dtype=np.float32)
+        except EMBED_ERRORS as exc:
+            log.warning("embedding failed, semantic lookup skipped: %s", exc)
+            return None
+
+    # -- serve -------------------------------------------------------------------------------
+
+    async def serve(self, services: Services, call: Call, reservation: Any,
+                    cached: Hit) -> Response:
+        """Answer from the cache: nothing charged, the original cost counted as saved."""
+        record = call.record
+        assert record is not None
+        entry = cached.entry
+        record.cache = "hit-" + cached.kind  # type: ignore[assignment]
+        record.status, record.cost, record.saved = 200, 0.0, entry.cost
+        record.latency_ms = call.elapsed() * 1000
+        if services.spend is not None:
+            if reservation is not None:
+                await services.spend.release(reservation)
+            await services.spend.add_record(record)
+        elif getattr(services, "record_log", None) is not None:
+            await services.record_log.put_record(record)
+        state: Lookup | None = call.cache_state
+        await self._after_hit(services, call, state, cached)
+        m = services.metrics
+        m.record_cache(call.department, record.model_requested, cached.kind, "hit", entry.cost)
+        m.record_request("/v1" + call.path, record.model_requested, call.department, 200,
+                         call.elapsed(), None)
+        headers = {**call.headers, "x-meterline-cost-usd": f"{0:.8f}",
+                   "x-meterline-cache-saved-usd": f"{entry.cost:.8f}",
+                   "x-meterline-overhead-ms": f"{call.overhead_ms():.2f}"}
+        completion = orjson.loads(entry.response)
+        if not call.stream:
+            return Response(as_json(completion), 200, headers, media_type="application/json")
+        include_usage = bool((call.body.get("stream_options") or {}).get("include_usage"))
+        info = {"cost_usd": 0.0, "input_tokens": 0, "output_tokens": 0, "estimated": False,
+                "cache": record.cache, "saved_usd": round(entry.cost, 8),
+                "department": call.department, "budget_remaining_usd": None,
+                "request_id": call.request_id}
+        events = as_stream(completion, include_usage, info)
+        # the whole answer is at hand: one body, not a chunk per event (a sync iterator in a
+        # StreamingResponse also costs a thread hop per event)
+        return Response(b"".join(events), 200, {**SSE_HEADERS, **headers},
+                        media_type="text/event-stream")
+
+    async def _after_hit(self, services: Services, call: Call, state: Lookup | None,
+                         cached: Hit) -> None:
+        entry = cached.entry
+        department = call.department or "admin"
+        task = state.task if state else "none"
+        try:
+            await self.backend.hit(entry, self._expiry_after_hit(entry))
+            await self.backend.incr(stats.hit_fields(cached.kind, department, entry.model, task,
+                                                     entry.cost))
+            await self.backend.remember(call.request_id, {
+                "entry_id": entry.id, "department": department, "partition": entry.partition,
+                "model": entry.model, "scope": entry.scope}, SERVED_TTL_S)
+        except BACKEND_ERRORS as exc:
+            log.warning("cache hit bookkeeping failed: %s", exc)
+
+    def _expiry_after_hit(self, entry: Entry) -> float:
+        dynamic = self.config.dynamic_ttl
+        if not dynamic.enabled:
+            return entry.expires_at
+        ttl = entry.ttl_seconds * dynamic.growth ** (entry.hits + 1)
+        return time.time() + min(dynamic.max_seconds, max(dynamic.min_seconds, ttl))
+
+    # -- store -------------------------------------------------------------------------------
+
+    async def store_json(self, services: Services, call: Call, payload: dict[str, Any],
+                         data: bytes, cost: float) -> None:
+        record = call.record
+        if record is None or record.status != 200 or not cacheable_json(payload):
+            return
+        await self._store(services, call, payload, cost)
+
+    async def store_stream(self, services: Services, call: Call, chunks: list[bytes],
+                           cost: float) -> None:
+        """Only complete streams reach here; anything that doesn't assemble is not stored."""
+        record = call.record
+        if record is None or record.error is not None:
+            return
+        usage = {"prompt_tokens": record.input_tokens + record.cached_input_tokens,
+                 "completion_tokens": record.output_tokens,
+                 "total_tokens": record.input_tokens + record.cached_input_tokens
+                 + record.output_tokens}
+        completion = assemble(chunks, usage)
+        if completion is not None:
+            await self._store(services, call, completion, cost)
+
+    async def _store(self, services: Services, call: Call, completion: dict[str, Any],
+                     cost: float) -> None:
+        state: Lookup | None = call.cache_state
+        if state is None:
+            return
+        if state.settings.mode == "shadow":
+            await self._judge_shadow(state, completion)
+        if not state.controls.store:
+            return
+        try:
+            await self._put(state, completion, cost)
+        except BACKEND_ERRORS as exc:
+            log.warning("answer not cached: %s", exc)
+
+    async def _put(self, state: Lookup, completion: dict[str, Any], cost: float) -> None:
+        key, settings = state.key, state.settings
+        vector = state.vector
+        if vector is None and settings.mode != "exact":
+            vector = await self._embed(key.text)
+        now = time.time()
+        entry = Entry(id=uuid.uuid4().hex[:16], scope=key.scope, partition=key.partition,
+                      owner=key.owner, department=state.department, model=key.model,
+                      text=key.text, text_hash=key.text_hash, response=orjson.dumps(completion),
+                      cost=cost, created=now, expires_at=now + settings.ttl_seconds,
+                      ttl_seconds=settings.ttl_seconds, task=state.task)
+        evicted = await self.backend.put(entry, vector, settings.max_size)
+        if evicted:
+            await self.backend.incr({stats.plain_field("evicted", state.department,
+                                                       key.model): evicted})
+
+    async def _judge_shadow(self, state: Lookup, completion: dict[str, Any]) -> None:
+        """Would the shadow hit have been a plausible answer? Compare the two answers."""
+        hit = state.shadow
+        if hit is None:
+            return
+        served = stats.answer_text(orjson.loads(hit.entry.response))
+        real = stats.answer_text(completion)
+        similarity = 1.0 if served == real else await self._answer_similarity(served, real)
+        plausible = similarity is not None and similarity >= self.config.shadow_plausible_similarity
+        try:
+            await self.backend.incr(stats.shadow_fields(
+                hit.kind, state.department, state.key.model, plausible, hit.entry.cost))
+        except BACKEND_ERRORS as exc:
+            log.warning("shadow estimate not recorded: %s", exc)
+
+    async def _answer_similarity(self, a: str, b: str) -> float | None:
+        if self.embedder is None or not a or not b:
+            return None
+        try:
+            vectors = await self.embedder.embed([a, b])
+        except EMBED_ERRORS as exc:
+            log.warning("shadow answer comparison failed: %s", exc)
+            return None
+        return float(vectors[0] @ vectors[1])
+
+    async def close(self) -> None:
+        if self.embedder is not None:
+            await self.embedder.aclose()
+        await self.backend.close()

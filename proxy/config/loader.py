@@ -1,0 +1,97 @@
+"""All YAML under the config dir -> one frozen, cross-checked Config with a version hash."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from proxy.cache import config as cache_mod
+from proxy.config.departments import DepartmentsConfig, DepartmentsConfigError, load_departments
+from proxy.config.errors import ConfigError
+from proxy.config.providers import ProvidersConfig, load_providers
+from proxy.keys.store import KeysConfig, load_keys
+from proxy.routing import experiments as experiments_mod
+from proxy.routing import rules as routing_mod
+from proxy.spend.pricing import PricingError, PricingTable, load_pricing
+
+CONFIG_FILES = ("providers.yaml", "keys.yaml", "departments.yaml", "routing.yaml",
+                "experiments.yaml", "cache.yaml", "pricing.yaml")
+
+
+@dataclass(frozen=True)
+class Config:
+    version: str
+    directory: Path
+    providers: ProvidersConfig
+    keys: KeysConfig
+    departments: DepartmentsConfig
+    pricing: PricingTable
+    routing: routing_mod.RoutingRules | None = None
+    experiments: experiments_mod.Experiments | None = None
+    cache: cache_mod.CacheConfig | None = None
+
+    @property
+    def model_names(self) -> frozenset[str]:
+        return frozenset(self.providers.models)
+
+
+def config_version(directory: Path) -> str:
+    digest = hashlib.sha256()
+    for name in CONFIG_FILES:
+        path = directory / name
+        if path.exists():
+            digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:12]
+
+
+def load_config(directory: Path) -> Config:
+    """Load and validate everything; raise ConfigError naming file, field and value."""
+    if not directory.is_dir():
+        raise ConfigError(f"{directory}: config directory not found "
+                          "(set MET_CONFIG_DIR or pass --config)")
+    try:
+        providers = load_providers(directory / "providers.yaml")
+        keys = load_keys(directory / "keys.yaml")
+        departments = load_departments(directory / "departments.yaml")
+        pricing_file = directory / "pricing.yaml"
+        pricing = load_pricing(*([pricing_file] if pricing_file.exists() else []))
+        routing = _optional(directory / "routing.yaml", routing_mod.load)
+        experiments = _optional(directory / "experiments.yaml", experiments_mod.load)
+        cache = _optional(directory / "cache.yaml", cache_mod.load_cache_config)
+    except (DepartmentsConfigError, routing_mod.ConfigFileError, PricingError) as exc:
+        raise ConfigError(str(exc)) from None
+    config = Config(config_version(directory), directory, providers, keys, departments, pricing,
+                    routing, experiments, cache)
+    check_references(config)
+    return config
+
+
+def _optional(path: Path, loader: Any) -> Any:
+    return loader(path) if path.exists() else None
+
+
+def check_references(config: Config) -> None:
+    """Cross-file checks: every model a rule names must exist in providers.yaml."""
+    known = set(config.model_names)
+    problems: list[str] = []
+    departments = set(config.departments.departments)
+    for key in config.keys.keys:
+        if not key.admin and key.department not in departments:
+            problems.append(f"{config.directory / 'keys.yaml'}: field 'keys.{key.id}.department' "
+                            f"has value {key.department!r}: not one of {sorted(departments)}")
+    try:
+        if config.routing is not None:
+            routing_mod.check_models(config.routing, known, str(config.directory / "routing.yaml"))
+        if config.experiments is not None:
+            experiments_mod.check_models(config.experiments, known,
+                                         str(config.directory / "experiments.yaml"))
+    except routing_mod.ConfigFileError as exc:
+        problems.append(str(exc))
+    if config.cache is not None:
+        routes = [r.name for r in config.routing.rules] if config.routing else []
+        problems += cache_mod.check_references(config.cache, config.directory / "cache.yaml",
+                                               departments, known, routes)
+    if problems:
+        raise ConfigError("\n".join(problems))

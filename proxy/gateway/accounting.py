@@ -1,0 +1,304 @@
+"""Budget reservation before the call, and cost + record + metrics after it (stream or not)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from proxy import errors
+from proxy.cache.cache_key import strip_cache_control
+from proxy.gateway.requests import Call
+from proxy.gateway.streaming import StreamOutcome
+from proxy.gateway.upstream import Target
+from proxy.routing.rules import estimate_tokens
+from proxy.runtime.services import Services
+from proxy.spend.budgets import BudgetExhausted, SpendRefusal
+from proxy.spend.pricing import Cost, Usage, parse_usage
+
+log = logging.getLogger(__name__)
+
+
+def prompt_tokens_of(call: Call) -> int:
+    if call.prompt_tokens is not None:
+        return call.prompt_tokens
+    messages = call.body.get("messages")
+    if isinstance(messages, list):
+        return estimate_tokens(messages)
+    return max(1, len(call.raw) // 4)
+
+
+TOKEN_LIMITS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
+
+
+def max_tokens_of(call: Call) -> int | None:
+    for name in TOKEN_LIMITS:
+        value = call.body.get(name)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
+
+
+def choices_of(call: Call) -> int:
+    n = call.body.get("n")
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
+
+
+def worst_case_tokens(call: Call, dept: Any) -> int | None:
+    """Output tokens the call may produce over all `n` choices; None = the department default."""
+    per_choice = max_tokens_of(call)
+    choices = choices_of(call)
+    if choices == 1:
+        return per_choice
+    return (per_choice if per_choice is not None else dept.default_max_tokens) * choices
+
+
+def cap_max_tokens(call: Call, tokens: int) -> None:
+    """Lower the output limit in the field the client used (o-series chat models reject
+    `max_tokens`; the Responses API only knows `max_output_tokens`)."""
+    used = [name for name in TOKEN_LIMITS if call.body.get(name) is not None]
+    fallback = "max_output_tokens" if call.endpoint == "responses" else "max_tokens"
+    for name in used or [fallback]:
+        call.body[name] = tokens
+    call.raw = orjson.dumps(call.body)
+    call.headers["x-meterline-max-tokens-capped"] = str(tokens)
+
+
+async def reserve(services: Services, call: Call, model: str) -> Any:
+    """Hold the worst-case cost; may cap max_tokens to what the budget still allows."""
+    if services.spend is None or call.department is None:
+        return None
+    dept = services.department(call.department)
+    if dept is None:  # e.g. removed by a reload
+        raise errors.PermissionDenied(f"Department '{call.department}' is not configured.",
+                                      code="unknown_department")
+    try:
+        reservation = await services.spend.reserve(
+            call.department, model, prompt_tokens_of(call), worst_case_tokens(call, dept))
+    except SpendRefusal as exc:
+        reason = "budget_exhausted" if isinstance(exc, BudgetExhausted) else "rate_limited"
+        services.metrics.record_budget_rejection(call.department, reason)
+        raise
+    if reservation.capped:
+        per_choice = reservation.max_tokens // choices_of(call)
+        if per_choice < 1:
+            await release(services, reservation)
+            services.metrics.record_budget_rejection(call.department, "budget_exhausted")
+            raise errors.InsufficientQuota(
+                f"Department '{call.department}' has too little budget left for "
+                f"{choices_of(call)} choices.")
+        cap_max_tokens(call, per_choice)
+    return reservation
+
+
+async def release(services: Services, reservation: Any) -> None:
+    if reservation is not None and services.spend is not None:
+        await services.spend.release(reservation)
+
+
+async def cache_lookup(services: Services, call: Call, model: str) -> Any:
+    if services.cache is None:
+        call.headers["x-meterline-cache"] = "off"
+        if strip_cache_control(call.body):  # our control object never goes upstream
+            call.raw = orjson.dumps(call.body)
+        return None
+    return await services.cache.lookup(services, call, model)
+
+
+def land(services: Services, call: Call) -> None:
+    """End the call's cache flight, if it leads one: identical requests waiting for its answer
+    look again (proxy.cache.semantic_cache.SemanticCache.land)."""
+    if services.cache is not None:
+        services.cache.land(call)
+
+
+async def serve_cached(services: Services, call: Call, reservation: Any, cached: Any) -> Response:
+    response: Response = await services.cache.serve(services, call, reservation, cached)
+    return response
+
+
+def estimate_output_tokens(chunks: list[bytes]) -> int:
+    """Tokens in the text a cut stream had already relayed (chars / 4)."""
+    chars = 0
+    for event in b"".join(chunks).split(b"\n\n"):
+        if not event.startswith(b"data: {"):
+            continue
+        try:
+            payload = orjson.loads(event[5:])
+        except orjson.JSONDecodeError:
+            continue
+        for choice in payload.get("choices") or []:
+            delta = choice.get("delta") or {}
+            chars += len(delta.get("content") or "")
+            for call_ in delta.get("tool_calls") or []:
+                chars += len((call_.get("function") or {}).get("arguments") or "")
+    return (chars + 3) // 4
+
+
+def price(services: Services, call: Call, target: Target,
+          usage: dict[str, Any] | Usage | None, estimated: bool) -> tuple[Usage, Cost]:
+    """Token counts and cost of the call, written into its record (no I/O)."""
+    record = call.record
+    assert record is not None
+    pricing = services.config.pricing
+    counts = usage if isinstance(usage, Usage) else parse_usage(usage)
+    cost = pricing.cost(target.model, counts)
+    if not cost.priced and pricing.resolve(record.model_requested) is not None:
+        cost = pricing.cost(record.model_requested, counts)
+    record.input_tokens, record.output_tokens = counts.input_tokens, counts.output_tokens
+    record.cached_input_tokens = counts.cached_input_tokens
+    record.cost, record.cost_estimated = cost.dollars, estimated
+    return counts, cost
+
+
+async def book(services: Services, call: Call, reservation: Any, counts: Usage, cost: Cost,
+               estimated: bool) -> float | None:
+    """Settle the budget, store the record and count the metrics of a call the upstream answered;
+    returns the dollars left in the tightest budget window (None when unknown)."""
+    remaining = await book_spend(services, call, reservation, cost)
+    count(services, call, counts, cost, estimated)
+    return remaining
+
+
+async def book_spend(services: Services, call: Call, reservation: Any, cost: Cost) -> float | None:
+    """Settle the budget and store the record; the dollars left in the tightest window."""
+    record = call.record
+    assert record is not None
+    record.latency_ms = call.elapsed() * 1000
+    if services.spend is not None and reservation is not None:
+        remaining: float | None = await services.spend.settle(reservation, cost.micros, record)
+        return remaining
+    if services.spend is not None:
+        await services.spend.add_record(record)
+    elif services.record_log is not None:
+        await services.record_log.put_record(record)
+    return None
+
+
+def count(services: Services, call: Call, counts: Usage, cost: Cost, estimated: bool) -> None:
+    """The metrics of a call the upstream answered."""
+    record = call.record
+    assert record is not None
+    model = record.model_requested
+    m = services.metrics
+    if record.ttft_ms is not None:
+        m.record_first_token(model, record.ttft_ms / 1000)
+    m.record_upstream(record.provider)  # the attempt that answered (failed ones: pipeline.send)
+    m.record_usage(call.department, model, counts.input_tokens, counts.output_tokens,
+                   counts.cached_input_tokens)
+    m.record_cost(call.department, model, cost.dollars, estimated=estimated, priced=cost.priced)
+    if record.experiment and record.variant:
+        m.record_experiment(record.experiment, record.variant, cost.dollars)
+    if record.route_rule:
+        m.record_route_decision(record.route_rule, record.model_used, call.department)
+    m.record_request("/v1" + call.path, model, call.department, record.status,
+                     call.elapsed(), call.upstream_s)
+
+
+async def settle(services: Services, call: Call, reservation: Any, target: Target,
+                 usage: dict[str, Any] | Usage | None, estimated: bool) -> dict[str, Any]:
+    """Price the usage, settle the budget, write the record, count the metrics."""
+    counts, cost = price(services, call, target, usage, estimated)
+    remaining = await book(services, call, reservation, counts, cost, estimated)
+    return info_of(call, counts, cost, estimated, remaining)
+
+
+def info_of(call: Call, counts: Usage, cost: Cost, estimated: bool,
+            remaining: float | None) -> dict[str, Any]:
+    """The `meterline` object a stream's last event carries."""
+    assert call.record is not None
+    return {"cost_usd": round(cost.dollars, 8), "input_tokens": counts.input_tokens,
+            "output_tokens": counts.output_tokens, "estimated": estimated,
+            "cache": call.record.cache, "department": call.department,
+            "budget_remaining_usd": remaining, "request_id": call.request_id}
+
+
+async def finish_json(services: Services, call: Call, reservation: Any, target: Target,
+                      status: int, data: bytes) -> Response:
+    """The cache write happens before the answer goes out (the next identical request must hit);
+    settling the budget, the record and the metrics run right after the body is sent, in the same
+    task, so a graceful shutdown still waits for them. The reservation holds the worst case until
+    then, so budgets stay safe."""
+    record = call.record
+    assert record is not None
+    try:
+        payload = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        payload = None
+    if not isinstance(payload, dict):
+        record.status, record.error = 502, "invalid_upstream_json"
+        estimate = Usage(prompt_tokens_of(call), 0, (len(data) + 3) // 4)
+        await settle(services, call, reservation, target, estimate, True)
+        raise errors.UpstreamUnavailable(
+            f"Upstream {target.provider_name} returned a body that is not JSON")
+    record.status = status
+    if record.cache == "off":
+        record.cache = "miss" if services.cache is not None else "off"
+    usage = payload.get("usage")
+    estimated = not isinstance(usage, dict)
+    counts, cost = price(services, call, target,
+                         usage if not estimated else Usage(prompt_tokens_of(call), 0, 0),
+                         estimated)
+    if services.cache is not None and not estimated:
+        await services.cache.store_json(services, call, payload, data, round(cost.dollars, 8))
+    headers = call.headers
+    headers["x-meterline-cost-usd"] = f"{round(cost.dollars, 8):.8f}"
+    headers["x-meterline-overhead-ms"] = f"{call.overhead_ms():.2f}"
+    return BookedResponse(data, status, headers, booking=(services, call, reservation, counts,
+                                                           cost, estimated))
+
+
+class BookedResponse(Response):
+    """A JSON answer whose bookkeeping runs once the body is sent, or failed to be sent: spend
+    is recorded even when the client is gone."""
+
+    def __init__(self, data: bytes, status: int, headers: dict[str, str],
+                 booking: tuple[Services, Call, Any, Usage, Cost, bool]) -> None:
+        super().__init__(data, status, headers, media_type="application/json")
+        self.booking = booking
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await send({"type": "http.response.start", "status": self.status_code,
+                        "headers": self.raw_headers})
+            await send({"type": "http.response.body", "body": self.body})
+        finally:
+            services, call, reservation, counts, cost, estimated = self.booking
+            try:
+                await book(services, call, reservation, counts, cost, estimated)
+            except Exception:  # the client has its answer: log, never a second response
+                log.exception("bookkeeping failed after request %s", call.request_id)
+
+
+async def finish_stream(services: Services, call: Call, reservation: Any, target: Target,
+                        outcome: StreamOutcome) -> tuple[dict[str, Any], Callable[[], None]]:
+    """Settle a relayed stream: the `meterline` info for its last event, and the counting of its
+    metrics, which the relay runs once that event is sent (the client need not wait for it)."""
+    record = call.record
+    assert record is not None
+    record.status = 200
+    if outcome.first_byte_at is not None:
+        record.ttft_ms = (outcome.first_byte_at - call.started) * 1000
+    if outcome.error is not None:
+        record.error = outcome.error.code or "stream_error"
+    elif not outcome.complete:
+        record.error = "client_disconnected"
+    usage: dict[str, Any] | Usage | None = outcome.usage
+    estimated = usage is None
+    if estimated:
+        usage = Usage(prompt_tokens_of(call), 0, estimate_output_tokens(outcome.chunks))
+    if record.cache == "off" and services.cache is not None:
+        record.cache = "miss"
+    counts, cost = price(services, call, target, usage, estimated)
+    remaining = await book_spend(services, call, reservation, cost)
+    info = info_of(call, counts, cost, estimated, remaining)
+    if services.cache is not None and outcome.complete and outcome.error is None:
+        held = [outcome.held] if outcome.held is not None else []
+        await services.cache.store_stream(services, call, outcome.chunks + held,
+                                          info["cost_usd"])
+    return info, lambda: count(services, call, counts, cost, estimated)
+

@@ -1,0 +1,268 @@
+"""The request path, in one place:
+
+    authenticate -> plan (route + experiment) -> authorize -> reserve budget -> cache
+    -> upstream (retries, fallbacks) -> settle + record -> metrics
+
+Each step is a small function; features plug in through `Services` (spend, cache, cooldowns).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from proxy.errors import (
+    CALL_KEY,
+    ModelNotFound,
+    PermissionDenied,
+    ProxyError,
+    UpstreamHTTPError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from proxy.gateway import accounting
+from proxy.gateway.reliability import (
+    AllTargetsFailed,
+    RetryPolicy,
+    UpstreamFailure,
+    run_with_fallbacks,
+)
+from proxy.gateway.requests import (
+    Call,
+    authenticate,
+    header_map,
+    new_record,
+    read_json_body,
+    request_id_of,
+    validate_chat,
+    validate_passthrough,
+)
+from proxy.gateway.streaming import RelayResponse, SSERelay, StreamOutcome
+from proxy.gateway.upstream import Target
+from proxy.routing.experiments import assign
+from proxy.routing.rules import RouteInput, select_route
+from proxy.runtime.services import Services
+
+SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+@dataclass(slots=True)  # built per request: a frozen __init__ costs ~6x
+class Plan:
+    """Where the call goes: public model names to try in order, and why."""
+
+    model: str
+    chain: tuple[str, ...]
+    rule: str | None = None
+    experiment: str | None = None
+    variant: str | None = None
+
+
+def services_of(request: Request) -> Services:
+    """The app's Services (proxy.app.ProxyApp keeps them as a plain attribute too)."""
+    services: Services | None = getattr(request.scope["app"], "services", None)
+    if services is None:
+        services = request.app.state.services
+    return services
+
+
+async def open_call(services: Services, request: Request, endpoint: str, path: str) -> Call:
+    rid = request_id_of(request)
+    started = time.perf_counter()
+    principal = await authenticate(request, services)
+    raw, body = await read_json_body(request, services.settings.max_body_bytes)
+    call = Call(rid, endpoint, path, started, principal, body, raw,
+                headers={"x-request-id": rid,
+                         "x-meterline-department": principal.department or "admin"},
+                inbound=header_map(request))
+    request.scope[CALL_KEY] = call
+    return call
+
+
+def plan_route(services: Services, call: Call, request: Request) -> Plan:
+    model: str = call.body["model"]
+    config = services.config
+    if call.endpoint != "chat.completions" or config.routing is None:
+        return Plan(model, (model,))
+    inp = RouteInput.from_request(call.body, call.department or "", call.inbound,
+                                  call.principal.key_id)
+    call.prompt_tokens = inp.prompt_tokens
+    decision = select_route(config.routing, inp, explain=False)
+    chain = decision.targets
+    assignment = assign(config.experiments, inp, time.time()) if config.experiments else None
+    if assignment is not None:
+        chain = tuple(dict.fromkeys((assignment.model, *chain)))
+        return Plan(chain[0], chain, decision.rule, assignment.experiment, assignment.variant)
+    return Plan(chain[0], chain, decision.rule)
+
+
+def authorize(services: Services, call: Call, plan: Plan) -> None:
+    requested: str = call.body["model"]
+    if not services.targets(plan.chain, call.department):
+        raise ModelNotFound(f"The model '{requested}' does not exist or is not served here.",
+                            param="model")
+    if call.department is not None and not services.allows(call.department, requested):
+        raise PermissionDenied(
+            f"Department '{call.department}' may not use model '{requested}'.", param="model")
+
+
+def describe_plan(call: Call, plan: Plan) -> None:
+    if plan.rule:
+        call.headers["x-meterline-route"] = plan.rule
+    if plan.experiment:
+        call.headers["x-meterline-experiment"] = plan.experiment
+        call.headers["x-meterline-variant"] = plan.variant or ""
+
+
+def upstream_body(call: Call, target: Target, add_usage: bool) -> bytes:
+    """The original bytes when nothing changed; re-encoded only if model or options differ."""
+    if target.model == call.body.get("model") and not add_usage:
+        return call.raw
+    body = dict(call.body, model=target.model)
+    if add_usage:
+        body["stream_options"] = {**(call.body.get("stream_options") or {}), "include_usage": True}
+    return orjson.dumps(body)
+
+
+def as_failure(exc: ProxyError, retry_timeouts: bool = False) -> UpstreamFailure:
+    if isinstance(exc, UpstreamHTTPError):
+        failure = UpstreamFailure(exc.message, status=exc.status, retry_after=exc.retry_after)
+    elif isinstance(exc, UpstreamTimeout):  # the provider's timeout_s: same rule as the policy's
+        failure = UpstreamFailure(exc.message, code=exc.code, retryable=retry_timeouts,
+                                  fallback=True)
+    else:
+        failure = UpstreamFailure(exc.message, code=exc.code)
+    failure.proxy_error = exc  # type: ignore[attr-defined]
+    return failure
+
+
+def final_error(exc: AllTargetsFailed | UpstreamFailure) -> ProxyError:
+    last = exc.last if isinstance(exc, AllTargetsFailed) else exc
+    original = getattr(last, "proxy_error", None)
+    if isinstance(original, ProxyError):
+        return original
+    if last is not None and last.code == "timeout":
+        return UpstreamTimeout(last.message)
+    return UpstreamUnavailable(str(exc))
+
+
+async def send(services: Services, call: Call, plan: Plan, request: Request,
+               add_usage: bool) -> tuple[Target, aiohttp.ClientResponse, bytes | None]:
+    """Try targets in order with retries; for streams return as soon as headers are in."""
+    targets = services.targets(plan.chain, call.department)
+
+    async def attempt(key: str) -> tuple[Target, aiohttp.ClientResponse, bytes | None]:
+        target = targets[key]
+        t0 = time.perf_counter()
+        try:
+            resp = await services.upstream.open(target, call.path,
+                                                upstream_body(call, target, add_usage),
+                                                call.inbound)
+            data = None if call.stream else await services.upstream.read(target, resp)
+        except ProxyError as exc:
+            services.metrics.record_upstream(target.provider_name, exc.code or "error")
+            raise as_failure(exc, services.retry_policy.retry_timeouts) from None
+        finally:
+            call.upstream_s += time.perf_counter() - t0
+        return target, resp, data  # the answered attempt is counted by accounting.book
+
+    policy: RetryPolicy = services.retry_policy
+    try:
+        done = await run_with_fallbacks(tuple(targets), attempt, policy, services.cooldowns)
+    except (AllTargetsFailed, UpstreamFailure) as exc:
+        raise final_error(exc) from None
+    retries = len(done.attempts) - 1
+    if retries:
+        services.metrics.record_retry(done.value[0].provider_name)
+    return done.value
+
+
+async def chat_completions(request: Request) -> Response:
+    services = services_of(request)
+    call = await open_call(services, request, "chat.completions", "/chat/completions")
+    validate_chat(call.body)
+    return await run_call(services, call, request)
+
+
+async def run_call(services: Services, call: Call, request: Request) -> Response:
+    plan = plan_route(services, call, request)
+    authorize(services, call, plan)
+    describe_plan(call, plan)
+    call.record = new_record(call, call.body["model"])
+    call.record.route_rule, call.record.experiment = plan.rule, plan.experiment
+    call.record.variant, call.record.task = plan.variant, call.inbound.get("x-meterline-task")
+    reservation = await accounting.reserve(services, call, plan.model)
+    try:
+        cached = await accounting.cache_lookup(services, call, plan.model)
+        if cached is not None:
+            return await accounting.serve_cached(services, call, reservation, cached)
+        add_usage = (call.stream and call.endpoint in ("chat.completions", "completions")
+                     and not (call.body.get("stream_options") or {}).get("include_usage"))
+        target, resp, data = await send(services, call, plan, request, add_usage)
+    except BaseException:
+        await accounting.release(services, reservation)
+        accounting.land(services, call)
+        raise
+    call.headers["x-meterline-provider"] = target.provider_name
+    call.record.model_used, call.record.provider = target.model, target.provider_name
+    if data is None:  # a stream lands its cache flight in `finish`, once stored
+        return stream_response(services, call, reservation, target, resp, add_usage)
+    try:
+        return await accounting.finish_json(services, call, reservation, target, resp.status,
+                                            data)
+    finally:
+        accounting.land(services, call)
+
+
+def stream_response(services: Services, call: Call, reservation: Any, target: Target,
+                    resp: aiohttp.ClientResponse, strip_usage: bool) -> RelayResponse:
+    async def finish(outcome: StreamOutcome) -> tuple[dict[str, Any], Callable[[], None]]:
+        try:
+            return await accounting.finish_stream(services, call, reservation, target, outcome)
+        finally:  # stored (or not): requests waiting for this answer look again
+            accounting.land(services, call)
+
+    relay = SSERelay(resp, strip_usage=strip_usage, finish=finish, spawn=services.spawn,
+                     provider=target.provider_name, raw=call.endpoint == "responses")
+    call.headers["x-meterline-overhead-ms"] = f"{call.overhead_ms():.2f}"
+    return RelayResponse(relay, 200, {**SSE_HEADERS, **call.headers})
+
+
+async def passthrough(request: Request, endpoint: str, path: str) -> Response:
+    """/v1/completions, /v1/embeddings, /v1/responses: same auth, accounting and errors."""
+    services = services_of(request)
+    call = await open_call(services, request, endpoint, path)
+    validate_passthrough(call.body)
+    return await run_call(services, call, request)
+
+
+async def completions(request: Request) -> Response:
+    return await passthrough(request, "completions", "/completions")
+
+
+async def embeddings(request: Request) -> Response:
+    return await passthrough(request, "embeddings", "/embeddings")
+
+
+async def responses(request: Request) -> Response:
+    return await passthrough(request, "responses", "/responses")
+
+
+async def list_models(request: Request) -> Response:
+    services = services_of(request)
+    request_id_of(request)
+    principal = await authenticate(request, services)
+    dept = services.department(principal.department)
+    data = [
+        {"id": name, "object": "model", "created": 0, "owned_by": entry.owned_by}
+        for name, entry in services.config.providers.models.items()
+        if principal.admin or dept is None or dept.allows(name)
+    ]
+    return Response(orjson.dumps({"object": "list", "data": data}),
+                    media_type="application/json")

@@ -1,0 +1,278 @@
+"""Current alerts for UIs: Alertmanager's active alerts when it is configured, otherwise the
+proxy's own threshold state computed from stored usage records and the spend ledger.
+
+The proxy's own state mirrors rules/prometheus/alerts.yml: spend over the last 60 minutes /
+24 hours above `alerts:` in departments.yaml (all departments together and each one), a
+budget window past a soft threshold or used up, and an open circuit breaker."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+import aiohttp
+
+from proxy.config.departments import Department, DepartmentsConfig, Period, SpendThresholds
+from proxy.spend.budgets import BudgetStatus
+from proxy.spend.ledger import Ledger
+from proxy.spend.pricing import micros_to_dollars, to_micros
+from proxy.spend.records import UsageRecord
+
+Severity = Literal["critical", "warning", "info"]
+SEVERITY_ORDER: dict[str, int] = {"critical": 0, "warning": 1, "info": 2}
+HOUR = 3600.0
+DAY = 86_400.0
+LOOKBACK_S = 2 * DAY  # a rolling 24 h sum and when it crossed its threshold
+ALERTMANAGER_TIMEOUT_S = 2.0
+SPEND_WINDOWS: tuple[tuple[str, str, float, str], ...] = (
+    ("MeterlineHourlySpendHigh", "Hourly", HOUR, "hourly_spend"),
+    ("MeterlineDailySpendHigh", "Daily", DAY, "daily_spend"),
+)
+Events = list[tuple[float, int]]  # (ts, micro-dollars), oldest first
+
+
+class AlertSourceError(RuntimeError):
+    """Alertmanager could not be read (unreachable, timeout, bad status or body)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """One firing alert, the same shape whichever source produced it."""
+
+    name: str
+    severity: str
+    department: str | None
+    value: float | None
+    threshold: float | None
+    message: str
+    since: float | None  # unix seconds the condition became true (None when unknown)
+    labels: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        since = datetime.fromtimestamp(self.since, UTC).isoformat() if self.since else None
+        return {"name": self.name, "severity": self.severity, "department": self.department,
+                "value": self.value, "threshold": self.threshold, "message": self.message,
+                "since": since, "labels": self.labels}
+
+
+def money(dollars: float) -> str:
+    """$100 for whole dollars, $123.40 from $1 up, down to micro-dollars below ($0.000021)."""
+    if dollars == int(dollars):
+        return f"${int(dollars):,}"
+    if abs(dollars) >= 1:
+        return f"${dollars:,.2f}"
+    whole, _, fraction = f"{dollars:.6f}".rstrip("0").partition(".")
+    return f"${whole}.{fraction:0<2}"
+
+
+def sort_alerts(alerts: Iterable[Alert]) -> list[Alert]:
+    return sorted(alerts, key=lambda a: (SEVERITY_ORDER.get(a.severity, 3), a.name,
+                                         a.department or "", a.since or 0.0))
+
+
+# ----- rolling windows ------------------------------------------------------------------------
+
+def rolling_state(events: Sequence[tuple[float, int]], window_s: float, threshold: int,
+                  now: float) -> tuple[int, float | None]:
+    """Sum over (now - window_s, now] and the moment that rolling sum last rose above
+    `threshold` (None when it is not above now). Only the events given count: with a lookback
+    of two windows, a state older than that shows as starting at the lookback."""
+    deltas: list[tuple[float, int, int]] = []
+    for ts, micros in events:
+        at = min(ts, now)
+        deltas.append((at, 1, micros))
+        if at + window_s <= now:
+            deltas.append((at + window_s, 0, -micros))
+    total, since = 0, None
+    deltas.sort()
+    for i, (at, _, delta) in enumerate(deltas):
+        total += delta
+        if i + 1 < len(deltas) and deltas[i + 1][0] == at:
+            continue  # judge the sum once every change at this instant is applied
+        if total <= threshold:
+            since = None
+        elif since is None:
+            since = at
+    return total, since
+
+
+def first_reached(events: Sequence[tuple[float, int]], start: float, mark: int) -> float | None:
+    """When the running sum of events from `start` on first reached `mark`."""
+    running = 0
+    for ts, micros in events:
+        if ts >= start:
+            running += micros
+            if running >= mark:
+                return ts
+    return None
+
+
+def period_start(period: Period, now: float) -> float:
+    if period == "hourly":
+        return math.floor(now / HOUR) * HOUR
+    if period == "daily":
+        return math.floor(now / DAY) * DAY
+    moment = datetime.fromtimestamp(now, UTC)
+    return datetime(moment.year, moment.month, 1, tzinfo=UTC).timestamp()
+
+
+def events_of(records: Iterable[UsageRecord]) -> dict[str | None, Events]:
+    """Cost events per department, and for all of them under the key None."""
+    grouped: dict[str | None, Events] = defaultdict(list)
+    for record in sorted(records, key=lambda r: r.ts):
+        micros = to_micros(record.cost)
+        if micros > 0:
+            grouped[None].append((record.ts, micros))
+            grouped[record.department].append((record.ts, micros))
+    return grouped
+
+
+# ----- spend thresholds -----------------------------------------------------------------------
+
+def spend_alerts(events: dict[str | None, Events], config: DepartmentsConfig,
+                 now: float) -> list[Alert]:
+    """Hourly / daily spend above its threshold, in total and per department."""
+    scopes: list[tuple[str | None, SpendThresholds]] = [(None, config.alerts)]
+    scopes += [(name, config.alerts.for_department(name))
+               for name in sorted(set(config.names) | {d for d in events if d is not None})]
+    found: list[Alert] = []
+    for department, thresholds in scopes:
+        for name, label, window_s, attr in SPEND_WINDOWS:
+            limit: Decimal | None = getattr(thresholds, attr)
+            if limit is None:
+                continue
+            alert = _spend_alert(name, label, window_s, limit, department,
+                                 events.get(department, []), now)
+            if alert is not None:
+                found.append(alert)
+    return found
+
+
+def _spend_alert(name: str, label: str, window_s: float, limit: Decimal, department: str | None,
+                 events: Events, now: float) -> Alert | None:
+    threshold = to_micros(limit)
+    total, since = rolling_state(events, window_s, threshold, now)
+    if total <= threshold:
+        return None
+    value, ceiling = micros_to_dollars(total), float(limit)
+    who = f"{department}: " if department else ""
+    message = f"{who}{label} spend exceeded threshold: {money(value)} / {money(ceiling)}"
+    labels = {"scope": "department" if department else "total"}
+    return Alert(name, "warning", department, value, ceiling, message, since, labels)
+
+
+# ----- budgets and the circuit breaker --------------------------------------------------------
+
+def budget_alert(status: BudgetStatus, dept: Department, events: Events,
+                 now: float) -> Alert | None:
+    """A budget window used up, counting held reservations like the ledger does (critical),
+    or past the highest soft threshold its spend crossed (warning)."""
+    limit, spent = status.limit_dollars, status.spent_dollars
+    held = to_micros(spent) + to_micros(status.reserved_dollars)
+    exhausted = held >= to_micros(limit)  # like the ledger, holds count: nothing more fits
+    passed = [t for t in dept.soft_alerts if spent >= t * limit]
+    if not exhausted and not passed:
+        return None
+    start = period_start(status.period, now)
+    label = status.period.capitalize()
+    labels: dict[str, str] = {"period": status.period}
+    if exhausted:
+        since = first_reached(events, start, to_micros(limit))
+        message = f"{dept.name}: {label} budget exhausted: {money(spent)} / {money(limit)}"
+        return Alert("MeterlineBudgetExhausted", "critical", dept.name, spent, limit, message,
+                     since, labels)
+    fraction = max(passed)
+    mark = limit * fraction
+    since = first_reached(events, start, to_micros(mark))
+    message = (f"{dept.name}: {label} budget {fraction:.0%} used: "
+               f"{money(spent)} / {money(limit)}")
+    return Alert("MeterlineBudgetSoftThreshold", "warning", dept.name, spent, round(mark, 6),
+                 message, since, {**labels, "soft_threshold": f"{fraction:g}"})
+
+
+def breaker_alert(dept: Department, events: Events, now: float) -> Alert:
+    """The department is paused: its spend over the breaker window passed max_dollars."""
+    breaker = dept.circuit_breaker
+    assert breaker is not None
+    window_s, ceiling = breaker.window_minutes * 60.0, float(breaker.max_dollars)
+    total, since = rolling_state(events, window_s, to_micros(breaker.max_dollars), now)
+    value = micros_to_dollars(total)
+    message = (f"{dept.name}: circuit breaker open: {money(value)} in "
+               f"{breaker.window_minutes} min / {money(ceiling)}; requests are refused")
+    return Alert("MeterlineCircuitBreakerOpen", "critical", dept.name, value, ceiling, message,
+                 since)
+
+
+async def proxy_alerts(ledger: Ledger, config: DepartmentsConfig, now: float) -> list[Alert]:
+    """The proxy's own threshold state from stored records and the ledger."""
+    recent = await ledger.records(now - LOOKBACK_S, now + 1.0)
+    events = events_of(recent)
+    found = spend_alerts(events, config, now)
+    for name in config.names:
+        dept = config.get(name)
+        found += await _department_alerts(ledger, dept, events.get(name, []), now)
+    return sort_alerts(found)
+
+
+async def _department_alerts(ledger: Ledger, dept: Department, events: Events,
+                             now: float) -> list[Alert]:
+    found: list[Alert] = []
+    for status in await ledger.budget_status(dept.name):
+        history = events
+        if period_start(status.period, now) < now - LOOKBACK_S:
+            older = await ledger.records(period_start(status.period, now), now + 1.0, dept.name)
+            history = events_of(older).get(dept.name, [])
+        alert = budget_alert(status, dept, history, now)
+        if alert is not None:
+            found.append(alert)
+    if dept.circuit_breaker is not None and await ledger.is_paused(dept.name):
+        found.append(breaker_alert(dept, events, now))
+    return found
+
+
+# ----- Alertmanager ---------------------------------------------------------------------------
+
+async def alertmanager_alerts(base_url: str,
+                              timeout_s: float = ALERTMANAGER_TIMEOUT_S) -> list[Alert]:
+    """Active alerts that are neither silenced nor inhibited, from Alertmanager's API v2."""
+    url = base_url.rstrip("/") + "/api/v2/alerts"
+    params = {"active": "true", "silenced": "false", "inhibited": "false"}
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as http:
+            async with http.get(url, params=params) as response:
+                if response.status != 200:
+                    raise AlertSourceError(f"{url} answered HTTP {response.status}")
+                payload = await response.json(content_type=None)
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        raise AlertSourceError(f"{url}: {type(exc).__name__}: {exc}".rstrip(": ")) from exc
+    if not isinstance(payload, list):
+        raise AlertSourceError(f"{url} returned {type(payload).__name__}, expected a list")
+    return sort_alerts(from_alertmanager(item) for item in payload)
+
+
+def from_alertmanager(item: Any) -> Alert:
+    if not isinstance(item, dict) or not isinstance(item.get("labels"), dict):
+        raise AlertSourceError(f"Alertmanager alert without labels: {item!r:.200}")
+    labels = {str(k): str(v) for k, v in item["labels"].items()}
+    notes = item.get("annotations")
+    notes = notes if isinstance(notes, dict) else {}
+    name = labels.get("alertname", "Alert")
+    severity = labels.get("severity", "info")
+    message = str(notes.get("summary") or notes.get("description") or name)
+    return Alert(name, severity if severity in SEVERITY_ORDER else "info",
+                 labels.get("department"), None, None, message,
+                 _parse_time(item.get("startsAt")), labels)
+
+
+def _parse_time(value: Any) -> float | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None

@@ -1,0 +1,208 @@
+"""HTTP endpoints for forecasts, budget recommendations and current alerts; the logic lives in
+proxy.insights.forecast and proxy.insights.alerts.
+
+    GET /admin/forecast?horizon=7d&interval=0.8&department=   daily spend forecast per department
+    GET /v1/forecast?horizon=7d&interval=0.8                   the caller's own department
+    GET /admin/budget-recommendations?period=weekly&headroom=  next period's budget per department
+    GET /admin/alerts                                          alerts for UIs (Alertmanager or own)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+import time
+from collections import defaultdict
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from proxy.config.departments import Department
+from proxy.errors import InvalidRequest, PermissionDenied
+from proxy.gateway.requests import authenticate, request_id_of
+from proxy.http import json_response, number_param, require_admin
+from proxy.insights.alerts import Alert, AlertSourceError, alertmanager_alerts, proxy_alerts
+from proxy.insights.budget_advice import recommend_budgets
+from proxy.insights.forecast import DAY, MAX_HISTORY_DAYS, forecast_spend
+from proxy.runtime.services import Services
+from proxy.spend.api import ledger_of
+from proxy.spend.records import UsageRecord
+
+BudgetPeriod = Literal["daily", "weekly", "monthly"]
+PERIOD_DAYS: dict[BudgetPeriod, int] = {"daily": 1, "weekly": 7, "monthly": 30}
+MAX_HORIZON_DAYS = 92
+_HORIZON = re.compile(r"^(\d{1,3})([dw]?)$")
+
+
+# ----- parameters ------------------------------------------------------------------------------
+
+def parse_horizon(raw: str | None) -> int:
+    """'7d', '2w' or a plain number of days; 1..92 days."""
+    match = _HORIZON.match((raw or "7d").strip().lower())
+    days = int(match.group(1)) * (7 if match.group(2) == "w" else 1) if match else 0
+    if not 1 <= days <= MAX_HORIZON_DAYS:
+        raise InvalidRequest(
+            f"Invalid 'horizon': expected days like '7d' or weeks like '2w' "
+            f"(1 to {MAX_HORIZON_DAYS} days), got '{raw}'.", param="horizon", code="invalid_value")
+    return days
+
+
+def parse_period(raw: str | None) -> BudgetPeriod:
+    period = raw or "weekly"
+    for known in PERIOD_DAYS:
+        if period == known:
+            return known
+    raise InvalidRequest(f"Invalid 'period': expected one of {', '.join(PERIOD_DAYS)}, got "
+                         f"'{period}'.", param="period", code="invalid_value")
+
+
+def known_department(services: Services, name: str | None) -> str | None:
+    if name is not None and services.department(name) is None:
+        known = ", ".join(services.config.departments.names)
+        raise InvalidRequest(f"Unknown department '{name}'; known: {known}.",
+                             param="department", code="invalid_value")
+    return name
+
+
+# ----- forecasts -------------------------------------------------------------------------------
+
+async def history(services: Services, department: str | None,
+                  now: float) -> list[UsageRecord]:
+    """Stored usage records of the last MAX_HISTORY_DAYS whole days plus today so far."""
+    start = (math.floor(now / DAY) - MAX_HISTORY_DAYS) * DAY
+    return await ledger_of(services).records(start, now + 1.0, department)
+
+
+Forecast = tuple[dict[str, Any], list[UsageRecord]]
+
+
+async def forecast_view(services: Services, params: Mapping[str, str], department: str | None,
+                        horizon_days: int | None = None) -> Forecast:
+    """forecast_spend(...) output and the records it was made from."""
+    horizon = horizon_days or parse_horizon(params.get("horizon"))
+    interval = number_param(params, "interval", 0.8, 0.0, 1.0,
+                            include_low=False, include_high=False)
+    now = time.time()
+    records = await history(services, department, now)
+    names = (department,) if department else services.config.departments.names
+    # numpy over up to 8 weeks of records: keep the event loop free meanwhile
+    forecast = await asyncio.to_thread(forecast_spend, records, now, horizon, interval, names)
+    return forecast, records
+
+
+async def admin_forecast(request: Request) -> Response:
+    services, _ = await require_admin(request)
+    department = known_department(services, request.query_params.get("department") or None)
+    forecast, _ = await forecast_view(services, request.query_params, department)
+    return json_response(forecast)
+
+
+async def own_forecast(request: Request) -> Response:
+    """GET /v1/forecast: a department key sees its own department only."""
+    services: Services = request.app.state.services
+    request_id_of(request)
+    principal = await authenticate(request, services)
+    asked = request.query_params.get("department") or None
+    name = principal.department
+    if name is None:
+        if asked is None:
+            raise InvalidRequest("Admin keys have no department: pass ?department=<name>.",
+                                 param="department", code="invalid_value")
+        name = known_department(services, asked)
+    elif asked is not None and asked != name:
+        raise PermissionDenied(f"This key belongs to department '{name}' and cannot see "
+                               f"'{asked}'.", param="department", code="department_mismatch")
+    forecast, _ = await forecast_view(services, request.query_params, name)
+    return json_response(forecast)
+
+
+# ----- budget recommendations ------------------------------------------------------------------
+
+def current_budget(dept: Department, period: BudgetPeriod) -> tuple[float | None, str | None]:
+    """The department's current ceiling for `period`, and how it was derived from its
+    hourly/daily/monthly budgets (departments.yaml has no weekly budget)."""
+    daily, monthly = dept.budgets.daily, dept.budgets.monthly
+    days = PERIOD_DAYS[period]
+    if period == "monthly" and monthly is not None:
+        return float(monthly), "monthly budget"
+    if period == "daily" and daily is not None:
+        return float(daily), "daily budget"
+    if daily is not None:
+        return float(daily) * days, f"daily budget x {days}"
+    if monthly is not None:
+        return round(float(monthly) * days / 30, 2), f"monthly budget x {days}/30"
+    return None, None
+
+
+def savings_since(records: list[UsageRecord], start: float) -> dict[str, float]:
+    totals: dict[str, float] = defaultdict(float)
+    for record in records:
+        if record.ts >= start and record.saved > 0:
+            totals[record.department] += record.saved
+    return dict(totals)
+
+
+async def budget_recommendations(request: Request) -> Response:
+    services, _ = await require_admin(request)
+    params = request.query_params
+    period = parse_period(params.get("period"))
+    headroom = number_param(params, "headroom", 0.02, 0.0, 1.0, include_high=False)
+    department = known_department(services, params.get("department") or None)
+    days = PERIOD_DAYS[period]
+    forecast, records = await forecast_view(services, params, department, days)
+    now = time.time()
+    depts = services.config.departments
+    current = {name: current_budget(depts.get(name), period) for name in depts.names}
+    budgets = {name: value for name, (value, _) in current.items() if value is not None}
+    rows = recommend_budgets(forecast, savings_since(records, now - days * DAY), budgets,
+                             headroom)
+    for row in rows:
+        row["current_budget_basis"] = current.get(row["department"], (None, None))[1]
+    return json_response({
+        "object": "list", "period": period, "period_days": days, "headroom": headroom,
+        "generated_at": forecast["generated_at"], "interval": forecast["interval"],
+        "note": f"the period is the next {days} day(s) starting today (UTC); cache savings "
+                f"are from the last {days} day(s)", "data": rows})
+
+
+# ----- alerts ----------------------------------------------------------------------------------
+
+async def alerts(request: Request) -> Response:
+    """Alertmanager's active alerts when MET_ALERTMANAGER_URL is set (falling back to the
+    proxy's own thresholds if it can't be read), else the proxy's own thresholds."""
+    services, _ = await require_admin(request)
+    now = time.time()
+    url = services.settings.alertmanager_url
+    warning = None
+    if url:
+        try:
+            found = await alertmanager_alerts(url)
+            return json_response(alerts_view("alertmanager", found, now))
+        except AlertSourceError as exc:
+            warning = f"Alertmanager could not be read ({exc}); showing the proxy's own thresholds."
+    found = await proxy_alerts(ledger_of(services), services.config.departments, now)
+    return json_response(alerts_view("proxy", found, now, warning))
+
+
+def alerts_view(source: str, found: list[Alert], now: float,
+                warning: str | None = None) -> dict[str, Any]:
+    view: dict[str, Any] = {"object": "list", "source": source,
+                            "generated_at": datetime.fromtimestamp(now, UTC).isoformat(),
+                            "alerts": [alert.to_dict() for alert in found]}
+    if warning:
+        view["warning"] = warning
+    return view
+
+
+def routes() -> list[BaseRoute]:
+    return [
+        Route("/admin/forecast", admin_forecast, methods=["GET"]),
+        Route("/v1/forecast", own_forecast, methods=["GET"]),
+        Route("/admin/budget-recommendations", budget_recommendations, methods=["GET"]),
+        Route("/admin/alerts", alerts, methods=["GET"]),
+    ]

@@ -1,0 +1,447 @@
+"""Experiment results, confidence intervals, verdicts, MODEL_AB_TESTS export, routing advice.
+
+Pure functions over `UsageRecord`s. Means get Student-t intervals, differences of means Welch
+intervals, error rates Wilson intervals and their differences Newcombe's hybrid score interval.
+Nothing here changes configuration: recommendations are proposals with a YAML snippet, and
+`auto_split` only returns the split it would use and why.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from statistics import NormalDist
+from typing import Any, Literal
+
+import orjson
+import yaml
+
+from proxy.routing.experiments import CONTROL, Experiment
+from proxy.routing.rules import DEFAULT_RULE, RoutingRules
+from proxy.spend.records import UsageRecord
+
+AB_COLUMNS = ("experiment_id", "user_id", "model_used", "task_type", "response_time_ms", "cost",
+              "quality_score", "timestamp")
+QualityStatus = Literal["significantly better", "significantly worse",
+                        "no measurable quality loss", "not significant yet", "no feedback yet"]
+
+
+# ---- distributions -------------------------------------------------------------------------
+
+def _betacf(a: float, b: float, x: float) -> float:
+    """Continued fraction of the incomplete beta function (modified Lentz)."""
+    tiny, c, d = 1e-300, 1.0, 1.0 - (a + b) * x / (a + 1)
+    d = 1 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 300):
+        for num in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+                    -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
+            d = 1 + num * d
+            d = 1 / (d if abs(d) > tiny else tiny)
+            c = 1 + num / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1) < 1e-15:
+            break
+    return h
+
+
+def betainc(a: float, b: float, x: float) -> float:
+    """Regularized incomplete beta I_x(a, b)."""
+    if x <= 0 or x >= 1:
+        return 0.0 if x <= 0 else 1.0
+    log_front = (math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
+                 + a * math.log(x) + b * math.log1p(-x))
+    if x < (a + 1) / (a + b + 2):
+        return math.exp(log_front) * _betacf(a, b, x) / a
+    return 1 - math.exp(log_front) * _betacf(b, a, 1 - x) / b
+
+
+def t_cdf(t: float, df: float) -> float:
+    tail = 0.5 * betainc(df / 2, 0.5, df / (df + t * t))
+    return 1 - tail if t >= 0 else tail
+
+
+def t_quantile(p: float, df: float) -> float:
+    """Inverse Student-t CDF by bisection (reports only, never on the request path)."""
+    if math.isinf(df) or df > 1e7:
+        return NormalDist().inv_cdf(p)
+    if p < 0.5:
+        return -t_quantile(1 - p, df)
+    low, high = 0.0, 1.0
+    while t_cdf(high, df) < p:
+        low, high = high, high * 2
+    for _ in range(200):
+        mid = (low + high) / 2
+        low, high = (mid, high) if t_cdf(mid, df) < p else (low, mid)
+        if high - low < 1e-12 * max(1.0, high):
+            break
+    return (low + high) / 2
+
+
+# ---- estimates -----------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """A point estimate with a confidence interval; bounds are None when n is too small."""
+
+    value: float
+    low: float | None
+    high: float | None
+    n: int
+
+    @property
+    def half_width(self) -> float | None:
+        return None if self.low is None or self.high is None else (self.high - self.low) / 2
+
+    def excludes_zero(self) -> bool:
+        return self.low is not None and self.high is not None and (self.low > 0 or self.high < 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Moments:
+    n: int
+    mean: float
+    var: float  # sample variance (n - 1)
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Moments:
+        n = len(values)
+        mean = math.fsum(values) / n if n else 0.0
+        var = math.fsum((v - mean) ** 2 for v in values) / (n - 1) if n > 1 else 0.0
+        return cls(n, mean, var)
+
+
+def _tail(confidence: float) -> float:
+    return 1 - (1 - confidence) / 2
+
+
+def mean_ci(values: Sequence[float], confidence: float = 0.95) -> Estimate:
+    m = Moments.of(values)
+    if m.n < 2:
+        return Estimate(m.mean, None, None, m.n)
+    half = t_quantile(_tail(confidence), m.n - 1) * math.sqrt(m.var / m.n)
+    return Estimate(m.mean, m.mean - half, m.mean + half, m.n)
+
+
+def welch_diff(a: Moments, b: Moments, confidence: float = 0.95) -> Estimate:
+    """b.mean - a.mean with a Welch-Satterthwaite t interval."""
+    diff, n = b.mean - a.mean, a.n + b.n
+    if a.n < 2 or b.n < 2:
+        return Estimate(diff, None, None, n)
+    va, vb = a.var / a.n, b.var / b.n
+    if va + vb == 0:
+        return Estimate(diff, diff, diff, n)
+    df = (va + vb) ** 2 / (va**2 / (a.n - 1) + vb**2 / (b.n - 1))
+    half = t_quantile(_tail(confidence), df) * math.sqrt(va + vb)
+    return Estimate(diff, diff - half, diff + half, n)
+
+
+def wilson(k: int, n: int, confidence: float = 0.95) -> Estimate:
+    if n == 0:
+        return Estimate(0.0, None, None, 0)
+    z, p = NormalDist().inv_cdf(_tail(confidence)), k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    low = 0.0 if k == 0 else max(0.0, centre - half)  # exact bounds at the edges
+    high = 1.0 if k == n else min(1.0, centre + half)
+    return Estimate(p, low, high, n)
+
+
+def newcombe_diff(k1: int, n1: int, k2: int, n2: int, confidence: float = 0.95) -> Estimate:
+    """p2 - p1 with Newcombe's hybrid score interval built from two Wilson intervals."""
+    a, b = wilson(k1, n1, confidence), wilson(k2, n2, confidence)
+    if a.low is None or a.high is None or b.low is None or b.high is None:
+        return Estimate(b.value - a.value, None, None, n1 + n2)
+    diff = b.value - a.value
+    low = diff - math.sqrt((b.value - b.low) ** 2 + (a.high - a.value) ** 2)
+    high = diff + math.sqrt((b.high - b.value) ** 2 + (a.value - a.low) ** 2)
+    return Estimate(diff, low, high, n1 + n2)
+
+
+# ---- per-arm aggregation -------------------------------------------------------------------
+
+def failed(record: UsageRecord) -> bool:
+    return record.status >= 400 or record.error is not None
+
+
+@dataclass(frozen=True, slots=True)
+class ArmStats:
+    """One arm (or one model in a group). Latency/cost/tokens are over successful requests."""
+
+    name: str
+    n: int
+    errors: int
+    latency_ms: Moments
+    ttft_ms: Moments
+    cost: Moments
+    input_tokens: Moments
+    output_tokens: Moments
+    quality: Moments
+
+    @classmethod
+    def of(cls, name: str, records: Sequence[UsageRecord]) -> ArmStats:
+        ok = [r for r in records if not failed(r)]
+        return cls(
+            name, len(records), len(records) - len(ok),
+            Moments.of([r.latency_ms for r in ok]),
+            Moments.of([r.ttft_ms for r in ok if r.ttft_ms is not None]),
+            Moments.of([r.cost for r in ok]),
+            Moments.of([float(r.input_tokens) for r in ok]),
+            Moments.of([float(r.output_tokens) for r in ok]),
+            Moments.of([r.quality_score for r in records if r.quality_score is not None]),
+        )
+
+    def error_rate(self, confidence: float = 0.95) -> Estimate:
+        return wilson(self.errors, self.n, confidence)
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """`arm` against the control arm; differences are arm minus control."""
+
+    arm: str
+    cost_change: float | None  # relative, -0.41 = 41 % cheaper
+    cost: Estimate
+    latency_ms: Estimate
+    ttft_ms: Estimate
+    quality: Estimate
+    error_rate: Estimate
+    quality_status: QualityStatus
+    verdict: str
+
+
+@dataclass(frozen=True, slots=True)
+class ExperimentResult:
+    experiment: str
+    n: int
+    arms: dict[str, ArmStats]
+    comparisons: tuple[Comparison, ...]
+
+
+def quality_status(diff: Estimate, margin: float) -> QualityStatus:
+    if diff.low is None or diff.high is None:
+        return "no feedback yet"
+    if diff.low > 0:
+        return "significantly better"
+    if diff.high < 0:
+        return "significantly worse"
+    return "no measurable quality loss" if diff.low >= -margin else "not significant yet"
+
+
+def _pct(x: float) -> str:
+    return f"{abs(x) * 100:.0f} %"
+
+
+def verdict(arm: str, cost_change: float | None, quality: Estimate, status: QualityStatus,
+            errors: Estimate, n: int) -> str:
+    if cost_change is None:
+        parts = [f"{arm}: cost unknown"]
+    elif abs(cost_change) < 0.005:
+        parts = [f"{arm} costs the same"]
+    else:
+        parts = [f"{arm} is {_pct(cost_change)} "
+                 f"{'cheaper' if cost_change < 0 else 'more expensive'}"]
+    if quality.half_width is None:
+        parts.append("no quality feedback yet")
+    else:
+        parts.append(f"quality {quality.value:+.2f} ± {quality.half_width:.2f}, {status}")
+    if errors.excludes_zero():
+        parts.append(f"error rate {errors.value * 100:+.1f} points (significant)")
+    return f"{', '.join(parts)} — n={n}"
+
+
+def compare(control: ArmStats, arm: ArmStats, confidence: float = 0.95,
+            margin: float = 0.02) -> Comparison:
+    quality = welch_diff(control.quality, arm.quality, confidence)
+    errors = newcombe_diff(control.errors, control.n, arm.errors, arm.n, confidence)
+    base = control.cost.mean
+    change = (arm.cost.mean - base) / base if base > 0 and arm.cost.n else None
+    status = quality_status(quality, margin)
+    return Comparison(
+        arm.name, change, welch_diff(control.cost, arm.cost, confidence),
+        welch_diff(control.latency_ms, arm.latency_ms, confidence),
+        welch_diff(control.ttft_ms, arm.ttft_ms, confidence), quality, errors, status,
+        verdict(arm.name, change, quality, status, errors, control.n + arm.n),
+    )
+
+
+def summarize(records: Iterable[UsageRecord], experiment: str, control: str = CONTROL,
+              confidence: float = 0.95, margin: float = 0.02) -> ExperimentResult:
+    """Per-arm stats of one experiment and each arm compared with `control`."""
+    by_arm: dict[str, list[UsageRecord]] = defaultdict(list)
+    for r in records:
+        if r.experiment == experiment and r.variant is not None:
+            by_arm[r.variant].append(r)
+    arms = {name: ArmStats.of(name, rs) for name, rs in sorted(by_arm.items())}
+    base = arms.get(control)
+    comparisons = () if base is None else tuple(
+        compare(base, a, confidence, margin) for name, a in arms.items() if name != control)
+    return ExperimentResult(experiment, sum(a.n for a in arms.values()), arms, comparisons)
+
+
+# ---- MODEL_AB_TESTS export -----------------------------------------------------------------
+
+def ab_rows(records: Iterable[UsageRecord], experiment: str | None = None) -> list[dict[str, Any]]:
+    """Rows shaped like MODEL_AB_TESTS for records that were part of an experiment."""
+    return [
+        {
+            "experiment_id": r.experiment,
+            "user_id": r.user or r.key_id,
+            "model_used": r.model_used,
+            "task_type": r.task,
+            "response_time_ms": round(r.latency_ms, 3),
+            "cost": r.cost,
+            "quality_score": r.quality_score,
+            "timestamp": datetime.fromtimestamp(r.ts, UTC).isoformat(timespec="milliseconds"),
+        }
+        for r in records
+        if r.experiment is not None and (experiment is None or r.experiment == experiment)
+    ]
+
+
+def rows_to_csv(rows: Sequence[dict[str, Any]]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=AB_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: "" if row[k] is None else row[k] for k in AB_COLUMNS} for row in rows)
+    return out.getvalue()
+
+
+def rows_to_json(rows: Sequence[dict[str, Any]]) -> bytes:
+    return orjson.dumps(list(rows))
+
+
+# ---- recommendations and auto split --------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Recommendation:
+    """A proposed YAML change; never applied by the proxy itself."""
+
+    kind: Literal["route_task", "retarget_rule"]
+    key: str  # task name or rule name
+    current_model: str
+    proposed_model: str
+    saves_per_day: float
+    randomized: bool  # both models' data came from an experiment (not just observation)
+    reason: str
+    yaml: str
+
+
+def _per_day(records: Sequence[UsageRecord]) -> float:
+    span = max(r.ts for r in records) - min(r.ts for r in records)
+    return len(records) / (max(span, 3600.0) / 86400)
+
+
+def _current_model(group: Sequence[UsageRecord], by_model: dict[str, list[UsageRecord]],
+                   configured: str | None) -> str:
+    """The configured target if it has traffic, else the model most used outside treatment arms
+    (ties go to the dearer model, the one worth replacing)."""
+    if configured in by_model:
+        return configured
+    usual = [r for r in group if r.variant in (None, CONTROL)] or list(group)
+    counts: dict[str, int] = defaultdict(int)
+    for r in usual:
+        counts[r.model_used] += 1
+    return max(counts, key=lambda m: (counts[m], Moments.of([r.cost for r in by_model[m]]).mean))
+
+
+def _best_swap(group: Sequence[UsageRecord], configured: str | None, min_n: int, margin: float,
+               confidence: float) -> tuple[ArmStats, ArmStats, Comparison, float] | None:
+    by_model: dict[str, list[UsageRecord]] = defaultdict(list)
+    for r in group:
+        by_model[r.model_used].append(r)
+    current = _current_model(group, by_model, configured)
+    base = ArmStats.of(current, by_model[current])
+    best: tuple[ArmStats, ArmStats, Comparison, float] | None = None
+    for model, rs in sorted(by_model.items()):
+        cand = ArmStats.of(model, rs)
+        if model == current or min(cand.quality.n, base.quality.n, cand.n) < min_n:
+            continue
+        cmp = compare(base, cand, confidence, margin)
+        saves = (base.cost.mean - cand.cost.mean) * _per_day(by_model[current])
+        worse_errors = cmp.error_rate.excludes_zero() and cmp.error_rate.value > 0
+        if (cmp.quality_status in ("no measurable quality loss", "significantly better")
+                and saves > 0 and not worse_errors and (best is None or saves > best[3])):
+            best = (base, cand, cmp, saves)
+    return best
+
+
+def _yaml_rule(rules: RoutingRules, kind: str, key: str, model: str, current: str) -> str:
+    existing = next((r for r in rules.rules if r.name == key), None)
+    if kind == "retarget_rule" and existing is not None:
+        rule = existing.model_dump(mode="json", exclude_defaults=True)
+        fallbacks = [current, *[f for f in existing.fallbacks if f not in (model, current)]]
+    else:
+        rule, fallbacks = {"name": f"task-{key}-{model}", "match": {"task": [key]}}, [current]
+    rule.pop("fallbacks", None)
+    rule.update(target=model, fallbacks=fallbacks)
+    return str(yaml.safe_dump([rule], sort_keys=False, allow_unicode=True))
+
+
+def recommend(records: Sequence[UsageRecord], rules: RoutingRules, min_n: int = 30,
+              margin: float = 0.02, confidence: float = 0.95) -> list[Recommendation]:
+    """Cheaper models with no measurable quality loss, per task and per routing rule."""
+    groups: dict[tuple[Literal["route_task", "retarget_rule"], str], list[UsageRecord]] = \
+        defaultdict(list)
+    for r in records:
+        if r.task:
+            groups[("route_task", r.task)].append(r)
+        if r.route_rule and r.route_rule != DEFAULT_RULE:
+            groups[("retarget_rule", r.route_rule)].append(r)
+    targets = {r.name: r.target for r in rules.rules}
+    out = []
+    for (kind, key), group in sorted(groups.items()):
+        configured = targets.get(key) if kind == "retarget_rule" else None
+        found = _best_swap(group, configured, min_n, margin, confidence)
+        if found is None:
+            continue
+        base, cand, cmp, saves = found
+        pair = {base.name, cand.name}
+        randomized = all(r.experiment is not None for r in group if r.model_used in pair)
+        what = f"task={key}" if kind == "route_task" else f"rule {key}"
+        hw = cmp.quality.half_width or 0.0
+        reason = (f"route {what} to {cand.name}: saves ${saves:.2f}/day at no measurable quality "
+                  f"loss (quality {cmp.quality.value:+.2f} ± {hw:.2f}; ${base.cost.mean:.5f} -> "
+                  f"${cand.cost.mean:.5f} per request; n={base.n}/{cand.n}"
+                  f"{'' if randomized else '; observational, confirm with an experiment'})")
+        out.append(Recommendation(kind, key, base.name, cand.name, round(saves, 4), randomized,
+                                  reason, _yaml_rule(rules, kind, key, cand.name, base.name)))
+    return sorted(out, key=lambda rec: -rec.saves_per_day)
+
+
+@dataclass(frozen=True, slots=True)
+class SplitChange:
+    experiment: str
+    old_split: float
+    new_split: float
+    reason: str
+
+
+def auto_split(experiment: Experiment, result: ExperimentResult) -> SplitChange:
+    """Where the opt-in auto mode would move `split` (share of the variant), within bounds."""
+    old = 0.5 if experiment.split is None else experiment.split
+    cfg = experiment.auto
+
+    def change(new: float, reason: str) -> SplitChange:
+        bounded = round(min(cfg.max_split, max(cfg.min_split, new)), 6)
+        return SplitChange(experiment.name, old, bounded, reason)
+
+    cmp = next((c for c in result.comparisons if c.arm != CONTROL), None)
+    if not cfg.enabled or experiment.variants is not None:
+        return SplitChange(experiment.name, old, old, "auto split is off for this experiment")
+    if cmp is None:
+        return SplitChange(experiment.name, old, old, "no data for both arms yet")
+    worse_errors = cmp.error_rate.excludes_zero() and cmp.error_rate.value > 0
+    if cmp.quality_status == "significantly worse" or worse_errors:
+        return change(old - cfg.step, f"toward control: {cmp.verdict}")
+    cheaper = cmp.cost.excludes_zero() and cmp.cost.value < 0
+    if cmp.quality_status == "significantly better" or (
+            cheaper and cmp.quality_status == "no measurable quality loss"):
+        return change(old + cfg.step, f"toward variant: {cmp.verdict}")
+    return SplitChange(experiment.name, old, old, f"no clear winner yet: {cmp.verdict}")

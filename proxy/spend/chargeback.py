@@ -1,0 +1,124 @@
+"""Chargeback: usage records -> rows per UTC day x department x model, plus a totals row.
+
+Each record's dollar cost is converted once to integer micro-dollars (records hold costs that were
+computed in micro-dollars, so the conversion is exact) and everything after is integer addition:
+the totals row equals the sum of the per-request records exactly. Dollar amounts are exported as
+fixed 6-decimal strings next to the integer micro-dollar values."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from proxy.spend.pricing import to_micros
+from proxy.spend.records import UsageRecord
+
+TOTAL = "TOTAL"
+CSV_COLUMNS = (
+    "day", "department", "model", "requests", "input_tokens", "cached_input_tokens",
+    "output_tokens", "cost_usd", "saved_usd", "cost_micros", "saved_micros",
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class ChargebackRow:
+    day: str
+    department: str
+    model: str
+    requests: int = 0
+    input_tokens: int = 0
+    cached_input_tokens: int = 0
+    output_tokens: int = 0
+    cost_micros: int = 0
+    saved_micros: int = 0
+
+    def plus(self, record: UsageRecord) -> ChargebackRow:
+        return replace(
+            self,
+            requests=self.requests + 1,
+            input_tokens=self.input_tokens + record.input_tokens,
+            cached_input_tokens=self.cached_input_tokens + record.cached_input_tokens,
+            output_tokens=self.output_tokens + record.output_tokens,
+            cost_micros=self.cost_micros + to_micros(record.cost),
+            saved_micros=self.saved_micros + to_micros(record.saved),
+        )
+
+    def plus_row(self, other: ChargebackRow) -> ChargebackRow:
+        return replace(
+            self,
+            requests=self.requests + other.requests,
+            input_tokens=self.input_tokens + other.input_tokens,
+            cached_input_tokens=self.cached_input_tokens + other.cached_input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            cost_micros=self.cost_micros + other.cost_micros,
+            saved_micros=self.saved_micros + other.saved_micros,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "day": self.day,
+            "department": self.department,
+            "model": self.model,
+            "requests": self.requests,
+            "input_tokens": self.input_tokens,
+            "cached_input_tokens": self.cached_input_tokens,
+            "output_tokens": self.output_tokens,
+            "cost_usd": format_micros(self.cost_micros),
+            "saved_usd": format_micros(self.saved_micros),
+            "cost_micros": self.cost_micros,
+            "saved_micros": self.saved_micros,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Chargeback:
+    rows: tuple[ChargebackRow, ...]
+    total: ChargebackRow
+
+
+def format_micros(micros: int) -> str:
+    """Exact dollars with 6 decimals: 1234567 -> '1.234567'."""
+    sign = "-" if micros < 0 else ""
+    whole, frac = divmod(abs(micros), 1_000_000)
+    return f"{sign}{whole}.{frac:06d}"
+
+
+def utc_day(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d")
+
+
+def build_chargeback(records: Iterable[UsageRecord]) -> Chargeback:
+    groups: dict[tuple[str, str, str], ChargebackRow] = {}
+    for record in records:
+        key = (utc_day(record.ts), record.department, record.model_used)
+        groups[key] = groups.get(key, ChargebackRow(*key)).plus(record)
+    rows = tuple(groups[key] for key in sorted(groups))
+    total = ChargebackRow(TOTAL, "", "")
+    for row in rows:
+        total = total.plus_row(row)
+    return Chargeback(rows, total)
+
+
+def chargeback_csv(chargeback: Chargeback) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in (*chargeback.rows, chargeback.total):
+        writer.writerow(row.as_dict())
+    return out.getvalue()
+
+
+def chargeback_json(chargeback: Chargeback) -> bytes:
+    return orjson.dumps(
+        {
+            "rows": [row.as_dict() for row in chargeback.rows],
+            "total": chargeback.total.as_dict(),
+            "currency": "USD",
+        }
+    )

@@ -1,0 +1,490 @@
+"""Budgets, rate limits, circuit breaker, usage records and notices over a pluggable backend.
+
+`create_spend_store(redis_url, departments, pricing)` returns a `SpendStore`: in-process when
+`redis_url` is None, Redis otherwise (shared by every replica). Policy lives here in `Ledger`;
+the backends (proxy.spend.memory, proxy.spend.redis_backend) only store and check atomically.
+Money is integer micro-dollars internally (proxy.spend.pricing explains why)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from proxy.config.departments import PERIODS, Department, DepartmentsConfig
+from proxy.spend.budgets import (
+    AdmitOutcome,
+    AdmitPlan,
+    BackendDown,
+    BreakerPlan,
+    BudgetExhausted,
+    BudgetStatus,
+    CircuitOpen,
+    DepartmentRateLimited,
+    Reservation,
+    Settlement,
+    SpendBackend,
+    SpendBackendUnavailable,
+    SpendDimension,
+    SpendObserver,
+    SpendOptions,
+    SpendStore,
+    Window,
+    reservation_amount,
+    window_at,
+)
+from proxy.spend.chargeback import Chargeback, build_chargeback
+from proxy.spend.memory import MemoryBackend
+from proxy.spend.notices import Notices
+from proxy.spend.notify import BudgetNotice, NoticeKind, NoticeSink
+from proxy.spend.pricing import PricingTable, micros_to_dollars, to_micros
+from proxy.spend.records import UsageRecord
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+DEFAULT_OPTIONS = SpendOptions()
+
+__all__ = [
+    "BudgetExhausted", "BudgetStatus", "CircuitOpen", "DepartmentRateLimited", "Ledger",
+    "Reservation", "SpendBackendUnavailable", "SpendDimension", "SpendObserver", "SpendOptions",
+    "SpendStore", "create_spend_store",
+]  # fmt: skip
+
+
+class Ledger:
+    """The SpendStore implementation: pricing + department policy over a backend."""
+
+    def __init__(
+        self,
+        backend: SpendBackend,
+        departments: DepartmentsConfig,
+        pricing: PricingTable,
+        *,
+        options: SpendOptions = DEFAULT_OPTIONS,
+        notifier: NoticeSink | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.backend = backend
+        self.departments = departments
+        self.pricing = pricing
+        self.options = options
+        self._clock = clock
+        self._notices = Notices(backend, notifier, clock)
+        self._retired: dict[str, Department] = {}  # removed by a reload, reservations in flight
+        self._observer: SpendObserver | None = None
+        self._flusher: asyncio.Task[None] | None = None
+        # reservation ids: a random per-store prefix + a counter (unique across replicas, and
+        # cheaper than a uuid4 per request)
+        self._id_prefix = os.urandom(8).hex()
+        self._id_sequence = itertools.count(1)
+        self._window_cache: dict[tuple[str, int], tuple[Department, tuple[Window, ...]]] = {}
+        self._breaker_cache: dict[str, tuple[Department, BreakerPlan | None]] = {}
+        # latest window spend per department, handed to the observer by report_budgets()
+        self._unreported: dict[str, tuple[tuple[Window, ...], tuple[int, ...]]] = {}
+
+    def reconfigure(
+        self, departments: DepartmentsConfig, pricing: PricingTable, notifier: NoticeSink | None
+    ) -> None:
+        """Swap policy on reload; the backend (and every reservation in flight) is kept.
+        Departments that disappear stay known for settling what they still hold."""
+        for name, dept in self.departments.departments.items():
+            if name not in departments.departments:
+                self._retired[name] = dept
+        for name in departments.departments:
+            self._retired.pop(name, None)
+        self.departments, self.pricing = departments, pricing
+        self._notices.sink = notifier
+
+    def observe(self, observer: SpendObserver | None) -> None:
+        self._observer = observer
+
+    def _department(self, name: str) -> Department:
+        retired = self._retired.get(name)
+        return retired if retired is not None else self.departments.get(name)
+
+    # ----- admission ---------------------------------------------------------------------------
+
+    async def reserve(
+        self, department: str, model: str, prompt_tokens: int, max_tokens: int | None = None
+    ) -> Reservation:
+        """Check breaker, rpm/tpm and every budget window, then hold the worst-case cost.
+
+        Raises CircuitOpen, RateLimited, BudgetExhausted, or SpendBackendUnavailable (fail-closed).
+        `Reservation.max_tokens` is set when the request must be capped to fit the budget."""
+        dept = self.departments.get(department)
+        plan = self._plan(dept, model, prompt_tokens, max_tokens)
+        try:
+            outcome = await self.backend.admit(plan)
+        except BackendDown as exc:
+            if self.options.fail_mode == "closed":
+                raise _unavailable(exc) from exc
+            log.warning("spend backend down; admitting %s without budget checks", department)
+            worst = reservation_amount(plan.fixed_micros, plan.per_token_micros, plan.max_tokens)
+            return self._reservation(plan, model, worst, None, degraded=True)
+        if outcome.status != "ok":
+            self._refuse(dept, plan, outcome)
+        return self._reservation(plan, model, outcome.reserved_micros, outcome.max_tokens)
+
+    def _plan(
+        self, dept: Department, model: str, prompt_tokens: int, max_tokens: int | None
+    ) -> AdmitPlan:
+        now = self._clock()
+        fixed, per_token = self.pricing.worst_case(model, prompt_tokens)
+        tokens = max_tokens if max_tokens is not None else dept.default_max_tokens
+        return AdmitPlan(
+            department=dept.name,
+            reservation_id=f"{self._id_prefix}{next(self._id_sequence):x}",
+            now=now,
+            expires_at=now + self.options.reservation_ttl_seconds,
+            windows=self._windows(dept, now),
+            fixed_micros=fixed,
+            per_token_micros=per_token,
+            max_tokens=tokens,
+            min_tokens=min(dept.min_capped_tokens, tokens),
+            cap=dept.cap_max_tokens,
+            rpm=dept.rpm,
+            tpm=dept.tpm,
+            tokens=max(prompt_tokens, 0),
+            breaker=self._breaker_plan(dept),
+        )
+
+    def _breaker_plan(self, dept: Department) -> BreakerPlan | None:
+        """The department's breaker as integers, built once per Department object."""
+        hit = self._breaker_cache.get(dept.name)
+        if hit is None or hit[0] is not dept:  # a reload brings new Department objects
+            breaker, plan = dept.circuit_breaker, None
+            if breaker is not None:
+                plan = BreakerPlan(breaker.window_minutes, to_micros(breaker.max_dollars))
+            hit = self._breaker_cache[dept.name] = (dept, plan)
+        return hit[1]
+
+    def _windows(self, dept: Department, now: float) -> tuple[Window, ...]:
+        """Budget windows containing `now`; the same for a whole UTC hour (day and month
+        boundaries fall on hours), so they are computed once an hour per department."""
+        key = (dept.name, int(now // 3600))
+        hit = self._window_cache.get(key)
+        if hit is None or hit[0] is not dept:  # a reload brings new Department objects
+            if len(self._window_cache) > 256:
+                self._window_cache.clear()
+            limits = ((p, dept.budgets.limit(p)) for p in PERIODS)
+            windows = tuple(window_at(p, now, to_micros(limit)) for p, limit in limits if limit)
+            hit = self._window_cache[key] = (dept, windows)
+        return hit[1]
+
+    def _reservation(
+        self, plan: AdmitPlan, model: str, micros: int, cap: int | None, degraded: bool = False
+    ) -> Reservation:
+        return Reservation(
+            plan.reservation_id, plan.department, model, micros, cap, plan.tokens, plan.now,
+            degraded,
+        )  # fmt: skip
+
+    def _refuse(self, dept: Department, plan: AdmitPlan, outcome: AdmitOutcome) -> None:
+        if outcome.status == "breaker":
+            raise CircuitOpen(dept.name, outcome.retry_after)
+        if outcome.status in ("rpm", "tpm"):
+            raise DepartmentRateLimited(dept.name, outcome.status, outcome.retry_after)
+        failing = [plan.windows[i] for i in outcome.failing]
+        latest = max(failing, key=lambda w: w.ends_at)
+        for window in failing:
+            self._notify_budget(dept.name, window, "exhausted", None, window.limit_micros)
+        raise BudgetExhausted(dept.name, latest.period, latest.ends_at - plan.now)
+
+    # ----- settlement --------------------------------------------------------------------------
+
+    async def settle(
+        self,
+        reservation: Reservation,
+        cost_micros: int,
+        record: UsageRecord | None = None,
+        *,
+        total_tokens: int | None = None,
+    ) -> float | None:
+        """Free the hold, add the real cost (integer micro-dollars; 0 for cache hits/failures)
+        and store `record` if given. Returns dollars left in the tightest budget window (None
+        without budgets or while Redis is down). Settling twice is a no-op."""
+        if not isinstance(cost_micros, int) or isinstance(cost_micros, bool):
+            raise TypeError(f"cost_micros must be int micro-dollars, got {cost_micros!r}")
+        if reservation.settled:
+            return None
+        reservation.settled = True
+        if record is not None and total_tokens is None:
+            total_tokens = record.input_tokens + record.output_tokens
+        outcome = await self._commit(reservation, cost_micros, total_tokens)
+        if record is not None:
+            await self.add_record(record)
+        return outcome
+
+    async def _commit(
+        self, reservation: Reservation, cost_micros: int, total_tokens: int | None
+    ) -> float | None:
+        dept = self._department(reservation.department)
+        now = self._clock()
+        breaker = dept.circuit_breaker
+        settlement = Settlement(
+            department=dept.name,
+            reservation_id=reservation.id,
+            actual_micros=cost_micros,
+            ts=now,
+            windows=self._windows(dept, now),
+            breaker_minutes=breaker.window_minutes if breaker else None,
+            token_delta=0 if total_tokens is None else total_tokens - reservation.admitted_tokens,
+            held_until=None if reservation.degraded
+            else reservation.created_at + self.options.reservation_ttl_seconds,
+        )
+        outcome = await self.backend.commit(settlement)
+        if outcome is None:  # queued while the backend is down; notices are best effort
+            return None
+        lowest_mark = min(dept.soft_alerts, default=1.0)
+        for window, spent in zip(settlement.windows, outcome.spent_micros, strict=True):
+            if spent >= window.limit_micros * lowest_mark:  # else no threshold can be crossed
+                self._check_thresholds(dept, window, spent - cost_micros, spent)
+        if breaker and outcome.breaker_micros is not None:
+            ceiling = to_micros(breaker.max_dollars)
+            if outcome.breaker_micros - cost_micros <= ceiling < outcome.breaker_micros:
+                self._notify_breaker(dept, outcome.breaker_micros, ceiling)
+        return self._report_left(dept, settlement.windows, outcome.spent_micros)
+
+    def _report_left(
+        self, dept: Department, windows: tuple[Window, ...], spent_micros: tuple[int, ...]
+    ) -> float | None:
+        """Dollars left in the tightest window. The observer gets every window's room from
+        report_budgets(): only the latest state matters there, not one call per request."""
+        if self._observer is not None:
+            self._unreported[dept.name] = (windows, spent_micros)
+        if not windows:
+            return None
+        tightest = min(w.limit_micros - s for w, s in zip(windows, spent_micros, strict=True))
+        return micros_to_dollars(max(0, tightest))
+
+    def report_budgets(self) -> None:
+        """Give the observer the room left in each window settled since the last report (called
+        before metrics are rendered and once a second by the flush loop)."""
+        observer = self._observer
+        pending, self._unreported = self._unreported, {}
+        if observer is None:
+            return
+        for name, (windows, spent_micros) in pending.items():
+            for window, spent in zip(windows, spent_micros, strict=True):
+                observer.budget(name, window.period,
+                                micros_to_dollars(max(0, window.limit_micros - spent)),
+                                micros_to_dollars(window.limit_micros))
+
+    async def release(self, reservation: Reservation) -> None:
+        """The request failed before anything was charged: free the hold."""
+        await self.settle(reservation, 0)
+
+    def _check_thresholds(self, dept: Department, window: Window, before: int, after: int) -> None:
+        limit = window.limit_micros
+        if before < limit <= after:
+            self._notify_budget(dept.name, window, "exhausted", None, after)
+        for threshold in dept.soft_alerts:
+            mark = limit * threshold
+            if before < mark <= after and after < limit:
+                self._notify_budget(dept.name, window, "soft_threshold", threshold, after)
+
+    # ----- circuit breaker & status -----------------------------------------------------------
+
+    async def resume(self, department: str) -> None:
+        """Admin override: forget the breaker's spend history so the department is admitted."""
+        self.departments.get(department)
+        try:
+            await self.backend.resume(department)
+            await self.backend.release_notice(self._breaker_key(department))
+        except BackendDown as exc:
+            raise _unavailable(exc) from exc
+        self._notices.forget_locally(self._breaker_key(department))
+
+    async def is_paused(self, department: str) -> bool:
+        breaker = self.departments.get(department).circuit_breaker
+        if breaker is None:
+            return False
+        spent = await self._guard(
+            self.backend.breaker_spend(department, self._clock(), breaker.window_minutes)
+        )
+        return spent > to_micros(breaker.max_dollars)
+
+    async def budget_status(self, department: str) -> list[BudgetStatus]:
+        dept = self.departments.get(department)
+        now = self._clock()
+        windows = self._windows(dept, now)
+        spent, reserved = await self._guard(self.backend.window_state(dept.name, windows, now))
+        return [
+            BudgetStatus(
+                dept.name,
+                w.period,
+                micros_to_dollars(w.limit_micros),
+                micros_to_dollars(s),
+                micros_to_dollars(reserved),
+                w.ends_at - now,
+            )  # fmt: skip
+            for w, s in zip(windows, spent, strict=True)
+        ]
+
+    # ----- usage records -------------------------------------------------------------------------
+
+    async def add_record(self, record: UsageRecord) -> None:
+        await self.backend.put_record(record)
+
+    async def get_record(self, request_id: str) -> UsageRecord | None:
+        return await self._guard(self.backend.get_record(request_id))
+
+    async def set_feedback(self, request_id: str, score: float, comment: str | None = None) -> bool:
+        return await self._guard(self.backend.set_feedback(request_id, score, comment))
+
+    async def records(
+        self, from_ts: float, to_ts: float, department: str | None = None
+    ) -> list[UsageRecord]:
+        """Records with from_ts <= ts < to_ts, oldest first."""
+        return await self._guard(self.backend.query_records(from_ts, to_ts, department))
+
+    async def spend_by(
+        self, dimension: SpendDimension, from_ts: float, to_ts: float, department: str | None = None
+    ) -> dict[str, float]:
+        """Dollars per department / key id / user / model (used) over [from_ts, to_ts)."""
+        totals: dict[str, int] = defaultdict(int)
+        for record in await self.records(from_ts, to_ts, department):
+            totals[_dimension_value(record, dimension)] += to_micros(record.cost)
+        return {name: micros_to_dollars(micros) for name, micros in sorted(totals.items())}
+
+    async def chargeback(
+        self, from_ts: float, to_ts: float, department: str | None = None
+    ) -> Chargeback:
+        return build_chargeback(await self.records(from_ts, to_ts, department))
+
+    async def _guard(self, pending: Awaitable[T]) -> T:
+        try:
+            return await pending
+        except BackendDown as exc:
+            raise _unavailable(exc) from exc
+
+    # ----- notices -----------------------------------------------------------------------------
+
+    def _notify_budget(
+        self, department: str, window: Window, kind: NoticeKind, threshold: float | None,
+        spent_micros: int,
+    ) -> None:  # fmt: skip
+        suffix = f":{threshold}" if threshold is not None else ""
+        key = f"notice:{department}:{window.period}:{window.wid}:{kind}{suffix}"
+        notice = BudgetNotice(
+            kind, department, window.period, micros_to_dollars(spent_micros),
+            micros_to_dollars(window.limit_micros), threshold,
+        )  # fmt: skip
+        self._emit(notice, key, window.ends_at - self._clock() + 60)
+
+    def _notify_breaker(self, dept: Department, spent_micros: int, ceiling: int) -> None:
+        assert dept.circuit_breaker is not None
+        minutes = dept.circuit_breaker.window_minutes
+        notice = BudgetNotice(
+            "breaker_tripped", dept.name, "breaker", micros_to_dollars(spent_micros),
+            micros_to_dollars(ceiling), window_minutes=minutes,
+        )  # fmt: skip
+        self._emit(notice, self._breaker_key(dept.name), minutes * 60.0)
+
+    def _breaker_key(self, department: str) -> str:
+        return f"notice:{department}:breaker"
+
+    def _emit(self, notice: BudgetNotice, key: str, ttl_seconds: float) -> None:
+        self._notices.emit(notice, key, ttl_seconds)
+
+    async def drain_notices(self) -> None:
+        """Wait for notices being sent (tests, shutdown)."""
+        await self._notices.drain()
+
+    # ----- lifecycle ---------------------------------------------------------------------------
+
+    def backlog_size(self) -> int:
+        """Records and settlements waiting for Redis to come back (for a gauge)."""
+        return self.backend.backlog_size()
+
+    async def flush(self) -> int:
+        """Write the backlog now; returns how many items were written."""
+        return await self.backend.flush()
+
+    async def start(self) -> None:
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush_forever())
+
+    async def _flush_forever(self) -> None:
+        next_status = 0.0
+        while True:
+            if self.backend.backlog_size():
+                await self.backend.flush()
+            if self._observer is not None:
+                self.report_budgets()
+                self._observer.backlog(self.backend.backlog_size())
+                if time.monotonic() >= next_status:
+                    next_status = time.monotonic() + self.options.status_interval_seconds
+                    await self.publish_status()
+            await asyncio.sleep(self.options.flush_interval_seconds)
+
+    async def publish_status(self) -> None:
+        """Give the observer every department's budget state (other replicas' spend too)."""
+        observer = self._observer
+        if observer is None:
+            return
+        try:
+            for name in self.departments.names:
+                for status in await self.budget_status(name):
+                    observer.budget(name, status.period, status.remaining_dollars,
+                                    status.limit_dollars)
+        except SpendBackendUnavailable as exc:
+            log.warning("budget gauges not refreshed: %s", exc)
+
+    async def close(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+            self._flusher = None
+        await self.drain_notices()
+        await self.backend.flush()
+        await self.backend.close()
+
+
+def _unavailable(exc: BackendDown) -> SpendBackendUnavailable:
+    """The client hears that budgets can't be checked; the cause (which names Redis's address)
+    goes to the log only."""
+    log.warning("spend backend unreachable: %s", exc)
+    return SpendBackendUnavailable(
+        "spend backend unreachable: budgets can't be checked right now. Retry shortly.")
+
+
+def _dimension_value(record: UsageRecord, dimension: SpendDimension) -> str:
+    if dimension == "department":
+        return record.department
+    if dimension == "key":
+        return record.key_id
+    if dimension == "user":
+        return record.user or "(none)"
+    return record.model_used
+
+
+def create_spend_store(
+    redis_url: str | None,
+    departments: DepartmentsConfig,
+    pricing: PricingTable,
+    *,
+    options: SpendOptions = DEFAULT_OPTIONS,
+    notifier: NoticeSink | None = None,
+    clock: Callable[[], float] = time.time,
+) -> Ledger:
+    """In-process store when redis_url is None, else a Redis-backed one (call start()/close())."""
+    backend: SpendBackend
+    if redis_url is None:
+        backend = MemoryBackend(
+            clock=clock,
+            max_records=options.max_memory_records,
+            retention_seconds=options.record_retention_seconds,
+        )
+    else:
+        from proxy.spend.redis_backend import RedisBackend
+
+        backend = RedisBackend.from_url(redis_url, options=options, clock=clock)
+    return Ledger(backend, departments, pricing, options=options, notifier=notifier, clock=clock)

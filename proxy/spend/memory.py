@@ -1,0 +1,215 @@
+"""In-process spend backend: one replica, nothing survives a restart, records are bounded.
+
+Each method runs without awaiting in the middle, so on one event loop it is as atomic as the Redis
+scripts it mirrors."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable
+
+from proxy.spend.budgets import (
+    AdmitOutcome,
+    AdmitPlan,
+    CommitOutcome,
+    Settlement,
+    Window,
+    breaker_retry_after,
+    plan_admission,
+    rate_position,
+    sliding_count,
+    sliding_retry_after,
+)
+from proxy.spend.records import UsageRecord
+
+
+class MemoryBackend:
+    def __init__(
+        self, *, clock: Callable[[], float], max_records: int, retention_seconds: float
+    ) -> None:
+        self._clock = clock
+        self._max_records = max_records
+        self._retention = retention_seconds
+        self._spent: dict[tuple[str, str], int] = defaultdict(int)
+        self._spent_expiry: dict[tuple[str, str], float] = {}
+        self._reservations: dict[str, dict[str, tuple[int, float]]] = defaultdict(dict)
+        # per department: sum of live holds, and a lower bound on their earliest expiry, so a
+        # purge scans the holds only when one may have expired (not on every request)
+        self._reserved_total: dict[str, int] = defaultdict(int)
+        self._next_expiry: dict[str, float] = {}
+        self._rates: dict[tuple[str, str, int], int] = defaultdict(int)
+        self._breaker: dict[str, dict[int, int]] = defaultdict(dict)
+        self._notices: dict[str, float] = {}
+        self._pruned_minute: int | None = None
+        self._records: OrderedDict[str, UsageRecord] = OrderedDict()
+
+    # ----- budgets, rates, breaker -----------------------------------------------------------
+
+    async def admit(self, plan: AdmitPlan) -> AdmitOutcome:
+        dept = plan.department
+        reserved = self._purge_reservations(dept, plan.now)
+        if plan.breaker is not None:
+            minute = int(plan.now // 60)
+            first = minute - plan.breaker.window_minutes + 1
+            spent_by_minute = self._breaker[dept]
+            buckets = [spent_by_minute.get(m, 0) for m in range(first, minute + 1)]
+            if sum(buckets) > plan.breaker.max_micros:
+                retry = breaker_retry_after(
+                    buckets, first, plan.breaker.window_minutes, plan.breaker.max_micros, plan.now
+                )
+                return AdmitOutcome("breaker", retry_after=retry)
+        minute, elapsed = rate_position(plan.now)
+        for kind, limit, cost in (("rpm", plan.rpm, 1), ("tpm", plan.tpm, plan.tokens)):
+            if limit is None:
+                continue
+            cur, prev = self._rates[(dept, kind, minute)], self._rates[(dept, kind, minute - 1)]
+            if sliding_count(cur, prev, elapsed) + cost > limit:
+                retry = sliding_retry_after(cur, prev, elapsed, cost, limit)
+                return AdmitOutcome(kind, retry_after=retry)  # type: ignore[arg-type]
+        spent = [self._spent.get((dept, w.wid), 0) for w in plan.windows]
+        amount, capped, failing = plan_admission(plan, spent, reserved)
+        if failing:
+            return AdmitOutcome("budget", failing=failing)
+        self._rates[(dept, "rpm", minute)] += 1
+        self._rates[(dept, "tpm", minute)] += plan.tokens
+        self._hold(dept, plan.reservation_id, amount, plan.expires_at)
+        return AdmitOutcome("ok", reserved_micros=amount, max_tokens=capped)
+
+    def _hold(self, department: str, rid: str, amount: int, expires_at: float) -> None:
+        live = self._reservations[department]
+        previous = live.get(rid)
+        if previous is not None:
+            self._reserved_total[department] -= previous[0]
+        live[rid] = (amount, expires_at)
+        self._reserved_total[department] += amount
+        self._next_expiry[department] = min(self._next_expiry.get(department, expires_at),
+                                            expires_at)
+
+    def _unhold(self, department: str, rid: str) -> None:
+        held = self._reservations[department].pop(rid, None)
+        if held is not None:
+            self._reserved_total[department] -= held[0]
+
+    def _purge_reservations(self, department: str, now: float) -> int:
+        """Drop expired holds; returns the total still held."""
+        if self._next_expiry.get(department, now + 1) <= now:
+            live = self._reservations[department]
+            for rid in [rid for rid, (_, expires) in live.items() if expires <= now]:
+                self._unhold(department, rid)
+            if live:
+                self._next_expiry[department] = min(expires for _, expires in live.values())
+            else:
+                del self._next_expiry[department]
+        return self._reserved_total[department]
+
+    async def commit(self, settlement: Settlement) -> CommitOutcome:
+        dept = settlement.department
+        self._unhold(dept, settlement.reservation_id)
+        spent: list[int] = []
+        for window in settlement.windows:
+            key = (dept, window.wid)
+            self._spent[key] += settlement.actual_micros
+            self._spent_expiry[key] = window.ends_at
+            spent.append(self._spent[key])
+        self._prune_windows(settlement.ts)
+        minute, _ = rate_position(settlement.ts)
+        if settlement.token_delta:
+            self._rates[(dept, "tpm", minute)] += settlement.token_delta
+        breaker = None
+        if settlement.breaker_minutes is not None:
+            buckets = self._breaker[dept]
+            buckets[minute] = buckets.get(minute, 0) + settlement.actual_micros
+            breaker = self._breaker_sum(dept, minute, settlement.breaker_minutes)
+        return CommitOutcome(tuple(spent), breaker)
+
+    def _prune_windows(self, now: float) -> None:
+        """Forget budget windows a day past their end and rate minutes before the previous one.
+        Reads only look at the current windows and minutes, so once per clock minute is enough."""
+        current = rate_position(now)[0]
+        if current == self._pruned_minute:
+            return
+        self._pruned_minute = current
+        for key in [k for k, ends in self._spent_expiry.items() if ends + 86_400 < now]:
+            del self._spent_expiry[key]
+            self._spent.pop(key, None)
+        for rate_key in [k for k in self._rates if k[2] < current - 1]:
+            del self._rates[rate_key]
+
+    def _breaker_sum(self, department: str, minute: int, window_minutes: int) -> int:
+        buckets = self._breaker[department]
+        for old in [m for m in buckets if m <= minute - window_minutes]:
+            del buckets[old]
+        return sum(buckets.values())
+
+    async def resume(self, department: str) -> None:
+        self._breaker.pop(department, None)
+
+    async def breaker_spend(self, department: str, now: float, window_minutes: int) -> int:
+        minute = int(now // 60)
+        buckets = self._breaker.get(department, {})
+        return sum(v for m, v in buckets.items() if minute - window_minutes < m <= minute)
+
+    async def window_state(
+        self, department: str, windows: tuple[Window, ...], now: float
+    ) -> tuple[list[int], int]:
+        reserved = self._purge_reservations(department, now)
+        return [self._spent.get((department, w.wid), 0) for w in windows], reserved
+
+    async def claim_notice(self, key: str, ttl_seconds: int) -> bool:
+        now = self._clock()
+        if self._notices.get(key, 0.0) > now:
+            return False
+        for stale in [k for k, expires in self._notices.items() if expires <= now]:
+            del self._notices[stale]
+        self._notices[key] = now + ttl_seconds
+        return True
+
+    async def release_notice(self, key: str) -> None:
+        self._notices.pop(key, None)
+
+    # ----- usage records ---------------------------------------------------------------------
+
+    async def put_record(self, record: UsageRecord) -> None:
+        self._records[record.request_id] = record
+        self._records.move_to_end(record.request_id)
+        horizon = self._clock() - self._retention
+        while self._records and (
+            len(self._records) > self._max_records or self._oldest_ts() < horizon
+        ):
+            self._records.popitem(last=False)
+
+    def _oldest_ts(self) -> float:
+        return next(iter(self._records.values())).ts
+
+    async def get_record(self, request_id: str) -> UsageRecord | None:
+        record = self._records.get(request_id)
+        return dataclasses.replace(record) if record is not None else None
+
+    async def set_feedback(self, request_id: str, score: float, comment: str | None) -> bool:
+        record = self._records.get(request_id)
+        if record is None:
+            return False
+        record.quality_score = score
+        if comment is not None:
+            record.extra = {**record.extra, "feedback_comment": comment}
+        return True
+
+    async def query_records(
+        self, from_ts: float, to_ts: float, department: str | None
+    ) -> list[UsageRecord]:
+        found = [
+            dataclasses.replace(r)
+            for r in self._records.values()
+            if from_ts <= r.ts < to_ts and (department is None or r.department == department)
+        ]
+        return sorted(found, key=lambda r: r.ts)
+
+    def backlog_size(self) -> int:
+        return 0
+
+    async def flush(self) -> int:
+        return 0
+
+    async def close(self) -> None:
+        return None

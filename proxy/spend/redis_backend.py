@@ -1,0 +1,308 @@
+"""Redis spend backend: budgets, rates and breaker via Lua (one round trip each), records as JSON.
+
+Keys (P = key prefix, D = department, in a {D} hash tag so each script touches one slot):
+  P{D}:resv, P{D}:resv:amt, P{D}:resv:total   live reservations (expire; a dead replica's holds
+                                              are purged by the next admit after expires_at)
+  P{D}:spent:<window>                         micro-dollars spent in an hour/day/month window
+  P{D}:rpm:<minute>, P{D}:tpm:<minute>        sliding-window rate counters
+  P{D}:cb                                     circuit breaker: minute -> micro-dollars
+  Pnotice:...                                 notice dedupe (SET NX EX until the window ends)
+  Prec:<request_id>, Prec:ts, Prec:ts:<D>     usage records (JSON, TTL = retention) + time indexes
+When Redis is unreachable, settlements and records are queued here and written by flush()."""
+
+from __future__ import annotations
+
+import collections
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import WatchError
+
+from proxy.spend.budgets import (
+    AdmitOutcome,
+    AdmitPlan,
+    BackendDown,
+    CommitOutcome,
+    Settlement,
+    Window,
+    breaker_retry_after,
+    rate_position,
+    sliding_retry_after,
+)
+from proxy.spend.records import UsageRecord
+
+if TYPE_CHECKING:
+    from proxy.spend.budgets import SpendOptions
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+_LUA = Path(__file__).parent / "lua"
+_UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+_STATUS = {0: "ok", 1: "budget", 2: "rpm", 3: "tpm", 4: "breaker"}
+
+
+class RedisBackend:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        prefix: str,
+        clock: Callable[[], float],
+        retention_seconds: float,
+        backlog_max_records: int,
+        owns_client: bool = False,
+    ) -> None:
+        self.client = client
+        self.prefix = prefix
+        self._clock = clock
+        self._retention = retention_seconds
+        self._owns_client = owns_client
+        self._admit = client.register_script((_LUA / "admit.lua").read_text())
+        self._settle = client.register_script((_LUA / "settle.lua").read_text())
+        self._pending_settlements: collections.deque[Settlement] = collections.deque()
+        self._pending_records: collections.deque[UsageRecord] = collections.deque(
+            maxlen=backlog_max_records
+        )
+        self.dropped_records = 0
+
+    @classmethod
+    def from_url(
+        cls, url: str, *, options: SpendOptions, clock: Callable[[], float]
+    ) -> RedisBackend:
+        # RESP2: redis-py 8.1's RESP3 pools skip their closed-connection check, so after a
+        # Redis restart the first command on each idle connection failed (a spurious 503).
+        # The scripts are not idempotent, so a client-side retry would be no fix.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            protocol=2,
+            max_connections=options.redis_max_connections,
+            timeout=options.redis_pool_wait_seconds,
+            socket_timeout=options.redis_timeout_seconds,
+            socket_connect_timeout=options.redis_timeout_seconds,
+        )
+        client = aioredis.Redis.from_pool(pool)
+        return cls(
+            client,
+            prefix=options.key_prefix,
+            clock=clock,
+            retention_seconds=options.record_retention_seconds,
+            backlog_max_records=options.backlog_max_records,
+            owns_client=True,
+        )
+
+    def _dept(self, department: str, suffix: str) -> str:
+        return f"{self.prefix}{{{department}}}:{suffix}"
+
+    def _resv_keys(self, department: str) -> list[str]:
+        base = ("resv", "resv:amt", "resv:total", "cb")
+        return [self._dept(department, name) for name in base]
+
+    async def _call(self, pending: Awaitable[T]) -> T:
+        try:
+            return await pending
+        except _UNREACHABLE as exc:
+            raise BackendDown(str(exc) or type(exc).__name__) from exc
+
+    # ----- budgets, rates, breaker -----------------------------------------------------------
+
+    async def admit(self, plan: AdmitPlan) -> AdmitOutcome:
+        dept = plan.department
+        minute, elapsed = rate_position(plan.now)
+        keys = [
+            *self._resv_keys(dept),
+            self._dept(dept, f"rpm:{minute}"), self._dept(dept, f"rpm:{minute - 1}"),
+            self._dept(dept, f"tpm:{minute}"), self._dept(dept, f"tpm:{minute - 1}"),
+            *(self._dept(dept, f"spent:{w.wid}") for w in plan.windows),
+        ]  # fmt: skip
+        breaker = plan.breaker
+        args: list[Any] = [
+            plan.reservation_id, repr(plan.now), repr(plan.expires_at), plan.fixed_micros,
+            repr(plan.per_token_micros), plan.max_tokens, plan.min_tokens, int(plan.cap),
+            -1 if plan.rpm is None else plan.rpm, -1 if plan.tpm is None else plan.tpm,
+            plan.tokens, repr(elapsed), breaker.window_minutes if breaker else 0,
+            breaker.max_micros if breaker else 0, minute,
+            *(w.limit_micros for w in plan.windows),
+        ]  # fmt: skip
+        reply = await self._call(self._admit(keys=keys, args=args))
+        return self._outcome(plan, reply, elapsed)
+
+    def _outcome(self, plan: AdmitPlan, reply: list[Any], elapsed: float) -> AdmitOutcome:
+        status = _STATUS[int(reply[0])]
+        if status == "ok":
+            capped = int(reply[2])
+            return AdmitOutcome("ok", int(reply[1]), None if capped < 0 else capped)
+        if status == "budget":
+            return AdmitOutcome("budget", failing=tuple(int(i) for i in reply[3]))
+        if status == "breaker" and plan.breaker is not None:
+            buckets = [int(b) for b in reply[4]]
+            retry = breaker_retry_after(
+                buckets, int(reply[3]), plan.breaker.window_minutes, plan.breaker.max_micros,
+                plan.now,
+            )  # fmt: skip
+            return AdmitOutcome("breaker", retry_after=retry)
+        limit = plan.rpm if status == "rpm" else plan.tpm
+        cost = 1 if status == "rpm" else plan.tokens
+        retry = sliding_retry_after(int(reply[1]), int(reply[2]), elapsed, cost, limit or 0)
+        return AdmitOutcome(status, retry_after=retry)  # type: ignore[arg-type]
+
+    async def commit(self, settlement: Settlement) -> CommitOutcome | None:
+        try:
+            return await self._commit(settlement)
+        except BackendDown as exc:
+            log.warning("Redis down; queueing settlement of %s: %s", settlement.department, exc)
+            self._pending_settlements.append(settlement)
+            return None
+
+    async def _commit(self, settlement: Settlement, resent: bool = False) -> CommitOutcome:
+        """Run the settle script; `resent` for a settlement from the backlog, which Redis may
+        already have run before the connection broke (the script then leaves the spend alone)."""
+        dept = settlement.department
+        now = self._clock()
+        live = [w for w in settlement.windows if w.ttl(now) > 0]
+        minute, _ = rate_position(settlement.ts)
+        keys = [
+            *self._resv_keys(dept), self._dept(dept, f"tpm:{minute}"),
+            *(self._dept(dept, f"spent:{w.wid}") for w in live),
+        ]  # fmt: skip
+        guard = settlement.held_until if resent and settlement.held_until is not None else 0
+        args: list[Any] = [
+            settlement.reservation_id, settlement.actual_micros, settlement.breaker_minutes or 0,
+            minute, settlement.token_delta, guard, now, *(w.ttl(now) for w in live),
+        ]  # fmt: skip
+        breaker, spent, settled_now = await self._call(self._settle(keys=keys, args=args))
+        if not int(settled_now):
+            log.info("settlement %s was already in Redis; not counted again",
+                     settlement.reservation_id)
+        by_window = dict(zip((w.wid for w in live), (int(s) for s in spent), strict=True))
+        after = tuple(by_window.get(w.wid, settlement.actual_micros) for w in settlement.windows)
+        return CommitOutcome(after, None if int(breaker) < 0 else int(breaker))
+
+    async def resume(self, department: str) -> None:
+        await self._call(self.client.delete(self._dept(department, "cb")))
+
+    async def breaker_spend(self, department: str, now: float, window_minutes: int) -> int:
+        minute = int(now // 60)
+        fields = [str(m) for m in range(minute - window_minutes + 1, minute + 1)]
+        values = await self._call(self.client.hmget(self._dept(department, "cb"), fields))
+        return sum(int(v) for v in values if v is not None)
+
+    async def window_state(
+        self, department: str, windows: tuple[Window, ...], now: float
+    ) -> tuple[list[int], int]:
+        zset, amounts, total, _ = self._resv_keys(department)
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.zrangebyscore(zset, "-inf", "+inf", withscores=True)
+            pipe.hgetall(amounts)
+            for window in windows:
+                pipe.get(self._dept(department, f"spent:{window.wid}"))
+            live, amount_by_id, *spent = await self._call(pipe.execute())
+        reserved = sum(int(amount_by_id.get(rid, 0)) for rid, expires in live if expires > now)
+        return [int(s or 0) for s in spent], reserved
+
+    async def claim_notice(self, key: str, ttl_seconds: int) -> bool:
+        claim = self.client.set(self.prefix + key, "1", nx=True, ex=ttl_seconds)
+        return bool(await self._call(claim))
+
+    async def release_notice(self, key: str) -> None:
+        await self._call(self.client.delete(self.prefix + key))
+
+    # ----- usage records ---------------------------------------------------------------------
+
+    def _record_key(self, request_id: str) -> str:
+        return f"{self.prefix}rec:{request_id}"
+
+    async def put_record(self, record: UsageRecord) -> None:
+        try:
+            await self._put_record(record)
+        except BackendDown as exc:
+            log.warning("Redis down; queueing usage record %s: %s", record.request_id, exc)
+            if len(self._pending_records) == self._pending_records.maxlen:
+                self.dropped_records += 1
+            self._pending_records.append(record)
+
+    async def _put_record(self, record: UsageRecord) -> None:
+        horizon = self._clock() - self._retention
+        by_time, by_dept = f"{self.prefix}rec:ts", f"{self.prefix}rec:ts:{record.department}"
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.set(self._record_key(record.request_id), orjson.dumps(record.to_dict()),
+                     ex=max(1, int(self._retention)))  # fmt: skip
+            for index in (by_time, by_dept):
+                pipe.zadd(index, {record.request_id: record.ts})
+                pipe.zremrangebyscore(index, "-inf", f"({horizon!r}")
+            await self._call(pipe.execute())
+
+    async def get_record(self, request_id: str) -> UsageRecord | None:
+        raw = await self._call(self.client.get(self._record_key(request_id)))
+        return None if raw is None else UsageRecord.from_dict(orjson.loads(raw))
+
+    async def set_feedback(self, request_id: str, score: float, comment: str | None) -> bool:
+        key = self._record_key(request_id)
+        async with self.client.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    return await self._call(self._write_feedback(pipe, key, score, comment))
+                except WatchError:
+                    continue
+
+    async def _write_feedback(self, pipe: Any, key: str, score: float, comment: str | None) -> bool:
+        await pipe.watch(key)
+        raw = await pipe.get(key)
+        if raw is None:
+            await pipe.unwatch()
+            return False
+        data = orjson.loads(raw)
+        data["quality_score"] = score
+        if comment is not None:
+            data["extra"] = {**data.get("extra", {}), "feedback_comment": comment}
+        pipe.multi()
+        pipe.set(key, orjson.dumps(data), keepttl=True)
+        await pipe.execute()
+        return True
+
+    async def query_records(
+        self, from_ts: float, to_ts: float, department: str | None
+    ) -> list[UsageRecord]:
+        index = f"{self.prefix}rec:ts" + (f":{department}" if department else "")
+        ids = await self._call(self.client.zrangebyscore(index, repr(from_ts), f"({to_ts!r}"))
+        found: list[UsageRecord] = []
+        for start in range(0, len(ids), 500):
+            keys = [self._record_key(_text(rid)) for rid in ids[start : start + 500]]
+            for raw in await self._call(self.client.mget(keys)):
+                if raw is not None:
+                    found.append(UsageRecord.from_dict(orjson.loads(raw)))
+        return found
+
+    # ----- backlog ---------------------------------------------------------------------------
+
+    def backlog_size(self) -> int:
+        return len(self._pending_settlements) + len(self._pending_records)
+
+    async def flush(self) -> int:
+        """Write queued settlements then records, oldest first; stop at the first failure."""
+        written = 0
+        try:
+            while self._pending_settlements:
+                await self._commit(self._pending_settlements[0], resent=True)
+                self._pending_settlements.popleft()
+                written += 1
+            while self._pending_records:
+                await self._put_record(self._pending_records[0])
+                self._pending_records.popleft()
+                written += 1
+        except BackendDown as exc:
+            log.warning("Redis still down; %d items queued: %s", self.backlog_size(), exc)
+        return written
+
+    async def close(self) -> None:
+        if self._owns_client:
+            await self.client.aclose()
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

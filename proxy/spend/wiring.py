@@ -1,0 +1,78 @@
+"""Build the spend ledger from settings + config, keep it in step on reload, feed its gauges."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Literal, cast
+
+from proxy.config.departments import DepartmentsConfig, Period
+from proxy.metrics import Metrics
+from proxy.settings import Settings, SettingsError
+from proxy.spend.ledger import Ledger, SpendOptions, create_spend_store
+from proxy.spend.notify import NoticeSink, SlackNotifier
+from proxy.spend.pricing import PricingTable
+
+FAIL_MODES = ("closed", "open")
+# meterline_budget_*_dollars{period} uses day|month (rules and dashboards query those)
+PERIOD_LABELS: dict[Period, str] = {"daily": "day", "monthly": "month"}
+
+
+class BudgetGauges:
+    """SpendObserver -> meterline_budget_{remaining,limit}_dollars and the backlog gauge."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def budget(self, department: str, period: Period, remaining: float, limit: float) -> None:
+        label = PERIOD_LABELS.get(period)
+        if label is not None:
+            self.metrics.set_budget(department, label, remaining, limit)
+
+    def backlog(self, size: int) -> None:
+        self.metrics.set_spend_backlog(size)
+
+
+def spend_options(settings: Settings) -> SpendOptions:
+    """MET_SPEND_FAIL_MODE (closed|open, default closed), MET_SPEND_RETENTION_DAYS (default 63)."""
+    env = settings.env
+    mode = env.get("MET_SPEND_FAIL_MODE") or "closed"
+    if mode not in FAIL_MODES:
+        raise SettingsError(
+            f"Config 'MET_SPEND_FAIL_MODE' has value '{mode}'. Not one of closed, open.")
+    days = _positive_float(env, "MET_SPEND_RETENTION_DAYS", 63.0)
+    return SpendOptions(key_prefix=settings.redis_prefix,
+                        fail_mode=cast(Literal["closed", "open"], mode),
+                        record_retention_seconds=days * 86_400.0)
+
+
+def _positive_float(env: Mapping[str, str], key: str, default: float) -> float:
+    raw = env.get(key)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        raise SettingsError(f"Config '{key}' has value '{raw}'. Not a positive number.")
+    return value
+
+
+def notifier_for(departments: DepartmentsConfig, settings: Settings) -> NoticeSink | None:
+    url = departments.slack_webhook_url(settings.env)
+    return SlackNotifier(url) if url else None
+
+
+async def build_spend(settings: Settings, departments: DepartmentsConfig,
+                      pricing: PricingTable, metrics: Metrics) -> Ledger:
+    ledger = create_spend_store(settings.redis_url, departments, pricing,
+                                options=spend_options(settings),
+                                notifier=notifier_for(departments, settings))
+    ledger.observe(BudgetGauges(metrics))
+    await ledger.start()
+    return ledger
+
+
+def reconfigure_spend(ledger: Ledger, settings: Settings, departments: DepartmentsConfig,
+                      pricing: PricingTable) -> None:
+    ledger.reconfigure(departments, pricing, notifier_for(departments, settings))

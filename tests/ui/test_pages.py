@@ -1,0 +1,546 @@
+"""Chat and Spend pages: static serving (in-process) and the pages driven in headless chromium
+against a real proxy + mock upstream. The Spend page is checked against what the spend and cache
+endpoints return; page.route() fakes only answers a test needs to force (alerts, failures)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import expect
+
+from proxy.demo.upstream import answer_for
+from tests.support.servers import ServerThread, mock_requests
+
+CHROMIUM = "/usr/lib/chromium/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+TIMEOUT_MS = 10_000
+
+
+def not_found(path: str) -> dict[str, Any]:
+    return {"error": {"message": f"Unknown path: {path}", "type": "invalid_request_error",
+                      "param": None, "code": "not_found"}}
+
+
+# ----- static route (no browser) -----------------------------------------------------------------
+
+@pytest.mark.parametrize(("path", "content_type", "marker"), [
+    ("/", "text/html; charset=utf-8", b'src="/ui/chat.js"'),
+    ("/chat", "text/html; charset=utf-8", b'src="/ui/chat.js"'),
+    ("/spend", "text/html; charset=utf-8", b'src="/ui/spend.js"'),
+    ("/ui/chat.js", "text/javascript; charset=utf-8", b"import "),
+    ("/ui/style.css", "text/css; charset=utf-8", b":root"),
+    ("/ui/icon.svg", "image/svg+xml", b"<svg"),
+])
+def test_static_files_have_content_types_and_revalidate(proxy: ServerThread, path: str,
+                                                        content_type: str, marker: bytes) -> None:
+    resp = httpx.get(proxy.url + path)
+    assert resp.status_code == 200
+    assert resp.headers["content-type"] == content_type
+    assert marker in resp.content
+    assert resp.headers["cache-control"] == "no-cache"
+    assert resp.headers["x-content-type-options"] == "nosniff"
+    assert "script-src 'self'" in resp.headers["content-security-policy"]
+    again = httpx.get(proxy.url + path, headers={"if-none-match": resp.headers["etag"]})
+    assert again.status_code == 304
+    assert again.content == b""
+
+
+@pytest.mark.parametrize("raw_path", [
+    "/ui/handlers.py",
+    "/ui/__init__.py",
+    "/ui/../app.py",
+    "/ui/..%2Fapp.py",
+    "/ui/%2e%2e%2fapp.py",
+    "/ui/..%5capp.py",
+    "/ui/.hidden.js",
+    "/ui/missing.js",
+    "/ui/CHAT.JS",
+    "/ui/chat.js%00.css",
+    "/ui/",
+])
+def test_static_route_blocks_traversal_with_openai_404(proxy: ServerThread, raw_path: str) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=5)
+    try:
+        conn.request("GET", raw_path)  # sent as written: no client-side path normalisation
+        resp = conn.getresponse()
+        body = json.loads(resp.read())
+    finally:
+        conn.close()
+    assert resp.status == 404
+    assert resp.getheader("content-type") == "application/json"
+    assert set(body) == {"error"}
+    assert body["error"]["type"] == "invalid_request_error"
+    assert body["error"]["code"] == "not_found"
+    assert body["error"]["param"] is None
+    assert body["error"]["message"].startswith("Unknown path: /ui/")
+
+
+def test_ui_pages_need_no_key(proxy: ServerThread) -> None:
+    assert httpx.post(proxy.url + "/spend").status_code == 405
+    head = httpx.head(proxy.url + "/ui/api.js")
+    assert head.headers["content-type"].startswith("text/javascript")
+
+
+# ----- browser fixtures --------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        instance = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield instance
+        instance.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    context.set_default_timeout(TIMEOUT_MS)
+    tab = context.new_page()
+    errors: list[str] = []
+    tab.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield tab
+    context.close()
+    assert errors == [], f"uncaught errors in the page: {errors}"
+
+
+def use_key(page: Any, base: str, key: str, path: str = "/") -> None:
+    page.goto(base + path)
+    page.fill("#api-key", key)
+    page.click("#key-form button[type=submit]")
+
+
+def chat_ready(page: Any, base: str, key: str = "sk-demo-engineering") -> None:
+    use_key(page, base, key)
+    page.wait_for_selector("#model:not([disabled])")
+
+
+def ask(page: Any, text: str) -> Any:
+    page.fill("#prompt", text)
+    page.click("#send")
+    page.wait_for_selector("#send:not([disabled])")
+    return page.locator(".message.assistant").last
+
+
+def sse_body(chunks: list[dict[str, Any]]) -> str:
+    return "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
+
+
+def fake_stream(text: str, meterline: dict[str, Any]) -> str:
+    base = {"object": "chat.completion.chunk", "model": "gpt-4o-mini"}
+    pieces = re.findall(r"\S+\s*|\s+", text)
+    deltas = [{**base, "choices": [{"index": 0, "delta": {"content": p}}]} for p in pieces]
+    return sse_body([*deltas, {**base, "choices": [], "meterline": meterline}])
+
+
+# ----- chat page ---------------------------------------------------------------------------------
+
+@pytest.mark.browser
+def test_chat_streams_the_mock_answer_with_badges(page: Any, proxy: ServerThread) -> None:
+    prompt = "What does a reverse proxy do for LLM spend?"
+    chat_ready(page, proxy.url)
+    assert page.locator("#model option").count() >= 2
+    answer = ask(page, prompt)
+    assert answer.locator(".markdown").inner_text().strip() == answer_for(prompt, 24)
+    cost = answer.locator("[data-badge=cost] .badge-value").inner_text()
+    assert float(cost.removeprefix("$")) > 0
+    assert answer.locator("[data-badge=route] .badge-value").inner_text() == "default"
+    assert answer.locator("[data-badge=provider] .badge-value").inner_text() == "openai"
+    assert re.fullmatch(r"\d+ in · \d+ out",
+                        answer.locator("[data-badge=tokens] .badge-value").inner_text())
+    suggestions = page.locator(".followups .suggestion")
+    assert 1 <= suggestions.count() <= 3
+
+
+def chat_bodies(mock: ServerThread) -> list[dict[str, Any]]:
+    return [r["body"] for r in mock_requests(mock.url) if r["path"].endswith("/chat/completions")]
+
+
+@pytest.mark.browser
+def test_follow_up_click_sends_it_with_the_history(page: Any, proxy: ServerThread,
+                                                   mock_upstream: ServerThread) -> None:
+    chat_ready(page, proxy.url)
+    ask(page, "Explain request routing")
+    first = page.locator(".followups .suggestion").first
+    suggestion = first.inner_text()
+    first.click()
+    expect(page.locator(".message.assistant .badge-cost")).to_have_count(2)
+    assert page.locator(".message.user").last.inner_text().strip() == suggestion
+    body = chat_bodies(mock_upstream)[-1]
+    assert [m["role"] for m in body["messages"]] == ["user", "assistant", "user"]
+    assert body["messages"][1]["content"] == answer_for("Explain request routing", 24)
+    assert body["messages"][-1]["content"] == suggestion
+    assert body["stream"] is True
+
+
+@pytest.mark.browser
+def test_history_search_finds_the_conversation_after_reload(page: Any, proxy: ServerThread) -> None:
+    chat_ready(page, proxy.url)
+    ask(page, "How do budgets for the sales team work?")
+    page.click("#new-chat")
+    ask(page, "Unrelated question about pelicans")
+    page.reload()
+    page.wait_for_selector("#history .history-item")
+    assert page.locator("#history .history-item").count() == 2
+    page.fill("#search", "SALES team")
+    hits = page.locator("#history .history-item")
+    assert hits.count() == 1
+    assert "sales team" in hits.first.inner_text()
+    hits.first.click()
+    page.wait_for_selector(".message.assistant .badge-cost")
+    expected = answer_for("How do budgets for the sales team work?", 24)
+    assert page.locator(".message.assistant .markdown").inner_text().strip() == expected
+    page.fill("#search", "no-such-words-anywhere")
+    assert page.locator("#history").inner_text().strip() == "No matches"
+
+
+@pytest.mark.browser
+def test_uploaded_file_reaches_the_upstream_as_a_fenced_block(page: Any, proxy: ServerThread,
+                                                               mock_upstream: ServerThread) -> None:
+    chat_ready(page, proxy.url)
+    content = "name,cost\nsales,```12```\n"
+    page.set_input_files("#file", files=[{"name": "costs.csv", "mimeType": "text/csv",
+                                          "buffer": content.encode()}])
+    chip = page.locator("#attachments .chip")
+    assert chip.inner_text().startswith("costs.csv")
+    ask(page, "Summarise this file")
+    assert page.locator("#attachments .chip").count() == 0
+    assert page.locator(".message.user .chip").inner_text() == "costs.csv"
+    sent = chat_bodies(mock_upstream)[-1]["messages"][-1]["content"]
+    # the fence is longer than the backtick run inside the file, so the file can't close it
+    fenced = "File: costs.csv\n````csv\n" + content.rstrip("\n") + "\n````"
+    assert sent == "Summarise this file\n\n" + fenced
+
+
+@pytest.mark.browser
+def test_binary_and_oversized_files_are_refused(page: Any, proxy: ServerThread) -> None:
+    chat_ready(page, proxy.url)
+    page.set_input_files("#file", files=[{"name": "big.txt", "mimeType": "text/plain",
+                                          "buffer": b"x" * (100 * 1024 + 1)}])
+    assert "the limit is 100 KB" in page.locator("#notice").inner_text()
+    page.set_input_files("#file", files=[{"name": "photo.png", "mimeType": "image/png",
+                                          "buffer": b"\x89PNG\r\n"}])
+    assert "not a text file" in page.locator("#notice").inner_text()
+    assert page.locator("#attachments .chip").count() == 0
+
+
+@pytest.mark.browser
+def test_stop_button_aborts_the_request(page: Any, proxy: ServerThread,
+                                        mock_upstream: ServerThread) -> None:
+    httpx.post(mock_upstream.url + "/_mock/faults", json={"delay_ms": 2500}).raise_for_status()
+    try:
+        chat_ready(page, proxy.url)
+        page.fill("#prompt", "Take your time #fault:slow")
+        page.click("#send")
+        page.wait_for_selector("#stop:not([hidden])")
+        assert page.locator("#send").is_disabled()
+        page.click("#stop")
+        page.wait_for_selector(".message.assistant .stopped")
+        assert page.locator("#stop").is_hidden()
+        assert page.locator("#send").is_enabled()
+        assert page.locator(".message.assistant .error-box").count() == 0
+    finally:
+        httpx.post(mock_upstream.url + "/_mock/faults", json={"delay_ms": 300}).raise_for_status()
+
+
+@pytest.mark.browser
+def test_bad_key_shows_openai_error(page: Any, proxy: ServerThread) -> None:
+    use_key(page, proxy.url, "sk-not-a-real-key")
+    notice = page.locator("#notice")
+    notice.wait_for()
+    assert notice.inner_text() == "Key rejected: Incorrect API key provided."
+    answer = ask(page, "hello")
+    error = answer.locator(".error-box")
+    assert error.locator(".error-message").inner_text() == "Incorrect API key provided."
+    assert error.locator(".error-detail").inner_text() == (
+        "authentication_error · invalid_api_key · HTTP 401")
+
+
+@pytest.mark.browser
+def test_stream_error_event_is_shown(page: Any, proxy: ServerThread) -> None:
+    chat_ready(page, proxy.url)
+    answer = ask(page, "Cut me off #fault:cut")
+    assert answer.locator(".error-box .error-message").inner_text().startswith("Upstream")
+    assert answer.locator(".markdown").inner_text().startswith("Mock answer")
+
+
+@pytest.mark.browser
+def test_model_text_is_escaped_and_markdown_rendered(page: Any, proxy: ServerThread) -> None:
+    text = ("## Caching <b>plan</b>\n\nUse **exact keys** first <img src=x onerror=alert(1)>.\n\n"
+            "```python\nprint('<script>hi</script>')\n```\n- one\n- two")
+    stream = fake_stream(text, {"cost_usd": 0.0004, "input_tokens": 12, "output_tokens": 30,
+                                "cache": "miss", "budget_remaining_usd": 12.5,
+                                "request_id": "req_fake"})
+    page.route("**/v1/chat/completions", lambda route: route.fulfill(
+        status=200, body=stream, headers={"content-type": "text/event-stream",
+                                          "x-request-id": "req_fake"}))
+    chat_ready(page, proxy.url)
+    answer = ask(page, "caching?")
+    md = answer.locator(".markdown")
+    assert md.locator("img, script, b").count() == 0
+    assert md.locator("h4").inner_text() == "Caching <b>plan</b>"
+    assert md.locator("strong").inner_text() == "exact keys"
+    assert "<img src=x onerror=alert(1)>" in md.locator("p").inner_text()
+    assert md.locator("pre code.language-python").inner_text() == "print('<script>hi</script>')"
+    assert md.locator("ul li").all_inner_texts() == ["one", "two"]
+    assert answer.locator("[data-badge=budget] .badge-value").inner_text() == "$12.50"
+    assert page.locator(".followups .suggestion").all_inner_texts() == [
+        "Tell me more about “Caching <b>plan</b>”",
+        "Explain the python example step by step",
+        "What does “exact keys” mean here?",
+    ]
+
+
+def cached_answer_route(page: Any) -> None:
+    stream = fake_stream("Cached words.", {"cost_usd": 0.0, "input_tokens": 5, "output_tokens": 3,
+                                           "cache": "hit-semantic", "request_id": "req_cached1"})
+    page.route("**/v1/chat/completions", lambda route: route.fulfill(
+        status=200, body=stream, headers={"content-type": "text/event-stream",
+                                          "x-meterline-cache": "hit-semantic",
+                                          "x-request-id": "req_cached1"}))
+
+
+@pytest.mark.browser
+def test_wrong_answer_and_feedback_handle_missing_endpoints(page: Any, proxy: ServerThread) -> None:
+    cached_answer_route(page)
+    for path in ("/v1/cache/report", "/v1/feedback"):
+        page.route(f"**{path}", lambda route, p=path: route.fulfill(
+            status=404, json=not_found(p)))
+    chat_ready(page, proxy.url)
+    answer = ask(page, "anything")
+    assert answer.locator("[data-badge=cache-hit] .badge-value").inner_text() == "hit-semantic"
+    answer.locator(".wrong-answer").click()
+    status = answer.locator(".action-status")
+    expect(status).to_have_text("Reporting isn't available on this proxy yet.")
+    answer.get_by_role("button", name="Good answer").click()
+    expect(status).to_have_text("Feedback isn't available on this proxy yet.")
+    good = answer.get_by_role("button", name="Good answer")
+    expect(good).to_have_attribute("aria-pressed", "false")
+
+
+@pytest.mark.browser
+def test_feedback_and_report_post_the_request_id(page: Any, proxy: ServerThread) -> None:
+    cached_answer_route(page)
+    posted: list[tuple[str, Any]] = []
+
+    def accept(route: Any) -> None:
+        posted.append((route.request.url.split("/v1/")[1], route.request.post_data_json))
+        route.fulfill(status=200, json={"ok": True})
+
+    page.route("**/v1/cache/report", accept)
+    page.route("**/v1/feedback", accept)
+    chat_ready(page, proxy.url)
+    answer = ask(page, "anything")
+    answer.get_by_role("button", name="Bad answer").click()
+    page.wait_for_selector("button[aria-label='Bad answer'][aria-pressed=true]")
+    answer.locator(".wrong-answer").click()
+    expect(answer.locator(".action-status")).to_have_text(re.compile("^Reported"))
+    assert posted == [("feedback", {"request_id": "req_cached1", "score": 0}),
+                      ("cache/report", {"request_id": "req_cached1"})]
+
+
+@pytest.mark.browser
+def test_admin_alert_banner(page: Any, proxy: ServerThread) -> None:
+    alerts = {"alerts": [{"labels": {"alertname": "MeterlineSpendBurn", "severity": "warning"},
+                          "annotations": {"summary": "Sales is burning its daily budget fast"}}]}
+    page.route("**/admin/alerts", lambda route: route.fulfill(status=200, json=alerts))
+    chat_ready(page, proxy.url, "sk-demo-admin")
+    banner = page.locator("#alerts")
+    banner.wait_for()
+    assert "Sales is burning its daily budget fast" in banner.inner_text()
+    banner.get_by_role("button", name="Dismiss alerts").click()
+    assert banner.is_hidden()
+
+
+@pytest.mark.browser
+def test_no_alert_banner_when_alerts_fail(page: Any, proxy: ServerThread) -> None:
+    chat_ready(page, proxy.url, "sk-demo-sales")  # the real proxy answers 404 or 401 here
+    page.wait_for_load_state("networkidle")
+    assert page.locator("#alerts").is_hidden()
+
+
+# ----- spend page (real proxy: the page must show what the endpoints return) --------------------
+
+ADMIN = {"authorization": "Bearer sk-demo-admin"}
+
+
+def key_header(key: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {key}"}
+
+
+def fmt_usd(value: float) -> str:
+    """What formatUSD in proxy/ui/api.js shows: 2 decimals from $1, 4 from 1 cent, else 6."""
+    digits = 2 if value == 0 or abs(value) >= 1 else 4 if abs(value) >= 0.01 else 6
+    return f"{'-' if value < 0 else ''}${abs(value):,.{digits}f}"
+
+
+def micros_usd(micros: int) -> str:
+    return fmt_usd(micros / 1e6)
+
+
+def chat(base: str, key: str, prompt: str) -> httpx.Response:
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": prompt}]}
+    resp = httpx.post(base + "/v1/chat/completions", headers=key_header(key), json=body,
+                      timeout=10)
+    resp.raise_for_status()
+    return resp
+
+
+def drive_traffic(base: str) -> None:
+    """Misses for three kinds of caller, and one exact cache hit for engineering."""
+    first = chat(base, "sk-demo-engineering", "What is a proxy?")
+    assert first.headers["x-meterline-cache"] == "miss"
+    again = chat(base, "sk-demo-engineering", "What is a proxy?")
+    assert again.headers["x-meterline-cache"] == "hit-exact"
+    chat(base, "sk-demo-sales", "Forecast our quarter")
+    chat(base, "sk-demo-admin", "An admin question")
+
+
+def get_json(base: str, path: str, headers: dict[str, str] = ADMIN) -> Any:
+    resp = httpx.get(base + path, headers=headers, timeout=10)
+    resp.raise_for_status()
+    return resp.json()
+
+
+def open_spend(page: Any, base: str, key: str) -> None:
+    use_key(page, base, key, "/spend")
+    page.wait_for_selector("#updated:has-text('Updated')")
+
+
+def text(page: Any, selector: str) -> str:
+    return str(page.locator(selector).inner_text()).strip()
+
+
+def measure(page: Any, name: str) -> str:
+    return text(page, f"#cache tr:has(th:text-is('{name}')) td")
+
+
+def assert_cache_matches(page: Any, cache: dict[str, Any]) -> None:
+    hit_rate = f"{cache['hit_rate'] * 100:.1f}%"
+    assert text(page, "#card-saved") == fmt_usd(cache["savings"]) == measure(page, "Saved")
+    assert text(page, "#card-hit") == hit_rate == measure(page, "Hit rate")
+    assert measure(page, "Lookups") == str(cache["lookups"])
+    assert measure(page, "Hits") == str(cache["hits"])
+    assert measure(page, "exact hits") == str(cache["hits_by_kind"]["exact"])
+    assert measure(page, "Cached answers") == str(cache["cache_size"])
+
+
+@pytest.mark.browser
+def test_spend_admin_view_shows_the_endpoint_figures(page: Any, proxy: ServerThread) -> None:
+    drive_traffic(proxy.url)
+    spend = get_json(proxy.url, "/admin/spend")
+    by_model = get_json(proxy.url, "/admin/spend?by=model")
+    chargeback = get_json(proxy.url, "/admin/chargeback?format=json")
+    cache = get_json(proxy.url, "/v1/cache/analytics")
+    assert spend["requests"] == 4 and cache["hits"] == 1
+    open_spend(page, proxy.url, "sk-demo-admin")
+    assert text(page, "#scope") == "All departments (admin key)"
+    # every spender (admin keys included) adds up to the month's total and today's rows
+    month = chargeback["total"]["cost_micros"]
+    assert month == round(spend["total_usd"] * 1e6)
+    day = chargeback["rows"][0]["day"]  # all of this test's traffic is from one UTC day
+    today = sum(r["cost_micros"] for r in chargeback["rows"] if r["day"] == day)
+    assert text(page, "#card-month") == micros_usd(month)
+    assert text(page, "#card-today") == micros_usd(today)
+    for dept in spend["departments"]:
+        row = page.locator(f"#departments tr[data-department='{dept['department']}']")
+        limits = {b["period"]: b["limit_dollars"] for b in dept["budgets"]}
+        columns = (("today", "today_usd", "daily"), ("this month", "month_usd", "monthly"))
+        for column, (name, field, period) in enumerate(columns):
+            if period not in limits:  # e.g. executive has a monthly budget only
+                assert row.locator(".bar-text").nth(column).inner_text() == (
+                    f"{fmt_usd(float(dept[field]))} · no budget")
+                continue
+            meter = page.get_by_role("meter", name=f"{dept['department']} {name}")
+            assert float(meter.get_attribute("aria-valuenow")) == float(dept[field])
+            assert float(meter.get_attribute("aria-valuemax")) == limits[period]
+        assert row.locator("td.num").inner_text() == fmt_usd(float(dept["saved_usd"]))
+    admin_row = next(r for r in spend["rows"] if r["department"] == "(admin)")
+    table_month = sum(round(float(d["month_usd"]) * 1e6) for d in spend["departments"])
+    assert table_month + admin_row["cost_micros"] == month  # the table adds up to the card
+    admin_bars = page.locator("#departments tr[data-department='(admin)'] .bar-text")
+    admin_text = f"{fmt_usd(float(admin_row['cost_usd']))} · no budget"
+    assert admin_bars.all_inner_texts() == [admin_text, admin_text]
+    # top models agree with /admin/spend?by=model and with the month's total
+    models = page.locator("#models tbody th").all_inner_texts()
+    assert models == [r["model"] for r in by_model["rows"]]
+    for r in by_model["rows"]:
+        cells = page.locator(f"#models tr[data-model='{r['model']}'] td.num").all_inner_texts()
+        assert cells == [str(r["requests"]), fmt_usd(float(r["cost_usd"]))]
+    assert sum(r["cost_micros"] for r in by_model["rows"]) == month
+    assert_cache_matches(page, cache)
+    assert page.locator("#recent tbody tr").count() == len(spend["recent"]) == 4
+    assert page.locator("#recent tbody td:nth-child(6)").first.inner_text() == fmt_usd(
+        spend["recent"][0]["cost"])
+
+
+@pytest.mark.browser
+def test_spend_admin_view_refreshes_every_ten_seconds(page: Any, proxy: ServerThread) -> None:
+    chat(proxy.url, "sk-demo-sales", "First question")
+    page.clock.install()
+    open_spend(page, proxy.url, "sk-demo-admin")
+    first = get_json(proxy.url, "/admin/spend")["total_usd"]
+    assert text(page, "#card-month") == fmt_usd(first)
+    chat(proxy.url, "sk-demo-sales", "Second, different question")
+    later = get_json(proxy.url, "/admin/spend")["total_usd"]
+    assert later > first
+    page.clock.run_for(10_500)
+    expect(page.locator("#card-month")).to_have_text(fmt_usd(later))
+
+
+@pytest.mark.browser
+def test_spend_department_view_shows_its_own_figures(page: Any, proxy: ServerThread) -> None:
+    drive_traffic(proxy.url)
+    own = key_header("sk-demo-engineering")
+    spend = get_json(proxy.url, "/v1/spend", own)
+    cache = get_json(proxy.url, "/v1/cache/analytics", own)
+    everything = get_json(proxy.url, "/v1/cache/analytics")
+    assert cache["lookups"] < everything["lookups"]  # its own scope, not the whole cache
+    open_spend(page, proxy.url, "sk-demo-engineering")
+    assert text(page, "#scope") == "Department: engineering (department key)"
+    assert text(page, "#dept-title") == "Budgets of engineering"
+    assert text(page, "#card-today") == fmt_usd(float(spend["today_usd"]))
+    assert text(page, "#card-month") == fmt_usd(float(spend["month_usd"]))
+    assert text(page, "#card-today-sub") == f"{spend['requests_today']} requests"
+    periods = [b["period"] for b in spend["budgets"]]
+    assert page.locator("#departments tbody th").all_inner_texts() == periods
+    for b in spend["budgets"]:
+        meter = page.get_by_role("meter", name=f"{b['period']} budget")
+        assert float(meter.get_attribute("aria-valuenow")) == b["spent_dollars"]
+        assert float(meter.get_attribute("aria-valuemax")) == b["limit_dollars"]
+        left = page.locator(f"#departments tr[data-period='{b['period']}'] td.num").nth(1)
+        assert left.inner_text() == fmt_usd(b["remaining_dollars"])
+    assert text(page, "#budget-left") == (
+        f"Budget left: {fmt_usd(spend['budget_remaining_usd'])} (the tightest window)")
+    assert_cache_matches(page, cache)
+    assert page.locator("#models-panel").is_hidden()
+    assert page.locator("#recent-panel").is_hidden()
+    assert "sales" not in text(page, "main")
+    assert page.locator("#notice").is_hidden()
+
+
+@pytest.mark.browser
+def test_spend_page_rejects_an_unknown_key(page: Any, proxy: ServerThread) -> None:
+    open_spend(page, proxy.url, "sk-not-a-real-key")
+    assert text(page, "#notice") == "Key rejected: Incorrect API key provided."
+    assert text(page, "#card-month") == "–"
+
+
+@pytest.mark.browser
+def test_spend_page_says_which_endpoint_failed(page: Any, proxy: ServerThread) -> None:
+    chat(proxy.url, "sk-demo-sales", "Anything")
+    page.route("**/admin/chargeback*", lambda route: route.fulfill(status=500, json={"error": {
+        "message": "boom", "type": "api_error", "param": None, "code": None}}))
+    open_spend(page, proxy.url, "sk-demo-admin")
+    assert text(page, "#models") == "GET /admin/chargeback failed: boom"
+    spend = get_json(proxy.url, "/admin/spend")
+    assert text(page, "#card-month") == fmt_usd(spend["total_usd"])
+    assert text(page, "#card-today-sub").endswith("· departments only")
