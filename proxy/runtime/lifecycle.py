@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import time
 
@@ -76,23 +75,9 @@ async def start_services(settings: Settings) -> Services:
     if services.spend is None:
         services.record_log = MemoryBackend(clock=time.time, max_records=RECORD_LOG_SIZE,
                                             retention_seconds=RECORD_LOG_SECONDS)
-    settle_heap()
     log.info("meterline ready: config %s, %s state", config.version,
              "redis" if redis else "embedded")
     return services
-
-
-DEFAULT_GC_THRESHOLDS = gc.get_threshold()
-
-
-def settle_heap() -> None:
-    """Move everything built at startup (config, models, word lists) out of the collector's
-    sight and collect less often: a request allocates short-lived objects only, and full
-    collections over a large long-lived heap cost ~20 % of the request path (measured with
-    the shared bench harness: 0.50 -> 0.42 ms CPU per non-streamed request)."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(20_000, 50, 100)
 
 
 async def attach_features(services: Services) -> None:
@@ -124,13 +109,3 @@ async def stop_services(services: Services) -> None:
     await services.upstream.close()
     if services.redis is not None:
         await services.redis.aclose()
-    release_heap()
-
-
-def release_heap() -> None:
-    """Undo settle_heap's freeze once the app has stopped: what it froze (this app's services,
-    and any garbage of apps stopped before it) is collectable again. A process that runs apps
-    one after another (the test suite starts hundreds) otherwise keeps every one of them, about
-    100 MB each."""
-    gc.unfreeze()
-    gc.set_threshold(*DEFAULT_GC_THRESHOLDS)  # collected as the heap grows, not all at once
