@@ -246,8 +246,6 @@ class SemanticCache:
             if reservation is not None:
                 await services.spend.release(reservation)
             await services.spend.add_record(record)
-        elif getattr(services, "record_log", None) is not None:
-            await services.record_log.put_record(record)
         state: Lookup | None = call.cache_state
         await self._after_hit(services, call, state, cached)
         m = services.metrics

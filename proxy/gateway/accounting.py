@@ -174,8 +174,6 @@ async def book_spend(services: Services, call: Call, reservation: Any, cost: Cos
         return remaining
     if services.spend is not None:
         await services.spend.add_record(record)
-    elif services.record_log is not None:
-        await services.record_log.put_record(record)
     return None
 
 

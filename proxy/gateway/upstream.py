@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -10,6 +11,7 @@ import aiohttp
 
 from proxy.config.providers import Provider
 from proxy.errors import UpstreamHTTPError, UpstreamTimeout, UpstreamUnavailable
+from proxy.gateway.reliability import parse_retry_after
 
 FORWARDED_REQUEST_HEADERS = frozenset({"openai-beta", "openai-organization", "openai-project"})
 
@@ -44,15 +46,6 @@ class Target:
         if url is None:
             url = self.urls[path] = self.provider.url(path, self.model)
         return url
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None  # an HTTP date: treat as unknown and use our own backoff
 
 
 class UpstreamClient:
@@ -123,7 +116,7 @@ class UpstreamClient:
             finally:
                 resp.release()
             raise UpstreamHTTPError(
-                resp.status, data, parse_retry_after(resp.headers.get("retry-after"))
+                resp.status, data, parse_retry_after(resp.headers.get("retry-after"), time.time())
             )
         return resp
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -17,12 +16,8 @@ from proxy.keys.store import MemoryKeyStore, RedisKeyStore, records_from_config
 from proxy.metrics import Metrics
 from proxy.runtime.services import Services
 from proxy.settings import Settings
-from proxy.spend.memory import MemoryBackend
 
 log = logging.getLogger("meterline")
-# Without a spend store, experiment results and feedback read this bounded in-process log.
-RECORD_LOG_SIZE = 20_000
-RECORD_LOG_SECONDS = 7 * 86_400.0
 
 
 def known_labels(metrics: Metrics, config: Config) -> None:
@@ -72,9 +67,6 @@ async def start_services(settings: Settings) -> Services:
     services = Services(settings, config, keys, upstream, metrics, redis,
                         cooldowns=cooldowns, retry_policy=policy)
     await attach_features(services)
-    if services.spend is None:
-        services.record_log = MemoryBackend(clock=time.time, max_records=RECORD_LOG_SIZE,
-                                            retention_seconds=RECORD_LOG_SECONDS)
     log.info("meterline ready: config %s, %s state", config.version,
              "redis" if redis else "embedded")
     return services

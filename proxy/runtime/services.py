@@ -33,7 +33,6 @@ class Services:
     cache: Any = None  # proxy.cache.semantic_cache.SemanticCache
     cooldowns: Any = None  # proxy.gateway.reliability.Cooldowns
     retry_policy: Any = None  # proxy.gateway.reliability.RetryPolicy
-    record_log: Any = None  # proxy.spend.memory.MemoryBackend: usage records when spend is None
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     demo_providers: dict[str, tuple[Provider, Provider]] = field(default_factory=dict)
     target_cache: dict[tuple[tuple[str, ...], str | None], dict[str, Target]] = field(
