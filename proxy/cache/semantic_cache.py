@@ -28,13 +28,13 @@ from proxy.cache.embedder import Embedder, EmbeddingError
 from proxy.cache.matching.match import MatchRule
 from proxy.cache.replay import as_json, as_stream, assemble, cacheable_json
 from proxy.gateway.requests import Call
+from proxy.gateway.streaming import SSE_HEADERS
 from proxy.runtime.services import Services
 
 log = logging.getLogger("meterline.cache")
 BACKEND_ERRORS = (RedisError, OSError)
 EMBED_ERRORS = (EmbeddingError, aiohttp.ClientError, TimeoutError)
 SERVED_TTL_S = 7 * 86400.0  # how long a hit can still be reported as wrong
-SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
 @dataclass(frozen=True, slots=True)

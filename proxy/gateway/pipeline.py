@@ -44,13 +44,11 @@ from proxy.gateway.requests import (
     validate_chat,
     validate_passthrough,
 )
-from proxy.gateway.streaming import RelayResponse, SSERelay, StreamOutcome
+from proxy.gateway.streaming import SSE_HEADERS, RelayResponse, SSERelay, StreamOutcome
 from proxy.gateway.upstream import Target
 from proxy.routing.experiments import assign
 from proxy.routing.rules import RouteInput, select_route
 from proxy.runtime.services import Services
-
-SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
 @dataclass(slots=True)  # built per request: a frozen __init__ costs ~6x

@@ -20,7 +20,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from proxy.routing.rules import RULE_NAME, ConfigFileError, RouteDecision, RouteInput, load_yaml
+from proxy.config.errors import ConfigError
+from proxy.routing.rules import RULE_NAME, RouteDecision, RouteInput, load_yaml
 
 CONTROL = "control"
 VARIANT = "variant"
@@ -290,7 +291,7 @@ def load(path: str | Path) -> Experiments:
 
 
 def check_models(experiments: Experiments, known: set[str], source: str = "experiments") -> None:
-    """Raise ConfigFileError if an experiment arm uses a model the proxy does not know."""
+    """Raise ConfigError if an experiment arm uses a model the proxy does not know."""
     problems = [
         f"  field 'experiments.{e.name}.{a.name if e.variants is None else 'variants'}' "
         f"has value {a.model!r}: unknown model (known: {sorted(known)})"
@@ -299,4 +300,4 @@ def check_models(experiments: Experiments, known: set[str], source: str = "exper
         if a.model not in known
     ]
     if problems:
-        raise ConfigFileError("\n".join([f"{source}: unknown models", *problems]))
+        raise ConfigError("\n".join([f"{source}: unknown models", *problems]))
