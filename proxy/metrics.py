@@ -30,6 +30,8 @@ from prometheus_client import (
     values,
 )
 
+from proxy.memo import BoundedMemo
+
 OTHER = "other"
 NONE = "none"
 DEFAULT_ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models")
@@ -110,7 +112,8 @@ class Metrics:
         self._config_version: str | None = None
         self._children: dict[tuple[object, ...], Any] = {}
         # per-request series by raw (unmapped) arguments; cleared when the label sets change
-        self._series: dict[tuple[object, ...], tuple[Any, ...]] = {}
+        # raw model names come from requests: bounded
+        self._series: BoundedMemo[tuple[object, ...], tuple[Any, ...]] = BoundedMemo()
         self._pending_budgets: dict[tuple[str | None, str], tuple[float, float]] = {}
         self._define_traffic(target)
         self._define_spend(target)
@@ -329,10 +332,7 @@ class Metrics:
         return self._remember(key, (requests, duration))
 
     def _remember(self, key: tuple[object, ...], series: tuple[Any, ...]) -> tuple[Any, ...]:
-        if len(self._series) >= 4096:  # raw model names come from requests: keep it bounded
-            self._series.clear()
-        self._series[key] = series
-        return series
+        return self._series.put(key, series)
 
     def record_first_token(self, model: str | None, seconds: float) -> None:
         self._labels(self._ttft, model=self.label_model(model)).observe(seconds)

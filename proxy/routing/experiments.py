@@ -21,6 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from proxy.config.errors import ConfigError
+from proxy.memo import BoundedMemo
 from proxy.routing.rules import RULE_NAME, RouteDecision, RouteInput, load_yaml
 
 CONTROL = "control"
@@ -176,8 +177,8 @@ class Experiments(BaseModel):
         return {a.model for e in self.experiments.values() for a in e.arms}
 
     @cached_property
-    def scope_memo(self) -> dict[tuple[str, str, str | None], tuple[Experiment, ...]]:
-        return {}
+    def scope_memo(self) -> BoundedMemo[tuple[str, str, str | None], tuple[Experiment, ...]]:
+        return BoundedMemo()
 
     def in_scope(self, inp: RouteInput) -> tuple[Experiment, ...]:
         """Experiments whose scope covers this kind of request (department, model, task), in
@@ -186,9 +187,8 @@ class Experiments(BaseModel):
         memo = self.scope_memo
         found = memo.get(key)
         if found is None:
-            if len(memo) > 4096:  # model names come from requests
-                memo.clear()
-            found = memo[key] = tuple(e for e in self.experiments.values() if e.scope.covers(inp))
+            found = memo.put(key, tuple(e for e in self.experiments.values()
+                                        if e.scope.covers(inp)))
         return found
 
 

@@ -26,6 +26,7 @@ from pydantic import (
 
 from proxy.config.errors import ConfigError, describe_validation_error, read_yaml
 from proxy.gateway.reliability import Reliability
+from proxy.memo import BoundedMemo
 
 DEFAULT_RULE = "default"
 TASK_HEADER = "x-meterline-task"
@@ -225,8 +226,9 @@ class RoutingRules(BaseModel):
         return {m for r in self.rules for m in (r.target, *r.fallbacks)}
 
     @cached_property
-    def candidates_memo(self) -> dict[tuple[str, str, str | None], tuple[tuple[Rule, ...], bool]]:
-        return {}
+    def candidates_memo(self) -> BoundedMemo[tuple[str, str, str | None],
+                                              tuple[tuple[Rule, ...], bool]]:
+        return BoundedMemo()
 
     def candidates(self, department: str, model: str,
                    task: str | None) -> tuple[tuple[Rule, ...], bool]:
@@ -237,11 +239,9 @@ class RoutingRules(BaseModel):
         memo = self.candidates_memo
         found = memo.get(key)
         if found is None:
-            if len(memo) > 4096:  # model names come from requests
-                memo.clear()
             rules = tuple(r for r in self.rules if _static_holds(r.match, department, model, task))
             needs_text = any(r.match.keywords or r.match.regex is not None for r in rules)
-            found = memo[key] = (rules, needs_text)
+            found = memo.put(key, (rules, needs_text))
         return found
 
 

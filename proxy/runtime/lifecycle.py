@@ -4,11 +4,6 @@ from __future__ import annotations
 
 import logging
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-
 from proxy.config.loader import Config, load_config
 from proxy.gateway.reliability import Cooldowns, Reliability, RetryPolicy
 from proxy.gateway.upstream import UpstreamClient
@@ -16,6 +11,8 @@ from proxy.keys.store import MemoryKeyStore, RedisKeyStore, records_from_config
 from proxy.metrics import Metrics
 from proxy.runtime.services import Services
 from proxy.settings import Settings
+from proxy.spend.ledger import spend_redis_client
+from proxy.spend.wiring import spend_options
 
 log = logging.getLogger("meterline")
 
@@ -42,16 +39,10 @@ def reliability_of(config: Config) -> tuple[RetryPolicy, Reliability]:
     return section.retry_policy(keys), section
 
 
-def connect_redis(url: str) -> aioredis.Redis:
-    """The client for keys and cache. One retry on a dropped connection: redis-py 8.1's RESP3
-    pools hand out connections Redis has closed (e.g. after a restart), so the first command on
-    each failed. Key reads and writes are idempotent; at worst a cache counter counts twice."""
-    return aioredis.Redis.from_url(url, retry=Retry(NoBackoff(), 1, (RedisConnectionError,)))
-
-
 async def start_services(settings: Settings) -> Services:
     config = load_config(settings.config_dir)
-    redis = connect_redis(settings.redis_url) if settings.redis_url else None
+    redis = (spend_redis_client(settings.redis_url, spend_options(settings))
+             if settings.redis_url else None)
     seeds = records_from_config(config.keys, settings.demo, settings.admin_key)
     keys: MemoryKeyStore | RedisKeyStore
     if redis is not None:

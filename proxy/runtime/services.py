@@ -14,6 +14,7 @@ from proxy.config.loader import Config
 from proxy.config.providers import Provider
 from proxy.gateway.upstream import Target, UpstreamClient
 from proxy.keys.store import KeyStore
+from proxy.memo import BoundedMemo
 from proxy.metrics import Metrics
 from proxy.settings import Settings
 
@@ -35,9 +36,10 @@ class Services:
     retry_policy: Any = None  # proxy.gateway.reliability.RetryPolicy
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     demo_providers: dict[str, tuple[Provider, Provider]] = field(default_factory=dict)
-    target_cache: dict[tuple[tuple[str, ...], str | None], dict[str, Target]] = field(
-        default_factory=dict)
-    allow_cache: dict[tuple[str, str], bool] = field(default_factory=dict)
+    # per (chain, department) and (department, model) until the next reload
+    target_cache: BoundedMemo[tuple[tuple[str, ...], str | None], dict[str, Target]] = field(
+        default_factory=BoundedMemo)
+    allow_cache: BoundedMemo[tuple[str, str], bool] = field(default_factory=BoundedMemo)
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run bookkeeping that must finish even if the client went away; drained at shutdown."""
@@ -88,10 +90,8 @@ class Services:
         key = (department, model)
         found = self.allow_cache.get(key)
         if found is None:
-            if len(self.allow_cache) > 4096:  # model names come from requests
-                self.allow_cache.clear()
             dept = self.department(department)
-            found = self.allow_cache[key] = dept is None or dept.allows(model)
+            found = self.allow_cache.put(key, dept is None or dept.allows(model))
         return found
 
     def targets(self, models: tuple[str, ...], department: str | None) -> dict[str, Target]:
@@ -101,12 +101,10 @@ class Services:
         key = (models, department)
         found = self.target_cache.get(key)
         if found is None:
-            if len(self.target_cache) > 1024:
-                self.target_cache.clear()
             targets = (
                 Target(provider_name, self.provider(provider_name), upstream_model,
                        self.credential(provider_name, department))
                 for model in models
                 for provider_name, upstream_model in self.config.providers.targets_for(model))
-            found = self.target_cache[key] = {t.key: t for t in targets}
+            found = self.target_cache.put(key, {t.key: t for t in targets})
         return found
