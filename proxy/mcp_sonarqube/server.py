@@ -7,6 +7,7 @@ with their message; anything else is the SDK's generic tool error, logged with i
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -40,6 +41,7 @@ INSTRUCTIONS = (
     "list_projects, then use get_project_quality or find_security_issues; pass an issue key "
     "from find_security_issues to suggest_fixes for an explanation and a patch."
 )
+logger = logging.getLogger(__name__)
 READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=True)
 
 
@@ -93,10 +95,15 @@ class SonarQubeServer(MCPServer[Clients]):
         try:
             result = await super().call_tool(name, arguments, context)
         except Exception as exc:
-            self.metrics.record_tool_call(name, outcome_of(exc), time.perf_counter() - started)
+            self._record(name, outcome_of(exc), started)
             raise
-        self.metrics.record_tool_call(name, "ok", time.perf_counter() - started)
+        self._record(name, "ok", started)
         return result
+
+    def _record(self, name: str, outcome: str, started: float) -> None:
+        seconds = time.perf_counter() - started
+        self.metrics.record_tool_call(name, outcome, seconds)
+        logger.info("tool %r: %s in %.3f s", name, outcome, seconds)
 
 
 def clients_of(ctx: ToolContext) -> Clients:
