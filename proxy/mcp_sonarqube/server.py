@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from proxy.mcp_sonarqube import tools
-from proxy.mcp_sonarqube.errors import ToolFailure
+from proxy.mcp_sonarqube.errors import SonarQubeError, ToolFailure
 from proxy.mcp_sonarqube.fixes import MeterlineClient
 from proxy.mcp_sonarqube.models import (
     FixSuggestion,
@@ -74,11 +74,20 @@ def outcome_of(exc: BaseException) -> str:
 
 @contextmanager
 def reported() -> Iterator[None]:
-    """Turn an anticipated failure into a ToolError, whose message the client sees."""
+    """Turn an anticipated failure into a ToolError, whose message the client sees; an answer
+    the tools can't read counts as a SonarQube failure, not a crash."""
     try:
         yield
     except ToolFailure as exc:
         raise ToolError(exc.message) from exc
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        # JSON that parsed but isn't shaped like the documented answer (another API version?)
+        logger.warning("unexpected SonarQube answer: %r", exc)
+        failure = SonarQubeError("sonarqube_error", (
+            f"SonarQube answered in a shape this server does not understand "
+            f"({type(exc).__name__}). Check that SONAR_HOST_URL points at SonarQube 10.2+ or "
+            "SonarCloud."))
+        raise ToolError(failure.message) from failure
 
 
 class SonarQubeServer(MCPServer[Clients]):

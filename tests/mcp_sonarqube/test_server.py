@@ -105,8 +105,8 @@ async def test_each_tool_answers_from_sonarqube(
     assert matching["projects"] == [{"key": PAYMENTS, "name": "Payments Service"}]
 
 
-async def test_pages_through_findings(sonar: Sonar, sonar_token: str, server_log: ServerLog,
-                                      monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_pages_through_findings(sonar: Sonar, sonar_token: str,
+                                      server_log: ServerLog) -> None:
     standin, url = sonar
     async with session_for("stdio", server_env(url, sonar_token), server_log) as session:
         second = await ok(session, "find_security_issues", project_key=PAYMENTS, severity="LOW",
@@ -142,6 +142,7 @@ async def test_bad_input_is_a_tool_error_naming_the_field(
     (429, ["rate limiting", "Retry after 30 s"]),
     ("slow", ["did not answer api/measures/component within 1 s", "SONAR_TIMEOUT_S"]),
     ("html", ["did not answer with SonarQube JSON", "SONAR_HOST_URL"]),
+    ("garbage", ["answered in a shape this server does not understand", "SONAR_HOST_URL"]),
 ])
 async def test_sonarqube_failures_are_clear_tool_errors(
         sonar: Sonar, sonar_token: str, transport: Transport, server_log: ServerLog,

@@ -3,7 +3,8 @@ SonarQube documents (paging objects, ``{"errors": [{"msg": ...}]}`` error bodies
 hotspots with ``vulnerabilityProbability``, ``api/sources/lines`` with highlighted HTML code).
 
 Checks the bearer token like SonarQube (401 with an empty body), and fails on purpose:
-``standin.fail("api/issues/search", 500)``, ``fail("*", 429)``, ``fail("*", "slow")``.
+``standin.fail("api/issues/search", 500)``, ``fail("*", 429)``, ``fail("*", "slow")``,
+``"html"`` (a login page) or ``"garbage"`` (JSON of another shape).
 Every request is recorded (path, query, whether the token matched).
 """
 
@@ -213,6 +214,8 @@ class SonarQubeStandin:
             return _errors(500, "An error has occurred. Please contact your administrator")
         elif fault == 401:
             return Response(status_code=401)
+        elif fault == "garbage":  # JSON, but not the documented shape
+            return JSONResponse({"component": "?", "projectStatus": [], "issues": "?"})
         elif fault == "html":
             return Response("<html><body>Login</body></html>", media_type="text/html")
         if not authorized:
