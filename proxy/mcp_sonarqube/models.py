@@ -48,7 +48,7 @@ class ProjectQuality(BaseModel):
 
 
 class Finding(BaseModel):
-    key: str = Field(description="issue or hotspot key (pass an issue key to suggest_fixes)")
+    key: str = Field(description="issue or hotspot key (suggest_fixes takes either)")
     kind: Literal["vulnerability", "hotspot"]
     severity: str = Field(description="impact severity, or a hotspot's vulnerability probability")
     project: str

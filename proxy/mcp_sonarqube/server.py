@@ -39,7 +39,7 @@ NAME = "meterline-sonarqube"
 INSTRUCTIONS = (
     "Answers questions about code quality and security in SonarQube. Find project keys with "
     "list_projects, then use get_project_quality or find_security_issues; pass an issue key "
-    "from find_security_issues to suggest_fixes for an explanation and a patch."
+    "or hotspot key from find_security_issues to suggest_fixes for an explanation and a patch."
 )
 logger = logging.getLogger(__name__)
 READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=True)
@@ -154,13 +154,13 @@ async def find_security_issues(
 
 async def suggest_fixes(
     issue_id: Annotated[str, Field(min_length=1, max_length=200, description=(
-        "issue key from find_security_issues (a vulnerability's key)"))],
+        "a vulnerability's or hotspot's key from find_security_issues"))],
     ctx: ToolContext,
 ) -> FixSuggestion:
-    """Explain an issue and propose a patch: fetches the issue, its rule description and the
-    code around it from SonarQube, then asks an LLM through Meterline (charged to the
-    engineering department, cached like any other request). Returns the explanation, a
-    unified diff when the model proposed one, and what the answer cost."""
+    """Explain an issue (or security hotspot) and propose a patch: fetches it, its rule
+    description and the code around it from SonarQube, then asks an LLM through Meterline
+    (charged to the engineering department, cached like any other request). Returns the
+    explanation, a unified diff when the model proposed one, and what the answer cost."""
     clients = clients_of(ctx)
     with reported():
         return await tools.fix_suggestion(clients.sonar, clients.llm, issue_id)

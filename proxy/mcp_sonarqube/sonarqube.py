@@ -120,6 +120,10 @@ class SonarQubeClient:
     async def search_hotspots(self, params: Params, *, subject: str) -> dict[str, Any]:
         return await self.get("api/hotspots/search", params, subject=subject)
 
+    async def hotspot(self, key: str) -> dict[str, Any]:
+        return await self.get("api/hotspots/show", {"hotspot": key},
+                              subject=f"hotspot '{key}'")
+
     async def rule(self, rule_key: str) -> dict[str, Any]:
         return await self.get("api/rules/show", {"key": rule_key}, subject=f"rule '{rule_key}'")
 

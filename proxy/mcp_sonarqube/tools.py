@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from proxy.mcp_sonarqube.errors import SonarQubeError
@@ -191,17 +192,51 @@ async def projects(sonar: SonarQubeClient, query: str | None, page: int) -> Proj
 # -- suggest_fixes ---------------------------------------------------------------------------
 
 
-async def _issue(sonar: SonarQubeClient, issue_key: str) -> tuple[dict[str, Any], str | None]:
-    """The issue and its file path."""
-    data = await sonar.search_issues({"issues": issue_key, "additionalFields": "_all"},
-                                     subject=f"issue '{issue_key}'")
-    issues = data.get("issues", [])
-    if not issues:
+@dataclass(frozen=True)
+class Target:
+    """The finding to fix, from an issue or a security hotspot."""
+
+    key: str
+    rule: str
+    rule_name: str
+    rule_text: str
+    component: str
+    file: str | None
+    line: int | None
+    message: str
+
+
+async def _issue_target(sonar: SonarQubeClient, key: str) -> Target | None:
+    data = await sonar.search_issues({"issues": key, "additionalFields": "_all"},
+                                     subject=f"issue '{key}'")
+    if not data.get("issues"):
+        return None
+    issue: dict[str, Any] = data["issues"][0]
+    rule_key = str(issue.get("rule", ""))
+    rule = (await sonar.rule(rule_key)).get("rule", {})
+    return Target(key=key, rule=rule_key, rule_name=str(rule.get("name", rule_key)),
+                  rule_text=_rule_text(rule), component=str(issue.get("component", "")),
+                  file=_file(issue, _paths(data)), line=_line(issue),
+                  message=str(issue.get("message", "")))
+
+
+async def _hotspot_target(sonar: SonarQubeClient, key: str) -> Target:
+    try:
+        hotspot = await sonar.hotspot(key)
+    except SonarQubeError as exc:
+        if exc.outcome != "not_found":
+            raise
         raise SonarQubeError("not_found", (
-            f"SonarQube has no issue '{issue_key}' (or the token can't see it). Issue keys come "
-            "from find_security_issues (vulnerabilities, not hotspots)."))
-    issue: dict[str, Any] = issues[0]
-    return issue, _file(issue, _paths(data))
+            f"SonarQube has no issue or hotspot '{key}' (or the token can't see it). Keys come "
+            "from find_security_issues.")) from None
+    rule, component = hotspot.get("rule", {}), hotspot.get("component", {})
+    sections = [{"content": rule.get(part, "")} for part in (
+        "riskDescription", "vulnerabilityDescription", "fixRecommendations")]
+    return Target(key=key, rule=str(rule.get("key", "")), rule_name=str(rule.get("name", "")),
+                  rule_text=_rule_text({"descriptionSections": sections}),
+                  component=str(component.get("key", "")),
+                  file=component.get("path") or component.get("longName"), line=_line(hotspot),
+                  message=str(hotspot.get("message", "")))
 
 
 def _rule_text(rule: dict[str, Any]) -> str:
@@ -228,18 +263,14 @@ async def _code(sonar: SonarQubeClient, component: str, line: int | None) -> str
 
 
 async def fix_suggestion(sonar: SonarQubeClient, llm: MeterlineClient,
-                         issue_key: str) -> FixSuggestion:
-    issue, file = await _issue(sonar, issue_key)
-    rule_key, line = str(issue.get("rule", "")), _line(issue)
-    rule = (await sonar.rule(rule_key)).get("rule", {})
-    code = await _code(sonar, str(issue.get("component", "")), line)
-    message = str(issue.get("message", ""))
-    rule_name = str(rule.get("name", rule_key))
+                         key: str) -> FixSuggestion:
+    target = await _issue_target(sonar, key) or await _hotspot_target(sonar, key)
+    code = await _code(sonar, target.component, target.line)
     answer = await llm.ask(build_prompt(
-        rule=rule_key, rule_name=rule_name, rule_text=_rule_text(rule), file=file, line=line,
-        message=message, code=code))
+        rule=target.rule, rule_name=target.rule_name, rule_text=target.rule_text,
+        file=target.file, line=target.line, message=target.message, code=code))
     explanation, patch = split_answer(answer.text)
     return FixSuggestion(
-        issue_key=issue_key, rule=rule_key, rule_name=rule_name, file=file, line=line,
-        message=message, code=code, explanation=explanation, patch=patch, model=answer.model,
-        cache=answer.cache, cost_usd=answer.cost_usd)
+        issue_key=key, rule=target.rule, rule_name=target.rule_name, file=target.file,
+        line=target.line, message=target.message, code=code, explanation=explanation,
+        patch=patch, model=answer.model, cache=answer.cache, cost_usd=answer.cost_usd)

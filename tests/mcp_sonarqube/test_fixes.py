@@ -14,7 +14,7 @@ from proxy.mcp_sonarqube.fixes import TASK, split_answer
 from tests.mcp_sonarqube.conftest import ServerLog, server_env, stdio_session
 from tests.mcp_sonarqube.test_server import Sonar, error, ok
 from tests.support.servers import ServerThread, free_port, mock_requests
-from tests.support.sonarqube_standin import DB_FILE, SQL_ISSUE
+from tests.support.sonarqube_standin import CONFIG_FILE, DB_FILE, SQL_ISSUE
 
 ENGINEERING_KEY = "sk-demo-engineering"
 
@@ -68,6 +68,24 @@ async def test_fix_is_asked_through_meterline_charged_to_engineering_and_cached(
     log = server_log.text()
     assert "suggest_fixes" in log
     assert sonar_token not in log and ENGINEERING_KEY not in log
+
+
+async def test_fix_for_a_hotspot_uses_its_risk_description_and_code(
+        sonar: Sonar, sonar_token: str, proxy: ServerThread, mock_upstream: ServerThread,
+        server_log: ServerLog) -> None:
+    env = server_env(sonar[1], sonar_token, MET_MCP_PROXY_URL=proxy.url,
+                     MET_MCP_API_KEY=ENGINEERING_KEY)
+    async with stdio_session(env, server_log) as session:
+        fix = await ok(session, "suggest_fixes", issue_id="AZ3h-password-0001")
+    assert (fix["rule"], fix["rule_name"]) == ("java:S2068", "Credentials should not be hard-coded")
+    assert (fix["file"], fix["line"]) == (CONFIG_FILE, 4)
+    assert '>    4 |   static final String PASSWORD = "hunter2-prod";' in fix["code"]
+    assert fix["cache"] == "miss" and fix["cost_usd"] > 0
+    prompt = [r for r in mock_requests(mock_upstream.url)
+              if "java:S2068" in str(r["body"]["messages"])][-1]["body"]["messages"][-1]["content"]
+    assert "read them from the environment" in prompt and "hunter2-prod" in prompt
+    assert [s["path"] for s in sonar[0].state.requests] == [
+        "api/issues/search", "api/hotspots/show", "api/sources/lines"]
 
 
 @pytest.mark.parametrize("extra,expect", [

@@ -168,7 +168,8 @@ async def test_unknown_project_and_issue_say_where_to_find_keys(
     assert "has no project 'acme:nope' (404): Component key 'acme:nope' not found" in project
     assert "list_projects" in project
     assert "Project 'acme:nope' not found" in findings
-    assert "no issue 'AZ-does-not-exist'" in issue and "find_security_issues" in issue
+    assert "no issue or hotspot 'AZ-does-not-exist'" in issue
+    assert "find_security_issues" in issue
 
 
 async def test_a_wrong_token_is_refused_and_never_logged(

@@ -133,6 +133,28 @@ DB_SOURCE = [
 ]
 
 
+CONFIG_SOURCE = [
+    "package com.acme.payments;",
+    "",
+    "class Config {",
+    "  static final String PASSWORD = \"hunter2-prod\";",
+    "  static final String CIPHER = \"DES/ECB/PKCS5Padding\";",
+    "}",
+]
+SOURCES = {f"{PAYMENTS}:{DB_FILE}": DB_SOURCE, f"{PAYMENTS}:{CONFIG_FILE}": CONFIG_SOURCE}
+
+HOTSPOT_RULES = {
+    "java:S2068": {"key": "java:S2068", "name": "Credentials should not be hard-coded",
+                   "securityCategory": "auth", "vulnerabilityProbability": "HIGH",
+                   "riskDescription": "<p>Because it is easy to extract strings from an "
+                   "application, credentials should not be hard-coded.</p>",
+                   "vulnerabilityDescription": "<h2>Ask Yourself Whether</h2><ul><li>Credentials "
+                   "allow access to a sensitive component.</li></ul>",
+                   "fixRecommendations": "<h2>Recommended Secure Coding Practices</h2><p>Store "
+                   "credentials in a vault or read them from the environment.</p>"},
+}
+
+
 def _highlight(code: str) -> str:
     """Escape and wrap keywords the way api/sources/lines highlights code."""
     escaped = html.escape(code, quote=False)
@@ -188,6 +210,7 @@ class SonarQubeStandin:
             Route("/api/qualitygates/project_status", self._gate),
             Route("/api/issues/search", self._issues),
             Route("/api/hotspots/search", self._hotspots),
+            Route("/api/hotspots/show", self._hotspot),
             Route("/api/rules/show", self._rule),
             Route("/api/sources/lines", self._lines),
             Route("/api/components/search", self._components),
@@ -286,6 +309,28 @@ class SonarQubeStandin:
         return JSONResponse({"paging": paging, "hotspots": page,
                              "components": _file_components(page)})
 
+    async def _hotspot(self, request: Request) -> Response:
+        if refused := await self._gatekeeper(request):
+            return refused
+        key = request.query_params.get("hotspot", "")
+        found = [h for h in HOTSPOTS if h["key"] == key]
+        if not found:
+            return _errors(404, f"Hotspot '{key}' does not exist")
+        hotspot = found[0]
+        path = hotspot["component"].split(":", 2)[-1]
+        return JSONResponse({
+            "key": key, "status": hotspot["status"], "line": hotspot["line"],
+            "hash": "d41d8cd9", "message": hotspot["message"], "author": hotspot["author"],
+            "creationDate": hotspot["creationDate"], "updateDate": hotspot["updateDate"],
+            "component": {"key": hotspot["component"], "qualifier": "FIL",
+                          "name": path.rsplit("/", 1)[-1], "longName": path, "path": path},
+            "project": {"key": PAYMENTS, "qualifier": "TRK", "name": "Payments Service",
+                        "longName": "Payments Service"},
+            "rule": HOTSPOT_RULES.get(hotspot["ruleKey"], {"key": hotspot["ruleKey"],
+                                                           "name": hotspot["ruleKey"]}),
+            "changelog": [], "comment": [], "users": [], "canChangeStatus": True,
+            "flows": [], "messageFormattings": [], "codeVariants": []})
+
     async def _rule(self, request: Request) -> Response:
         if refused := await self._gatekeeper(request):
             return refused
@@ -298,11 +343,12 @@ class SonarQubeStandin:
         if refused := await self._gatekeeper(request):
             return refused
         key = request.query_params.get("key", "")
-        if key != f"{PAYMENTS}:{DB_FILE}":
+        if key not in SOURCES:
             return _errors(404, f"Component key '{key}' not found")
+        source = SOURCES[key]
         first = int(request.query_params.get("from", 1))
-        last = min(int(request.query_params.get("to", len(DB_SOURCE))), len(DB_SOURCE))
-        sources = [{"line": n, "code": _highlight(DB_SOURCE[n - 1]), "scmRevision": "9f3e1c2",
+        last = min(int(request.query_params.get("to", len(source))), len(source))
+        sources = [{"line": n, "code": _highlight(source[n - 1]), "scmRevision": "9f3e1c2",
                     "scmAuthor": "dev@acme.test", "scmDate": "2026-11-20T09:12:44+0000",
                     "duplicated": False, "isNew": n >= 10}
                    for n in range(max(1, first), last + 1)]
