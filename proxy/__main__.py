@@ -1,4 +1,4 @@
-"""CLI: meterline serve | check-config | mock-upstream | cache-eval | keys."""
+"""CLI: meterline serve | check-config | mock-upstream | cache-eval | keys | mcp."""
 
 from __future__ import annotations
 
@@ -204,6 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     from proxy.keys import cli as keys_cli
     keys_cli.add_parser(sub)
+    from proxy.mcp_sonarqube import cli as mcp_cli
+
+    mcp_cli.add_parser(sub)
     return parser
 
 
