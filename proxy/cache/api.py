@@ -44,7 +44,7 @@ async def report(request: Request) -> Response:
                              param="request_id", code="missing_required_parameter")
     try:
         result = await ops.report(cache, request_id, viewer, services.metrics)
-    except ops.NotFound:
+    except ops.EntryNotFound:
         raise NotFound(f"No cached answer was served for request '{request_id}' to this key.",
                        param="request_id") from None
     return json_response(result)

@@ -17,7 +17,7 @@ FORWARDED_REQUEST_HEADERS = frozenset({"openai-beta", "openai-organization", "op
 
 
 @dataclass(frozen=True, slots=True)
-class Target:
+class UpstreamTarget:
     """One concrete place to send a request: provider + upstream model name + credential.
     Built once per chain and department (see Services.targets), so the request path finds its
     key, headers and URLs ready."""
@@ -82,7 +82,7 @@ class UpstreamClient:
 
     async def open(
         self,
-        target: Target,
+        target: UpstreamTarget,
         path: str,
         body: bytes,
         client_headers: Mapping[str, str],
@@ -120,7 +120,7 @@ class UpstreamClient:
             )
         return resp
 
-    async def read(self, target: Target, resp: aiohttp.ClientResponse) -> bytes:
+    async def read(self, target: UpstreamTarget, resp: aiohttp.ClientResponse) -> bytes:
         try:
             return await resp.read()
         except TimeoutError:

@@ -193,7 +193,7 @@ async def projects(sonar: SonarQubeClient, query: str | None, page: int) -> Proj
 
 
 @dataclass(frozen=True)
-class Target:
+class FixTarget:
     """The finding to fix, from an issue or a security hotspot."""
 
     key: str
@@ -206,7 +206,7 @@ class Target:
     message: str
 
 
-async def _issue_target(sonar: SonarQubeClient, key: str) -> Target | None:
+async def _issue_target(sonar: SonarQubeClient, key: str) -> FixTarget | None:
     data = await sonar.search_issues({"issues": key, "additionalFields": "_all"},
                                      subject=f"issue '{key}'")
     if not data.get("issues"):
@@ -214,13 +214,13 @@ async def _issue_target(sonar: SonarQubeClient, key: str) -> Target | None:
     issue: dict[str, Any] = data["issues"][0]
     rule_key = str(issue.get("rule", ""))
     rule = (await sonar.rule(rule_key)).get("rule", {})
-    return Target(key=key, rule=rule_key, rule_name=str(rule.get("name", rule_key)),
+    return FixTarget(key=key, rule=rule_key, rule_name=str(rule.get("name", rule_key)),
                   rule_text=_rule_text(rule), component=str(issue.get("component", "")),
                   file=_file(issue, _paths(data)), line=_line(issue),
                   message=str(issue.get("message", "")))
 
 
-async def _hotspot_target(sonar: SonarQubeClient, key: str) -> Target:
+async def _hotspot_target(sonar: SonarQubeClient, key: str) -> FixTarget:
     try:
         hotspot = await sonar.hotspot(key)
     except SonarQubeError as exc:
@@ -232,7 +232,7 @@ async def _hotspot_target(sonar: SonarQubeClient, key: str) -> Target:
     rule, component = hotspot.get("rule", {}), hotspot.get("component", {})
     sections = [{"content": rule.get(part, "")} for part in (
         "riskDescription", "vulnerabilityDescription", "fixRecommendations")]
-    return Target(key=key, rule=str(rule.get("key", "")), rule_name=str(rule.get("name", "")),
+    return FixTarget(key=key, rule=str(rule.get("key", "")), rule_name=str(rule.get("name", "")),
                   rule_text=_rule_text({"descriptionSections": sections}),
                   component=str(component.get("key", "")),
                   file=component.get("path") or component.get("longName"), line=_line(hotspot),

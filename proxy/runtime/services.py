@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 
 from proxy.config.loader import Config
 from proxy.config.providers import Provider
-from proxy.gateway.upstream import Target, UpstreamClient
+from proxy.gateway.upstream import UpstreamClient, UpstreamTarget
 from proxy.keys.store import KeyStore
 from proxy.memo import BoundedMemo
 from proxy.metrics import Metrics
@@ -37,8 +37,8 @@ class Services:
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     demo_providers: dict[str, tuple[Provider, Provider]] = field(default_factory=dict)
     # per (chain, department) and (department, model) until the next reload
-    target_cache: BoundedMemo[tuple[tuple[str, ...], str | None], dict[str, Target]] = field(
-        default_factory=BoundedMemo)
+    target_cache: BoundedMemo[tuple[tuple[str, ...], str | None],
+                              dict[str, UpstreamTarget]] = field(default_factory=BoundedMemo)
     allow_cache: BoundedMemo[tuple[str, str], bool] = field(default_factory=BoundedMemo)
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -94,7 +94,7 @@ class Services:
             found = self.allow_cache.put(key, dept is None or dept.allows(model))
         return found
 
-    def targets(self, models: tuple[str, ...], department: str | None) -> dict[str, Target]:
+    def targets(self, models: tuple[str, ...], department: str | None) -> dict[str, UpstreamTarget]:
         """Concrete upstream targets by key, in order, for a chain of public model names. Built
         once per (chain, department): credentials and providers only change on reload, which
         clears this cache. Callers must not change the dict."""
@@ -102,7 +102,7 @@ class Services:
         found = self.target_cache.get(key)
         if found is None:
             targets = (
-                Target(provider_name, self.provider(provider_name), upstream_model,
+                UpstreamTarget(provider_name, self.provider(provider_name), upstream_model,
                        self.credential(provider_name, department))
                 for model in models
                 for provider_name, upstream_model in self.config.providers.targets_for(model))

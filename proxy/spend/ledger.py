@@ -42,7 +42,7 @@ from proxy.spend.budgets import (
     window_at,
 )
 from proxy.spend.chargeback import Chargeback, build_chargeback
-from proxy.spend.memory import MemoryBackend
+from proxy.spend.memory import MemorySpendBackend
 from proxy.spend.notices import Notices
 from proxy.spend.notify import BudgetNotice, NoticeKind, NoticeSink
 from proxy.spend.pricing import PricingTable, micros_to_dollars, to_micros
@@ -481,17 +481,17 @@ def create_spend_store(
     not closed by the store) or on a client of its own for a URL. Call start()/close()."""
     backend: SpendBackend
     if redis is None:
-        backend = MemoryBackend(
+        backend = MemorySpendBackend(
             clock=clock,
             max_records=options.max_memory_records,
             retention_seconds=options.record_retention_seconds,
         )
     else:
-        from proxy.spend.redis_backend import RedisBackend
+        from proxy.spend.redis_backend import RedisSpendBackend
 
         owns_client = isinstance(redis, str)
         client = spend_redis_client(redis, options) if isinstance(redis, str) else redis
-        backend = RedisBackend(client, prefix=options.key_prefix, clock=clock,
+        backend = RedisSpendBackend(client, prefix=options.key_prefix, clock=clock,
                                retention_seconds=options.record_retention_seconds,
                                backlog_max_records=options.backlog_max_records,
                                owns_client=owns_client)

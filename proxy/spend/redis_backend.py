@@ -47,7 +47,7 @@ _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 _STATUS = {0: "ok", 1: "budget", 2: "rpm", 3: "tpm", 4: "breaker"}
 
 
-class RedisBackend:
+class RedisSpendBackend:
     def __init__(
         self,
         client: aioredis.Redis,

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from proxy.config.providers import Provider
 from proxy.errors import UpstreamHTTPError
-from proxy.gateway.upstream import Target, UpstreamClient
+from proxy.gateway.upstream import UpstreamClient, UpstreamTarget
 
 
 async def start_429(retry_after: str) -> tuple[web.AppRunner, str]:
@@ -38,7 +38,8 @@ async def test_retry_after_seconds_or_http_date(header: str, low: float, high: f
     client = UpstreamClient({"p": provider})
     try:
         with pytest.raises(UpstreamHTTPError) as caught:
-            await client.open(Target("p", provider, "m", "sk-x"), "/chat/completions", b"{}", {})
+            target = UpstreamTarget("p", provider, "m", "sk-x")
+            await client.open(target, "/chat/completions", b"{}", {})
     finally:
         await client.close()
         await runner.cleanup()
