@@ -5,7 +5,7 @@ bookkeeping) keeps a hit to one dict lookup, and a refill costs one recomputatio
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
@@ -29,12 +29,6 @@ class BoundedMemo(Generic[K, V]):
             self._data.clear()
         self._data[key] = value
         return value
-
-    def get_or_compute(self, key: K, compute: Callable[[], V]) -> V:
-        found = self._data.get(key)
-        if found is None:
-            found = self.put(key, compute())
-        return found
 
     def clear(self) -> None:
         self._data.clear()

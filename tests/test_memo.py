@@ -14,19 +14,6 @@ def test_put_get_and_clear_at_the_limit() -> None:
     assert (memo.get("a"), memo.get("d"), len(memo)) == (None, 3, 1)
 
 
-def test_get_or_compute_computes_once_per_key() -> None:
-    memo: BoundedMemo[str, int] = BoundedMemo()
-    calls: list[str] = []
-
-    def compute() -> int:
-        calls.append("x")
-        return 7
-
-    assert memo.get_or_compute("k", compute) == 7
-    assert memo.get_or_compute("k", compute) == 7
-    assert calls == ["x"]
-
-
 def test_request_controlled_models_keep_the_allow_memo_bounded() -> None:
     from proxy.runtime.services import Services
 
