@@ -83,7 +83,7 @@ async def reserve(services: Services, call: Call, model: str) -> Any:
         reason = "budget_exhausted" if isinstance(exc, BudgetExhausted) else "rate_limited"
         services.metrics.record_budget_rejection(call.department, reason)
         raise
-    if reservation.capped:
+    if reservation.capped and reservation.max_tokens is not None:
         per_choice = reservation.max_tokens // choices_of(call)
         if per_choice < 1:
             await release(services, reservation)
@@ -117,6 +117,7 @@ def land(services: Services, call: Call) -> None:
 
 
 async def serve_cached(services: Services, call: Call, reservation: Any, cached: Any) -> Response:
+    assert services.cache is not None  # cached came from it
     response: Response = await services.cache.serve(services, call, reservation, cached)
     return response
 

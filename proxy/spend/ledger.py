@@ -1,6 +1,6 @@
 """Budgets, rate limits, circuit breaker, usage records and notices over a pluggable backend.
 
-`create_spend_store(redis, departments, pricing)` returns a `SpendStore`: in-process when
+`create_spend_store(redis, departments, pricing)` returns a `Ledger`: in-process when
 `redis` is None, Redis otherwise (shared by every replica). Policy lives here in `Ledger`;
 the backends (proxy.spend.memory, proxy.spend.redis_backend) only store and check atomically.
 Money is integer micro-dollars internally (proxy.spend.pricing explains why)."""
@@ -36,7 +36,6 @@ from proxy.spend.budgets import (
     SpendDimension,
     SpendObserver,
     SpendOptions,
-    SpendStore,
     Window,
     reservation_amount,
     window_at,
@@ -55,12 +54,12 @@ DEFAULT_OPTIONS = SpendOptions()
 __all__ = [
     "BudgetExhausted", "BudgetStatus", "CircuitOpen", "DepartmentRateLimited", "Ledger",
     "Reservation", "SpendBackendUnavailable", "SpendDimension", "SpendObserver", "SpendOptions",
-    "SpendStore", "create_spend_store",
+    "create_spend_store",
 ]  # fmt: skip
 
 
 class Ledger:
-    """The SpendStore implementation: pricing + department policy over a backend."""
+    """Pricing + department policy over a storage backend (memory or Redis)."""
 
     def __init__(
         self,
