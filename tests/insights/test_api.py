@@ -211,8 +211,8 @@ def test_bad_parameters_are_400(proxy: ServerThread, path: str, params: dict[str
                                   "/admin/alerts"])
 def test_admin_endpoints_need_an_admin_key(proxy: ServerThread, path: str) -> None:
     r = get(proxy, path, ENG)
-    assert r.status_code == 401
-    assert r.json()["error"]["type"] == "authentication_error"
+    assert r.status_code == 403
+    assert r.json()["error"]["type"] == "permission_error"
     assert r.json()["error"]["code"] == "admin_key_required"
     assert get(proxy, path, {}).status_code == 401
 

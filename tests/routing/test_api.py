@@ -155,7 +155,7 @@ def test_explain_agrees_with_the_real_request(routed: ServerThread) -> None:
 
 
 @pytest.mark.parametrize("body,headers,status,param", [
-    ({"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]}, ENG, 401, None),
+    ({"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]}, ENG, 403, None),
     ({"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}], "department": "nope"},
      ADMIN, 400, "department"),
     ({"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}], "headers": ["x"]},
