@@ -77,6 +77,12 @@ def check_references(config: Config) -> None:
     known = set(config.model_names)
     problems: list[str] = []
     departments = set(config.departments.departments)
+    providers = config.providers.providers
+    for department in config.departments.departments.values():
+        for provider in sorted(set(department.virtual_keys) - set(providers)):
+            problems.append(f"{config.directory / 'departments.yaml'}: field "
+                            f"'departments.{department.name}.virtual_keys.{provider}' names no "
+                            f"provider; known: {sorted(providers)}")
     for key in config.keys.keys:
         if not key.admin and key.department not in departments:
             problems.append(f"{config.directory / 'keys.yaml'}: field 'keys.{key.id}.department' "

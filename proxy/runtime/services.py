@@ -70,9 +70,9 @@ class Services:
         if self.settings.demo:
             return DEMO_CREDENTIAL
         dept = self.department(department)
-        env_name = getattr(dept, "virtual_key_env", None) if dept is not None else None
-        if env_name and self.settings.secret(env_name):
-            return self.settings.secret(env_name)
+        env_name = dept.virtual_keys.get(provider_name) if dept is not None else None
+        if env_name and (virtual_key := self.settings.secret(env_name)):
+            return virtual_key  # this department's key for this provider, and no other
         key_env = self.config.providers.providers[provider_name].api_key_env
         return self.settings.secret(key_env) if key_env else None
 

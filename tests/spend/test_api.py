@@ -188,9 +188,9 @@ def test_chargeback_csv_and_date_forms(proxy: ServerThread) -> None:
 
 
 def breaker_departments(max_dollars: float) -> str:
-    depts = {name: {"virtual_key_env": "VK_UNUSED"}
+    depts = {name: {}
              for name in ("sales", "marketing", "executive")}
-    depts["engineering"] = {"virtual_key_env": "VK_UNUSED", "budgets": {"daily": 10},
+    depts["engineering"] = {"budgets": {"daily": 10},
                             "circuit_breaker": {"window_minutes": 5, "max_dollars": max_dollars}}
     return yaml.safe_dump({"version": 1, "departments": depts})
 
