@@ -40,7 +40,8 @@ CACHE_SCOPE_KINDS = ("global", "department", "user")
 BUDGET_PERIODS = ("day", "month")
 REJECT_REASONS = ("budget_exhausted", "rate_limited", "model_not_allowed")
 # ProxyError codes raised by the upstream client.
-UPSTREAM_ERROR_KINDS = ("timeout", "upstream_unavailable", "upstream_error", "rate_limit_exceeded")
+UPSTREAM_ERROR_KINDS = ("timeout", "upstream_unavailable", "upstream_error", "rate_limit_exceeded",
+                        "upstream_credential_refused")
 
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
 OVERHEAD_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1)

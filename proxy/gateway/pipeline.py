@@ -8,6 +8,7 @@ Each step is a small function; features plug in through `Services` (spend, cache
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from proxy.errors import (
     ModelNotFound,
     PermissionDenied,
     ProxyError,
+    UpstreamCredentialRefused,
     UpstreamHTTPError,
     UpstreamTimeout,
     UpstreamUnavailable,
@@ -50,6 +52,7 @@ from proxy.routing.experiments import assign
 from proxy.routing.rules import RouteInput, select_route
 from proxy.runtime.services import Services
 
+log = logging.getLogger("meterline")
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
@@ -130,8 +133,19 @@ def upstream_body(call: Call, target: Target, add_usage: bool) -> bytes:
     return orjson.dumps(body)
 
 
+def refused_credential(target: Target, exc: ProxyError) -> ProxyError:
+    """A provider's 401/403 is about the credential the proxy sent, not about the caller."""
+    if isinstance(exc, UpstreamHTTPError) and exc.status in (401, 403):
+        log.error("provider %s refused the proxy's credential from %s (HTTP %d)",
+                  target.provider_name, target.credential_env or "(none)", exc.status)
+        return UpstreamCredentialRefused(target.provider_name, exc.status)
+    return exc
+
+
 def as_failure(exc: ProxyError, retry_timeouts: bool = False) -> UpstreamFailure:
-    if isinstance(exc, UpstreamHTTPError):
+    if isinstance(exc, UpstreamCredentialRefused):  # the same key fails again: next provider
+        failure = UpstreamFailure(exc.message, code=exc.code, retryable=False, fallback=True)
+    elif isinstance(exc, UpstreamHTTPError):
         failure = UpstreamFailure(exc.message, status=exc.status, retry_after=exc.retry_after)
     elif isinstance(exc, UpstreamTimeout):  # the provider's timeout_s: same rule as the policy's
         failure = UpstreamFailure(exc.message, code=exc.code, retryable=retry_timeouts,
@@ -166,8 +180,9 @@ async def send(services: Services, call: Call, plan: Plan, request: Request,
                                                 call.inbound)
             data = None if call.stream else await services.upstream.read(target, resp)
         except ProxyError as exc:
-            services.metrics.record_upstream(target.provider_name, exc.code or "error")
-            raise as_failure(exc, services.retry_policy.retry_timeouts) from None
+            error = refused_credential(target, exc)
+            services.metrics.record_upstream(target.provider_name, error.code or "error")
+            raise as_failure(error, services.retry_policy.retry_timeouts) from None
         finally:
             call.upstream_s += time.perf_counter() - t0
         return target, resp, data  # the answered attempt is counted by accounting.book

@@ -67,14 +67,19 @@ class Services:
         return provider
 
     def credential(self, provider_name: str, department: str | None) -> str | None:
+        return self.credential_of(provider_name, department)[0]
+
+    def credential_of(self, provider_name: str,
+                      department: str | None) -> tuple[str | None, str | None]:
+        """(credential, the environment variable it came from) for calls to one provider."""
         if self.settings.demo:
-            return DEMO_CREDENTIAL
+            return DEMO_CREDENTIAL, None
         dept = self.department(department)
         env_name = dept.virtual_keys.get(provider_name) if dept is not None else None
         if env_name and (virtual_key := self.settings.secret(env_name)):
-            return virtual_key  # this department's key for this provider, and no other
+            return virtual_key, env_name  # this department's key for this provider, no other
         key_env = self.config.providers.providers[provider_name].api_key_env
-        return self.settings.secret(key_env) if key_env else None
+        return (self.settings.secret(key_env), key_env) if key_env else (None, None)
 
     def department(self, name: str | None) -> Any:
         depts = self.config.departments
@@ -106,7 +111,7 @@ class Services:
                 self.target_cache.clear()
             targets = (
                 Target(provider_name, self.provider(provider_name), upstream_model,
-                       self.credential(provider_name, department))
+                       *self.credential_of(provider_name, department))
                 for model in models
                 for provider_name, upstream_model in self.config.providers.targets_for(model))
             found = self.target_cache[key] = {t.key: t for t in targets}

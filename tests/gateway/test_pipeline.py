@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import httpx
 import openai
 import pytest
@@ -134,6 +136,44 @@ def test_upstream_500_falls_back_to_next_provider(proxy: ServerThread,
         model="gpt-4o", messages=ask("fallback please"))
     assert raw.parse().choices[0].message.content.startswith("Mock answer")
     assert raw.headers["x-meterline-provider"] == "openrouter"
+
+
+def credential_refusals(proxy: ServerThread, provider: str) -> float:
+    prefix = ('meterline_upstream_errors_total{kind="upstream_credential_refused",'
+              f'provider="{provider}"}} ')
+    lines = httpx.get(proxy.url + "/metrics").text.splitlines()
+    return sum(float(line[len(prefix):]) for line in lines if line.startswith(prefix))
+
+
+@pytest.mark.parametrize("status", ["401", "403"])
+@pytest.mark.parametrize("stream", [False, True])
+def test_upstream_refusing_the_proxy_credential_is_a_502_naming_the_provider(
+        proxy: ServerThread, mock_upstream: ServerThread, status: str, stream: bool) -> None:
+    """A 401/403 from the provider is about the proxy's credential, not the caller's key: an
+    SDK must not report 'invalid API key' to someone whose key is fine."""
+    fault(mock_upstream.url, status, times=1)
+    prompt = f"whose fault {uuid.uuid4().hex}"
+    r = httpx.post(proxy.url + "/v1/chat/completions",
+                   json={"model": "gpt-4.1", "messages": ask(prompt), "stream": stream},
+                   headers={"authorization": "Bearer sk-demo-engineering"})
+    assert r.status_code == 502
+    assert r.json() == {"error": {
+        "message": f"The provider 'openai' refused the proxy's credential for it (HTTP {status}). "
+                   "Your API key is fine: the proxy's operator must fix the provider key.",
+        "type": "api_error", "param": None, "code": "upstream_credential_refused"}}
+    assert len([q for q in mock_requests(mock_upstream.url)
+                if q["body"].get("messages") == ask(prompt)]) == 1  # not retried
+    assert credential_refusals(proxy, "openai") == 1
+
+
+def test_a_refused_credential_falls_back_to_the_next_provider(
+        proxy: ServerThread, mock_upstream: ServerThread) -> None:
+    fault(mock_upstream.url, "401", times=1)
+    raw = client(proxy).chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=ask("other provider please"))
+    assert raw.http_response.status_code == 200
+    assert raw.headers["x-meterline-provider"] == "openrouter"
+    assert credential_refusals(proxy, "openai") == 1
 
 
 def test_429_is_retried_honouring_retry_after(proxy: ServerThread,

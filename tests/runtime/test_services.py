@@ -41,7 +41,7 @@ def config_edits(providers: dict[str, ServerThread]) -> dict[str, Any]:
     departments["departments"]["engineering"]["virtual_keys"] = {
         "openai": "METERLINE_VK_ENG_OPENAI"}
     return {"providers.yaml": raw, "departments.yaml": departments, "cache.yaml": NO_CACHE,
-            "keys.yaml": keys_yaml(eng="engineering", sales="sales")}
+            "keys.yaml": keys_yaml(eng="engineering", sales="sales", exe="executive")}
 
 
 def ask(proxy: ServerThread, key: str, model: str, text: str) -> httpx.Response:
@@ -53,7 +53,7 @@ def ask(proxy: ServerThread, key: str, model: str, text: str) -> httpx.Response:
 def keys_seen(server: ServerThread, text: str) -> list[str]:
     """The Authorization header of every request this provider received with `text`."""
     return [r["headers"].get("authorization", "") for r in mock_requests(server.url)
-            if r["body"]["messages"][-1]["content"] == text]
+            if r["body"].get("messages", [{}])[-1].get("content") == text]
 
 
 @pytest.fixture
@@ -82,3 +82,15 @@ def test_virtual_key_goes_only_to_its_provider(proxy: ServerThread,
     assert local.status_code == 200, local.text
     assert local.headers["x-meterline-provider"] == "local-vllm"
     assert keys_seen(providers["local-vllm"], "to the local model") == ["Bearer sk-vllm"]
+
+
+def test_a_wrong_provider_key_is_named_but_never_shown(
+        start_proxy: ProxyStarter, providers: dict[str, ServerThread]) -> None:
+    proxy = start_proxy(demo=False, admin_key="sk-admin",
+                        extra_env={**SECRETS, "OPENAI_API_KEY": "sk-revoked-openai-secret"},
+                        edits=config_edits(providers))
+    r = ask(proxy, "sk-exe", "gpt-4.1", "revoked provider key")  # openai only, no fallback
+    assert r.status_code == 502
+    assert r.json()["error"]["code"] == "upstream_credential_refused"
+    assert "'openai'" in r.json()["error"]["message"]
+    assert "sk-revoked" not in r.text and "Incorrect API key" not in r.text
