@@ -49,7 +49,7 @@ from proxy.gateway.requests import (
 from proxy.gateway.streaming import RelayResponse, SSERelay, StreamOutcome
 from proxy.gateway.upstream import Target
 from proxy.routing.experiments import assign
-from proxy.routing.rules import RouteInput, select_route
+from proxy.routing.rules import DEFAULT_RULE, RouteInput, select_route
 from proxy.runtime.services import Services
 
 log = logging.getLogger("meterline")
@@ -99,6 +99,9 @@ def plan_route(services: Services, call: Call, request: Request) -> Plan:
     decision = select_route(config.routing, inp, explain=False)
     chain = decision.targets
     assignment = assign(config.experiments, inp, time.time()) if config.experiments else None
+    if assignment is not None and not services.enrollable(call.department,
+                                                          assignment.experiment):
+        assignment = None
     if assignment is not None:
         chain = tuple(dict.fromkeys((assignment.model, *chain)))
         return Plan(chain[0], chain, decision.rule, assignment.experiment, assignment.variant)
@@ -106,13 +109,30 @@ def plan_route(services: Services, call: Call, request: Request) -> Plan:
 
 
 def authorize(services: Services, call: Call, plan: Plan) -> None:
+    """The requested model must be allowed, and so must every model the plan may call: a rule's
+    target or fallback the department may not use is left out; if none is left, the requested
+    model is served as if no rule applied (and the route is named "default")."""
     requested: str = call.body["model"]
     if not services.targets(plan.chain, call.department):
         raise ModelNotFound(f"The model '{requested}' does not exist or is not served here.",
                             param="model")
-    if call.department is not None and not services.allows(call.department, requested):
+    department = call.department
+    if department is None:
+        return
+    if not services.allows(department, requested):
         raise PermissionDenied(
-            f"Department '{call.department}' may not use model '{requested}'.", param="model")
+            f"Department '{department}' may not use model '{requested}'.", param="model")
+    if len(plan.chain) == 1 and plan.chain[0] == requested:
+        return
+    allowed = services.allowed_chain(department, plan.chain)
+    if allowed == plan.chain:
+        return
+    if not allowed:
+        allowed, plan.rule = (requested,), DEFAULT_RULE
+    plan.chain, plan.model = allowed, allowed[0]
+    if not services.targets(plan.chain, department):  # a routed request for an unknown name
+        raise ModelNotFound(f"The model '{requested}' does not exist or is not served here.",
+                            param="model")
 
 
 def describe_plan(call: Call, plan: Plan) -> None:

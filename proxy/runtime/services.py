@@ -100,6 +100,21 @@ class Services:
             found = self.allow_cache[key] = dept is None or dept.allows(model)
         return found
 
+    def allowed_chain(self, department: str | None, chain: tuple[str, ...]) -> tuple[str, ...]:
+        """The models of a routed chain the department may call, in order."""
+        if department is None:
+            return chain
+        return tuple(m for m in chain if self.allows(department, m))
+
+    def enrollable(self, department: str | None, experiment: str) -> bool:
+        """A department enters an experiment only if it may use every arm's model: dropping just
+        the arms it can't use would bias the experiment's results."""
+        experiments = self.config.experiments
+        if department is None or experiments is None:
+            return True
+        return all(self.allows(department, arm.model)
+                   for arm in experiments.experiments[experiment].arms)
+
     def targets(self, models: tuple[str, ...], department: str | None) -> dict[str, Target]:
         """Concrete upstream targets by key, in order, for a chain of public model names. Built
         once per (chain, department): credentials and providers only change on reload, which

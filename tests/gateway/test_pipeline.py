@@ -281,3 +281,59 @@ def test_user_header_is_recorded_when_body_has_none(proxy: ServerThread) -> None
                       headers={"authorization": "Bearer sk-demo-admin"})
     assert spend.status_code == 200
     assert [row["requests"] for row in spend.json()["rows"] if row["user"] == "u-header-42"] == [1]
+
+
+# ----- allowed_models hold for the model actually called ----------------------------------------
+
+ROUTES = {
+    "routing.yaml": {"rules": [
+        {"name": "to-4o", "match": {"keywords": ["bigmodel"]}, "target": "gpt-4o",
+         "fallbacks": ["gpt-4.1-mini"]},
+        {"name": "only-4o", "match": {"keywords": ["onlybig"]}, "target": "gpt-4o"},
+    ]},
+    "experiments.yaml": {"experiments": {"arms_sales_may_not_use": {
+        "control": "gpt-4o-mini", "variant": "gpt-4o", "split": 0.5,
+        "scope": {"task": ["exp"]}}}},
+    "cache.yaml": "enabled: false\n",
+}
+
+
+def served(proxy: ServerThread, mock: ServerThread, key: str, text: str,
+           headers: dict[str, str] | None = None) -> tuple[list[str], httpx.Headers]:
+    prompt = f"{text} {uuid.uuid4().hex}"
+    r = httpx.post(proxy.url + "/v1/chat/completions",
+                   json={"model": "gpt-4o-mini", "messages": ask(prompt)},
+                   headers={"authorization": f"Bearer {key}", **(headers or {})})
+    assert r.status_code == 200, r.text
+    models = [q["body"]["model"] for q in mock_requests(mock.url)
+              if q["body"].get("messages") == ask(prompt)]
+    return models, r.headers
+
+
+def test_routing_never_serves_a_model_the_department_may_not_use(
+        start_proxy: ProxyStarter, mock_upstream: ServerThread) -> None:
+    """sales may use gpt-4o-mini* and gpt-4.1-mini* only (rules/departments.yaml)."""
+    proxy = start_proxy(edits=ROUTES)
+    models, headers = served(proxy, mock_upstream, "sk-demo-engineering", "bigmodel")
+    assert models == ["gpt-4o"] and headers["x-meterline-route"] == "to-4o"
+    models, headers = served(proxy, mock_upstream, "sk-demo-sales", "bigmodel")
+    assert models == ["gpt-4.1-mini"]  # the rule's allowed fallback
+    assert headers["x-meterline-route"] == "to-4o"
+    models, headers = served(proxy, mock_upstream, "sk-demo-sales", "onlybig")
+    assert models == ["gpt-4o-mini"]  # what was asked, as if no rule applied
+    assert headers["x-meterline-route"] == "default"
+    for user in range(6):  # sales may use one arm, not the other: never enrolled
+        models, headers = served(proxy, mock_upstream, "sk-demo-sales", "plain",
+                                 {"x-meterline-task": "exp", "x-meterline-user": f"u{user}"})
+        assert models == ["gpt-4o-mini"] and "x-meterline-experiment" not in headers
+    arms = set()
+    for user in range(12):
+        models, headers = served(proxy, mock_upstream, "sk-demo-engineering", "plain",
+                                 {"x-meterline-task": "exp", "x-meterline-user": f"u{user}"})
+        arms.add((headers["x-meterline-variant"], models[0]))
+    assert arms == {("control", "gpt-4o-mini"), ("variant", "gpt-4o")}
+    explained = httpx.post(proxy.url + "/admin/route/explain",
+                           headers={"authorization": "Bearer sk-demo-admin"},
+                           json={"model": "gpt-4o-mini", "department": "sales",
+                                 "messages": ask("bigmodel")}).json()
+    assert (explained["rule"], explained["chain"]) == ("to-4o", ["gpt-4.1-mini"])
