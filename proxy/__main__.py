@@ -1,4 +1,4 @@
-"""CLI: meterline serve | check-config | mock-upstream | cache-eval | keys."""
+"""CLI: meterline serve | check-config | mock-upstream | cache-eval | keys | mcp."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from proxy.app import create_app
     from proxy.config.loader import load_config
+    from proxy.runtime.process import tune_for_serving
 
     settings = Settings.from_env()
     overrides: dict[str, object] = {}
@@ -68,10 +69,19 @@ def _serve(args: argparse.Namespace) -> int:
     )
     if settings.workers > 1:
         export_for_workers(settings)
-        uvicorn.run("proxy.app:create_app", factory=True, workers=settings.workers, **common)
+        uvicorn.run("proxy.__main__:create_served_app", factory=True, workers=settings.workers,
+                    **common)
     else:
-        uvicorn.run(create_app(settings), **common)
+        uvicorn.run(tune_for_serving(create_app(settings)), **common)
     return 0
+
+
+def create_served_app() -> Any:
+    """The app each `meterline serve --workers N` process builds (uvicorn's factory)."""
+    from proxy.app import create_app
+    from proxy.runtime.process import tune_for_serving
+
+    return tune_for_serving(create_app())
 
 
 def export_for_workers(settings: Settings) -> None:
@@ -194,6 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     from proxy.keys import cli as keys_cli
     keys_cli.add_parser(sub)
+    from proxy.mcp_sonarqube import cli as mcp_cli
+
+    mcp_cli.add_parser(sub)
     return parser
 
 

@@ -72,4 +72,4 @@ def test_logic_never_imports_endpoints() -> None:
 def test_no_flat_prefixed_modules() -> None:
     """A concern that needs several modules is a package (spend/ledger.py, not spend_ledger.py)."""
     top = sorted(p.stem for p in PROXY.glob("*.py") if p.stem != "__init__")
-    assert top == ["__main__", "app", "errors", "http", "metrics", "settings"]
+    assert top == ["__main__", "app", "errors", "http", "memo", "metrics", "settings"]

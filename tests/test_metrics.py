@@ -41,6 +41,8 @@ EXPECTED_FAMILIES = {
     "meterline_config_info": "gauge",
     "meterline_build_info": "gauge",
     "meterline_inflight_requests": "gauge",
+    "meterline_mcp_tool_calls": "counter",
+    "meterline_mcp_tool_duration_seconds": "histogram",
 }
 
 

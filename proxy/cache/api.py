@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -14,13 +13,10 @@ from proxy.cache import ops
 from proxy.cache.semantic_cache import SemanticCache
 from proxy.errors import InvalidRequest, NotFound, PermissionDenied
 from proxy.gateway.requests import authenticate, read_json_body, request_id_of
+from proxy.http import json_response
 from proxy.runtime.services import Services
 
 PURGE_FIELDS = ("entry_id", "scope", "department", "all")
-
-
-def json_response(payload: object, status: int = 200) -> Response:
-    return Response(orjson.dumps(payload), status, media_type="application/json")
 
 
 async def _viewer(request: Request) -> tuple[Services, SemanticCache, ops.Viewer]:
@@ -48,7 +44,7 @@ async def report(request: Request) -> Response:
                              param="request_id", code="missing_required_parameter")
     try:
         result = await ops.report(cache, request_id, viewer, services.metrics)
-    except ops.NotFound:
+    except ops.EntryNotFound:
         raise NotFound(f"No cached answer was served for request '{request_id}' to this key.",
                        param="request_id") from None
     return json_response(result)

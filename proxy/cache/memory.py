@@ -18,7 +18,7 @@ class _Scope:
     matrix_ids: list[str] = field(default_factory=list)
 
 
-class MemoryBackend:
+class MemoryCacheBackend:
     """Single-process storage; `clock` is injectable for expiry tests."""
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:

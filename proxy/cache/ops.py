@@ -54,7 +54,7 @@ async def analytics(cache: SemanticCache, viewer: Viewer, metrics: Metrics) -> d
             **summary, "cache_size": size, "top_cached_queries": await top_queries(cache, viewer)}
 
 
-class NotFound(LookupError):
+class EntryNotFound(LookupError):
     """No cache hit is known for that request id (or it is not the caller's)."""
 
 
@@ -63,7 +63,7 @@ async def report(cache: SemanticCache, request_id: str, viewer: Viewer,
     """A user says a cached answer was wrong: evict it, count it, tighten the threshold."""
     served = await cache.backend.recall(request_id)
     if served is None or (not viewer.admin and served["department"] != viewer.department):
-        raise NotFound(request_id)
+        raise EntryNotFound(request_id)
     evicted = await cache.backend.delete([served["entry_id"]])
     department, model = served["department"], served["model"]
     await cache.backend.incr({stats.plain_field("false_hit", department, model): 1})

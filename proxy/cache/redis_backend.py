@@ -51,7 +51,7 @@ def schema_for(prefix: str, dims: int, algorithm: str) -> IndexSchema:
     })
 
 
-class RedisBackend:
+class RedisCacheBackend:
     """Shared by every replica; uses the app's Redis client (bytes responses)."""
 
     def __init__(self, client: aioredis.Redis, prefix: str, dims: int,

@@ -28,13 +28,13 @@ from proxy.cache.embedder import Embedder, EmbeddingError
 from proxy.cache.matching.match import MatchRule
 from proxy.cache.replay import as_json, as_stream, assemble, cacheable_json
 from proxy.gateway.requests import Call
+from proxy.gateway.streaming import SSE_HEADERS
 from proxy.runtime.services import Services
 
 log = logging.getLogger("meterline.cache")
 BACKEND_ERRORS = (RedisError, OSError)
 EMBED_ERRORS = (EmbeddingError, aiohttp.ClientError, TimeoutError)
 SERVED_TTL_S = 7 * 86400.0  # how long a hit can still be reported as wrong
-SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,8 +246,6 @@ class SemanticCache:
             if reservation is not None:
                 await services.spend.release(reservation)
             await services.spend.add_record(record)
-        elif getattr(services, "record_log", None) is not None:
-            await services.record_log.put_record(record)
         state: Lookup | None = call.cache_state
         await self._after_hit(services, call, state, cached)
         m = services.metrics

@@ -8,7 +8,6 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -19,16 +18,12 @@ from pydantic import (
     model_validator,
 )
 
-from proxy.config.errors import ConfigError, describe_validation_error
+from proxy.config.errors import ConfigError, describe_validation_error, read_yaml
 
 Period = Literal["hourly", "daily", "monthly"]
 PERIODS: tuple[Period, ...] = ("hourly", "daily", "monthly")
 _NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 _ENV = r"^[A-Z_][A-Z0-9_]*$"
-
-
-class DepartmentsConfigError(ConfigError):
-    """The departments file is unreadable or a field has a bad value (message names both)."""
 
 
 class _Frozen(BaseModel):
@@ -168,20 +163,16 @@ class DepartmentsConfig(_Frozen):
 def load_departments(path: Path | str) -> DepartmentsConfig:
     """Read and validate a departments YAML file; errors name the file, field and value."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise DepartmentsConfigError(f"{path}: cannot read departments file: {exc}") from exc
-    return parse_departments(raw, source=str(path))
+    return parse_departments(read_yaml(path), source=str(path))
 
 
 def parse_departments(raw: Any, *, source: str = "<departments>") -> DepartmentsConfig:
     if not isinstance(raw, dict):
-        raise DepartmentsConfigError(f"{source}: expected a mapping at the top level")
+        raise ConfigError(f"{source}: expected a mapping at the top level")
     try:
         return DepartmentsConfig.model_validate(_with_names(raw))
     except ValidationError as exc:
-        raise DepartmentsConfigError(describe_validation_error(source, exc)) from None
+        raise ConfigError(describe_validation_error(source, exc)) from None
 
 
 def _with_names(raw: dict[str, Any]) -> dict[str, Any]:

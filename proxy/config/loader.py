@@ -8,13 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from proxy.cache import config as cache_mod
-from proxy.config.departments import DepartmentsConfig, DepartmentsConfigError, load_departments
+from proxy.config.departments import DepartmentsConfig, load_departments
 from proxy.config.errors import ConfigError
 from proxy.config.providers import ProvidersConfig, load_providers
 from proxy.keys.store import KeysConfig, load_keys
 from proxy.routing import experiments as experiments_mod
 from proxy.routing import rules as routing_mod
-from proxy.spend.pricing import PricingError, PricingTable, load_pricing
+from proxy.spend.pricing import PricingTable, load_pricing
 
 CONFIG_FILES = ("providers.yaml", "keys.yaml", "departments.yaml", "routing.yaml",
                 "experiments.yaml", "cache.yaml", "pricing.yaml")
@@ -51,17 +51,14 @@ def load_config(directory: Path) -> Config:
     if not directory.is_dir():
         raise ConfigError(f"{directory}: config directory not found "
                           "(set MET_CONFIG_DIR or pass --config)")
-    try:
-        providers = load_providers(directory / "providers.yaml")
-        keys = load_keys(directory / "keys.yaml")
-        departments = load_departments(directory / "departments.yaml")
-        pricing_file = directory / "pricing.yaml"
-        pricing = load_pricing(*([pricing_file] if pricing_file.exists() else []))
-        routing = _optional(directory / "routing.yaml", routing_mod.load)
-        experiments = _optional(directory / "experiments.yaml", experiments_mod.load)
-        cache = _optional(directory / "cache.yaml", cache_mod.load_cache_config)
-    except (DepartmentsConfigError, routing_mod.ConfigFileError, PricingError) as exc:
-        raise ConfigError(str(exc)) from None
+    providers = load_providers(directory / "providers.yaml")
+    keys = load_keys(directory / "keys.yaml")
+    departments = load_departments(directory / "departments.yaml")
+    pricing_file = directory / "pricing.yaml"
+    pricing = load_pricing(*([pricing_file] if pricing_file.exists() else []))
+    routing = _optional(directory / "routing.yaml", routing_mod.load)
+    experiments = _optional(directory / "experiments.yaml", experiments_mod.load)
+    cache = _optional(directory / "cache.yaml", cache_mod.load_cache_config)
     config = Config(config_version(directory), directory, providers, keys, departments, pricing,
                     routing, experiments, cache)
     check_references(config)
@@ -116,7 +113,7 @@ def check_references(config: Config) -> None:
         if config.experiments is not None:
             experiments_mod.check_models(config.experiments, known,
                                          str(config.directory / "experiments.yaml"))
-    except routing_mod.ConfigFileError as exc:
+    except ConfigError as exc:
         problems.append(str(exc))
     problems += check_allowed_models(config)
     if config.cache is not None:

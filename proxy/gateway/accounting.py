@@ -14,7 +14,7 @@ from proxy import errors
 from proxy.cache.cache_key import strip_cache_control
 from proxy.gateway.requests import Call
 from proxy.gateway.streaming import StreamOutcome
-from proxy.gateway.upstream import Target
+from proxy.gateway.upstream import UpstreamTarget
 from proxy.routing.rules import estimate_tokens
 from proxy.runtime.services import Services
 from proxy.spend.budgets import BudgetExhausted, SpendRefusal
@@ -139,7 +139,7 @@ def estimate_output_tokens(chunks: list[bytes]) -> int:
     return (chars + 3) // 4
 
 
-def price(services: Services, call: Call, target: Target,
+def price(services: Services, call: Call, target: UpstreamTarget,
           usage: dict[str, Any] | Usage | None, estimated: bool) -> tuple[Usage, Cost]:
     """Token counts and cost of the call, written into its record (no I/O)."""
     record = call.record
@@ -174,8 +174,6 @@ async def book_spend(services: Services, call: Call, reservation: Any, cost: Cos
         return remaining
     if services.spend is not None:
         await services.spend.add_record(record)
-    elif services.record_log is not None:
-        await services.record_log.put_record(record)
     return None
 
 
@@ -199,7 +197,7 @@ def count(services: Services, call: Call, counts: Usage, cost: Cost, estimated: 
                      call.elapsed(), call.upstream_s)
 
 
-async def settle(services: Services, call: Call, reservation: Any, target: Target,
+async def settle(services: Services, call: Call, reservation: Any, target: UpstreamTarget,
                  usage: dict[str, Any] | Usage | None, estimated: bool) -> dict[str, Any]:
     """Price the usage, settle the budget, write the record, count the metrics."""
     counts, cost = price(services, call, target, usage, estimated)
@@ -217,7 +215,7 @@ def info_of(call: Call, counts: Usage, cost: Cost, estimated: bool,
             "budget_remaining_usd": remaining, "request_id": call.request_id}
 
 
-async def finish_json(services: Services, call: Call, reservation: Any, target: Target,
+async def finish_json(services: Services, call: Call, reservation: Any, target: UpstreamTarget,
                       status: int, data: bytes) -> Response:
     """The cache write happens before the answer goes out (the next identical request must hit);
     settling the budget, the record and the metrics run right after the body is sent, in the same
@@ -274,7 +272,7 @@ class BookedResponse(Response):
                 log.exception("bookkeeping failed after request %s", call.request_id)
 
 
-async def finish_stream(services: Services, call: Call, reservation: Any, target: Target,
+async def finish_stream(services: Services, call: Call, reservation: Any, target: UpstreamTarget,
                         outcome: StreamOutcome) -> tuple[dict[str, Any], Callable[[], None]]:
     """Settle a relayed stream: the `meterline` info for its last event, and the counting of its
     metrics, which the relay runs once that event is sent (the client need not wait for it)."""

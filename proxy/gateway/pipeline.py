@@ -46,14 +46,13 @@ from proxy.gateway.requests import (
     validate_chat,
     validate_passthrough,
 )
-from proxy.gateway.streaming import RelayResponse, SSERelay, StreamOutcome
-from proxy.gateway.upstream import Target
+from proxy.gateway.streaming import SSE_HEADERS, RelayResponse, SSERelay, StreamOutcome
+from proxy.gateway.upstream import UpstreamTarget
 from proxy.routing.experiments import assign
 from proxy.routing.rules import DEFAULT_RULE, RouteInput, select_route
 from proxy.runtime.services import Services
 
 log = logging.getLogger("meterline")
-SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
 @dataclass(slots=True)  # built per request: a frozen __init__ costs ~6x
@@ -143,7 +142,7 @@ def describe_plan(call: Call, plan: Plan) -> None:
         call.headers["x-meterline-variant"] = plan.variant or ""
 
 
-def upstream_body(call: Call, target: Target, add_usage: bool) -> bytes:
+def upstream_body(call: Call, target: UpstreamTarget, add_usage: bool) -> bytes:
     """The original bytes when nothing changed; re-encoded only if model or options differ."""
     if target.model == call.body.get("model") and not add_usage:
         return call.raw
@@ -153,7 +152,7 @@ def upstream_body(call: Call, target: Target, add_usage: bool) -> bytes:
     return orjson.dumps(body)
 
 
-def refused_credential(target: Target, exc: ProxyError) -> ProxyError:
+def refused_credential(target: UpstreamTarget, exc: ProxyError) -> ProxyError:
     """A provider's 401/403 is about the credential the proxy sent, not about the caller."""
     if isinstance(exc, UpstreamHTTPError) and exc.status in (401, 403):
         log.error("provider %s refused the proxy's credential from %s (HTTP %d)",
@@ -187,11 +186,11 @@ def final_error(exc: AllTargetsFailed | UpstreamFailure) -> ProxyError:
 
 
 async def send(services: Services, call: Call, plan: Plan, request: Request,
-               add_usage: bool) -> tuple[Target, aiohttp.ClientResponse, bytes | None]:
+               add_usage: bool) -> tuple[UpstreamTarget, aiohttp.ClientResponse, bytes | None]:
     """Try targets in order with retries; for streams return as soon as headers are in."""
     targets = services.targets(plan.chain, call.department)
 
-    async def attempt(key: str) -> tuple[Target, aiohttp.ClientResponse, bytes | None]:
+    async def attempt(key: str) -> tuple[UpstreamTarget, aiohttp.ClientResponse, bytes | None]:
         target = targets[key]
         t0 = time.perf_counter()
         try:
@@ -255,7 +254,7 @@ async def run_call(services: Services, call: Call, request: Request) -> Response
         accounting.land(services, call)
 
 
-def stream_response(services: Services, call: Call, reservation: Any, target: Target,
+def stream_response(services: Services, call: Call, reservation: Any, target: UpstreamTarget,
                     resp: aiohttp.ClientResponse, strip_usage: bool) -> RelayResponse:
     async def finish(outcome: StreamOutcome) -> tuple[dict[str, Any], Callable[[], None]]:
         try:

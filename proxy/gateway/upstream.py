@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -10,12 +11,13 @@ import aiohttp
 
 from proxy.config.providers import Provider
 from proxy.errors import UpstreamHTTPError, UpstreamTimeout, UpstreamUnavailable
+from proxy.gateway.reliability import parse_retry_after
 
 FORWARDED_REQUEST_HEADERS = frozenset({"openai-beta", "openai-organization", "openai-project"})
 
 
 @dataclass(frozen=True, slots=True)
-class Target:
+class UpstreamTarget:
     """One concrete place to send a request: provider + upstream model name + credential.
     Built once per chain and department (see Services.targets), so the request path finds its
     key, headers and URLs ready."""
@@ -45,15 +47,6 @@ class Target:
         if url is None:
             url = self.urls[path] = self.provider.url(path, self.model)
         return url
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None  # an HTTP date: treat as unknown and use our own backoff
 
 
 class UpstreamClient:
@@ -90,7 +83,7 @@ class UpstreamClient:
 
     async def open(
         self,
-        target: Target,
+        target: UpstreamTarget,
         path: str,
         body: bytes,
         client_headers: Mapping[str, str],
@@ -124,11 +117,11 @@ class UpstreamClient:
             finally:
                 resp.release()
             raise UpstreamHTTPError(
-                resp.status, data, parse_retry_after(resp.headers.get("retry-after"))
+                resp.status, data, parse_retry_after(resp.headers.get("retry-after"), time.time())
             )
         return resp
 
-    async def read(self, target: Target, resp: aiohttp.ClientResponse) -> bytes:
+    async def read(self, target: UpstreamTarget, resp: aiohttp.ClientResponse) -> bytes:
         try:
             return await resp.read()
         except TimeoutError:

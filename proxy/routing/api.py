@@ -238,9 +238,6 @@ async def find_record(services: Services, request_id: str) -> UsageRecord | None
     if services.spend is not None:
         record: UsageRecord | None = await services.spend.get_record(request_id)
         return record
-    if services.record_log is not None:
-        found: UsageRecord | None = await services.record_log.get_record(request_id)
-        return found
     return None
 
 
@@ -248,9 +245,6 @@ async def store_feedback(services: Services, rid: str, score: float, comment: st
     if services.spend is not None:
         stored: bool = await services.spend.set_feedback(rid, score, comment)
         return stored
-    if services.record_log is not None:
-        kept: bool = await services.record_log.set_feedback(rid, score, comment)
-        return kept
     return False
 
 

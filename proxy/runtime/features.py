@@ -11,7 +11,7 @@ from proxy.spend.wiring import build_spend, reconfigure_spend
 async def attach(services: Services) -> None:
     config = services.config
     services.spend = await build_spend(services.settings, config.departments, config.pricing,
-                                       services.metrics)
+                                       services.metrics, services.redis)
     services.cache = await _build_cache(services)
 
 

@@ -5,19 +5,15 @@ from __future__ import annotations
 import asyncio
 from urllib.parse import urlsplit
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from proxy.http import json_response
 from proxy.runtime.services import Services
 
 
-def _json(payload: object, status: int = 200) -> Response:
-    return Response(orjson.dumps(payload), status, media_type="application/json")
-
-
 async def healthz(request: Request) -> Response:
-    return _json({"status": "ok"})
+    return json_response({"status": "ok"})
 
 
 async def readyz(request: Request) -> Response:
@@ -44,7 +40,7 @@ async def readyz(request: Request) -> Response:
         checks[f"upstream:{name}"] = "ok" if reachable else "unreachable"
     ready = checks["redis"] in ("ok", "embedded") and any(
         v == "ok" for k, v in checks.items() if k.startswith("upstream:"))
-    return _json({"status": "ready" if ready else "not ready", "checks": checks,
+    return json_response({"status": "ready" if ready else "not ready", "checks": checks,
                   "config_version": services.config.version}, 200 if ready else 503)
 
 

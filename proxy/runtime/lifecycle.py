@@ -2,14 +2,7 @@
 
 from __future__ import annotations
 
-import gc
 import logging
-import time
-
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 
 from proxy.config.loader import Config, load_config
 from proxy.gateway.reliability import Cooldowns, Reliability, RetryPolicy
@@ -18,12 +11,10 @@ from proxy.keys.store import MemoryKeyStore, RedisKeyStore, records_from_config
 from proxy.metrics import Metrics
 from proxy.runtime.services import Services
 from proxy.settings import Settings
-from proxy.spend.memory import MemoryBackend
+from proxy.spend.ledger import spend_redis_client
+from proxy.spend.wiring import spend_options
 
 log = logging.getLogger("meterline")
-# Without a spend store, experiment results and feedback read this bounded in-process log.
-RECORD_LOG_SIZE = 20_000
-RECORD_LOG_SECONDS = 7 * 86_400.0
 
 
 def known_labels(metrics: Metrics, config: Config) -> None:
@@ -48,16 +39,10 @@ def reliability_of(config: Config) -> tuple[RetryPolicy, Reliability]:
     return section.retry_policy(keys), section
 
 
-def connect_redis(url: str) -> aioredis.Redis:
-    """The client for keys and cache. One retry on a dropped connection: redis-py 8.1's RESP3
-    pools hand out connections Redis has closed (e.g. after a restart), so the first command on
-    each failed. Key reads and writes are idempotent; at worst a cache counter counts twice."""
-    return aioredis.Redis.from_url(url, retry=Retry(NoBackoff(), 1, (RedisConnectionError,)))
-
-
 async def start_services(settings: Settings) -> Services:
     config = load_config(settings.config_dir)
-    redis = connect_redis(settings.redis_url) if settings.redis_url else None
+    redis = (spend_redis_client(settings.redis_url, spend_options(settings))
+             if settings.redis_url else None)
     seeds = records_from_config(config.keys, settings.demo, settings.admin_key)
     keys: MemoryKeyStore | RedisKeyStore
     if redis is not None:
@@ -73,26 +58,9 @@ async def start_services(settings: Settings) -> Services:
     services = Services(settings, config, keys, upstream, metrics, redis,
                         cooldowns=cooldowns, retry_policy=policy)
     await attach_features(services)
-    if services.spend is None:
-        services.record_log = MemoryBackend(clock=time.time, max_records=RECORD_LOG_SIZE,
-                                            retention_seconds=RECORD_LOG_SECONDS)
-    settle_heap()
     log.info("meterline ready: config %s, %s state", config.version,
              "redis" if redis else "embedded")
     return services
-
-
-DEFAULT_GC_THRESHOLDS = gc.get_threshold()
-
-
-def settle_heap() -> None:
-    """Move everything built at startup (config, models, word lists) out of the collector's
-    sight and collect less often: a request allocates short-lived objects only, and full
-    collections over a large long-lived heap cost ~20 % of the request path (measured with
-    the shared bench harness: 0.50 -> 0.42 ms CPU per non-streamed request)."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(20_000, 50, 100)
 
 
 async def attach_features(services: Services) -> None:
@@ -127,13 +95,3 @@ async def stop_services(services: Services) -> None:
     await services.upstream.close()
     if services.redis is not None:
         await services.redis.aclose()
-    release_heap()
-
-
-def release_heap() -> None:
-    """Undo settle_heap's freeze once the app has stopped: what it froze (this app's services,
-    and any garbage of apps stopped before it) is collectable again. A process that runs apps
-    one after another (the test suite starts hundreds) otherwise keeps every one of them, about
-    100 MB each."""
-    gc.unfreeze()
-    gc.set_threshold(*DEFAULT_GC_THRESHOLDS)  # collected as the heap grows, not all at once

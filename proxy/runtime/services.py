@@ -12,8 +12,9 @@ import redis.asyncio as aioredis
 
 from proxy.config.loader import Config
 from proxy.config.providers import Provider
-from proxy.gateway.upstream import Target, UpstreamClient
+from proxy.gateway.upstream import UpstreamClient, UpstreamTarget
 from proxy.keys.store import KeyStore
+from proxy.memo import BoundedMemo
 from proxy.metrics import Metrics
 from proxy.settings import Settings
 
@@ -33,12 +34,12 @@ class Services:
     cache: Any = None  # proxy.cache.semantic_cache.SemanticCache
     cooldowns: Any = None  # proxy.gateway.reliability.Cooldowns
     retry_policy: Any = None  # proxy.gateway.reliability.RetryPolicy
-    record_log: Any = None  # proxy.spend.memory.MemoryBackend: usage records when spend is None
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     demo_providers: dict[str, tuple[Provider, Provider]] = field(default_factory=dict)
-    target_cache: dict[tuple[tuple[str, ...], str | None], dict[str, Target]] = field(
-        default_factory=dict)
-    allow_cache: dict[tuple[str, str], bool] = field(default_factory=dict)
+    # per (chain, department) and (department, model) until the next reload
+    target_cache: BoundedMemo[tuple[tuple[str, ...], str | None],
+                              dict[str, UpstreamTarget]] = field(default_factory=BoundedMemo)
+    allow_cache: BoundedMemo[tuple[str, str], bool] = field(default_factory=BoundedMemo)
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run bookkeeping that must finish even if the client went away; drained at shutdown."""
@@ -94,10 +95,8 @@ class Services:
         key = (department, model)
         found = self.allow_cache.get(key)
         if found is None:
-            if len(self.allow_cache) > 4096:  # model names come from requests
-                self.allow_cache.clear()
             dept = self.department(department)
-            found = self.allow_cache[key] = dept is None or dept.allows(model)
+            found = self.allow_cache.put(key, dept is None or dept.allows(model))
         return found
 
     def allowed_chain(self, department: str | None, chain: tuple[str, ...]) -> tuple[str, ...]:
@@ -115,19 +114,17 @@ class Services:
         return all(self.allows(department, arm.model)
                    for arm in experiments.experiments[experiment].arms)
 
-    def targets(self, models: tuple[str, ...], department: str | None) -> dict[str, Target]:
+    def targets(self, models: tuple[str, ...], department: str | None) -> dict[str, UpstreamTarget]:
         """Concrete upstream targets by key, in order, for a chain of public model names. Built
         once per (chain, department): credentials and providers only change on reload, which
         clears this cache. Callers must not change the dict."""
         key = (models, department)
         found = self.target_cache.get(key)
         if found is None:
-            if len(self.target_cache) > 1024:
-                self.target_cache.clear()
             targets = (
-                Target(provider_name, self.provider(provider_name), upstream_model,
-                       *self.credential_of(provider_name, department))
+                UpstreamTarget(provider_name, self.provider(provider_name), upstream_model,
+                               *self.credential_of(provider_name, department))
                 for model in models
                 for provider_name, upstream_model in self.config.providers.targets_for(model))
-            found = self.target_cache[key] = {t.key: t for t in targets}
+            found = self.target_cache.put(key, {t.key: t for t in targets})
         return found

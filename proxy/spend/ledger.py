@@ -1,7 +1,7 @@
 """Budgets, rate limits, circuit breaker, usage records and notices over a pluggable backend.
 
-`create_spend_store(redis_url, departments, pricing)` returns a `SpendStore`: in-process when
-`redis_url` is None, Redis otherwise (shared by every replica). Policy lives here in `Ledger`;
+`create_spend_store(redis, departments, pricing)` returns a `SpendStore`: in-process when
+`redis` is None, Redis otherwise (shared by every replica). Policy lives here in `Ledger`;
 the backends (proxy.spend.memory, proxy.spend.redis_backend) only store and check atomically.
 Money is integer micro-dollars internally (proxy.spend.pricing explains why)."""
 
@@ -16,6 +16,8 @@ import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
+
+import redis.asyncio as aioredis
 
 from proxy.config.departments import PERIODS, Department, DepartmentsConfig
 from proxy.spend.budgets import (
@@ -40,7 +42,7 @@ from proxy.spend.budgets import (
     window_at,
 )
 from proxy.spend.chargeback import Chargeback, build_chargeback
-from proxy.spend.memory import MemoryBackend
+from proxy.spend.memory import MemorySpendBackend
 from proxy.spend.notices import Notices
 from proxy.spend.notify import BudgetNotice, NoticeKind, NoticeSink
 from proxy.spend.pricing import PricingTable, micros_to_dollars, to_micros
@@ -467,7 +469,7 @@ def _dimension_value(record: UsageRecord, dimension: SpendDimension) -> str:
 
 
 def create_spend_store(
-    redis_url: str | None,
+    redis: aioredis.Redis | str | None,
     departments: DepartmentsConfig,
     pricing: PricingTable,
     *,
@@ -475,16 +477,31 @@ def create_spend_store(
     notifier: NoticeSink | None = None,
     clock: Callable[[], float] = time.time,
 ) -> Ledger:
-    """In-process store when redis_url is None, else a Redis-backed one (call start()/close())."""
+    """In-process store when `redis` is None, else a Redis-backed one on that client (shared,
+    not closed by the store) or on a client of its own for a URL. Call start()/close()."""
     backend: SpendBackend
-    if redis_url is None:
-        backend = MemoryBackend(
+    if redis is None:
+        backend = MemorySpendBackend(
             clock=clock,
             max_records=options.max_memory_records,
             retention_seconds=options.record_retention_seconds,
         )
     else:
-        from proxy.spend.redis_backend import RedisBackend
+        from proxy.spend.redis_backend import RedisSpendBackend
 
-        backend = RedisBackend.from_url(redis_url, options=options, clock=clock)
+        owns_client = isinstance(redis, str)
+        client = spend_redis_client(redis, options) if isinstance(redis, str) else redis
+        backend = RedisSpendBackend(client, prefix=options.key_prefix, clock=clock,
+                               retention_seconds=options.record_retention_seconds,
+                               backlog_max_records=options.backlog_max_records,
+                               owns_client=owns_client)
     return Ledger(backend, departments, pricing, options=options, notifier=notifier, clock=clock)
+
+
+def spend_redis_client(url: str, options: SpendOptions) -> aioredis.Redis:
+    """A client with the spend store's pool limits and timeouts (MET_* spend settings)."""
+    from proxy.runtime.redis_client import connect_redis
+
+    return connect_redis(url, max_connections=options.redis_max_connections,
+                         pool_wait_seconds=options.redis_pool_wait_seconds,
+                         timeout_seconds=options.redis_timeout_seconds)

@@ -24,7 +24,7 @@ from proxy.spend.budgets import (
 from proxy.spend.records import UsageRecord
 
 
-class MemoryBackend:
+class MemorySpendBackend:
     def __init__(
         self, *, clock: Callable[[], float], max_records: int, retention_seconds: float
     ) -> None:

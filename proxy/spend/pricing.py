@@ -17,18 +17,13 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from proxy.config.errors import ConfigError, describe_validation_error
+from proxy.config.errors import ConfigError, describe_validation_error, read_yaml
 
 DEFAULT_PRICING_PATH = Path(__file__).parent.parent / "data" / "pricing.yaml"
 MICROS_PER_DOLLAR = 1_000_000
 _SNAPSHOT_SEPARATORS = ("-", ":", "@")
-
-
-class PricingError(ConfigError):
-    """A pricing file is missing, not YAML, or has a bad field."""
 
 
 class Price(BaseModel):
@@ -190,16 +185,13 @@ def load_pricing(*paths: Path | str, default: Price | None = None) -> PricingTab
         models.update(parsed.models)
         chosen = parsed.default or chosen
     if chosen is None:
-        raise PricingError(f"{files[-1]}: no 'default' price for unknown models")
+        raise ConfigError(f"{files[-1]}: no 'default' price for unknown models")
     return PricingTable(models, default if default is not None else chosen)
 
 
 def _read_pricing_file(path: Path) -> PricingFile:
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise PricingError(f"{path}: cannot read pricing file: {exc}") from exc
+    raw = read_yaml(path) or {}
     try:
         return PricingFile.model_validate(raw)
     except ValidationError as exc:
-        raise PricingError(describe_validation_error(path, exc)) from None
+        raise ConfigError(describe_validation_error(path, exc)) from None

@@ -38,7 +38,7 @@ from proxy.spend.budgets import (
 from proxy.spend.records import UsageRecord
 
 if TYPE_CHECKING:
-    from proxy.spend.budgets import SpendOptions
+    pass
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -47,7 +47,7 @@ _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 _STATUS = {0: "ok", 1: "budget", 2: "rpm", 3: "tpm", 4: "breaker"}
 
 
-class RedisBackend:
+class RedisSpendBackend:
     def __init__(
         self,
         client: aioredis.Redis,
@@ -70,31 +70,6 @@ class RedisBackend:
             maxlen=backlog_max_records
         )
         self.dropped_records = 0
-
-    @classmethod
-    def from_url(
-        cls, url: str, *, options: SpendOptions, clock: Callable[[], float]
-    ) -> RedisBackend:
-        # RESP2: redis-py 8.1's RESP3 pools skip their closed-connection check, so after a
-        # Redis restart the first command on each idle connection failed (a spurious 503).
-        # The scripts are not idempotent, so a client-side retry would be no fix.
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url,
-            protocol=2,
-            max_connections=options.redis_max_connections,
-            timeout=options.redis_pool_wait_seconds,
-            socket_timeout=options.redis_timeout_seconds,
-            socket_connect_timeout=options.redis_timeout_seconds,
-        )
-        client = aioredis.Redis.from_pool(pool)
-        return cls(
-            client,
-            prefix=options.key_prefix,
-            clock=clock,
-            retention_seconds=options.record_retention_seconds,
-            backlog_max_records=options.backlog_max_records,
-            owns_client=True,
-        )
 
     def _dept(self, department: str, suffix: str) -> str:
         return f"{self.prefix}{{{department}}}:{suffix}"

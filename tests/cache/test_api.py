@@ -8,13 +8,13 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.servers import ServerThread
 from tests.cache.test_semantic_cache import (
     Starter,
     ask,
     start_cached_fixture,  # noqa: F401 - the fixture
     upstream_calls,
 )
+from tests.support.servers import ServerThread
 
 ADMIN = "sk-demo-admin"
 

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from proxy.config.departments import DepartmentsConfigError, load_departments, parse_departments
+from proxy.config.departments import load_departments, parse_departments
+from proxy.config.errors import ConfigError
 
 RULES = Path(__file__).resolve().parents[2] / "rules" / "departments.yaml"
 
@@ -47,14 +48,14 @@ def _dept(**fields: Any) -> dict[str, Any]:
     ],
 )  # fmt: skip
 def test_bad_department_fields_are_named(raw: Any, message: str) -> None:
-    with pytest.raises(DepartmentsConfigError, match=message) as info:
+    with pytest.raises(ConfigError, match=message) as info:
         parse_departments(raw, source="depts.yaml")
     assert str(info.value).startswith("depts.yaml")
 
 
 def test_unreadable_file_names_the_path(tmp_path: Path) -> None:
     path = tmp_path / "missing.yaml"
-    with pytest.raises(DepartmentsConfigError, match="missing.yaml"):
+    with pytest.raises(ConfigError, match="missing.yaml"):
         load_departments(path)
 
 

@@ -1,8 +1,11 @@
-"""Cross-file checks of the config directory."""
+"""Loading the config is light: `meterline check-config` and every reload read YAML into models
+without importing the embedder's runtime or the HTTP client."""
 
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +14,33 @@ import yaml
 from proxy.config.errors import ConfigError
 from proxy.config.loader import load_config
 from tests.support.servers import REPO_ROOT
+
+REPO = Path(__file__).resolve().parents[2]
+HEAVY = ("onnxruntime", "tokenizers", "numpy", "aiohttp", "redisvl")
+
+
+def test_loading_the_config_imports_no_heavy_runtime() -> None:
+    code = ("import sys; from pathlib import Path; from proxy.config.loader import load_config; "
+            f"load_config(Path({str(REPO / 'rules')!r})); "
+            f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, cwd=REPO)
+    assert result.stdout.strip() == ""
+
+
+def test_shipped_rules_load() -> None:
+    config = load_config(REPO / "rules")
+    assert config.departments.names
+    assert config.model_names
+
+
+def test_a_bad_file_names_itself(tmp_path: Path) -> None:
+    for item in (REPO / "rules").iterdir():
+        if item.is_file():
+            (tmp_path / item.name).write_text(item.read_text())
+    (tmp_path / "departments.yaml").write_text("departments: [1, 2\n")
+    with pytest.raises(ConfigError, match="departments.yaml"):
+        load_config(tmp_path)
 
 
 def test_a_virtual_key_for_an_unknown_provider_is_refused(tmp_path: Path) -> None:
@@ -60,7 +90,3 @@ def test_an_experiment_arm_a_department_may_not_use_is_refused(tmp_path: Path) -
         "'experiments.sales-ab.variant') sends department 'sales' to model 'mixtral-8x7b', "
         "which its allowed_models "
         "['gpt-4o-mini*', 'gpt-4.1-mini*', 'gpt-4.1-nano*', 'text-embedding-3-small'] exclude")
-
-
-def test_the_shipped_rules_load() -> None:
-    assert load_config(REPO_ROOT / "rules").routing is not None

@@ -252,7 +252,7 @@ def config_versions(proxy: ServerThread) -> dict[str, float]:
 
 
 @pytest.mark.parametrize("broken,reason", [
-    ("rules: [ {name: x", "cannot read YAML"),
+    ("rules: [ {name: x", "not valid YAML"),
     (yaml.safe_dump({"rules": [{**RULES[1], "target": "gpt-9"}]}), "rules[0].target"),
     (yaml.safe_dump({"rules": [{**RULES[1], "color": "red"}]}), "rules[0].color"),
 ])

@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from tests.conftest import ProxyStarter
-from tests.support.servers import ServerThread
 from tests.routing.test_api import ADMIN, ENG, SALES, chat, edits, marker
+from tests.support.servers import ServerThread
 
 SUMMARY = {**ENG, "x-meterline-task": "summary"}
 

@@ -21,7 +21,7 @@ from proxy.spend.budgets import (
 )
 from proxy.spend.ledger import Ledger
 from proxy.spend.pricing import to_micros
-from proxy.spend.redis_backend import RedisBackend
+from proxy.spend.redis_backend import RedisSpendBackend
 from tests.spend_helpers import (
     T0,
     FakeClock,
@@ -420,7 +420,7 @@ def test_a_settlement_whose_reply_was_lost_is_not_counted_twice(
     async def run() -> None:
         store = make_spend_store({"eng": {"budgets": {"daily": 10}}})
         backend = store.backend
-        assert isinstance(backend, RedisBackend)
+        assert isinstance(backend, RedisSpendBackend)
         answered = await store.reserve("eng", "gpt-4o-mini", 10, 10)
         never_sent = await store.reserve("eng", "gpt-4o-mini", 10, 10)
         real_call = backend._call

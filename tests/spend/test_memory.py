@@ -6,7 +6,7 @@ import asyncio
 import random
 
 from proxy.spend.budgets import AdmitPlan, Settlement, window_at
-from proxy.spend.memory import MemoryBackend
+from proxy.spend.memory import MemorySpendBackend
 
 T0 = 1_750_000_000.0
 
@@ -27,7 +27,7 @@ def test_held_total_matches_a_recount_over_random_admits_settles_and_expiries() 
     async def run() -> None:
         rng = random.Random(7)
         now = T0
-        backend = MemoryBackend(clock=lambda: now, max_records=10, retention_seconds=1e9)
+        backend = MemorySpendBackend(clock=lambda: now, max_records=10, retention_seconds=1e9)
         holds: dict[str, tuple[int, float]] = {}
         for i in range(3000):
             now += rng.choice((0.0, 0.5, 3.0, 40.0))
@@ -51,7 +51,7 @@ def test_held_total_matches_a_recount_over_random_admits_settles_and_expiries() 
 
 def test_old_windows_and_rate_minutes_are_still_forgotten() -> None:
     async def run() -> None:
-        backend = MemoryBackend(clock=lambda: T0, max_records=10, retention_seconds=1e9)
+        backend = MemorySpendBackend(clock=lambda: T0, max_records=10, retention_seconds=1e9)
 
         async def settle(rid: str, now: float) -> None:
             outcome = await backend.admit(AdmitPlan(

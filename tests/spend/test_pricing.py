@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
+from proxy.config.errors import ConfigError
 from proxy.spend.pricing import (
     Cost,
     Price,
-    PricingError,
     PricingTable,
     Usage,
     load_pricing,
@@ -104,7 +104,7 @@ def test_overrides_replace_entries_and_the_default(tmp_path: Path) -> None:
          "field 'models.gpt-4o.input' has value -1: Input should be greater than or equal to 0"),
         ("models:\n  gpt-4o: {input: 1, outptu: 1}\n",
          "field 'models.gpt-4o.outptu' has value 1"),
-        ("models: [1, 2\n", "cannot read pricing file"),
+        ("models: [1, 2\n", "not valid YAML"),
     ],
 )  # fmt: skip
 def test_bad_pricing_files_name_file_field_and_value(
@@ -112,7 +112,7 @@ def test_bad_pricing_files_name_file_field_and_value(
 ) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(text)
-    with pytest.raises(PricingError, match=message) as info:
+    with pytest.raises(ConfigError, match=message) as info:
         load_pricing(path)
     assert str(path) in str(info.value)
 
