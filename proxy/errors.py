@@ -130,6 +130,22 @@ class UpstreamUnavailable(ProxyError):
     code = "upstream_unavailable"
 
 
+class UpstreamCredentialRefused(ProxyError):
+    """The provider answered 401/403 to the proxy's own credential for it: the caller's key is
+    fine, so no 401 (an SDK would report an invalid API key). Never carries the credential, nor
+    the provider's body (OpenAI's names part of the key)."""
+
+    status = 502
+    type = "api_error"
+    code = "upstream_credential_refused"
+
+    def __init__(self, provider: str, upstream_status: int) -> None:
+        super().__init__(
+            f"The provider '{provider}' refused the proxy's credential for it (HTTP "
+            f"{upstream_status}). Your API key is fine: the proxy's operator must fix the "
+            "provider key.")
+
+
 class UpstreamTimeout(ProxyError):
     status = 504
     type = "timeout"

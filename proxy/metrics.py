@@ -42,7 +42,8 @@ CACHE_SCOPE_KINDS = ("global", "department", "user")
 BUDGET_PERIODS = ("day", "month")
 REJECT_REASONS = ("budget_exhausted", "rate_limited", "model_not_allowed")
 # ProxyError codes raised by the upstream client.
-UPSTREAM_ERROR_KINDS = ("timeout", "upstream_unavailable", "upstream_error", "rate_limit_exceeded")
+UPSTREAM_ERROR_KINDS = ("timeout", "upstream_unavailable", "upstream_error", "rate_limit_exceeded",
+                        "upstream_credential_refused")
 # The MCP servers' tools (`meterline mcp ...`) and how a call ended.
 MCP_TOOLS = ("get_project_quality", "find_security_issues", "suggest_fixes", "list_projects")
 MCP_OUTCOMES = ("ok", "invalid_input", "auth_failed", "not_found", "rate_limited", "timeout",

@@ -42,7 +42,7 @@ class StoreFactory(Protocol):
 
 def departments_config(**departments: dict[str, Any]) -> DepartmentsConfig:
     raw = {
-        name: {"virtual_key_env": f"VK_{name.upper()}", **spec}
+        name: dict(spec)
         for name, spec in departments.items()
     }
     return parse_departments({"departments": raw})

@@ -11,7 +11,7 @@ from starlette.routing import BaseRoute, Route
 
 from proxy.cache import ops
 from proxy.cache.semantic_cache import SemanticCache
-from proxy.errors import AuthenticationFailed, InvalidRequest, NotFound
+from proxy.errors import InvalidRequest, NotFound, PermissionDenied
 from proxy.gateway.requests import authenticate, read_json_body, request_id_of
 from proxy.http import json_response
 from proxy.runtime.services import Services
@@ -73,7 +73,7 @@ async def _purge_args(request: Request) -> dict[str, Any]:
 async def purge(request: Request) -> Response:
     services, cache, viewer = await _viewer(request)
     if not viewer.admin:
-        raise AuthenticationFailed("This endpoint needs an admin key.", code="admin_key_required")
+        raise PermissionDenied("This endpoint needs an admin key.", code="admin_key_required")
     args = await _purge_args(request)
     deleted = await ops.purge(cache, entry_id=args.get("entry_id"), scope=args.get("scope"),
                               department=args.get("department"), everything="all" in args)

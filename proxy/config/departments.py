@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -15,6 +15,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from proxy.config.errors import ConfigError, describe_validation_error, read_yaml
@@ -49,8 +50,11 @@ class CircuitBreaker(_Frozen):
 
 
 class Department(_Frozen):
+    """`virtual_keys` maps a provider name to the environment variable holding this department's
+    own key for that provider; other providers get their provider key (providers.yaml)."""
+
     name: str = Field(pattern=_NAME)
-    virtual_key_env: str = Field(pattern=_ENV)
+    virtual_keys: dict[str, Annotated[str, Field(pattern=_ENV)]] = {}
     allowed_models: tuple[str, ...] = ("*",)
     budgets: Budgets = Budgets()
     rpm: int | None = Field(default=None, ge=1)
@@ -60,6 +64,16 @@ class Department(_Frozen):
     cap_max_tokens: bool = False
     default_max_tokens: int = Field(default=4096, ge=1)
     min_capped_tokens: int = Field(default=64, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_key_for_every_provider(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "virtual_key_env" in data:
+            raise ValueError(
+                f"virtual_key_env ({data['virtual_key_env']!r}) is no longer read: one key was "
+                "sent to every provider. Name the provider of each key, e.g. "
+                f"virtual_keys: {{openai: {data['virtual_key_env']}}}")
+        return data
 
     @field_validator("soft_alerts")
     @classmethod

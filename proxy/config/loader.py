@@ -69,11 +69,40 @@ def _optional(path: Path, loader: Any) -> Any:
     return loader(path) if path.exists() else None
 
 
+def check_allowed_models(config: Config) -> list[str]:
+    """A rule or experiment limited to named departments must not send one of them to a model
+    its allowed_models exclude (the request path leaves such models out anyway; here the
+    mistake is caught when it can be known statically)."""
+    routes: list[tuple[str, str, tuple[str, ...] | None, str]] = []
+    if config.routing is not None:
+        routes += [(f"{config.directory / 'routing.yaml'}: rule '{r.name}'",
+                    f"rules[{i}].{'target' if m == r.target else 'fallbacks'}",
+                    r.match.department, m)
+                   for i, r in enumerate(config.routing.rules) for m in (r.target, *r.fallbacks)]
+    if config.experiments is not None:
+        routes += [(f"{config.directory / 'experiments.yaml'}: experiment '{e.name}'",
+                    f"experiments.{e.name}.{a.name if e.variants is None else 'variants'}",
+                    e.scope.department, a.model)
+                   for e in config.experiments.experiments.values() for a in e.arms]
+    departments = config.departments.departments
+    return [f"{where} (field '{field}') sends department '{name}' to model '{model}', which its "
+            f"allowed_models {list(departments[name].allowed_models)} exclude"
+            for where, field, names, model in routes
+            for name in names or ()
+            if name in departments and not departments[name].allows(model)]
+
+
 def check_references(config: Config) -> None:
     """Cross-file checks: every model a rule names must exist in providers.yaml."""
     known = set(config.model_names)
     problems: list[str] = []
     departments = set(config.departments.departments)
+    providers = config.providers.providers
+    for department in config.departments.departments.values():
+        for provider in sorted(set(department.virtual_keys) - set(providers)):
+            problems.append(f"{config.directory / 'departments.yaml'}: field "
+                            f"'departments.{department.name}.virtual_keys.{provider}' names no "
+                            f"provider; known: {sorted(providers)}")
     for key in config.keys.keys:
         if not key.admin and key.department not in departments:
             problems.append(f"{config.directory / 'keys.yaml'}: field 'keys.{key.id}.department' "
@@ -86,6 +115,7 @@ def check_references(config: Config) -> None:
                                          str(config.directory / "experiments.yaml"))
     except ConfigError as exc:
         problems.append(str(exc))
+    problems += check_allowed_models(config)
     if config.cache is not None:
         routes = [r.name for r in config.routing.rules] if config.routing else []
         problems += cache_mod.check_references(config.cache, config.directory / "cache.yaml",

@@ -3,7 +3,8 @@
 Faults come from a queue set with `POST /_mock/faults {"fault": "...", "times": N}` or from a
 `#fault:<name>` marker in the last user message. Faults: 429 (Retry-After: 1), 500, 503,
 slow (first byte after `delay_ms`, default 300), slow_stream (`delay_ms` between SSE events),
-cut (stream stops half-way, no usage, no [DONE]), invalid_json, hang (never answers), 400.
+cut (stream stops half-way, no usage, no [DONE]), invalid_json, hang (never answers), 400, 401,
+403. With `api_keys` set (a provider's credentials), any other `Authorization` gets OpenAI's 401.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class MockState:
     answer_words: int = 24
     streams_completed: int = 0
     streams_aborted: int = 0
+    api_keys: frozenset[str] = frozenset()  # empty: any key (or none) is accepted
 
     def next_fault(self, prompt: str) -> str | None:
         marked = FAULT_MARK.search(prompt)
@@ -209,10 +211,22 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return Response(orjson.dumps(payload), status, headers, media_type="application/json")
 
 
+def _refused(request: Request, state: MockState) -> Response | None:
+    """OpenAI's answer to a wrong key, when this mock stands for a provider with known keys."""
+    if not state.api_keys:
+        return None
+    scheme, _, key = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and key in state.api_keys:
+        return None
+    payload = {"error": {"message": "Incorrect API key provided.", "type": "invalid_request_error",
+                         "param": None, "code": "invalid_api_key"}}
+    return Response(orjson.dumps(payload), 401, media_type="application/json")
+
+
 async def _fault_response(fault: str, state: MockState) -> Response | None:
     if fault == "429":
         return _error(429, "Rate limit reached (mock)", {"retry-after": "1"})
-    if fault in ("500", "503", "400"):
+    if fault in ("500", "503", "400", "401", "403"):
         return _error(int(fault), f"Mock fault {fault}")
     if fault == "invalid_json":
         return Response(b"{not json", 200, media_type="application/json")
@@ -229,6 +243,8 @@ async def chat(request: Request) -> Response:
     state.requests.append(
         {"path": request.url.path, "headers": dict(request.headers), "body": body}
     )
+    if (refused := _refused(request, state)) is not None:
+        return refused
     prompt = last_user_text(body)
     fault = state.next_fault(prompt)
     failed = await _fault_response(fault, state) if fault else None
@@ -268,6 +284,8 @@ async def embeddings(request: Request) -> Response:
     state.requests.append(
         {"path": request.url.path, "headers": dict(request.headers), "body": body}
     )
+    if (refused := _refused(request, state)) is not None:
+        return refused
     inputs = body.get("input")
     items = inputs if isinstance(inputs, list) else [inputs]
     data = []
@@ -296,6 +314,8 @@ async def completions(request: Request) -> Response:
     state.requests.append(
         {"path": request.url.path, "headers": dict(request.headers), "body": body}
     )
+    if (refused := _refused(request, state)) is not None:
+        return refused
     prompt = last_user_text(body)
     text = answer_for(prompt, state.answer_words)
     usage = {

@@ -8,6 +8,7 @@ Each step is a small function; features plug in through `Services` (spend, cache
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from proxy.errors import (
     ModelNotFound,
     PermissionDenied,
     ProxyError,
+    UpstreamCredentialRefused,
     UpstreamHTTPError,
     UpstreamTimeout,
     UpstreamUnavailable,
@@ -47,8 +49,10 @@ from proxy.gateway.requests import (
 from proxy.gateway.streaming import SSE_HEADERS, RelayResponse, SSERelay, StreamOutcome
 from proxy.gateway.upstream import UpstreamTarget
 from proxy.routing.experiments import assign
-from proxy.routing.rules import RouteInput, select_route
+from proxy.routing.rules import DEFAULT_RULE, RouteInput, select_route
 from proxy.runtime.services import Services
+
+log = logging.getLogger("meterline")
 
 
 @dataclass(slots=True)  # built per request: a frozen __init__ costs ~6x
@@ -94,6 +98,9 @@ def plan_route(services: Services, call: Call, request: Request) -> Plan:
     decision = select_route(config.routing, inp, explain=False)
     chain = decision.targets
     assignment = assign(config.experiments, inp, time.time()) if config.experiments else None
+    if assignment is not None and not services.enrollable(call.department,
+                                                          assignment.experiment):
+        assignment = None
     if assignment is not None:
         chain = tuple(dict.fromkeys((assignment.model, *chain)))
         return Plan(chain[0], chain, decision.rule, assignment.experiment, assignment.variant)
@@ -101,13 +108,30 @@ def plan_route(services: Services, call: Call, request: Request) -> Plan:
 
 
 def authorize(services: Services, call: Call, plan: Plan) -> None:
+    """The requested model must be allowed, and so must every model the plan may call: a rule's
+    target or fallback the department may not use is left out; if none is left, the requested
+    model is served as if no rule applied (and the route is named "default")."""
     requested: str = call.body["model"]
     if not services.targets(plan.chain, call.department):
         raise ModelNotFound(f"The model '{requested}' does not exist or is not served here.",
                             param="model")
-    if call.department is not None and not services.allows(call.department, requested):
+    department = call.department
+    if department is None:
+        return
+    if not services.allows(department, requested):
         raise PermissionDenied(
-            f"Department '{call.department}' may not use model '{requested}'.", param="model")
+            f"Department '{department}' may not use model '{requested}'.", param="model")
+    if len(plan.chain) == 1 and plan.chain[0] == requested:
+        return
+    allowed = services.allowed_chain(department, plan.chain)
+    if allowed == plan.chain:
+        return
+    if not allowed:
+        allowed, plan.rule = (requested,), DEFAULT_RULE
+    plan.chain, plan.model = allowed, allowed[0]
+    if not services.targets(plan.chain, department):  # a routed request for an unknown name
+        raise ModelNotFound(f"The model '{requested}' does not exist or is not served here.",
+                            param="model")
 
 
 def describe_plan(call: Call, plan: Plan) -> None:
@@ -128,8 +152,19 @@ def upstream_body(call: Call, target: UpstreamTarget, add_usage: bool) -> bytes:
     return orjson.dumps(body)
 
 
+def refused_credential(target: UpstreamTarget, exc: ProxyError) -> ProxyError:
+    """A provider's 401/403 is about the credential the proxy sent, not about the caller."""
+    if isinstance(exc, UpstreamHTTPError) and exc.status in (401, 403):
+        log.error("provider %s refused the proxy's credential from %s (HTTP %d)",
+                  target.provider_name, target.credential_env or "(none)", exc.status)
+        return UpstreamCredentialRefused(target.provider_name, exc.status)
+    return exc
+
+
 def as_failure(exc: ProxyError, retry_timeouts: bool = False) -> UpstreamFailure:
-    if isinstance(exc, UpstreamHTTPError):
+    if isinstance(exc, UpstreamCredentialRefused):  # the same key fails again: next provider
+        failure = UpstreamFailure(exc.message, code=exc.code, retryable=False, fallback=True)
+    elif isinstance(exc, UpstreamHTTPError):
         failure = UpstreamFailure(exc.message, status=exc.status, retry_after=exc.retry_after)
     elif isinstance(exc, UpstreamTimeout):  # the provider's timeout_s: same rule as the policy's
         failure = UpstreamFailure(exc.message, code=exc.code, retryable=retry_timeouts,
@@ -164,8 +199,9 @@ async def send(services: Services, call: Call, plan: Plan, request: Request,
                                                 call.inbound)
             data = None if call.stream else await services.upstream.read(target, resp)
         except ProxyError as exc:
-            services.metrics.record_upstream(target.provider_name, exc.code or "error")
-            raise as_failure(exc, services.retry_policy.retry_timeouts) from None
+            error = refused_credential(target, exc)
+            services.metrics.record_upstream(target.provider_name, error.code or "error")
+            raise as_failure(error, services.retry_policy.retry_timeouts) from None
         finally:
             call.upstream_s += time.perf_counter() - t0
         return target, resp, data  # the answered attempt is counted by accounting.book

@@ -26,6 +26,7 @@ class UpstreamTarget:
     provider: Provider
     model: str
     credential: str | None
+    credential_env: str | None = None  # where the credential came from: safe to log
     key: str = field(init=False)  # "provider/model": cooldowns and timeouts are kept per key
     headers: dict[str, str] = field(init=False, repr=False)  # sent on every request
     urls: dict[str, str] = field(init=False, repr=False)  # upstream path -> URL, filled on use

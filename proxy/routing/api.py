@@ -110,7 +110,14 @@ async def explain_route(request: Request) -> Response:
     if config.routing is not None:  # as in pipeline.plan_route: no routing, no experiments
         decision = select_route(config.routing, inp)
         assignment = assign(config.experiments, inp, now) if config.experiments else None
-    chain = plan_targets(decision, assignment)
+    department = inp.department or None
+    if assignment is not None and not services.enrollable(department, assignment.experiment):
+        assignment = None
+    planned = plan_targets(decision, assignment)
+    chain = services.allowed_chain(department, planned)  # as pipeline.authorize
+    if not chain:
+        chain, decision = (inp.model,), RouteDecision(DEFAULT_RULE, inp.model, (),
+                                                      decision.explanation)
     headers = {"x-meterline-route": decision.rule} if config.routing is not None else {}
     if assignment is not None:
         headers.update({"x-meterline-experiment": assignment.experiment,
@@ -128,7 +135,7 @@ async def explain_route(request: Request) -> Response:
         if config.experiments is not None and config.routing is not None else [],
         "chain": list(chain),
         "targets": targets_json(services, chain),
-        "authorization": authorization(services, inp.department or None, inp.model, chain),
+        "authorization": authorization(services, department, inp.model, planned),
         "response_headers": headers,
     })
 

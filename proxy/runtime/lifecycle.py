@@ -47,7 +47,7 @@ async def start_services(settings: Settings) -> Services:
     keys: MemoryKeyStore | RedisKeyStore
     if redis is not None:
         keys = RedisKeyStore(redis, settings.redis_prefix)
-        await keys.seed(seeds)
+        await keys.configure(seeds)
     else:
         keys = MemoryKeyStore(seeds)
     metrics = Metrics()
@@ -74,6 +74,9 @@ async def reload_config(services: Services) -> Config:
     config = load_config(services.settings.config_dir)
     policy, reliability = reliability_of(config)
     services.config = config
+    settings = services.settings
+    await services.keys.configure(records_from_config(config.keys, settings.demo,
+                                                      settings.admin_key))
     services.target_cache.clear()
     services.allow_cache.clear()
     services.retry_policy = policy

@@ -73,14 +73,19 @@ class Services:
         return provider
 
     def credential(self, provider_name: str, department: str | None) -> str | None:
+        return self.credential_of(provider_name, department)[0]
+
+    def credential_of(self, provider_name: str,
+                      department: str | None) -> tuple[str | None, str | None]:
+        """(credential, the environment variable it came from) for calls to one provider."""
         if self.settings.demo:
-            return DEMO_CREDENTIAL
+            return DEMO_CREDENTIAL, None
         dept = self.department(department)
-        env_name = getattr(dept, "virtual_key_env", None) if dept is not None else None
-        if env_name and self.settings.secret(env_name):
-            return self.settings.secret(env_name)
+        env_name = dept.virtual_keys.get(provider_name) if dept is not None else None
+        if env_name and (virtual_key := self.settings.secret(env_name)):
+            return virtual_key, env_name  # this department's key for this provider, no other
         key_env = self.config.providers.providers[provider_name].api_key_env
-        return self.settings.secret(key_env) if key_env else None
+        return (self.settings.secret(key_env), key_env) if key_env else (None, None)
 
     def department(self, name: str | None) -> Any:
         depts = self.config.departments
@@ -99,6 +104,21 @@ class Services:
             found = self.allow_cache.put(key, dept is None or dept.allows(model))
         return found
 
+    def allowed_chain(self, department: str | None, chain: tuple[str, ...]) -> tuple[str, ...]:
+        """The models of a routed chain the department may call, in order."""
+        if department is None:
+            return chain
+        return tuple(m for m in chain if self.allows(department, m))
+
+    def enrollable(self, department: str | None, experiment: str) -> bool:
+        """A department enters an experiment only if it may use every arm's model: dropping just
+        the arms it can't use would bias the experiment's results."""
+        experiments = self.config.experiments
+        if department is None or experiments is None:
+            return True
+        return all(self.allows(department, arm.model)
+                   for arm in experiments.experiments[experiment].arms)
+
     def targets(self, models: tuple[str, ...], department: str | None) -> dict[str, UpstreamTarget]:
         """Concrete upstream targets by key, in order, for a chain of public model names. Built
         once per (chain, department): credentials and providers only change on reload, which
@@ -108,7 +128,7 @@ class Services:
         if found is None:
             targets = (
                 UpstreamTarget(provider_name, self.provider(provider_name), upstream_model,
-                       self.credential(provider_name, department))
+                               *self.credential_of(provider_name, department))
                 for model in models
                 for provider_name, upstream_model in self.config.providers.targets_for(model))
             found = self.target_cache.put(key, {t.key: t for t in targets})

@@ -154,7 +154,7 @@ def test_purge_by_entry_scope_department_and_all(start_cached: Starter) -> None:
 
 
 @pytest.mark.parametrize("key,params,status", [
-    ("sk-demo-engineering", {"all": "true"}, 401),
+    ("sk-demo-engineering", {"all": "true"}, 403),
     (ADMIN, {}, 400),
     (ADMIN, {"all": "true", "scope": "x"}, 400),
 ])

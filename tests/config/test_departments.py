@@ -24,7 +24,7 @@ def test_shipped_departments_load_with_the_four_defaults() -> None:
 
 
 def _dept(**fields: Any) -> dict[str, Any]:
-    return {"departments": {"eng": {"virtual_key_env": "VK_ENG", **fields}}}
+    return {"departments": {"eng": fields}}
 
 
 @pytest.mark.parametrize(
@@ -35,12 +35,14 @@ def _dept(**fields: Any) -> dict[str, Any]:
         (_dept(soft_alerts=[1.5]), "threshold 1.5 must be between 0 and 1"),
         (_dept(rpm=0), "field 'departments.eng.rpm' has value 0"),
         (_dept(allowed_models=[]), "list is empty"),
-        (_dept(virtual_key_env="lower"),
-         "field 'departments.eng.virtual_key_env' has value 'lower'"),
+        (_dept(virtual_keys={"openai": "lower"}),
+         "field 'departments.eng.virtual_keys.openai' has value 'lower'"),
+        (_dept(virtual_key_env="VK_ENG"),  # sent to every provider: refused, with the fix
+         r"virtual_key_env \('VK_ENG'\) is no longer read.*virtual_keys: \{openai: VK_ENG\}"),
         (_dept(circuit_breaker={"window_minutes": 0, "max_dollars": 1}),
          "field 'departments.eng.circuit_breaker.window_minutes' has value 0"),
         (_dept(name="other"), "department 'eng' has name 'other'"),
-        ({"departments": {"Bad Name": {"virtual_key_env": "X"}}}, "has value 'Bad Name'"),
+        ({"departments": {"Bad Name": {}}}, "has value 'Bad Name'"),
         ({"departmnets": {}}, "field 'departmnets'"),
         ([1], "expected a mapping at the top level"),
     ],

@@ -3,14 +3,17 @@ without importing the embedder's runtime or the HTTP client."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from proxy.config.errors import ConfigError
 from proxy.config.loader import load_config
+from tests.support.servers import REPO_ROOT
 
 REPO = Path(__file__).resolve().parents[2]
 HEAVY = ("onnxruntime", "tokenizers", "numpy", "aiohttp", "redisvl")
@@ -38,3 +41,52 @@ def test_a_bad_file_names_itself(tmp_path: Path) -> None:
     (tmp_path / "departments.yaml").write_text("departments: [1, 2\n")
     with pytest.raises(ConfigError, match="departments.yaml"):
         load_config(tmp_path)
+
+
+def test_a_virtual_key_for_an_unknown_provider_is_refused(tmp_path: Path) -> None:
+    shutil.copytree(REPO_ROOT / "rules", tmp_path, dirs_exist_ok=True)
+    raw = yaml.safe_load((tmp_path / "departments.yaml").read_text())
+    raw["departments"]["sales"]["virtual_keys"] = {"openia": "VK_SALES"}
+    (tmp_path / "departments.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path)
+    assert str(info.value) == (
+        f"{tmp_path / 'departments.yaml'}: field 'departments.sales.virtual_keys.openia' names no "
+        "provider; known: ['local-vllm', 'openai', 'openrouter']")
+
+
+def rules_dir(tmp_path: Path, **files: object) -> Path:
+    shutil.copytree(REPO_ROOT / "rules", tmp_path, dirs_exist_ok=True)
+    for name, content in files.items():
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(content))
+    return tmp_path
+
+
+def test_a_rule_sending_a_department_to_a_model_it_may_not_use_is_refused(
+        tmp_path: Path) -> None:
+    routing = yaml.safe_load((REPO_ROOT / "rules" / "routing.yaml").read_text())
+    routing["rules"] += [
+        {"name": "fine", "match": {"department": ["sales"]}, "target": "gpt-4o-mini"},
+        {"name": "sales-big", "match": {"department": ["sales", "engineering"]},
+         "target": "gpt-4.1-mini", "fallbacks": ["gpt-4.1"]}]
+    directory = rules_dir(tmp_path, routing=routing)
+    with pytest.raises(ConfigError) as info:
+        load_config(directory)
+    index = len(routing["rules"]) - 1
+    assert str(info.value) == (
+        f"{directory / 'routing.yaml'}: rule 'sales-big' (field 'rules[{index}].fallbacks') sends "
+        "department 'sales' to model 'gpt-4.1', which its allowed_models "
+        "['gpt-4o-mini*', 'gpt-4.1-mini*', 'gpt-4.1-nano*', 'text-embedding-3-small'] exclude")
+
+
+def test_an_experiment_arm_a_department_may_not_use_is_refused(tmp_path: Path) -> None:
+    directory = rules_dir(tmp_path, experiments={"experiments": {"sales-ab": {
+        "control": "gpt-4o-mini", "variant": "mixtral-8x7b", "split": 0.5,
+        "scope": {"department": ["sales"]}}}})
+    with pytest.raises(ConfigError) as info:
+        load_config(directory)
+    assert str(info.value) == (
+        f"{directory / 'experiments.yaml'}: experiment 'sales-ab' (field "
+        "'experiments.sales-ab.variant') sends department 'sales' to model 'mixtral-8x7b', "
+        "which its allowed_models "
+        "['gpt-4o-mini*', 'gpt-4.1-mini*', 'gpt-4.1-nano*', 'text-embedding-3-small'] exclude")

@@ -33,7 +33,7 @@ def ask(text: str) -> list[dict[str, str]]:
 
 def engineering_only(engineering: dict[str, Any]) -> str:
     """departments.yaml where engineering has the given settings and the rest are unlimited."""
-    base = {"virtual_key_env": "VK_UNUSED", "allowed_models": ["*"]}
+    base = {"allowed_models": ["*"]}
     depts: dict[str, Any] = {name: dict(base) for name in ("sales", "marketing", "executive")}
     depts["engineering"] = {**base, **engineering}
     return yaml.safe_dump({"version": 1, "departments": depts})

@@ -37,7 +37,7 @@ BUDGETS = {"engineering": {"daily": 200, "monthly": 3000}, "sales": {"daily": 30
 
 def departments_yaml(alerts: dict[str, Any] | None = None,
                      engineering: dict[str, Any] | None = None) -> dict[str, Any]:
-    depts = {name: {"virtual_key_env": "VK_UNUSED", "budgets": budgets}
+    depts = {name: {"budgets": budgets}
              for name, budgets in BUDGETS.items()}
     depts["engineering"].update(engineering or {})
     raw: dict[str, Any] = {"version": 1, "departments": depts}
@@ -211,8 +211,8 @@ def test_bad_parameters_are_400(proxy: ServerThread, path: str, params: dict[str
                                   "/admin/alerts"])
 def test_admin_endpoints_need_an_admin_key(proxy: ServerThread, path: str) -> None:
     r = get(proxy, path, ENG)
-    assert r.status_code == 401
-    assert r.json()["error"]["type"] == "authentication_error"
+    assert r.status_code == 403
+    assert r.json()["error"]["type"] == "permission_error"
     assert r.json()["error"]["code"] == "admin_key_required"
     assert get(proxy, path, {}).status_code == 401
 
@@ -354,7 +354,7 @@ def test_rolling_state_reports_when_the_sum_crossed() -> None:
 def test_budget_alerts(spent: float, reserved: float,
                        expected: tuple[str, str, float, str] | None) -> None:
     dept = parse_departments({"departments": {"sales": {
-        "virtual_key_env": "VK", "budgets": {"daily": 10}, "soft_alerts": [0.8, 0.95]}}}
+        "budgets": {"daily": 10}, "soft_alerts": [0.8, 0.95]}}}
     ).get("sales")
     now = 1_750_000_000.0
     status = BudgetStatus("sales", "daily", 10.0, spent, reserved, 3600.0)

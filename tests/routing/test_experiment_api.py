@@ -156,7 +156,7 @@ def test_experiment_endpoints_bad_input(routed: ServerThread, path: str, params:
                                         status: int, param: str) -> None:
     r = httpx.get(routed.url + path, headers=ADMIN, params=params)
     assert r.status_code == status and r.json()["error"]["param"] == param
-    assert httpx.get(routed.url + path, headers=ENG).status_code == 401
+    assert httpx.get(routed.url + path, headers=ENG).status_code == 403
 
 
 def test_recommendations_propose_the_cheaper_arm_and_never_apply(routed: ServerThread) -> None:

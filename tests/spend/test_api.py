@@ -50,15 +50,18 @@ ADMIN_ENDPOINTS = [
 
 
 @pytest.mark.parametrize(("method", "path"), ADMIN_ENDPOINTS)
-def test_wrong_admin_key_is_401(proxy: ServerThread, method: str, path: str) -> None:
+def test_wrong_key_is_401_and_department_key_is_403(proxy: ServerThread, method: str,
+                                                    path: str) -> None:
     wrong = httpx.request(method, proxy.url + path, headers=auth("sk-wrong"), json={})
     assert wrong.status_code == 401
     assert wrong.json() == {"error": {"message": "Incorrect API key provided.",
                                       "type": "authentication_error", "param": None,
                                       "code": "invalid_api_key"}}
     dept = httpx.request(method, proxy.url + path, headers=auth("sk-demo-sales"), json={})
-    assert dept.status_code == 401
-    assert dept.json()["error"]["code"] == "admin_key_required"
+    assert dept.status_code == 403  # a valid key without the right: not "invalid API key"
+    assert dept.json() == {"error": {"message": "This endpoint needs an admin key.",
+                                     "type": "permission_error", "param": None,
+                                     "code": "admin_key_required"}}
 
 
 BAD_KEYS = [
@@ -185,9 +188,9 @@ def test_chargeback_csv_and_date_forms(proxy: ServerThread) -> None:
 
 
 def breaker_departments(max_dollars: float) -> str:
-    depts = {name: {"virtual_key_env": "VK_UNUSED"}
+    depts = {name: {}
              for name in ("sales", "marketing", "executive")}
-    depts["engineering"] = {"virtual_key_env": "VK_UNUSED", "budgets": {"daily": 10},
+    depts["engineering"] = {"budgets": {"daily": 10},
                             "circuit_breaker": {"window_minutes": 5, "max_dollars": max_dollars}}
     return yaml.safe_dump({"version": 1, "departments": depts})
 

@@ -33,7 +33,7 @@ def slack() -> Iterator[SlackStandin]:
 
 
 def departments_yaml(engineering: dict[str, Any], slack_env: str = "TEST_SLACK_URL") -> str:
-    base = {"virtual_key_env": "VK_UNUSED", "allowed_models": ["*"]}
+    base = {"allowed_models": ["*"]}
     depts = {name: dict(base) for name in ("sales", "marketing", "executive")}
     depts["engineering"] = {**base, **engineering}
     for spec in depts.values():
