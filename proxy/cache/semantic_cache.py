@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -35,6 +36,17 @@ BACKEND_ERRORS = (RedisError, OSError)
 EMBED_ERRORS = (EmbeddingError, aiohttp.ClientError, TimeoutError)
 SERVED_TTL_S = 7 * 86400.0  # how long a hit can still be reported as wrong
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+def grown_ttl(ttl_s: float, growth: float, hits: int, cap_s: float) -> float:
+    """ttl * growth**hits, or `cap_s` once that reaches it: the power is only taken while it is
+    below the cap, so it never overflows however many hits an entry has (10,000 hits of one
+    popular entry overflowed a float at growth 1.5 and turned every later hit into a 500)."""
+    if growth <= 1.0 or ttl_s >= cap_s:
+        return ttl_s
+    if hits >= math.log(cap_s / ttl_s) / math.log(growth):
+        return cap_s
+    return ttl_s * growth ** hits
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,12 +297,14 @@ class SemanticCache:
                 "model": entry.model, "scope": entry.scope}, SERVED_TTL_S)
         except BACKEND_ERRORS as exc:
             log.warning("cache hit bookkeeping failed: %s", exc)
+        except Exception:  # noqa: BLE001 - the answer is already chosen: never a 500 for this
+            log.exception("cache hit bookkeeping failed on entry %s", entry.id)
 
     def _expiry_after_hit(self, entry: Entry) -> float:
         dynamic = self.config.dynamic_ttl
         if not dynamic.enabled:
             return entry.expires_at
-        ttl = entry.ttl_seconds * dynamic.growth ** (entry.hits + 1)
+        ttl = grown_ttl(entry.ttl_seconds, dynamic.growth, entry.hits + 1, dynamic.max_seconds)
         return time.time() + min(dynamic.max_seconds, max(dynamic.min_seconds, ttl))
 
     # -- store -------------------------------------------------------------------------------

@@ -317,3 +317,80 @@ def test_bad_cache_yaml_names_file_field_and_value(tmp_path: Path, mock_upstream
     with pytest.raises(ConfigError) as err:
         load_config(config_dir)
     assert "cache.yaml" in str(err.value) and message in str(err.value)
+
+
+def test_ten_thousand_hits_on_one_entry_all_succeed(start_proxy: ProxyStarter) -> None:
+    """Issue 18 item 0: each hit grows the TTL by growth**hits; past ~1,750 hits that power
+    overflowed a float and every later hit of the most popular entry was a 500."""
+    departments = yaml.safe_load((REPO_RULES / "departments.yaml").read_text())
+    departments["departments"]["engineering"].update(rpm=100_000, tpm=1_000_000_000)
+    proxy = start_proxy(edits={"cache.yaml": cache_yaml(), "departments.yaml": departments})
+    body = {"model": "gpt-4o-mini",
+            "messages": [{"role": "user", "content": "What is the most asked question?"}]}
+    auth = {"authorization": "Bearer sk-demo-engineering"}
+    statuses: dict[tuple[int, str], int] = {}
+    with httpx.Client(base_url=proxy.url, headers=auth, timeout=10) as http:
+        answer = http.post("/v1/chat/completions", json=body).json()["choices"][0]
+        for _ in range(10_000):
+            r = http.post("/v1/chat/completions", json=body)
+            outcome = (r.status_code, r.headers.get("x-meterline-cache", ""))
+            statuses[outcome] = statuses.get(outcome, 0) + 1
+            if r.status_code != 200:
+                break
+            assert r.json()["choices"][0]["message"] == answer["message"]
+    assert statuses == {(200, "hit-exact"): 10_000}
+
+
+@pytest.mark.redis
+def test_a_hit_on_an_entry_with_huge_hit_count_is_served(
+        start_proxy: ProxyStarter, redis_url: str, redis_prefix: str) -> None:
+    """The same on Redis Stack, without sending 10,000 requests: the entry's hit counter is set
+    to where growth**hits overflows, then hit again (and again)."""
+    import redis
+
+    proxy = start_proxy(edits={"cache.yaml": cache_yaml()}, redis_url=redis_url,
+                        redis_prefix=redis_prefix)
+    question = "What is the second most asked question?"
+    ask(proxy, question)
+    _, headers = ask(proxy, question)
+    entry_key = f"{redis_prefix}cache:e:{headers['x-meterline-cache-entry']}"
+    with redis.Redis.from_url(redis_url) as r:
+        r.hset(entry_key, "hits", 5000)
+        for _ in range(3):
+            _, headers = ask(proxy, question)
+            assert headers["x-meterline-cache"] == "hit-exact"
+        ttl_s = r.pttl(entry_key) / 1000
+    maximum = cache_yaml()["dynamic_ttl"].get("max_seconds", 86400.0)
+    assert maximum - 60 < ttl_s <= maximum  # grown to the cap, not past it
+
+
+def test_any_error_in_hit_bookkeeping_still_serves_the_hit(start_cached: Starter) -> None:
+    """Bookkeeping after a hit (hit count, expiry, counters) runs once the answer is chosen:
+    whatever it raises, the client gets the cached answer, not a 500."""
+    proxy = start_cached()
+    question = "Which answer survives a broken hit counter?"
+    first, _ = ask(proxy, question)
+    backend = proxy.server.config.app.state.services.cache.backend
+
+    async def broken_hit(*_: Any) -> None:
+        raise ValueError("not a backend error")
+
+    backend.hit = broken_hit
+    second, headers = ask(proxy, question)
+    assert headers["x-meterline-cache"] == "hit-exact" and second == first
+
+
+@pytest.mark.parametrize("ttl,growth,hits,cap,expected", [
+    (600.0, 1.5, 0, 86400.0, 600.0),
+    (600.0, 1.5, 2, 86400.0, 1350.0),
+    (600.0, 1.5, 13, 86400.0, 86400.0),  # 600 * 1.5**13 > 86400
+    (600.0, 1.5, 10**9, 86400.0, 86400.0),
+    (1e-3, 10.0, 10**12, 1e9, 1e9),
+    (600.0, 1.0, 10**9, 86400.0, 600.0),
+    (90000.0, 1.5, 5, 86400.0, 90000.0),  # already past the cap: the caller clamps
+])
+def test_grown_ttl_is_capped_without_overflow(ttl: float, growth: float, hits: int, cap: float,
+                                              expected: float) -> None:
+    from proxy.cache.semantic_cache import grown_ttl
+
+    assert grown_ttl(ttl, growth, hits, cap) == pytest.approx(expected)
