@@ -22,8 +22,16 @@ from redis.exceptions import RedisError
 from starlette.responses import Response
 
 from proxy.cache import stats
-from proxy.cache.backend import CacheBackend, Entry, Vector
-from proxy.cache.cache_key import Controls, Key, bypass_reason, controls_of, key_of
+from proxy.cache.backend import COMPLETE, CacheBackend, Entry, Vector
+from proxy.cache.cache_key import (
+    Controls,
+    Key,
+    bypass_reason,
+    controls_of,
+    cut_hash,
+    key_of,
+    output_limit,
+)
 from proxy.cache.config import CacheConfig, Effective
 from proxy.cache.embedder import Embedder, EmbeddingError
 from proxy.cache.matching.match import MatchRule
@@ -75,6 +83,7 @@ class Lookup:
     controls: Controls
     department: str
     task: str
+    limit: int | None = None  # the request's output limit: only answers that fit it are served
     vector: Vector | None = None
     shadow: Hit | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -146,7 +155,7 @@ class SemanticCache:
                 record.cache = "bypass"
             await self._count(services, department, model, task, "bypass", "none")
             return None
-        state = Lookup(key, settings, controls, department, task)
+        state = Lookup(key, settings, controls, department, task, output_limit(call.body))
         call.cache_state = state
         if not controls.lookup:
             await self._mark(services, call, state, "bypass", "none")
@@ -170,7 +179,7 @@ class SemanticCache:
                                    settings.max_wait_seconds - (now - flight.started))
         except TimeoutError:
             return None
-        return await self._exact(state.key, coalesced=True)
+        return await self._exact(state.key, state.limit, coalesced=True)
 
     def land(self, call: Call) -> None:
         """The request leading a flight has stored its answer, or failed: wake the waiters
@@ -202,13 +211,19 @@ class SemanticCache:
         except BACKEND_ERRORS as exc:
             log.warning("cache counters not written: %s", exc)
 
-    async def _exact(self, key: Key, coalesced: bool = False) -> Hit | None:
+    async def _exact(self, key: Key, limit: int | None, coalesced: bool = False) -> Hit | None:
+        """The complete answer to this text if it fits the limit, else the answer this very
+        limit cut short (stored apart, under `cut_hash`)."""
         entry = await self.backend.get_exact(key.scope, key.text_hash)
-        return None if entry is None else Hit(entry, "exact", 1.0, coalesced)
+        if (entry is None or not entry.fits(limit)) and limit is not None:
+            entry = await self.backend.get_exact(key.scope, cut_hash(key.text_hash, limit))
+        if entry is None or not entry.fits(limit):
+            return None
+        return Hit(entry, "exact", 1.0, coalesced)
 
     async def _find(self, state: Lookup) -> Hit | None:
         key = state.key
-        hit = await self._exact(key)
+        hit = await self._exact(key, state.limit)
         if hit is not None:
             return hit
         if state.settings.mode == "exact":
@@ -216,7 +231,9 @@ class SemanticCache:
         state.vector = await self._embed(key.text)
         if state.vector is None:
             return None
-        candidates = await self.backend.search(key.scope, state.vector, self.config.top_k)
+        candidates = [(entry, similarity) for entry, similarity
+                      in await self.backend.search(key.scope, state.vector, self.config.top_k)
+                      if entry.fits(state.limit)]
         if not candidates:
             return None
         tightened = await self.backend.threshold(key.partition)
@@ -346,15 +363,24 @@ class SemanticCache:
 
     async def _put(self, state: Lookup, completion: dict[str, Any], cost: float) -> None:
         key, settings = state.key, state.settings
-        vector = state.vector
-        if vector is None and settings.mode != "exact":
+        tokens = (completion.get("usage") or {}).get("completion_tokens")
+        if not isinstance(tokens, int):
+            return  # without a token count no request's limit can be checked against it
+        text_hash, cut_limit, vector = key.text_hash, COMPLETE, state.vector
+        if any(choice.get("finish_reason") == "length" for choice in completion["choices"]):
+            if state.limit is None:
+                return  # cut by the model's own context: not worth keeping
+            # exact lookups with the same limit only; the complete answer stays where it is
+            text_hash, cut_limit, vector = cut_hash(key.text_hash, state.limit), state.limit, None
+        elif vector is None and settings.mode != "exact":
             vector = await self._embed(key.text)
         now = time.time()
         entry = Entry(id=uuid.uuid4().hex[:16], scope=key.scope, partition=key.partition,
                       owner=key.owner, department=state.department, model=key.model,
-                      text=key.text, text_hash=key.text_hash, response=orjson.dumps(completion),
+                      text=key.text, text_hash=text_hash, response=orjson.dumps(completion),
                       cost=cost, created=now, expires_at=now + settings.ttl_seconds,
-                      ttl_seconds=settings.ttl_seconds, task=state.task)
+                      ttl_seconds=settings.ttl_seconds, task=state.task,
+                      completion_tokens=tokens, cut_limit=cut_limit)
         evicted = await self.backend.put(entry, vector, settings.max_size)
         if evicted:
             await self.backend.incr({stats.plain_field("evicted", state.department,

@@ -394,3 +394,66 @@ def test_grown_ttl_is_capped_without_overflow(ttl: float, growth: float, hits: i
     from proxy.cache.semantic_cache import grown_ttl
 
     assert grown_ttl(ttl, growth, hits, cap) == pytest.approx(expected)
+
+
+def ask_limited(proxy: ServerThread, text: str, limit: int | None,
+                **params: Any) -> tuple[dict[str, Any], dict[str, str]]:
+    """The raw chat.completion and headers for `text` with `max_tokens: limit` (None: no limit)."""
+    body: dict[str, Any] = {"model": "gpt-4o-mini", **params,
+                            "messages": [{"role": "user", "content": text}]}
+    if limit is not None:
+        body["max_tokens"] = limit
+    r = httpx.post(proxy.url + "/v1/chat/completions", json=body,
+                   headers={"authorization": "Bearer sk-demo-engineering"})
+    assert r.status_code == 200, r.text
+    return r.json(), dict(r.headers)
+
+
+def test_a_cached_answer_longer_than_the_new_limit_is_not_served(start_cached: Starter) -> None:
+    """Issue 18 item 5: limits were bucketed by powers of two, so a 37-token answer stored for
+    max_tokens 64 was served to a request that allowed 33. An entry is served only when its
+    completion tokens fit the new request's limit; then any limit that fits shares it."""
+    proxy = start_cached()
+    question = f"How long is a complete answer {uuid.uuid4().hex[:6]}?"
+    full, h1 = ask_limited(proxy, question, 64)
+    tokens = full["usage"]["completion_tokens"]
+    assert full["choices"][0]["finish_reason"] == "stop" and 33 < tokens < 64
+    assert h1["x-meterline-cache"] == "miss"
+    shorter, h2 = ask_limited(proxy, question, tokens - 1)  # same power-of-two bucket as 64
+    assert h2["x-meterline-cache"] == "miss"
+    assert shorter["usage"]["completion_tokens"] <= tokens - 1
+    for limit in (tokens, 1000, None):  # the complete answer fits: served from the cache
+        again, headers = ask_limited(proxy, question, limit)
+        assert headers["x-meterline-cache"] == "hit-exact", limit
+        assert again["choices"][0]["message"] == full["choices"][0]["message"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_length_cut_answer_is_served_only_to_the_same_limit(start_cached: Starter,
+                                                             stream: bool) -> None:
+    """A `finish_reason: length` answer is what that limit gets, not what a larger (or no)
+    limit would: asked with max_tokens 20 (cut), then 32 (same bucket), the cut answer was
+    served as hit-exact. And a cut answer never displaces the complete one."""
+    proxy = start_cached()
+    question = f"Tell me everything about limits {uuid.uuid4().hex[:6]}"
+    if stream:
+        _, _, status = stream_text(proxy, question)
+        assert status == "miss"
+        cut_text, chunks, status = stream_text(proxy, question, max_tokens=20)
+        assert status == "miss"
+        assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
+        assert stream_text(proxy, question, max_tokens=32)[2] == "miss"
+        again, _, status = stream_text(proxy, question, max_tokens=20)
+        assert status == "hit-exact" and again == cut_text
+        assert stream_text(proxy, question)[2] == "hit-exact"
+        return
+    full, _ = ask_limited(proxy, question, None)
+    cut, h1 = ask_limited(proxy, question, 20)
+    assert h1["x-meterline-cache"] == "miss" and cut["choices"][0]["finish_reason"] == "length"
+    bigger, h2 = ask_limited(proxy, question, 32)
+    assert h2["x-meterline-cache"] == "miss"
+    assert bigger["choices"][0]["message"]["content"] != cut["choices"][0]["message"]["content"]
+    same, h3 = ask_limited(proxy, question, 20)
+    assert h3["x-meterline-cache"] == "hit-exact" and same["choices"] == cut["choices"]
+    unlimited, h4 = ask_limited(proxy, question, None)
+    assert h4["x-meterline-cache"] == "hit-exact" and unlimited["choices"] == full["choices"]
