@@ -192,6 +192,23 @@ class SemanticCache:
             del self._flights[flight.key]
         flight.landed.set()
 
+    def answered_by(self, call: Call, model: str) -> None:
+        """A fallback `model` answered, not the one the lookup was for: store the answer under
+        `model`'s key and settings (so it is served only to requests for `model`, naming it), or
+        not at all where `model` is not cached."""
+        state: Lookup | None = call.cache_state
+        if state is None:
+            return
+        record = call.record
+        settings = self.config.effective(call.department, model,
+                                         record.route_rule if record else None)
+        key = key_of(call.body, state.key.owner, model)
+        state.shadow = None  # a shadow hit for the planned model says nothing about this answer
+        if key is None or not settings.enabled or bypass_reason(call.body, settings):
+            state.controls = Controls(state.controls.lookup, store=False)
+            return
+        state.key, state.settings = key, settings
+
     def _kind_of(self, state: Lookup) -> str:
         return "exact" if state.settings.mode == "exact" else "semantic"
 

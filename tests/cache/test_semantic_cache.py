@@ -42,8 +42,11 @@ def start_cached_fixture(request: pytest.FixtureRequest, start_proxy: ProxyStart
         overrides = {"redis_url": request.getfixturevalue("redis_url"),
                      "redis_prefix": request.getfixturevalue("redis_prefix")}
 
-    def start(**changes: Any) -> ServerThread:
-        return start_proxy(edits={"cache.yaml": cache_yaml(**changes)}, **overrides)
+    def start(*, routing: dict[str, Any] | None = None, **changes: Any) -> ServerThread:
+        edits = {"cache.yaml": cache_yaml(**changes)}
+        if routing is not None:
+            edits["routing.yaml"] = routing
+        return start_proxy(edits=edits, **overrides)
 
     return start
 
@@ -457,3 +460,35 @@ def test_a_length_cut_answer_is_served_only_to_the_same_limit(start_cached: Star
     assert h3["x-meterline-cache"] == "hit-exact" and same["choices"] == cut["choices"]
     unlimited, h4 = ask_limited(proxy, question, None)
     assert h4["x-meterline-cache"] == "hit-exact" and unlimited["choices"] == full["choices"]
+
+
+FAST_RETRIES = {"max_retries": 1, "backoff_base": 0.01, "backoff_max": 0.02, "retry_after_max": 0}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_fallback_answer_is_not_served_as_the_planned_models(
+        start_cached: Starter, mock_upstream: ServerThread, stream: bool) -> None:
+    """Issue 18 item 6: entries were stored under the planned model, so once gpt-4.1 failed over
+    to gpt-4o-mini every later gpt-4.1 request got the mini answer for the whole TTL. The answer
+    is stored under the model that produced it, and served (naming that model) only to requests
+    for that model."""
+    routing = {"rules": [{"name": "big", "match": {"model": ["gpt-4.1"]}, "target": "gpt-4.1",
+                          "fallbacks": ["gpt-4o-mini"]}], "reliability": FAST_RETRIES}
+    proxy = start_cached(overrides={"routes": {}}, routing=routing)
+    question = f"Which model answers when the big one is down {uuid.uuid4().hex[:6]}?"
+
+    def ask_model(model: str) -> tuple[str, str]:
+        if stream:
+            raw = client(proxy).chat.completions.with_raw_response.create(
+                model=model, messages=[{"role": "user", "content": question}], stream=True)
+            chunks = list(raw.parse())
+            return chunks[0].model, raw.headers["x-meterline-cache"]
+        raw_json = client(proxy).chat.completions.with_raw_response.create(
+            model=model, messages=[{"role": "user", "content": question}])
+        return raw_json.parse().model, raw_json.headers["x-meterline-cache"]
+
+    fault(mock_upstream.url, "500", times=2)  # gpt-4.1: attempt + 1 retry, then gpt-4o-mini
+    assert ask_model("gpt-4.1") == ("gpt-4o-mini", "miss")
+    assert ask_model("gpt-4.1") == ("gpt-4.1", "miss")  # not the fallback's answer
+    assert ask_model("gpt-4.1") == ("gpt-4.1", "hit-exact")
+    assert ask_model("gpt-4o-mini") == ("gpt-4o-mini", "hit-exact")  # the mini answer, for mini
