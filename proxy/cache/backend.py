@@ -18,6 +18,9 @@ import numpy.typing as npt
 Vector = npt.NDArray[np.float32]
 
 
+COMPLETE = -1  # Entry.cut_limit of an answer that ended on its own (not finish_reason "length")
+
+
 @dataclass(slots=True)
 class Entry:
     """One cached answer. `response` is a canonical chat.completion JSON body."""
@@ -37,6 +40,8 @@ class Entry:
     ttl_seconds: float
     hits: int = 0
     task: str = ""
+    completion_tokens: int = 0  # of the stored answer: served only to limits it fits
+    cut_limit: int = COMPLETE  # the max_tokens that cut it short (0: none), or COMPLETE
 
     def value(self) -> tuple[float, float]:
         """Eviction order, lowest first: dollars this entry has saved, then age."""
@@ -60,7 +65,16 @@ class Entry:
             cost=float(data["cost"]), created=float(data["created"]),
             expires_at=float(data["expires_at"]), ttl_seconds=float(data["ttl_seconds"]),
             hits=int(float(data["hits"])), task=text(data.get("task", "")),
+            completion_tokens=int(float(data.get("completion_tokens", 0))),
+            cut_limit=int(float(data.get("cut_limit", COMPLETE))),
         )
+
+    def fits(self, limit: int | None) -> bool:
+        """Whether this answer is what a request with this output limit would get: a complete
+        answer when its tokens fit the limit, a cut one only for the limit that cut it."""
+        if self.cut_limit != COMPLETE:
+            return self.cut_limit == (limit or 0)
+        return limit is None or self.completion_tokens <= limit
 
 
 ENTRY_FIELDS = tuple(f.name for f in fields(Entry))

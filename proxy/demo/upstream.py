@@ -95,6 +95,13 @@ def answer_for(prompt: str, words: int, index: int = 0, max_tokens: int | None =
     return text[: max_tokens * 4] if max_tokens else text
 
 
+def finish_reason_of(prompt: str, words: int, index: int, max_tokens: int | None) -> str:
+    """"length" when max_tokens cut the answer short, like a real model; else "stop"."""
+    if max_tokens and len(answer_for(prompt, words, index)) > max_tokens * 4:
+        return "length"
+    return "stop"
+
+
 def _max_tokens(body: dict[str, Any]) -> int | None:
     value = body.get("max_completion_tokens") or body.get("max_tokens")
     return value if isinstance(value, int) and value > 0 else None
@@ -144,7 +151,8 @@ def completion_body(body: dict[str, Any], prompt: str, words: int) -> dict[str, 
         choice: dict[str, Any] = {
             "index": i,
             "message": _choice_message(body, text),
-            "finish_reason": "tool_calls" if body.get("tools") else "stop",
+            "finish_reason": "tool_calls" if body.get("tools")
+            else finish_reason_of(prompt, words, i, _max_tokens(body)),
         }
         if body.get("logprobs"):
             choice["logprobs"] = {
@@ -187,7 +195,8 @@ def stream_events(body: dict[str, Any], prompt: str, words: int) -> list[bytes]:
     events += [
         event([{"index": 0, "delta": {"content": p}, "finish_reason": None}]) for p in pieces
     ]
-    events.append(event([{"index": 0, "delta": {}, "finish_reason": "stop"}]))
+    finish = finish_reason_of(prompt, words, 0, _max_tokens(body))
+    events.append(event([{"index": 0, "delta": {}, "finish_reason": finish}]))
     if include_usage:
         usage = _usage(body, count_tokens(text))
         events.append(b"data: " + orjson.dumps({**base, "choices": [], "usage": usage}) + b"\n\n")

@@ -109,6 +109,13 @@ async def cache_lookup(services: Services, call: Call, model: str) -> Any:
     return await services.cache.lookup(services, call, model)
 
 
+def answered_by(services: Services, call: Call, model: str) -> None:
+    """A fallback `model` answered instead of the planned one: its answer is cached as that
+    model's (proxy.cache.semantic_cache.SemanticCache.answered_by)."""
+    if services.cache is not None:
+        services.cache.answered_by(call, model)
+
+
 def land(services: Services, call: Call) -> None:
     """End the call's cache flight, if it leads one: identical requests waiting for its answer
     look again (proxy.cache.semantic_cache.SemanticCache.land)."""

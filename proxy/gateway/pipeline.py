@@ -142,6 +142,15 @@ def describe_plan(call: Call, plan: Plan) -> None:
         call.headers["x-meterline-variant"] = plan.variant or ""
 
 
+def answered_model(services: Services, plan: Plan, target: UpstreamTarget) -> str:
+    """The public model (of the plan's chain) whose target answered."""
+    pair = (target.provider_name, target.model)
+    for model in plan.chain:
+        if pair in services.config.providers.targets_for(model):
+            return model
+    return plan.model
+
+
 def upstream_body(call: Call, target: UpstreamTarget, add_usage: bool) -> bytes:
     """The original bytes when nothing changed; re-encoded only if model or options differ."""
     if target.model == call.body.get("model") and not add_usage:
@@ -245,6 +254,9 @@ async def run_call(services: Services, call: Call, request: Request) -> Response
         raise
     call.headers["x-meterline-provider"] = target.provider_name
     call.record.model_used, call.record.provider = target.model, target.provider_name
+    answered = answered_model(services, plan, target)
+    if answered != plan.model:  # a fallback model answered: never cache it as plan.model's
+        accounting.answered_by(services, call, answered)
     if data is None:  # a stream lands its cache flight in `finish`, once stored
         return stream_response(services, call, reservation, target, resp, add_usage)
     try:
