@@ -26,6 +26,7 @@ from proxy.errors import (
     UpstreamHTTPError,
     UpstreamTimeout,
     UpstreamUnavailable,
+    request_id_headers,
 )
 from proxy.gateway import accounting
 from proxy.gateway.reliability import (
@@ -37,6 +38,7 @@ from proxy.gateway.reliability import (
 from proxy.gateway.requests import (
     Call,
     authenticate,
+    client_request_id_of,
     header_map,
     new_record,
     read_json_body,
@@ -77,10 +79,11 @@ async def open_call(services: Services, request: Request, endpoint: str, path: s
     started = time.perf_counter()
     principal = await authenticate(request, services)
     raw, body = await read_json_body(request, services.settings.max_body_bytes)
+    client_rid = client_request_id_of(request)
     call = Call(rid, endpoint, path, started, principal, body, raw,
-                headers={"x-request-id": rid,
+                headers={**request_id_headers(rid, client_rid),
                          "x-meterline-department": principal.department or "admin"},
-                inbound=header_map(request))
+                inbound=header_map(request), client_request_id=client_rid)
     request.scope[CALL_KEY] = call
     return call
 

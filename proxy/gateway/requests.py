@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import itertools
-import os
+import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -13,6 +12,7 @@ import orjson
 from starlette.requests import Request
 
 from proxy.errors import (
+    CLIENT_REQUEST_ID_KEY,
     HEADERS_KEY,
     REQUEST_ID_KEY,
     AuthenticationFailed,
@@ -25,9 +25,6 @@ from proxy.runtime.services import Services
 from proxy.spend.records import UsageRecord
 
 REQUEST_ID_HEADER = "x-request-id"
-# A random per-process prefix and a counter: unique across replicas, cheaper than uuid4 per call.
-_PROCESS_TAG = os.urandom(6).hex()
-_SEQUENCE = itertools.count(1)
 
 
 @dataclass
@@ -47,6 +44,7 @@ class Call:
     inbound: Mapping[str, str] = field(default_factory=dict)  # request headers
     cache_state: Any = None  # proxy.cache.semantic_cache.Lookup, from lookup to store
     prompt_tokens: int | None = None  # estimated once, by routing, reused by budgets
+    client_request_id: str | None = None  # the caller's x-request-id: correlation only
     # read on every step: plain attributes, set once in __post_init__
     stream: bool = field(init=False)
     department: str | None = field(init=False)
@@ -74,14 +72,28 @@ def header_map(request: Request) -> dict[str, str]:
     return cached
 
 
+def new_request_id() -> str:
+    """128 random bits: record keys, feedback and cache reports are addressed by this id, so it
+    must be neither chosen by a client nor guessable from another response."""
+    return "req_" + secrets.token_hex(16)
+
+
 def request_id_of(request: Request) -> str:
-    given = header_map(request).get(REQUEST_ID_HEADER, "")
-    if 0 < len(given) <= 128 and given.isprintable():
-        rid = given
-    else:
-        rid = f"req_{_PROCESS_TAG}{next(_SEQUENCE):010x}"
-    request.scope[REQUEST_ID_KEY] = rid
+    """The server's id for this request (made once, kept in the scope). The client's
+    `x-request-id`, if printable and at most 128 characters, is kept beside it for correlation."""
+    scope = request.scope
+    rid: str | None = scope.get(REQUEST_ID_KEY)
+    if rid is None:
+        rid = scope[REQUEST_ID_KEY] = new_request_id()
+        given = header_map(request).get(REQUEST_ID_HEADER, "")
+        if 0 < len(given) <= 128 and given.isprintable():
+            scope[CLIENT_REQUEST_ID_KEY] = given
     return rid
+
+
+def client_request_id_of(request: Request) -> str | None:
+    given: str | None = request.scope.get(CLIENT_REQUEST_ID_KEY)
+    return given
 
 
 def bearer_key(request: Request) -> str | None:
@@ -244,6 +256,7 @@ def validate_passthrough(body: dict[str, Any]) -> None:
 def new_record(call: Call, model: str) -> UsageRecord:
     return UsageRecord(
         request_id=call.request_id,
+        client_request_id=call.client_request_id,
         ts=time.time(),
         department=call.department or "",
         key_id=call.principal.key_id,
