@@ -20,6 +20,7 @@ from proxy.errors import (
     InvalidRequest,
     PayloadTooLarge,
 )
+from proxy.gateway.messages import validate_messages
 from proxy.keys.store import Principal
 from proxy.runtime.services import Services
 from proxy.spend.records import UsageRecord
@@ -214,19 +215,7 @@ def validate_chat(body: dict[str, Any]) -> None:
             param="messages",
             code="missing_required_parameter",
         )
-    if not isinstance(messages, list) or not messages:
-        raise InvalidRequest(
-            "Invalid 'messages': expected a non-empty array of messages.",
-            param="messages",
-            code="invalid_type",
-        )
-    for i, message in enumerate(messages):
-        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-            raise InvalidRequest(
-                f"Invalid 'messages[{i}]': expected an object with a 'role'.",
-                param=f"messages[{i}]",
-                code="invalid_type",
-            )
+    validate_messages(messages)
     for name in CHAT_CHECKED.intersection(body):  # usually two or three of them
         if name in COUNT_FIELDS:
             _expect_count(body, name)
