@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from proxy.cache.backend import Entry, Vector, eviction_target, least_valuable
+from proxy.cache.backend import Entry, Tightened, Vector, eviction_target, least_valuable
 
 
 @dataclass
@@ -30,7 +30,8 @@ class MemoryBackend:
         self._partitions: dict[str, set[str]] = {}
         self._counters: dict[str, float] = {}
         self._served: dict[str, tuple[float, dict[str, str]]] = {}
-        self._thresholds: dict[str, float] = {}
+        self._reported: dict[str, float] = {}  # request id -> until when it stays claimed
+        self._thresholds: dict[str, Tightened] = {}
 
     def _live(self, entry_id: str | None) -> Entry | None:
         entry = self._entries.get(entry_id) if entry_id else None
@@ -149,11 +150,30 @@ class MemoryBackend:
         found = self._served.get(request_id)
         return dict(found[1]) if found is not None and found[0] > self._clock() else None
 
-    async def threshold(self, partition: str) -> float | None:
-        return self._thresholds.get(partition)
+    async def claim_report(self, request_id: str, ttl_s: float) -> bool:
+        now = self._clock()
+        if self._reported.get(request_id, 0.0) > now:
+            return False
+        for rid in [r for r, until in self._reported.items() if until <= now]:
+            del self._reported[rid]
+        self._reported[request_id] = now + ttl_s
+        return True
 
-    async def set_threshold(self, partition: str, value: float) -> None:
-        self._thresholds[partition] = value
+    async def threshold(self, partition: str) -> float | None:
+        found = self._thresholds.get(partition)
+        return found.threshold if found is not None and found.expires_at > self._clock() else None
+
+    async def set_threshold(self, tightened: Tightened) -> None:
+        self._thresholds[tightened.partition] = tightened
+
+    async def thresholds(self) -> list[Tightened]:
+        now = self._clock()
+        return [t for t in self._thresholds.values() if t.expires_at > now]
+
+    async def clear_thresholds(self) -> int:
+        live = len(await self.thresholds())
+        self._thresholds.clear()
+        return live
 
     async def close(self) -> None:
         return None
