@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -18,19 +19,26 @@ class _Scope:
     matrix_ids: list[str] = field(default_factory=list)
 
 
+MAX_SERVED = 100_000  # hits remembered for wrong-answer reports (under 1 KB each)
+
+
 class MemoryBackend:
     """Single-process storage; `clock` is injectable for expiry tests."""
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time,
+                 max_served: int = MAX_SERVED) -> None:
         self._clock = clock
+        self._max_served = max_served
         self._entries: dict[str, Entry] = {}
         self._vectors: dict[str, Vector] = {}
         self._scopes: dict[str, _Scope] = {}
         self._exact: dict[tuple[str, str], str] = {}
         self._partitions: dict[str, set[str]] = {}
         self._counters: dict[str, float] = {}
-        self._served: dict[str, tuple[float, dict[str, str]]] = {}
-        self._reported: dict[str, float] = {}  # request id -> until when it stays claimed
+        # request id -> (until, what served it), oldest first: one per hit, so bounded in
+        # number and age, expired ones dropped from the front in O(1) per call
+        self._served: OrderedDict[str, tuple[float, dict[str, str]]] = OrderedDict()
+        self._reported: OrderedDict[str, float] = OrderedDict()  # request id -> claimed until
         self._thresholds: dict[str, Tightened] = {}
 
     def _live(self, entry_id: str | None) -> Entry | None:
@@ -142,9 +150,15 @@ class MemoryBackend:
 
     async def remember(self, request_id: str, served: Mapping[str, str], ttl_s: float) -> None:
         now = self._clock()
-        for rid in [r for r, (until, _) in self._served.items() if until <= now]:
-            del self._served[rid]
-        self._served[request_id] = (now + ttl_s, dict(served))
+        served_map = self._served
+        while served_map and next(iter(served_map.values()))[0] <= now:
+            served_map.popitem(last=False)
+        while len(served_map) >= self._max_served:
+            served_map.popitem(last=False)
+        served_map[request_id] = (now + ttl_s, dict(served))
+
+    def served_count(self) -> int:
+        return len(self._served)
 
     async def recall(self, request_id: str) -> dict[str, str] | None:
         found = self._served.get(request_id)
@@ -152,11 +166,13 @@ class MemoryBackend:
 
     async def claim_report(self, request_id: str, ttl_s: float) -> bool:
         now = self._clock()
-        if self._reported.get(request_id, 0.0) > now:
+        reported = self._reported
+        if reported.get(request_id, 0.0) > now:
             return False
-        for rid in [r for r, until in self._reported.items() if until <= now]:
-            del self._reported[rid]
-        self._reported[request_id] = now + ttl_s
+        while reported and (next(iter(reported.values())) <= now
+                            or len(reported) >= self._max_served):
+            reported.popitem(last=False)
+        reported[request_id] = now + ttl_s
         return True
 
     async def threshold(self, partition: str) -> float | None:

@@ -199,7 +199,8 @@ async def run_call(services: Services, call: Call, request: Request) -> Response
     describe_plan(call, plan)
     call.record = new_record(call, call.body["model"])
     call.record.route_rule, call.record.experiment = plan.rule, plan.experiment
-    call.record.variant, call.record.task = plan.variant, call.inbound.get("x-meterline-task")
+    call.record.variant = plan.variant
+    call.record.task = services.config.task_label(call.inbound.get("x-meterline-task"))
     reservation = await accounting.reserve(services, call, plan.model)
     try:
         cached = await accounting.cache_lookup(services, call, plan.model)

@@ -242,6 +242,13 @@ def validate_passthrough(body: dict[str, Any]) -> None:
         _expect_count(body, name)
 
 
+MAX_USER_CHARS = 256  # a record is kept for the retention period: its size is ours to bound
+
+
+def _clip(user: str | None) -> str | None:
+    return user[:MAX_USER_CHARS] if user is not None else None
+
+
 def new_record(call: Call, model: str) -> UsageRecord:
     return UsageRecord(
         request_id=call.request_id,
@@ -249,7 +256,8 @@ def new_record(call: Call, model: str) -> UsageRecord:
         ts=time.time(),
         department=call.department or "",
         key_id=call.principal.key_id,
-        user=call.body.get("user") or call.inbound.get("x-meterline-user") or call.principal.user,
+        user=_clip(call.body.get("user") or call.inbound.get("x-meterline-user")
+                   or call.principal.user),
         endpoint=call.endpoint,
         model_requested=model,
         model_used=model,

@@ -266,3 +266,19 @@ def test_other_departments_cannot_report_an_answer(start_cached: Starter) -> Non
     r = report(proxy, rid, "sk-demo-sales")
     assert r.status_code == 404 and r.json()["error"]["param"] == "request_id"
     assert analytics(proxy)["false_hit_reports"] == 0
+
+
+def test_unknown_tasks_count_as_other(start_cached: Starter) -> None:
+    """Before, every x-meterline-task value became counter fields: one UUID per request grew
+    the analytics table (and every /v1/cache/analytics read) without limit."""
+    proxy = start_cached()
+    for i in range(12):
+        ask(proxy, f"Question number {i} about tasks?",
+            headers={"x-meterline-task": uuid.uuid4().hex})
+    ask(proxy, "A question with a known task?", headers={"x-meterline-task": "faq"})
+    ask(proxy, "A question without a task?")
+    by_task = analytics(proxy)["by_task"]
+    assert set(by_task) == {"other", "faq", "none"}
+    assert by_task["other"]["misses"] == 12
+    spend = httpx.get(proxy.url + "/admin/spend", headers=auth(ADMIN)).json()
+    assert {r["task"] for r in spend["recent"]} == {"other", "faq", None}

@@ -111,3 +111,13 @@ def test_server_ids_are_unguessable(start_proxy: ProxyStarter) -> None:
     assert all(SERVER_ID.match(i) for i in ids)
     # no shared prefix beyond 'req_' and no counter: consecutive ids differ in their first bytes
     assert len({i[4:12] for i in ids}) == 3
+
+
+def test_record_keeps_a_bounded_user(start_proxy: ProxyStarter) -> None:
+    proxy = start_proxy(edits={"cache.yaml": NO_CACHE})
+    body = {"model": "gpt-4o-mini", "messages": ask("hi"), "user": "u" * 100_000}
+    assert httpx.post(proxy.url + "/v1/chat/completions", json=body, headers=ENG).status_code == 200
+    chat(proxy.url, "sk-demo-sales", "hi", {"x-meterline-user": "h" * 8000})
+    report = httpx.get(proxy.url + "/admin/spend", headers=ADMIN).json()
+    users = [r["user"] for r in report["recent"]]
+    assert sorted(users) == ["h" * 256, "u" * 256]
