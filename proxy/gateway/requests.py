@@ -177,16 +177,32 @@ def _tuple(types: type | tuple[type, ...]) -> tuple[type, ...]:
     return types if isinstance(types, tuple) else (types,)
 
 
-def _expect_count(body: dict[str, Any], name: str) -> None:
+# OpenAI's own ceilings: budgets reserve n x max_tokens before the call, so one request with
+# n = 10**6 would hold a department's whole budget and rate window (and ask that many answers)
+COUNT_MAX = {"n": 128, "top_logprobs": 20}
+TOKENS_MAX = 2**31 - 1
+
+
+def _expect_count(body: dict[str, Any], name: str, minimum: int = 1) -> None:
     """An integer >= 1: budgets reserve from token limits and `n`, so 0 or less must not pass."""
     _expect(body, name, int, "an integer")
     value = body.get(name)
-    if value is not None and value < 1:
+    if value is None:
+        return
+    if value < minimum:
         raise InvalidRequest(
-            f"Invalid '{name}': integer below minimum value. Expected a value >= 1, "
+            f"Invalid '{name}': integer below minimum value. Expected a value >= {minimum}, "
             f"but got {value} instead.",
             param=name,
             code="integer_below_min_value",
+        )
+    ceiling = COUNT_MAX.get(name, TOKENS_MAX)
+    if value > ceiling:
+        raise InvalidRequest(
+            f"Invalid '{name}': integer above maximum value. Expected a value <= {ceiling}, "
+            f"but got {value} instead.",
+            param=name,
+            code="integer_above_max_value",
         )
 
 
@@ -219,6 +235,8 @@ def validate_chat(body: dict[str, Any]) -> None:
     for name in CHAT_CHECKED.intersection(body):  # usually two or three of them
         if name in COUNT_FIELDS:
             _expect_count(body, name)
+        elif name == "top_logprobs":
+            _expect_count(body, name, minimum=0)
         else:
             types, what = CHAT_TYPES[name]
             _expect(body, name, types, what)
@@ -231,8 +249,9 @@ CHAT_TYPES: dict[str, tuple[type | tuple[type, ...], str]] = {
     "stream_options": (dict, "an object"),
     "user": (str, "a string"),
     "tools": (list, "an array"),
+    "logprobs": (bool, "a boolean"),
 }
-CHAT_CHECKED = frozenset(CHAT_TYPES) | (COUNT_FIELDS - {"max_output_tokens"})
+CHAT_CHECKED = frozenset(CHAT_TYPES) | (COUNT_FIELDS - {"max_output_tokens"}) | {"top_logprobs"}
 
 
 def validate_passthrough(body: dict[str, Any]) -> None:

@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.conftest import ProxyStarter
 from tests.support.servers import ServerThread
@@ -121,3 +122,31 @@ def test_record_keeps_a_bounded_user(start_proxy: ProxyStarter) -> None:
     report = httpx.get(proxy.url + "/admin/spend", headers=ADMIN).json()
     users = [r["user"] for r in report["recent"]]
     assert sorted(users) == ["h" * 256, "u" * 256]
+
+
+ABSURD = [
+    ({"n": 1_000_000}, "n", "integer_above_max_value",
+     "Invalid 'n': integer above maximum value. Expected a value <= 128, but got 1000000 instead."),
+    ({"max_tokens": 2**40}, "max_tokens", "integer_above_max_value",
+     f"Invalid 'max_tokens': integer above maximum value. Expected a value <= {2**31 - 1}, "
+     f"but got {2**40} instead."),
+    ({"top_logprobs": 100_000, "logprobs": True}, "top_logprobs", "integer_above_max_value",
+     "Invalid 'top_logprobs': integer above maximum value. Expected a value <= 20, but got "
+     "100000 instead."),
+    ({"top_logprobs": -1}, "top_logprobs", "integer_below_min_value",
+     "Invalid 'top_logprobs': integer below minimum value. Expected a value >= 0, but got -1 "
+     "instead."),
+    ({"logprobs": "yes"}, "logprobs", "invalid_type",
+     "Invalid type for 'logprobs': expected a boolean, got str."),
+]
+
+
+@pytest.mark.parametrize(("extra", "param", "code", "message"), ABSURD)
+def test_absurd_counts_are_refused_before_they_reserve(proxy: ServerThread, extra: dict[str, Any],
+                                                      param: str, code: str,
+                                                      message: str) -> None:
+    """Before, n = 10**6 went upstream after reserving the department's whole rate window."""
+    body = {"model": "gpt-4o-mini", "messages": ask("hi"), **extra}
+    r = httpx.post(proxy.url + "/v1/chat/completions", json=body, headers=ENG)
+    assert r.status_code == 400
+    assert r.json() == err(message, "invalid_request_error", param, code)
