@@ -37,7 +37,7 @@ def _serve(args: argparse.Namespace) -> int:
         overrides["workers"] = args.workers
     settings = replace(settings, **overrides)  # type: ignore[arg-type]
     if settings.demo:
-        local = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+        local = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host  # nosec B104 # compares, binds nothing
         settings = replace(settings, mock_upstream_url=f"http://{local}:{settings.port}/_mock/v1")
     try:
         load_config(settings.config_dir)

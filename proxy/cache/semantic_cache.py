@@ -43,7 +43,6 @@ from proxy.runtime.services import Services
 log = logging.getLogger("meterline.cache")
 BACKEND_ERRORS = (RedisError, OSError)
 EMBED_ERRORS = (EmbeddingError, aiohttp.ClientError, TimeoutError)
-SERVED_TTL_S = 7 * 86400.0  # how long a hit can still be reported as wrong
 
 
 def grown_ttl(ttl_s: float, growth: float, hits: int, cap_s: float) -> float:
@@ -326,7 +325,7 @@ class SemanticCache:
                                                      entry.cost))
             await self.backend.remember(call.request_id, {
                 "entry_id": entry.id, "department": department, "partition": entry.partition,
-                "model": entry.model, "scope": entry.scope}, SERVED_TTL_S)
+                "model": entry.model, "scope": entry.scope}, self.config.report.window_seconds)
         except BACKEND_ERRORS as exc:
             log.warning("cache hit bookkeeping failed: %s", exc)
         except Exception:  # noqa: BLE001 - the answer is already chosen: never a 500 for this

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from proxy.routing import experiments as experiments_mod
 from proxy.routing import rules as routing_mod
 from proxy.spend.pricing import PricingTable, load_pricing
 
+OTHER_TASK = "other"
 CONFIG_FILES = ("providers.yaml", "keys.yaml", "departments.yaml", "routing.yaml",
                 "experiments.yaml", "cache.yaml", "pricing.yaml")
 
@@ -35,6 +37,21 @@ class Config:
     @property
     def model_names(self) -> frozenset[str]:
         return frozenset(self.providers.models)
+
+    @cached_property
+    def task_names(self) -> frozenset[str]:
+        """The x-meterline-task values counted by name: routing.yaml `tasks` and every task a
+        rule or an experiment names."""
+        names = self.routing.task_names() if self.routing is not None else set()
+        if self.experiments is not None:
+            names |= self.experiments.task_names()
+        return frozenset(names)
+
+    def task_label(self, value: str | None) -> str | None:
+        """A request's task as records and analytics keep it: None, a known name, or "other"."""
+        if not value:
+            return None
+        return value if value in self.task_names else OTHER_TASK
 
 
 def config_version(directory: Path) -> str:

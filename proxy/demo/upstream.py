@@ -452,8 +452,18 @@ async def recorded(request: Request) -> Response:
     )
 
 
+async def _unreadable(request: Request, exc: Exception) -> Response:
+    """A body the mock cannot read is the client's 400, as on OpenAI: a 500 here would count as
+    the provider failing and cool it down for every department (faults are the way to get 5xx)."""
+    return _error(400, f"We could not parse the JSON body of your request: {exc}")
+
+
 def create_mock_app(state: MockState | None = None) -> Starlette:
     app = Starlette(
+        exception_handlers={
+            exc: _unreadable
+            for exc in (orjson.JSONDecodeError, TypeError, ValueError, AttributeError, KeyError)
+        },
         routes=[
             Route("/v1/chat/completions", chat, methods=["POST"]),
             Route("/v1/completions", completions, methods=["POST"]),

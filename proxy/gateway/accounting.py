@@ -26,8 +26,10 @@ log = logging.getLogger(__name__)
 def prompt_tokens_of(call: Call) -> int:
     if call.prompt_tokens is not None:
         return call.prompt_tokens
+    # only chat bodies have their messages checked (gateway/messages.py); any other endpoint
+    # forwards a 'messages' field unread, so it is sized by its bytes
     messages = call.body.get("messages")
-    if isinstance(messages, list):
+    if call.endpoint == "chat.completions" and isinstance(messages, list):
         return estimate_tokens(messages)
     return max(1, len(call.raw) // 4)
 

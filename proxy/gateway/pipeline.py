@@ -28,6 +28,7 @@ from proxy.errors import (
     UpstreamHTTPError,
     UpstreamTimeout,
     UpstreamUnavailable,
+    request_id_headers,
 )
 from proxy.gateway import accounting
 from proxy.gateway.reliability import (
@@ -39,6 +40,7 @@ from proxy.gateway.reliability import (
 from proxy.gateway.requests import (
     Call,
     authenticate,
+    client_request_id_of,
     header_map,
     new_record,
     read_json_body,
@@ -79,10 +81,11 @@ async def open_call(services: Services, request: Request, endpoint: str, path: s
     started = time.perf_counter()
     principal = await authenticate(request, services)
     raw, body = await read_json_body(request, services.settings.max_body_bytes)
+    client_rid = client_request_id_of(request)
     call = Call(rid, endpoint, path, started, principal, body, raw,
-                headers={"x-request-id": rid,
+                headers={**request_id_headers(rid, client_rid),
                          "x-meterline-department": principal.department or "admin"},
-                inbound=header_map(request))
+                inbound=header_map(request), client_request_id=client_rid)
     request.scope[CALL_KEY] = call
     return call
 
@@ -239,7 +242,8 @@ async def run_call(services: Services, call: Call, request: Request) -> Response
     describe_plan(call, plan)
     call.record = new_record(call, call.body["model"])
     call.record.route_rule, call.record.experiment = plan.rule, plan.experiment
-    call.record.variant, call.record.task = plan.variant, call.inbound.get("x-meterline-task")
+    call.record.variant = plan.variant
+    call.record.task = services.config.task_label(call.inbound.get("x-meterline-task"))
     reservation = await accounting.reserve(services, call, plan.model)
     try:
         cached = await accounting.cache_lookup(services, call, plan.model)

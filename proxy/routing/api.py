@@ -219,8 +219,9 @@ async def recommendations(request: Request) -> Response:
 def parse_feedback(body: dict[str, Any]) -> tuple[str, float, str | None]:
     rid = body.get("request_id")
     if not isinstance(rid, str) or not rid:
-        raise InvalidRequest("Missing or invalid 'request_id': expected the x-request-id of a "
-                             "response.", param="request_id", code="invalid_value")
+        raise InvalidRequest("Missing or invalid 'request_id': expected the "
+                             "x-meterline-request-id of a response.", param="request_id",
+                             code="invalid_value")
     score = body.get("score")
     if isinstance(score, bool) or not isinstance(score, int | float) \
             or not 0 <= score <= 1:  # nan fails the range check too

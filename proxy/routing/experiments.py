@@ -155,6 +155,9 @@ class Experiments(BaseModel):
 
     experiments: dict[str, Experiment] = {}
 
+    def task_names(self) -> set[str]:
+        return {t for e in self.experiments.values() for t in (e.scope.task or ())}
+
     @field_validator("experiments", mode="before")
     @classmethod
     def _name_from_key(cls, value: object) -> object:

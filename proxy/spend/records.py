@@ -12,7 +12,7 @@ CacheStatus = Literal["hit-exact", "hit-semantic", "miss", "bypass", "shadow", "
 class UsageRecord:
     """One proxied request, written once when the response has finished (or was cut)."""
 
-    request_id: str
+    request_id: str  # made by the server (proxy.gateway.requests.new_request_id): the record key
     ts: float  # unix seconds when the request arrived
     department: str
     key_id: str  # id of the inbound key (never the key itself)
@@ -38,6 +38,7 @@ class UsageRecord:
     stream: bool = False
     error: str | None = None  # error code when the request failed or the stream was cut
     quality_score: float | None = None  # set later by POST /v1/feedback
+    client_request_id: str | None = None  # the caller's x-request-id, never a key
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
