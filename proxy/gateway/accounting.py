@@ -18,7 +18,7 @@ from proxy.gateway.upstream import Target
 from proxy.routing.rules import estimate_tokens
 from proxy.runtime.services import Services
 from proxy.spend.budgets import BudgetExhausted, SpendRefusal
-from proxy.spend.pricing import Cost, Usage, parse_usage
+from proxy.spend.pricing import Cost, Usage, format_nanos, parse_usage
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ def price(services: Services, call: Call, target: Target,
         cost = pricing.cost(record.model_requested, counts)
     record.input_tokens, record.output_tokens = counts.input_tokens, counts.output_tokens
     record.cached_input_tokens = counts.cached_input_tokens
-    record.cost, record.cost_estimated = cost.dollars, estimated
+    record.cost_nanos, record.cost_estimated = cost.nanos, estimated
     return counts, cost
 
 
@@ -170,7 +170,7 @@ async def book_spend(services: Services, call: Call, reservation: Any, cost: Cos
     assert record is not None
     record.latency_ms = call.elapsed() * 1000
     if services.spend is not None and reservation is not None:
-        remaining: float | None = await services.spend.settle(reservation, cost.micros, record)
+        remaining: float | None = await services.spend.settle(reservation, cost.nanos, record)
         return remaining
     if services.spend is not None:
         await services.spend.add_record(record)
@@ -207,11 +207,18 @@ async def settle(services: Services, call: Call, reservation: Any, target: Targe
     return info_of(call, counts, cost, estimated, remaining)
 
 
+def cost_header(nanos: int) -> str:
+    """Exact dollars, at least 8 decimals (the header's format before nano-dollars), 9 when the
+    ninth is not 0: 22350 -> '0.00002235', 75 -> '0.000000075'."""
+    return format_nanos(nanos, 8)
+
+
 def info_of(call: Call, counts: Usage, cost: Cost, estimated: bool,
             remaining: float | None) -> dict[str, Any]:
     """The `meterline` object a stream's last event carries."""
     assert call.record is not None
-    return {"cost_usd": round(cost.dollars, 8), "input_tokens": counts.input_tokens,
+    return {"cost_usd": cost.dollars, "cost_nanos": cost.nanos,
+            "input_tokens": counts.input_tokens,
             "output_tokens": counts.output_tokens, "estimated": estimated,
             "cache": call.record.cache, "department": call.department,
             "budget_remaining_usd": remaining, "request_id": call.request_id}
@@ -244,9 +251,9 @@ async def finish_json(services: Services, call: Call, reservation: Any, target: 
                          usage if not estimated else Usage(prompt_tokens_of(call), 0, 0),
                          estimated)
     if services.cache is not None and not estimated:
-        await services.cache.store_json(services, call, payload, data, round(cost.dollars, 8))
+        await services.cache.store_json(services, call, payload, data, cost.dollars)
     headers = call.headers
-    headers["x-meterline-cost-usd"] = f"{round(cost.dollars, 8):.8f}"
+    headers["x-meterline-cost-usd"] = cost_header(cost.nanos)
     headers["x-meterline-overhead-ms"] = f"{call.overhead_ms():.2f}"
     return BookedResponse(data, status, headers, booking=(services, call, reservation, counts,
                                                            cost, estimated))

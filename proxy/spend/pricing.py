@@ -1,11 +1,13 @@
 """Model prices -> the cost of an OpenAI usage block.
 
-Money is counted in integer micro-dollars (1e-6 USD). A price of P dollars per 1M tokens is exactly
-P micro-dollars per token, so a request's cost is computed exactly and rounded once, half-up, to
-whole micro-dollars. Prices are turned into integers once (`ExactRate`: each price times 10^k, k =
-its decimal places) so pricing a request is integer arithmetic, equal to the Decimal result.
-Every later sum (budgets, chargeback totals) is integer addition,
-so totals equal the sum of per-request costs with no float drift.
+Money is counted in integer nano-dollars (1e-9 USD). A price of P dollars per 1M tokens is
+P x 1000 nano-dollars per token, a whole number for every price with at most three decimals (all
+list prices: the smallest step is $0.001/1M), so a request's cost is exact. A price with more
+decimals (an override) is rounded once per request, half-up, to whole nano-dollars. Prices are
+turned into integers once (`ExactRate`: each price times 10^k, k = its decimal places) so pricing
+a request is integer arithmetic, equal to the Decimal result. Every later sum (budgets, reports,
+chargeback totals) is integer addition, so totals equal the sum of per-request costs exactly.
+Micro-dollar rounding was -1.6 % on a typical small call and $0 for a short embedding.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from proxy.config.errors import ConfigError, describe_validation_error
 
 DEFAULT_PRICING_PATH = Path(__file__).parent.parent / "data" / "pricing.yaml"
-MICROS_PER_DOLLAR = 1_000_000
+NANOS_PER_DOLLAR = 1_000_000_000
+NANOS_PER_MICRO = 1_000  # P $/1M tokens = P micro-dollars per token
 _SNAPSHOT_SEPARATORS = ("-", ":", "@")
 
 
@@ -67,7 +70,7 @@ class Cost:
 
     dollars: float
     priced: bool
-    micros: int = 0
+    nanos: int = 0
 
 
 def parse_usage(usage: Mapping[str, Any] | None) -> Usage:
@@ -86,12 +89,25 @@ def _int(value: Any) -> int:
 
 
 @functools.lru_cache(maxsize=4096)  # called with config values: budgets, breaker ceilings
-def to_micros(dollars: float | Decimal) -> int:
-    return int(Decimal(str(dollars)).scaleb(6).to_integral_value(ROUND_HALF_UP))
+def to_nanos(dollars: float | Decimal) -> int:
+    """Dollars -> nano-dollars, half-up. Exact for a float that was nanos / 1e9 below $8M (2^23:
+    doubles there are finer than 1e-9, and str() gives the shortest decimal that reads back)."""
+    return int(Decimal(str(dollars)).scaleb(9).to_integral_value(ROUND_HALF_UP))
 
 
-def micros_to_dollars(micros: int) -> float:
-    return micros / MICROS_PER_DOLLAR
+def nanos_to_dollars(nanos: int) -> float:
+    return nanos / NANOS_PER_DOLLAR
+
+
+def format_nanos(nanos: int, places: int = 9) -> str:
+    """Exact dollars as a decimal string: 22350 -> '0.000022350' (places=9). With fewer places the
+    digits that are zero are dropped and any other digit is kept: format_nanos(22350, 8) ->
+    '0.00002235', format_nanos(75, 8) -> '0.000000075'."""
+    sign = "-" if nanos < 0 else ""
+    whole, frac = divmod(abs(nanos), NANOS_PER_DOLLAR)
+    digits = f"{frac:09d}"
+    keep = max(places, len(digits.rstrip("0")))
+    return f"{sign}{whole}.{digits[:keep]}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,9 +127,10 @@ class ExactRate:
         as_int = [int(v.scaleb(places)) for v in values]
         return cls(scale, *as_int)
 
-    def micros(self, counts: Usage) -> int:
-        """Cost of `counts`, rounded half-up (ties away from zero) to whole micro-dollars."""
-        scaled = (
+    def nanos(self, counts: Usage) -> int:
+        """Cost of `counts`, rounded half-up (ties away from zero) to whole nano-dollars (exact
+        for prices with up to three decimals)."""
+        scaled = NANOS_PER_MICRO * (
             (counts.input_tokens - counts.cached_input_tokens) * self.input
             + counts.cached_input_tokens * self.cached
             + counts.output_tokens * self.output
@@ -121,9 +138,13 @@ class ExactRate:
         rounded = (2 * abs(scaled) + self.scale) // (2 * self.scale)
         return rounded if scaled >= 0 else -rounded
 
-    def prompt_micros(self, prompt_tokens: int) -> int:
-        """Micro-dollars for `prompt_tokens` at the input price, rounded up."""
-        return -(-max(prompt_tokens, 0) * self.input // self.scale)
+    def prompt_nanos(self, prompt_tokens: int) -> int:
+        """Nano-dollars for `prompt_tokens` at the input price, rounded up."""
+        return -(-max(prompt_tokens, 0) * self.input * NANOS_PER_MICRO // self.scale)
+
+    def output_nanos(self) -> float:
+        """Nano-dollars per output token (a whole number for list prices)."""
+        return self.output * NANOS_PER_MICRO / self.scale
 
 
 def _exponent(value: Decimal) -> int:
@@ -171,13 +192,13 @@ class PricingTable:
     def cost(self, model: str, usage: Mapping[str, Any] | Usage | None) -> Cost:
         counts = usage if isinstance(usage, Usage) else parse_usage(usage)
         rate, known = self.rate(model)
-        micros = rate.micros(counts)
-        return Cost(micros_to_dollars(micros), known, micros)
+        nanos = rate.nanos(counts)
+        return Cost(nanos_to_dollars(nanos), known, nanos)
 
     def worst_case(self, model: str, prompt_tokens: int) -> tuple[int, float]:
-        """(micro-dollars for the prompt, rounded up; micro-dollars per output token)."""
+        """(nano-dollars for the prompt, rounded up; nano-dollars per output token)."""
         rate, _ = self.rate(model)
-        return rate.prompt_micros(prompt_tokens), rate.output / rate.scale
+        return rate.prompt_nanos(prompt_tokens), rate.output_nanos()
 
 
 def load_pricing(*paths: Path | str, default: Price | None = None) -> PricingTable:

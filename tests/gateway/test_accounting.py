@@ -1,0 +1,63 @@
+"""What a call costs, as the client, the stream's last event and the usage record say it."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import orjson
+
+from tests.conftest import ProxyStarter
+from tests.support.servers import ServerThread
+
+ADMIN = {"authorization": "Bearer sk-demo-admin"}
+SALES = {"authorization": "Bearer sk-demo-sales"}
+NO_CACHE = {"cache.yaml": "enabled: false\n"}
+# The mock bills len(content) // 4 + 4 prompt tokens per message and caps the answer at
+# max_tokens: this body is used as 81 prompt / 17 completion tokens of gpt-4o-mini.
+BODY_81_17 = {"model": "gpt-4o-mini", "max_tokens": 17,
+              "messages": [{"role": "user", "content": "x" * 308}]}
+COST_81_17 = Decimal("0.00002235")  # 81 x $0.15/1M + 17 x $0.60/1M, exactly
+
+
+def record_of(proxy: ServerThread, request_id: str) -> dict[str, Any]:
+    spend = httpx.get(proxy.url + "/admin/spend", headers=ADMIN).json()
+    found = [r for r in spend["recent"] if r["request_id"] == request_id]
+    assert found, spend["recent"]
+    return found[0]
+
+
+def stream_events(proxy: ServerThread, body: dict[str, Any]) -> tuple[str, list[Any]]:
+    with httpx.stream("POST", proxy.url + "/v1/chat/completions", headers=SALES,
+                      json={**body, "stream": True}) as r:
+        raw = r.read()
+    events = [orjson.loads(line[6:]) for line in raw.split(b"\n")
+              if line.startswith(b"data: {")]
+    return r.headers["x-request-id"], events
+
+
+def test_the_81_17_call_costs_exactly_0_00002235_everywhere(
+        start_proxy: ProxyStarter, state: dict[str, Any]) -> None:
+    proxy = start_proxy(edits=NO_CACHE, **state)
+    r = httpx.post(proxy.url + "/v1/chat/completions", headers=SALES, json=BODY_81_17)
+    assert r.status_code == 200
+    assert (r.json()["usage"]["prompt_tokens"], r.json()["usage"]["completion_tokens"]) == (81, 17)
+    assert Decimal(r.headers["x-meterline-cost-usd"]) == COST_81_17
+    record = record_of(proxy, r.headers["x-request-id"])
+    assert record["cost_nanos"] == 22_350 and Decimal(str(record["cost"])) == COST_81_17
+
+    request_id, events = stream_events(proxy, BODY_81_17)
+    info = events[-1]["meterline"]
+    assert (info["input_tokens"], info["output_tokens"]) == (81, 17)
+    assert Decimal(str(info["cost_usd"])) == COST_81_17 and info["cost_nanos"] == 22_350
+    assert record_of(proxy, request_id)["cost_nanos"] == 22_350
+
+
+def test_a_10_token_embedding_is_not_free(start_proxy: ProxyStarter) -> None:
+    proxy = start_proxy(edits=NO_CACHE)
+    r = httpx.post(proxy.url + "/v1/embeddings", headers=SALES,
+                   json={"model": "text-embedding-3-small", "input": "y" * 40})
+    assert r.status_code == 200 and r.json()["usage"]["prompt_tokens"] == 10
+    assert Decimal(r.headers["x-meterline-cost-usd"]) == Decimal("0.0000002")
+    assert record_of(proxy, r.headers["x-request-id"])["cost_nanos"] == 200
