@@ -151,7 +151,8 @@ def price(services: Services, call: Call, target: Target,
         cost = pricing.cost(record.model_requested, counts)
     record.input_tokens, record.output_tokens = counts.input_tokens, counts.output_tokens
     record.cached_input_tokens = counts.cached_input_tokens
-    record.cost_nanos, record.cost_estimated = cost.nanos, estimated
+    record.cost_nanos, record.priced = cost.nanos, cost.priced
+    record.cost_estimated = estimated or not cost.priced
     return counts, cost
 
 
@@ -219,7 +220,8 @@ def info_of(call: Call, counts: Usage, cost: Cost, estimated: bool,
     assert call.record is not None
     return {"cost_usd": cost.dollars, "cost_nanos": cost.nanos,
             "input_tokens": counts.input_tokens,
-            "output_tokens": counts.output_tokens, "estimated": estimated,
+            "output_tokens": counts.output_tokens, "estimated": call.record.cost_estimated,
+            "priced": cost.priced,
             "cache": call.record.cache, "department": call.department,
             "budget_remaining_usd": remaining, "request_id": call.request_id}
 

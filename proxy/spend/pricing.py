@@ -13,6 +13,7 @@ Micro-dollar rounding was -1.6 % on a typical small call and $0 for a short embe
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
@@ -27,7 +28,13 @@ from proxy.config.errors import ConfigError, describe_validation_error
 DEFAULT_PRICING_PATH = Path(__file__).parent.parent / "data" / "pricing.yaml"
 NANOS_PER_DOLLAR = 1_000_000_000
 NANOS_PER_MICRO = 1_000  # P $/1M tokens = P micro-dollars per token
-_SNAPSHOT_SEPARATORS = ("-", ":", "@")
+# A dated snapshot of a listed model bills as that model: -YYYY-MM-DD (gpt-4o-2024-08-06),
+# -YYYYMMDD (claude-3-5-sonnet-20241022), -MMDD (gpt-3.5-turbo-0125). Nothing else: o1-pro,
+# gpt-4o-audio-preview or an OpenRouter ':free' variant are other models with other prices.
+_SNAPSHOT = re.compile(
+    r"-(?:\d{4}-(?P<m1>\d\d)-(?P<d1>\d\d)"
+    r"|\d{4}(?P<m2>\d\d)(?P<d2>\d\d)"
+    r"|(?P<m3>\d\d)(?P<d3>\d\d))$")
 
 
 class PricingError(ConfigError):
@@ -154,13 +161,22 @@ def _exponent(value: Decimal) -> int:
     return exponent
 
 
+def snapshot_base(model: str) -> str | None:
+    """`gpt-4o` for `gpt-4o-2024-08-06`; None when the name does not end in a snapshot date."""
+    found = _SNAPSHOT.search(model)
+    if found is None:
+        return None
+    parts = [int(v) for v in found.groupdict().values() if v is not None]
+    month, day = parts
+    return model[: found.start()] if 1 <= month <= 12 and 1 <= day <= 31 else None
+
+
 class PricingTable:
-    """Look up a model's price (exact name, then longest snapshot prefix) and price usage."""
+    """Look up a model's price (exact name, then a dated snapshot of one) and price usage."""
 
     def __init__(self, models: Mapping[str, Price], default: Price) -> None:
         self.models = dict(models)
         self.default = default
-        self._by_length = sorted(self.models, key=len, reverse=True)
         self._rates = {name: ExactRate.of(price) for name, price in self.models.items()}
         self._default_rate = ExactRate.of(default)
 
@@ -179,10 +195,8 @@ class PricingTable:
     def _match(self, model: str) -> str | None:
         if model in self.models:
             return model
-        for name in self._by_length:
-            if model.startswith(name) and model[len(name)] in _SNAPSHOT_SEPARATORS:
-                return name
-        return None
+        base = snapshot_base(model)
+        return base if base is not None and base in self.models else None
 
     def rate(self, model: str) -> tuple[ExactRate, bool]:
         """Like `lookup`, as integers."""

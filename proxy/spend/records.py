@@ -28,9 +28,12 @@ class UsageRecord:
     cached_input_tokens: int = 0
     output_tokens: int = 0
     cost_nanos: int = 0  # nano-dollars actually charged (0 for cache hits)
-    cost_estimated: bool = False  # usage missing (cut stream): tokens estimated from relayed text
+    # the cost is an estimate: usage missing (cut stream: tokens estimated from relayed text) or
+    # the model has no price (`priced` False: billed at the default price)
+    cost_estimated: bool = False
     saved_nanos: int = 0  # nano-dollars a cache hit saved (price of the original answer)
     cache: CacheStatus = "off"
+    priced: bool = True  # False: the model is not in the price table (default price charged)
     route_rule: str | None = None
     task: str | None = None
     experiment: str | None = None

@@ -92,6 +92,7 @@ export function recentRequests(data) {
   return data.recent.map((r) => ({
     ts: r.ts, department: r.department || ADMIN_NAME, model: r.model_used, cache: r.cache,
     tokens: r.input_tokens + r.output_tokens, cost: r.cost, latencyMs: r.latency_ms,
+    estimated: Boolean(r.cost_estimated), priced: r.priced !== false,
   }));
 }
 

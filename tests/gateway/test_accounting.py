@@ -9,7 +9,7 @@ import httpx
 import orjson
 
 from tests.conftest import ProxyStarter
-from tests.support.servers import ServerThread
+from tests.support.servers import ServerThread, providers_with_models
 
 ADMIN = {"authorization": "Bearer sk-demo-admin"}
 SALES = {"authorization": "Bearer sk-demo-sales"}
@@ -61,3 +61,24 @@ def test_a_10_token_embedding_is_not_free(start_proxy: ProxyStarter) -> None:
     assert r.status_code == 200 and r.json()["usage"]["prompt_tokens"] == 10
     assert Decimal(r.headers["x-meterline-cost-usd"]) == Decimal("0.0000002")
     assert record_of(proxy, r.headers["x-request-id"])["cost_nanos"] == 200
+
+
+def test_a_model_without_a_price_is_billed_at_the_default_and_flagged(
+        start_proxy: ProxyStarter, mock_upstream: ServerThread) -> None:
+    """gpt-4o-audio-preview was billed as gpt-4o (a '-suffix' counted as a snapshot), priced."""
+    proxy = start_proxy(edits={**NO_CACHE, **providers_with_models(
+        mock_upstream.url, "gpt-4o-audio-preview")})
+    body = {"model": "gpt-4o-audio-preview", "max_tokens": 17,
+            "messages": [{"role": "user", "content": "x" * 308}]}
+    r = httpx.post(proxy.url + "/v1/chat/completions", headers=ADMIN, json=body)
+    assert r.status_code == 200
+    assert Decimal(r.headers["x-meterline-cost-usd"]) == Decimal("0.00132")  # $10 / $30 per 1M
+    record = record_of(proxy, r.headers["x-request-id"])
+    assert (record["priced"], record["cost_estimated"], record["cost_nanos"]) == (
+        False, True, 1_320_000)
+    metrics = httpx.get(proxy.url + "/metrics").text
+    unpriced = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+                for line in metrics.splitlines()
+                if line.startswith("meterline_unpriced_requests_total{")}
+    assert unpriced.pop('meterline_unpriced_requests_total{model="gpt-4o-audio-preview"}') == 1
+    assert set(unpriced.values()) == {0.0}

@@ -35,15 +35,41 @@ TABLE = load_pricing()
         ("o1-mini-2024-09-12", "o1-mini"),
         ("openai/gpt-4o-mini", "gpt-4o-mini"),
         ("anthropic/claude-3.5-sonnet", "anthropic/claude-3.5-sonnet"),
-        ("anthropic/claude-3.5-sonnet:beta", "anthropic/claude-3.5-sonnet"),
-        ("meta-llama/llama-3.1-70b-instruct", "llama-3.1-70b"),
-        ("gpt-4", None),  # not a prefix match of gpt-4o / gpt-4.1
+        ("gpt-3.5-turbo-0125", "gpt-3.5-turbo"),  # -MMDD snapshot
+        ("o3-2025-04-16", "o3"),
+        ("o1-pro", "o1-pro"),  # its own price: not an o1 snapshot (10x o1)
+        ("o1-pro-2025-03-19", "o1-pro"),
+        ("o3-pro", "o3-pro"),
+        ("gpt-4o-audio-preview", None),  # audio tokens: not gpt-4o's price
+        ("gpt-4o-search-preview", None),
+        ("gpt-4o-mini-tts", None),
+        ("gpt-4o-2024", None),  # not a whole date
+        ("gpt-4o-2024-13-45", None),  # not a date
+        ("anthropic/claude-3.5-sonnet:beta", None),  # OpenRouter variants are priced apart
+        ("meta-llama/llama-3.1-70b-instruct", "meta-llama/llama-3.1-70b-instruct"),
+        ("meta-llama/llama-3.1-405b-instruct", None),
+        ("gpt-4", "gpt-4"),
         ("gpt-4oxyz", None),
         ("my-fine-tune", None),
     ],
 )
-def test_model_names_resolve_exact_then_snapshot_prefix(model: str, entry: str | None) -> None:
+def test_model_names_resolve_exact_then_dated_snapshot(model: str, entry: str | None) -> None:
     assert TABLE.resolve(model) == entry
+
+
+def test_unlisted_variants_are_billed_at_the_default_not_a_cheaper_base() -> None:
+    usage = {"prompt_tokens": 1000, "completion_tokens": 1000}
+    assert TABLE.cost("o1-pro", usage).nanos == 150_000_000 + 600_000_000
+    assert TABLE.cost("o3-pro", usage).nanos == 20_000_000 + 80_000_000
+    audio = TABLE.cost("gpt-4o-audio-preview", usage)
+    assert not audio.priced and audio.nanos == TABLE.cost("unknown", usage).nanos
+
+
+def test_the_bundled_table_says_when_its_prices_were_checked() -> None:
+    from proxy.spend.pricing import DEFAULT_PRICING_PATH
+
+    header = DEFAULT_PRICING_PATH.read_text().split("\n", 3)[:3]
+    assert any("Prices as of 20" in line for line in header), header
 
 
 @pytest.mark.parametrize(

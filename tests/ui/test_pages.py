@@ -15,7 +15,8 @@ import pytest
 from playwright.sync_api import expect
 
 from proxy.demo.upstream import answer_for
-from tests.support.servers import ServerThread, mock_requests
+from tests.conftest import ProxyStarter
+from tests.support.servers import ServerThread, mock_requests, providers_with_models
 
 CHROMIUM = "/usr/lib/chromium/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -484,6 +485,23 @@ def test_spend_admin_view_shows_the_endpoint_figures(page: Any, proxy: ServerThr
     assert page.locator("#recent tbody tr").count() == len(spend["recent"]) == 4
     assert page.locator("#recent tbody td:nth-child(6)").first.inner_text() == fmt_usd(
         spend["recent"][0]["cost"])
+
+
+@pytest.mark.browser
+def test_spend_page_marks_the_cost_of_an_unpriced_model_as_estimated(
+        page: Any, start_proxy: ProxyStarter, mock_upstream: ServerThread) -> None:
+    proxy = start_proxy(edits=providers_with_models(mock_upstream.url, "gpt-4o-audio-preview"))
+    chat(proxy.url, "sk-demo-admin", "A priced question")
+    body = {"model": "gpt-4o-audio-preview", "messages": [{"role": "user", "content": "hi"}]}
+    httpx.post(proxy.url + "/v1/chat/completions", headers=ADMIN, json=body,
+               timeout=10).raise_for_status()
+    recent = get_json(proxy.url, "/admin/spend")["recent"]
+    assert [r["priced"] for r in recent] == [False, True]
+    open_spend(page, proxy.url, "sk-demo-admin")
+    cells = page.locator("#recent tbody td:nth-child(6)")
+    assert cells.all_inner_texts() == [f"{fmt_usd(recent[0]['cost'])} (est.)",
+                                       fmt_usd(recent[1]["cost"])]
+    assert "default price" in (cells.first.get_attribute("title") or "")
 
 
 @pytest.mark.browser
