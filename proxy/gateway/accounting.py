@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -101,12 +101,38 @@ async def release(services: Services, reservation: Any) -> None:
 
 
 async def cache_lookup(services: Services, call: Call, model: str) -> Any:
+    """A cached answer for the call, or None. Any cache failure (an embedder bug, a backend
+    error nobody planned for) is logged and counted, and the call is answered uncached."""
     if services.cache is None:
         call.headers["x-meterline-cache"] = "off"
         if strip_cache_control(call.body):  # our control object never goes upstream
             call.raw = orjson.dumps(call.body)
         return None
-    return await services.cache.lookup(services, call, model)
+    try:
+        return await services.cache.lookup(services, call, model)
+    except errors.ProxyError:  # the client's fault (a bad cache control): its 4xx
+        raise
+    except Exception:  # the cache is an optimisation: its failure must not fail the call
+        log.exception("cache lookup failed for %s; answering uncached", call.request_id)
+        services.metrics.record_cache_failure("lookup")
+        services.cache.land(call)  # if it leads a flight, its waiters go on without it
+        call.cache_state = None  # nothing to store after a failed lookup
+        call.headers["x-meterline-cache"] = "bypass"
+        if call.record is not None:
+            call.record.cache = "bypass"
+        if strip_cache_control(call.body):
+            call.raw = orjson.dumps(call.body)
+        return None
+
+
+async def cache_store(services: Services, call: Call, store: Awaitable[None]) -> None:
+    """Store an answer in the cache; a failure is logged and counted, never raised: the
+    upstream has answered, so the client gets it and the spend is settled."""
+    try:
+        await store
+    except Exception:
+        log.exception("answer of %s not cached", call.request_id)
+        services.metrics.record_cache_failure("store")
 
 
 def land(services: Services, call: Call) -> None:
@@ -253,7 +279,8 @@ async def finish_json(services: Services, call: Call, reservation: Any, target: 
                          usage if not estimated else Usage(prompt_tokens_of(call), 0, 0),
                          estimated)
     if services.cache is not None and not estimated:
-        await services.cache.store_json(services, call, payload, data, cost.dollars)
+        await cache_store(services, call,
+                          services.cache.store_json(services, call, payload, data, cost.dollars))
     headers = call.headers
     headers["x-meterline-cost-usd"] = cost_header(cost.nanos)
     headers["x-meterline-overhead-ms"] = f"{call.overhead_ms():.2f}"
@@ -307,7 +334,7 @@ async def finish_stream(services: Services, call: Call, reservation: Any, target
     info = info_of(call, counts, cost, estimated, remaining)
     if services.cache is not None and outcome.complete and outcome.error is None:
         held = [outcome.held] if outcome.held is not None else []
-        await services.cache.store_stream(services, call, outcome.chunks + held,
-                                          info["cost_usd"])
+        await cache_store(services, call, services.cache.store_stream(
+            services, call, outcome.chunks + held, info["cost_usd"]))
     return info, lambda: count(services, call, counts, cost, estimated)
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 import orjson
+import pytest
 
 from tests.conftest import ProxyStarter
 from tests.support.servers import ServerThread, providers_with_models
@@ -82,3 +83,45 @@ def test_a_model_without_a_price_is_billed_at_the_default_and_flagged(
                 if line.startswith("meterline_unpriced_requests_total{")}
     assert unpriced.pop('meterline_unpriced_requests_total{model="gpt-4o-audio-preview"}') == 1
     assert set(unpriced.values()) == {0.0}
+
+
+class BrokenEmbedder:
+    """An embedder failing in a way nobody planned for (not an EmbeddingError or a timeout)."""
+
+    async def embed(self, texts: Any) -> Any:
+        raise RuntimeError("embedder bug")
+
+    async def aclose(self) -> None:
+        return None
+
+
+def metric_value(proxy: ServerThread, name: str, labels: str) -> float:
+    for line in httpx.get(proxy.url + "/metrics").text.splitlines():
+        if line.startswith(f"{name}{{{labels}}} "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name}{{{labels}}} not exported")
+
+
+@pytest.mark.parametrize(("stage", "headers"), [
+    ("lookup", {}),  # the semantic lookup embeds the prompt before going upstream
+    ("store", {"x-meterline-cache": "refresh"}),  # no lookup: embedded after the answer came
+])
+def test_an_embedder_failure_costs_neither_the_answer_nor_the_accounting(
+        start_proxy: ProxyStarter, state: dict[str, Any], stage: str,
+        headers: dict[str, str]) -> None:
+    proxy = start_proxy(edits={"cache.yaml": "enabled: true\nmode: semantic\n"}, **state)
+    services = proxy.server.config.app.state.services
+    services.cache.embedder = BrokenEmbedder()
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "embed " + stage}]}
+    r = httpx.post(proxy.url + "/v1/chat/completions", json=body,
+                   headers={**SALES, **headers})
+    assert r.status_code == 200, r.text
+    assert r.json()["choices"][0]["message"]["content"].startswith("Mock answer")
+    record = record_of(proxy, r.headers["x-request-id"])
+    assert record["cost_nanos"] == int(Decimal(r.headers["x-meterline-cost-usd"]) * 10**9) > 0
+    budgets = httpx.get(proxy.url + "/admin/budgets", headers=ADMIN).json()["data"]
+    sales = next(d for d in budgets if d["department"] == "sales")
+    assert all(b["reserved_dollars"] == 0 for b in sales["budgets"])  # the hold is settled
+    assert Decimal(str(sales["budgets"][0]["spent_dollars"])) == Decimal(
+        r.headers["x-meterline-cost-usd"])
+    assert metric_value(proxy, "meterline_cache_failures_total", f'stage="{stage}"') == 1
