@@ -23,13 +23,25 @@ from proxy.spend.pricing import Cost, Usage, format_nanos, parse_usage
 log = logging.getLogger(__name__)
 
 
+# request fields the provider bills as prompt tokens besides the messages (chat) or the input
+SCHEMA_FIELDS = ("tools", "functions", "response_format")
+
+
 def prompt_tokens_of(call: Call) -> int:
-    if call.prompt_tokens is not None:
-        return call.prompt_tokens
+    """Prompt tokens before the provider says (for the hold and a cut stream's charge): the
+    messages, plus the tool/function schemas and response format, which are billed as prompt.
+    Other endpoints: the whole body (input, instructions, tools) at 4 characters a token."""
     messages = call.body.get("messages")
-    if isinstance(messages, list):
-        return estimate_tokens(messages)
-    return max(1, len(call.raw) // 4)
+    if call.prompt_tokens is None and not isinstance(messages, list):
+        return max(1, len(call.raw) // 4)
+    tokens = call.prompt_tokens if call.prompt_tokens is not None else estimate_tokens(
+        messages if isinstance(messages, list) else [])
+    return tokens + schema_tokens(call.body)
+
+
+def schema_tokens(body: dict[str, Any]) -> int:
+    chars = sum(len(orjson.dumps(body[name])) for name in SCHEMA_FIELDS if body.get(name))
+    return (chars + 3) // 4
 
 
 TOKEN_LIMITS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
@@ -147,22 +159,55 @@ async def serve_cached(services: Services, call: Call, reservation: Any, cached:
     return response
 
 
+# Responses API stream events whose `delta` is generated text (output, refusal, tool-call
+# arguments, reasoning summaries): what a cut stream had produced
+RESPONSES_DELTAS = frozenset((
+    "response.output_text.delta", "response.refusal.delta",
+    "response.function_call_arguments.delta", "response.custom_tool_call_input.delta",
+    "response.reasoning_summary_text.delta", "response.reasoning_text.delta",
+    "response.audio.transcript.delta", "response.code_interpreter_call_code.delta",
+))
+
+
 def estimate_output_tokens(chunks: list[bytes]) -> int:
-    """Tokens in the text a cut stream had already relayed (chars / 4)."""
+    """Tokens in the text a cut stream had already relayed (chars / 4), read by the stream's
+    own event shapes: Chat Completions and Completions chunks, or Responses API typed events."""
     chars = 0
     for event in b"".join(chunks).split(b"\n\n"):
-        if not event.startswith(b"data: {"):
-            continue
-        try:
-            payload = orjson.loads(event[5:])
-        except orjson.JSONDecodeError:
-            continue
-        for choice in payload.get("choices") or []:
-            delta = choice.get("delta") or {}
-            chars += len(delta.get("content") or "")
-            for call_ in delta.get("tool_calls") or []:
-                chars += len((call_.get("function") or {}).get("arguments") or "")
+        payload = _event_data(event)
+        if payload is not None:
+            chars += _generated_chars(payload)
     return (chars + 3) // 4
+
+
+def _event_data(event: bytes) -> dict[str, Any] | None:
+    """The JSON object of an SSE event's `data:` line (after any `event:` line)."""
+    for line in event.split(b"\n"):
+        if line.startswith(b"data:") and line[5:].lstrip().startswith(b"{"):
+            try:
+                payload = orjson.loads(line[5:])
+            except orjson.JSONDecodeError:
+                return None
+            return payload if isinstance(payload, dict) else None
+    return None
+
+
+def _generated_chars(payload: dict[str, Any]) -> int:
+    kind = payload.get("type")
+    if isinstance(kind, str):
+        delta = payload.get("delta")
+        return len(delta) if kind in RESPONSES_DELTAS and isinstance(delta, str) else 0
+    chars = 0
+    for choice in payload.get("choices") or []:
+        if not isinstance(choice, dict):
+            continue
+        text = choice.get("text")  # /v1/completions
+        chars += len(text) if isinstance(text, str) else 0
+        delta = choice.get("delta") or {}
+        chars += len(delta.get("content") or "") + len(delta.get("refusal") or "")
+        for call_ in delta.get("tool_calls") or []:
+            chars += len((call_.get("function") or {}).get("arguments") or "")
+    return chars
 
 
 def price(services: Services, call: Call, target: Target,

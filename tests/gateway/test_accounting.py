@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from tests.conftest import ProxyStarter
-from tests.support.servers import ServerThread, providers_with_models
+from tests.support.servers import ServerThread, fault, providers_with_models
 
 ADMIN = {"authorization": "Bearer sk-demo-admin"}
 SALES = {"authorization": "Bearer sk-demo-sales"}
@@ -125,3 +125,39 @@ def test_an_embedder_failure_costs_neither_the_answer_nor_the_accounting(
     assert Decimal(str(sales["budgets"][0]["spent_dollars"])) == Decimal(
         r.headers["x-meterline-cost-usd"])
     assert metric_value(proxy, "meterline_cache_failures_total", f'stage="{stage}"') == 1
+
+
+def sse_data(raw: bytes) -> list[dict[str, Any]]:
+    return [orjson.loads(line[6:]) for line in raw.split(b"\n") if line.startswith(b"data: {")]
+
+
+def test_a_cut_responses_stream_is_charged_for_the_text_it_relayed(
+        start_proxy: ProxyStarter, mock_upstream: ServerThread) -> None:
+    """It was read with the chat parser: 0 output tokens."""
+    proxy = start_proxy(edits=NO_CACHE)
+    fault(mock_upstream.url, "cut")
+    with httpx.stream("POST", proxy.url + "/v1/responses", headers=SALES, json={
+            "model": "gpt-4o-mini", "input": "cut me off", "stream": True}) as r:
+        raw = r.read()
+    relayed = "".join(e["delta"] for e in sse_data(raw)
+                      if e.get("type") == "response.output_text.delta")
+    assert relayed and not any(e.get("type") == "response.completed" for e in sse_data(raw))
+    record = record_of(proxy, r.headers["x-request-id"])
+    assert record["cost_estimated"] is True
+    assert record["output_tokens"] == (len(relayed) + 3) // 4 > 0
+    assert record["cost_nanos"] == 150 * record["input_tokens"] + 600 * record["output_tokens"]
+
+
+def test_a_cut_stream_s_prompt_estimate_counts_the_tool_schemas(
+        start_proxy: ProxyStarter, mock_upstream: ServerThread) -> None:
+    proxy = start_proxy(edits=NO_CACHE)
+    tools = [{"type": "function", "function": {
+        "name": f"tool_{i}", "description": "d" * 400,
+        "parameters": {"type": "object", "properties": {"x": {"type": "string"}}}}}
+        for i in range(5)]
+    fault(mock_upstream.url, "cut")
+    request_id, _ = stream_events(proxy, {"model": "gpt-4o-mini", "tools": tools,
+                                          "messages": [{"role": "user", "content": "hi"}]})
+    record = record_of(proxy, request_id)
+    assert record["cost_estimated"] is True
+    assert record["input_tokens"] >= len(orjson.dumps(tools)) // 4  # 5 x 400 chars: > 500
