@@ -39,6 +39,7 @@ from proxy.cache.replay import as_json, as_stream, assemble, cacheable_json
 from proxy.gateway.requests import Call
 from proxy.gateway.streaming import SSE_HEADERS
 from proxy.runtime.services import Services
+from proxy.spend.pricing import format_nanos, to_nanos
 
 log = logging.getLogger("meterline.cache")
 BACKEND_ERRORS = (RedisError, OSError)
@@ -298,14 +299,14 @@ class SemanticCache:
         m.record_request("/v1" + call.path, record.model_requested, call.department, 200,
                          call.elapsed(), None)
         headers = {**call.headers, "x-meterline-cost-usd": f"{0:.8f}",
-                   "x-meterline-cache-saved-usd": f"{entry.cost:.8f}",
+                   "x-meterline-cache-saved-usd": format_nanos(to_nanos(entry.cost), 8),
                    "x-meterline-overhead-ms": f"{call.overhead_ms():.2f}"}
         completion = orjson.loads(entry.response)
         if not call.stream:
             return Response(as_json(completion), 200, headers, media_type="application/json")
         include_usage = bool((call.body.get("stream_options") or {}).get("include_usage"))
         info = {"cost_usd": 0.0, "input_tokens": 0, "output_tokens": 0, "estimated": False,
-                "cache": record.cache, "saved_usd": round(entry.cost, 8),
+                "cache": record.cache, "saved_usd": entry.cost,
                 "department": call.department, "budget_remaining_usd": None,
                 "request_id": call.request_id}
         events = as_stream(completion, include_usage, info)

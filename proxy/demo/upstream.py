@@ -326,6 +326,10 @@ async def completions(request: Request) -> Response:
     if (refused := _refused(request, state)) is not None:
         return refused
     prompt = last_user_text(body)
+    fault = state.next_fault(prompt)
+    failed = await _fault_response(fault, state) if fault else None
+    if failed is not None:
+        return failed
     text = answer_for(prompt, state.answer_words)
     usage = {
         "prompt_tokens": count_tokens(prompt),
@@ -333,9 +337,10 @@ async def completions(request: Request) -> Response:
         "total_tokens": count_tokens(prompt) + count_tokens(text),
     }
     if request.url.path.endswith("/responses") and body.get("stream"):
-        return StreamingResponse(
-            iter(response_events(body, text, usage)), media_type="text/event-stream"
-        )
+        events = response_events(body, text, usage)
+        if fault == "cut":
+            events = events[: len(events) // 2]
+        return StreamingResponse(iter(events), media_type="text/event-stream")
     if request.url.path.endswith("/responses"):
         payload: dict[str, Any] = {
             "id": "resp_mock",

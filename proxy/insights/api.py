@@ -31,6 +31,7 @@ from proxy.insights.budget_advice import recommend_budgets
 from proxy.insights.forecast import DAY, MAX_HISTORY_DAYS, forecast_spend
 from proxy.runtime.services import Services
 from proxy.spend.api import ledger_of
+from proxy.spend.pricing import nanos_to_dollars
 from proxy.spend.records import UsageRecord
 
 BudgetPeriod = Literal["daily", "weekly", "monthly"]
@@ -140,11 +141,11 @@ def current_budget(dept: Department, period: BudgetPeriod) -> tuple[float | None
 
 
 def savings_since(records: list[UsageRecord], start: float) -> dict[str, float]:
-    totals: dict[str, float] = defaultdict(float)
+    totals: dict[str, int] = defaultdict(int)
     for record in records:
-        if record.ts >= start and record.saved > 0:
-            totals[record.department] += record.saved
-    return dict(totals)
+        if record.ts >= start and record.saved_nanos > 0:
+            totals[record.department] += record.saved_nanos
+    return {name: nanos_to_dollars(nanos) for name, nanos in totals.items()}
 
 
 async def budget_recommendations(request: Request) -> Response:

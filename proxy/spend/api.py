@@ -24,6 +24,7 @@ from proxy.http import json_response, require_admin
 from proxy.runtime.services import Services
 from proxy.spend.chargeback import chargeback_csv, chargeback_json
 from proxy.spend.ledger import Ledger
+from proxy.spend.pricing import nanos_to_dollars
 from proxy.spend.views import (
     budget_view,
     day_start,
@@ -33,7 +34,7 @@ from proxy.spend.views import (
     recent,
     spend_rows,
     time_range,
-    total_micros,
+    total_nanos,
 )
 
 
@@ -64,7 +65,7 @@ async def spend(request: Request) -> Response:
     names = (department,) if department else services.config.departments.names
     return json_response({
         "from": start, "to": end, "by": by, "rows": spend_rows(records, by),
-        "total_usd": total_micros(records) / 1e6, "requests": len(records),
+        "total_usd": nanos_to_dollars(total_nanos(records)), "requests": len(records),
         "departments": await departments_view(ledger, names, time.time()),
         "recent": recent(records)})
 

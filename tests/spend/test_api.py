@@ -181,7 +181,7 @@ def test_chargeback_csv_and_date_forms(proxy: ServerThread) -> None:
     now = time.time()
     as_json = httpx.get(proxy.url + "/admin/chargeback", headers=ADMIN,
                         params={"from": str(now - 3600), "to": str(now + 60)}).json()
-    assert as_json["total"]["cost_micros"] == int(rows[-1]["cost_micros"]) > 0
+    assert as_json["total"]["cost_nanos"] == int(rows[-1]["cost_nanos"]) > 0
     empty = httpx.get(proxy.url + "/admin/chargeback", headers=ADMIN,
                       params={"from": "2020-01-01", "to": "2020-01-31"}).json()
     assert empty["rows"] == [] and empty["total"]["requests"] == 0
