@@ -104,7 +104,10 @@ def plan_route(services: Services, call: Call, request: Request) -> Plan:
 
 def authorize(services: Services, call: Call, plan: Plan) -> None:
     requested: str = call.body["model"]
-    if not services.targets(plan.chain, call.department):
+    # existence first: a model nobody serves is a 404 for every key, even when a routing rule
+    # would have sent the call elsewhere or the department's allow-list does not name it
+    if (requested not in services.config.providers.models
+            or not services.targets(plan.chain, call.department)):
         raise ModelNotFound(f"The model '{requested}' does not exist or is not served here.",
                             param="model")
     if call.department is not None and not services.allows(call.department, requested):
