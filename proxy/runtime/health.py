@@ -17,7 +17,9 @@ def _json(payload: object, status: int = 200) -> Response:
 
 
 async def healthz(request: Request) -> Response:
-    return _json({"status": "ok"})
+    """Liveness; `demo` tells clients (the keys CLI) that the published demo keys work here."""
+    services: Services = request.app.state.services
+    return _json({"status": "ok", "demo": services.settings.demo})
 
 
 async def readyz(request: Request) -> Response:
