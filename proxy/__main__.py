@@ -21,6 +21,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from proxy.app import create_app
     from proxy.config.loader import load_config
+    from proxy.runtime.startup import AnnouncingServer, bind_problem
 
     settings = Settings.from_env()
     overrides: dict[str, object] = {}
@@ -43,15 +44,12 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"meterline: invalid config, not starting:\n{exc}", file=sys.stderr)
         return 2
+    if problem := bind_problem(settings.host, settings.port):
+        print(f"meterline: {problem}", file=sys.stderr)
+        return 1
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
     )
-    if settings.demo:
-        print(
-            f"Meterline demo on http://{settings.host}:{settings.port}  (mock upstream; keys "
-            "sk-demo-engineering|sales|marketing|executive, admin sk-demo-admin)",
-            flush=True,
-        )
     common: dict[str, Any] = dict(
         host=settings.host,
         port=settings.port,
@@ -70,8 +68,16 @@ def _serve(args: argparse.Namespace) -> int:
         export_for_workers(settings)
         uvicorn.run("proxy.app:create_app", factory=True, workers=settings.workers, **common)
     else:
-        uvicorn.run(create_app(settings), **common)
+        AnnouncingServer(uvicorn.Config(create_app(settings), **common), banner(settings)).run()
     return 0
+
+
+def banner(settings: Settings) -> str:
+    url = f"http://{settings.host}:{settings.port}"
+    if not settings.demo:
+        return f"Meterline ready on {url}"
+    return (f"Meterline demo ready on {url}  (mock upstream; keys "
+            "sk-demo-engineering|sales|marketing|executive, admin sk-demo-admin)")
 
 
 def export_for_workers(settings: Settings) -> None:

@@ -17,6 +17,7 @@ from proxy.gateway.upstream import UpstreamClient
 from proxy.keys.store import MemoryKeyStore, RedisKeyStore, records_from_config
 from proxy.metrics import Metrics
 from proxy.runtime.services import Services
+from proxy.runtime.startup import missing_setup
 from proxy.settings import Settings
 from proxy.spend.memory import MemoryBackend
 
@@ -77,8 +78,10 @@ async def start_services(settings: Settings) -> Services:
         services.record_log = MemoryBackend(clock=time.time, max_records=RECORD_LOG_SIZE,
                                             retention_seconds=RECORD_LOG_SECONDS)
     settle_heap()
-    log.info("meterline ready: config %s, %s state", config.version,
+    log.info("services built: config %s, %s state", config.version,
              "redis" if redis else "embedded")
+    if problems := await missing_setup(services):
+        log.warning("not usable yet:\n%s", "\n".join(f"  - {p}" for p in problems))
     return services
 
 
