@@ -113,6 +113,12 @@ def _check_config(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 1
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if args.strict and config.warnings:
+        print(f"{args.path}: {len(config.warnings)} warning(s), failing (--strict)",
+              file=sys.stderr)
+        return 1
     print(
         f"{args.path}: OK (version {config.version}; {len(config.providers.models)} models, "
         f"{len(config.departments.departments)} departments)"
@@ -184,6 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--diff",
         action="store_true",
         help="also show what PATH would change against the live directory",
+    )
+    check.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail on warnings too (routing or experiment scopes naming no department or model)",
     )
     check.add_argument(
         "--against",

@@ -80,9 +80,16 @@ async def start_services(settings: Settings) -> Services:
     settle_heap()
     log.info("services built: config %s, %s state", config.version,
              "redis" if redis else "embedded")
+    warn_config(config)
     if problems := await missing_setup(services):
         log.warning("not usable yet:\n%s", "\n".join(f"  - {p}" for p in problems))
     return services
+
+
+def warn_config(config: Config) -> None:
+    """Scopes that name nothing load (check-config --strict refuses them), but say so."""
+    for warning in config.warnings:
+        log.warning("config: %s", warning)
 
 
 DEFAULT_GC_THRESHOLDS = gc.get_threshold()
@@ -107,6 +114,7 @@ async def attach_features(services: Services) -> None:
 async def reload_config(services: Services) -> Config:
     """Validate the new config fully, then swap it in; on error the old config stays live."""
     config = load_config(services.settings.config_dir)
+    warn_config(config)
     policy, reliability = reliability_of(config)
     services.config = config
     services.target_cache.clear()
