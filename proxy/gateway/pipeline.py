@@ -18,6 +18,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from proxy.config.departments import ADMIN_DEPARTMENT
 from proxy.errors import (
     CALL_KEY,
     ModelNotFound,
@@ -79,7 +80,7 @@ async def open_call(services: Services, request: Request, endpoint: str, path: s
     raw, body = await read_json_body(request, services.settings.max_body_bytes)
     call = Call(rid, endpoint, path, started, principal, body, raw,
                 headers={"x-request-id": rid,
-                         "x-meterline-department": principal.department or "admin"},
+                         "x-meterline-department": principal.department or ADMIN_DEPARTMENT},
                 inbound=header_map(request))
     request.scope[CALL_KEY] = call
     return call

@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 
+from proxy.config.departments import ADMIN_DEPARTMENT
 from proxy.errors import (
     HEADERS_KEY,
     REQUEST_ID_KEY,
@@ -49,11 +50,14 @@ class Call:
     prompt_tokens: int | None = None  # estimated once, by routing, reused by budgets
     # read on every step: plain attributes, set once in __post_init__
     stream: bool = field(init=False)
-    department: str | None = field(init=False)
+    department: str | None = field(init=False)  # None for admin keys: no budget applies
+    department_name: str = field(init=False)  # how the call is shown and counted
 
     def __post_init__(self) -> None:
         self.stream = self.body.get("stream") is True
         self.department = self.principal.department
+        self.department_name = self.department or (
+            ADMIN_DEPARTMENT if self.principal.admin else "")
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
@@ -245,7 +249,7 @@ def new_record(call: Call, model: str) -> UsageRecord:
     return UsageRecord(
         request_id=call.request_id,
         ts=time.time(),
-        department=call.department or "",
+        department=call.department_name,
         key_id=call.principal.key_id,
         user=call.body.get("user") or call.inbound.get("x-meterline-user") or call.principal.user,
         endpoint=call.endpoint,

@@ -11,6 +11,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from proxy.config.departments import ADMIN_DEPARTMENT
 from proxy.config.loader import Config, load_config
 from proxy.gateway.reliability import Cooldowns, Reliability, RetryPolicy
 from proxy.gateway.upstream import UpstreamClient
@@ -33,7 +34,7 @@ def known_labels(metrics: Metrics, config: Config) -> None:
         experiments = {name: [a.name for a in e.arms]
                        for name, e in config.experiments.experiments.items()}
     metrics.set_known(
-        config.departments.names, config.model_names,
+        (*config.departments.names, ADMIN_DEPARTMENT), config.model_names,
         providers=config.providers.providers, experiments=experiments,
         routing_rules=[r.name for r in config.routing.rules] if config.routing else (),
         routes=("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses",

@@ -6,7 +6,7 @@
 // Money is added up in integer micro-dollars, as the proxy does, so a total equals its parts exactly.
 
 /** How /admin/spend names usage by admin keys (they have no department). */
-export const ADMIN_NAME = "(admin)";
+export const ADMIN_NAME = "admin";
 
 /** "0.000026" or 2.6e-05 (dollars) -> 26 (micro-dollars). */
 export function toMicros(usd) {
