@@ -33,6 +33,10 @@ def _serve(args: argparse.Namespace) -> int:
         overrides["config_dir"] = Path(args.config)
     if args.demo:
         overrides["demo"] = True
+        if "MET_DEMO_HISTORY" not in settings.env:
+            overrides["demo_history"] = True
+    if args.no_demo_history:
+        overrides["demo_history"] = False
     if args.workers:
         overrides["workers"] = args.workers
     settings = replace(settings, **overrides)  # type: ignore[arg-type]
@@ -76,8 +80,10 @@ def banner(settings: Settings) -> str:
     url = f"http://{settings.host}:{settings.port}"
     if not settings.demo:
         return f"Meterline ready on {url}"
+    history = ("; spend before today is synthetic demo data, user demo-synthetic"
+               if settings.demo_history and not settings.redis_url else "")
     return (f"Meterline demo ready on {url}  (mock upstream; keys "
-            "sk-demo-engineering|sales|marketing|executive, admin sk-demo-admin)")
+            f"sk-demo-engineering|sales|marketing|executive, admin sk-demo-admin{history})")
 
 
 def export_for_workers(settings: Settings) -> None:
@@ -99,6 +105,7 @@ def export_for_workers(settings: Settings) -> None:
             "MET_PORT": str(settings.port),
             "MET_CONFIG_DIR": str(settings.config_dir),
             "MET_DEMO": "1" if settings.demo else "0",
+            "MET_DEMO_HISTORY": "1" if settings.demo_history else "0",
         }
     )
     if settings.mock_upstream_url:
@@ -182,6 +189,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--demo", action="store_true", help="answer from the built-in mock upstream with demo keys"
+    )
+    serve.add_argument(
+        "--no-demo-history",
+        action="store_true",
+        help="with --demo, start without the 8 weeks of synthetic, labelled spend history "
+        "(MET_DEMO_HISTORY=0)",
     )
     serve.set_defaults(func=_serve)
     check = sub.add_parser("check-config", help="validate every YAML file in a config directory")
