@@ -1,4 +1,4 @@
-"""CLI: meterline serve | check-config | mock-upstream | cache-eval | keys."""
+"""CLI: meterline serve | check-config | mock-upstream | cache-eval | keys | init."""
 
 from __future__ import annotations
 
@@ -224,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     from proxy.keys import cli as keys_cli
     keys_cli.add_parser(sub)
+    keys_cli.add_init_parser(sub)
     return parser
 
 

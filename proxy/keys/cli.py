@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import orjson
+import yaml
 
-from proxy.keys.store import DEMO_ADMIN_KEY, hash_key
-from proxy.settings import Settings
+from proxy.keys.store import DEMO_ADMIN_KEY, hash_key, new_raw_key
+from proxy.settings import Settings, default_config_dir
 
 
 def add_parser(sub: Any) -> None:
@@ -36,6 +39,44 @@ def add_parser(sub: Any) -> None:
     hashed = actions.add_parser("hash", help="print the sha256 of a key for keys.yaml")
     hashed.add_argument("key")
     keys.set_defaults(func=run)
+
+
+def add_init_parser(sub: Any) -> None:
+    init = sub.add_parser("init", help="write a config directory with an admin key and a first "
+                          "department key (printed once)")
+    init.add_argument("dir", help="new or empty directory")
+    init.add_argument("--department", help="department of the first key (default: the first "
+                      "one in departments.yaml)")
+    init.set_defaults(func=run_init)
+
+
+def run_init(args: argparse.Namespace) -> int:
+    """Copy the shipped rules to DIR and put two new keys' hashes in its keys.yaml."""
+    target = Path(args.dir)
+    if target.exists() and any(target.iterdir()):
+        print(f"meterline: {target} is not empty; init writes a new config directory only",
+              file=sys.stderr)
+        return 1
+    shutil.copytree(default_config_dir(), target, dirs_exist_ok=True)
+    departments = yaml.safe_load((target / "departments.yaml").read_text())["departments"]
+    department = args.department or next(iter(departments))
+    if department not in departments:
+        print(f"meterline: no department '{department}' in {target / 'departments.yaml'}; "
+              f"known: {', '.join(departments)}", file=sys.stderr)
+        shutil.rmtree(target)
+        return 2
+    admin_key, first_key = new_raw_key(), new_raw_key()
+    keys = [{"id": "admin-1", "sha256": hash_key(admin_key), "admin": True},
+            {"id": f"{department}-1", "sha256": hash_key(first_key), "department": department}]
+    (target / "keys.yaml").write_text(
+        "# Written by `meterline init`: sha256 of the keys it printed once. More keys:\n"
+        "# `meterline keys create --department NAME --admin-key ...` (kept in the key store).\n"
+        + yaml.safe_dump({"keys": keys}, sort_keys=False))
+    print(f"Config written to {target}. These keys are shown once; store them now:\n"
+          f"  admin key:  {admin_key}\n  {department} key:  {first_key}\n"
+          f"Next: set the provider credentials {target / 'providers.yaml'} names, then\n"
+          f"  meterline serve --config {target}")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -51,3 +52,24 @@ def test_unreachable_proxy_is_one_line(without_httpx: None,
                                        capsys: pytest.CaptureFixture[str]) -> None:
     assert create_key("http://127.0.0.1:9", "--admin-key", "sk-x") == 1
     assert capsys.readouterr().err.startswith("meterline: cannot reach http://127.0.0.1:9")
+
+
+def test_init_writes_a_config_with_an_admin_and_a_department_key(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "meterline"
+    assert main(["init", str(target), "--department", "sales"]) == 0
+    out = capsys.readouterr().out
+    admin_key = re.search(r"admin key:\s+(sk-ml-\S+)", out)
+    sales_key = re.search(r"sales key:\s+(sk-ml-\S+)", out)
+    assert admin_key and sales_key and f"meterline serve --config {target}" in out
+    assert admin_key[1] not in (target / "keys.yaml").read_text()  # only hashes are stored
+    settings = Settings.from_env({}, config_dir=target)
+    with running(create_app(settings)) as server:
+        created = httpx.post(server.url + "/admin/keys", json={"department": "marketing"},
+                             headers={"authorization": f"Bearer {admin_key[1]}"})
+        assert created.status_code == 201, created.text
+        models = httpx.get(server.url + "/v1/models",
+                           headers={"authorization": f"Bearer {sales_key[1]}"})
+        assert models.status_code == 200
+    assert main(["init", str(target)]) == 1  # never overwrites a config (or its keys)
+    assert "not empty" in capsys.readouterr().err
