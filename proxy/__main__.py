@@ -1,4 +1,4 @@
-"""CLI: meterline serve | check-config | mock-upstream | cache-eval | keys | mcp."""
+"""CLI: meterline serve | check-config | mock-upstream | cache-eval | keys | init | mcp."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ def _serve(args: argparse.Namespace) -> int:
     from proxy.app import create_app
     from proxy.config.loader import load_config
     from proxy.runtime.process import tune_for_serving
+    from proxy.runtime.startup import AnnouncingServer, bind_problem
 
     settings = Settings.from_env()
     overrides: dict[str, object] = {}
@@ -33,6 +34,10 @@ def _serve(args: argparse.Namespace) -> int:
         overrides["config_dir"] = Path(args.config)
     if args.demo:
         overrides["demo"] = True
+        if "MET_DEMO_HISTORY" not in settings.env:
+            overrides["demo_history"] = True
+    if args.no_demo_history:
+        overrides["demo_history"] = False
     if args.workers:
         overrides["workers"] = args.workers
     settings = replace(settings, **overrides)  # type: ignore[arg-type]
@@ -44,15 +49,12 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"meterline: invalid config, not starting:\n{exc}", file=sys.stderr)
         return 2
+    if problem := bind_problem(settings.host, settings.port):
+        print(f"meterline: {problem}", file=sys.stderr)
+        return 1
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
     )
-    if settings.demo:
-        print(
-            f"Meterline demo on http://{settings.host}:{settings.port}  (mock upstream; keys "
-            "sk-demo-engineering|sales|marketing|executive, admin sk-demo-admin)",
-            flush=True,
-        )
     common: dict[str, Any] = dict(
         host=settings.host,
         port=settings.port,
@@ -72,7 +74,8 @@ def _serve(args: argparse.Namespace) -> int:
         uvicorn.run("proxy.__main__:create_served_app", factory=True, workers=settings.workers,
                     **common)
     else:
-        uvicorn.run(tune_for_serving(create_app(settings)), **common)
+        AnnouncingServer(uvicorn.Config(tune_for_serving(create_app(settings)), **common),
+                         banner(settings)).run()
     return 0
 
 
@@ -82,6 +85,16 @@ def create_served_app() -> Any:
     from proxy.runtime.process import tune_for_serving
 
     return tune_for_serving(create_app())
+
+
+def banner(settings: Settings) -> str:
+    url = f"http://{settings.host}:{settings.port}"
+    if not settings.demo:
+        return f"Meterline ready on {url}"
+    history = ("; spend before today is synthetic demo data, user demo-synthetic"
+               if settings.demo_history and not settings.redis_url else "")
+    return (f"Meterline demo ready on {url}  (mock upstream; keys "
+            f"sk-demo-engineering|sales|marketing|executive, admin sk-demo-admin{history})")
 
 
 def export_for_workers(settings: Settings) -> None:
@@ -103,6 +116,7 @@ def export_for_workers(settings: Settings) -> None:
             "MET_PORT": str(settings.port),
             "MET_CONFIG_DIR": str(settings.config_dir),
             "MET_DEMO": "1" if settings.demo else "0",
+            "MET_DEMO_HISTORY": "1" if settings.demo_history else "0",
         }
     )
     if settings.mock_upstream_url:
@@ -116,6 +130,12 @@ def _check_config(args: argparse.Namespace) -> int:
         config = load_config(Path(args.path))
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
+        return 1
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if args.strict and config.warnings:
+        print(f"{args.path}: {len(config.warnings)} warning(s), failing (--strict)",
+              file=sys.stderr)
         return 1
     print(
         f"{args.path}: OK (version {config.version}; {len(config.providers.models)} models, "
@@ -181,6 +201,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--demo", action="store_true", help="answer from the built-in mock upstream with demo keys"
     )
+    serve.add_argument(
+        "--no-demo-history",
+        action="store_true",
+        help="with --demo, start without the 8 weeks of synthetic, labelled spend history "
+        "(MET_DEMO_HISTORY=0)",
+    )
     serve.set_defaults(func=_serve)
     check = sub.add_parser("check-config", help="validate every YAML file in a config directory")
     check.add_argument("path", nargs="?", default=str(Settings().config_dir))
@@ -188,6 +214,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--diff",
         action="store_true",
         help="also show what PATH would change against the live directory",
+    )
+    check.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail on warnings too (routing or experiment scopes naming no department or model)",
     )
     check.add_argument(
         "--against",
@@ -204,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     from proxy.keys import cli as keys_cli
     keys_cli.add_parser(sub)
+    keys_cli.add_init_parser(sub)
     from proxy.mcp_sonarqube import cli as mcp_cli
 
     mcp_cli.add_parser(sub)

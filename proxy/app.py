@@ -11,12 +11,19 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from proxy.cache import api as cache_api
 from proxy.demo.upstream import create_mock_app
-from proxy.errors import ProxyError, handle_http_exception, handle_proxy_error, handle_unexpected
+from proxy.errors import (
+    REQUEST_ID_KEY,
+    ProxyError,
+    handle_http_exception,
+    handle_proxy_error,
+    handle_unexpected,
+)
 from proxy.gateway import pipeline
+from proxy.gateway.requests import REQUEST_ID_HEADER, request_id_of
 from proxy.insights import api as insights_api
 from proxy.keys import api as keys_api
 from proxy.routing import api as routing_api
@@ -58,7 +65,26 @@ class ProxyApp(Starlette):
                 scope["app"] = self
                 await serve_direct(endpoint, scope, receive, send)
                 return
+        if scope["type"] == "http":
+            send = with_request_id(scope, send)
         await super().__call__(scope, receive, send)
+
+
+def with_request_id(scope: Scope, send: Send) -> Send:
+    """`send`, adding x-request-id to a response that has none (the endpoint's id if it took
+    one, else the client's, else a new one): every endpoint and every status carries it."""
+    header = REQUEST_ID_HEADER.encode()
+
+    async def send_with_id(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", ()))
+            if not any(name.lower() == header for name, _ in headers):
+                rid: str = scope.get(REQUEST_ID_KEY) or request_id_of(Request(scope))
+                headers.append((header, rid.encode("latin-1")))
+                message = {**message, "headers": headers}
+        await send(message)
+
+    return send_with_id
 
 
 async def serve_direct(endpoint: Endpoint, scope: Scope, receive: Receive, send: Send) -> None:
@@ -69,6 +95,8 @@ async def serve_direct(endpoint: Endpoint, scope: Scope, receive: Receive, send:
         response = await handle_proxy_error(request, exc)
     except Exception as exc:  # same as Starlette's catch-all handler: a 500 in OpenAI's shape
         response = await handle_unexpected(request, exc)
+        response.headers.setdefault(REQUEST_ID_HEADER,
+                                    scope.get(REQUEST_ID_KEY) or request_id_of(request))
     await response(scope, receive, send)
 
 

@@ -214,7 +214,7 @@ def count_error(request: Request, status: int) -> None:
         return
     call = request.scope.get(CALL_KEY)
     model = call.body.get("model") if call is not None else None
-    department = call.department if call is not None else None
+    department = (call.department_name or None) if call is not None else None
     elapsed = call.elapsed() if call is not None else 0.0
     services.metrics.record_request(request.url.path, model if isinstance(model, str) else None,
                                     department, status, elapsed)

@@ -51,6 +51,7 @@ class Settings:
     redis_prefix: str = "meterline:"
     demo: bool = False
     mock_upstream_url: str | None = None  # demo: where the built-in mock answers
+    demo_history: bool = False  # demo: fill the embedded spend store with synthetic history
     max_body_bytes: int = 8 * 1024 * 1024
     admin_key: str | None = None
     log_level: str = "info"
@@ -72,6 +73,7 @@ class Settings:
             redis_prefix=env.get("MET_REDIS_PREFIX", "meterline:"),
             demo=_bool(env, "MET_DEMO", False),
             mock_upstream_url=env.get("MET_MOCK_UPSTREAM_URL") or None,
+            demo_history=_bool(env, "MET_DEMO_HISTORY", _bool(env, "MET_DEMO", False)),
             max_body_bytes=_int(env, "MET_MAX_BODY_BYTES", 8 * 1024 * 1024),
             admin_key=env.get("MET_ADMIN_KEY") or None,
             log_level=env.get("MET_LOG_LEVEL", "info"),

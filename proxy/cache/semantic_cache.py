@@ -147,7 +147,7 @@ class SemanticCache:
         owner = self.config.owner_of(call.department)
         key = key_of(call.body, owner, model)
         task = stats.label(record.task if record else None)
-        department = call.department or "admin"
+        department = call.department_name
         if (not settings.enabled or key is None or bypass_reason(call.body, settings)
                 or not (controls.lookup or controls.store)):
             call.headers["x-meterline-cache"] = "bypass"
@@ -295,8 +295,8 @@ class SemanticCache:
         state: Lookup | None = call.cache_state
         await self._after_hit(services, call, state, cached)
         m = services.metrics
-        m.record_cache(call.department, record.model_requested, cached.kind, "hit", entry.cost)
-        m.record_request("/v1" + call.path, record.model_requested, call.department, 200,
+        m.record_cache(call.department_name, record.model_requested, cached.kind, "hit", entry.cost)
+        m.record_request("/v1" + call.path, record.model_requested, call.department_name, 200,
                          call.elapsed(), None)
         headers = {**call.headers, "x-meterline-cost-usd": f"{0:.8f}",
                    "x-meterline-cache-saved-usd": format_nanos(to_nanos(entry.cost), 8),
@@ -318,7 +318,7 @@ class SemanticCache:
     async def _after_hit(self, services: Services, call: Call, state: Lookup | None,
                          cached: Hit) -> None:
         entry = cached.entry
-        department = call.department or "admin"
+        department = call.department_name
         task = state.task if state else "none"
         try:
             await self.backend.hit(entry, self._expiry_after_hit(entry))

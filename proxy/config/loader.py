@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,8 @@ class Config:
     routing: routing_mod.RoutingRules | None = None
     experiments: experiments_mod.Experiments | None = None
     cache: cache_mod.CacheConfig | None = None
+    # names in scopes that match nothing: loading goes on, check-config --strict fails
+    warnings: tuple[str, ...] = ()
 
     @property
     def model_names(self) -> frozenset[str]:
@@ -79,7 +81,7 @@ def load_config(directory: Path) -> Config:
     config = Config(config_version(directory), directory, providers, keys, departments, pricing,
                     routing, experiments, cache)
     check_references(config)
-    return config
+    return replace(config, warnings=tuple(scope_warnings(config)))
 
 
 def _optional(path: Path, loader: Any) -> Any:
@@ -139,3 +141,16 @@ def check_references(config: Config) -> None:
                                                departments, known, routes)
     if problems:
         raise ConfigError("\n".join(problems))
+
+
+def scope_warnings(config: Config) -> list[str]:
+    """Routing and experiment conditions naming departments or models that do not exist."""
+    departments, models = set(config.departments.departments), set(config.model_names)
+    found: list[str] = []
+    if config.routing is not None:
+        found += routing_mod.scope_warnings(config.routing, departments, models,
+                                            str(config.directory / "routing.yaml"))
+    if config.experiments is not None:
+        found += experiments_mod.scope_warnings(config.experiments, departments, models,
+                                                str(config.directory / "experiments.yaml"))
+    return found

@@ -267,14 +267,15 @@ def count(services: Services, call: Call, counts: Usage, cost: Cost, estimated: 
     if record.ttft_ms is not None:
         m.record_first_token(model, record.ttft_ms / 1000)
     m.record_upstream(record.provider)  # the attempt that answered (failed ones: pipeline.send)
-    m.record_usage(call.department, model, counts.input_tokens, counts.output_tokens,
+    m.record_usage(call.department_name, model, counts.input_tokens, counts.output_tokens,
                    counts.cached_input_tokens)
-    m.record_cost(call.department, model, cost.dollars, estimated=estimated, priced=cost.priced)
+    m.record_cost(call.department_name, model, cost.dollars, estimated=estimated,
+                  priced=cost.priced)
     if record.experiment and record.variant:
         m.record_experiment(record.experiment, record.variant, cost.dollars)
     if record.route_rule:
-        m.record_route_decision(record.route_rule, record.model_used, call.department)
-    m.record_request("/v1" + call.path, model, call.department, record.status,
+        m.record_route_decision(record.route_rule, record.model_used, call.department_name)
+    m.record_request("/v1" + call.path, model, call.department_name, record.status,
                      call.elapsed(), call.upstream_s)
 
 

@@ -19,6 +19,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from proxy.config.departments import ADMIN_DEPARTMENT
 from proxy.errors import (
     CALL_KEY,
     ModelNotFound,
@@ -84,7 +85,7 @@ async def open_call(services: Services, request: Request, endpoint: str, path: s
     client_rid = client_request_id_of(request)
     call = Call(rid, endpoint, path, started, principal, body, raw,
                 headers={**request_id_headers(rid, client_rid),
-                         "x-meterline-department": principal.department or "admin"},
+                         "x-meterline-department": principal.department or ADMIN_DEPARTMENT},
                 inbound=header_map(request), client_request_id=client_rid)
     request.scope[CALL_KEY] = call
     return call
@@ -115,7 +116,10 @@ def authorize(services: Services, call: Call, plan: Plan) -> None:
     target or fallback the department may not use is left out; if none is left, the requested
     model is served as if no rule applied (and the route is named "default")."""
     requested: str = call.body["model"]
-    if not services.targets(plan.chain, call.department):
+    # existence first: a model nobody serves is a 404 for every key, even when a routing rule
+    # would have sent the call elsewhere or the department's allow-list does not name it
+    if (requested not in services.config.providers.models
+            or not services.targets(plan.chain, call.department)):
         raise ModelNotFound(f"The model '{requested}' does not exist or is not served here.",
                             param="model")
     department = call.department

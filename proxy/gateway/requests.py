@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 
+from proxy.config.departments import ADMIN_DEPARTMENT
 from proxy.errors import (
     CLIENT_REQUEST_ID_KEY,
     HEADERS_KEY,
@@ -48,11 +49,14 @@ class Call:
     client_request_id: str | None = None  # the caller's x-request-id: correlation only
     # read on every step: plain attributes, set once in __post_init__
     stream: bool = field(init=False)
-    department: str | None = field(init=False)
+    department: str | None = field(init=False)  # None for admin keys: no budget applies
+    department_name: str = field(init=False)  # how the call is shown and counted
 
     def __post_init__(self) -> None:
         self.stream = self.body.get("stream") is True
         self.department = self.principal.department
+        self.department_name = self.department or (
+            ADMIN_DEPARTMENT if self.principal.admin else "")
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
@@ -273,7 +277,7 @@ def new_record(call: Call, model: str) -> UsageRecord:
         request_id=call.request_id,
         client_request_id=call.client_request_id,
         ts=time.time(),
-        department=call.department or "",
+        department=call.department_name,
         key_id=call.principal.key_id,
         user=_clip(call.body.get("user") or call.inbound.get("x-meterline-user")
                    or call.principal.user),

@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from proxy.config.departments import Department
+from proxy.config.departments import ADMIN_DEPARTMENT, Department
 from proxy.errors import InvalidRequest, PermissionDenied
 from proxy.gateway.requests import authenticate, request_id_of
 from proxy.http import json_response, number_param, require_admin
@@ -162,6 +162,7 @@ async def budget_recommendations(request: Request) -> Response:
     budgets = {name: value for name, (value, _) in current.items() if value is not None}
     rows = recommend_budgets(forecast, savings_since(records, now - days * DAY), budgets,
                              headroom)
+    rows = [row for row in rows if row["department"] != ADMIN_DEPARTMENT]  # never budgeted
     for row in rows:
         row["current_budget_basis"] = current.get(row["department"], (None, None))[1]
     return json_response({

@@ -79,7 +79,8 @@ def targets_json(services: Services, chain: tuple[str, ...]) -> list[dict[str, A
 def authorization(services: Services, department: str | None, requested: str,
                   chain: tuple[str, ...]) -> dict[str, Any]:
     """What the pipeline's authorize step would say (404 unknown model, 403 not allowed)."""
-    if not any(services.config.providers.targets_for(m) for m in chain):
+    if requested not in services.config.providers.models or not any(
+            services.config.providers.targets_for(m) for m in chain):
         return {"allowed": False, "status": 404, "reason": f"unknown model '{requested}'"}
     dept = services.department(department)
     if dept is not None and not dept.allows(requested):

@@ -422,6 +422,21 @@ def load(path: str | Path) -> RoutingRules:
     return load_yaml(path, RoutingRules)
 
 
+def scope_warnings(rules: RoutingRules, departments: set[str], models: set[str],
+                   source: str) -> list[str]:
+    """Conditions that name a department that does not exist or a model pattern that matches
+    no model: such a rule can never fire for them (a typo, or a removed department)."""
+    out: list[str] = []
+    for i, rule in enumerate(rules.rules):
+        out += [f"{source}: field 'rules[{i}].match.department' has value {d!r}: no such "
+                f"department (known: {sorted(departments)})"
+                for d in rule.match.department or () if d not in departments]
+        out += [f"{source}: field 'rules[{i}].match.model' has value {m!r}: matches no model"
+                for m in rule.match.model or ()
+                if not any(fnmatchcase(name, m) for name in models)]
+    return out
+
+
 def check_models(rules: RoutingRules, known: set[str], source: str = "routing") -> None:
     """Raise ConfigError if a rule targets a model the proxy does not know."""
     problems = [

@@ -13,7 +13,9 @@ from proxy.runtime.services import Services
 
 
 async def healthz(request: Request) -> Response:
-    return json_response({"status": "ok"})
+    """Liveness; `demo` tells clients (the keys CLI) that the published demo keys work here."""
+    services: Services = request.app.state.services
+    return json_response({"status": "ok", "demo": services.settings.demo})
 
 
 async def readyz(request: Request) -> Response:

@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from proxy.config.departments import ADMIN_DEPARTMENT
 from proxy.spend.pricing import format_nanos
 from proxy.spend.records import UsageRecord
 
@@ -89,7 +90,7 @@ def utc_day(ts: float) -> str:
 def build_chargeback(records: Iterable[UsageRecord]) -> Chargeback:
     groups: dict[tuple[str, str, str], ChargebackRow] = {}
     for record in records:
-        key = (utc_day(record.ts), record.department, record.model_used)
+        key = (utc_day(record.ts), record.department or ADMIN_DEPARTMENT, record.model_used)
         groups[key] = groups.get(key, ChargebackRow(*key)).plus(record)
     rows = tuple(groups[key] for key in sorted(groups))
     total = ChargebackRow(TOTAL, "", "")

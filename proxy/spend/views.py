@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from proxy.config.departments import ADMIN_DEPARTMENT
 from proxy.errors import InvalidRequest
 from proxy.spend.budgets import BudgetStatus, SpendDimension
 from proxy.spend.pricing import format_nanos
@@ -73,7 +74,7 @@ def dimension(params: dict[str, str]) -> SpendDimension:
 
 def dimension_value(record: UsageRecord, by: SpendDimension) -> str:
     if by == "department":
-        return record.department or "(admin)"
+        return record.department or ADMIN_DEPARTMENT  # records written before it had a name
     if by == "key":
         return record.key_id
     if by == "user":

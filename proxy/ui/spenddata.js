@@ -7,7 +7,7 @@
 // (numbers are exact integers up to 2^53 nano-dollars, $9 million).
 
 /** How /admin/spend names usage by admin keys (they have no department). */
-export const ADMIN_NAME = "(admin)";
+export const ADMIN_NAME = "admin";
 
 /** "0.000022350" or 2.235e-05 (dollars) -> 22350 (nano-dollars). */
 export function toNanos(usd) {

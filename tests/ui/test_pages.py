@@ -468,10 +468,10 @@ def test_spend_admin_view_shows_the_endpoint_figures(page: Any, proxy: ServerThr
             assert float(meter.get_attribute("aria-valuenow")) == float(dept[field])
             assert float(meter.get_attribute("aria-valuemax")) == limits[period]
         assert row.locator("td.num").inner_text() == fmt_usd(float(dept["saved_usd"]))
-    admin_row = next(r for r in spend["rows"] if r["department"] == "(admin)")
+    admin_row = next(r for r in spend["rows"] if r["department"] == "admin")
     table_month = sum(round(float(d["month_usd"]) * 1e9) for d in spend["departments"])
     assert table_month + admin_row["cost_nanos"] == month  # the table adds up to the card
-    admin_bars = page.locator("#departments tr[data-department='(admin)'] .bar-text")
+    admin_bars = page.locator("#departments tr[data-department='admin'] .bar-text")
     admin_text = f"{fmt_usd(float(admin_row['cost_usd']))} · no budget"
     assert admin_bars.all_inner_texts() == [admin_text, admin_text]
     # top models agree with /admin/spend?by=model and with the month's total
