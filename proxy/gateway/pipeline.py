@@ -209,7 +209,7 @@ async def run_call(services: Services, call: Call, request: Request) -> Response
         await accounting.release(services, reservation)
         accounting.land(services, call)
         raise
-    call.headers["x-meterline-provider"] = target.provider_name
+    call.headers["x-meterline-provider"] = services.provider_label(target.provider_name)
     call.record.model_used, call.record.provider = target.model, target.provider_name
     if data is None:  # a stream lands its cache flight in `finish`, once stored
         return stream_response(services, call, reservation, target, resp, add_usage)

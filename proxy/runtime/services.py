@@ -66,6 +66,11 @@ class Services:
             return demo[1]
         return provider
 
+    def provider_label(self, name: str) -> str:
+        """What the x-meterline-provider header says: "mock" when the built-in demo mock
+        answers in place of every configured provider."""
+        return "mock" if self.settings.demo and self.settings.mock_upstream_url else name
+
     def credential(self, provider_name: str, department: str | None) -> str | None:
         if self.settings.demo:
             return DEMO_CREDENTIAL

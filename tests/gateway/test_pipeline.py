@@ -241,3 +241,14 @@ def test_user_header_is_recorded_when_body_has_none(proxy: ServerThread) -> None
                       headers={"authorization": "Bearer sk-demo-admin"})
     assert spend.status_code == 200
     assert [row["requests"] for row in spend.json()["rows"] if row["user"] == "u-header-42"] == [1]
+
+
+def test_built_in_demo_mock_is_labelled_as_the_mock(start_proxy: ProxyStarter,
+                                                    mock_upstream: ServerThread) -> None:
+    """`meterline serve --demo` answers from the built-in mock: the provider header must not
+    claim the answer came from OpenAI."""
+    proxy = start_proxy(mock_upstream_url=mock_upstream.url + "/v1")
+    raw = client(proxy).chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=ask("Who answered?"))
+    assert raw.parse().choices[0].message.content.startswith("Mock answer")
+    assert raw.headers["x-meterline-provider"] == "mock"
