@@ -1,6 +1,7 @@
 // Chat page: key + model, streaming answers with badges, history, attachments, feedback.
 
-import { authHeaders, callJSON, h, loadKey, readError, readSSE, saveKey } from "./api.js";
+import { checkKey, loadKey, renderAlerts, wireKeyForm } from "./access.js";
+import { authHeaders, callJSON, h, readError, readSSE } from "./api.js";
 import { answerActions, assistantBubble, followUpList, metaFromHeaders, userBubble } from "./chatview.js";
 import { attachmentBlock, formatSize, readAttachment } from "./files.js";
 import { suggestFollowUps } from "./followups.js";
@@ -24,7 +25,7 @@ function showNotice(text) {
   ui.notice.hidden = !text;
 }
 
-// ----- key, models, admin alerts ---------------------------------------------------------------
+// ----- key, models, alerts ---------------------------------------------------------------
 
 async function loadModels() {
   ui.model.disabled = true;
@@ -43,36 +44,17 @@ async function loadModels() {
   ui.model.disabled = ids.length === 0;
 }
 
-function alertText(alert) {
-  if (typeof alert === "string") return alert;
-  return alert.annotations?.summary || alert.summary || alert.message || alert.labels?.alertname || alert.name || "Alert";
-}
-
-async function loadAlerts() {
-  ui.alerts.hidden = true;
-  const result = await callJSON("/admin/alerts", state.key);
-  if (!result.ok) return; // not an admin key, or no alerts endpoint: nothing to show
-  const data = result.data;
-  const alerts = Array.isArray(data) ? data : data.alerts || data.data || [];
-  if (!Array.isArray(alerts) || !alerts.length) return;
-  const items = alerts.slice(0, 3).map((a) => h("li", {
-    class: `sev-${a.labels?.severity || a.severity || "info"}`, text: alertText(a),
-  }));
-  const more = alerts.length > 3 ? h("span", { text: ` and ${alerts.length - 3} more` }) : null;
-  const close = h("button", { type: "button", class: "icon", "aria-label": "Dismiss alerts", text: "×",
-    onclick: () => { ui.alerts.hidden = true; } });
-  ui.alerts.replaceChildren(h("strong", { text: `${alerts.length} active alert${alerts.length > 1 ? "s" : ""}:` }),
-    h("ul", {}, items), ...(more ? [more] : []), h("a", { href: "/spend", text: "Spend page" }), close);
-  ui.alerts.hidden = false;
-}
-
-function useKey(key) {
+async function useKey(key) {
   state.key = key;
-  saveKey(key);
-  ui.key.value = key;
-  if (!key) return;
-  loadModels();
-  loadAlerts();
+  if (!key) {
+    ui.model.disabled = true;
+    ui.model.replaceChildren(h("option", { value: "", text: "Enter a key first" }));
+    renderAlerts(ui.alerts, []);
+    return null;
+  }
+  const [access] = await Promise.all([checkKey(key), loadModels()]);
+  renderAlerts(ui.alerts, access.alerts);
+  return access;
 }
 
 // ----- history ---------------------------------------------------------------------------------
@@ -258,10 +240,7 @@ async function attach(files) {
 
 // ----- wiring ----------------------------------------------------------------------------------
 
-ui.keyForm.addEventListener("submit", (event) => {
-  event.preventDefault();
-  useKey(ui.key.value.trim());
-});
+const useKeyFromForm = wireKeyForm(useKey);
 ui.model.addEventListener("change", () => localStorage.setItem(MODEL_STORAGE, ui.model.value));
 ui.composer.addEventListener("submit", (event) => {
   event.preventDefault();
@@ -286,5 +265,5 @@ ui.search.addEventListener("input", renderHistory);
 
 renderHistory();
 renderConversation();
-if (state.key) useKey(state.key);
+if (state.key) useKeyFromForm(state.key);
 else ui.key.focus();

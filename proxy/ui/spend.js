@@ -1,7 +1,8 @@
 // Spend page. An admin key sees every department, top models, the cache and recent requests; a
 // department key sees its own spend, budget windows and cache. Polls every 10 s.
 
-import { callJSON, formatInt, formatUSD, loadKey, saveKey } from "./api.js";
+import { checkKey, loadKey, renderAlerts, wireKeyForm } from "./access.js";
+import { callJSON, formatInt, formatUSD } from "./api.js";
 import {
   cacheFigures, departmentFigures, recentRequests, spenders, sumOf, toDollars, topModels, utcDay,
 } from "./spenddata.js";
@@ -101,8 +102,21 @@ function showNotice(text) {
   $("notice").hidden = !text;
 }
 
-/** Admin sources first; a department key is told apart by /admin/spend's admin_key_required. */
+/** The key's kind and alerts from /v1/alerts, then its sources. Should /v1/alerts fail, admin
+ * sources are tried first and a department key is told apart by admin_key_required. */
 async function load() {
+  const access = await checkKey(state.key);
+  if (access.error?.code === "invalid_api_key") {
+    showNotice(`Key rejected: ${access.error.message}`);
+    return access;
+  }
+  renderAlerts($("alerts"), access.alerts);
+  if (access.ok) state.mode = access.admin ? "admin" : "department";
+  await loadFigures();
+  return access;
+}
+
+async function loadFigures() {
   if (state.mode !== "department") {
     const results = await fetchAll(ADMIN_SOURCES);
     const error = results.spend.error;
@@ -121,23 +135,24 @@ async function refresh() {
   if (!state.key) {
     showNotice("Enter an admin key or a department key to see spend.");
     $("updated").textContent = "";
-    return;
+    return null;
   }
+  let access = null;
   if (!document.hidden) {
     showNotice("");
-    await load();
+    access = await load();
     $("updated").textContent = `Updated ${new Date().toLocaleTimeString()} · refreshes every ${POLL_MS / 1000} s`;
   }
   state.timer = setTimeout(refresh, POLL_MS);
+  return access;
 }
 
-$("key-form").addEventListener("submit", (event) => {
-  event.preventDefault();
-  state.key = $("api-key").value.trim();
+const useKey = wireKeyForm(async (key) => {
+  if (!key && state.key) location.reload(); // forgotten: show nothing of the old key's figures
+  state.key = key;
   state.mode = null;
-  saveKey(state.key);
-  refresh();
+  return refresh();
 });
 document.addEventListener("visibilitychange", () => { if (!document.hidden) refresh(); });
-$("api-key").value = state.key;
-refresh();
+if (state.key) useKey(state.key);
+else refresh();

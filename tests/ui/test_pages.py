@@ -15,7 +15,7 @@ import pytest
 from playwright.sync_api import expect
 
 from proxy.demo.upstream import answer_for
-from tests.support.servers import ServerThread, mock_requests
+from tests.support.servers import REPO_ROOT, ServerThread, mock_requests
 
 CHROMIUM = "/usr/lib/chromium/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -349,9 +349,11 @@ def test_feedback_and_report_post_the_request_id(page: Any, proxy: ServerThread)
 
 @pytest.mark.browser
 def test_admin_alert_banner(page: Any, proxy: ServerThread) -> None:
-    alerts = {"alerts": [{"labels": {"alertname": "MeterlineSpendBurn", "severity": "warning"},
-                          "annotations": {"summary": "Sales is burning its daily budget fast"}}]}
-    page.route("**/admin/alerts", lambda route: route.fulfill(status=200, json=alerts))
+    burn = {"name": "MeterlineSpendBurn", "severity": "warning", "department": "sales",
+            "message": "Sales is burning its daily budget fast"}
+    alerts = {"object": "list", "source": "alertmanager", "admin": True, "department": None,
+              "alerts": [burn]}
+    page.route("**/v1/alerts", lambda route: route.fulfill(status=200, json=alerts))
     chat_ready(page, proxy.url, "sk-demo-admin")
     banner = page.locator("#alerts")
     banner.wait_for()
@@ -362,7 +364,10 @@ def test_admin_alert_banner(page: Any, proxy: ServerThread) -> None:
 
 @pytest.mark.browser
 def test_no_alert_banner_when_alerts_fail(page: Any, proxy: ServerThread) -> None:
-    chat_ready(page, proxy.url, "sk-demo-sales")  # the real proxy answers 404 or 401 here
+    page.route("**/v1/alerts", lambda route: route.fulfill(status=503, json={"error": {
+        "message": "Spend tracking is not running.", "type": "api_error", "param": None,
+        "code": "spend_disabled"}}))
+    chat_ready(page, proxy.url, "sk-demo-sales")
     page.wait_for_load_state("networkidle")
     assert page.locator("#alerts").is_hidden()
 
@@ -544,3 +549,77 @@ def test_spend_page_says_which_endpoint_failed(page: Any, proxy: ServerThread) -
     spend = get_json(proxy.url, "/admin/spend")
     assert text(page, "#card-month") == fmt_usd(spend["total_usd"])
     assert text(page, "#card-today-sub").endswith("· departments only")
+
+
+# ----- alerts for department keys, keys in the browser -------------------------------------------
+
+def low_alert_thresholds() -> dict[str, str]:
+    raw = (REPO_ROOT / "rules" / "departments.yaml").read_text()
+    return {"departments.yaml": raw.replace("hourly_spend: 10\n", "hourly_spend: 0.000001\n")}
+
+
+def console_errors(tab: Any) -> list[str]:
+    """Console errors, failed loads (a 401 shows as 'Failed to load resource') included."""
+    found: list[str] = []
+    tab.on("console", lambda msg: found.append(msg.text) if msg.type == "error" else None)
+    return found
+
+
+@pytest.mark.browser
+def test_department_key_sees_its_own_alerts_without_console_errors(
+        page: Any, start_proxy: Any) -> None:
+    proxy = start_proxy(edits=low_alert_thresholds())
+    chat(proxy.url, "sk-demo-sales", "Spend a little")
+    errors = console_errors(page)
+    chat_ready(page, proxy.url, "sk-demo-sales")
+    banner = page.locator("#alerts")
+    banner.wait_for()
+    assert "sales: Hourly spend exceeded threshold" in banner.inner_text()
+    assert banner.locator("li").count() == 1  # not the all-departments total
+    open_spend(page, proxy.url, "sk-demo-sales")
+    page.wait_for_load_state("networkidle")
+    assert text(page, "#scope") == "Department: sales (department key)"
+    assert "sales: Hourly spend exceeded threshold" in text(page, "#alerts")
+    page.goto(proxy.url + "/chat")  # the key is kept for the tab
+    page.wait_for_selector("#model:not([disabled])")
+    page.wait_for_load_state("networkidle")
+    assert errors == []
+
+
+def stored_key(tab: Any) -> dict[str, Any]:
+    return tab.evaluate("""() => ({session: sessionStorage.getItem("meterline.apiKey"),
+                                   local: localStorage.getItem("meterline.apiKey")})""")
+
+
+@pytest.mark.browser
+def test_key_is_kept_for_the_tab_unless_remembered(page: Any, proxy: ServerThread) -> None:
+    chat_ready(page, proxy.url, "sk-demo-sales")
+    assert stored_key(page) == {"session": "sk-demo-sales", "local": None}
+    other = page.context.new_page()  # same browser profile, a new tab: no sessionStorage
+    other.goto(proxy.url + "/spend")
+    assert other.locator("#api-key").input_value() == ""
+    page.check("#remember-key")
+    page.click("#key-form button[type=submit]")
+    expect(page.locator("#forget-key")).to_be_visible()
+    page.wait_for_function("() => localStorage.getItem('meterline.apiKey') === 'sk-demo-sales'")
+    other.goto(proxy.url + "/spend")
+    assert other.locator("#api-key").input_value() == "sk-demo-sales"
+    page.click("#forget-key")
+    assert stored_key(page) == {"session": None, "local": None}
+    assert page.locator("#api-key").input_value() == ""
+    assert page.locator("#model").is_disabled()
+
+
+@pytest.mark.browser
+def test_admin_key_is_never_persisted(page: Any, proxy: ServerThread) -> None:
+    page.goto(proxy.url + "/spend")
+    page.fill("#api-key", "sk-demo-admin")
+    page.check("#remember-key")
+    page.click("#key-form button[type=submit]")
+    expect(page.locator("#scope")).to_have_text("All departments (admin key)")
+    assert stored_key(page) == {"session": "sk-demo-admin", "local": None}
+    assert "not remembered" in text(page, "#key-note")
+    page.evaluate("() => localStorage.setItem('meterline.apiKey', 'sk-demo-admin')")  # old pages
+    page.goto(proxy.url + "/chat")
+    page.wait_for_selector("#model:not([disabled])")
+    page.wait_for_function("() => localStorage.getItem('meterline.apiKey') === null")
