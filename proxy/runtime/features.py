@@ -1,4 +1,4 @@
-"""Optional features (spend, cache) attach here so lifecycle stays wiring-only."""
+"""Optional features (spend, cache, chat history) attach here so lifecycle stays wiring-only."""
 
 from __future__ import annotations
 
@@ -13,6 +13,9 @@ async def attach(services: Services) -> None:
     services.spend = await build_spend(services.settings, config.departments, config.pricing,
                                        services.metrics)
     services.cache = await _build_cache(services)
+    from proxy.chat.factory import build_history
+
+    services.chat = await build_history(services.settings, services.redis)
 
 
 async def _build_cache(services: Services) -> Any:

@@ -31,6 +31,7 @@ class Services:
     redis: aioredis.Redis | None = None
     spend: Any = None  # proxy.spend.ledger.SpendStore
     cache: Any = None  # proxy.cache.semantic_cache.SemanticCache
+    chat: Any = None  # proxy.chat.history.HistoryStore
     cooldowns: Any = None  # proxy.gateway.reliability.Cooldowns
     retry_policy: Any = None  # proxy.gateway.reliability.RetryPolicy
     record_log: Any = None  # proxy.spend.memory.MemoryBackend: usage records when spend is None
