@@ -6,7 +6,7 @@ import { answerActions, assistantBubble, followUpList, metaFromHeaders, userBubb
 import { attachmentBlock, formatSize, readAttachment } from "./files.js";
 import { suggestFollowUps } from "./followups.js";
 import {
-  deleteConversation, loadConversations, newConversation, saveConversation, searchConversations,
+  deleteConversation, fetchConversation, listConversations, newConversation, saveConversation, searchConversations,
 } from "./store.js";
 
 const MODEL_STORAGE = "meterline.model";
@@ -18,7 +18,8 @@ const ui = {
   empty: $("empty"), notice: $("notice"), composer: $("composer"), chips: $("attachments"),
   prompt: $("prompt"), file: $("file"), stop: $("stop"), send: $("send"),
 };
-const state = { key: loadKey(), conv: newConversation(), attachments: [], controller: null };
+const state = { key: loadKey(), conv: newConversation(), attachments: [], controller: null, search: null };
+const SEARCH_DELAY_MS = 250;
 
 function showNotice(text) {
   ui.notice.textContent = text || "";
@@ -50,8 +51,10 @@ async function useKey(key) {
     ui.model.disabled = true;
     ui.model.replaceChildren(h("option", { value: "", text: "Enter a key first" }));
     renderAlerts(ui.alerts, []);
+    startConversation();
     return null;
   }
+  renderHistory();
   const [access] = await Promise.all([checkKey(key), loadModels()]);
   renderAlerts(ui.alerts, access.alerts);
   return access;
@@ -59,32 +62,85 @@ async function useKey(key) {
 
 // ----- history ---------------------------------------------------------------------------------
 
-function renderHistory() {
-  const hits = searchConversations(loadConversations(), ui.search.value);
-  const rows = hits.map(({ conv, snippet }) => {
-    const current = conv.id === state.conv.id;
-    return h("li", { class: current ? "current" : "" },
-      h("button", { type: "button", class: "history-item", "aria-current": current ? "true" : null,
-        onclick: () => openConversation(conv) },
-        h("span", { class: "history-title", text: conv.title }),
-        h("span", { class: "history-sub", text: snippet || new Date(conv.updated).toLocaleString() })),
-      h("button", { type: "button", class: "icon delete", "aria-label": `Delete conversation: ${conv.title}`, text: "×",
-        onclick: () => removeConversation(conv.id) }));
-  });
-  if (!rows.length) rows.push(h("li", { class: "muted", text: ui.search.value ? "No matches" : "No conversations yet" }));
+function historyRow(item, sub, open) {
+  const current = item.id === state.conv.id;
+  return h("li", { class: current ? "current" : "", "data-conversation": item.id },
+    h("button", { type: "button", class: "history-item", "aria-current": current ? "true" : null, onclick: open },
+      h("span", { class: "history-title", text: item.title }), sub),
+    h("button", { type: "button", class: "icon delete", "aria-label": `Delete conversation: ${item.title}`, text: "×",
+      onclick: () => removeConversation(item.id) }));
+}
+
+/** The snippet as text with <mark> around the server's highlight ranges (never markup). */
+function snippetNode(snippet, highlights) {
+  const parts = [];
+  let at = 0;
+  for (const [start, end] of highlights) {
+    if (start > at) parts.push(snippet.slice(at, start));
+    parts.push(h("mark", { text: snippet.slice(start, end) }));
+    at = end;
+  }
+  parts.push(snippet.slice(at));
+  return h("span", { class: "history-sub snippet" }, parts);
+}
+
+function showHistory(rows, empty) {
+  if (!rows.length) rows.push(h("li", { class: "muted", text: empty }));
   ui.history.replaceChildren(...rows);
 }
 
-function openConversation(conv) {
+async function renderHistory() {
+  const query = ui.search.value.trim();
+  if (!state.key) return showHistory([], "Enter a key to see your conversations");
+  if (query) return runSearch(query);
+  const result = await listConversations(state.key);
+  if (ui.search.value.trim()) return; // a search started meanwhile
+  if (!result.ok) return showHistory([], `History unavailable: ${result.error.message}`);
+  showHistory(result.data.data.map((item) => historyRow(item,
+    h("span", { class: "history-sub", text: new Date(item.updated * 1000).toLocaleString() }),
+    () => openConversation(item.id))), "No conversations yet");
+}
+
+async function runSearch(query) {
+  state.search?.abort();
+  const controller = state.search = new AbortController();
+  const result = await searchConversations(state.key, query, controller.signal);
+  if (controller !== state.search) return; // a newer search replaced this one
+  state.search = null;
+  if (!result.ok) return showHistory([], `Search failed: ${result.error.message}`);
+  showHistory(result.data.data.map((hit) => historyRow({ id: hit.conversation_id, title: hit.title },
+    snippetNode(hit.snippet, hit.highlights), () => openConversation(hit.conversation_id, hit.message_index))),
+    "No matches");
+}
+
+let searchTimer = null;
+function scheduleSearch() {
+  clearTimeout(searchTimer);
+  searchTimer = setTimeout(renderHistory, SEARCH_DELAY_MS);
+}
+
+async function openConversation(id, messageIndex = null) {
   if (state.controller) return;
-  state.conv = conv;
+  const result = await fetchConversation(state.key, id);
+  if (!result.ok) return showNotice(`Could not open the conversation: ${result.error.message}`);
+  showNotice(null);
+  state.conv = result.data;
+  renderConversation(messageIndex);
+  ui.history.querySelectorAll("li[data-conversation]").forEach((li) =>
+    li.classList.toggle("current", li.dataset.conversation === id));
+}
+
+function startConversation() {
+  if (state.controller) return;
+  state.conv = newConversation();
   renderConversation();
   renderHistory();
 }
 
-function removeConversation(id) {
-  deleteConversation(id);
-  if (id === state.conv.id) openConversation(newConversation());
+async function removeConversation(id) {
+  const result = await deleteConversation(state.key, id);
+  if (!result.ok && result.status !== 404) return showNotice(`Not deleted: ${result.error.message}`);
+  if (id === state.conv.id) startConversation();
   else renderHistory();
 }
 
@@ -113,22 +169,32 @@ function settleAnswer(bubble, answer) {
   bubble.settle(answer, answerActions(answer, { onFeedback: sendFeedback, onWrong: reportWrong }));
 }
 
-function renderConversation() {
+/** Every message; with `found`, that message is marked and scrolled to (a search result). */
+function renderConversation(found = null) {
   const nodes = [];
   const messages = state.conv.messages;
+  let target = null;
   messages.forEach((message, i) => {
+    let el;
     if (message.role === "user") {
-      nodes.push(userBubble(message));
-      return;
+      el = userBubble(message);
+    } else {
+      const bubble = assistantBubble();
+      settleAnswer(bubble, message);
+      el = bubble.el;
     }
-    const bubble = assistantBubble();
-    settleAnswer(bubble, message);
-    nodes.push(bubble.el);
-    if (i === messages.length - 1) nodes.push(followUpList(message.followups || [], send));
+    el.dataset.index = String(i);
+    if (i === found) {
+      el.classList.add("found");
+      target = el;
+    }
+    nodes.push(el);
+    if (message.role === "assistant" && i === messages.length - 1) nodes.push(followUpList(message.suggestions || [], send));
   });
   ui.empty.hidden = nodes.length > 0;
   ui.messages.replaceChildren(ui.empty, ...nodes.filter(Boolean));
-  ui.messages.scrollTop = ui.messages.scrollHeight;
+  if (target) target.scrollIntoView({ block: "center" });
+  else ui.messages.scrollTop = ui.messages.scrollHeight;
 }
 
 function apiMessages() {
@@ -209,10 +275,14 @@ async function send(text) {
   setBusy(true);
   await streamAnswer(answer, bubble);
   setBusy(false);
-  if (!answer.error && answer.content) answer.followups = suggestFollowUps(answer.content, text);
+  if (!answer.error && answer.content) {
+    answer.suggestions = suggestFollowUps(answer.content, text)
+      .map((label) => ({ label, action: "ask", params: { prompt: label } }));
+  }
   state.conv.messages.push(answer);
-  saveConversation(state.conv);
   renderConversation();
+  const saved = await saveConversation(state.key, state.conv);
+  if (!saved.ok) showNotice(`Not saved to your history: ${saved.error.message}`);
   renderHistory();
   ui.prompt.focus();
 }
@@ -260,10 +330,13 @@ ui.file.addEventListener("change", async () => {
   await attach([...ui.file.files]);
   ui.file.value = "";
 });
-ui.newChat.addEventListener("click", () => openConversation(newConversation()));
-ui.search.addEventListener("input", renderHistory);
+ui.newChat.addEventListener("click", startConversation);
+ui.search.addEventListener("input", scheduleSearch);
 
-renderHistory();
 renderConversation();
-if (state.key) useKeyFromForm(state.key);
-else ui.key.focus();
+if (state.key) {
+  useKeyFromForm(state.key);
+} else {
+  renderHistory();
+  ui.key.focus();
+}

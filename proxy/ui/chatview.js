@@ -143,9 +143,10 @@ export function answerActions(answer, { onFeedback, onWrong }) {
   return h("div", { class: "answer-actions" }, up, down, wrong, status);
 }
 
+/** Suggestions of shape {label, action, target | params}; "ask" ones send params.prompt. */
 export function followUpList(suggestions, onPick) {
   if (!suggestions.length) return null;
-  const items = suggestions.map((text) =>
-    h("li", {}, h("button", { type: "button", class: "suggestion", text, onclick: () => onPick(text) })));
+  const items = suggestions.map((s) =>
+    h("li", {}, h("button", { type: "button", class: "suggestion", text: s.label, onclick: () => onPick(s.params?.prompt || s.label) })));
   return h("nav", { class: "followups", "aria-label": "Suggested follow-ups" }, h("ul", {}, items));
 }

@@ -182,24 +182,46 @@ def test_follow_up_click_sends_it_with_the_history(page: Any, proxy: ServerThrea
 
 
 @pytest.mark.browser
-def test_history_search_finds_the_conversation_after_reload(page: Any, proxy: ServerThread) -> None:
+def test_history_search_is_on_the_server_and_per_user(page: Any, proxy: ServerThread,
+                                                      browser: Any) -> None:
+    """Search finds an earlier conversation after a reload and from another browser profile
+    with the same key, opens it at the matching message, and finds nothing for another key."""
+    question = "How do budgets for the sales team work?"
     chat_ready(page, proxy.url)
-    ask(page, "How do budgets for the sales team work?")
+    ask(page, question)
     page.click("#new-chat")
     ask(page, "Unrelated question about pelicans")
     page.reload()
     page.wait_for_selector("#history .history-item")
     assert page.locator("#history .history-item").count() == 2
-    page.fill("#search", "SALES team")
-    hits = page.locator("#history .history-item")
-    assert hits.count() == 1
-    assert "sales team" in hits.first.inner_text()
-    hits.first.click()
-    page.wait_for_selector(".message.assistant .badge-cost")
-    expected = answer_for("How do budgets for the sales team work?", 24)
-    assert page.locator(".message.assistant .markdown").inner_text().strip() == expected
-    page.fill("#search", "no-such-words-anywhere")
-    assert page.locator("#history").inner_text().strip() == "No matches"
+    assert page.evaluate("() => Object.keys(localStorage)") == []  # nothing kept in the browser
+    other = browser.new_context(viewport={"width": 1280, "height": 800})
+    try:
+        tab = other.new_page()
+        chat_ready(tab, proxy.url, "sk-demo-engineering")
+        tab.fill("#search", "SALES team")
+        hits = tab.locator("#history .history-item")
+        expect(hits).to_have_count(1)
+        assert tab.locator("#history mark").all_inner_texts() == ["sales", "team"]
+        hits.first.click()
+        found = tab.locator(".message.found")
+        found.wait_for()
+        assert found.get_attribute("data-index") == "0"
+        assert found.inner_text().strip() == question
+        expected = answer_for(question, 24)
+        assert tab.locator(".message.assistant .markdown").inner_text().strip() == expected
+        tab.fill("#search", "no-such-words-anywhere")
+        expect(tab.locator("#history")).to_have_text("No matches")
+        chat_ready(tab, proxy.url, "sk-demo-sales")  # another user: nothing to find
+        tab.fill("#search", "sales team")
+        expect(tab.locator("#history")).to_have_text("No matches")
+        tab.fill("#search", "")
+        expect(tab.locator("#history")).to_have_text("No conversations yet")
+    finally:
+        other.close()
+    page.locator("#history li", has_text="pelicans").get_by_role("button", name=re.compile(
+        "^Delete conversation")).click()
+    expect(page.locator("#history .history-item")).to_have_count(1)
 
 
 @pytest.mark.browser
