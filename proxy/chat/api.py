@@ -6,6 +6,7 @@
     PUT    /api/v1/chat/conversations/{id}         create or replace it
     DELETE /api/v1/chat/conversations/{id}         delete it
     GET    /api/v1/chat/search?q=&limit=20         full-text search with highlighted snippets
+    POST   /api/v1/chat/suggestions                actions for an answer (proxy.chat.suggestions)
 """
 
 from __future__ import annotations
@@ -24,12 +25,14 @@ from proxy.chat.history import (
     HistoryStore,
     title_of,
 )
+from proxy.chat.suggestions import Context, SuggestionRequest, suggest_actions
 from proxy.errors import InvalidRequest, NotFound, PermissionDenied, ServiceUnavailable
 from proxy.gateway.requests import authenticate, request_id_of
 from proxy.http import json_body, json_response, number_param, parse_body
 from proxy.runtime.services import Services
 
 MAX_CONVERSATION_BYTES = 4 * 1024 * 1024
+MAX_SUGGESTION_BYTES = 1024 * 1024
 MAX_QUERY_CHARS = 200
 _ID = re.compile(CONVERSATION_ID)
 
@@ -110,6 +113,17 @@ async def search(request: Request) -> Response:
                           "data": [hit.to_dict() for hit in hits]})
 
 
+async def suggestions(request: Request) -> Response:
+    """Needs only a valid key (no history): the rules read the caller's department."""
+    services: Services = request.app.state.services
+    request_id_of(request)
+    principal = await authenticate(request, services)
+    body = parse_body(SuggestionRequest, await json_body(request, MAX_SUGGESTION_BYTES))
+    grafana = services.settings.env.get("MET_GRAFANA_URL") or None
+    ctx = Context(None if principal.admin else principal.department, principal.admin, grafana)
+    return json_response({"actions": suggest_actions(body, ctx)})
+
+
 def routes() -> list[BaseRoute]:
     item = "/api/v1/chat/conversations/{id}"
     return [
@@ -118,4 +132,5 @@ def routes() -> list[BaseRoute]:
         Route(item, put_conversation, methods=["PUT"]),
         Route(item, delete_conversation, methods=["DELETE"]),
         Route("/api/v1/chat/search", search, methods=["GET"]),
+        Route("/api/v1/chat/suggestions", suggestions, methods=["POST"]),
     ]

@@ -2,9 +2,9 @@
 
 import { checkKey, loadKey, renderAlerts, wireKeyForm } from "./access.js";
 import { authHeaders, callJSON, h, readError, readSSE } from "./api.js";
-import { answerActions, assistantBubble, followUpList, metaFromHeaders, userBubble } from "./chatview.js";
+import { answerActions, assistantBubble, metaFromHeaders, userBubble } from "./chatview.js";
 import { attachmentBlock, formatSize, readAttachment } from "./files.js";
-import { suggestFollowUps } from "./followups.js";
+import { actionList, fetchSuggestions, runAction } from "./actions.js";
 import {
   deleteConversation, fetchConversation, listConversations, newConversation, saveConversation, searchConversations,
 } from "./store.js";
@@ -189,7 +189,7 @@ function renderConversation(found = null) {
       target = el;
     }
     nodes.push(el);
-    if (message.role === "assistant" && i === messages.length - 1) nodes.push(followUpList(message.suggestions || [], send));
+    if (message.role === "assistant" && i === messages.length - 1) nodes.push(actionList(message.suggestions || [], runSuggestion));
   });
   ui.empty.hidden = nodes.length > 0;
   ui.messages.replaceChildren(ui.empty, ...nodes.filter(Boolean));
@@ -247,6 +247,17 @@ async function streamAnswer(answer, bubble) {
   }
 }
 
+function runSuggestion(action) {
+  return runAction(action, {
+    key: state.key,
+    ask: send,
+    show: (node) => {
+      ui.messages.append(node);
+      node.scrollIntoView({ block: "nearest" });
+    },
+  });
+}
+
 function setBusy(busy) {
   ui.stop.hidden = !busy;
   ui.send.disabled = busy;
@@ -275,11 +286,10 @@ async function send(text) {
   setBusy(true);
   await streamAnswer(answer, bubble);
   setBusy(false);
-  if (!answer.error && answer.content) {
-    answer.suggestions = suggestFollowUps(answer.content, text)
-      .map((label) => ({ label, action: "ask", params: { prompt: label } }));
-  }
   state.conv.messages.push(answer);
+  if (!answer.error && answer.content) {
+    answer.suggestions = await fetchSuggestions(state.key, text, answer.content, state.conv.messages.length);
+  }
   renderConversation();
   const saved = await saveConversation(state.key, state.conv);
   if (!saved.ok) showNotice(`Not saved to your history: ${saved.error.message}`);

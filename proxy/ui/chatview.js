@@ -142,11 +142,3 @@ export function answerActions(answer, { onFeedback, onWrong }) {
   wrong?.addEventListener("click", () => run(wrong, () => onWrong(answer)));
   return h("div", { class: "answer-actions" }, up, down, wrong, status);
 }
-
-/** Suggestions of shape {label, action, target | params}; "ask" ones send params.prompt. */
-export function followUpList(suggestions, onPick) {
-  if (!suggestions.length) return null;
-  const items = suggestions.map((s) =>
-    h("li", {}, h("button", { type: "button", class: "suggestion", text: s.label, onclick: () => onPick(s.params?.prompt || s.label) })));
-  return h("nav", { class: "followups", "aria-label": "Suggested follow-ups" }, h("ul", {}, items));
-}

@@ -11,7 +11,13 @@ import {
 } from "./spendview.js";
 
 const POLL_MS = 10_000;
-const ADMIN_SOURCES = { spend: "/admin/spend", chargeback: "/admin/chargeback?format=json", cache: "/v1/cache/analytics" };
+// ?department=<name> (e.g. from a chat action) narrows an admin key's view to one department
+const FILTER = new URLSearchParams(location.search).get("department") || "";
+const ONLY = FILTER ? `department=${encodeURIComponent(FILTER)}` : "";
+const ADMIN_SOURCES = {
+  spend: `/admin/spend${ONLY ? `?${ONLY}` : ""}`, chargeback: `/admin/chargeback?format=json${ONLY ? `&${ONLY}` : ""}`,
+  cache: "/v1/cache/analytics",
+};
 const DEPARTMENT_SOURCES = { spend: "/v1/spend", cache: "/v1/cache/analytics" };
 const $ = (id) => document.getElementById(id);
 // mode: null until the key's kind is known, then "admin" or "department"
@@ -48,7 +54,9 @@ function setCacheCards(cache) {
 
 function setLayout(mode, department) {
   const admin = mode === "admin";
-  $("scope").textContent = admin ? "All departments (admin key)" : `Department: ${department} (department key)`;
+  $("scope").textContent = admin
+    ? (FILTER ? `Department: ${FILTER} (admin key)` : "All departments (admin key)")
+    : `Department: ${department} (department key)`;
   $("scope").dataset.department = admin ? "" : department;
   $("dept-title").textContent = admin ? "Departments" : `Budgets of ${department}`;
   $("models-panel").hidden = !admin;

@@ -157,7 +157,7 @@ def test_chat_streams_the_mock_answer_with_badges(page: Any, proxy: ServerThread
     assert re.fullmatch(r"\d+ in · \d+ out",
                         answer.locator("[data-badge=tokens] .badge-value").inner_text())
     suggestions = page.locator(".followups .suggestion")
-    assert 1 <= suggestions.count() <= 3
+    assert 2 <= suggestions.count() <= 4
 
 
 def chat_bodies(mock: ServerThread) -> list[dict[str, Any]]:
@@ -316,8 +316,7 @@ def test_model_text_is_escaped_and_markdown_rendered(page: Any, proxy: ServerThr
     assert answer.locator("[data-badge=budget] .badge-value").inner_text() == "$12.50"
     assert page.locator(".followups .suggestion").all_inner_texts() == [
         "Tell me more about “Caching <b>plan</b>”",
-        "Explain the python example step by step",
-        "What does “exact keys” mean here?",
+        "Explain the code step by step",
     ]
 
 
@@ -645,3 +644,94 @@ def test_admin_key_is_never_persisted(page: Any, proxy: ServerThread) -> None:
     page.goto(proxy.url + "/chat")
     page.wait_for_selector("#model:not([disabled])")
     page.wait_for_function("() => localStorage.getItem('meterline.apiKey') === null")
+
+
+# ----- suggested actions -------------------------------------------------------------------------
+
+def action_button(page: Any, label: str) -> Any:
+    return page.locator(".followups .suggestion", has_text=label)
+
+
+@pytest.mark.browser
+def test_analyze_action_shows_the_spend_api_figures(page: Any, proxy: ServerThread) -> None:
+    chat_ready(page, proxy.url, "sk-demo-sales")
+    ask(page, "How much did my department spend on models?")
+    assert page.locator(".followups .suggestion").all_inner_texts() == [
+        "Show my department's spend this week", "Open the Spend page for sales"]
+    action_button(page, "Show my department's spend this week").click()
+    table = page.locator(".action-result table.spend-table")
+    table.wait_for()
+    data = get_json(proxy.url, "/v1/spend/daily?days=7", key_header("sk-demo-sales"))
+    assert data["requests"][-1] == 1
+    assert table.locator("tbody th").all_inner_texts() == data["days"]
+    assert table.locator("tbody td:nth-child(2)").all_inner_texts() == [
+        str(n) for n in data["requests"]]
+    assert table.locator("tfoot td").nth(1).inner_text() == fmt_usd(data["total_usd"])
+    assert "Department: sales" in page.locator(".action-result").inner_text()
+
+
+@pytest.mark.browser
+def test_navigate_action_opens_the_spend_page_for_the_department(page: Any,
+                                                                 proxy: ServerThread) -> None:
+    chat_ready(page, proxy.url, "sk-demo-sales")
+    ask(page, "What is our budget?")
+    action_button(page, "Open the Spend page for sales").click()
+    page.wait_for_url(proxy.url + "/spend?department=sales")
+    expect(page.locator("#scope")).to_have_text("Department: sales (department key)")
+
+
+@pytest.mark.browser
+def test_admin_spend_page_filtered_to_a_department(page: Any, proxy: ServerThread) -> None:
+    drive_traffic(proxy.url)
+    page.goto(proxy.url + "/spend?department=sales")
+    page.fill("#api-key", "sk-demo-admin")
+    page.click("#key-form button[type=submit]")
+    expect(page.locator("#scope")).to_have_text("Department: sales (admin key)")
+    expect(page.locator("#departments tbody tr")).to_have_count(1)
+    assert page.locator("#departments tbody th").inner_text() == "sales"
+    spend = get_json(proxy.url, "/admin/spend?department=sales")
+    assert text(page, "#card-month") == fmt_usd(spend["total_usd"])
+
+
+@pytest.mark.browser
+def test_grafana_action_opens_the_dashboard(page: Any, start_proxy: Any) -> None:
+    proxy = start_proxy(extra_env={"MET_GRAFANA_URL": "http://grafana.test"})
+    page.context.route("http://grafana.test/**", lambda route: route.fulfill(
+        status=200, body="<title>Grafana</title>", headers={"content-type": "text/html"}))
+    chat_ready(page, proxy.url, "sk-demo-sales")
+    ask(page, "Where is the latency dashboard?")
+    with page.context.expect_page() as popup:
+        action_button(page, "View Dashboard").click()
+    assert popup.value.url == "http://grafana.test/d/meterline-departments?var-department=sales"
+
+
+@pytest.mark.browser
+def test_chargeback_action_downloads_the_csv(page: Any, proxy: ServerThread) -> None:
+    chat_ready(page, proxy.url, "sk-demo-sales")
+    ask(page, "Generate the chargeback report for finance")
+    with page.expect_download() as download:
+        action_button(page, "Generate chargeback report").click()
+    path = download.value.path()
+    expected = httpx.get(proxy.url + "/v1/chargeback", params={"format": "csv"},
+                         headers=key_header("sk-demo-sales"))
+    today = expected.headers["content-disposition"].split('"')[1]
+    assert download.value.suggested_filename == today
+    with open(path, encoding="utf-8") as f:
+        assert f.read() == expected.text
+    assert "sales" in expected.text
+    expect(page.locator(".action-result")).to_contain_text(f"Downloaded {today}.")
+
+
+@pytest.mark.browser
+def test_summary_action_is_a_charged_model_call(page: Any, proxy: ServerThread,
+                                                mock_upstream: ServerThread) -> None:
+    chat_ready(page, proxy.url, "sk-demo-sales")
+    ask(page, "Explain request routing")
+    ask(page, "And retries?")
+    action_button(page, "Summarize this conversation").click()
+    expect(page.locator(".message.assistant .badge-cost")).to_have_count(3)
+    body = chat_bodies(mock_upstream)[-1]
+    assert [m["role"] for m in body["messages"]] == ["user", "assistant"] * 2 + ["user"]
+    assert body["messages"][-1]["content"].startswith("Summarize this conversation so far")
+    cost = page.locator(".message.assistant").last.locator("[data-badge=cost] .badge-value")
+    assert float(cost.inner_text().removeprefix("$")) > 0
