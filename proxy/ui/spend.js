@@ -3,8 +3,9 @@
 
 import { checkKey, loadKey, renderAlerts, wireKeyForm } from "./access.js";
 import { callJSON, formatInt, formatUSD } from "./api.js";
+import { cacheDaily, colorsFor, donut, legend, stackedDaily } from "./charts.js";
 import {
-  cacheFigures, departmentFigures, recentRequests, spenders, sumOf, toDollars, topModels, utcDay,
+  ADMIN_NAME, cacheFigures, departmentFigures, recentRequests, spenders, sumOf, toDollars, topModels, utcDay,
 } from "./spenddata.js";
 import {
   muted, percent, renderBudgets, renderCache, renderDepartments, renderModels, renderRecent, unavailable,
@@ -19,6 +20,11 @@ const ADMIN_SOURCES = {
   cache: "/v1/cache/analytics",
 };
 const DEPARTMENT_SOURCES = { spend: "/v1/spend", cache: "/v1/cache/analytics" };
+// Charts: 30 days of history and a forecast from today (today's forecast day is skipped: it is drawn as history)
+const CHART_SOURCES = {
+  admin: { daily: `/v1/spend/daily?days=30${ONLY ? `&${ONLY}` : ""}`, forecast: `/admin/forecast?horizon=8d${ONLY ? `&${ONLY}` : ""}` },
+  department: { daily: "/v1/spend/daily?days=30", forecast: "/v1/forecast?horizon=8d" },
+};
 const $ = (id) => document.getElementById(id);
 // mode: null until the key's kind is known, then "admin" or "department"
 const state = { key: loadKey(), timer: null, mode: null };
@@ -105,6 +111,34 @@ function renderDepartment({ spend, cache }) {
   if (dept.paused) showNotice(`Requests from ${dept.name} are paused by its circuit breaker; an admin can resume them.`);
 }
 
+/** Charts from /v1/spend/daily and the forecast endpoint: the same records as the tables. */
+async function loadCharts(mode) {
+  const { daily, forecast } = await fetchAll(CHART_SOURCES[mode]);
+  $("share-dept-panel").hidden = mode !== "admin" || Boolean(FILTER);
+  $("share-model-panel").classList.toggle("full", mode !== "admin" || Boolean(FILTER));
+  if (!daily.ok) {
+    for (const id of ["trend-chart", "share-departments", "share-models", "cache-chart"]) {
+      $(id).replaceChildren(failed(daily, CHART_SOURCES[mode].daily));
+    }
+    return;
+  }
+  const d = daily.data;
+  const named = (name) => name || ADMIN_NAME; // usage by admin keys has no department
+  const series = Object.entries(d.cost_usd).map(([name, values]) => ({ name: named(name), values }));
+  const today = d.days[d.days.length - 1];
+  const ahead = forecast.ok ? forecast.data.totals.days.filter((f) => f.date > today).slice(0, 7) : [];
+  const colors = colorsFor(series.map((one) => one.name));
+  const items = series.map((one) => ({ color: colors.get(one.name), text: one.name }));
+  const note = forecast.ok ? muted(`Forecast: ${forecast.data.interval * 100}% interval shown as whiskers.`)
+    : failed(forecast, CHART_SOURCES[mode].forecast);
+  $("trend-chart").replaceChildren(stackedDaily(d.days, series, ahead, { colors }), legend(items), note);
+  const departments = d.by_department.map((item) => ({ ...item, name: named(item.name) }));
+  $("share-departments").replaceChildren(donut(departments, "Share of cost by department", { colors }));
+  $("share-models").replaceChildren(donut(d.by_model, "Share of cost by model"));
+  $("cache-chart").replaceChildren(cacheDaily(d.days, d.cache.saved_usd, d.cache.hit_rate),
+    muted(`Saved by the cache over ${d.days.length} days: ${formatUSD(d.cache.saved_usd.reduce((a, b) => a + b, 0))}`));
+}
+
 function showNotice(text) {
   $("notice").textContent = text;
   $("notice").hidden = !text;
@@ -121,6 +155,7 @@ async function load() {
   renderAlerts($("alerts"), access.alerts);
   if (access.ok) state.mode = access.admin ? "admin" : "department";
   await loadFigures();
+  if (state.mode) await loadCharts(state.mode);
   return access;
 }
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -735,3 +737,100 @@ def test_summary_action_is_a_charged_model_call(page: Any, proxy: ServerThread,
     assert body["messages"][-1]["content"].startswith("Summarize this conversation so far")
     cost = page.locator(".message.assistant").last.locator("[data-badge=cost] .badge-value")
     assert float(cost.inner_text().removeprefix("$")) > 0
+
+
+# ----- spend charts ------------------------------------------------------------------------------
+
+ARTIFACTS = Path(os.environ.get("MET_TEST_ARTIFACTS") or REPO_ROOT / "test-artifacts")
+
+DAILY = {"object": "spend.daily", "department": None, "days": ["2026-12-01", "2026-12-02",
+                                                              "2026-12-03"],
+         "cost_usd": {"engineering": [1.5, 0.0, 2.0], "sales": [0.5, 1.0, 0.0]},
+         "requests": [4, 2, 3],
+         "by_department": [{"name": "engineering", "cost_usd": 3.5},
+                           {"name": "sales", "cost_usd": 1.5}],
+         "by_model": [{"name": "gpt-4o", "cost_usd": 4.0},
+                      {"name": "gpt-4o-mini", "cost_usd": 1.0}],
+         "by_provider": [], "by_task": [],
+         "cache": {"lookups": [4, 0, 4], "hits": [2, 0, 1], "hit_rate": [0.5, None, 0.25],
+                   "saved_usd": [0.1, 0.0, 0.3]},
+         "total_usd": 5.0}
+FORECAST = {"interval": 0.8, "departments": [], "totals": {"days": [
+    {"date": "2026-12-03", "expected": 2.5, "low": 2.0, "high": 3.0},
+    {"date": "2026-12-04", "expected": 2.0, "low": 1.0, "high": 3.0},
+    {"date": "2026-12-05", "expected": 2.2, "low": 1.1, "high": 3.3}]}}
+
+
+def data_of(locator: Any, *names: str) -> list[tuple[str | None, ...]]:
+    return [tuple(el.get_attribute(f"data-{n}") for n in names) for el in locator.all()]
+
+
+def screenshot(page: Any, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / name), full_page=True)
+
+
+@pytest.mark.browser
+def test_spend_charts_draw_the_numbers_they_are_sent(page: Any, proxy: ServerThread) -> None:
+    page.route("**/v1/spend/daily*", lambda route: route.fulfill(status=200, json=DAILY))
+    page.route("**/admin/forecast*", lambda route: route.fulfill(status=200, json=FORECAST))
+    open_spend(page, proxy.url, "sk-demo-admin")
+    trend = page.locator("#trend-chart svg")
+    trend.wait_for()
+    assert data_of(trend.locator("rect[data-series]"), "day", "series", "value") == [
+        ("2026-12-01", "engineering", "1.5"), ("2026-12-01", "sales", "0.5"),
+        ("2026-12-02", "sales", "1"), ("2026-12-03", "engineering", "2")]
+    assert data_of(trend.locator("rect.forecast"), "day", "expected", "low", "high") == [
+        ("2026-12-04", "2", "1", "3"), ("2026-12-05", "2.2", "1.1", "3.3")]
+    assert trend.locator("line.whisker").count() == 2
+    depts = page.locator("#share-departments")
+    assert data_of(depts.locator("svg [data-name]"), "name", "value") == [
+        ("engineering", "3.5"), ("sales", "1.5")]
+    assert depts.locator(".legend li").all_inner_texts() == [
+        "engineering · 70.0% · $3.50", "sales · 30.0% · $1.50"]
+    assert data_of(page.locator("#share-models svg [data-name]"), "name", "value") == [
+        ("gpt-4o", "4"), ("gpt-4o-mini", "1")]
+    cache = page.locator("#cache-chart svg")
+    assert data_of(cache.locator("rect.saved"), "day", "value") == [
+        ("2026-12-01", "0.1"), ("2026-12-03", "0.3")]
+    assert data_of(cache.locator("circle.rate"), "day", "value") == [
+        ("2026-12-01", "0.5"), ("2026-12-03", "0.25")]
+    assert trend.locator("rect[data-series] title").first.text_content() == (
+        "2026-12-01 · engineering: $1.50")
+
+
+@pytest.mark.browser
+def test_spend_charts_show_the_proxys_own_figures(page: Any, proxy: ServerThread,
+                                                  browser: Any) -> None:
+    drive_traffic(proxy.url)
+    errors = console_errors(page)
+    open_spend(page, proxy.url, "sk-demo-admin")
+    page.locator("#trend-chart svg").wait_for()
+    daily = get_json(proxy.url, "/v1/spend/daily?days=30")
+    today = daily["days"][-1]
+    drawn = {name: float(value) for name, value in data_of(
+        page.locator(f"#trend-chart rect[data-day='{today}'][data-series]"), "series", "value")}
+    assert drawn == {name or "(admin)": values[-1] for name, values in daily["cost_usd"].items()
+                     if values[-1] > 0}
+    assert "(admin)" in drawn  # usage by admin keys, named as the tables name it
+    assert page.locator("#trend-chart rect.forecast").count() == 7
+    screenshot(page, "spend-admin.png")
+    own = browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        tab = own.new_page()
+        tab_errors = console_errors(tab)
+        open_spend(tab, proxy.url, "sk-demo-engineering")
+        tab.locator("#trend-chart svg").wait_for()
+        tab.wait_for_load_state("networkidle")
+        mine = get_json(proxy.url, "/v1/spend/daily?days=30", key_header("sk-demo-engineering"))
+        assert data_of(tab.locator("#trend-chart rect[data-series]"), "series") == [
+            ("engineering",)] * sum(1 for v in mine["cost_usd"]["engineering"] if v > 0)
+        assert tab.locator("#share-dept-panel").is_hidden()
+        screenshot(tab, "spend-department.png")
+        assert tab_errors == []
+    finally:
+        own.close()
+    chat_ready(page, proxy.url, "sk-demo-engineering")
+    ask(page, "What did our team spend this week?")
+    screenshot(page, "chat.png")
+    assert errors == []
