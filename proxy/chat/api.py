@@ -7,6 +7,7 @@
     DELETE /api/v1/chat/conversations/{id}         delete it
     GET    /api/v1/chat/search?q=&limit=20         full-text search with highlighted snippets
     POST   /api/v1/chat/suggestions                actions for an answer (proxy.chat.suggestions)
+    POST   /api/v1/chat/extract                    a PDF's text with page markers (body: the file)
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ from __future__ import annotations
 import re
 import time
 
+import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from proxy.chat.documents import MAX_PDF_BYTES, pdf_text
 from proxy.chat.history import (
     CONVERSATION_ID,
     Conversation,
@@ -27,7 +30,7 @@ from proxy.chat.history import (
 )
 from proxy.chat.suggestions import Context, SuggestionRequest, suggest_actions
 from proxy.errors import InvalidRequest, NotFound, PermissionDenied, ServiceUnavailable
-from proxy.gateway.requests import authenticate, request_id_of
+from proxy.gateway.requests import authenticate, read_body, request_id_of
 from proxy.http import json_body, json_response, number_param, parse_body
 from proxy.runtime.services import Services
 
@@ -124,6 +127,19 @@ async def suggestions(request: Request) -> Response:
     return json_response({"actions": suggest_actions(body, ctx)})
 
 
+async def extract(request: Request) -> Response:
+    """The PDF in the body as text; parsed in a worker thread, kept nowhere."""
+    services: Services = request.app.state.services
+    request_id_of(request)
+    await authenticate(request, services)
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "application/pdf":
+        raise InvalidRequest(f"Invalid content type '{kind[:80]}': send the PDF as "
+                             "application/pdf.", param="file", code="unsupported_file_type")
+    data = await read_body(request, MAX_PDF_BYTES)
+    return json_response(await anyio.to_thread.run_sync(pdf_text, data))
+
+
 def routes() -> list[BaseRoute]:
     item = "/api/v1/chat/conversations/{id}"
     return [
@@ -133,4 +149,5 @@ def routes() -> list[BaseRoute]:
         Route(item, delete_conversation, methods=["DELETE"]),
         Route("/api/v1/chat/search", search, methods=["GET"]),
         Route("/api/v1/chat/suggestions", suggestions, methods=["POST"]),
+        Route("/api/v1/chat/extract", extract, methods=["POST"]),
     ]

@@ -260,7 +260,8 @@ async def list_models(request: Request) -> Response:
     principal = await authenticate(request, services)
     dept = services.department(principal.department)
     data = [
-        {"id": name, "object": "model", "created": 0, "owned_by": entry.owned_by}
+        {"id": name, "object": "model", "created": 0, "owned_by": entry.owned_by,
+         "input_modalities": list(entry.input_modalities)}
         for name, entry in services.config.providers.models.items()
         if principal.admin or dept is None or dept.allows(name)
     ]

@@ -18,7 +18,10 @@ const ui = {
   empty: $("empty"), notice: $("notice"), composer: $("composer"), chips: $("attachments"),
   prompt: $("prompt"), file: $("file"), stop: $("stop"), send: $("send"),
 };
-const state = { key: loadKey(), conv: newConversation(), attachments: [], controller: null, search: null };
+const state = {
+  key: loadKey(), conv: newConversation(), attachments: [], controller: null, search: null,
+  inputs: new Map(), // model id -> input_modalities from /v1/models
+};
 const SEARCH_DELAY_MS = 250;
 
 function showNotice(text) {
@@ -38,7 +41,9 @@ async function loadModels() {
     return;
   }
   showNotice(null);
-  const ids = (result.data.data || []).map((m) => m.id).filter((id) => !id.includes("embedding")).sort();
+  const models = (result.data.data || []).filter((m) => !m.id.includes("embedding"));
+  state.inputs = new Map(models.map((m) => [m.id, m.input_modalities || ["text"]]));
+  const ids = models.map((m) => m.id).sort();
   ui.model.replaceChildren(...ids.map((id) => h("option", { value: id, text: id })));
   const saved = localStorage.getItem(MODEL_STORAGE);
   ui.model.value = [saved, ...PREFERRED_MODELS, ids[0]].find((id) => id && ids.includes(id)) || "";
@@ -200,7 +205,7 @@ function renderConversation(found = null) {
 function apiMessages() {
   return state.conv.messages
     .filter((m) => m.role === "user" || (m.content && !m.error))
-    .map((m) => ({ role: m.role, content: m.content }));
+    .map((m) => ({ role: m.role, content: m.parts || m.content }));
 }
 
 function parseEvent(data) {
@@ -272,9 +277,20 @@ async function send(text) {
     ui.key.focus();
     return;
   }
-  const blocks = state.attachments.map(attachmentBlock);
+  const images = state.attachments.filter((a) => a.kind === "image");
+  const model = ui.model.value;
+  if (images.length && !(state.inputs.get(model) || []).includes("image")) {
+    const able = [...state.inputs].filter(([, inputs]) => inputs.includes("image")).map(([id]) => id);
+    showNotice(`${model} does not accept images. ${able.length ? `Choose one that does: ${able.join(", ")}.` : "No model here accepts images."}`);
+    return;
+  }
+  const blocks = state.attachments.filter((a) => a.kind !== "image").map(attachmentBlock);
   const content = [text, ...blocks].filter(Boolean).join("\n\n");
-  state.conv.messages.push({ role: "user", content, display: text,
+  // images travel as content parts in this request only; the history keeps the text and file names
+  const parts = images.length
+    ? [{ type: "text", text: content }, ...images.map((a) => ({ type: "image_url", image_url: { url: a.dataUrl } }))]
+    : null;
+  state.conv.messages.push({ role: "user", content, display: text, parts,
     attachments: state.attachments.map((a) => a.name) });
   state.attachments = [];
   renderChips();
@@ -299,17 +315,32 @@ async function send(text) {
 
 // ----- attachments -----------------------------------------------------------------------------
 
-function renderChips() {
-  ui.chips.replaceChildren(...state.attachments.map((att, i) => h("li", { class: "chip" },
-    h("span", { text: `${att.name} · ${formatSize(att.size)}` }),
+function csvPreview(att) {
+  const [head = [], ...rows] = att.preview;
+  return h("table", { class: "csv-preview", "aria-label": `Preview of ${att.name}` },
+    h("thead", {}, h("tr", {}, head.map((cell) => h("th", { scope: "col", text: cell })))),
+    h("tbody", {}, rows.map((row) => h("tr", {}, row.map((cell) => h("td", { text: cell }))))));
+}
+
+function chip(att, i) {
+  const about = att.kind === "pdf" ? ` · ${att.pages} page${att.pages === 1 ? "" : "s"}` : "";
+  return h("li", { class: `chip chip-${att.kind}`, "data-kind": att.kind },
+    att.kind === "image" ? h("img", { src: att.dataUrl, alt: "", class: "thumb" }) : null,
+    h("span", { text: `${att.name} · ${formatSize(att.size)}${about}` }),
     h("button", { type: "button", class: "icon", "aria-label": `Remove ${att.name}`, text: "×",
-      onclick: () => { state.attachments.splice(i, 1); renderChips(); } }))));
+      onclick: () => { state.attachments.splice(i, 1); renderChips(); } }),
+    att.kind === "csv" ? csvPreview(att) : null,
+    att.note ? h("span", { class: "chip-note", text: att.note }) : null);
+}
+
+function renderChips() {
+  ui.chips.replaceChildren(...state.attachments.map(chip));
 }
 
 async function attach(files) {
   for (const file of files) {
     try {
-      state.attachments.push(await readAttachment(file));
+      state.attachments.push(await readAttachment(file, state.key));
       showNotice(null);
     } catch (exc) {
       showNotice(exc.message);

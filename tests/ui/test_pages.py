@@ -250,9 +250,14 @@ def test_binary_and_oversized_files_are_refused(page: Any, proxy: ServerThread) 
     page.set_input_files("#file", files=[{"name": "big.txt", "mimeType": "text/plain",
                                           "buffer": b"x" * (100 * 1024 + 1)}])
     assert "the limit is 100 KB" in page.locator("#notice").inner_text()
-    page.set_input_files("#file", files=[{"name": "photo.png", "mimeType": "image/png",
-                                          "buffer": b"\x89PNG\r\n"}])
-    assert "not a text file" in page.locator("#notice").inner_text()
+    page.set_input_files("#file", files=[{"name": "archive.zip", "mimeType": "application/zip",
+                                          "buffer": b"PK\x03\x04"}])
+    assert page.locator("#notice").inner_text() == (
+        "“archive.zip” is not a supported file: attach text, CSV, PDF or an image "
+        "(PNG, JPEG, GIF, WebP).")
+    page.set_input_files("#file", files=[{"name": "huge.png", "mimeType": "image/png",
+                                          "buffer": b"\x89PNG" + b"\0" * (4 * 1024 * 1024)}])
+    assert page.locator("#notice").inner_text() == "“huge.png” is 4,097 KB; the limit is 4 MB."
     assert page.locator("#attachments .chip").count() == 0
 
 
@@ -834,3 +839,95 @@ def test_spend_charts_show_the_proxys_own_figures(page: Any, proxy: ServerThread
     ask(page, "What did our team spend this week?")
     screenshot(page, "chat.png")
     assert errors == []
+
+
+# ----- images, PDFs, CSVs ------------------------------------------------------------------------
+
+# a 1x1 PNG
+PNG = bytes.fromhex("89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c489"
+                    "0000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082")
+
+
+def pick_model(page: Any, model: str) -> None:
+    page.select_option("#model", model)
+
+
+@pytest.mark.browser
+def test_image_reaches_the_upstream_as_an_image_url_part(page: Any, proxy: ServerThread,
+                                                         mock_upstream: ServerThread) -> None:
+    import base64
+
+    chat_ready(page, proxy.url)
+    pick_model(page, "gpt-4o-mini")
+    page.set_input_files("#file", files=[{"name": "dot.png", "mimeType": "image/png",
+                                          "buffer": PNG}])
+    assert page.locator("#attachments .chip-image img").count() == 1
+    ask(page, "What is in this picture?")
+    sent = chat_bodies(mock_upstream)[-1]
+    assert sent["model"] in ("gpt-4o-mini", "gpt-4o")  # routing rules may pick the larger one
+    assert sent["messages"][-1]["content"] == [
+        {"type": "text", "text": "What is in this picture?"},
+        {"type": "image_url",
+         "image_url": {"url": "data:image/png;base64," + base64.b64encode(PNG).decode()}}]
+    assert page.locator(".message.user .chip").inner_text() == "dot.png"
+
+
+@pytest.mark.browser
+def test_image_to_a_text_only_model_gets_a_clear_message(page: Any, proxy: ServerThread,
+                                                         mock_upstream: ServerThread) -> None:
+    chat_ready(page, proxy.url)
+    pick_model(page, "gpt-3.5-turbo")
+    page.set_input_files("#file", files=[{"name": "dot.png", "mimeType": "image/png",
+                                          "buffer": PNG}])
+    before = len(chat_bodies(mock_upstream))
+    page.fill("#prompt", "Describe it")
+    page.click("#send")
+    notice = page.locator("#notice")
+    expect(notice).to_contain_text("gpt-3.5-turbo does not accept images. Choose one that does: ")
+    assert "gpt-4o-mini" in notice.inner_text()
+    assert len(chat_bodies(mock_upstream)) == before
+    assert page.locator("#attachments .chip").count() == 1  # kept: pick another model and send
+
+
+@pytest.mark.browser
+def test_pdf_reaches_the_upstream_as_text_with_page_markers(page: Any, proxy: ServerThread,
+                                                            mock_upstream: ServerThread) -> None:
+    from tests.support.pdfs import make_pdf
+
+    chat_ready(page, proxy.url)
+    pdf = make_pdf(["Revenue grew 12 percent", "Costs fell (slightly)"])
+    page.set_input_files("#file", files=[{"name": "q3.pdf", "mimeType": "application/pdf",
+                                          "buffer": pdf}])
+    expect(page.locator("#attachments .chip-pdf")).to_contain_text("q3.pdf")
+    assert "2 pages" in page.locator("#attachments .chip-pdf").inner_text()
+    ask(page, "Summarise the report")
+    sent = chat_bodies(mock_upstream)[-1]["messages"][-1]["content"]
+    assert sent == ("Summarise the report\n\nFile: q3.pdf (PDF, 2 pages)\n```\n"
+                    "[Page 1]\nRevenue grew 12 percent\n\n[Page 2]\nCosts fell (slightly)\n```")
+    page.set_input_files("#file", files=[{"name": "broken.pdf", "mimeType": "application/pdf",
+                                          "buffer": b"%PDF-1.4 not really"}])
+    expect(page.locator("#notice")).to_contain_text("“broken.pdf”: The file is not a readable PDF")
+
+
+@pytest.mark.browser
+def test_csv_is_previewed_and_capped_with_a_note(page: Any, proxy: ServerThread,
+                                                 mock_upstream: ServerThread) -> None:
+    chat_ready(page, proxy.url)
+    rows = ["team,cost,note"] + [f'team{i},{i}.50,"says ""hi"", twice"' for i in range(6000)]
+    content = "\n".join(rows) + "\n"
+    assert len(content) > 100 * 1024
+    page.set_input_files("#file", files=[{"name": "big.csv", "mimeType": "text/csv",
+                                          "buffer": content.encode()}])
+    preview = page.locator("#attachments table.csv-preview")
+    expect(preview.locator("tbody tr")).to_have_count(8)  # read and parsed asynchronously
+    assert preview.locator("thead th").all_text_contents() == ["team", "cost", "note"]
+    assert preview.locator("tbody tr").first.locator("td").all_inner_texts() == [
+        "team0", "0.50", 'says "hi", twice']
+    note = page.locator("#attachments .chip-note").inner_text()
+    assert note.startswith("[Truncated: the first ") and note.endswith(
+        " of 6000 data rows; the file is 221 KB, the cap is 100 KB.]")
+    ask(page, "Which team costs most?")
+    sent = chat_bodies(mock_upstream)[-1]["messages"][-1]["content"]
+    assert sent.endswith("\n```\n" + note)
+    body = sent.split("```csv\n", 1)[1].split("\n```", 1)[0]
+    assert len(body) <= 100 * 1024 and content.startswith(body + "\n")
