@@ -3,13 +3,16 @@ MET_CHAT_RETENTION_DAYS (default 90): conversations not updated for that long ar
 
 from __future__ import annotations
 
+import logging
+
 import redis.asyncio as aioredis
 
 from proxy.chat.history import HistoryStore
 from proxy.chat.memory import MemoryHistory
-from proxy.chat.redis_backend import RedisHistory
+from proxy.chat.redis_backend import HistoryUnavailable, RedisHistory
 from proxy.settings import Settings, SettingsError
 
+log = logging.getLogger(__name__)
 DEFAULT_RETENTION_DAYS = 90.0
 
 
@@ -32,5 +35,8 @@ async def build_history(settings: Settings, redis: aioredis.Redis | None) -> His
     if redis is None:
         return MemoryHistory(retention)
     store = RedisHistory(redis, settings.redis_prefix, retention)
-    await store.create_index()
+    try:
+        await store.create_index()
+    except HistoryUnavailable:  # start anyway: the index is created on first use
+        log.warning("chat history index not created: Redis unreachable at start")
     return store

@@ -66,14 +66,21 @@ class RedisHistory:
         self._ttl = max(1, int(retention_seconds))
         self._clock = clock
         self.index = f"{prefix}chat-messages"
+        self._indexed = False
 
     async def create_index(self) -> None:
-        """Idempotent; STOPWORDS 0 so any word a user typed can be found."""
+        """Idempotent; STOPWORDS 0 so any word a user typed can be found. Called at start and,
+        if Redis was unreachable then, again before the first write or search."""
         with _reachable(), contextlib.suppress(ResponseError):  # "Index already exists"
             await self._command(
                 "FT.CREATE", self.index, "ON", "HASH", "PREFIX", "1", f"{self._p}chat:msg:",
                 "STOPWORDS", "0", "SCHEMA", "owner", "TAG", "conv", "TAG", "idx", "NUMERIC",
                 "role", "TAG", "text", "TEXT")
+        self._indexed = True
+
+    async def _ensure_index(self) -> None:
+        if not self._indexed:
+            await self.create_index()
 
     async def _command(self, *args: str) -> Any:
         """FT.* as raw commands: the same replies on every redis-py version we support."""
@@ -89,6 +96,7 @@ class RedisHistory:
         return f"{self._p}chat:msg:{tag}:{cid}:{index}"
 
     async def put(self, owner: str, conversation: Conversation) -> None:
+        await self._ensure_index()
         tag, cid = owner_tag(owner), conversation.id
         with _reachable():
             old = await self._r.get(self._conv_key(tag, cid))
@@ -141,6 +149,7 @@ class RedisHistory:
         words = query_words(query)
         if not words:
             return []
+        await self._ensure_index()
         tag = owner_tag(owner)
         expr = f"@owner:{{{tag}}} @text:({' '.join(words)})"
         with _reachable():

@@ -110,3 +110,15 @@ def test_snippet_is_cut_around_the_first_match() -> None:
     assert snippet.startswith("…") and snippet.endswith("…")
     assert len(snippet) <= 122
     assert [snippet[s:e] for s, e in marks] == ["needle"]
+
+
+@pytest.mark.redis
+async def test_index_is_created_on_first_use(redis_url: str, redis_prefix: str) -> None:
+    """If Redis was unreachable at start, the first write creates the search index."""
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        late = RedisHistory(client, redis_prefix, 30 * DAY)
+        await late.put("user:ann", conv("a1", "platypus question"))
+        assert [h.conversation_id for h in await late.search("user:ann", "platypus", 5)] == ["a1"]
+    finally:
+        await client.aclose()
