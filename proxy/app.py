@@ -14,6 +14,7 @@ from starlette.routing import Mount, Route
 from starlette.types import Message, Receive, Scope, Send
 
 from proxy.cache import api as cache_api
+from proxy.chat import api as chat_api
 from proxy.demo.upstream import create_mock_app
 from proxy.errors import (
     REQUEST_ID_KEY,
@@ -132,6 +133,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *spend_api.routes(),
         *insights_api.routes(),
         *cache_api.routes(),
+        *chat_api.routes(),
         *routing_api.routes(),
         *ui.routes(),
     ]

@@ -260,7 +260,7 @@ async def run_call(services: Services, call: Call, request: Request) -> Response
         await accounting.release(services, reservation)
         accounting.land(services, call)
         raise
-    call.headers["x-meterline-provider"] = target.provider_name
+    call.headers["x-meterline-provider"] = services.provider_label(target.provider_name)
     call.record.model_used, call.record.provider = target.model, target.provider_name
     answered = answered_model(services, plan, target)
     if answered != plan.model:  # a fallback model answered: never cache it as plan.model's
@@ -314,7 +314,8 @@ async def list_models(request: Request) -> Response:
     principal = await authenticate(request, services)
     dept = services.department(principal.department)
     data = [
-        {"id": name, "object": "model", "created": 0, "owned_by": entry.owned_by}
+        {"id": name, "object": "model", "created": 0, "owned_by": entry.owned_by,
+         "input_modalities": list(entry.input_modalities)}
         for name, entry in services.config.providers.models.items()
         if principal.admin or dept is None or dept.allows(name)
     ]

@@ -5,6 +5,7 @@ proxy.insights.forecast and proxy.insights.alerts.
     GET /v1/forecast?horizon=7d&interval=0.8                   the caller's own department
     GET /admin/budget-recommendations?period=weekly&headroom=  next period's budget per department
     GET /admin/alerts                                          alerts for UIs (Alertmanager or own)
+    GET /v1/alerts                                             the caller's own department's alerts
 """
 
 from __future__ import annotations
@@ -174,21 +175,42 @@ async def budget_recommendations(request: Request) -> Response:
 
 # ----- alerts ----------------------------------------------------------------------------------
 
-async def alerts(request: Request) -> Response:
+async def current_alerts(services: Services,
+                         now: float) -> tuple[str, list[Alert], str | None]:
     """Alertmanager's active alerts when MET_ALERTMANAGER_URL is set (falling back to the
     proxy's own thresholds if it can't be read), else the proxy's own thresholds."""
-    services, _ = await require_admin(request)
-    now = time.time()
     url = services.settings.alertmanager_url
     warning = None
     if url:
         try:
-            found = await alertmanager_alerts(url)
-            return json_response(alerts_view("alertmanager", found, now))
+            return "alertmanager", await alertmanager_alerts(url), None
         except AlertSourceError as exc:
             warning = f"Alertmanager could not be read ({exc}); showing the proxy's own thresholds."
     found = await proxy_alerts(ledger_of(services), services.config.departments, now)
-    return json_response(alerts_view("proxy", found, now, warning))
+    return "proxy", found, warning
+
+
+async def alerts(request: Request) -> Response:
+    services, _ = await require_admin(request)
+    now = time.time()
+    source, found, warning = await current_alerts(services, now)
+    return json_response(alerts_view(source, found, now, warning))
+
+
+async def own_alerts(request: Request) -> Response:
+    """GET /v1/alerts: any key; a department key sees only its own department's alerts (for the
+    pages' banner), an admin key sees them all."""
+    services: Services = request.app.state.services
+    request_id_of(request)
+    principal = await authenticate(request, services)
+    now = time.time()
+    source, found, warning = await current_alerts(services, now)
+    if not principal.admin:
+        found = [alert for alert in found if alert.department == principal.department]
+    view = alerts_view(source, found, now, warning)
+    view["admin"] = principal.admin
+    view["department"] = None if principal.admin else principal.department
+    return json_response(view)
 
 
 def alerts_view(source: str, found: list[Alert], now: float,
@@ -207,4 +229,5 @@ def routes() -> list[BaseRoute]:
         Route("/v1/forecast", own_forecast, methods=["GET"]),
         Route("/admin/budget-recommendations", budget_recommendations, methods=["GET"]),
         Route("/admin/alerts", alerts, methods=["GET"]),
+        Route("/v1/alerts", own_alerts, methods=["GET"]),
     ]

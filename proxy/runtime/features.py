@@ -1,4 +1,4 @@
-"""Optional features (spend, cache) attach here so lifecycle stays wiring-only."""
+"""Optional features (spend, cache, chat history) attach here so lifecycle stays wiring-only."""
 
 from __future__ import annotations
 
@@ -14,6 +14,9 @@ async def attach(services: Services) -> None:
                                        services.metrics, services.redis)
     await _seed_demo_history(services)
     services.cache = await _build_cache(services)
+    from proxy.chat.factory import build_history
+
+    services.chat = await build_history(services.settings, services.redis)
 
 
 async def _seed_demo_history(services: Services) -> None:

@@ -21,6 +21,7 @@ from proxy.settings import Settings
 
 if TYPE_CHECKING:  # type-only: both packages' request paths import Services at run time
     from proxy.cache.semantic_cache import SemanticCache
+    from proxy.chat.history import HistoryStore
     from proxy.spend.ledger import Ledger
 
 log = logging.getLogger("meterline")
@@ -37,6 +38,7 @@ class Services:
     redis: aioredis.Redis | None = None
     spend: Ledger | None = None
     cache: SemanticCache | None = None
+    chat: HistoryStore | None = None
     cooldowns: Cooldowns = field(default_factory=Cooldowns)
     retry_policy: RetryPolicy = field(default_factory=RetryPolicy)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -71,6 +73,11 @@ class Services:
                 demo = self.demo_providers[name] = (provider, Provider.model_validate(data))
             return demo[1]
         return provider
+
+    def provider_label(self, name: str) -> str:
+        """What the x-meterline-provider header says: "mock" when the built-in demo mock
+        answers in place of every configured provider."""
+        return "mock" if self.settings.demo and self.settings.mock_upstream_url else name
 
     def credential(self, provider_name: str, department: str | None) -> str | None:
         return self.credential_of(provider_name, department)[0]

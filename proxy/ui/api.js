@@ -1,15 +1,4 @@
-// Talking to the proxy: stored key, JSON calls, OpenAI-shaped errors and the SSE reader.
-
-const KEY_STORAGE = "meterline.apiKey";
-
-export function loadKey() {
-  return localStorage.getItem(KEY_STORAGE) || "";
-}
-
-export function saveKey(key) {
-  if (key) localStorage.setItem(KEY_STORAGE, key);
-  else localStorage.removeItem(KEY_STORAGE);
-}
+// Talking to the proxy: JSON calls, OpenAI-shaped errors and the SSE reader.
 
 export function authHeaders(key, extra = {}) {
   return { Authorization: `Bearer ${key}`, ...extra };

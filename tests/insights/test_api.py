@@ -467,3 +467,37 @@ def test_departments_file_rejects_alert_overrides_for_unknown_departments() -> N
     raw = departments_yaml(alerts={"departments": {"legal": {"daily_spend": 5}}})
     with pytest.raises(ValueError, match=r"departments \['legal'\] are not defined"):
         parse_departments(yaml.safe_load(yaml.safe_dump(raw)))
+
+
+# ----- alerts for a department key -------------------------------------------------------------
+
+def test_department_key_sees_only_its_own_alerts(start_proxy: ProxyStarter,
+                                                 state: dict[str, Any]) -> None:
+    """GET /v1/alerts: a department key (no admin rights) gets its own department's alerts, not
+    the all-departments total nor another department's; an admin key gets them all."""
+    proxy = start(start_proxy, state, alerts={"hourly_spend": 0.00001, "daily_spend": None})
+    chat(proxy)
+    chat(proxy, {"authorization": "Bearer sk-demo-sales"})
+    recorded_cost(proxy, 2)
+    own = get(proxy, "/v1/alerts", ENG)
+    assert own.status_code == 200, own.text
+    assert own.json()["department"] == "engineering" and own.json()["admin"] is False
+    assert [(a["name"], a["department"]) for a in own.json()["alerts"]] == [
+        ("MeterlineHourlySpendHigh", "engineering")]
+    quiet = get(proxy, "/v1/alerts", {"authorization": "Bearer sk-demo-marketing"}).json()
+    assert quiet["alerts"] == [] and quiet["department"] == "marketing"
+    every = get(proxy, "/v1/alerts", ADMIN).json()
+    assert every["department"] is None and every["admin"] is True
+    assert {a["department"] for a in every["alerts"]} == {None, "engineering", "sales"}
+    refused = get(proxy, "/v1/alerts", {"authorization": "Bearer sk-nope"})
+    assert refused.status_code == 401
+    assert refused.json()["error"]["code"] == "invalid_api_key"
+
+
+def test_department_key_sees_only_its_alertmanager_alerts(
+        start_proxy: ProxyStarter, alertmanager: AlertmanagerStandin) -> None:
+    proxy = start(start_proxy, {}, alertmanager_url=alertmanager.url)
+    sales = get(proxy, "/v1/alerts", {"authorization": "Bearer sk-demo-sales"}).json()
+    assert sales["source"] == "alertmanager"
+    assert {a["department"] for a in sales["alerts"]} == {"sales"}
+    assert get(proxy, "/v1/alerts", ENG).json()["alerts"] == []

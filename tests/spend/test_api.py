@@ -261,3 +261,43 @@ def test_cli_keys_create_and_hash(proxy: ServerThread, capsys: pytest.CaptureFix
     assert main(["keys", "create", "--department", "legal", "--url", proxy.url,
                  "--admin-key", "sk-demo-admin"]) == 1
     assert '"param": "department"' in capsys.readouterr().err
+
+
+def wait_for_requests(proxy: ServerThread, key: str, count: int) -> dict[str, Any]:
+    """/v1/spend/daily once `count` requests are recorded (records land after the answer)."""
+    for _ in range(100):
+        view: dict[str, Any] = httpx.get(proxy.url + "/v1/spend/daily", headers=auth(key),
+                                         params={"days": "7"}).json()
+        if sum(view["requests"]) >= count:
+            return view
+        time.sleep(0.05)
+    raise AssertionError(f"fewer than {count} requests recorded")
+
+
+def test_own_daily_series_and_chargeback(proxy: ServerThread) -> None:
+    costs = [float(chat(proxy, "sk-demo-sales", f"daily {i} {uuid.uuid4().hex}")
+                   .headers["x-meterline-cost-usd"]) for i in range(2)]
+    chat(proxy, "sk-demo-engineering", "not sales " + uuid.uuid4().hex)
+    view = wait_for_requests(proxy, "sk-demo-sales", 2)
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    assert view["department"] == "sales" and len(view["days"]) == 7 and view["days"][-1] == today
+    assert list(view["cost_usd"]) == ["sales"]
+    assert view["cost_usd"]["sales"][-1] == pytest.approx(sum(costs), abs=2e-6)
+    assert view["requests"] == [0, 0, 0, 0, 0, 0, 2]
+    assert [s["name"] for s in view["by_model"]] == ["gpt-4o-mini"]
+    assert view["by_department"] == [{"name": "sales", "cost_usd": view["total_usd"]}]
+    everything = wait_for_requests(proxy, "sk-demo-admin", 3)
+    assert everything["department"] is None
+    assert set(everything["cost_usd"]) == {"engineering", "sales", "marketing", "executive"}
+    refused = httpx.get(proxy.url + "/v1/spend/daily", headers=auth("sk-demo-sales"),
+                        params={"department": "engineering"})
+    assert refused.status_code == 403
+    assert refused.json()["error"]["code"] == "department_mismatch"
+    bad = httpx.get(proxy.url + "/v1/spend/daily", headers=ADMIN, params={"days": "0"})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "days"
+    own = httpx.get(proxy.url + "/v1/chargeback", headers=auth("sk-demo-sales"),
+                    params={"format": "csv"})
+    assert own.status_code == 200 and own.headers["content-type"] == "text/csv; charset=utf-8"
+    rows = list(csv.DictReader(io.StringIO(own.text)))
+    assert {r["department"] for r in rows[:-1]} == {"sales"}
+    assert rows[-1]["day"] == "TOTAL" and rows[-1]["requests"] == "2"
