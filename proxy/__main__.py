@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -21,6 +20,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from proxy.app import create_app
     from proxy.config.loader import load_config
+    from proxy.runtime.logs import configure_logging
     from proxy.runtime.process import tune_for_serving
 
     settings = Settings.from_env()
@@ -44,9 +44,7 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"meterline: invalid config, not starting:\n{exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
-    )
+    configure_logging(settings.log_level, settings.log_format)
     if settings.demo:
         print(
             f"Meterline demo on http://{settings.host}:{settings.port}  (mock upstream; keys "
@@ -58,8 +56,9 @@ def _serve(args: argparse.Namespace) -> int:
         port=settings.port,
         loop="uvloop",
         http="httptools",
-        access_log=False,
+        access_log=False,  # ours is one JSON line with cost and ids (proxy/runtime/logs.py)
         log_level=settings.log_level,
+        log_config=None,  # uvicorn's loggers propagate to the root handler configured above
         timeout_graceful_shutdown=30,
         lifespan="on",
         # nothing here reads the client address, so X-Forwarded-* rewriting is pure cost on
@@ -79,9 +78,12 @@ def _serve(args: argparse.Namespace) -> int:
 def create_served_app() -> Any:
     """The app each `meterline serve --workers N` process builds (uvicorn's factory)."""
     from proxy.app import create_app
+    from proxy.runtime.logs import configure_logging
     from proxy.runtime.process import tune_for_serving
 
-    return tune_for_serving(create_app())
+    settings = Settings.from_env()
+    configure_logging(settings.log_level, settings.log_format)
+    return tune_for_serving(create_app(settings))
 
 
 def export_for_workers(settings: Settings) -> None:
