@@ -59,7 +59,7 @@ def _serve(args: argparse.Namespace) -> int:
         access_log=False,  # ours is one JSON line with cost and ids (proxy/runtime/logs.py)
         log_level=settings.log_level,
         log_config=None,  # uvicorn's loggers propagate to the root handler configured above
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
         lifespan="on",
         # nothing here reads the client address, so X-Forwarded-* rewriting is pure cost on
         # every request; and the Server header only advertises the stack
@@ -71,7 +71,7 @@ def _serve(args: argparse.Namespace) -> int:
         uvicorn.run("proxy.__main__:create_served_app", factory=True, workers=settings.workers,
                     **common)
     else:
-        uvicorn.run(tune_for_serving(create_app(settings)), **common)
+        uvicorn.run(tune_for_serving(create_app(settings), settings.drain_seconds), **common)
     return 0
 
 
@@ -83,7 +83,7 @@ def create_served_app() -> Any:
 
     settings = Settings.from_env()
     configure_logging(settings.log_level, settings.log_format)
-    return tune_for_serving(create_app(settings))
+    return tune_for_serving(create_app(settings), settings.drain_seconds)
 
 
 def export_for_workers(settings: Settings) -> None:

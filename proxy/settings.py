@@ -35,6 +35,19 @@ def _int(env: Mapping[str, str], key: str, default: int) -> int:
         raise SettingsError(f"Config '{key}' has value '{raw}'. Not a valid int.") from None
 
 
+def _seconds(env: Mapping[str, str], key: str, default: float) -> float:
+    raw = env.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < 3600:
+        raise SettingsError(f"Config '{key}' has value '{raw}'. Not a number of seconds (0-3600).")
+    return value
+
+
 def _choice(env: Mapping[str, str], key: str, default: str, choices: tuple[str, ...]) -> str:
     raw = env.get(key) or default
     if raw.lower() not in choices:
@@ -68,6 +81,11 @@ class Settings:
     log_level: str = "info"
     log_format: LogFormat = "json"  # stderr lines of `meterline serve` (runtime/logs.py)
     workers: int = 1
+    # SIGTERM: /readyz answers 503 for drain_seconds while requests are still served (the load
+    # balancer stops sending), then new connections are refused and requests in flight get up
+    # to shutdown_timeout_seconds to finish before they are cut (and settled)
+    drain_seconds: float = 5.0
+    shutdown_timeout_seconds: float = 30.0
     watch_config: bool = False  # reload when a rules file changes (mtime polled every 2 s)
     alertmanager_url: str | None = None  # GET /admin/alerts reads its API v2 when set
     env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
@@ -91,6 +109,8 @@ class Settings:
             log_format="text" if _choice(env, "MET_LOG_FORMAT", "json", ("json", "text")) == "text"
             else "json",
             workers=_int(env, "MET_WORKERS", 1),
+            drain_seconds=_seconds(env, "MET_DRAIN_SECONDS", 5.0),
+            shutdown_timeout_seconds=_seconds(env, "MET_SHUTDOWN_TIMEOUT_SECONDS", 30.0),
             watch_config=_bool(env, "MET_WATCH_CONFIG", False),
             alertmanager_url=env.get("MET_ALERTMANAGER_URL") or None,
             env=env,

@@ -35,6 +35,7 @@ class Services:
     cooldowns: Any = None  # proxy.gateway.reliability.Cooldowns
     retry_policy: Any = None  # proxy.gateway.reliability.RetryPolicy
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    draining: bool = False  # SIGTERM received: /readyz says 503 so the load balancer moves on
     demo_providers: dict[str, tuple[Provider, Provider]] = field(default_factory=dict)
     # per (chain, department) and (department, model) until the next reload
     target_cache: BoundedMemo[tuple[tuple[str, ...], str | None], dict[str, Target]] = field(
