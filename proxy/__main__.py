@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -21,6 +20,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from proxy.app import create_app
     from proxy.config.loader import load_config
+    from proxy.runtime.logs import configure_logging
     from proxy.runtime.process import tune_for_serving
     from proxy.runtime.startup import AnnouncingServer, bind_problem
 
@@ -52,17 +52,16 @@ def _serve(args: argparse.Namespace) -> int:
     if problem := bind_problem(settings.host, settings.port):
         print(f"meterline: {problem}", file=sys.stderr)
         return 1
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
-    )
+    configure_logging(settings.log_level, settings.log_format)
     common: dict[str, Any] = dict(
         host=settings.host,
         port=settings.port,
         loop="uvloop",
         http="httptools",
-        access_log=False,
+        access_log=False,  # ours is one JSON line with cost and ids (proxy/runtime/logs.py)
         log_level=settings.log_level,
-        timeout_graceful_shutdown=30,
+        log_config=None,  # uvicorn's loggers propagate to the root handler configured above
+        timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
         lifespan="on",
         # nothing here reads the client address, so X-Forwarded-* rewriting is pure cost on
         # every request; and the Server header only advertises the stack
@@ -74,17 +73,21 @@ def _serve(args: argparse.Namespace) -> int:
         uvicorn.run("proxy.__main__:create_served_app", factory=True, workers=settings.workers,
                     **common)
     else:
-        AnnouncingServer(uvicorn.Config(tune_for_serving(create_app(settings)), **common),
-                         banner(settings)).run()
+        AnnouncingServer(uvicorn.Config(
+            tune_for_serving(create_app(settings), settings.drain_seconds), **common),
+            banner(settings)).run()
     return 0
 
 
 def create_served_app() -> Any:
     """The app each `meterline serve --workers N` process builds (uvicorn's factory)."""
     from proxy.app import create_app
+    from proxy.runtime.logs import configure_logging
     from proxy.runtime.process import tune_for_serving
 
-    return tune_for_serving(create_app())
+    settings = Settings.from_env()
+    configure_logging(settings.log_level, settings.log_format)
+    return tune_for_serving(create_app(settings), settings.drain_seconds)
 
 
 def banner(settings: Settings) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -29,7 +30,7 @@ from proxy.insights import api as insights_api
 from proxy.keys import api as keys_api
 from proxy.routing import api as routing_api
 from proxy.runtime import api as runtime_api
-from proxy.runtime import health
+from proxy.runtime import health, logs
 from proxy.runtime.lifecycle import start_services, stop_services
 from proxy.runtime.reload import start_triggers
 from proxy.runtime.services import Services
@@ -89,6 +90,25 @@ def with_request_id(scope: Scope, send: Send) -> Send:
 
 
 async def serve_direct(endpoint: Endpoint, scope: Scope, receive: Receive, send: Send) -> None:
+    if not logs.access_enabled():
+        await answer(endpoint, scope, receive, send)
+        return
+    started = time.perf_counter()
+    status = 0
+
+    async def sending(message: Message) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+        await send(message)
+
+    try:
+        await answer(endpoint, scope, receive, sending)
+    finally:  # a stream's line is written once it has ended (or the client left)
+        logs.log_access(scope, status, time.perf_counter() - started)
+
+
+async def answer(endpoint: Endpoint, scope: Scope, receive: Receive, send: Send) -> None:
     request = Request(scope, receive, send)
     try:
         response = await endpoint(request)

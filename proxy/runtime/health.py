@@ -21,6 +21,9 @@ async def healthz(request: Request) -> Response:
 async def readyz(request: Request) -> Response:
     """Ready when Redis (if configured) answers and every provider has a credential."""
     services: Services = request.app.state.services
+    if services.draining:
+        return json_response({"status": "draining", "checks": {},
+                              "config_version": services.config.version}, 503)
     checks: dict[str, str] = {}
     if services.redis is not None:
         try:

@@ -42,6 +42,7 @@ class Services:
     cooldowns: Cooldowns = field(default_factory=Cooldowns)
     retry_policy: RetryPolicy = field(default_factory=RetryPolicy)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    draining: bool = False  # SIGTERM received: /readyz says 503 so the load balancer moves on
     demo_providers: dict[str, tuple[Provider, Provider]] = field(default_factory=dict)
     # per (chain, department) and (department, model) until the next reload
     target_cache: BoundedMemo[tuple[tuple[str, ...], str | None],

@@ -837,9 +837,9 @@ def test_spend_charts_show_the_proxys_own_figures(page: Any, proxy: ServerThread
     today = daily["days"][-1]
     drawn = {name: float(value) for name, value in data_of(
         page.locator(f"#trend-chart rect[data-day='{today}'][data-series]"), "series", "value")}
-    assert drawn == {name or "(admin)": values[-1] for name, values in daily["cost_usd"].items()
+    assert drawn == {name or "admin": values[-1] for name, values in daily["cost_usd"].items()
                      if values[-1] > 0}
-    assert "(admin)" in drawn  # usage by admin keys, named as the tables name it
+    assert "admin" in drawn  # usage by admin keys, named as everywhere else
     assert page.locator("#trend-chart rect.forecast").count() == 7
     screenshot(page, "spend-admin.png")
     own = browser.new_context(viewport={"width": 1280, "height": 900})
