@@ -155,11 +155,6 @@ class ConfigKeys:
             self.by_id.setdefault(record.id, record)
 
 
-def stale_config_record(record: KeyRecord) -> bool:
-    """A record that start-up wrote into Redis before config keys were reconciled (config keys
-    had created_at 0; API keys always carry their creation time): never honoured, and deleted
-    by `configure`."""
-    return record.source == "config" or record.created_at == 0.0
 
 
 def principal_of(record: KeyRecord | None, now: float) -> Principal | None:
@@ -267,7 +262,7 @@ class RedisKeyStore:
             return
         blobs = await self._r.mget([self._hkey(sha) for sha in ids.values()])
         stale = [(key_id, sha) for (key_id, sha), blob in zip(ids.items(), blobs, strict=True)
-                 if blob is None or stale_config_record(_record(blob))]
+                 if blob is None or _api_record(blob) is None]
         if stale:
             pipe = self._r.pipeline(transaction=True)
             pipe.hdel(self._ids, *(key_id for key_id, _ in stale))
@@ -292,8 +287,7 @@ class RedisKeyStore:
         if configured is not None:
             return _with_state(configured, await self._r.hget(self._states, sha))
         blob = await self._r.get(self._hkey(sha))
-        record = _record(blob) if blob else None
-        return None if record is None or stale_config_record(record) else record
+        return _api_record(blob) if blob else None
 
     async def put(self, record: KeyRecord) -> None:
         if record.source == "config":
@@ -321,8 +315,7 @@ class RedisKeyStore:
             if sha is None:
                 return None
             blob = await self._r.get(self._hkey(_text(sha)))
-        record = _record(blob) if blob else None
-        return None if record is None or stale_config_record(record) else record
+        return _api_record(blob) if blob else None
 
     async def list(self) -> list[KeyRecord]:
         configured = list(self._config.by_id.values())
@@ -332,14 +325,18 @@ class RedisKeyStore:
             shas = await self._r.hvals(self._ids)
             blobs = await self._r.mget([self._hkey(_text(s)) for s in shas]) if shas else []
         records = [_with_state(r, s) for r, s in zip(configured, states, strict=True)]
-        api = (_record(b) for b in blobs if b)
-        records += [r for r in api
-                    if not stale_config_record(r) and r.id not in self._config.by_id]
+        api = (_api_record(b) for b in blobs if b)
+        records += [r for r in api if r is not None and r.id not in self._config.by_id]
         return sorted(records, key=lambda r: r.id)
 
 
-def _record(blob: bytes | str) -> KeyRecord:
-    return KeyRecord(**orjson.loads(blob))
+def _api_record(blob: bytes | str) -> KeyRecord | None:
+    """An API key's stored record, or None for a record start-up wrote for a config key before
+    config keys were reconciled (no `source`, created_at 0; API keys always carry their creation
+    time): those are never honoured, and `configure` deletes them."""
+    data = orjson.loads(blob)
+    legacy = "source" not in data and not data.get("created_at")
+    return None if legacy or data.get("source") == "config" else KeyRecord(**data)
 
 
 def _with_state(record: KeyRecord, blob: bytes | str | None) -> KeyRecord:

@@ -183,3 +183,25 @@ async def test_config_keys_work_whatever_redis_holds(redis_url: str, redis_prefi
         assert await store.authenticate(api_raw) is None  # owned by Redis: gone with it
     finally:
         await client.aclose()
+
+
+@pytest.mark.parametrize("store", ["memory", pytest.param("redis", marks=pytest.mark.redis)],
+                         indirect=True)
+async def test_rotating_a_config_key_expires_it_across_reloads(store: KeyStore) -> None:
+    await store.configure(config_keys(("a", "sk-a", "sales")))
+    rotated = await rotate_key(store, "a", grace_s=0)
+    assert rotated is not None
+    new_raw, new = rotated
+    await store.configure(config_keys(("a", "sk-a", "sales")))  # a reload or a restart
+    assert await store.authenticate("sk-a") is None
+    principal = await store.authenticate(new_raw)
+    assert principal is not None and principal.department == "sales"
+    assert (new.source, (await store.get("a")) is not None) == ("api", True)
+
+
+@pytest.mark.parametrize("store", ["memory", pytest.param("redis", marks=pytest.mark.redis)],
+                         indirect=True)
+async def test_an_api_key_put_without_a_creation_time_still_works(store: KeyStore) -> None:
+    await store.put(KeyRecord("k", hash_key("sk-k"), "sales"))
+    assert await store.authenticate("sk-k") is not None
+    assert [r.id for r in await store.list()] == ["k"]
