@@ -36,6 +36,7 @@ OTHER = "other"
 NONE = "none"
 DEFAULT_ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models")
 DIRECTIONS = ("input", "output", "cached_input")
+CACHE_FAILURE_STAGES = ("lookup", "store")
 CACHE_KINDS = ("exact", "semantic", "none")
 CACHE_RESULTS = ("hit", "miss", "bypass", "shadow")
 CACHE_SCOPE_KINDS = ("global", "department", "user")
@@ -183,6 +184,10 @@ class Metrics:
         self._false_hits = Counter(
             "meterline_cache_false_hit_reports_total", "Users reporting a wrong cached answer.",
             ["department"], registry=r)
+        self._cache_failures = Counter(
+            "meterline_cache_failures_total",
+            "Cache errors the request was answered through (served uncached or not stored).",
+            ["stage"], registry=r)
 
     def _define_experiments(self, r: CollectorRegistry | None) -> None:
         self._exp_requests = Counter(
@@ -301,6 +306,8 @@ class Metrics:
             for variant in variants:
                 self._labels(self._exp_requests, experiment=experiment, variant=variant)
                 self._labels(self._exp_cost, experiment=experiment, variant=variant)
+        for stage in CACHE_FAILURE_STAGES:
+            self._labels(self._cache_failures, stage=stage)
 
     def _precreate_department(self, dept: str) -> None:
         for model in self._models:
@@ -404,6 +411,11 @@ class Metrics:
         ).inc()
         if saved_dollars > 0:
             self._labels(self._cache_saved, department=dept).inc(saved_dollars)
+
+    def record_cache_failure(self, stage: str) -> None:
+        """A cache error the request went on without (lookup: served uncached; store: the
+        answer was not cached)."""
+        self._labels(self._cache_failures, stage=_bounded(stage, CACHE_FAILURE_STAGES)).inc()
 
     def set_cache_entries(self, scope_kind: str, entries: int) -> None:
         kind = _bounded(scope_kind, CACHE_SCOPE_KINDS)

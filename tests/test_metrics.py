@@ -24,6 +24,7 @@ EXPECTED_FAMILIES = {
     "meterline_cache_saved_dollars": "counter",
     "meterline_cache_entries": "gauge",
     "meterline_cache_false_hit_reports": "counter",
+    "meterline_cache_failures": "counter",
     "meterline_experiment_requests": "counter",
     "meterline_experiment_cost_dollars": "counter",
     "meterline_experiment_quality_score": "histogram",

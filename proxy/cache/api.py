@@ -81,9 +81,19 @@ async def purge(request: Request) -> Response:
     return json_response({"object": "cache.purge", "deleted": deleted, **args})
 
 
+async def reset_thresholds(request: Request) -> Response:
+    """Undo every threshold that wrong-answer reports raised (they also expire on their own)."""
+    _, cache, viewer = await _viewer(request)
+    if not viewer.admin:
+        raise PermissionDenied("This endpoint needs an admin key.", code="admin_key_required")
+    return json_response({"object": "cache.thresholds.reset",
+                          "reset": await ops.reset_thresholds(cache)})
+
+
 def routes() -> list[BaseRoute]:
     return [
         Route("/v1/cache/analytics", analytics, methods=["GET"]),
         Route("/v1/cache/report", report, methods=["POST"]),
         Route("/admin/cache", purge, methods=["DELETE"]),
+        Route("/admin/cache/thresholds", reset_thresholds, methods=["DELETE"]),
     ]

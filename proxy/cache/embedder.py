@@ -74,7 +74,8 @@ class OnnxEncoder:
     ) -> None:
         tokenizer = Tokenizer.from_file(str(tokenizer_path or default_tokenizer_path()))
         tokenizer.enable_truncation(max_length=max_tokens)
-        tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")  # pad to the longest in the batch
+        # pad to the longest in the batch; "[PAD]" is the vocabulary's padding token
+        tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")  # nosec B106 # not a password
         self._tokenizer = tokenizer
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads

@@ -23,6 +23,9 @@ from proxy.config.errors import ConfigError, describe_validation_error, read_yam
 Period = Literal["hourly", "daily", "monthly"]
 PERIODS: tuple[Period, ...] = ("hourly", "daily", "monthly")
 _NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+# The one name of admin-key traffic wherever a department is shown (response header, records,
+# spend page, chargeback, forecasts, metrics); no configured department may take it.
+ADMIN_DEPARTMENT = "admin"
 _ENV = r"^[A-Z_][A-Z0-9_]*$"
 
 
@@ -130,6 +133,8 @@ class DepartmentsConfig(_Frozen):
     @classmethod
     def _names_match_keys(cls, value: dict[str, Department]) -> dict[str, Department]:
         for key, department in value.items():
+            if key == ADMIN_DEPARTMENT:
+                raise ValueError(f"{key!r} is reserved for the traffic of admin keys")
             if department.name != key:
                 raise ValueError(f"department {key!r} has name {department.name!r}")
         return value

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from proxy.routing import experiments as experiments_mod
 from proxy.routing import rules as routing_mod
 from proxy.spend.pricing import PricingTable, load_pricing
 
+OTHER_TASK = "other"
 CONFIG_FILES = ("providers.yaml", "keys.yaml", "departments.yaml", "routing.yaml",
                 "experiments.yaml", "cache.yaml", "pricing.yaml")
 
@@ -31,10 +33,27 @@ class Config:
     routing: routing_mod.RoutingRules | None = None
     experiments: experiments_mod.Experiments | None = None
     cache: cache_mod.CacheConfig | None = None
+    # names in scopes that match nothing: loading goes on, check-config --strict fails
+    warnings: tuple[str, ...] = ()
 
     @property
     def model_names(self) -> frozenset[str]:
         return frozenset(self.providers.models)
+
+    @cached_property
+    def task_names(self) -> frozenset[str]:
+        """The x-meterline-task values counted by name: routing.yaml `tasks` and every task a
+        rule or an experiment names."""
+        names = self.routing.task_names() if self.routing is not None else set()
+        if self.experiments is not None:
+            names |= self.experiments.task_names()
+        return frozenset(names)
+
+    def task_label(self, value: str | None) -> str | None:
+        """A request's task as records and analytics keep it: None, a known name, or "other"."""
+        if not value:
+            return None
+        return value if value in self.task_names else OTHER_TASK
 
 
 def config_version(directory: Path) -> str:
@@ -62,7 +81,7 @@ def load_config(directory: Path) -> Config:
     config = Config(config_version(directory), directory, providers, keys, departments, pricing,
                     routing, experiments, cache)
     check_references(config)
-    return config
+    return replace(config, warnings=tuple(scope_warnings(config)))
 
 
 def _optional(path: Path, loader: Any) -> Any:
@@ -122,3 +141,16 @@ def check_references(config: Config) -> None:
                                                departments, known, routes)
     if problems:
         raise ConfigError("\n".join(problems))
+
+
+def scope_warnings(config: Config) -> list[str]:
+    """Routing and experiment conditions naming departments or models that do not exist."""
+    departments, models = set(config.departments.departments), set(config.model_names)
+    found: list[str] = []
+    if config.routing is not None:
+        found += routing_mod.scope_warnings(config.routing, departments, models,
+                                            str(config.directory / "routing.yaml"))
+    if config.experiments is not None:
+        found += experiments_mod.scope_warnings(config.experiments, departments, models,
+                                                str(config.directory / "experiments.yaml"))
+    return found

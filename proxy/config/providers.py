@@ -48,6 +48,8 @@ class ModelEntry(BaseModel):
 
     targets: tuple[TargetConfig, ...] = Field(min_length=1)
     owned_by: str = "meterline"
+    # what the model accepts in messages; the chat page sends images only to "image" models
+    input_modalities: tuple[Literal["text", "image"], ...] = ("text",)
 
 
 class ProvidersConfig(BaseModel):

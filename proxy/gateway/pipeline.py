@@ -19,6 +19,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from proxy.config.departments import ADMIN_DEPARTMENT
 from proxy.errors import (
     CALL_KEY,
     ModelNotFound,
@@ -28,6 +29,7 @@ from proxy.errors import (
     UpstreamHTTPError,
     UpstreamTimeout,
     UpstreamUnavailable,
+    request_id_headers,
 )
 from proxy.gateway import accounting
 from proxy.gateway.reliability import (
@@ -39,6 +41,7 @@ from proxy.gateway.reliability import (
 from proxy.gateway.requests import (
     Call,
     authenticate,
+    client_request_id_of,
     header_map,
     new_record,
     read_json_body,
@@ -79,10 +82,11 @@ async def open_call(services: Services, request: Request, endpoint: str, path: s
     started = time.perf_counter()
     principal = await authenticate(request, services)
     raw, body = await read_json_body(request, services.settings.max_body_bytes)
+    client_rid = client_request_id_of(request)
     call = Call(rid, endpoint, path, started, principal, body, raw,
-                headers={"x-request-id": rid,
-                         "x-meterline-department": principal.department or "admin"},
-                inbound=header_map(request))
+                headers={**request_id_headers(rid, client_rid),
+                         "x-meterline-department": principal.department or ADMIN_DEPARTMENT},
+                inbound=header_map(request), client_request_id=client_rid)
     request.scope[CALL_KEY] = call
     return call
 
@@ -112,7 +116,10 @@ def authorize(services: Services, call: Call, plan: Plan) -> None:
     target or fallback the department may not use is left out; if none is left, the requested
     model is served as if no rule applied (and the route is named "default")."""
     requested: str = call.body["model"]
-    if not services.targets(plan.chain, call.department):
+    # existence first: a model nobody serves is a 404 for every key, even when a routing rule
+    # would have sent the call elsewhere or the department's allow-list does not name it
+    if (requested not in services.config.providers.models
+            or not services.targets(plan.chain, call.department)):
         raise ModelNotFound(f"The model '{requested}' does not exist or is not served here.",
                             param="model")
     department = call.department
@@ -140,6 +147,15 @@ def describe_plan(call: Call, plan: Plan) -> None:
     if plan.experiment:
         call.headers["x-meterline-experiment"] = plan.experiment
         call.headers["x-meterline-variant"] = plan.variant or ""
+
+
+def answered_model(services: Services, plan: Plan, target: UpstreamTarget) -> str:
+    """The public model (of the plan's chain) whose target answered."""
+    pair = (target.provider_name, target.model)
+    for model in plan.chain:
+        if pair in services.config.providers.targets_for(model):
+            return model
+    return plan.model
 
 
 def upstream_body(call: Call, target: UpstreamTarget, add_usage: bool) -> bytes:
@@ -230,7 +246,8 @@ async def run_call(services: Services, call: Call, request: Request) -> Response
     describe_plan(call, plan)
     call.record = new_record(call, call.body["model"])
     call.record.route_rule, call.record.experiment = plan.rule, plan.experiment
-    call.record.variant, call.record.task = plan.variant, call.inbound.get("x-meterline-task")
+    call.record.variant = plan.variant
+    call.record.task = services.config.task_label(call.inbound.get("x-meterline-task"))
     reservation = await accounting.reserve(services, call, plan.model)
     try:
         cached = await accounting.cache_lookup(services, call, plan.model)
@@ -243,8 +260,11 @@ async def run_call(services: Services, call: Call, request: Request) -> Response
         await accounting.release(services, reservation)
         accounting.land(services, call)
         raise
-    call.headers["x-meterline-provider"] = target.provider_name
+    call.headers["x-meterline-provider"] = services.provider_label(target.provider_name)
     call.record.model_used, call.record.provider = target.model, target.provider_name
+    answered = answered_model(services, plan, target)
+    if answered != plan.model:  # a fallback model answered: never cache it as plan.model's
+        accounting.answered_by(services, call, answered)
     if data is None:  # a stream lands its cache flight in `finish`, once stored
         return stream_response(services, call, reservation, target, resp, add_usage)
     try:
@@ -294,7 +314,8 @@ async def list_models(request: Request) -> Response:
     principal = await authenticate(request, services)
     dept = services.department(principal.department)
     data = [
-        {"id": name, "object": "model", "created": 0, "owned_by": entry.owned_by}
+        {"id": name, "object": "model", "created": 0, "owned_by": entry.owned_by,
+         "input_modalities": list(entry.input_modalities)}
         for name, entry in services.config.providers.models.items()
         if principal.admin or dept is None or dept.allows(name)
     ]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -14,6 +16,9 @@ from proxy.errors import UpstreamHTTPError, UpstreamTimeout, UpstreamUnavailable
 from proxy.gateway.reliability import parse_retry_after
 
 FORWARDED_REQUEST_HEADERS = frozenset({"openai-beta", "openai-organization", "openai-project"})
+DRAIN_TIMEOUT_S = 900.0  # a replaced session outlives its longest stream by at most this
+DRAIN_POLL_S = 0.1
+log = logging.getLogger("meterline.upstream")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,24 +54,67 @@ class UpstreamTarget:
         return url
 
 
-class UpstreamClient:
-    """Sessions are created lazily per provider inside the running loop and closed in lifespan."""
+@dataclass(eq=False, slots=True)
+class Pool:
+    """One provider's session and the responses it has handed out (to drain it on reload)."""
 
-    def __init__(self, providers: Mapping[str, Provider]) -> None:
+    session: aiohttp.ClientSession
+    opening: int = 0  # requests sent, headers not in yet
+    responses: weakref.WeakSet[aiohttp.ClientResponse] = field(default_factory=weakref.WeakSet)
+
+    def busy(self) -> int:
+        """Requests still using the session: being sent, or a body not yet released."""
+        return self.opening + sum(1 for resp in self.responses if not resp.closed)
+
+
+class UpstreamClient:
+    """Sessions are created lazily per provider inside the running loop and closed in lifespan.
+
+    A reload that changes a provider retires its session: new requests get a new one, and the
+    old one is closed once its last response is released (a stream in flight runs to its end),
+    or after `drain_timeout_s` at most."""
+
+    def __init__(self, providers: Mapping[str, Provider],
+                 drain_timeout_s: float = DRAIN_TIMEOUT_S) -> None:
         self._providers = dict(providers)
-        self._sessions: dict[str, aiohttp.ClientSession] = {}
+        self._pools: dict[str, Pool] = {}
+        self._retired: dict[Pool, asyncio.Task[None]] = {}
+        self.drain_timeout_s = drain_timeout_s
+
+    @property
+    def draining(self) -> int:
+        """Retired sessions not closed yet."""
+        return len(self._retired)
 
     def update_providers(self, providers: Mapping[str, Provider]) -> None:
-        """On reload: sessions of changed providers are rebuilt on next use."""
-        for name, provider in providers.items():
-            if self._providers.get(name) != provider and name in self._sessions:
-                session = self._sessions.pop(name)
-                asyncio.get_running_loop().create_task(session.close())
+        """On reload: sessions of changed or removed providers are drained and closed; the
+        next request to such a provider opens a new session."""
+        for name in list(self._pools):
+            if providers.get(name) != self._providers.get(name):
+                self._retire(self._pools.pop(name))
         self._providers = dict(providers)
 
-    def _session(self, name: str, provider: Provider) -> aiohttp.ClientSession:
-        session = self._sessions.get(name)
-        if session is None or session.closed:
+    def _retire(self, pool: Pool) -> None:
+        task = asyncio.get_running_loop().create_task(self._drain(pool))
+        self._retired[pool] = task
+        task.add_done_callback(lambda _: self._retired.pop(pool, None))
+
+    async def _drain(self, pool: Pool) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.drain_timeout_s
+        while pool.busy() and loop.time() < deadline:
+            await asyncio.sleep(DRAIN_POLL_S)
+        left = [resp for resp in pool.responses if not resp.closed]
+        if left:
+            log.warning("closing a replaced provider session with %d responses still open "
+                        "after %.0f s", len(left), self.drain_timeout_s)
+        for resp in left:  # their readers get an error (closing the session alone hangs them)
+            resp.close()
+        await pool.session.close()
+
+    def _pool(self, name: str, provider: Provider) -> Pool:
+        pool = self._pools.get(name)
+        if pool is None or pool.session.closed:
             connector = aiohttp.TCPConnector(
                 limit=provider.max_connections, ttl_dns_cache=300, enable_cleanup_closed=True
             )
@@ -78,8 +126,8 @@ class UpstreamClient:
                 skip_auto_headers=("User-Agent",),
                 json_serialize=None,  # type: ignore[arg-type]
             )
-            self._sessions[name] = session
-        return session
+            pool = self._pools[name] = Pool(session)
+        return pool
 
     async def open(
         self,
@@ -97,18 +145,22 @@ class UpstreamClient:
         forwarded = FORWARDED_REQUEST_HEADERS.intersection(client_headers)
         if forwarded:
             headers = {**headers, **{name: client_headers[name] for name in forwarded}}
-        session = self._sessions.get(target.provider_name)
-        if session is None or session.closed:
-            session = self._session(target.provider_name, target.provider)
+        pool = self._pools.get(target.provider_name)
+        if pool is None or pool.session.closed:
+            pool = self._pool(target.provider_name, target.provider)
         url = target.url(path)
+        pool.opening += 1
         try:
-            resp = await session.post(url, data=body, headers=headers)
+            resp = await pool.session.post(url, data=body, headers=headers)
         except TimeoutError:
             raise UpstreamTimeout(f"Upstream {target.provider_name} timed out") from None
         except aiohttp.ClientError as exc:
             raise UpstreamUnavailable(
                 f"Upstream {target.provider_name} unreachable: {type(exc).__name__}"
             ) from None
+        finally:
+            pool.opening -= 1
+        pool.responses.add(resp)
         if resp.status >= 400:
             try:
                 data = await resp.read()
@@ -134,6 +186,12 @@ class UpstreamClient:
             resp.release()
 
     async def close(self) -> None:
-        sessions, self._sessions = list(self._sessions.values()), {}
+        """At shutdown (in-flight requests have ended): close every session, retired ones too."""
+        sessions = [pool.session for pool in self._pools.values()]
+        self._pools = {}
+        for pool, task in list(self._retired.items()):
+            task.cancel()
+            sessions.append(pool.session)
+        await asyncio.gather(*self._retired.values(), return_exceptions=True)
         for session in sessions:
             await session.close()

@@ -33,6 +33,7 @@ from proxy.errors import ServiceUnavailable
 log = logging.getLogger(__name__)
 
 DEMO_DEPARTMENTS = ("engineering", "sales", "marketing", "executive")
+DEMO_ADMIN_KEY = "sk-demo-admin"  # published in the README; exists only under --demo
 LOOKUP_CACHE_S = (
     5.0  # how long a replica trusts a Redis key lookup (disable/rotate propagate within this)
 )
@@ -112,7 +113,7 @@ def records_from_config(config: KeysConfig, demo: bool, admin_key: str | None) -
     if demo:
         records += [KeyRecord(f"demo-{d}", hash_key(f"sk-demo-{d}"), d, source="config")
                     for d in DEMO_DEPARTMENTS]
-        records.append(KeyRecord("demo-admin", hash_key("sk-demo-admin"), None, admin=True,
+        records.append(KeyRecord("demo-admin", hash_key(DEMO_ADMIN_KEY), None, admin=True,
                                  source="config"))
     return records
 

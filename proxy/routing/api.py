@@ -79,7 +79,8 @@ def targets_json(services: Services, chain: tuple[str, ...]) -> list[dict[str, A
 def authorization(services: Services, department: str | None, requested: str,
                   chain: tuple[str, ...]) -> dict[str, Any]:
     """What the pipeline's authorize step would say (404 unknown model, 403 not allowed)."""
-    if not any(services.config.providers.targets_for(m) for m in chain):
+    if requested not in services.config.providers.models or not any(
+            services.config.providers.targets_for(m) for m in chain):
         return {"allowed": False, "status": 404, "reason": f"unknown model '{requested}'"}
     dept = services.department(department)
     if dept is not None and not dept.allows(requested):
@@ -219,8 +220,9 @@ async def recommendations(request: Request) -> Response:
 def parse_feedback(body: dict[str, Any]) -> tuple[str, float, str | None]:
     rid = body.get("request_id")
     if not isinstance(rid, str) or not rid:
-        raise InvalidRequest("Missing or invalid 'request_id': expected the x-request-id of a "
-                             "response.", param="request_id", code="invalid_value")
+        raise InvalidRequest("Missing or invalid 'request_id': expected the "
+                             "x-meterline-request-id of a response.", param="request_id",
+                             code="invalid_value")
     score = body.get("score")
     if isinstance(score, bool) or not isinstance(score, int | float) \
             or not 0 <= score <= 1:  # nan fails the range check too

@@ -155,6 +155,9 @@ class Experiments(BaseModel):
 
     experiments: dict[str, Experiment] = {}
 
+    def task_names(self) -> set[str]:
+        return {t for e in self.experiments.values() for t in (e.scope.task or ())}
+
     @field_validator("experiments", mode="before")
     @classmethod
     def _name_from_key(cls, value: object) -> object:
@@ -288,6 +291,20 @@ def plan_targets(decision: RouteDecision, assignment: Assignment | None) -> tupl
 def load(path: str | Path) -> Experiments:
     """Load and validate `rules/experiments.yaml`."""
     return load_yaml(path, Experiments)
+
+
+def scope_warnings(experiments: Experiments, departments: set[str], models: set[str],
+                   source: str) -> list[str]:
+    """Scope names that no request can have: the experiment would enroll nobody through them."""
+    out: list[str] = []
+    for name, experiment in experiments.experiments.items():
+        scope = experiment.scope
+        out += [f"{source}: field 'experiments.{name}.scope.department' has value {d!r}: no such "
+                f"department (known: {sorted(departments)})"
+                for d in scope.department or () if d not in departments]
+        out += [f"{source}: field 'experiments.{name}.scope.model' has value {m!r}: no such "
+                f"model" for m in scope.model or () if m not in models]
+    return out
 
 
 def check_models(experiments: Experiments, known: set[str], source: str = "experiments") -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from functools import cached_property
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -34,6 +34,7 @@ USER_HEADER = "x-meterline-user"
 ROUTE_HEADER = "x-meterline-route"
 IMAGE_TOKENS = 85  # what one low-detail image costs; good enough for a size heuristic
 RULE_NAME = r"^[A-Za-z0-9_.:-]{1,64}$"
+TASK_NAME = r"^[a-z0-9_.:-]{1,40}$"  # what cache analytics can show as a task label
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -212,6 +213,9 @@ class RoutingRules(BaseModel):
 
     rules: tuple[Rule, ...] = ()
     reliability: Reliability = Reliability()
+    # x-meterline-task values counted by name in records and cache analytics (with those the
+    # rules and experiments name); any other value counts as "other", so clients can't grow them
+    tasks: tuple[Annotated[str, Field(pattern=TASK_NAME)], ...] = ()
 
     @field_validator("rules")
     @classmethod
@@ -224,6 +228,9 @@ class RoutingRules(BaseModel):
 
     def models(self) -> set[str]:
         return {m for r in self.rules for m in (r.target, *r.fallbacks)}
+
+    def task_names(self) -> set[str]:
+        return set(self.tasks) | {t for r in self.rules for t in (r.match.task or ())}
 
     @cached_property
     def candidates_memo(self) -> BoundedMemo[tuple[str, str, str | None],
@@ -413,6 +420,21 @@ def load_yaml(path: str | Path, model: type[M]) -> M:
 def load(path: str | Path) -> RoutingRules:
     """Load and validate `rules/routing.yaml`."""
     return load_yaml(path, RoutingRules)
+
+
+def scope_warnings(rules: RoutingRules, departments: set[str], models: set[str],
+                   source: str) -> list[str]:
+    """Conditions that name a department that does not exist or a model pattern that matches
+    no model: such a rule can never fire for them (a typo, or a removed department)."""
+    out: list[str] = []
+    for i, rule in enumerate(rules.rules):
+        out += [f"{source}: field 'rules[{i}].match.department' has value {d!r}: no such "
+                f"department (known: {sorted(departments)})"
+                for d in rule.match.department or () if d not in departments]
+        out += [f"{source}: field 'rules[{i}].match.model' has value {m!r}: matches no model"
+                for m in rule.match.model or ()
+                if not any(fnmatchcase(name, m) for name in models)]
+    return out
 
 
 def check_models(rules: RoutingRules, known: set[str], source: str = "routing") -> None:

@@ -13,12 +13,17 @@ from proxy.runtime.services import Services
 
 
 async def healthz(request: Request) -> Response:
-    return json_response({"status": "ok"})
+    """Liveness; `demo` tells clients (the keys CLI) that the published demo keys work here."""
+    services: Services = request.app.state.services
+    return json_response({"status": "ok", "demo": services.settings.demo})
 
 
 async def readyz(request: Request) -> Response:
     """Ready when Redis (if configured) answers and every provider has a credential."""
     services: Services = request.app.state.services
+    if services.draining:
+        return json_response({"status": "draining", "checks": {},
+                              "config_version": services.config.version}, 503)
     checks: dict[str, str] = {}
     if services.redis is not None:
         try:

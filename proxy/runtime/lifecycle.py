@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 
+from proxy.config.departments import ADMIN_DEPARTMENT
 from proxy.config.loader import Config, load_config
 from proxy.gateway.reliability import Cooldowns, Reliability, RetryPolicy
 from proxy.gateway.upstream import UpstreamClient
 from proxy.keys.store import MemoryKeyStore, RedisKeyStore, records_from_config
 from proxy.metrics import Metrics
 from proxy.runtime.services import Services
+from proxy.runtime.startup import missing_setup
 from proxy.settings import Settings
 from proxy.spend.ledger import spend_redis_client
 from proxy.spend.wiring import spend_options
@@ -23,7 +25,7 @@ def known_labels(metrics: Metrics, config: Config) -> None:
         experiments = {name: [a.name for a in e.arms]
                        for name, e in config.experiments.experiments.items()}
     metrics.set_known(
-        config.departments.names, config.model_names,
+        (*config.departments.names, ADMIN_DEPARTMENT), config.model_names,
         providers=config.providers.providers, experiments=experiments,
         routing_rules=[r.name for r in config.routing.rules] if config.routing else (),
         routes=("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses",
@@ -58,9 +60,18 @@ async def start_services(settings: Settings) -> Services:
     services = Services(settings, config, keys, upstream, metrics, redis,
                         cooldowns=cooldowns, retry_policy=policy)
     await attach_features(services)
-    log.info("meterline ready: config %s, %s state", config.version,
+    log.info("services built: config %s, %s state", config.version,
              "redis" if redis else "embedded")
+    warn_config(config)
+    if problems := await missing_setup(services):
+        log.warning("not usable yet:\n%s", "\n".join(f"  - {p}" for p in problems))
     return services
+
+
+def warn_config(config: Config) -> None:
+    """Scopes that name nothing load (check-config --strict refuses them), but say so."""
+    for warning in config.warnings:
+        log.warning("config: %s", warning)
 
 
 async def attach_features(services: Services) -> None:
@@ -72,6 +83,7 @@ async def attach_features(services: Services) -> None:
 async def reload_config(services: Services) -> Config:
     """Validate the new config fully, then swap it in; on error the old config stays live."""
     config = load_config(services.settings.config_dir)
+    warn_config(config)
     policy, reliability = reliability_of(config)
     services.config = config
     settings = services.settings

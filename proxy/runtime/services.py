@@ -6,17 +6,23 @@ import asyncio
 import logging
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
 
 from proxy.config.loader import Config
 from proxy.config.providers import Provider
+from proxy.gateway.reliability import Cooldowns, RetryPolicy
 from proxy.gateway.upstream import UpstreamClient, UpstreamTarget
 from proxy.keys.store import KeyStore
 from proxy.memo import BoundedMemo
 from proxy.metrics import Metrics
 from proxy.settings import Settings
+
+if TYPE_CHECKING:  # type-only: both packages' request paths import Services at run time
+    from proxy.cache.semantic_cache import SemanticCache
+    from proxy.chat.history import HistoryStore
+    from proxy.spend.ledger import Ledger
 
 log = logging.getLogger("meterline")
 DEMO_CREDENTIAL = "sk-mock-upstream"
@@ -30,11 +36,13 @@ class Services:
     upstream: UpstreamClient
     metrics: Metrics
     redis: aioredis.Redis | None = None
-    spend: Any = None  # proxy.spend.ledger.SpendStore
-    cache: Any = None  # proxy.cache.semantic_cache.SemanticCache
-    cooldowns: Any = None  # proxy.gateway.reliability.Cooldowns
-    retry_policy: Any = None  # proxy.gateway.reliability.RetryPolicy
+    spend: Ledger | None = None
+    cache: SemanticCache | None = None
+    chat: HistoryStore | None = None
+    cooldowns: Cooldowns = field(default_factory=Cooldowns)
+    retry_policy: RetryPolicy = field(default_factory=RetryPolicy)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    draining: bool = False  # SIGTERM received: /readyz says 503 so the load balancer moves on
     demo_providers: dict[str, tuple[Provider, Provider]] = field(default_factory=dict)
     # per (chain, department) and (department, model) until the next reload
     target_cache: BoundedMemo[tuple[tuple[str, ...], str | None],
@@ -66,6 +74,11 @@ class Services:
                 demo = self.demo_providers[name] = (provider, Provider.model_validate(data))
             return demo[1]
         return provider
+
+    def provider_label(self, name: str) -> str:
+        """What the x-meterline-provider header says: "mock" when the built-in demo mock
+        answers in place of every configured provider."""
+        return "mock" if self.settings.demo and self.settings.mock_upstream_url else name
 
     def credential(self, provider_name: str, department: str | None) -> str | None:
         return self.credential_of(provider_name, department)[0]

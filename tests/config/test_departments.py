@@ -43,6 +43,8 @@ def _dept(**fields: Any) -> dict[str, Any]:
          "field 'departments.eng.circuit_breaker.window_minutes' has value 0"),
         (_dept(name="other"), "department 'eng' has name 'other'"),
         ({"departments": {"Bad Name": {}}}, "has value 'Bad Name'"),
+        ({"departments": {"admin": {}}},
+         "'admin' is reserved for the traffic of admin keys"),
         ({"departmnets": {}}, "field 'departmnets'"),
         ([1], "expected a mapping at the top level"),
     ],

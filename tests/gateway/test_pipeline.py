@@ -337,3 +337,14 @@ def test_routing_never_serves_a_model_the_department_may_not_use(
                            json={"model": "gpt-4o-mini", "department": "sales",
                                  "messages": ask("bigmodel")}).json()
     assert (explained["rule"], explained["chain"]) == ("to-4o", ["gpt-4.1-mini"])
+
+
+def test_built_in_demo_mock_is_labelled_as_the_mock(start_proxy: ProxyStarter,
+                                                    mock_upstream: ServerThread) -> None:
+    """`meterline serve --demo` answers from the built-in mock: the provider header must not
+    claim the answer came from OpenAI."""
+    proxy = start_proxy(mock_upstream_url=mock_upstream.url + "/v1")
+    raw = client(proxy).chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=ask("Who answered?"))
+    assert raw.parse().choices[0].message.content.startswith("Mock answer")
+    assert raw.headers["x-meterline-provider"] == "mock"

@@ -141,6 +141,15 @@ def test_explain_returns_the_decision_without_calling_upstream(
     assert len(mock_requests(mock_upstream.url)) == before
 
 
+def test_explain_says_404_for_an_unknown_model_even_when_routed(routed: ServerThread) -> None:
+    body = {"model": "gpt-9-ultra", "messages": [{"role": "user", "content": "short question"}],
+            "department": "sales"}
+    r = httpx.post(routed.url + "/admin/route/explain", headers=ADMIN, json=body)
+    assert r.json()["rule"] == "sales-short"  # the rule would send it to a real model
+    assert r.json()["authorization"] == {"allowed": False, "status": 404,
+                                         "reason": "unknown model 'gpt-9-ultra'"}
+
+
 def test_explain_agrees_with_the_real_request(routed: ServerThread) -> None:
     for user in ("ann", "bo", "cy", "di"):
         body = {"model": "gpt-4o", "user": user,

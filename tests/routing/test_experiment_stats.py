@@ -27,6 +27,7 @@ from proxy.routing.experiment_stats import (
 )
 from proxy.routing.experiments import Experiments
 from proxy.routing.rules import RoutingRules, Rule, parse_config
+from proxy.spend.pricing import to_nanos
 from proxy.spend.records import UsageRecord
 
 IDS = count()
@@ -38,8 +39,10 @@ def rec(**kw: Any) -> UsageRecord:
         "request_id": f"r{next(IDS)}", "ts": 1_750_000_000.0, "department": "sales",
         "key_id": "key-1", "user": "u1", "endpoint": "chat.completions",
         "model_requested": "gpt-4o-mini", "model_used": "gpt-4o-mini", "provider": "openai",
-        "status": 200, "latency_ms": 500.0, "ttft_ms": 120.0, "cost": 0.01,
+        "status": 200, "latency_ms": 500.0, "ttft_ms": 120.0, "cost_nanos": 10_000_000,
     }
+    if "cost" in kw:
+        kw["cost_nanos"] = to_nanos(kw.pop("cost"))
     return UsageRecord(**{**base, **kw})
 
 

@@ -14,7 +14,7 @@ T0 = 1_750_000_000.0
 def plan(rid: str, now: float, ttl: float, tokens: int) -> AdmitPlan:
     return AdmitPlan(
         department="eng", reservation_id=rid, now=now, expires_at=now + ttl,
-        windows=(window_at("daily", now, 10**15),), fixed_micros=7, per_token_micros=1.5,
+        windows=(window_at("daily", now, 10**15),), fixed_nanos=7, per_token_nanos=1.5,
         max_tokens=tokens, min_tokens=1, cap=False, rpm=None, tpm=None, tokens=0, breaker=None,
     )  # fmt: skip
 
@@ -36,7 +36,7 @@ def test_held_total_matches_a_recount_over_random_admits_settles_and_expiries() 
                 ttl = rng.choice((5.0, 60.0, 600.0))
                 outcome = await backend.admit(plan(f"r{i}", now, ttl, rng.randint(0, 5000)))
                 assert outcome.status == "ok"
-                holds[f"r{i}"] = (outcome.reserved_micros, now + ttl)
+                holds[f"r{i}"] = (outcome.reserved_nanos, now + ttl)
             elif action < 0.9:
                 rid = rng.choice(sorted(holds))
                 window = window_at("daily", now, 10**15)
@@ -56,7 +56,7 @@ def test_old_windows_and_rate_minutes_are_still_forgotten() -> None:
         async def settle(rid: str, now: float) -> None:
             outcome = await backend.admit(AdmitPlan(
                 department="eng", reservation_id=rid, now=now, expires_at=now + 600,
-                windows=(), fixed_micros=0, per_token_micros=0.0, max_tokens=1, min_tokens=1,
+                windows=(), fixed_nanos=0, per_token_nanos=0.0, max_tokens=1, min_tokens=1,
                 cap=False, rpm=100, tpm=None, tokens=5, breaker=None))
             assert outcome.status == "ok"
             window = window_at("hourly", now, 10**9)
