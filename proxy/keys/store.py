@@ -5,7 +5,9 @@ Two owners (docs/spend.md, "Who owns a key"):
   Each process holds them in memory and `configure` swaps them in at start and on reload, so a
   key removed from the config stops working, and a Redis that restarted empty changes nothing.
   They are never written to Redis; only what the admin API did to one (disabled, expired by a
-  rotation) is kept there, by hash, as a `KeyState`, and is dropped once the key leaves the config.
+  rotation) is kept there, by hash, as a `KeyState`. It is never dropped: a secret disabled once
+  stays disabled if it comes back to the config, and a replica still running an older config
+  that lists it keeps refusing it during a rolling deploy. To re-enable, issue a new secret.
 - API keys (`POST /admin/keys`, rotation replacements) are owned by the store: Redis or memory.
 """
 
@@ -120,7 +122,7 @@ def records_from_config(config: KeysConfig, demo: bool, admin_key: str | None) -
 
 class KeyStore(Protocol):
     async def configure(self, records: list[KeyRecord]) -> None:
-        """Swap in the config's keys (start and reload); drop state of keys it no longer has."""
+        """Swap in the config's keys (start and reload)."""
     async def authenticate(self, raw: str) -> Principal | None: ...
     async def put(self, record: KeyRecord) -> None: ...
     async def get(self, key_id: str) -> KeyRecord | None: ...
@@ -179,7 +181,6 @@ class MemoryKeyStore:
 
     def _apply(self, records: list[KeyRecord]) -> None:
         self._config = ConfigKeys(records)
-        self._states = {sha: s for sha, s in self._states.items() if sha in self._config.by_hash}
 
     def _effective(self, record: KeyRecord) -> KeyRecord:
         state = self._states.get(record.sha256)
@@ -243,32 +244,11 @@ class RedisKeyStore:
         return f"{self._prefix}key:{sha}"
 
     async def configure(self, records: list[KeyRecord]) -> None:
-        """Swap in the config's keys, then drop what Redis holds for keys the config no longer
-        has. The swap needs no Redis; the clean-up is retried on the next start or reload."""
+        """Swap in the config's keys; needs no Redis. Records an older Meterline wrote for config
+        keys are ignored, not deleted: replicas of the older version still read them until a
+        rolling upgrade replaces them."""
         self._config = ConfigKeys(records)
         self._cache.clear()
-        try:
-            with _reachable():
-                await self._reconcile()
-        except KeyStoreUnavailable:
-            log.warning("key store unreachable: stale key state is cleaned on the next reload")
-
-    async def _reconcile(self) -> None:
-        shas = [_text(s) for s in await self._r.hkeys(self._states)]
-        gone = [sha for sha in shas if sha not in self._config.by_hash]
-        if gone:
-            await self._r.hdel(self._states, *gone)
-        ids = {_text(k): _text(v) for k, v in (await self._r.hgetall(self._ids)).items()}
-        if not ids:
-            return
-        blobs = await self._r.mget([self._hkey(sha) for sha in ids.values()])
-        stale = [(key_id, sha) for (key_id, sha), blob in zip(ids.items(), blobs, strict=True)
-                 if blob is None or _api_record(blob) is None]
-        if stale:
-            pipe = self._r.pipeline(transaction=True)
-            pipe.hdel(self._ids, *(key_id for key_id, _ in stale))
-            pipe.delete(*(self._hkey(sha) for _, sha in stale))
-            await pipe.execute()
 
     async def authenticate(self, raw: str) -> Principal | None:
         sha = hash_key(raw)
@@ -332,9 +312,9 @@ class RedisKeyStore:
 
 
 def _api_record(blob: bytes | str) -> KeyRecord | None:
-    """An API key's stored record, or None for a record start-up wrote for a config key before
-    config keys were reconciled (no `source`, created_at 0; API keys always carry their creation
-    time): those are never honoured, and `configure` deletes them."""
+    """An API key's stored record, or None for a record an older Meterline's start-up wrote for
+    a config key (no `source`, created_at 0; API keys always carry their creation time): those
+    are never honoured."""
     data = orjson.loads(blob)
     legacy = "source" not in data and not data.get("created_at")
     return None if legacy or data.get("source") == "config" else KeyRecord(**data)
