@@ -158,8 +158,6 @@ class ConfigKeys:
             self.by_id.setdefault(record.id, record)
 
 
-
-
 def principal_of(record: KeyRecord | None, now: float) -> Principal | None:
     if record is None or not record.usable(now):
         return None
@@ -170,16 +168,12 @@ class MemoryKeyStore:
     """In-process keys for the embedded mode."""
 
     def __init__(self, records: list[KeyRecord]) -> None:
-        self._config = ConfigKeys([])
-        self._states: dict[str, KeyState] = {}
+        self._config = ConfigKeys(records)
+        self._states: dict[str, KeyState] = {}  # what the admin API did to config keys
         self._by_hash: dict[str, KeyRecord] = {}  # API keys
         self._by_id: dict[str, KeyRecord] = {}
-        self._apply(records)
 
     async def configure(self, records: list[KeyRecord]) -> None:
-        self._apply(records)
-
-    def _apply(self, records: list[KeyRecord]) -> None:
         self._config = ConfigKeys(records)
 
     def _effective(self, record: KeyRecord) -> KeyRecord:
