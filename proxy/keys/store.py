@@ -5,7 +5,9 @@ Two owners (docs/spend.md, "Who owns a key"):
   Each process holds them in memory and `configure` swaps them in at start and on reload, so a
   key removed from the config stops working, and a Redis that restarted empty changes nothing.
   They are never written to Redis; only what the admin API did to one (disabled, expired by a
-  rotation) is kept there, by hash, as a `KeyState`, and is dropped once the key leaves the config.
+  rotation) is kept there, by hash, as a `KeyState`. It is never dropped: a secret disabled once
+  stays disabled if it comes back to the config, and a replica still running an older config
+  that lists it keeps refusing it during a rolling deploy. To re-enable, issue a new secret.
 - API keys (`POST /admin/keys`, rotation replacements) are owned by the store: Redis or memory.
 """
 
@@ -120,7 +122,7 @@ def records_from_config(config: KeysConfig, demo: bool, admin_key: str | None) -
 
 class KeyStore(Protocol):
     async def configure(self, records: list[KeyRecord]) -> None:
-        """Swap in the config's keys (start and reload); drop state of keys it no longer has."""
+        """Swap in the config's keys (start and reload)."""
     async def authenticate(self, raw: str) -> Principal | None: ...
     async def put(self, record: KeyRecord) -> None: ...
     async def get(self, key_id: str) -> KeyRecord | None: ...
@@ -156,13 +158,6 @@ class ConfigKeys:
             self.by_id.setdefault(record.id, record)
 
 
-def stale_config_record(record: KeyRecord) -> bool:
-    """A record that start-up wrote into Redis before config keys were reconciled (config keys
-    had created_at 0; API keys always carry their creation time): never honoured, and deleted
-    by `configure`."""
-    return record.source == "config" or record.created_at == 0.0
-
-
 def principal_of(record: KeyRecord | None, now: float) -> Principal | None:
     if record is None or not record.usable(now):
         return None
@@ -173,18 +168,13 @@ class MemoryKeyStore:
     """In-process keys for the embedded mode."""
 
     def __init__(self, records: list[KeyRecord]) -> None:
-        self._config = ConfigKeys([])
-        self._states: dict[str, KeyState] = {}
+        self._config = ConfigKeys(records)
+        self._states: dict[str, KeyState] = {}  # what the admin API did to config keys
         self._by_hash: dict[str, KeyRecord] = {}  # API keys
         self._by_id: dict[str, KeyRecord] = {}
-        self._apply(records)
 
     async def configure(self, records: list[KeyRecord]) -> None:
-        self._apply(records)
-
-    def _apply(self, records: list[KeyRecord]) -> None:
         self._config = ConfigKeys(records)
-        self._states = {sha: s for sha, s in self._states.items() if sha in self._config.by_hash}
 
     def _effective(self, record: KeyRecord) -> KeyRecord:
         state = self._states.get(record.sha256)
@@ -248,32 +238,11 @@ class RedisKeyStore:
         return f"{self._prefix}key:{sha}"
 
     async def configure(self, records: list[KeyRecord]) -> None:
-        """Swap in the config's keys, then drop what Redis holds for keys the config no longer
-        has. The swap needs no Redis; the clean-up is retried on the next start or reload."""
+        """Swap in the config's keys; needs no Redis. Records an older Meterline wrote for config
+        keys are ignored, not deleted: replicas of the older version still read them until a
+        rolling upgrade replaces them."""
         self._config = ConfigKeys(records)
         self._cache.clear()
-        try:
-            with _reachable():
-                await self._reconcile()
-        except KeyStoreUnavailable:
-            log.warning("key store unreachable: stale key state is cleaned on the next reload")
-
-    async def _reconcile(self) -> None:
-        shas = [_text(s) for s in await self._r.hkeys(self._states)]
-        gone = [sha for sha in shas if sha not in self._config.by_hash]
-        if gone:
-            await self._r.hdel(self._states, *gone)
-        ids = {_text(k): _text(v) for k, v in (await self._r.hgetall(self._ids)).items()}
-        if not ids:
-            return
-        blobs = await self._r.mget([self._hkey(sha) for sha in ids.values()])
-        stale = [(key_id, sha) for (key_id, sha), blob in zip(ids.items(), blobs, strict=True)
-                 if blob is None or stale_config_record(_record(blob))]
-        if stale:
-            pipe = self._r.pipeline(transaction=True)
-            pipe.hdel(self._ids, *(key_id for key_id, _ in stale))
-            pipe.delete(*(self._hkey(sha) for _, sha in stale))
-            await pipe.execute()
 
     async def authenticate(self, raw: str) -> Principal | None:
         sha = hash_key(raw)
@@ -293,8 +262,7 @@ class RedisKeyStore:
         if configured is not None:
             return _with_state(configured, await self._r.hget(self._states, sha))
         blob = await self._r.get(self._hkey(sha))
-        record = _record(blob) if blob else None
-        return None if record is None or stale_config_record(record) else record
+        return _api_record(blob) if blob else None
 
     async def put(self, record: KeyRecord) -> None:
         if record.source == "config":
@@ -322,8 +290,7 @@ class RedisKeyStore:
             if sha is None:
                 return None
             blob = await self._r.get(self._hkey(_text(sha)))
-        record = _record(blob) if blob else None
-        return None if record is None or stale_config_record(record) else record
+        return _api_record(blob) if blob else None
 
     async def list(self) -> list[KeyRecord]:
         configured = list(self._config.by_id.values())
@@ -333,14 +300,18 @@ class RedisKeyStore:
             shas = await self._r.hvals(self._ids)
             blobs = await self._r.mget([self._hkey(_text(s)) for s in shas]) if shas else []
         records = [_with_state(r, s) for r, s in zip(configured, states, strict=True)]
-        api = (_record(b) for b in blobs if b)
-        records += [r for r in api
-                    if not stale_config_record(r) and r.id not in self._config.by_id]
+        api = (_api_record(b) for b in blobs if b)
+        records += [r for r in api if r is not None and r.id not in self._config.by_id]
         return sorted(records, key=lambda r: r.id)
 
 
-def _record(blob: bytes | str) -> KeyRecord:
-    return KeyRecord(**orjson.loads(blob))
+def _api_record(blob: bytes | str) -> KeyRecord | None:
+    """An API key's stored record, or None for a record an older Meterline's start-up wrote for
+    a config key (no `source`, created_at 0; API keys always carry their creation time): those
+    are never honoured."""
+    data = orjson.loads(blob)
+    legacy = "source" not in data and not data.get("created_at")
+    return None if legacy or data.get("source") == "config" else KeyRecord(**data)
 
 
 def _with_state(record: KeyRecord, blob: bytes | str | None) -> KeyRecord:

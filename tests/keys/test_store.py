@@ -148,10 +148,11 @@ async def test_a_restarted_replica_honours_only_its_own_config(redis_url: str,
 
 
 @pytest.mark.redis
-async def test_keys_the_old_seed_wrote_to_redis_are_removed(redis_url: str,
+async def test_keys_the_old_seed_wrote_to_redis_are_ignored(redis_url: str,
                                                             redis_prefix: str) -> None:
-    """Before config keys were reconciled, start-up wrote every config key (demo and
-    MET_ADMIN_KEY too) into Redis as a plain record with created_at 0; those must not work."""
+    """Before config keys were owned by the config, start-up wrote every config key (demo and
+    MET_ADMIN_KEY too) into Redis as a plain record with created_at 0; those must not work. They
+    are left in place: replicas of the older version read them during a rolling upgrade."""
     client = aioredis.Redis.from_url(redis_url)
     try:
         legacy = KeyRecord("demo-admin", hash_key("sk-demo-admin"), None, admin=True)
@@ -161,7 +162,8 @@ async def test_keys_the_old_seed_wrote_to_redis_are_removed(redis_url: str,
         store = RedisKeyStore(client, redis_prefix)
         assert await store.authenticate("sk-demo-admin") is None
         await store.configure(config_keys(("a", "sk-a", "sales")))
-        assert await client.exists(f"{redis_prefix}key:{legacy.sha256}") == 0
+        assert await store.authenticate("sk-demo-admin") is None
+        assert await store.get("demo-admin") is None
         assert [r.id for r in await store.list()] == ["a"]
     finally:
         await client.aclose()
@@ -181,5 +183,55 @@ async def test_config_keys_work_whatever_redis_holds(redis_url: str, redis_prefi
         for raw in ("sk-a", "sk-admin", "sk-demo-sales"):
             assert await store.authenticate(raw) is not None, raw
         assert await store.authenticate(api_raw) is None  # owned by Redis: gone with it
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.parametrize("store", ["memory", pytest.param("redis", marks=pytest.mark.redis)],
+                         indirect=True)
+async def test_rotating_a_config_key_expires_it_across_reloads(store: KeyStore) -> None:
+    await store.configure(config_keys(("a", "sk-a", "sales")))
+    rotated = await rotate_key(store, "a", grace_s=0)
+    assert rotated is not None
+    new_raw, new = rotated
+    await store.configure(config_keys(("a", "sk-a", "sales")))  # a reload or a restart
+    assert await store.authenticate("sk-a") is None
+    principal = await store.authenticate(new_raw)
+    assert principal is not None and principal.department == "sales"
+    assert (new.source, (await store.get("a")) is not None) == ("api", True)
+
+
+@pytest.mark.parametrize("store", ["memory", pytest.param("redis", marks=pytest.mark.redis)],
+                         indirect=True)
+async def test_an_api_key_put_without_a_creation_time_still_works(store: KeyStore) -> None:
+    await store.put(KeyRecord("k", hash_key("sk-k"), "sales"))
+    assert await store.authenticate("sk-k") is not None
+    assert [r.id for r in await store.list()] == ["k"]
+
+
+@pytest.mark.parametrize("store", ["memory", pytest.param("redis", marks=pytest.mark.redis)],
+                         indirect=True)
+async def test_a_disabled_config_key_stays_disabled_if_it_comes_back(store: KeyStore) -> None:
+    await store.configure(config_keys(("a", "sk-a", "sales")))
+    assert await disable_key(store, "a") is not None
+    await store.configure([])
+    await store.configure(config_keys(("a", "sk-a", "sales")))  # the same secret, restored
+    assert await store.authenticate("sk-a") is None
+
+
+@pytest.mark.redis
+async def test_a_rolling_deploy_does_not_revive_a_disabled_key(redis_url: str,
+                                                               redis_prefix: str) -> None:
+    """Replica `old` still runs a config with key a (disabled through the API); replica `new`
+    starts with a config without it. a must stay disabled on `old` until it is replaced."""
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        old = RedisKeyStore(client, redis_prefix)
+        await old.configure(config_keys(("a", "sk-a", "sales")))
+        assert await disable_key(old, "a") is not None
+        new = RedisKeyStore(client, redis_prefix)
+        await new.configure(config_keys(("b", "sk-b", "sales")))
+        old._cache.clear()
+        assert await old.authenticate("sk-a") is None
     finally:
         await client.aclose()

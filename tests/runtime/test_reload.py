@@ -3,14 +3,18 @@ id only (never a hash)."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from proxy.config.loader import load_config
 from proxy.keys.store import hash_key
+from proxy.runtime.reload import diff, format_diff
 from tests.conftest import ProxyStarter
 from tests.runtime.test_lifecycle import NO_CACHE, chat, keys_yaml
+from tests.support.servers import REPO_ROOT
 
 ADMIN = {"authorization": "Bearer sk-admin"}
 
@@ -38,3 +42,14 @@ def test_reload_applies_keys_yaml_and_its_dry_run_names_key_ids(
     assert chat(proxy, "sk-d").status_code == 200
     moved = chat(proxy, "sk-c")
     assert moved.status_code == 200 and moved.headers["x-meterline-department"] == "marketing"
+
+
+def test_check_config_diff_lists_key_ids_never_hashes(tmp_path: Path) -> None:
+    old_dir, new_dir = tmp_path / "old", tmp_path / "new"
+    for directory, keys in ((old_dir, keys_yaml(a="sales", b="sales", c="sales")),
+                            (new_dir, keys_yaml(a="sales", c="marketing", d="sales"))):
+        shutil.copytree(REPO_ROOT / "rules", directory)
+        (directory / "keys.yaml").write_text(keys)
+    text = format_diff(diff(load_config(old_dir), load_config(new_dir)))
+    assert text.splitlines()[1:] == ["keys:", "  + d", "  - b", "  ~ c: department"]
+    assert hash_key("sk-d") not in text
