@@ -61,6 +61,16 @@ class ProxyApp(Starlette):
 
 
 async def serve_direct(endpoint: Endpoint, scope: Scope, receive: Receive, send: Send) -> None:
+    """One API call, counted in meterline_inflight_requests until its last byte (streams too)."""
+    services: Services | None = scope["app"].services
+    if services is None:  # not started (no lifespan): nothing to count in
+        await answer(endpoint, scope, receive, send)
+        return
+    with services.metrics.inflight():
+        await answer(endpoint, scope, receive, send)
+
+
+async def answer(endpoint: Endpoint, scope: Scope, receive: Receive, send: Send) -> None:
     request = Request(scope, receive, send)
     try:
         response = await endpoint(request)
