@@ -4,29 +4,38 @@ said "No data" forever while tests/test_rules_dashboards.py only checked that th
 
 The traffic covers what the dashboards show: cache misses and hits, a routing rule to a cheaper
 model, a fallback after a failing target, an experiment with quality feedback, a stream, a budget
-refusal. It runs twice with scrapes in between, as on a live system: a counter's first sample
-has no increase before it, so rates and quantiles need traffic after the series exist.
+refusal, and tool calls (one failing) to the SonarQube MCP server, which serves its own /metrics
+and is scraped too. It runs twice with scrapes in between, as on a live system: a counter's
+first sample has no increase before it, so rates and quantiles need traffic after the series
+exist.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import re
+import subprocess
 import time
 import urllib.parse
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import yaml
+from mcp.client import ClientSession
+from mcp.client.streamable_http import streamable_http_client
 
 from tests.conftest import ProxyStarter
+from tests.mcp_sonarqube.conftest import ServerLog, server_env, start_http_server
 from tests.support.promstack import Prometheus, http_json, start_prometheus
 from tests.support.servers import REPO_ROOT, ServerThread, fault
+from tests.support.sonarqube_standin import PAYMENTS, SonarQubeStandin
 
 DASHBOARDS = sorted((REPO_ROOT / "dashboards").glob("*.json"))
 # Grafana's built-ins: the range covers the whole test; a rate window holds >= 2 scrapes (1 s).
@@ -35,6 +44,8 @@ ENG = {"authorization": "Bearer sk-demo-engineering"}
 SALES = {"authorization": "Bearer sk-demo-sales"}
 MARKETING = {"authorization": "Bearer sk-demo-marketing"}
 ADMIN = {"authorization": "Bearer sk-demo-admin"}
+# A variable without "All" is set to where the traffic went (it must be one of its values).
+CHOSEN = {"experiment": "summary_model"}
 
 
 def panel_targets() -> Iterator[tuple[str, str, str, dict[str, Any]]]:
@@ -49,8 +60,8 @@ def panel_targets() -> Iterator[tuple[str, str, str, dict[str, Any]]]:
 
 
 def variable_value(prometheus: Prometheus, variable: dict[str, Any]) -> str:
-    """What Grafana selects by default: All (its allValue) where offered, else the first value of
-    `label_values(metric, label)` in the variable's sort order (1: alphabetical)."""
+    """All (its allValue) where offered, as Grafana selects by default; else the value in
+    CHOSEN, which `label_values(metric, label)` must offer."""
     if variable.get("includeAll"):
         return str(variable.get("allValue") or ".*")
     found = re.fullmatch(r"label_values\((\w+),\s*(\w+)\)", variable["query"])
@@ -58,9 +69,9 @@ def variable_value(prometheus: Prometheus, variable: dict[str, Any]) -> str:
     metric, label = found.groups()
     url = (f"{prometheus.url}/api/v1/label/{label}/values?"
            + urllib.parse.urlencode({"match[]": metric}))
-    values: list[str] = sorted(http_json(url)["data"])
-    assert values, f"variable {variable['name']} has no values ({variable['query']})"
-    return values[0]
+    values: list[str] = http_json(url)["data"]
+    assert CHOSEN[variable["name"]] in values, (variable["query"], values)
+    return CHOSEN[variable["name"]]
 
 
 def resolved(expr: str, variables: dict[str, Any], prometheus: Prometheus) -> str:
@@ -111,10 +122,39 @@ def send_traffic(proxy: ServerThread, mock: ServerThread, round_: int) -> None:
     assert httpx.get(proxy.url + "/v1/cache/analytics", headers=ADMIN).status_code == 200
 
 
+async def call_mcp_tools(base: str) -> None:
+    async with streamable_http_client(f"{base}/mcp") as (read, write):
+        async with ClientSession(read, write) as session:
+            await session.initialize()
+            found = await session.call_tool("get_project_quality", {"project_key": PAYMENTS})
+            assert not found.is_error, found
+            missing = await session.call_tool("get_project_quality",
+                                              {"project_key": "acme:nope"})
+            assert missing.is_error, missing
+
+
+@contextmanager
+def mcp_server(tmp_path: Path) -> Iterator[str]:
+    """The SonarQube MCP server on streamable HTTP (its /metrics beside /mcp), against the
+    SonarQube stand-in."""
+    token = "squ_" + uuid.uuid4().hex
+    sonar = ServerThread(SonarQubeStandin(token).app).start()
+    process: subprocess.Popen[bytes] | None = None
+    try:
+        process, base = start_http_server(server_env(sonar.url, token),
+                                          ServerLog(tmp_path / "mcp.log"))
+        yield base
+    finally:
+        if process is not None:
+            process.terminate()
+            process.wait(timeout=10)
+        sonar.stop()
+
+
 def wait_for_scrapes(prometheus: Prometheus, count: int = 3) -> None:
-    """Until Prometheus has scraped the proxy `count` more times."""
+    """Until Prometheus has scraped every target `count` more times."""
     def scrapes() -> float:
-        found = prometheus.query('count_over_time(up{job="meterline"}[10m])')
+        found = prometheus.query('min(count_over_time(up{job="meterline"}[10m]))')
         return float(found[0]["value"][1]) if found else 0.0
 
     target = scrapes() + count
@@ -157,20 +197,24 @@ def test_every_dashboard_panel_query_returns_data(start_proxy: ProxyStarter,
     departments = yaml.safe_load((REPO_ROOT / "rules" / "departments.yaml").read_text())
     departments["departments"]["marketing"]["budgets"] = {"daily": 0.000001}
     proxy = start_proxy(edits={"departments.yaml": departments})
-    prometheus = start_prometheus(tmp_path / "prometheus", urllib.parse.urlsplit(proxy.url).netloc)
-    try:
-        wait_for_scrapes(prometheus)
-        for round_ in range(2):
-            send_traffic(proxy, mock_upstream, round_)
+    with mcp_server(tmp_path) as mcp_base:
+        prometheus = start_prometheus(
+            tmp_path / "prometheus", urllib.parse.urlsplit(proxy.url).netloc,
+            more_targets=(urllib.parse.urlsplit(mcp_base).netloc,))
+        try:
             wait_for_scrapes(prometheus)
-        empty = []
-        for board, title, expr, variables in panel_targets():
-            query = resolved(expr, variables, prometheus)
-            if not has_data(prometheus.query(query)):
-                empty.append(f"{board} / {title}: {query}")
-        totals = {expr: prometheus.query(expr) for expr in RECORDED_BY_THE_TRAFFIC}
-    finally:
-        prometheus.stop()
+            for round_ in range(2):
+                send_traffic(proxy, mock_upstream, round_)
+                asyncio.run(call_mcp_tools(mcp_base))
+                wait_for_scrapes(prometheus)
+            empty = []
+            for board, title, expr, variables in panel_targets():
+                query = resolved(expr, variables, prometheus)
+                if not has_data(prometheus.query(query)):
+                    empty.append(f"{board} / {title}: {query}")
+            totals = {expr: prometheus.query(expr) for expr in RECORDED_BY_THE_TRAFFIC}
+        finally:
+            prometheus.stop()
     assert empty == [], "panels without data:\n" + "\n".join(empty)
     assert {expr: float(found[0]["value"][1]) > 0 if found else False
             for expr, found in totals.items()} == dict.fromkeys(RECORDED_BY_THE_TRAFFIC, True)

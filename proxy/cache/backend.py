@@ -92,6 +92,30 @@ def eviction_target(max_size: int) -> int:
     return max_size - max_size // 20
 
 
+@dataclass(frozen=True, slots=True)
+class Tightened:
+    """A threshold raised by wrong-answer reports, for one partition, until `expires_at`."""
+
+    partition: str
+    threshold: float
+    expires_at: float
+    owner: str
+    department: str  # the department whose report raised it last
+    model: str
+
+    def as_fields(self) -> dict[str, str]:
+        return {name: str(getattr(self, name)) for name in TIGHTENED_FIELDS}
+
+    @classmethod
+    def from_fields(cls, data: Mapping[str, str]) -> Tightened:
+        return cls(partition=data["partition"], threshold=float(data["threshold"]),
+                   expires_at=float(data["expires_at"]), owner=data["owner"],
+                   department=data["department"], model=data["model"])
+
+
+TIGHTENED_FIELDS = ("partition", "threshold", "expires_at", "owner", "department", "model")
+
+
 class CacheBackend(Protocol):
     """What the cache service needs from storage."""
 
@@ -125,8 +149,16 @@ class CacheBackend(Protocol):
 
     async def recall(self, request_id: str) -> dict[str, str] | None: ...
 
+    async def claim_report(self, request_id: str, ttl_s: float) -> bool:
+        """True for the first report of a served answer, False for every later one."""
+        ...
+
     async def threshold(self, partition: str) -> float | None: ...
 
-    async def set_threshold(self, partition: str, value: float) -> None: ...
+    async def set_threshold(self, tightened: Tightened) -> None: ...
+
+    async def thresholds(self) -> list[Tightened]: ...
+
+    async def clear_thresholds(self) -> int: ...
 
     async def close(self) -> None: ...

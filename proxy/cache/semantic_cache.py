@@ -37,13 +37,13 @@ from proxy.cache.embedder import Embedder, EmbeddingError
 from proxy.cache.matching.match import MatchRule
 from proxy.cache.replay import as_json, as_stream, assemble, cacheable_json
 from proxy.gateway.requests import Call
+from proxy.gateway.streaming import SSE_HEADERS
 from proxy.runtime.services import Services
+from proxy.spend.pricing import format_nanos, to_nanos
 
 log = logging.getLogger("meterline.cache")
 BACKEND_ERRORS = (RedisError, OSError)
 EMBED_ERRORS = (EmbeddingError, aiohttp.ClientError, TimeoutError)
-SERVED_TTL_S = 7 * 86400.0  # how long a hit can still be reported as wrong
-SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
 def grown_ttl(ttl_s: float, growth: float, hits: int, cap_s: float) -> float:
@@ -147,7 +147,7 @@ class SemanticCache:
         owner = self.config.owner_of(call.department)
         key = key_of(call.body, owner, model)
         task = stats.label(record.task if record else None)
-        department = call.department or "admin"
+        department = call.department_name
         if (not settings.enabled or key is None or bypass_reason(call.body, settings)
                 or not (controls.lookup or controls.store)):
             call.headers["x-meterline-cache"] = "bypass"
@@ -292,23 +292,21 @@ class SemanticCache:
             if reservation is not None:
                 await services.spend.release(reservation)
             await services.spend.add_record(record)
-        elif getattr(services, "record_log", None) is not None:
-            await services.record_log.put_record(record)
         state: Lookup | None = call.cache_state
         await self._after_hit(services, call, state, cached)
         m = services.metrics
-        m.record_cache(call.department, record.model_requested, cached.kind, "hit", entry.cost)
-        m.record_request("/v1" + call.path, record.model_requested, call.department, 200,
+        m.record_cache(call.department_name, record.model_requested, cached.kind, "hit", entry.cost)
+        m.record_request("/v1" + call.path, record.model_requested, call.department_name, 200,
                          call.elapsed(), None)
         headers = {**call.headers, "x-meterline-cost-usd": f"{0:.8f}",
-                   "x-meterline-cache-saved-usd": f"{entry.cost:.8f}",
+                   "x-meterline-cache-saved-usd": format_nanos(to_nanos(entry.cost), 8),
                    "x-meterline-overhead-ms": f"{call.overhead_ms():.2f}"}
         completion = orjson.loads(entry.response)
         if not call.stream:
             return Response(as_json(completion), 200, headers, media_type="application/json")
         include_usage = bool((call.body.get("stream_options") or {}).get("include_usage"))
         info = {"cost_usd": 0.0, "input_tokens": 0, "output_tokens": 0, "estimated": False,
-                "cache": record.cache, "saved_usd": round(entry.cost, 8),
+                "cache": record.cache, "saved_usd": entry.cost,
                 "department": call.department, "budget_remaining_usd": None,
                 "request_id": call.request_id}
         events = as_stream(completion, include_usage, info)
@@ -320,7 +318,7 @@ class SemanticCache:
     async def _after_hit(self, services: Services, call: Call, state: Lookup | None,
                          cached: Hit) -> None:
         entry = cached.entry
-        department = call.department or "admin"
+        department = call.department_name
         task = state.task if state else "none"
         try:
             await self.backend.hit(entry, self._expiry_after_hit(entry))
@@ -328,7 +326,7 @@ class SemanticCache:
                                                      entry.cost))
             await self.backend.remember(call.request_id, {
                 "entry_id": entry.id, "department": department, "partition": entry.partition,
-                "model": entry.model, "scope": entry.scope}, SERVED_TTL_S)
+                "model": entry.model, "scope": entry.scope}, self.config.report.window_seconds)
         except BACKEND_ERRORS as exc:
             log.warning("cache hit bookkeeping failed: %s", exc)
         except Exception:  # noqa: BLE001 - the answer is already chosen: never a 500 for this

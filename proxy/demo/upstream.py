@@ -3,7 +3,12 @@
 Faults come from a queue set with `POST /_mock/faults {"fault": "...", "times": N}` or from a
 `#fault:<name>` marker in the last user message. Faults: 429 (Retry-After: 1), 500, 503,
 slow (first byte after `delay_ms`, default 300), slow_stream (`delay_ms` between SSE events),
-cut (stream stops half-way, no usage, no [DONE]), invalid_json, hang (never answers), 400.
+cut (stream stops half-way, no usage, no [DONE]), invalid_json, hang (never answers), 400, 401,
+403. With `api_keys` set (a provider's credentials), any other `Authorization` gets OpenAI's 401.
+
+With `tools` it answers like a model in an agent loop: a tool call (streamed as deltas too) whose
+arguments follow the tool's JSON schema, then a text answer once the last message is a tool
+result. `n` choices are returned, and streamed one after the other.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ class MockState:
     answer_words: int = 24
     streams_completed: int = 0
     streams_aborted: int = 0
+    api_keys: frozenset[str] = frozenset()  # empty: any key (or none) is accepted
 
     def next_fault(self, prompt: str) -> str | None:
         marked = FAULT_MARK.search(prompt)
@@ -116,24 +122,79 @@ def _usage(body: dict[str, Any], completion: int) -> dict[str, Any]:
     }
 
 
-def _choice_message(body: dict[str, Any], text: str) -> dict[str, Any]:
-    tools = body.get("tools")
-    if tools and body.get("tool_choice") != "none":
-        fn = tools[0].get("function", {}).get("name", "tool")
-        return {
-            "role": "assistant",
-            "content": None,
-            "tool_calls": [
-                {
-                    "id": "call_" + hashlib.sha256(text.encode()).hexdigest()[:12],
-                    "type": "function",
-                    "function": {
-                        "name": fn,
-                        "arguments": orjson.dumps({"query": text[:40]}).decode(),
-                    },
-                }
-            ],
-        }
+def chosen_tool(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The function a model would call now: none once a tool result is the last message (an
+    agent loop then gets its text answer and ends), none for tool_choice "none", the named one
+    for a forced tool_choice, else the first tool."""
+    tools = [t.get("function") or {} for t in body.get("tools") or [] if isinstance(t, dict)]
+    messages = body.get("messages") or []
+    last = messages[-1] if messages and isinstance(messages[-1], dict) else {}
+    choice = body.get("tool_choice")
+    if not tools or choice == "none" or last.get("role") == "tool":
+        return None
+    if isinstance(choice, dict):
+        wanted = (choice.get("function") or {}).get("name")
+        return next((t for t in tools if t.get("name") == wanted), tools[0])
+    return tools[0]
+
+
+def value_for(schema: Any, seed: str) -> Any:
+    """A value that validates against a (simple) JSON schema, made from the prompt's words."""
+    if not isinstance(schema, dict):
+        return seed
+    if schema.get("enum"):
+        return schema["enum"][0]
+    if "const" in schema:
+        return schema["const"]
+    kind = schema.get("type")
+    kind = next((k for k in kind if k != "null"), "string") if isinstance(kind, list) else kind
+    if kind == "object" or "properties" in schema:
+        props: dict[str, Any] = schema.get("properties") or {}
+        return {name: value_for(sub, seed) for name, sub in props.items()}
+    if kind == "array":
+        return [value_for(schema.get("items"), seed)] * max(1, int(schema.get("minItems", 1)))
+    if kind in ("integer", "number"):
+        low = schema.get("minimum", schema.get("exclusiveMinimum", 0))
+        value = max(1, int(low) + 1) if isinstance(low, int | float) else 1
+        return value if kind == "integer" else float(value)
+    if kind == "boolean":
+        return True
+    if kind == "null":
+        return None
+    return seed or "mock"
+
+
+def tool_call(tool: dict[str, Any], prompt: str) -> dict[str, Any]:
+    seed = " ".join(re.findall(r"\w+", prompt)[-3:])
+    args = value_for(tool.get("parameters") or {"type": "object"}, seed)
+    name = str(tool.get("name") or "tool")
+    digest = hashlib.sha256(f"{name}:{prompt}".encode()).hexdigest()[:12]
+    return {"id": "call_" + digest, "type": "function",
+            "function": {"name": name, "arguments": orjson.dumps(args).decode()}}
+
+
+def tool_answer(body: dict[str, Any], text: str) -> str:
+    """After a tool result: the answer quotes what the tool returned, like a model would."""
+    messages = body.get("messages") or []
+    results = [_text_of(m.get("content")) for m in messages if m.get("role") == "tool"]
+    names = [c.get("function", {}).get("name", "tool") for m in messages
+             for c in (m.get("tool_calls") or []) if m.get("role") == "assistant"]
+    used = names[-1] if names else "the tool"
+    return f"Based on {used}: {results[-1] if results else ''}. {text}"
+
+
+def answer_text(body: dict[str, Any], prompt: str, words: int, index: int) -> str:
+    text = answer_for(prompt, words, index, _max_tokens(body))
+    messages = body.get("messages") or []
+    if messages and isinstance(messages[-1], dict) and messages[-1].get("role") == "tool":
+        return tool_answer(body, text)
+    return text
+
+
+def _choice_message(body: dict[str, Any], text: str, prompt: str) -> dict[str, Any]:
+    tool = chosen_tool(body)
+    if tool is not None:
+        return {"role": "assistant", "content": None, "tool_calls": [tool_call(tool, prompt)]}
     fmt = body.get("response_format") or {}
     if fmt.get("type") in ("json_object", "json_schema"):
         return {"role": "assistant", "content": orjson.dumps({"answer": text}).decode()}
@@ -144,12 +205,13 @@ def completion_body(body: dict[str, Any], prompt: str, words: int) -> dict[str, 
     n = int(body.get("n") or 1)
     choices, completion = [], 0
     for i in range(n):
-        text = answer_for(prompt, words, i, _max_tokens(body))
-        completion += count_tokens(text)
+        text = answer_text(body, prompt, words, i)
+        message = _choice_message(body, text, prompt)
+        completion += count_tokens(message["content"] or orjson.dumps(message).decode())
         choice: dict[str, Any] = {
             "index": i,
-            "message": _choice_message(body, text),
-            "finish_reason": "tool_calls" if body.get("tools")
+            "message": message,
+            "finish_reason": "tool_calls" if message.get("tool_calls")
             else finish_reason_of(prompt, words, i, _max_tokens(body)),
         }
         if body.get("logprobs"):
@@ -171,12 +233,28 @@ def completion_body(body: dict[str, Any], prompt: str, words: int) -> dict[str, 
     }
 
 
+def choice_deltas(message: dict[str, Any]) -> list[dict[str, Any]]:
+    """The deltas a model streams for one choice's message: text in word pieces, or a tool call
+    (id and name first, then its arguments in pieces)."""
+    calls = message.get("tool_calls")
+    if not calls:
+        pieces = re.findall(r"\S+\s*", message["content"] or "")
+        return [{"role": "assistant", "content": ""}, *({"content": p} for p in pieces)]
+    call = calls[0]
+    head = {"index": 0, "id": call["id"], "type": "function",
+            "function": {"name": call["function"]["name"], "arguments": ""}}
+    raw = call["function"]["arguments"]
+    parts = [raw[i:i + 12] for i in range(0, len(raw), 12)]
+    return [{"role": "assistant", "content": None, "tool_calls": [head]},
+            *({"tool_calls": [{"index": 0, "function": {"arguments": p}}]} for p in parts)]
+
+
 def stream_events(body: dict[str, Any], prompt: str, words: int) -> list[bytes]:
-    text = answer_for(prompt, words, 0, _max_tokens(body))
+    whole = completion_body(body, prompt, words)
     base = {
-        "id": "chatcmpl-" + hashlib.sha256(prompt.encode()).hexdigest()[:20],
+        "id": whole["id"],
         "object": "chat.completion.chunk",
-        "created": int(time.time()),
+        "created": whole["created"],
         "model": body.get("model"),
         "system_fingerprint": "fp_mock",
     }
@@ -186,18 +264,15 @@ def stream_events(body: dict[str, Any], prompt: str, words: int) -> list[bytes]:
     def event(choices: list[dict[str, Any]], **more: Any) -> bytes:
         return b"data: " + orjson.dumps({**base, "choices": choices, **extra, **more}) + b"\n\n"
 
-    events = [
-        event([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
-    ]
-    pieces = re.findall(r"\S+\s*", text)
-    events += [
-        event([{"index": 0, "delta": {"content": p}, "finish_reason": None}]) for p in pieces
-    ]
-    finish = finish_reason_of(prompt, words, 0, _max_tokens(body))
-    events.append(event([{"index": 0, "delta": {}, "finish_reason": finish}]))
+    events = []
+    for choice in whole["choices"]:  # one choice after the other, as `n` streams do
+        i = choice["index"]
+        events += [event([{"index": i, "delta": d, "finish_reason": None}])
+                   for d in choice_deltas(choice["message"])]
+        events.append(event([{"index": i, "delta": {}, "finish_reason": choice["finish_reason"]}]))
     if include_usage:
-        usage = _usage(body, count_tokens(text))
-        events.append(b"data: " + orjson.dumps({**base, "choices": [], "usage": usage}) + b"\n\n")
+        events.append(b"data: " + orjson.dumps({**base, "choices": [], "usage": whole["usage"]})
+                      + b"\n\n")
     events.append(b"data: [DONE]\n\n")
     return events
 
@@ -218,10 +293,22 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return Response(orjson.dumps(payload), status, headers, media_type="application/json")
 
 
+def _refused(request: Request, state: MockState) -> Response | None:
+    """OpenAI's answer to a wrong key, when this mock stands for a provider with known keys."""
+    if not state.api_keys:
+        return None
+    scheme, _, key = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and key in state.api_keys:
+        return None
+    payload = {"error": {"message": "Incorrect API key provided.", "type": "invalid_request_error",
+                         "param": None, "code": "invalid_api_key"}}
+    return Response(orjson.dumps(payload), 401, media_type="application/json")
+
+
 async def _fault_response(fault: str, state: MockState) -> Response | None:
     if fault == "429":
         return _error(429, "Rate limit reached (mock)", {"retry-after": "1"})
-    if fault in ("500", "503", "400"):
+    if fault in ("500", "503", "400", "401", "403"):
         return _error(int(fault), f"Mock fault {fault}")
     if fault == "invalid_json":
         return Response(b"{not json", 200, media_type="application/json")
@@ -238,6 +325,8 @@ async def chat(request: Request) -> Response:
     state.requests.append(
         {"path": request.url.path, "headers": dict(request.headers), "body": body}
     )
+    if (refused := _refused(request, state)) is not None:
+        return refused
     prompt = last_user_text(body)
     fault = state.next_fault(prompt)
     failed = await _fault_response(fault, state) if fault else None
@@ -277,6 +366,8 @@ async def embeddings(request: Request) -> Response:
     state.requests.append(
         {"path": request.url.path, "headers": dict(request.headers), "body": body}
     )
+    if (refused := _refused(request, state)) is not None:
+        return refused
     inputs = body.get("input")
     items = inputs if isinstance(inputs, list) else [inputs]
     data = []
@@ -305,7 +396,13 @@ async def completions(request: Request) -> Response:
     state.requests.append(
         {"path": request.url.path, "headers": dict(request.headers), "body": body}
     )
+    if (refused := _refused(request, state)) is not None:
+        return refused
     prompt = last_user_text(body)
+    fault = state.next_fault(prompt)
+    failed = await _fault_response(fault, state) if fault else None
+    if failed is not None:
+        return failed
     text = answer_for(prompt, state.answer_words)
     usage = {
         "prompt_tokens": count_tokens(prompt),
@@ -313,9 +410,10 @@ async def completions(request: Request) -> Response:
         "total_tokens": count_tokens(prompt) + count_tokens(text),
     }
     if request.url.path.endswith("/responses") and body.get("stream"):
-        return StreamingResponse(
-            iter(response_events(body, text, usage)), media_type="text/event-stream"
-        )
+        events = response_events(body, text, usage)
+        if fault == "cut":
+            events = events[: len(events) // 2]
+        return StreamingResponse(iter(events), media_type="text/event-stream")
     if request.url.path.endswith("/responses"):
         payload: dict[str, Any] = {
             "id": "resp_mock",
@@ -432,8 +530,18 @@ async def recorded(request: Request) -> Response:
     )
 
 
+async def _unreadable(request: Request, exc: Exception) -> Response:
+    """A body the mock cannot read is the client's 400, as on OpenAI: a 500 here would count as
+    the provider failing and cool it down for every department (faults are the way to get 5xx)."""
+    return _error(400, f"We could not parse the JSON body of your request: {exc}")
+
+
 def create_mock_app(state: MockState | None = None) -> Starlette:
     app = Starlette(
+        exception_handlers={
+            exc: _unreadable
+            for exc in (orjson.JSONDecodeError, TypeError, ValueError, AttributeError, KeyError)
+        },
         routes=[
             Route("/v1/chat/completions", chat, methods=["POST"]),
             Route("/v1/completions", completions, methods=["POST"]),

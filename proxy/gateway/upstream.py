@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ import aiohttp
 
 from proxy.config.providers import Provider
 from proxy.errors import UpstreamHTTPError, UpstreamTimeout, UpstreamUnavailable
+from proxy.gateway.reliability import parse_retry_after
 
 FORWARDED_REQUEST_HEADERS = frozenset({"openai-beta", "openai-organization", "openai-project"})
 DRAIN_TIMEOUT_S = 900.0  # a replaced session outlives its longest stream by at most this
@@ -20,7 +22,7 @@ log = logging.getLogger("meterline.upstream")
 
 
 @dataclass(frozen=True, slots=True)
-class Target:
+class UpstreamTarget:
     """One concrete place to send a request: provider + upstream model name + credential.
     Built once per chain and department (see Services.targets), so the request path finds its
     key, headers and URLs ready."""
@@ -29,6 +31,7 @@ class Target:
     provider: Provider
     model: str
     credential: str | None
+    credential_env: str | None = None  # where the credential came from: safe to log
     key: str = field(init=False)  # "provider/model": cooldowns and timeouts are kept per key
     headers: dict[str, str] = field(init=False, repr=False)  # sent on every request
     urls: dict[str, str] = field(init=False, repr=False)  # upstream path -> URL, filled on use
@@ -49,15 +52,6 @@ class Target:
         if url is None:
             url = self.urls[path] = self.provider.url(path, self.model)
         return url
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None  # an HTTP date: treat as unknown and use our own backoff
 
 
 @dataclass(eq=False, slots=True)
@@ -137,7 +131,7 @@ class UpstreamClient:
 
     async def open(
         self,
-        target: Target,
+        target: UpstreamTarget,
         path: str,
         body: bytes,
         client_headers: Mapping[str, str],
@@ -175,11 +169,11 @@ class UpstreamClient:
             finally:
                 resp.release()
             raise UpstreamHTTPError(
-                resp.status, data, parse_retry_after(resp.headers.get("retry-after"))
+                resp.status, data, parse_retry_after(resp.headers.get("retry-after"), time.time())
             )
         return resp
 
-    async def read(self, target: Target, resp: aiohttp.ClientResponse) -> bytes:
+    async def read(self, target: UpstreamTarget, resp: aiohttp.ClientResponse) -> bytes:
         try:
             return await resp.read()
         except TimeoutError:

@@ -5,6 +5,7 @@ proxy.insights.forecast and proxy.insights.alerts.
     GET /v1/forecast?horizon=7d&interval=0.8                   the caller's own department
     GET /admin/budget-recommendations?period=weekly&headroom=  next period's budget per department
     GET /admin/alerts                                          alerts for UIs (Alertmanager or own)
+    GET /v1/alerts                                             the caller's own department's alerts
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from proxy.config.departments import Department
+from proxy.config.departments import ADMIN_DEPARTMENT, Department
 from proxy.errors import InvalidRequest, PermissionDenied
 from proxy.gateway.requests import authenticate, request_id_of
 from proxy.http import json_response, number_param, require_admin
@@ -31,6 +32,7 @@ from proxy.insights.budget_advice import recommend_budgets
 from proxy.insights.forecast import DAY, MAX_HISTORY_DAYS, forecast_spend
 from proxy.runtime.services import Services
 from proxy.spend.api import ledger_of
+from proxy.spend.pricing import nanos_to_dollars
 from proxy.spend.records import UsageRecord
 
 BudgetPeriod = Literal["daily", "weekly", "monthly"]
@@ -140,11 +142,11 @@ def current_budget(dept: Department, period: BudgetPeriod) -> tuple[float | None
 
 
 def savings_since(records: list[UsageRecord], start: float) -> dict[str, float]:
-    totals: dict[str, float] = defaultdict(float)
+    totals: dict[str, int] = defaultdict(int)
     for record in records:
-        if record.ts >= start and record.saved > 0:
-            totals[record.department] += record.saved
-    return dict(totals)
+        if record.ts >= start and record.saved_nanos > 0:
+            totals[record.department] += record.saved_nanos
+    return {name: nanos_to_dollars(nanos) for name, nanos in totals.items()}
 
 
 async def budget_recommendations(request: Request) -> Response:
@@ -161,6 +163,7 @@ async def budget_recommendations(request: Request) -> Response:
     budgets = {name: value for name, (value, _) in current.items() if value is not None}
     rows = recommend_budgets(forecast, savings_since(records, now - days * DAY), budgets,
                              headroom)
+    rows = [row for row in rows if row["department"] != ADMIN_DEPARTMENT]  # never budgeted
     for row in rows:
         row["current_budget_basis"] = current.get(row["department"], (None, None))[1]
     return json_response({
@@ -172,21 +175,42 @@ async def budget_recommendations(request: Request) -> Response:
 
 # ----- alerts ----------------------------------------------------------------------------------
 
-async def alerts(request: Request) -> Response:
+async def current_alerts(services: Services,
+                         now: float) -> tuple[str, list[Alert], str | None]:
     """Alertmanager's active alerts when MET_ALERTMANAGER_URL is set (falling back to the
     proxy's own thresholds if it can't be read), else the proxy's own thresholds."""
-    services, _ = await require_admin(request)
-    now = time.time()
     url = services.settings.alertmanager_url
     warning = None
     if url:
         try:
-            found = await alertmanager_alerts(url)
-            return json_response(alerts_view("alertmanager", found, now))
+            return "alertmanager", await alertmanager_alerts(url), None
         except AlertSourceError as exc:
             warning = f"Alertmanager could not be read ({exc}); showing the proxy's own thresholds."
     found = await proxy_alerts(ledger_of(services), services.config.departments, now)
-    return json_response(alerts_view("proxy", found, now, warning))
+    return "proxy", found, warning
+
+
+async def alerts(request: Request) -> Response:
+    services, _ = await require_admin(request)
+    now = time.time()
+    source, found, warning = await current_alerts(services, now)
+    return json_response(alerts_view(source, found, now, warning))
+
+
+async def own_alerts(request: Request) -> Response:
+    """GET /v1/alerts: any key; a department key sees only its own department's alerts (for the
+    pages' banner), an admin key sees them all."""
+    services: Services = request.app.state.services
+    request_id_of(request)
+    principal = await authenticate(request, services)
+    now = time.time()
+    source, found, warning = await current_alerts(services, now)
+    if not principal.admin:
+        found = [alert for alert in found if alert.department == principal.department]
+    view = alerts_view(source, found, now, warning)
+    view["admin"] = principal.admin
+    view["department"] = None if principal.admin else principal.department
+    return json_response(view)
 
 
 def alerts_view(source: str, found: list[Alert], now: float,
@@ -205,4 +229,5 @@ def routes() -> list[BaseRoute]:
         Route("/v1/forecast", own_forecast, methods=["GET"]),
         Route("/admin/budget-recommendations", budget_recommendations, methods=["GET"]),
         Route("/admin/alerts", alerts, methods=["GET"]),
+        Route("/v1/alerts", own_alerts, methods=["GET"]),
     ]

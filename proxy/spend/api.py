@@ -6,6 +6,8 @@ and views.
     POST /admin/departments/{name}/resume    clear a tripped circuit breaker
     GET  /admin/chargeback?from&to&format    department x model x day rows, CSV or JSON
     GET  /v1/spend                           the caller's own department: today, month, budget
+    GET  /v1/spend/daily?days=30&department  cost per day and department, shares, cache per day
+    GET  /v1/chargeback?from&to&format       the chargeback rows of the caller's own department
 """
 
 from __future__ import annotations
@@ -18,12 +20,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from proxy.errors import InvalidRequest, NotFound, ServiceUnavailable
+from proxy.config.departments import ADMIN_DEPARTMENT
+from proxy.errors import InvalidRequest, NotFound, PermissionDenied, ServiceUnavailable
 from proxy.gateway.requests import authenticate, request_id_of
-from proxy.http import json_response, require_admin
+from proxy.http import json_response, number_param, require_admin
+from proxy.keys.store import Principal
 from proxy.runtime.services import Services
 from proxy.spend.chargeback import chargeback_csv, chargeback_json
+from proxy.spend.daily import MAX_DAYS, daily_series, first_day_index
 from proxy.spend.ledger import Ledger
+from proxy.spend.pricing import nanos_to_dollars
 from proxy.spend.views import (
     budget_view,
     day_start,
@@ -33,7 +39,7 @@ from proxy.spend.views import (
     recent,
     spend_rows,
     time_range,
-    total_micros,
+    total_nanos,
 )
 
 
@@ -64,7 +70,7 @@ async def spend(request: Request) -> Response:
     names = (department,) if department else services.config.departments.names
     return json_response({
         "from": start, "to": end, "by": by, "rows": spend_rows(records, by),
-        "total_usd": total_micros(records) / 1e6, "requests": len(records),
+        "total_usd": nanos_to_dollars(total_nanos(records)), "requests": len(records),
         "departments": await departments_view(ledger, names, time.time()),
         "recent": recent(records)})
 
@@ -98,12 +104,24 @@ async def resume(request: Request) -> Response:
 async def chargeback(request: Request) -> Response:
     services, _ = await require_admin(request)
     params = dict(request.query_params)
+    return await chargeback_response(services, params, params.get("department") or None)
+
+
+async def own_chargeback(request: Request) -> Response:
+    """GET /v1/chargeback: a department key gets its own department's rows (CSV or JSON)."""
+    services, principal = await caller(request)
+    params = dict(request.query_params)
+    return await chargeback_response(services, params, scope_of(services, principal, params))
+
+
+async def chargeback_response(services: Services, params: dict[str, str],
+                              department: str | None) -> Response:
     fmt = params.get("format") or "json"
     if fmt not in ("csv", "json"):
         raise InvalidRequest(f"Invalid 'format': expected 'csv' or 'json', got '{fmt}'.",
                              param="format", code="invalid_value")
     start, end = time_range(params)
-    report = await ledger_of(services).chargeback(start, end, params.get("department") or None)
+    report = await ledger_of(services).chargeback(start, end, department)
     if fmt == "json":
         return Response(chargeback_json(report), media_type="application/json")
     name = f"meterline-chargeback-{_day(start)}-to-{_day(end - 1)}.csv"
@@ -116,21 +134,68 @@ def _day(ts: float) -> str:
 
 
 async def own_spend(request: Request) -> Response:
-    """GET /v1/spend: any key sees its own department (admin keys pass ?department=)."""
+    """GET /v1/spend: a department key sees its own department; an admin key every department
+    and its own traffic (`admin`), or the one named by ?department=."""
     services: Services = request.app.state.services
     request_id_of(request)
     principal = await authenticate(request, services)
-    name = principal.department
-    if name is None:
-        name = request.query_params.get("department") or None
-        if name is None or services.department(name) is None:
-            raise InvalidRequest("Admin keys have no department: pass ?department=<name>.",
-                                 param="department", code="invalid_value")
     ledger = ledger_of(services)
     now = time.time()
+    if principal.department is not None:
+        return json_response(await one_department(ledger, principal.department, now))
+    asked = request.query_params.get("department") or None
+    names = (*services.config.departments.names, ADMIN_DEPARTMENT)
+    if asked is not None and asked not in names:
+        raise InvalidRequest(f"Unknown department '{asked}'; known: {', '.join(names)}.",
+                             param="department", code="invalid_value")
+    if asked is not None:
+        return json_response(await one_department(ledger, asked, now))
+    return json_response({"object": "list", "data": [
+        await one_department(ledger, name, now) for name in names]})
+
+
+async def one_department(ledger: Ledger, name: str, now: float) -> dict[str, Any]:
     month = await ledger.records(month_start(now), now + 1.0, name)
-    view = department_view(name, month, day_start(now), await ledger.budget_status(name),
+    if name == ADMIN_DEPARTMENT:  # no budget applies to admin keys
+        return department_view(name, month, day_start(now), [], False)
+    return department_view(name, month, day_start(now), await ledger.budget_status(name),
                            await ledger.is_paused(name))
+
+
+async def caller(request: Request) -> tuple[Services, Principal]:
+    services: Services = request.app.state.services
+    request_id_of(request)
+    return services, await authenticate(request, services)
+
+
+def scope_of(services: Services, principal: Principal, params: dict[str, str]) -> str | None:
+    """The department a /v1 view covers: a department key's own (asking for another is a 403);
+    for an admin key `department` when given, else every department (None)."""
+    asked = params.get("department") or None
+    if principal.admin or principal.department is None:
+        if asked is not None and services.department(asked) is None:
+            raise InvalidRequest(f"Unknown department '{asked}'.", param="department",
+                                 code="invalid_value")
+        return asked
+    if asked is not None and asked != principal.department:
+        raise PermissionDenied(f"This key belongs to department '{principal.department}' and "
+                               f"cannot see '{asked}'.", param="department",
+                               code="department_mismatch")
+    return principal.department
+
+
+async def own_daily(request: Request) -> Response:
+    """GET /v1/spend/daily: the last `days` UTC days (today included) for the caller's scope."""
+    services, principal = await caller(request)
+    params = dict(request.query_params)
+    days = int(number_param(params, "days", 30, 1, MAX_DAYS))
+    department = scope_of(services, principal, params)
+    now = time.time()
+    first = first_day_index(now, days)
+    records = await ledger_of(services).records(first * 86_400.0, now + 1.0, department)
+    names = (department,) if department else services.config.departments.names
+    view = daily_series(records, first, days, names)
+    view["department"] = department
     return json_response(view)
 
 
@@ -141,4 +206,6 @@ def routes() -> list[BaseRoute]:
         Route("/admin/departments/{name}/resume", resume, methods=["POST"]),
         Route("/admin/chargeback", chargeback, methods=["GET"]),
         Route("/v1/spend", own_spend, methods=["GET"]),
+        Route("/v1/spend/daily", own_daily, methods=["GET"]),
+        Route("/v1/chargeback", own_chargeback, methods=["GET"]),
     ]

@@ -1,11 +1,12 @@
 // Chat page: key + model, streaming answers with badges, history, attachments, feedback.
 
-import { authHeaders, callJSON, h, loadKey, readError, readSSE, saveKey } from "./api.js";
-import { answerActions, assistantBubble, followUpList, metaFromHeaders, userBubble } from "./chatview.js";
+import { checkKey, loadKey, renderAlerts, wireKeyForm } from "./access.js";
+import { authHeaders, callJSON, h, readError, readSSE } from "./api.js";
+import { answerActions, assistantBubble, metaFromHeaders, userBubble } from "./chatview.js";
 import { attachmentBlock, formatSize, readAttachment } from "./files.js";
-import { suggestFollowUps } from "./followups.js";
+import { actionList, fetchSuggestions, runAction } from "./actions.js";
 import {
-  deleteConversation, loadConversations, newConversation, saveConversation, searchConversations,
+  deleteConversation, fetchConversation, listConversations, newConversation, saveConversation, searchConversations,
 } from "./store.js";
 
 const MODEL_STORAGE = "meterline.model";
@@ -17,14 +18,18 @@ const ui = {
   empty: $("empty"), notice: $("notice"), composer: $("composer"), chips: $("attachments"),
   prompt: $("prompt"), file: $("file"), stop: $("stop"), send: $("send"),
 };
-const state = { key: loadKey(), conv: newConversation(), attachments: [], controller: null };
+const state = {
+  key: loadKey(), conv: newConversation(), attachments: [], controller: null, search: null,
+  inputs: new Map(), // model id -> input_modalities from /v1/models
+};
+const SEARCH_DELAY_MS = 250;
 
 function showNotice(text) {
   ui.notice.textContent = text || "";
   ui.notice.hidden = !text;
 }
 
-// ----- key, models, admin alerts ---------------------------------------------------------------
+// ----- key, models, alerts ---------------------------------------------------------------
 
 async function loadModels() {
   ui.model.disabled = true;
@@ -36,73 +41,111 @@ async function loadModels() {
     return;
   }
   showNotice(null);
-  const ids = (result.data.data || []).map((m) => m.id).filter((id) => !id.includes("embedding")).sort();
+  const models = (result.data.data || []).filter((m) => !m.id.includes("embedding"));
+  state.inputs = new Map(models.map((m) => [m.id, m.input_modalities || ["text"]]));
+  const ids = models.map((m) => m.id).sort();
   ui.model.replaceChildren(...ids.map((id) => h("option", { value: id, text: id })));
   const saved = localStorage.getItem(MODEL_STORAGE);
   ui.model.value = [saved, ...PREFERRED_MODELS, ids[0]].find((id) => id && ids.includes(id)) || "";
   ui.model.disabled = ids.length === 0;
 }
 
-function alertText(alert) {
-  if (typeof alert === "string") return alert;
-  return alert.annotations?.summary || alert.summary || alert.message || alert.labels?.alertname || alert.name || "Alert";
-}
-
-async function loadAlerts() {
-  ui.alerts.hidden = true;
-  const result = await callJSON("/admin/alerts", state.key);
-  if (!result.ok) return; // not an admin key, or no alerts endpoint: nothing to show
-  const data = result.data;
-  const alerts = Array.isArray(data) ? data : data.alerts || data.data || [];
-  if (!Array.isArray(alerts) || !alerts.length) return;
-  const items = alerts.slice(0, 3).map((a) => h("li", {
-    class: `sev-${a.labels?.severity || a.severity || "info"}`, text: alertText(a),
-  }));
-  const more = alerts.length > 3 ? h("span", { text: ` and ${alerts.length - 3} more` }) : null;
-  const close = h("button", { type: "button", class: "icon", "aria-label": "Dismiss alerts", text: "×",
-    onclick: () => { ui.alerts.hidden = true; } });
-  ui.alerts.replaceChildren(h("strong", { text: `${alerts.length} active alert${alerts.length > 1 ? "s" : ""}:` }),
-    h("ul", {}, items), ...(more ? [more] : []), h("a", { href: "/spend", text: "Spend page" }), close);
-  ui.alerts.hidden = false;
-}
-
-function useKey(key) {
+async function useKey(key) {
   state.key = key;
-  saveKey(key);
-  ui.key.value = key;
-  if (!key) return;
-  loadModels();
-  loadAlerts();
+  if (!key) {
+    ui.model.disabled = true;
+    ui.model.replaceChildren(h("option", { value: "", text: "Enter a key first" }));
+    renderAlerts(ui.alerts, []);
+    startConversation();
+    return null;
+  }
+  renderHistory();
+  const [access] = await Promise.all([checkKey(key), loadModels()]);
+  renderAlerts(ui.alerts, access.alerts);
+  return access;
 }
 
 // ----- history ---------------------------------------------------------------------------------
 
-function renderHistory() {
-  const hits = searchConversations(loadConversations(), ui.search.value);
-  const rows = hits.map(({ conv, snippet }) => {
-    const current = conv.id === state.conv.id;
-    return h("li", { class: current ? "current" : "" },
-      h("button", { type: "button", class: "history-item", "aria-current": current ? "true" : null,
-        onclick: () => openConversation(conv) },
-        h("span", { class: "history-title", text: conv.title }),
-        h("span", { class: "history-sub", text: snippet || new Date(conv.updated).toLocaleString() })),
-      h("button", { type: "button", class: "icon delete", "aria-label": `Delete conversation: ${conv.title}`, text: "×",
-        onclick: () => removeConversation(conv.id) }));
-  });
-  if (!rows.length) rows.push(h("li", { class: "muted", text: ui.search.value ? "No matches" : "No conversations yet" }));
+function historyRow(item, sub, open) {
+  const current = item.id === state.conv.id;
+  return h("li", { class: current ? "current" : "", "data-conversation": item.id },
+    h("button", { type: "button", class: "history-item", "aria-current": current ? "true" : null, onclick: open },
+      h("span", { class: "history-title", text: item.title }), sub),
+    h("button", { type: "button", class: "icon delete", "aria-label": `Delete conversation: ${item.title}`, text: "×",
+      onclick: () => removeConversation(item.id) }));
+}
+
+/** The snippet as text with <mark> around the server's highlight ranges (never markup). */
+function snippetNode(snippet, highlights) {
+  const parts = [];
+  let at = 0;
+  for (const [start, end] of highlights) {
+    if (start > at) parts.push(snippet.slice(at, start));
+    parts.push(h("mark", { text: snippet.slice(start, end) }));
+    at = end;
+  }
+  parts.push(snippet.slice(at));
+  return h("span", { class: "history-sub snippet" }, parts);
+}
+
+function showHistory(rows, empty) {
+  if (!rows.length) rows.push(h("li", { class: "muted", text: empty }));
   ui.history.replaceChildren(...rows);
 }
 
-function openConversation(conv) {
+async function renderHistory() {
+  const query = ui.search.value.trim();
+  if (!state.key) return showHistory([], "Enter a key to see your conversations");
+  if (query) return runSearch(query);
+  const result = await listConversations(state.key);
+  if (ui.search.value.trim()) return; // a search started meanwhile
+  if (!result.ok) return showHistory([], `History unavailable: ${result.error.message}`);
+  showHistory(result.data.data.map((item) => historyRow(item,
+    h("span", { class: "history-sub", text: new Date(item.updated * 1000).toLocaleString() }),
+    () => openConversation(item.id))), "No conversations yet");
+}
+
+async function runSearch(query) {
+  state.search?.abort();
+  const controller = state.search = new AbortController();
+  const result = await searchConversations(state.key, query, controller.signal);
+  if (controller !== state.search) return; // a newer search replaced this one
+  state.search = null;
+  if (!result.ok) return showHistory([], `Search failed: ${result.error.message}`);
+  showHistory(result.data.data.map((hit) => historyRow({ id: hit.conversation_id, title: hit.title },
+    snippetNode(hit.snippet, hit.highlights), () => openConversation(hit.conversation_id, hit.message_index))),
+    "No matches");
+}
+
+let searchTimer = null;
+function scheduleSearch() {
+  clearTimeout(searchTimer);
+  searchTimer = setTimeout(renderHistory, SEARCH_DELAY_MS);
+}
+
+async function openConversation(id, messageIndex = null) {
   if (state.controller) return;
-  state.conv = conv;
+  const result = await fetchConversation(state.key, id);
+  if (!result.ok) return showNotice(`Could not open the conversation: ${result.error.message}`);
+  showNotice(null);
+  state.conv = result.data;
+  renderConversation(messageIndex);
+  ui.history.querySelectorAll("li[data-conversation]").forEach((li) =>
+    li.classList.toggle("current", li.dataset.conversation === id));
+}
+
+function startConversation() {
+  if (state.controller) return;
+  state.conv = newConversation();
   renderConversation();
   renderHistory();
 }
 
-function removeConversation(id) {
-  deleteConversation(id);
-  if (id === state.conv.id) openConversation(newConversation());
+async function removeConversation(id) {
+  const result = await deleteConversation(state.key, id);
+  if (!result.ok && result.status !== 404) return showNotice(`Not deleted: ${result.error.message}`);
+  if (id === state.conv.id) startConversation();
   else renderHistory();
 }
 
@@ -131,28 +174,38 @@ function settleAnswer(bubble, answer) {
   bubble.settle(answer, answerActions(answer, { onFeedback: sendFeedback, onWrong: reportWrong }));
 }
 
-function renderConversation() {
+/** Every message; with `found`, that message is marked and scrolled to (a search result). */
+function renderConversation(found = null) {
   const nodes = [];
   const messages = state.conv.messages;
+  let target = null;
   messages.forEach((message, i) => {
+    let el;
     if (message.role === "user") {
-      nodes.push(userBubble(message));
-      return;
+      el = userBubble(message);
+    } else {
+      const bubble = assistantBubble();
+      settleAnswer(bubble, message);
+      el = bubble.el;
     }
-    const bubble = assistantBubble();
-    settleAnswer(bubble, message);
-    nodes.push(bubble.el);
-    if (i === messages.length - 1) nodes.push(followUpList(message.followups || [], send));
+    el.dataset.index = String(i);
+    if (i === found) {
+      el.classList.add("found");
+      target = el;
+    }
+    nodes.push(el);
+    if (message.role === "assistant" && i === messages.length - 1) nodes.push(actionList(message.suggestions || [], runSuggestion));
   });
   ui.empty.hidden = nodes.length > 0;
   ui.messages.replaceChildren(ui.empty, ...nodes.filter(Boolean));
-  ui.messages.scrollTop = ui.messages.scrollHeight;
+  if (target) target.scrollIntoView({ block: "center" });
+  else ui.messages.scrollTop = ui.messages.scrollHeight;
 }
 
 function apiMessages() {
   return state.conv.messages
     .filter((m) => m.role === "user" || (m.content && !m.error))
-    .map((m) => ({ role: m.role, content: m.content }));
+    .map((m) => ({ role: m.role, content: m.parts || m.content }));
 }
 
 function parseEvent(data) {
@@ -199,6 +252,17 @@ async function streamAnswer(answer, bubble) {
   }
 }
 
+function runSuggestion(action) {
+  return runAction(action, {
+    key: state.key,
+    ask: send,
+    show: (node) => {
+      ui.messages.append(node);
+      node.scrollIntoView({ block: "nearest" });
+    },
+  });
+}
+
 function setBusy(busy) {
   ui.stop.hidden = !busy;
   ui.send.disabled = busy;
@@ -213,9 +277,20 @@ async function send(text) {
     ui.key.focus();
     return;
   }
-  const blocks = state.attachments.map(attachmentBlock);
+  const images = state.attachments.filter((a) => a.kind === "image");
+  const model = ui.model.value;
+  if (images.length && !(state.inputs.get(model) || []).includes("image")) {
+    const able = [...state.inputs].filter(([, inputs]) => inputs.includes("image")).map(([id]) => id);
+    showNotice(`${model} does not accept images. ${able.length ? `Choose one that does: ${able.join(", ")}.` : "No model here accepts images."}`);
+    return;
+  }
+  const blocks = state.attachments.filter((a) => a.kind !== "image").map(attachmentBlock);
   const content = [text, ...blocks].filter(Boolean).join("\n\n");
-  state.conv.messages.push({ role: "user", content, display: text,
+  // images travel as content parts in this request only; the history keeps the text and file names
+  const parts = images.length
+    ? [{ type: "text", text: content }, ...images.map((a) => ({ type: "image_url", image_url: { url: a.dataUrl } }))]
+    : null;
+  state.conv.messages.push({ role: "user", content, display: text, parts,
     attachments: state.attachments.map((a) => a.name) });
   state.attachments = [];
   renderChips();
@@ -227,27 +302,45 @@ async function send(text) {
   setBusy(true);
   await streamAnswer(answer, bubble);
   setBusy(false);
-  if (!answer.error && answer.content) answer.followups = suggestFollowUps(answer.content, text);
   state.conv.messages.push(answer);
-  saveConversation(state.conv);
+  if (!answer.error && answer.content) {
+    answer.suggestions = await fetchSuggestions(state.key, text, answer.content, state.conv.messages.length);
+  }
   renderConversation();
+  const saved = await saveConversation(state.key, state.conv);
+  if (!saved.ok) showNotice(`Not saved to your history: ${saved.error.message}`);
   renderHistory();
   ui.prompt.focus();
 }
 
 // ----- attachments -----------------------------------------------------------------------------
 
-function renderChips() {
-  ui.chips.replaceChildren(...state.attachments.map((att, i) => h("li", { class: "chip" },
-    h("span", { text: `${att.name} · ${formatSize(att.size)}` }),
+function csvPreview(att) {
+  const [head = [], ...rows] = att.preview;
+  return h("table", { class: "csv-preview", "aria-label": `Preview of ${att.name}` },
+    h("thead", {}, h("tr", {}, head.map((cell) => h("th", { scope: "col", text: cell })))),
+    h("tbody", {}, rows.map((row) => h("tr", {}, row.map((cell) => h("td", { text: cell }))))));
+}
+
+function chip(att, i) {
+  const about = att.kind === "pdf" ? ` · ${att.pages} page${att.pages === 1 ? "" : "s"}` : "";
+  return h("li", { class: `chip chip-${att.kind}`, "data-kind": att.kind },
+    att.kind === "image" ? h("img", { src: att.dataUrl, alt: "", class: "thumb" }) : null,
+    h("span", { text: `${att.name} · ${formatSize(att.size)}${about}` }),
     h("button", { type: "button", class: "icon", "aria-label": `Remove ${att.name}`, text: "×",
-      onclick: () => { state.attachments.splice(i, 1); renderChips(); } }))));
+      onclick: () => { state.attachments.splice(i, 1); renderChips(); } }),
+    att.kind === "csv" ? csvPreview(att) : null,
+    att.note ? h("span", { class: "chip-note", text: att.note }) : null);
+}
+
+function renderChips() {
+  ui.chips.replaceChildren(...state.attachments.map(chip));
 }
 
 async function attach(files) {
   for (const file of files) {
     try {
-      state.attachments.push(await readAttachment(file));
+      state.attachments.push(await readAttachment(file, state.key));
       showNotice(null);
     } catch (exc) {
       showNotice(exc.message);
@@ -258,10 +351,7 @@ async function attach(files) {
 
 // ----- wiring ----------------------------------------------------------------------------------
 
-ui.keyForm.addEventListener("submit", (event) => {
-  event.preventDefault();
-  useKey(ui.key.value.trim());
-});
+const useKeyFromForm = wireKeyForm(useKey);
 ui.model.addEventListener("change", () => localStorage.setItem(MODEL_STORAGE, ui.model.value));
 ui.composer.addEventListener("submit", (event) => {
   event.preventDefault();
@@ -281,10 +371,13 @@ ui.file.addEventListener("change", async () => {
   await attach([...ui.file.files]);
   ui.file.value = "";
 });
-ui.newChat.addEventListener("click", () => openConversation(newConversation()));
-ui.search.addEventListener("input", renderHistory);
+ui.newChat.addEventListener("click", startConversation);
+ui.search.addEventListener("input", scheduleSearch);
 
-renderHistory();
 renderConversation();
-if (state.key) useKey(state.key);
-else ui.key.focus();
+if (state.key) {
+  useKeyFromForm(state.key);
+} else {
+  renderHistory();
+  ui.key.focus();
+}

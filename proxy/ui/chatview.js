@@ -142,10 +142,3 @@ export function answerActions(answer, { onFeedback, onWrong }) {
   wrong?.addEventListener("click", () => run(wrong, () => onWrong(answer)));
   return h("div", { class: "answer-actions" }, up, down, wrong, status);
 }
-
-export function followUpList(suggestions, onPick) {
-  if (!suggestions.length) return null;
-  const items = suggestions.map((text) =>
-    h("li", {}, h("button", { type: "button", class: "suggestion", text, onclick: () => onPick(text) })));
-  return h("nav", { class: "followups", "aria-label": "Suggested follow-ups" }, h("ul", {}, items));
-}

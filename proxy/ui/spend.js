@@ -1,17 +1,30 @@
 // Spend page. An admin key sees every department, top models, the cache and recent requests; a
 // department key sees its own spend, budget windows and cache. Polls every 10 s.
 
-import { callJSON, formatInt, formatUSD, loadKey, saveKey } from "./api.js";
+import { checkKey, loadKey, renderAlerts, wireKeyForm } from "./access.js";
+import { callJSON, formatInt, formatUSD } from "./api.js";
+import { cacheDaily, colorsFor, donut, legend, stackedDaily } from "./charts.js";
 import {
-  cacheFigures, departmentFigures, recentRequests, spenders, sumOf, toDollars, topModels, utcDay,
+  ADMIN_NAME, cacheFigures, departmentFigures, recentRequests, spenders, sumOf, toDollars, topModels, utcDay,
 } from "./spenddata.js";
 import {
   muted, percent, renderBudgets, renderCache, renderDepartments, renderModels, renderRecent, unavailable,
 } from "./spendview.js";
 
 const POLL_MS = 10_000;
-const ADMIN_SOURCES = { spend: "/admin/spend", chargeback: "/admin/chargeback?format=json", cache: "/v1/cache/analytics" };
+// ?department=<name> (e.g. from a chat action) narrows an admin key's view to one department
+const FILTER = new URLSearchParams(location.search).get("department") || "";
+const ONLY = FILTER ? `department=${encodeURIComponent(FILTER)}` : "";
+const ADMIN_SOURCES = {
+  spend: `/admin/spend${ONLY ? `?${ONLY}` : ""}`, chargeback: `/admin/chargeback?format=json${ONLY ? `&${ONLY}` : ""}`,
+  cache: "/v1/cache/analytics",
+};
 const DEPARTMENT_SOURCES = { spend: "/v1/spend", cache: "/v1/cache/analytics" };
+// Charts: 30 days of history and a forecast from today (today's forecast day is skipped: it is drawn as history)
+const CHART_SOURCES = {
+  admin: { daily: `/v1/spend/daily?days=30${ONLY ? `&${ONLY}` : ""}`, forecast: `/admin/forecast?horizon=8d${ONLY ? `&${ONLY}` : ""}` },
+  department: { daily: "/v1/spend/daily?days=30", forecast: "/v1/forecast?horizon=8d" },
+};
 const $ = (id) => document.getElementById(id);
 // mode: null until the key's kind is known, then "admin" or "department"
 const state = { key: loadKey(), timer: null, mode: null };
@@ -47,7 +60,9 @@ function setCacheCards(cache) {
 
 function setLayout(mode, department) {
   const admin = mode === "admin";
-  $("scope").textContent = admin ? "All departments (admin key)" : `Department: ${department} (department key)`;
+  $("scope").textContent = admin
+    ? (FILTER ? `Department: ${FILTER} (admin key)` : "All departments (admin key)")
+    : `Department: ${department} (department key)`;
   $("scope").dataset.department = admin ? "" : department;
   $("dept-title").textContent = admin ? "Departments" : `Budgets of ${department}`;
   $("models-panel").hidden = !admin;
@@ -96,13 +111,55 @@ function renderDepartment({ spend, cache }) {
   if (dept.paused) showNotice(`Requests from ${dept.name} are paused by its circuit breaker; an admin can resume them.`);
 }
 
+/** Charts from /v1/spend/daily and the forecast endpoint: the same records as the tables. */
+async function loadCharts(mode) {
+  const { daily, forecast } = await fetchAll(CHART_SOURCES[mode]);
+  $("share-dept-panel").hidden = mode !== "admin" || Boolean(FILTER);
+  $("share-model-panel").classList.toggle("full", mode !== "admin" || Boolean(FILTER));
+  if (!daily.ok) {
+    for (const id of ["trend-chart", "share-departments", "share-models", "cache-chart"]) {
+      $(id).replaceChildren(failed(daily, CHART_SOURCES[mode].daily));
+    }
+    return;
+  }
+  const d = daily.data;
+  const named = (name) => name || ADMIN_NAME; // usage by admin keys has no department
+  const series = Object.entries(d.cost_usd).map(([name, values]) => ({ name: named(name), values }));
+  const today = d.days[d.days.length - 1];
+  const ahead = forecast.ok ? forecast.data.totals.days.filter((f) => f.date > today).slice(0, 7) : [];
+  const colors = colorsFor(series.map((one) => one.name));
+  const items = series.map((one) => ({ color: colors.get(one.name), text: one.name }));
+  const note = forecast.ok ? muted(`Forecast: ${forecast.data.interval * 100}% interval shown as whiskers.`)
+    : failed(forecast, CHART_SOURCES[mode].forecast);
+  $("trend-chart").replaceChildren(stackedDaily(d.days, series, ahead, { colors }), legend(items), note);
+  const departments = d.by_department.map((item) => ({ ...item, name: named(item.name) }));
+  $("share-departments").replaceChildren(donut(departments, "Share of cost by department", { colors }));
+  $("share-models").replaceChildren(donut(d.by_model, "Share of cost by model"));
+  $("cache-chart").replaceChildren(cacheDaily(d.days, d.cache.saved_usd, d.cache.hit_rate),
+    muted(`Saved by the cache over ${d.days.length} days: ${formatUSD(d.cache.saved_usd.reduce((a, b) => a + b, 0))}`));
+}
+
 function showNotice(text) {
   $("notice").textContent = text;
   $("notice").hidden = !text;
 }
 
-/** Admin sources first; a department key is told apart by /admin/spend's admin_key_required. */
+/** The key's kind and alerts from /v1/alerts, then its sources. Should /v1/alerts fail, admin
+ * sources are tried first and a department key is told apart by admin_key_required. */
 async function load() {
+  const access = await checkKey(state.key);
+  if (access.error?.code === "invalid_api_key") {
+    showNotice(`Key rejected: ${access.error.message}`);
+    return access;
+  }
+  renderAlerts($("alerts"), access.alerts);
+  if (access.ok) state.mode = access.admin ? "admin" : "department";
+  await loadFigures();
+  if (state.mode) await loadCharts(state.mode);
+  return access;
+}
+
+async function loadFigures() {
   if (state.mode !== "department") {
     const results = await fetchAll(ADMIN_SOURCES);
     const error = results.spend.error;
@@ -121,23 +178,24 @@ async function refresh() {
   if (!state.key) {
     showNotice("Enter an admin key or a department key to see spend.");
     $("updated").textContent = "";
-    return;
+    return null;
   }
+  let access = null;
   if (!document.hidden) {
     showNotice("");
-    await load();
+    access = await load();
     $("updated").textContent = `Updated ${new Date().toLocaleTimeString()} · refreshes every ${POLL_MS / 1000} s`;
   }
   state.timer = setTimeout(refresh, POLL_MS);
+  return access;
 }
 
-$("key-form").addEventListener("submit", (event) => {
-  event.preventDefault();
-  state.key = $("api-key").value.trim();
+const useKey = wireKeyForm(async (key) => {
+  if (!key && state.key) location.reload(); // forgotten: show nothing of the old key's figures
+  state.key = key;
   state.mode = null;
-  saveKey(state.key);
-  refresh();
+  return refresh();
 });
 document.addEventListener("visibilitychange", () => { if (!document.hidden) refresh(); });
-$("api-key").value = state.key;
-refresh();
+if (state.key) useKey(state.key);
+else refresh();

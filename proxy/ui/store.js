@@ -1,33 +1,14 @@
-// Conversation history in localStorage, newest first, with a plain-text search.
+// Conversation history on the server, scoped to the caller's key (proxy/chat/api.py):
+//   GET/PUT/DELETE /api/v1/chat/conversations[/{id}], GET /api/v1/chat/search?q=
+// Every call returns callJSON's {ok, status, data, error}; nothing is kept in the browser.
 
-const STORAGE = "meterline.conversations.v1";
-const MAX_CONVERSATIONS = 100;
+import { callJSON } from "./api.js";
 
-export function loadConversations() {
-  try {
-    const list = JSON.parse(localStorage.getItem(STORAGE) || "[]");
-    return Array.isArray(list) ? list.sort((a, b) => b.updated - a.updated) : [];
-  } catch {
-    return [];
-  }
-}
-
-function persist(list) {
-  // On a full quota drop the oldest conversations rather than losing the newest one.
-  for (let keep = list.length; keep > 0; keep = Math.floor(keep / 2)) {
-    try {
-      localStorage.setItem(STORAGE, JSON.stringify(list.slice(0, keep)));
-      return true;
-    } catch {
-      continue;
-    }
-  }
-  return false;
-}
+const BASE = "/api/v1/chat";
 
 export function newConversation() {
   const id = crypto.randomUUID ? crypto.randomUUID() : `c${Date.now()}${Math.random().toString(16).slice(2)}`;
-  return { id, title: "New conversation", created: Date.now(), updated: Date.now(), messages: [] };
+  return { id, title: "New conversation", created: Date.now() / 1000, updated: Date.now() / 1000, messages: [] };
 }
 
 export function titleFor(conv) {
@@ -36,31 +17,37 @@ export function titleFor(conv) {
   return text ? (text.length > 60 ? `${text.slice(0, 59)}…` : text) : "New conversation";
 }
 
-export function saveConversation(conv) {
-  if (!conv.messages.length) return false;
-  conv.title = titleFor(conv);
-  conv.updated = Date.now();
-  const list = loadConversations().filter((c) => c.id !== conv.id);
-  return persist([conv, ...list].slice(0, MAX_CONVERSATIONS));
-}
+const MESSAGE_FIELDS = ["role", "content", "display", "attachments", "model", "meta", "usage", "error", "stopped", "suggestions"];
 
-export function deleteConversation(id) {
-  persist(loadConversations().filter((c) => c.id !== id));
-}
-
-/** Conversations whose title or any message contains every word of the query (case-insensitive). */
-export function searchConversations(list, query) {
-  const words = query.toLowerCase().split(/\s+/).filter(Boolean);
-  if (!words.length) return list.map((conv) => ({ conv, snippet: "" }));
-  const hits = [];
-  for (const conv of list) {
-    const texts = [conv.title, ...conv.messages.map((m) => m.display ?? m.content ?? "")];
-    const haystack = texts.join("\n").toLowerCase();
-    if (!words.every((w) => haystack.includes(w))) continue;
-    const source = texts.find((t) => t.toLowerCase().includes(words[0])) || "";
-    const at = source.toLowerCase().indexOf(words[0]);
-    const snippet = source.slice(Math.max(0, at - 30), at + 50).replace(/\s+/g, " ");
-    hits.push({ conv, snippet });
+/** Only the fields the server stores (proxy/chat/history.py Message), without nulls. */
+function storable(message) {
+  const out = {};
+  for (const field of MESSAGE_FIELDS) {
+    if (message[field] !== undefined && message[field] !== null) out[field] = message[field];
   }
-  return hits;
+  return out;
+}
+
+export function listConversations(key) {
+  return callJSON(`${BASE}/conversations?limit=100`, key);
+}
+
+export function fetchConversation(key, id) {
+  return callJSON(`${BASE}/conversations/${encodeURIComponent(id)}`, key);
+}
+
+export function saveConversation(key, conv) {
+  if (!conv.messages.length) return Promise.resolve({ ok: true, data: null });
+  conv.title = titleFor(conv);
+  return callJSON(`${BASE}/conversations/${encodeURIComponent(conv.id)}`, key, {
+    method: "PUT", body: { title: conv.title, created: conv.created, messages: conv.messages.map(storable) },
+  });
+}
+
+export function deleteConversation(key, id) {
+  return callJSON(`${BASE}/conversations/${encodeURIComponent(id)}`, key, { method: "DELETE" });
+}
+
+export function searchConversations(key, query, signal) {
+  return callJSON(`${BASE}/search?q=${encodeURIComponent(query)}&limit=30`, key, { signal });
 }

@@ -50,15 +50,18 @@ ADMIN_ENDPOINTS = [
 
 
 @pytest.mark.parametrize(("method", "path"), ADMIN_ENDPOINTS)
-def test_wrong_admin_key_is_401(proxy: ServerThread, method: str, path: str) -> None:
+def test_wrong_key_is_401_and_department_key_is_403(proxy: ServerThread, method: str,
+                                                    path: str) -> None:
     wrong = httpx.request(method, proxy.url + path, headers=auth("sk-wrong"), json={})
     assert wrong.status_code == 401
     assert wrong.json() == {"error": {"message": "Incorrect API key provided.",
                                       "type": "authentication_error", "param": None,
                                       "code": "invalid_api_key"}}
     dept = httpx.request(method, proxy.url + path, headers=auth("sk-demo-sales"), json={})
-    assert dept.status_code == 401
-    assert dept.json()["error"]["code"] == "admin_key_required"
+    assert dept.status_code == 403  # a valid key without the right: not "invalid API key"
+    assert dept.json() == {"error": {"message": "This endpoint needs an admin key.",
+                                     "type": "permission_error", "param": None,
+                                     "code": "admin_key_required"}}
 
 
 BAD_KEYS = [
@@ -157,10 +160,37 @@ def test_own_department_spend(proxy: ServerThread) -> None:
     assert view["budget_remaining_usd"] == pytest.approx(30 - cost, abs=1e-6)
     other = httpx.get(proxy.url + "/v1/spend", headers=auth("sk-demo-marketing")).json()
     assert other["department"] == "marketing" and other["requests_today"] == 0
-    bad = httpx.get(proxy.url + "/v1/spend", headers=ADMIN)
-    assert bad.status_code == 400 and bad.json()["error"]["param"] == "department"
+    every = httpx.get(proxy.url + "/v1/spend", headers=ADMIN)
+    assert every.status_code == 200
+    assert [d["department"] for d in every.json()["data"]] == [
+        "engineering", "sales", "marketing", "executive", "admin"]
     named = httpx.get(proxy.url + "/v1/spend", params={"department": "sales"}, headers=ADMIN)
     assert named.json()["today_usd"] == view["today_usd"]
+    bad = httpx.get(proxy.url + "/v1/spend", params={"department": "legal"}, headers=ADMIN)
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "department"
+
+
+def test_admin_key_traffic_has_one_name_everywhere(proxy: ServerThread) -> None:
+    r = chat(proxy, "sk-demo-admin", "admin asks " + uuid.uuid4().hex)
+    assert r.headers["x-meterline-department"] == "admin"
+    cost = float(r.headers["x-meterline-cost-usd"])
+    spend = httpx.get(proxy.url + "/admin/spend", headers=ADMIN).json()
+    assert [row["department"] for row in spend["rows"]] == ["admin"]
+    assert spend["recent"][0]["department"] == "admin"
+    csv_text = httpx.get(proxy.url + "/admin/chargeback?format=csv", headers=ADMIN).text
+    rows = [row for row in csv.DictReader(io.StringIO(csv_text)) if row["day"] != "TOTAL"]
+    assert [row["department"] for row in rows] == ["admin"]
+    forecast = httpx.get(proxy.url + "/admin/forecast", headers=ADMIN).json()
+    assert "admin" in [d["department"] for d in forecast["departments"]]
+    assert "" not in [d["department"] for d in forecast["departments"]]
+    advice = httpx.get(proxy.url + "/admin/budget-recommendations", headers=ADMIN).json()
+    assert {row["department"] for row in advice["data"]} == {
+        "engineering", "sales", "marketing", "executive"}  # admin keys have no budget
+    own = httpx.get(proxy.url + "/v1/spend", params={"department": "admin"}, headers=ADMIN)
+    assert float(own.json()["today_usd"]) == pytest.approx(cost, abs=1e-6)
+    metrics = httpx.get(proxy.url + "/metrics").text
+    assert 'meterline_cost_dollars_total{department="admin",model="gpt-4o-mini"}' in metrics
+    assert 'department="none"' not in metrics.split("meterline_requests_total", 1)[1]
 
 
 def test_chargeback_csv_and_date_forms(proxy: ServerThread) -> None:
@@ -178,16 +208,16 @@ def test_chargeback_csv_and_date_forms(proxy: ServerThread) -> None:
     now = time.time()
     as_json = httpx.get(proxy.url + "/admin/chargeback", headers=ADMIN,
                         params={"from": str(now - 3600), "to": str(now + 60)}).json()
-    assert as_json["total"]["cost_micros"] == int(rows[-1]["cost_micros"]) > 0
+    assert as_json["total"]["cost_nanos"] == int(rows[-1]["cost_nanos"]) > 0
     empty = httpx.get(proxy.url + "/admin/chargeback", headers=ADMIN,
                       params={"from": "2020-01-01", "to": "2020-01-31"}).json()
     assert empty["rows"] == [] and empty["total"]["requests"] == 0
 
 
 def breaker_departments(max_dollars: float) -> str:
-    depts = {name: {"virtual_key_env": "VK_UNUSED"}
+    depts = {name: {}
              for name in ("sales", "marketing", "executive")}
-    depts["engineering"] = {"virtual_key_env": "VK_UNUSED", "budgets": {"daily": 10},
+    depts["engineering"] = {"budgets": {"daily": 10},
                             "circuit_breaker": {"window_minutes": 5, "max_dollars": max_dollars}}
     return yaml.safe_dump({"version": 1, "departments": depts})
 
@@ -231,3 +261,43 @@ def test_cli_keys_create_and_hash(proxy: ServerThread, capsys: pytest.CaptureFix
     assert main(["keys", "create", "--department", "legal", "--url", proxy.url,
                  "--admin-key", "sk-demo-admin"]) == 1
     assert '"param": "department"' in capsys.readouterr().err
+
+
+def wait_for_requests(proxy: ServerThread, key: str, count: int) -> dict[str, Any]:
+    """/v1/spend/daily once `count` requests are recorded (records land after the answer)."""
+    for _ in range(100):
+        view: dict[str, Any] = httpx.get(proxy.url + "/v1/spend/daily", headers=auth(key),
+                                         params={"days": "7"}).json()
+        if sum(view["requests"]) >= count:
+            return view
+        time.sleep(0.05)
+    raise AssertionError(f"fewer than {count} requests recorded")
+
+
+def test_own_daily_series_and_chargeback(proxy: ServerThread) -> None:
+    costs = [float(chat(proxy, "sk-demo-sales", f"daily {i} {uuid.uuid4().hex}")
+                   .headers["x-meterline-cost-usd"]) for i in range(2)]
+    chat(proxy, "sk-demo-engineering", "not sales " + uuid.uuid4().hex)
+    view = wait_for_requests(proxy, "sk-demo-sales", 2)
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    assert view["department"] == "sales" and len(view["days"]) == 7 and view["days"][-1] == today
+    assert list(view["cost_usd"]) == ["sales"]
+    assert view["cost_usd"]["sales"][-1] == pytest.approx(sum(costs), abs=2e-6)
+    assert view["requests"] == [0, 0, 0, 0, 0, 0, 2]
+    assert [s["name"] for s in view["by_model"]] == ["gpt-4o-mini"]
+    assert view["by_department"] == [{"name": "sales", "cost_usd": view["total_usd"]}]
+    everything = wait_for_requests(proxy, "sk-demo-admin", 3)
+    assert everything["department"] is None
+    assert set(everything["cost_usd"]) == {"engineering", "sales", "marketing", "executive"}
+    refused = httpx.get(proxy.url + "/v1/spend/daily", headers=auth("sk-demo-sales"),
+                        params={"department": "engineering"})
+    assert refused.status_code == 403
+    assert refused.json()["error"]["code"] == "department_mismatch"
+    bad = httpx.get(proxy.url + "/v1/spend/daily", headers=ADMIN, params={"days": "0"})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "days"
+    own = httpx.get(proxy.url + "/v1/chargeback", headers=auth("sk-demo-sales"),
+                    params={"format": "csv"})
+    assert own.status_code == 200 and own.headers["content-type"] == "text/csv; charset=utf-8"
+    rows = list(csv.DictReader(io.StringIO(own.text)))
+    assert {r["department"] for r in rows[:-1]} == {"sales"}
+    assert rows[-1]["day"] == "TOTAL" and rows[-1]["requests"] == "2"
