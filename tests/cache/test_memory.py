@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from proxy.cache.memory import MemoryBackend
+from proxy.cache.memory import MemoryCacheBackend
 
 
 class Clock:
@@ -17,7 +17,7 @@ SERVED = {"entry_id": "e", "department": "sales", "partition": "p", "model": "m"
 
 
 async def test_served_answers_are_bounded_in_number() -> None:
-    backend = MemoryBackend(max_served=100)
+    backend = MemoryCacheBackend(max_served=100)
     for i in range(1000):
         await backend.remember(f"r{i}", SERVED, 86400)
     assert await backend.recall("r999") == SERVED
@@ -28,7 +28,7 @@ async def test_served_answers_are_bounded_in_number() -> None:
 
 async def test_served_answers_are_bounded_in_age() -> None:
     clock = Clock()
-    backend = MemoryBackend(clock)
+    backend = MemoryCacheBackend(clock)
     for i in range(50):
         await backend.remember(f"old{i}", SERVED, 60)
     clock.now += 61

@@ -14,7 +14,7 @@ import httpx
 import pytest
 import yaml
 
-from proxy.spend.pricing import load_pricing, to_micros
+from proxy.spend.pricing import load_pricing, to_nanos
 from tests.support.processes import ProxyProcess
 from tests.support.servers import ServerThread, make_config_dir
 
@@ -96,15 +96,15 @@ def test_budget_is_exact_across_replicas(replicas: tuple[ProxyProcess, ProxyProc
         assert refused.json()["error"]["code"] == "insufficient_quota"
     served = [r for r in answers if r.status_code == 200]
     assert {r.url.port for r in served} == {a.port, b.port}  # both replicas spent the budget
-    charged = sum(to_micros(float(r.headers["x-meterline-cost-usd"])) for r in served)
+    charged = sum(to_nanos(float(r.headers["x-meterline-cost-usd"])) for r in served)
     for replica in (a, b):
         budgets = httpx.get(replica.url + "/admin/budgets", headers=ADMIN).json()["data"]
         day = next(d for d in budgets if d["department"] == "engineering")["budgets"][0]
         assert day["reserved_dollars"] == 0
-        assert to_micros(day["spent_dollars"]) == charged  # one ledger, seen by both
-    assert charged <= to_micros(BUDGET)
+        assert to_nanos(day["spent_dollars"]) == charged  # one ledger, seen by both
+    assert charged <= to_nanos(BUDGET)
     one_call = charged / len(served)
-    assert charged > to_micros(BUDGET) - 2 * one_call * 2, (charged, len(served))
+    assert charged > to_nanos(BUDGET) - 2 * one_call * 2, (charged, len(served))
 
 
 def test_cache_entry_written_by_one_replica_is_a_hit_on_the_other(
