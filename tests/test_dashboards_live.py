@@ -3,11 +3,11 @@ served real traffic (issue 18 item 9: four plotted series were never recorded, s
 said "No data" forever while tests/test_rules_dashboards.py only checked that they are defined).
 
 The traffic covers what the dashboards show: cache misses and hits, a routing rule to a cheaper
-model, a fallback after a failing target, an experiment with quality feedback, a stream, a budget
-refusal, and tool calls (one failing) to the SonarQube MCP server, which serves its own /metrics
-and is scraped too. It runs twice with scrapes in between, as on a live system: a counter's
-first sample has no increase before it, so rates and quantiles need traffic after the series
-exist.
+model, a fallback after a failing target, an experiment with quality feedback, a stream, a
+department that crosses its soft budget alert (a Slack notice) and is then refused, and tool
+calls (one failing) to the SonarQube MCP server, which serves its own /metrics and is scraped
+too. It runs twice with scrapes in between, as on a live system: a counter's first sample has
+no increase before it, so rates and quantiles need traffic after the series exist.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from tests.conftest import ProxyStarter
 from tests.mcp_sonarqube.conftest import ServerLog, server_env, start_http_server
 from tests.support.promstack import Prometheus, http_json, start_prometheus
 from tests.support.servers import REPO_ROOT, ServerThread, fault
+from tests.support.slack_standin import SlackStandin
 from tests.support.sonarqube_standin import PAYMENTS, SonarQubeStandin
 
 DASHBOARDS = sorted((REPO_ROOT / "dashboards").glob("*.json"))
@@ -42,7 +43,7 @@ DASHBOARDS = sorted((REPO_ROOT / "dashboards").glob("*.json"))
 GRAFANA_VARS = {"$__rate_interval": "2m", "$__interval": "1m", "$__range": "10m"}
 ENG = {"authorization": "Bearer sk-demo-engineering"}
 SALES = {"authorization": "Bearer sk-demo-sales"}
-MARKETING = {"authorization": "Bearer sk-demo-marketing"}
+EXECUTIVE = {"authorization": "Bearer sk-demo-executive"}
 ADMIN = {"authorization": "Bearer sk-demo-admin"}
 # A variable without "All" is set to where the traffic went (it must be one of its values).
 CHOSEN = {"experiment": "summary_model"}
@@ -118,7 +119,8 @@ def send_traffic(proxy: ServerThread, mock: ServerThread, round_: int) -> None:
                       json={"model": "gpt-4o-mini", "stream": True, "messages": [
                           {"role": "user", "content": f"Stream it {uuid.uuid4().hex[:6]}"}]}) as s:
         assert s.status_code == 200 and s.read().endswith(b"data: [DONE]\n\n")
-    chat(proxy, MARKETING, "Anything at all", model="gpt-4o-mini", expect=429)
+    statuses = [spend_a_little(proxy, n) for n in range(6)]  # executive: $0.002 a day
+    assert statuses[-1] == 429 and (round_ > 0 or statuses[0] == 200), statuses
     assert httpx.get(proxy.url + "/v1/cache/analytics", headers=ADMIN).status_code == 200
 
 
@@ -149,6 +151,15 @@ def mcp_server(tmp_path: Path) -> Iterator[str]:
             process.terminate()
             process.wait(timeout=10)
         sonar.stop()
+
+
+def spend_a_little(proxy: ServerThread, n: int) -> int:
+    """One gpt-4o call of at most 100 tokens (~$0.0004) for executive; its status."""
+    r = httpx.post(proxy.url + "/v1/chat/completions", headers=EXECUTIVE, timeout=30, json={
+        "model": "gpt-4o", "max_tokens": 100,
+        "messages": [{"role": "user", "content": f"Budget me {n} {uuid.uuid4().hex[:6]}"}]})
+    assert r.status_code in (200, 429), r.text
+    return r.status_code
 
 
 def wait_for_scrapes(prometheus: Prometheus, count: int = 3) -> None:
@@ -195,9 +206,11 @@ def test_every_dashboard_panel_query_returns_data(start_proxy: ProxyStarter,
                                                  mock_upstream: ServerThread,
                                                  tmp_path: Path) -> None:
     departments = yaml.safe_load((REPO_ROOT / "rules" / "departments.yaml").read_text())
-    departments["departments"]["marketing"]["budgets"] = {"daily": 0.000001}
-    proxy = start_proxy(edits={"departments.yaml": departments})
-    with mcp_server(tmp_path) as mcp_base:
+    departments["departments"]["executive"].update(budgets={"daily": 0.002}, soft_alerts=[0.5])
+    slack_env = departments["notifications"]["slack_webhook_env"]
+    with SlackStandin() as slack, mcp_server(tmp_path) as mcp_base:
+        proxy = start_proxy(edits={"departments.yaml": departments},
+                            extra_env={slack_env: slack.url})
         prometheus = start_prometheus(
             tmp_path / "prometheus", urllib.parse.urlsplit(proxy.url).netloc,
             more_targets=(urllib.parse.urlsplit(mcp_base).netloc,))
@@ -213,8 +226,10 @@ def test_every_dashboard_panel_query_returns_data(start_proxy: ProxyStarter,
                 if not has_data(prometheus.query(query)):
                     empty.append(f"{board} / {title}: {query}")
             totals = {expr: prometheus.query(expr) for expr in RECORDED_BY_THE_TRAFFIC}
+            alert = slack.wait_for(lambda m: "*executive* has used 50%" in str(m), timeout=10)
         finally:
             prometheus.stop()
+    assert "daily budget" in str(alert)
     assert empty == [], "panels without data:\n" + "\n".join(empty)
     assert {expr: float(found[0]["value"][1]) > 0 if found else False
             for expr, found in totals.items()} == dict.fromkeys(RECORDED_BY_THE_TRAFFIC, True)
