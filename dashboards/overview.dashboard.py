@@ -27,8 +27,9 @@ def quantiles(metric: str, by: str = "") -> list[tuple[str, str]]:
 
 
 spend_rate = f"sum(rate(meterline_cost_dollars_total{{{DEPT}}}{RATE})) * 3600"
+# `or vector(0)`: before the first 5xx there is no 5xx series, and the ratio is 0, not "No data"
 error_ratio = (
-    f'sum(rate(meterline_requests_total{{{DEPT},status_class="5xx"}}{RATE}))'
+    f'(sum(rate(meterline_requests_total{{{DEPT},status_class="5xx"}}{RATE})) or vector(0))'
     f" / sum(rate(meterline_requests_total{{{DEPT}}}{RATE}))"
 )
 

@@ -93,6 +93,17 @@ def with_request_id(scope: Scope, send: Send) -> Send:
 
 
 async def serve_direct(endpoint: Endpoint, scope: Scope, receive: Receive, send: Send) -> None:
+    """One API call, counted in meterline_inflight_requests until its last byte (streams too)."""
+    services: Services | None = scope["app"].services
+    if services is None:  # not started (no lifespan): nothing to count in
+        await logged(endpoint, scope, receive, send)
+        return
+    with services.metrics.inflight():
+        await logged(endpoint, scope, receive, send)
+
+
+async def logged(endpoint: Endpoint, scope: Scope, receive: Receive, send: Send) -> None:
+    """The call, and its access log line once it has ended (when access logging is on)."""
     if not logs.access_enabled():
         await answer(endpoint, scope, receive, send)
         return

@@ -272,11 +272,26 @@ def count(services: Services, call: Call, counts: Usage, cost: Cost, estimated: 
     m.record_cost(call.department_name, model, cost.dollars, estimated=estimated,
                   priced=cost.priced)
     if record.experiment and record.variant:
-        m.record_experiment(record.experiment, record.variant, cost.dollars)
+        m.record_experiment(record.experiment, record.variant, cost.dollars, call.elapsed())
     if record.route_rule:
-        m.record_route_decision(record.route_rule, record.model_used, call.department_name)
+        m.record_route_decision(record.route_rule, record.model_used, call.department_name,
+                                routing_saving(services, call, counts, cost))
     m.record_request("/v1" + call.path, model, call.department_name, record.status,
                      call.elapsed(), call.upstream_s)
+
+
+def routing_saving(services: Services, call: Call, counts: Usage, cost: Cost) -> float:
+    """Dollars a routing rule saved: the same usage at the requested model's price minus what
+    was paid (0 when the requested model has no price or the answering one cost more)."""
+    record = call.record
+    assert record is not None
+    if record.model_used == record.model_requested:
+        return 0.0
+    pricing = services.config.pricing
+    if pricing.resolve(record.model_requested) is None:
+        return 0.0
+    baseline = pricing.cost(record.model_requested, counts)
+    return max(0, baseline.nanos - cost.nanos) / 1e9
 
 
 async def settle(services: Services, call: Call, reservation: Any, target: UpstreamTarget,

@@ -34,6 +34,7 @@ from proxy.errors import (
 from proxy.gateway import accounting
 from proxy.gateway.reliability import (
     AllTargetsFailed,
+    AttemptLog,
     RetryPolicy,
     UpstreamFailure,
     run_with_fallbacks,
@@ -225,12 +226,24 @@ async def send(services: Services, call: Call, plan: Plan, request: Request,
     policy: RetryPolicy = services.retry_policy
     try:
         done = await run_with_fallbacks(tuple(targets), attempt, policy, services.cooldowns)
-    except (AllTargetsFailed, UpstreamFailure) as exc:
+    except AllTargetsFailed as exc:
+        count_fallbacks(services, targets, exc.attempts)
+        raise final_error(exc) from None
+    except UpstreamFailure as exc:
         raise final_error(exc) from None
     retries = len(done.attempts) - 1
     if retries:
         services.metrics.record_retry(done.value[0].provider_name)
+        count_fallbacks(services, targets, done.attempts)
     return done.value
+
+
+def count_fallbacks(services: Services, targets: dict[str, UpstreamTarget],
+                    attempts: tuple[AttemptLog, ...]) -> None:
+    """meterline_fallbacks_total: each target the request left for the next one."""
+    tried = list(dict.fromkeys(attempt.target for attempt in attempts))
+    for key in tried[:-1]:
+        services.metrics.record_fallback(targets[key].provider_name)
 
 
 async def chat_completions(request: Request) -> Response:

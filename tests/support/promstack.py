@@ -154,12 +154,13 @@ def start_alertmanager(workdir: Path, slack_url: str) -> Alertmanager:
 
 
 def prometheus_config(scrape_target: str, alertmanager: str | None,
-                      rule_files: tuple[Path, ...] = RULE_FILES) -> dict[str, Any]:
+                      rule_files: tuple[Path, ...] = RULE_FILES,
+                      more_targets: tuple[str, ...] = ()) -> dict[str, Any]:
     config: dict[str, Any] = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(path) for path in rule_files],
         "scrape_configs": [{"job_name": "meterline",
-                            "static_configs": [{"targets": [scrape_target]}]}],
+                            "static_configs": [{"targets": [scrape_target, *more_targets]}]}],
     }
     if alertmanager is not None:
         config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]}
@@ -167,12 +168,15 @@ def prometheus_config(scrape_target: str, alertmanager: str | None,
 
 
 def start_prometheus(workdir: Path, scrape_target: str, alertmanager_url: str | None = None,
-                     rule_files: tuple[Path, ...] = RULE_FILES) -> Prometheus:
-    """Prometheus scraping ``scrape_target`` (host:port) as job ``meterline``."""
+                     rule_files: tuple[Path, ...] = RULE_FILES,
+                     more_targets: tuple[str, ...] = ()) -> Prometheus:
+    """Prometheus scraping ``scrape_target`` (host:port), and ``more_targets`` (e.g. the MCP
+    server), as job ``meterline``."""
     workdir.mkdir(parents=True, exist_ok=True)
     am_host = urllib.parse.urlsplit(alertmanager_url).netloc if alertmanager_url else None
     config_file = workdir / "prometheus.yml"
-    config_file.write_text(yaml.safe_dump(prometheus_config(scrape_target, am_host, rule_files)))
+    config_file.write_text(yaml.safe_dump(prometheus_config(scrape_target, am_host, rule_files,
+                                                           more_targets)))
     port = free_port()
     command = [
         binary("prometheus"), f"--config.file={config_file}",
