@@ -61,8 +61,8 @@ def test_a_rejected_config_is_a_400_and_the_old_one_stays(server: ServerThread,
     original = path.read_text()
     path.write_text("threshold: 7\n")
     try:
-        for params in ({"dry_run": "false"}, {"dry_run": "true"}):
-            response = reload(server, **params)
+        for flag in ("false", "true"):
+            response = reload(server, dry_run=flag)
             assert response.status_code == 400
             error = response.json()["error"]
             assert (error["type"], error["code"], error["param"]) == (
