@@ -52,7 +52,7 @@ async def redis_backend(client: aioredis.Redis, redis_prefix: str) -> RedisCache
     return backend
 
 
-@pytest.fixture(params=["redis", "memory"])
+@pytest.fixture(params=[pytest.param("redis", marks=pytest.mark.redis), "memory"])
 def backend(request: pytest.FixtureRequest) -> CacheBackend:
     if request.param == "memory":
         return MemoryCacheBackend()
@@ -198,6 +198,7 @@ async def test_expired_threshold_is_not_in_force(backend: CacheBackend) -> None:
 
 # -- Redis only ------------------------------------------------------------------------------
 
+@pytest.mark.redis
 async def test_start_is_idempotent_and_keeps_entries(redis_backend: RedisCacheBackend,
                                                      client: aioredis.Redis,
                                                      redis_prefix: str) -> None:
@@ -207,6 +208,7 @@ async def test_start_is_idempotent_and_keeps_entries(redis_backend: RedisCacheBa
     assert await again.count() == 1
 
 
+@pytest.mark.redis
 async def test_keys_live_under_the_prefix_and_expire_with_the_entry(
         redis_backend: RedisCacheBackend, client: aioredis.Redis, redis_prefix: str) -> None:
     await redis_backend.put(entry("a", ttl=120), None, 10)
@@ -219,6 +221,7 @@ async def test_keys_live_under_the_prefix_and_expire_with_the_entry(
         assert 110_000 < ttl_ms <= 120_000, key
 
 
+@pytest.mark.redis
 async def test_report_claims_expire(redis_backend: RedisCacheBackend, client: aioredis.Redis,
                                     redis_prefix: str) -> None:
     assert await redis_backend.claim_report("r", 60.0) is True
