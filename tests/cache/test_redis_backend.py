@@ -1,0 +1,239 @@
+"""The Redis Stack cache backend (proxy/cache/redis_backend.py) on a real Redis Stack.
+
+backend.py promises that both backends behave the same, so each contract test also runs on the
+in-process backend; the Redis-only tests check what lives in Redis (keys, expiry, the index).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import numpy as np
+import pytest
+import redis.asyncio as aioredis
+
+from proxy.cache.backend import CacheBackend, Entry, Tightened, Vector
+from proxy.cache.memory import MemoryCacheBackend
+from proxy.cache.redis_backend import RedisCacheBackend, schema_for
+from proxy.runtime.redis_client import connect_redis
+
+DIMS = 4
+
+
+def unit(*values: float) -> Vector:
+    vector = np.array(values, dtype=np.float32)
+    return vector / np.linalg.norm(vector)
+
+
+def entry(entry_id: str, *, scope: str = "s1", partition: str = "p1", owner: str = "sales",
+          text_hash: str | None = None, hits: int = 0, cost: float = 0.001,
+          created: float | None = None, ttl: float = 600.0, **more: Any) -> Entry:
+    now = time.time() if created is None else created
+    return Entry(id=entry_id, scope=scope, partition=partition, owner=owner,
+                 department=owner, model="m", text=f"question {entry_id} — ünïcode ✓",
+                 text_hash=text_hash or f"h-{entry_id}", response=b'{"object":"chat.completion"}',
+                 cost=cost, created=now, expires_at=time.time() + ttl, ttl_seconds=ttl,
+                 hits=hits, **more)
+
+
+@pytest.fixture
+async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    redis = connect_redis(redis_url)
+    yield redis
+    await redis.aclose()
+
+
+@pytest.fixture
+async def redis_backend(client: aioredis.Redis, redis_prefix: str) -> RedisCacheBackend:
+    backend = RedisCacheBackend(client, redis_prefix, DIMS, "flat")
+    await backend.start()
+    return backend
+
+
+@pytest.fixture(params=[pytest.param("redis", marks=pytest.mark.redis), "memory"])
+def backend(request: pytest.FixtureRequest) -> CacheBackend:
+    if request.param == "memory":
+        return MemoryCacheBackend()
+    found: RedisCacheBackend = request.getfixturevalue("redis_backend")
+    return found
+
+
+# -- the contract, on both backends --------------------------------------------------------
+
+async def test_put_then_get_and_exact_lookup(backend: CacheBackend) -> None:
+    stored = entry("a", task="faq", completion_tokens=9, cut_limit=20)
+    assert await backend.put(stored, unit(1, 0, 0, 0), max_size=10) == 0
+    assert await backend.get("a") == stored
+    assert await backend.get_exact("s1", "h-a") == stored
+    assert await backend.get_exact("s2", "h-a") is None
+    assert await backend.get_exact("s1", "h-other") is None
+    assert await backend.get("missing") is None
+
+
+async def test_a_new_answer_for_the_same_question_replaces_the_old(backend: CacheBackend) -> None:
+    await backend.put(entry("old", text_hash="same"), unit(1, 0, 0, 0), 10)
+    await backend.put(entry("new", text_hash="same"), unit(1, 0, 0, 0), 10)
+    found = await backend.get_exact("s1", "same")
+    assert found is not None and found.id == "new"
+    assert await backend.get("old") is None
+    assert await backend.count() == 1
+
+
+async def test_expired_entries_are_not_served(backend: CacheBackend) -> None:
+    await backend.put(entry("gone", ttl=-1.0), unit(1, 0, 0, 0), 10)
+    assert await backend.get("gone") is None
+    assert await backend.get_exact("s1", "h-gone") is None
+    assert await backend.search("s1", unit(1, 0, 0, 0), 4) == []
+
+
+async def test_search_stays_in_its_scope_and_ranks_by_similarity(backend: CacheBackend) -> None:
+    await backend.put(entry("near"), unit(1, 0.1, 0, 0), 10)
+    await backend.put(entry("far"), unit(0, 1, 0, 0), 10)
+    await backend.put(entry("other-scope", scope="s2"), unit(1, 0, 0, 0), 10)
+    await backend.put(entry("no-vector"), None, 10)
+    found = await backend.search("s1", unit(1, 0, 0, 0), 4)
+    assert [e.id for e, _ in found] == ["near", "far"]
+    assert found[0][1] == pytest.approx(float(unit(1, 0.1, 0, 0) @ unit(1, 0, 0, 0)), abs=1e-5)
+    assert found[1][1] == pytest.approx(0.0, abs=1e-5)
+    assert [e.id for e, _ in await backend.search("s1", unit(1, 0, 0, 0), 1)] == ["near"]
+    assert await backend.search("nowhere", unit(1, 0, 0, 0), 4) == []
+
+
+async def test_hit_counts_and_extends_expiry(backend: CacheBackend) -> None:
+    stored = entry("a", ttl=60)
+    await backend.put(stored, None, 10)
+    later = time.time() + 3600
+    await backend.hit(stored, later)
+    await backend.hit(stored, later)
+    again = await backend.get("a")
+    assert again is not None and again.hits == 2
+    assert again.expires_at == pytest.approx(later)
+
+
+async def test_a_full_partition_evicts_the_least_valuable(backend: CacheBackend) -> None:
+    await backend.put(entry("valuable", hits=5, cost=1.0, created=1.0), None, 20)
+    for i in range(19):
+        await backend.put(entry(f"e{i:02}", created=10.0 + i), None, 20)
+    await backend.put(entry("other-partition", partition="p2", created=0.0), None, 20)
+    # the 21st entry of p1 passes max_size 20: p1 drops to eviction_target(20) == 19
+    evicted = await backend.put(entry("newest", created=100.0), None, 20)
+    assert evicted == 2
+    assert await backend.get("e00") is None and await backend.get("e01") is None
+    for kept in ("valuable", "e02", "newest", "other-partition"):
+        assert await backend.get(kept) is not None, kept
+    assert await backend.count() == 20
+
+
+async def test_delete_counts_only_what_existed(backend: CacheBackend) -> None:
+    await backend.put(entry("a"), None, 10)
+    await backend.put(entry("b"), None, 10)
+    assert await backend.delete(["a", "missing", "a"]) == 1
+    assert await backend.get_exact("s1", "h-a") is None
+    assert await backend.delete([]) == 0
+    assert await backend.ids_where() == ["b"]
+
+
+async def test_ids_where_count_and_top_filter_by_scope_and_owner(backend: CacheBackend) -> None:
+    await backend.put(entry("a", owner="sales", scope="x", hits=1), None, 10)
+    await backend.put(entry("b", owner="sales", scope="y", hits=7), None, 10)
+    await backend.put(entry("c", owner="shared:team", scope="x", hits=3), None, 10)
+    assert sorted(await backend.ids_where()) == ["a", "b", "c"]
+    assert sorted(await backend.ids_where(scope="x")) == ["a", "c"]
+    assert await backend.ids_where(owner="shared:team") == ["c"]
+    assert await backend.ids_where(scope="x", owner="sales") == ["a"]
+    assert (await backend.count(), await backend.count("sales"), await backend.count("no")) == (
+        3, 2, 0)
+    assert [e.id for e in await backend.top(None, 10)] == ["b", "c", "a"]
+    assert [e.id for e in await backend.top("sales", 1)] == ["b"]
+
+
+async def test_clear_removes_every_entry(backend: CacheBackend) -> None:
+    for name in ("a", "b", "c"):
+        await backend.put(entry(name), unit(1, 0, 0, 0), 10)
+    assert await backend.clear() == 3
+    assert await backend.count() == 0
+    assert await backend.get_exact("s1", "h-a") is None
+    assert await backend.search("s1", unit(1, 0, 0, 0), 4) == []
+    assert await backend.clear() == 0
+
+
+async def test_counters_add_up(backend: CacheBackend) -> None:
+    assert await backend.counters() == {}
+    await backend.incr({"req|hit:exact|d|m|": 1, "saved|exact|d|m|": 0.25})
+    await backend.incr({"req|hit:exact|d|m|": 2, "saved|exact|d|m|": 0.5})
+    assert await backend.counters() == {"req|hit:exact|d|m|": 3.0,
+                                        "saved|exact|d|m|": pytest.approx(0.75)}
+
+
+async def test_remember_recall_and_claim_a_report_once(backend: CacheBackend) -> None:
+    served = {"entry_id": "e", "department": "sales", "partition": "p", "model": "m"}
+    await backend.remember("req-1", served, 60)
+    assert await backend.recall("req-1") == served
+    assert await backend.recall("req-2") is None
+    assert await backend.claim_report("req-1", 60) is True
+    assert await backend.claim_report("req-1", 60) is False
+    assert await backend.claim_report("req-2", 60) is True
+
+
+async def test_tightened_thresholds(backend: CacheBackend) -> None:
+    live = Tightened("p1", 0.97, time.time() + 60, "sales", "sales", "m")
+    assert await backend.threshold("p1") is None
+    await backend.set_threshold(live)
+    await backend.set_threshold(Tightened("p2", 0.96, time.time() + 60, "eng", "eng", "m"))
+    assert await backend.threshold("p1") == pytest.approx(0.97)
+    assert sorted(t.partition for t in await backend.thresholds()) == ["p1", "p2"]
+    assert live in await backend.thresholds()
+    assert await backend.clear_thresholds() == 2
+    assert await backend.thresholds() == [] and await backend.threshold("p1") is None
+    assert await backend.clear_thresholds() == 0
+
+
+async def test_expired_threshold_is_not_in_force(backend: CacheBackend) -> None:
+    await backend.set_threshold(Tightened("p1", 0.97, time.time() - 1, "o", "d", "m"))
+    assert await backend.threshold("p1") is None
+    assert await backend.thresholds() == []
+
+
+# -- Redis only ------------------------------------------------------------------------------
+
+@pytest.mark.redis
+async def test_start_is_idempotent_and_keeps_entries(redis_backend: RedisCacheBackend,
+                                                     client: aioredis.Redis,
+                                                     redis_prefix: str) -> None:
+    await redis_backend.put(entry("a"), unit(1, 0, 0, 0), 10)
+    again = RedisCacheBackend(client, redis_prefix, DIMS, "flat")
+    await again.start()
+    assert await again.count() == 1
+
+
+@pytest.mark.redis
+async def test_keys_live_under_the_prefix_and_expire_with_the_entry(
+        redis_backend: RedisCacheBackend, client: aioredis.Redis, redis_prefix: str) -> None:
+    await redis_backend.put(entry("a", ttl=120), None, 10)
+    ours = [k.decode() async for k in client.scan_iter(match=f"{redis_prefix}*")]
+    assert f"{redis_prefix}cache:e:a" in ours
+    assert f"{redis_prefix}cache:x:s1:h-a" in ours
+    assert f"{redis_prefix}cache:p:p1" in ours
+    for key in (f"{redis_prefix}cache:e:a", f"{redis_prefix}cache:x:s1:h-a"):
+        ttl_ms = await client.pttl(key)
+        assert 110_000 < ttl_ms <= 120_000, key
+
+
+@pytest.mark.redis
+async def test_report_claims_expire(redis_backend: RedisCacheBackend, client: aioredis.Redis,
+                                    redis_prefix: str) -> None:
+    assert await redis_backend.claim_report("r", 60.0) is True
+    assert 59_000 < await client.pttl(f"{redis_prefix}cache:r:r:reported") <= 60_000
+    assert await redis_backend.claim_report("z", 0.0) is True  # at least 1 ms, never forever
+    assert await client.pttl(f"{redis_prefix}cache:r:z:reported") in (-2, 0, 1)
+
+
+def test_schema_names_index_and_keys_under_the_prefix() -> None:
+    schema = schema_for("t:x:", 384, "hnsw")
+    assert schema.index.name == "t:x:cache-idx"
+    assert schema.index.prefix == "t:x:cache:e:"
+    vector = schema.fields["embedding"]
+    assert vector.attrs.dims == 384
+    assert set(schema.fields) == {"scope", "partition", "owner", "hits", "created", "embedding"}
