@@ -69,9 +69,20 @@ def parse_body(model: type[M], body: dict[str, Any]) -> M:
         return model.model_validate(body)
     except ValidationError as exc:
         err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"] if not isinstance(p, int)) or None
+        # a union field's location ends in the member type tried ('grace_seconds', 'int'):
+        # name the field, not the type
+        loc = [p for p in err["loc"] if not isinstance(p, int) and not _is_type_tag(p)]
+        field = ".".join(str(p) for p in loc) or None
         if err["type"] == "extra_forbidden":
             raise InvalidRequest(f"Unrecognized request argument supplied: '{field}'.",
                                  param=field, code="unknown_parameter") from None
         raise InvalidRequest(f"Invalid '{field}': {err['msg']}.", param=field,
                              code="invalid_value") from None
+
+
+UNION_MEMBER_TAGS = frozenset({"int", "float", "str", "bool", "bytes", "list", "dict", "none"})
+
+
+def _is_type_tag(part: str) -> bool:
+    """Whether a pydantic error-location part names a union member's type, not a field."""
+    return part in UNION_MEMBER_TAGS or "[" in part

@@ -6,6 +6,7 @@ out of ``repr`` so it can't reach a log line or a traceback.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -23,7 +24,7 @@ def _float(env: Mapping[str, str], key: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         raise SettingsError(f"Config '{key}' has value '{raw}'. Not a valid number.") from None
-    if value <= 0:
+    if not math.isfinite(value) or value <= 0:
         raise SettingsError(f"Config '{key}' has value '{raw}'. Must be more than 0.")
     return value
 

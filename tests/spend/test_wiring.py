@@ -65,11 +65,6 @@ def test_bad_values_name_key_and_value(key: str, raw: str, message: str) -> None
     assert str(info.value) == message
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "spend/wiring._positive_float only checks `value <= 0`, which NaN and inf pass: "
-    "MET_SPEND_RETENTION_DAYS=nan|inf starts the proxy with record_retention_seconds nan|inf, "
-    "and RedisSpendBackend._put_record's int(retention) then raises on every record write, "
-    "instead of the 'Not a positive number.' SettingsError at start"))
 @pytest.mark.parametrize("raw", ["nan", "inf"])
 def test_retention_that_is_not_a_finite_number_is_refused(raw: str) -> None:
     with pytest.raises(SettingsError, match="Not a positive number"):
