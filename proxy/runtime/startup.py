@@ -3,7 +3,6 @@ start lacks (with the command or variable that fixes each), and the banner once 
 
 from __future__ import annotations
 
-import logging
 import socket
 import time
 
@@ -61,19 +60,14 @@ def missing_credentials(services: Services) -> list[tuple[str, str]]:
 
 
 class AnnouncingServer(uvicorn.Server):
-    """uvicorn's server that announces `banner` once its socket listens, not before: printed for
-    a person, or as one log record when the logs are JSON (every output line stays parseable)."""
+    """uvicorn's server that prints `banner` to stdout once its socket listens, not before (the
+    logs, JSON by default, go to stderr)."""
 
-    def __init__(self, config: uvicorn.Config, banner: str, *, as_log: bool = False) -> None:
+    def __init__(self, config: uvicorn.Config, banner: str) -> None:
         super().__init__(config)
         self.banner = banner
-        self.as_log = as_log
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
-        if not self.started:
-            return
-        if self.as_log:
-            logging.getLogger("meterline").info(self.banner)
-        else:
+        if self.started:
             print(self.banner, flush=True)

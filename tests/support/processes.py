@@ -30,7 +30,7 @@ class ProxyProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "proxy", "serve", "--port", str(self.port),
              "--config", str(config_dir), *args],
-            env=full_env, stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
+            env=full_env, stdout=subprocess.DEVNULL, stderr=self._log, cwd=REPO_ROOT)
 
     @property
     def url(self) -> str:
