@@ -74,6 +74,8 @@ class Settings:
     config_dir: Path = field(default_factory=default_config_dir)
     redis_url: str | None = None
     redis_prefix: str = "meterline:"
+    redis_cluster: bool = False  # REDIS_URL names one node of a Redis Cluster
+    redis_cache_url: str | None = None  # a Redis Stack for the cache's vector index
     demo: bool = False
     mock_upstream_url: str | None = None  # demo: where the built-in mock answers
     max_body_bytes: int = 8 * 1024 * 1024
@@ -101,6 +103,8 @@ class Settings:
             else default_config_dir(),
             redis_url=env.get("REDIS_URL") or None,
             redis_prefix=env.get("MET_REDIS_PREFIX", "meterline:"),
+            redis_cluster=_bool(env, "MET_REDIS_CLUSTER", False),
+            redis_cache_url=env.get("REDIS_CACHE_URL") or None,
             demo=_bool(env, "MET_DEMO", False),
             mock_upstream_url=env.get("MET_MOCK_UPSTREAM_URL") or None,
             max_body_bytes=_int(env, "MET_MAX_BODY_BYTES", 8 * 1024 * 1024),

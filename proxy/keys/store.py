@@ -15,6 +15,7 @@ from typing import Protocol
 import orjson
 import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict, Field
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -152,7 +153,7 @@ class RedisKeyStore:
     """Keys shared by every replica: config keys written at start, admin-made keys persist.
     While Redis is unreachable, lookups the local cache can't answer raise KeyStoreUnavailable."""
 
-    def __init__(self, client: aioredis.Redis, prefix: str) -> None:
+    def __init__(self, client: aioredis.Redis | RedisCluster, prefix: str) -> None:
         self._r = client
         self._prefix = prefix
         self._cache: dict[str, tuple[float, KeyRecord | None]] = {}
@@ -179,7 +180,8 @@ class RedisKeyStore:
         return principal_of(record, now)
 
     async def put(self, record: KeyRecord) -> None:
-        pipe = self._r.pipeline(transaction=True)
+        # the record and the id index are in different slots on a cluster: one pipeline there
+        pipe = self._r.pipeline(transaction=not isinstance(self._r, RedisCluster))
         pipe.set(self._hkey(record.sha256), orjson.dumps(asdict(record)))
         pipe.hset(f"{self._prefix}keyids", record.id, record.sha256)
         with _reachable():
@@ -197,7 +199,9 @@ class RedisKeyStore:
     async def list(self) -> list[KeyRecord]:
         with _reachable():
             shas = await self._r.hvals(f"{self._prefix}keyids")
-            blobs = await self._r.mget([self._hkey(_text(s)) for s in shas]) if shas else []
+            keys = [self._hkey(_text(s)) for s in shas]
+            blobs = (await self._r.mget_nonatomic(keys) if isinstance(self._r, RedisCluster)
+                     else await self._r.mget(keys)) if keys else []
         return sorted((KeyRecord(**orjson.loads(b)) for b in blobs if b), key=lambda r: r.id)
 
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 
+import redis.asyncio as aioredis
+
 from proxy.config.loader import Config, load_config
 from proxy.gateway.reliability import Cooldowns, Reliability, RetryPolicy
 from proxy.gateway.upstream import UpstreamClient
 from proxy.keys.store import MemoryKeyStore, RedisKeyStore, records_from_config
 from proxy.metrics import Metrics
+from proxy.runtime.redis_client import RedisClient, connect_redis
 from proxy.runtime.services import Services
 from proxy.settings import Settings
 from proxy.spend.ledger import spend_redis_client
@@ -41,8 +44,8 @@ def reliability_of(config: Config) -> tuple[RetryPolicy, Reliability]:
 
 async def start_services(settings: Settings) -> Services:
     config = load_config(settings.config_dir)
-    redis = (spend_redis_client(settings.redis_url, spend_options(settings))
-             if settings.redis_url else None)
+    redis = (spend_redis_client(settings.redis_url, spend_options(settings),
+                                settings.redis_cluster) if settings.redis_url else None)
     seeds = records_from_config(config.keys, settings.demo, settings.admin_key)
     keys: MemoryKeyStore | RedisKeyStore
     if redis is not None:
@@ -56,11 +59,20 @@ async def start_services(settings: Settings) -> Services:
     policy, reliability = reliability_of(config)
     cooldowns = Cooldowns(reliability.cooldown.failures, reliability.cooldown.seconds)
     services = Services(settings, config, keys, upstream, metrics, redis,
+                        cache_redis=cache_client(settings, redis),
                         cooldowns=cooldowns, retry_policy=policy)
     await attach_features(services)
     log.info("meterline ready: config %s, %s state", config.version,
              "redis" if redis else "embedded")
     return services
+
+
+def cache_client(settings: Settings, redis: RedisClient | None) -> aioredis.Redis | None:
+    """The cache's Redis Stack: REDIS_CACHE_URL, else the state's Redis unless that is a
+    cluster (RediSearch indexes do not span shards)."""
+    if settings.redis_cache_url:
+        return connect_redis(settings.redis_cache_url)
+    return redis if isinstance(redis, aioredis.Redis) else None
 
 
 async def attach_features(services: Services) -> None:
@@ -90,5 +102,7 @@ async def stop_services(services: Services) -> None:
     from proxy.runtime import features
     await features.detach(services)
     await services.upstream.close()
+    if services.cache_redis is not None and services.cache_redis is not services.redis:
+        await services.cache_redis.aclose()
     if services.redis is not None:
         await services.redis.aclose()

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from proxy.config.loader import Config
 from proxy.config.providers import Provider
@@ -29,7 +30,8 @@ class Services:
     keys: KeyStore
     upstream: UpstreamClient
     metrics: Metrics
-    redis: aioredis.Redis | None = None
+    redis: aioredis.Redis | RedisCluster | None = None  # state: keys, spend (maybe a cluster)
+    cache_redis: aioredis.Redis | None = None  # the vector index: REDIS_CACHE_URL, else `redis`
     spend: Any = None  # proxy.spend.ledger.SpendStore
     cache: Any = None  # proxy.cache.semantic_cache.SemanticCache
     cooldowns: Any = None  # proxy.gateway.reliability.Cooldowns
