@@ -90,6 +90,8 @@ class Settings:
     shutdown_timeout_seconds: float = 30.0
     watch_config: bool = False  # reload when a rules file changes (mtime polled every 2 s)
     alertmanager_url: str | None = None  # GET /admin/alerts reads its API v2 when set
+    traces: str = "off"  # off | otlp (OTEL_EXPORTER_OTLP_* say where): proxy/runtime/tracing.py
+    trace_exporter: Any = field(default=None, repr=False, compare=False)  # a SpanExporter (tests)
     env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -117,6 +119,7 @@ class Settings:
             shutdown_timeout_seconds=_seconds(env, "MET_SHUTDOWN_TIMEOUT_SECONDS", 30.0),
             watch_config=_bool(env, "MET_WATCH_CONFIG", False),
             alertmanager_url=env.get("MET_ALERTMANAGER_URL") or None,
+            traces=_choice(env, "MET_TRACES", "off", ("off", "otlp")),
             env=env,
         )
         return replace(settings, **overrides) if overrides else settings

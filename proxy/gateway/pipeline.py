@@ -49,6 +49,7 @@ from proxy.gateway.upstream import Target
 from proxy.routing.experiments import assign
 from proxy.routing.rules import RouteInput, select_route
 from proxy.runtime.services import Services
+from proxy.runtime.tracing import OPERATIONS, step
 
 
 @dataclass(slots=True)  # built per request: a frozen __init__ costs ~6x
@@ -73,7 +74,8 @@ def services_of(request: Request) -> Services:
 async def open_call(services: Services, request: Request, endpoint: str, path: str) -> Call:
     rid = request_id_of(request)
     started = time.perf_counter()
-    principal = await authenticate(request, services)
+    with step(services.tracing, "meterline.auth"):
+        principal = await authenticate(request, services)
     raw, body = await read_json_body(request, services.settings.max_body_bytes)
     call = Call(rid, endpoint, path, started, principal, body, raw,
                 headers={"x-request-id": rid,
@@ -195,14 +197,18 @@ async def run_call(services: Services, call: Call, request: Request) -> Response
     call.record = new_record(call, call.body["model"])
     call.record.route_rule, call.record.experiment = plan.rule, plan.experiment
     call.record.variant, call.record.task = plan.variant, call.inbound.get("x-meterline-task")
-    reservation = await accounting.reserve(services, call, plan.model)
+    with step(services.tracing, "meterline.budget.reserve"):
+        reservation = await accounting.reserve(services, call, plan.model)
     try:
-        cached = await accounting.cache_lookup(services, call, plan.model)
+        with step(services.tracing, "meterline.cache.lookup"):
+            cached = await accounting.cache_lookup(services, call, plan.model)
         if cached is not None:
             return await accounting.serve_cached(services, call, reservation, cached)
         add_usage = (call.stream and call.endpoint in ("chat.completions", "completions")
                      and not (call.body.get("stream_options") or {}).get("include_usage"))
-        target, resp, data = await send(services, call, plan, request, add_usage)
+        with step(services.tracing, f"{OPERATIONS.get(call.endpoint, 'chat')} {plan.model}",
+                  **{"gen_ai.request.model": plan.model}):
+            target, resp, data = await send(services, call, plan, request, add_usage)
     except BaseException:
         await accounting.release(services, reservation)
         accounting.land(services, call)
@@ -222,7 +228,9 @@ def stream_response(services: Services, call: Call, reservation: Any, target: Ta
                     resp: aiohttp.ClientResponse, strip_usage: bool) -> RelayResponse:
     async def finish(outcome: StreamOutcome) -> tuple[dict[str, Any], Callable[[], None]]:
         try:
-            return await accounting.finish_stream(services, call, reservation, target, outcome)
+            with step(services.tracing, "meterline.settle"):
+                return await accounting.finish_stream(services, call, reservation, target,
+                                                      outcome)
         finally:  # stored (or not): requests waiting for this answer look again
             accounting.land(services, call)
 

@@ -13,6 +13,7 @@ from proxy.keys.store import MemoryKeyStore, RedisKeyStore, records_from_config
 from proxy.metrics import Metrics
 from proxy.runtime.redis_client import RedisClient, connect_redis
 from proxy.runtime.services import Services
+from proxy.runtime.tracing import build_tracing
 from proxy.settings import Settings
 from proxy.spend.ledger import spend_redis_client
 from proxy.spend.wiring import spend_options
@@ -61,6 +62,7 @@ async def start_services(settings: Settings) -> Services:
     services = Services(settings, config, keys, upstream, metrics, redis,
                         cache_redis=cache_client(settings, redis),
                         cooldowns=cooldowns, retry_policy=policy)
+    services.tracing = build_tracing(settings)
     await attach_features(services)
     log.info("meterline ready: config %s, %s state", config.version,
              "redis" if redis else "embedded")
@@ -106,3 +108,5 @@ async def stop_services(services: Services) -> None:
         await services.cache_redis.aclose()
     if services.redis is not None:
         await services.redis.aclose()
+    if services.tracing is not None:
+        services.tracing.shutdown()

@@ -37,6 +37,7 @@ class Services:
     cooldowns: Any = None  # proxy.gateway.reliability.Cooldowns
     retry_policy: Any = None  # proxy.gateway.reliability.RetryPolicy
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    tracing: Any = None  # proxy.runtime.tracing.Tracing when MET_TRACES=otlp
     draining: bool = False  # SIGTERM received: /readyz says 503 so the load balancer moves on
     demo_providers: dict[str, tuple[Provider, Provider]] = field(default_factory=dict)
     # per (chain, department) and (department, model) until the next reload
