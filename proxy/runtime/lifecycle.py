@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import redis.asyncio as aioredis
 
@@ -10,7 +11,7 @@ from proxy.config.loader import Config, load_config
 from proxy.gateway.reliability import Cooldowns, Reliability, RetryPolicy
 from proxy.gateway.upstream import UpstreamClient
 from proxy.keys.store import MemoryKeyStore, RedisKeyStore, records_from_config
-from proxy.metrics import Metrics
+from proxy.metrics import Metrics, mark_process_dead
 from proxy.runtime.redis_client import RedisClient, connect_redis
 from proxy.runtime.services import Services
 from proxy.runtime.tracing import build_tracing
@@ -110,3 +111,5 @@ async def stop_services(services: Services) -> None:
         await services.redis.aclose()
     if services.tracing is not None:
         services.tracing.shutdown()
+    if services.metrics.multiprocess:  # a worker's live gauges must not outlive it
+        mark_process_dead(os.getpid())
