@@ -49,7 +49,7 @@ from proxy.gateway.upstream import Target
 from proxy.routing.experiments import assign
 from proxy.routing.rules import RouteInput, select_route
 from proxy.runtime.services import Services
-from proxy.runtime.tracing import OPERATIONS, step
+from proxy.runtime.tracing import NULL, OPERATIONS, step
 
 
 @dataclass(slots=True)  # built per request: a frozen __init__ costs ~6x
@@ -183,6 +183,14 @@ async def send(services: Services, call: Call, plan: Plan, request: Request,
     return done.value
 
 
+def upstream_step(services: Services, call: Call, plan: Plan) -> Any:
+    """The upstream call's span (GenAI client span name); its name is built only when traced."""
+    if services.tracing is None:
+        return NULL
+    return step(services.tracing, f"{OPERATIONS.get(call.endpoint, 'chat')} {plan.model}",
+                **{"gen_ai.request.model": plan.model})
+
+
 async def chat_completions(request: Request) -> Response:
     services = services_of(request)
     call = await open_call(services, request, "chat.completions", "/chat/completions")
@@ -206,8 +214,7 @@ async def run_call(services: Services, call: Call, request: Request) -> Response
             return await accounting.serve_cached(services, call, reservation, cached)
         add_usage = (call.stream and call.endpoint in ("chat.completions", "completions")
                      and not (call.body.get("stream_options") or {}).get("include_usage"))
-        with step(services.tracing, f"{OPERATIONS.get(call.endpoint, 'chat')} {plan.model}",
-                  **{"gen_ai.request.model": plan.model}):
+        with upstream_step(services, call, plan):
             target, resp, data = await send(services, call, plan, request, add_usage)
     except BaseException:
         await accounting.release(services, reservation)
