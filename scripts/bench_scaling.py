@@ -32,6 +32,7 @@ CONNS = int(os.environ.get("CONNS", "64"))
 KEY = "Authorization: Bearer sk-bench-1234"
 LIBSSL = Path(os.environ.get("REDIS_STACK_HOME", REPO / ".redis-stack")) / "libssl"
 sys.path.insert(0, str(REPO))
+BY_COMMAND: dict[str, int] = {}  # calls per command, summed over nodes (reset per measurement)
 
 
 def free_port() -> int:
@@ -59,6 +60,8 @@ def redis_counters(ports: list[int]) -> tuple[int, int, float]:
     for port in ports:
         client = redis.Redis(port=port)
         stats = client.info("commandstats")
+        for name, value in stats.items():
+            BY_COMMAND[name[8:]] = BY_COMMAND.get(name[8:], 0) + value["calls"]
         calls += sum(v["calls"] for v in stats.values())
         scripts += sum(v["calls"] for k, v in stats.items() if k in ("cmdstat_evalsha",
                                                                       "cmdstat_eval"))
@@ -125,9 +128,11 @@ def run_mode(mode: str, upstream: str) -> dict[str, Any]:
         wait_up(url)
         wrk(url, 2)  # warm up (and, in cache mode, store the answer)
         calls0, scripts0, rcpu0 = redis_counters(redis_ports)
+        before = dict(BY_COMMAND)
         cpu0 = tree_cpu(proxy.pid)
         result = wrk(url, DURATION)
         cpu1 = tree_cpu(proxy.pid)
+        BY_COMMAND.clear()
         calls1, scripts1, rcpu1 = redis_counters(redis_ports)
     finally:
         proxy.terminate()
@@ -146,6 +151,9 @@ def run_mode(mode: str, upstream: str) -> dict[str, Any]:
         line["redis_cmds_per_req"] = round((calls1 - calls0) / n, 2)
         line["redis_scripts_per_req"] = round((scripts1 - scripts0) / n, 2)
         line["redis_cpu_us_per_req"] = round(1e6 * (rcpu1 - rcpu0) / n, 1)
+        line["redis_cmds_by_name_per_req"] = {
+            k: round((v - before.get(k, 0)) / n, 2) for k, v in sorted(BY_COMMAND.items())
+            if (v - before.get(k, 0)) / n >= 0.01}
     return line
 
 
