@@ -100,7 +100,8 @@ class Stack:
 
 
 def run_mode(mode: str, upstream: str) -> dict[str, Any]:
-    env = {**os.environ, "UPSTREAM_BASE": upstream, "MET_BENCH_CACHE": "0"}
+    env = {**os.environ, "UPSTREAM_BASE": upstream, "MET_BENCH_CACHE": "0",
+           "MET_DRAIN_SECONDS": "0"}
     env.pop("REDIS_URL", None)
     stack = cluster = None
     redis_ports: list[int] = []
