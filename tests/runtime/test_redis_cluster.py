@@ -98,7 +98,7 @@ def test_slot_migration_under_traffic_loses_nothing(
         on_cluster: tuple[ProxyProcess, ProxyProcess], redis_cluster: RedisCluster,
         redis_prefix: str) -> None:
     """Move the slot holding engineering's budget to another master while requests run: the
-    clients follow ASK during the move and MOVED after it."""
+    clients must follow MOVED once it is handed over (and ASK if a request lands mid-move)."""
     a, b = on_cluster
     _, key = new_key(a, "engineering")
     slot = redis_cluster.slot_of("engineering")
