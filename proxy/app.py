@@ -30,7 +30,7 @@ from proxy.insights import api as insights_api
 from proxy.keys import api as keys_api
 from proxy.routing import api as routing_api
 from proxy.runtime import api as runtime_api
-from proxy.runtime import health, logs
+from proxy.runtime import health, logs, tracing
 from proxy.runtime.lifecycle import start_services, stop_services
 from proxy.runtime.reload import start_triggers
 from proxy.runtime.services import Services
@@ -104,10 +104,15 @@ async def serve_direct(endpoint: Endpoint, scope: Scope, receive: Receive, send:
 
 async def logged(endpoint: Endpoint, scope: Scope, receive: Receive, send: Send) -> None:
     """The call, and its access log line once it has ended (when access logging is on)."""
-    if not logs.access_enabled():
+    services: Services | None = scope["app"].services
+    traced = services.tracing if services is not None else None
+    if not logs.access_enabled() and traced is None:
         await answer(endpoint, scope, receive, send)
         return
     started = time.perf_counter()
+    span = token = None
+    if traced is not None:
+        span, token = tracing.start_request(traced, scope)
     status = 0
 
     async def sending(message: Message) -> None:
@@ -119,7 +124,10 @@ async def logged(endpoint: Endpoint, scope: Scope, receive: Receive, send: Send)
     try:
         await answer(endpoint, scope, receive, sending)
     finally:  # a stream's line is written once it has ended (or the client left)
-        logs.log_access(scope, status, time.perf_counter() - started)
+        if logs.access_enabled():
+            logs.log_access(scope, status, time.perf_counter() - started)
+        if span is not None:
+            tracing.end_request(span, token, scope, status)
 
 
 async def answer(endpoint: Endpoint, scope: Scope, receive: Receive, send: Send) -> None:

@@ -74,6 +74,8 @@ class Settings:
     config_dir: Path = field(default_factory=default_config_dir)
     redis_url: str | None = None
     redis_prefix: str = "meterline:"
+    redis_cluster: bool = False  # REDIS_URL names one node of a Redis Cluster
+    redis_cache_url: str | None = None  # a Redis Stack for the cache's vector index
     demo: bool = False
     mock_upstream_url: str | None = None  # demo: where the built-in mock answers
     demo_history: bool = False  # demo: fill the embedded spend store with synthetic history
@@ -89,6 +91,8 @@ class Settings:
     shutdown_timeout_seconds: float = 30.0
     watch_config: bool = False  # reload when a rules file changes (mtime polled every 2 s)
     alertmanager_url: str | None = None  # GET /admin/alerts reads its API v2 when set
+    traces: str = "off"  # off | otlp (OTEL_EXPORTER_OTLP_* say where): proxy/runtime/tracing.py
+    trace_exporter: Any = field(default=None, repr=False, compare=False)  # a SpanExporter (tests)
     env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -102,6 +106,8 @@ class Settings:
             else default_config_dir(),
             redis_url=env.get("REDIS_URL") or None,
             redis_prefix=env.get("MET_REDIS_PREFIX", "meterline:"),
+            redis_cluster=_bool(env, "MET_REDIS_CLUSTER", False),
+            redis_cache_url=env.get("REDIS_CACHE_URL") or None,
             demo=_bool(env, "MET_DEMO", False),
             mock_upstream_url=env.get("MET_MOCK_UPSTREAM_URL") or None,
             demo_history=_bool(env, "MET_DEMO_HISTORY", _bool(env, "MET_DEMO", False)),
@@ -115,6 +121,7 @@ class Settings:
             shutdown_timeout_seconds=_seconds(env, "MET_SHUTDOWN_TIMEOUT_SECONDS", 30.0),
             watch_config=_bool(env, "MET_WATCH_CONFIG", False),
             alertmanager_url=env.get("MET_ALERTMANAGER_URL") or None,
+            traces=_choice(env, "MET_TRACES", "off", ("off", "otlp")),
             env=env,
         )
         return replace(settings, **overrides) if overrides else settings

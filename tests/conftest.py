@@ -189,3 +189,24 @@ from tests.spend_helpers import make_spend_store, pricing_table, spend_backend  
 # ======================================================================================
 # end of spend block
 # ======================================================================================
+# ======================================================================================
+# Redis Cluster: `redis_cluster` (module), 3 masters + 3 replicas from the Redis Stack binaries.
+# ======================================================================================
+from tests.support.redis_cluster import RedisCluster  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    installed_home = Path(os.environ.get("REDIS_STACK_HOME", REPO_ROOT / ".redis-stack"))
+    if reason := _redis_stack_missing(installed_home):
+        _no_redis(reason)
+    cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster"),
+                           (installed_home / OPENSSL_SUBDIR).parent)
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
+
+# ======================================================================================
+# end of Redis Cluster block
+# ======================================================================================

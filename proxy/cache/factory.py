@@ -28,10 +28,13 @@ async def build_embedder(config: CacheConfig) -> Embedder | None:
 
 
 async def build_backend(services: Services, config: CacheConfig, dims: int) -> CacheBackend:
-    if config.backend == "redis" and services.redis is None:
-        raise ConfigError("cache.yaml: field 'backend' has value 'redis' but REDIS_URL is not set")
-    if services.redis is not None and config.backend != "memory":
-        backend = RedisCacheBackend(services.redis, services.settings.redis_prefix, dims,
+    client = services.cache_redis
+    if config.backend == "redis" and client is None:
+        raise ConfigError(
+            "cache.yaml: field 'backend' has value 'redis' but there is no Redis Stack for it: "
+            "set REDIS_URL, or REDIS_CACHE_URL when REDIS_URL is a cluster")
+    if client is not None and config.backend != "memory":
+        backend = RedisCacheBackend(client, services.settings.redis_prefix, dims,
                                config.index_algorithm)
         await backend.start()
         return backend

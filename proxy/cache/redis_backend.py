@@ -14,6 +14,7 @@ from typing import Any, cast
 
 import numpy as np
 import redis.asyncio as aioredis
+from redisvl.exceptions import RedisSearchError  # type: ignore[import-untyped]
 from redisvl.index import AsyncSearchIndex  # type: ignore[import-untyped]
 from redisvl.query import CountQuery, FilterQuery, VectorQuery  # type: ignore[import-untyped]
 from redisvl.query.filter import FilterExpression, Tag  # type: ignore[import-untyped]
@@ -69,8 +70,14 @@ class RedisCacheBackend:
         self.index = AsyncSearchIndex(schema_for(prefix, dims, algorithm), redis_client=client)
 
     async def start(self) -> None:
-        if not await self.index.exists():
+        if await self.index.exists():
+            return
+        try:
             await self.index.create(overwrite=False)
+        except RedisSearchError:
+            # replicas starting together race between exists() and create(): one creates it
+            if not await self.index.exists():
+                raise
 
     def _entry_key(self, entry_id: str) -> str:
         return f"{self._p}e:{entry_id}"

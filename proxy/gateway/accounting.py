@@ -17,6 +17,7 @@ from proxy.gateway.streaming import StreamOutcome
 from proxy.gateway.upstream import UpstreamTarget
 from proxy.routing.rules import estimate_tokens
 from proxy.runtime.services import Services
+from proxy.runtime.tracing import step
 from proxy.spend.budgets import BudgetExhausted, SpendRefusal
 from proxy.spend.pricing import Cost, Usage, format_nanos, parse_usage
 
@@ -373,7 +374,8 @@ class BookedResponse(Response):
         finally:
             services, call, reservation, counts, cost, estimated = self.booking
             try:
-                await book(services, call, reservation, counts, cost, estimated)
+                with step(services.tracing, "meterline.settle"):
+                    await book(services, call, reservation, counts, cost, estimated)
             except Exception:  # the client has its answer: log, never a second response
                 log.exception("bookkeeping failed after request %s", call.request_id)
 

@@ -55,6 +55,7 @@ from proxy.gateway.upstream import UpstreamTarget
 from proxy.routing.experiments import assign
 from proxy.routing.rules import DEFAULT_RULE, RouteInput, select_route
 from proxy.runtime.services import Services
+from proxy.runtime.tracing import NULL, OPERATIONS, step
 
 log = logging.getLogger("meterline")
 
@@ -81,7 +82,8 @@ def services_of(request: Request) -> Services:
 async def open_call(services: Services, request: Request, endpoint: str, path: str) -> Call:
     rid = request_id_of(request)
     started = time.perf_counter()
-    principal = await authenticate(request, services)
+    with step(services.tracing, "meterline.auth"):
+        principal = await authenticate(request, services)
     raw, body = await read_json_body(request, services.settings.max_body_bytes)
     client_rid = client_request_id_of(request)
     call = Call(rid, endpoint, path, started, principal, body, raw,
@@ -246,6 +248,14 @@ def count_fallbacks(services: Services, targets: dict[str, UpstreamTarget],
         services.metrics.record_fallback(targets[key].provider_name)
 
 
+def upstream_step(services: Services, call: Call, plan: Plan) -> Any:
+    """The upstream call's span (GenAI client span name); its name is built only when traced."""
+    if services.tracing is None:
+        return NULL
+    return step(services.tracing, f"{OPERATIONS.get(call.endpoint, 'chat')} {plan.model}",
+                **{"gen_ai.request.model": plan.model})
+
+
 async def chat_completions(request: Request) -> Response:
     services = services_of(request)
     call = await open_call(services, request, "chat.completions", "/chat/completions")
@@ -261,14 +271,17 @@ async def run_call(services: Services, call: Call, request: Request) -> Response
     call.record.route_rule, call.record.experiment = plan.rule, plan.experiment
     call.record.variant = plan.variant
     call.record.task = services.config.task_label(call.inbound.get("x-meterline-task"))
-    reservation = await accounting.reserve(services, call, plan.model)
+    with step(services.tracing, "meterline.budget.reserve"):
+        reservation = await accounting.reserve(services, call, plan.model)
     try:
-        cached = await accounting.cache_lookup(services, call, plan.model)
+        with step(services.tracing, "meterline.cache.lookup"):
+            cached = await accounting.cache_lookup(services, call, plan.model)
         if cached is not None:
             return await accounting.serve_cached(services, call, reservation, cached)
         add_usage = (call.stream and call.endpoint in ("chat.completions", "completions")
                      and not (call.body.get("stream_options") or {}).get("include_usage"))
-        target, resp, data = await send(services, call, plan, request, add_usage)
+        with upstream_step(services, call, plan):
+            target, resp, data = await send(services, call, plan, request, add_usage)
     except BaseException:
         await accounting.release(services, reservation)
         accounting.land(services, call)
@@ -291,7 +304,9 @@ def stream_response(services: Services, call: Call, reservation: Any, target: Up
                     resp: aiohttp.ClientResponse, strip_usage: bool) -> RelayResponse:
     async def finish(outcome: StreamOutcome) -> tuple[dict[str, Any], Callable[[], None]]:
         try:
-            return await accounting.finish_stream(services, call, reservation, target, outcome)
+            with step(services.tracing, "meterline.settle"):
+                return await accounting.finish_stream(services, call, reservation, target,
+                                                      outcome)
         finally:  # stored (or not): requests waiting for this answer look again
             accounting.land(services, call)
 

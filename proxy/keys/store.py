@@ -26,6 +26,7 @@ from typing import Literal, Protocol
 import orjson
 import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict, Field
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -226,7 +227,7 @@ class RedisKeyStore:
     unreachable, lookups the local cache can't answer raise KeyStoreUnavailable: a revocation
     can't be checked."""
 
-    def __init__(self, client: aioredis.Redis, prefix: str) -> None:
+    def __init__(self, client: aioredis.Redis | RedisCluster, prefix: str) -> None:
         self._r = client
         self._prefix = prefix
         self._states = f"{prefix}keystate"  # hash: config key sha256 -> KeyState
@@ -273,7 +274,8 @@ class RedisKeyStore:
             with _reachable():
                 await self._r.hset(self._states, record.sha256, orjson.dumps(asdict(state)))
         else:
-            pipe = self._r.pipeline(transaction=True)
+            # the record and the id index are in different slots on a cluster: one pipeline there
+            pipe = self._r.pipeline(transaction=not isinstance(self._r, RedisCluster))
             pipe.set(self._hkey(record.sha256), orjson.dumps(asdict(record)))
             pipe.hset(self._ids, record.id, record.sha256)
             with _reachable():
@@ -298,7 +300,9 @@ class RedisKeyStore:
             states = (await self._r.hmget(self._states, [r.sha256 for r in configured])
                       if configured else [])
             shas = await self._r.hvals(self._ids)
-            blobs = await self._r.mget([self._hkey(_text(s)) for s in shas]) if shas else []
+            keys = [self._hkey(_text(s)) for s in shas]
+            blobs = (await self._r.mget_nonatomic(keys) if isinstance(self._r, RedisCluster)
+                     else await self._r.mget(keys)) if keys else []
         records = [_with_state(r, s) for r, s in zip(configured, states, strict=True)]
         api = (_api_record(b) for b in blobs if b)
         records += [r for r in api if r is not None and r.id not in self._config.by_id]

@@ -16,7 +16,8 @@ async def attach(services: Services) -> None:
     services.cache = await _build_cache(services)
     from proxy.chat.factory import build_history
 
-    services.chat = await build_history(services.settings, services.redis)
+    # full-text search needs RediSearch: the Redis Stack the cache uses (never a cluster)
+    services.chat = await build_history(services.settings, services.cache_redis)
 
 
 async def _seed_demo_history(services: Services) -> None:

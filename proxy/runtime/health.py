@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 from urllib.parse import urlsplit
 
 from starlette.requests import Request
@@ -35,6 +36,8 @@ async def readyz(request: Request) -> Response:
             checks["redis"] = f"error: {type(exc).__name__}"
     else:
         checks["redis"] = "embedded"
+    if services.cache_redis is not None and services.cache_redis is not services.redis:
+        checks["redis_cache"] = await ping(services.cache_redis)
     used = {t.provider for e in services.config.providers.models.values() for t in e.targets}
     for name in sorted(used):
         has_key = services.settings.demo or services.credential(name, None) is not None
@@ -43,10 +46,20 @@ async def readyz(request: Request) -> Response:
             continue
         reachable = await can_connect(str(services.provider(name).base_url))
         checks[f"upstream:{name}"] = "ok" if reachable else "unreachable"
-    ready = checks["redis"] in ("ok", "embedded") and any(
-        v == "ok" for k, v in checks.items() if k.startswith("upstream:"))
+    stores = checks["redis"] in ("ok", "embedded") and checks.get("redis_cache", "ok") == "ok"
+    ready = stores and any(v == "ok" for k, v in checks.items() if k.startswith("upstream:"))
     return json_response({"status": "ready" if ready else "not ready", "checks": checks,
                   "config_version": services.config.version}, 200 if ready else 503)
+
+
+async def ping(client: Any) -> str:
+    try:
+        await client.ping()
+    except (OSError, ConnectionError) as exc:
+        return f"unreachable: {type(exc).__name__}"
+    except Exception as exc:  # noqa: BLE001 - any client error means "not ready"
+        return f"error: {type(exc).__name__}"
+    return "ok"
 
 
 async def can_connect(url: str, timeout_s: float = 1.0) -> bool:

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import logging
+import os
+
+import redis.asyncio as aioredis
 
 from proxy.config.departments import ADMIN_DEPARTMENT
 from proxy.config.loader import Config, load_config
 from proxy.gateway.reliability import Cooldowns, Reliability, RetryPolicy
 from proxy.gateway.upstream import UpstreamClient
 from proxy.keys.store import MemoryKeyStore, RedisKeyStore, records_from_config
-from proxy.metrics import Metrics
+from proxy.metrics import Metrics, mark_process_dead
+from proxy.runtime.redis_client import RedisClient, connect_redis
 from proxy.runtime.services import Services
 from proxy.runtime.startup import missing_setup
+from proxy.runtime.tracing import build_tracing
 from proxy.settings import Settings
 from proxy.spend.ledger import spend_redis_client
 from proxy.spend.wiring import spend_options
@@ -43,8 +48,8 @@ def reliability_of(config: Config) -> tuple[RetryPolicy, Reliability]:
 
 async def start_services(settings: Settings) -> Services:
     config = load_config(settings.config_dir)
-    redis = (spend_redis_client(settings.redis_url, spend_options(settings))
-             if settings.redis_url else None)
+    redis = (spend_redis_client(settings.redis_url, spend_options(settings),
+                                settings.redis_cluster) if settings.redis_url else None)
     seeds = records_from_config(config.keys, settings.demo, settings.admin_key)
     keys: MemoryKeyStore | RedisKeyStore
     if redis is not None:
@@ -58,7 +63,9 @@ async def start_services(settings: Settings) -> Services:
     policy, reliability = reliability_of(config)
     cooldowns = Cooldowns(reliability.cooldown.failures, reliability.cooldown.seconds)
     services = Services(settings, config, keys, upstream, metrics, redis,
+                        cache_redis=cache_client(settings, redis),
                         cooldowns=cooldowns, retry_policy=policy)
+    services.tracing = build_tracing(settings)
     await attach_features(services)
     log.info("services built: config %s, %s state", config.version,
              "redis" if redis else "embedded")
@@ -72,6 +79,14 @@ def warn_config(config: Config) -> None:
     """Scopes that name nothing load (check-config --strict refuses them), but say so."""
     for warning in config.warnings:
         log.warning("config: %s", warning)
+
+
+def cache_client(settings: Settings, redis: RedisClient | None) -> aioredis.Redis | None:
+    """The cache's Redis Stack: REDIS_CACHE_URL, else the state's Redis unless that is a
+    cluster (RediSearch indexes do not span shards)."""
+    if settings.redis_cache_url:
+        return connect_redis(settings.redis_cache_url)
+    return redis if isinstance(redis, aioredis.Redis) else None
 
 
 async def attach_features(services: Services) -> None:
@@ -105,5 +120,11 @@ async def stop_services(services: Services) -> None:
     from proxy.runtime import features
     await features.detach(services)
     await services.upstream.close()
+    if services.cache_redis is not None and services.cache_redis is not services.redis:
+        await services.cache_redis.aclose()
     if services.redis is not None:
         await services.redis.aclose()
+    if services.tracing is not None:
+        services.tracing.shutdown()
+    if services.metrics.multiprocess:  # a worker's live gauges must not outlive it
+        mark_process_dead(os.getpid())

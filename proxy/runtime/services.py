@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from proxy.config.loader import Config
 from proxy.config.providers import Provider
@@ -35,13 +36,15 @@ class Services:
     keys: KeyStore
     upstream: UpstreamClient
     metrics: Metrics
-    redis: aioredis.Redis | None = None
+    redis: aioredis.Redis | RedisCluster | None = None  # state: keys, spend (maybe a cluster)
+    cache_redis: aioredis.Redis | None = None  # the vector index: REDIS_CACHE_URL, else `redis`
     spend: Ledger | None = None
     cache: SemanticCache | None = None
     chat: HistoryStore | None = None
     cooldowns: Cooldowns = field(default_factory=Cooldowns)
     retry_policy: RetryPolicy = field(default_factory=RetryPolicy)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    tracing: Any = None  # proxy.runtime.tracing.Tracing when MET_TRACES=otlp
     draining: bool = False  # SIGTERM received: /readyz says 503 so the load balancer moves on
     demo_providers: dict[str, tuple[Provider, Provider]] = field(default_factory=dict)
     # per (chain, department) and (department, model) until the next reload

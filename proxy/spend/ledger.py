@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from proxy.config.departments import PERIODS, Department, DepartmentsConfig
 from proxy.spend.budgets import (
@@ -468,7 +469,7 @@ def _dimension_value(record: UsageRecord, dimension: SpendDimension) -> str:
 
 
 def create_spend_store(
-    redis: aioredis.Redis | str | None,
+    redis: aioredis.Redis | RedisCluster | str | None,
     departments: DepartmentsConfig,
     pricing: PricingTable,
     *,
@@ -497,10 +498,11 @@ def create_spend_store(
     return Ledger(backend, departments, pricing, options=options, notifier=notifier, clock=clock)
 
 
-def spend_redis_client(url: str, options: SpendOptions) -> aioredis.Redis:
+def spend_redis_client(url: str, options: SpendOptions,
+                       cluster: bool = False) -> aioredis.Redis | RedisCluster:
     """A client with the spend store's pool limits and timeouts (MET_* spend settings)."""
-    from proxy.runtime.redis_client import connect_redis
+    from proxy.runtime.redis_client import connect_state
 
-    return connect_redis(url, max_connections=options.redis_max_connections,
+    return connect_state(url, cluster, max_connections=options.redis_max_connections,
                          pool_wait_seconds=options.redis_pool_wait_seconds,
                          timeout_seconds=options.redis_timeout_seconds)

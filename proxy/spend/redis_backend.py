@@ -12,6 +12,7 @@ the first time they touch a department's window or breaker, reads add them, and 
 there count (x 1000) until they expire, so an upgrade (even a rolling one) keeps every budget.
   Pnotice:...                                 notice dedupe (SET NX EX until the window ends)
   Prec:<request_id>, Prec:ts, Prec:ts:<D>     usage records (JSON, TTL = retention) + time indexes
+                                              (one MULTI on a single Redis, a pipeline on a cluster)
 When Redis is unreachable, settlements and records are queued here and written by flush()."""
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.exceptions import WatchError
@@ -55,7 +57,7 @@ _STATUS = {0: "ok", 1: "budget", 2: "rpm", 3: "tpm", 4: "breaker"}
 class RedisSpendBackend:
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: aioredis.Redis | RedisCluster,
         *,
         prefix: str,
         clock: Callable[[], float],
@@ -68,6 +70,9 @@ class RedisSpendBackend:
         self._clock = clock
         self._retention = retention_seconds
         self._owns_client = owns_client
+        # on a cluster a record and its two time indexes live in different slots: written in
+        # one pipeline, not one transaction (a reader skips an index entry without a record)
+        self._cluster = isinstance(client, RedisCluster)
         self._admit = client.register_script((_LUA / "admit.lua").read_text())
         self._settle = client.register_script((_LUA / "settle.lua").read_text())
         self._pending_settlements: collections.deque[Settlement] = collections.deque()
@@ -228,7 +233,7 @@ class RedisSpendBackend:
     async def _put_record(self, record: UsageRecord) -> None:
         horizon = self._clock() - self._retention
         by_time, by_dept = f"{self.prefix}rec:ts", f"{self.prefix}rec:ts:{record.department}"
-        async with self.client.pipeline(transaction=True) as pipe:
+        async with self.client.pipeline(transaction=not self._cluster) as pipe:
             pipe.set(self._record_key(record.request_id), orjson.dumps(record.to_dict()),
                      ex=max(1, int(self._retention)))  # fmt: skip
             for index in (by_time, by_dept):
@@ -272,7 +277,9 @@ class RedisSpendBackend:
         found: list[UsageRecord] = []
         for start in range(0, len(ids), 500):
             keys = [self._record_key(_text(rid)) for rid in ids[start : start + 500]]
-            for raw in await self._call(self.client.mget(keys)):
+            batch = (self.client.mget_nonatomic(keys) if isinstance(self.client, RedisCluster)
+                     else self.client.mget(keys))
+            for raw in await self._call(batch):
                 if raw is not None:
                     found.append(UsageRecord.from_dict(orjson.loads(raw)))
         return found

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Literal, cast
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from proxy.config.departments import DepartmentsConfig, Period
 from proxy.metrics import Metrics
@@ -67,7 +68,8 @@ def notifier_for(departments: DepartmentsConfig, settings: Settings) -> NoticeSi
 
 
 async def build_spend(settings: Settings, departments: DepartmentsConfig, pricing: PricingTable,
-                      metrics: Metrics, redis: aioredis.Redis | None) -> Ledger:
+                      metrics: Metrics,
+                      redis: aioredis.Redis | RedisCluster | None) -> Ledger:
     ledger = create_spend_store(redis, departments, pricing,
                                 options=spend_options(settings),
                                 notifier=notifier_for(departments, settings))

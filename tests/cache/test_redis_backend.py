@@ -6,6 +6,7 @@ in-process backend; the Redis-only tests check what lives in Redis (keys, expiry
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -15,6 +16,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from proxy.cache.backend import CacheBackend, Entry, Tightened, Vector
+from proxy.cache.embedder import MINILM_DIM
 from proxy.cache.memory import MemoryCacheBackend
 from proxy.cache.redis_backend import RedisCacheBackend, schema_for
 from proxy.runtime.redis_client import connect_redis
@@ -237,3 +239,19 @@ def test_schema_names_index_and_keys_under_the_prefix() -> None:
     vector = schema.fields["embedding"]
     assert vector.attrs.dims == 384
     assert set(schema.fields) == {"scope", "partition", "owner", "hits", "created", "embedding"}
+
+
+
+@pytest.mark.redis
+async def test_replicas_starting_together_share_one_index(redis_url: str,
+                                                           redis_prefix: str) -> None:
+    """Each replica checks for the index and creates it when missing: two doing that at once
+    must both start (the loser of the race used to fail with 'Index already exists')."""
+    clients = [connect_redis(redis_url) for _ in range(4)]
+    try:
+        backends = [RedisCacheBackend(c, redis_prefix, MINILM_DIM) for c in clients]
+        await asyncio.gather(*(b.start() for b in backends))
+        assert await backends[0].index.exists()
+    finally:
+        for client in clients:
+            await client.aclose()
