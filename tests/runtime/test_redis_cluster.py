@@ -16,7 +16,7 @@ import httpx
 import pytest
 import redis
 
-from proxy.spend.pricing import to_micros
+from proxy.spend.pricing import to_nanos
 from tests.runtime.test_replicas import ADMIN, ADMIN_KEY, departments, flood, new_key
 from tests.support.processes import ProxyProcess
 from tests.support.redis_cluster import RedisCluster
@@ -47,11 +47,11 @@ def on_cluster(mock_upstream: ServerThread, redis_cluster: RedisCluster, redis_u
 def spent(replica: ProxyProcess, department: str = "engineering") -> tuple[int, float]:
     budgets = httpx.get(replica.url + "/admin/budgets", headers=ADMIN, timeout=30).json()["data"]
     day = next(d for d in budgets if d["department"] == department)["budgets"][0]
-    return to_micros(day["spent_dollars"]), day["reserved_dollars"]
+    return to_nanos(day["spent_dollars"]), day["reserved_dollars"]
 
 
 def charged(answers: list[httpx.Response]) -> int:
-    return sum(to_micros(float(r.headers["x-meterline-cost-usd"]))
+    return sum(to_nanos(float(r.headers["x-meterline-cost-usd"]))
                for r in answers if r.status_code == 200)
 
 
@@ -73,7 +73,7 @@ def test_state_lives_on_the_cluster_and_replicas_share_it(
     assert {r.status_code for r in answers} == {200, 429}, {
         r.status_code: r.text for r in answers if r.status_code not in (200, 429)}
     total = charged(answers)
-    assert total <= to_micros(1.0)
+    assert total <= to_nanos(1.0)
     assert spent(a) == spent(b) == (total, 0)
     served = sum(r.status_code == 200 for r in answers)
     listing = httpx.get(b.url + "/admin/spend", params={"by": "key"}, headers=ADMIN).json()
