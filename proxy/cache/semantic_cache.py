@@ -87,7 +87,7 @@ class Lookup:
     vector: Vector | None = None
     shadow: Hit | None = None
     extra: dict[str, Any] = field(default_factory=dict)
-    flight: Flight | None = None  # this request leads a flight: land it once stored or failed
+    flight: Flight | None = None  # this request leads a flight: end it once stored or failed
 
 
 class SemanticCache:
@@ -181,7 +181,7 @@ class SemanticCache:
             return None
         return await self._exact(state.key, state.limit, coalesced=True)
 
-    def land(self, call: Call) -> None:
+    def end_flight(self, call: Call) -> None:
         """The request leading a flight has stored its answer, or failed: wake the waiters
         (they look up the cache again, and go upstream themselves if nothing was stored)."""
         state: Lookup | None = call.cache_state

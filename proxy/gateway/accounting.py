@@ -1,4 +1,7 @@
-"""Budget reservation before the call, and cost + record + metrics after it (stream or not)."""
+"""The spend flow of one call, in one vocabulary: reserve (hold the worst case before the call)
+-> settle (price the usage, free the hold, charge the cost and store the usage record) ->
+record_metrics. `settle_json` / `settle_stream` settle an answered call; `release` frees a hold
+that is never settled; `end_flight` lets identical requests waiting on this one go on."""
 
 from __future__ import annotations
 
@@ -129,7 +132,7 @@ async def cache_lookup(services: Services, call: Call, model: str) -> Any:
     except Exception:  # the cache is an optimisation: its failure must not fail the call
         log.exception("cache lookup failed for %s; answering uncached", call.request_id)
         services.metrics.record_cache_failure("lookup")
-        services.cache.land(call)  # if it leads a flight, its waiters go on without it
+        services.cache.end_flight(call)  # if it leads a flight, its waiters go on without it
         call.cache_state = None  # nothing to store after a failed lookup
         call.headers["x-meterline-cache"] = "bypass"
         if call.record is not None:
@@ -156,11 +159,11 @@ def answered_by(services: Services, call: Call, model: str) -> None:
         services.cache.answered_by(call, model)
 
 
-def land(services: Services, call: Call) -> None:
+def end_flight(services: Services, call: Call) -> None:
     """End the call's cache flight, if it leads one: identical requests waiting for its answer
-    look again (proxy.cache.semantic_cache.SemanticCache.land)."""
+    look again (proxy.cache.semantic_cache.SemanticCache.end_flight)."""
     if services.cache is not None:
-        services.cache.land(call)
+        services.cache.end_flight(call)
 
 
 async def serve_cached(services: Services, call: Call, reservation: Any, cached: Any) -> Response:
@@ -237,16 +240,18 @@ def price(services: Services, call: Call, target: UpstreamTarget,
     return counts, cost
 
 
-async def book(services: Services, call: Call, reservation: Any, counts: Usage, cost: Cost,
+async def settle_and_count(services: Services, call: Call, reservation: Any, counts: Usage,
+                           cost: Cost,
                estimated: bool) -> float | None:
     """Settle the budget, store the record and count the metrics of a call the upstream answered;
     returns the dollars left in the tightest budget window (None when unknown)."""
-    remaining = await book_spend(services, call, reservation, cost)
-    count(services, call, counts, cost, estimated)
+    remaining = await settle_spend(services, call, reservation, cost)
+    record_metrics(services, call, counts, cost, estimated)
     return remaining
 
 
-async def book_spend(services: Services, call: Call, reservation: Any, cost: Cost) -> float | None:
+async def settle_spend(services: Services, call: Call, reservation: Any,
+                       cost: Cost) -> float | None:
     """Settle the budget and store the record; the dollars left in the tightest window."""
     record = call.record
     assert record is not None
@@ -259,7 +264,8 @@ async def book_spend(services: Services, call: Call, reservation: Any, cost: Cos
     return None
 
 
-def count(services: Services, call: Call, counts: Usage, cost: Cost, estimated: bool) -> None:
+def record_metrics(services: Services, call: Call, counts: Usage, cost: Cost,
+                   estimated: bool) -> None:
     """The metrics of a call the upstream answered."""
     record = call.record
     assert record is not None
@@ -299,7 +305,7 @@ async def settle(services: Services, call: Call, reservation: Any, target: Upstr
                  usage: dict[str, Any] | Usage | None, estimated: bool) -> dict[str, Any]:
     """Price the usage, settle the budget, write the record, count the metrics."""
     counts, cost = price(services, call, target, usage, estimated)
-    remaining = await book(services, call, reservation, counts, cost, estimated)
+    remaining = await settle_and_count(services, call, reservation, counts, cost, estimated)
     return info_of(call, counts, cost, estimated, remaining)
 
 
@@ -321,7 +327,7 @@ def info_of(call: Call, counts: Usage, cost: Cost, estimated: bool,
             "budget_remaining_usd": remaining, "request_id": call.request_id}
 
 
-async def finish_json(services: Services, call: Call, reservation: Any, target: UpstreamTarget,
+async def settle_json(services: Services, call: Call, reservation: Any, target: UpstreamTarget,
                       status: int, data: bytes) -> Response:
     """The cache write happens before the answer goes out (the next identical request must hit);
     settling the budget, the record and the metrics run right after the body is sent, in the same
@@ -353,18 +359,18 @@ async def finish_json(services: Services, call: Call, reservation: Any, target: 
     headers = call.headers
     headers["x-meterline-cost-usd"] = cost_header(cost.nanos)
     headers["x-meterline-overhead-ms"] = f"{call.overhead_ms():.2f}"
-    return BookedResponse(data, status, headers, booking=(services, call, reservation, counts,
+    return SettlingResponse(data, status, headers, settlement=(services, call, reservation, counts,
                                                            cost, estimated))
 
 
-class BookedResponse(Response):
+class SettlingResponse(Response):
     """A JSON answer whose bookkeeping runs once the body is sent, or failed to be sent: spend
     is recorded even when the client is gone."""
 
     def __init__(self, data: bytes, status: int, headers: dict[str, str],
-                 booking: tuple[Services, Call, Any, Usage, Cost, bool]) -> None:
+                 settlement: tuple[Services, Call, Any, Usage, Cost, bool]) -> None:
         super().__init__(data, status, headers, media_type="application/json")
-        self.booking = booking
+        self.settlement = settlement
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -372,15 +378,15 @@ class BookedResponse(Response):
                         "headers": self.raw_headers})
             await send({"type": "http.response.body", "body": self.body})
         finally:
-            services, call, reservation, counts, cost, estimated = self.booking
+            services, call, reservation, counts, cost, estimated = self.settlement
             try:
                 with step(services.tracing, "meterline.settle"):
-                    await book(services, call, reservation, counts, cost, estimated)
+                    await settle_and_count(services, call, reservation, counts, cost, estimated)
             except Exception:  # the client has its answer: log, never a second response
                 log.exception("bookkeeping failed after request %s", call.request_id)
 
 
-async def finish_stream(services: Services, call: Call, reservation: Any, target: UpstreamTarget,
+async def settle_stream(services: Services, call: Call, reservation: Any, target: UpstreamTarget,
                         outcome: StreamOutcome) -> tuple[dict[str, Any], Callable[[], None]]:
     """Settle a relayed stream: the `meterline` info for its last event, and the counting of its
     metrics, which the relay runs once that event is sent (the client need not wait for it)."""
@@ -400,11 +406,11 @@ async def finish_stream(services: Services, call: Call, reservation: Any, target
     if record.cache == "off" and services.cache is not None:
         record.cache = "miss"
     counts, cost = price(services, call, target, usage, estimated)
-    remaining = await book_spend(services, call, reservation, cost)
+    remaining = await settle_spend(services, call, reservation, cost)
     info = info_of(call, counts, cost, estimated, remaining)
     if services.cache is not None and outcome.complete and outcome.error is None:
         held = [outcome.held] if outcome.held is not None else []
         await cache_store(services, call, services.cache.store_stream(
             services, call, outcome.chunks + held, info["cost_usd"]))
-    return info, lambda: count(services, call, counts, cost, estimated)
+    return info, lambda: record_metrics(services, call, counts, cost, estimated)
 

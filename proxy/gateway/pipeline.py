@@ -223,7 +223,7 @@ async def send(services: Services, call: Call, plan: Plan, request: Request,
             raise as_failure(error, services.retry_policy.retry_timeouts) from None
         finally:
             call.upstream_s += time.perf_counter() - t0
-        return target, resp, data  # the answered attempt is counted by accounting.book
+        return target, resp, data  # the answered attempt is counted by accounting.settle_and_count
 
     policy: RetryPolicy = services.retry_policy
     try:
@@ -284,7 +284,7 @@ async def run_call(services: Services, call: Call, request: Request) -> Response
             target, resp, data = await send(services, call, plan, request, add_usage)
     except BaseException:
         await accounting.release(services, reservation)
-        accounting.land(services, call)
+        accounting.end_flight(services, call)
         raise
     call.headers["x-meterline-provider"] = services.provider_label(target.provider_name)
     call.record.model_used, call.record.provider = target.model, target.provider_name
@@ -294,10 +294,10 @@ async def run_call(services: Services, call: Call, request: Request) -> Response
     if data is None:  # a stream lands its cache flight in `finish`, once stored
         return stream_response(services, call, reservation, target, resp, add_usage)
     try:
-        return await accounting.finish_json(services, call, reservation, target, resp.status,
+        return await accounting.settle_json(services, call, reservation, target, resp.status,
                                             data)
     finally:
-        accounting.land(services, call)
+        accounting.end_flight(services, call)
 
 
 def stream_response(services: Services, call: Call, reservation: Any, target: UpstreamTarget,
@@ -305,10 +305,10 @@ def stream_response(services: Services, call: Call, reservation: Any, target: Up
     async def finish(outcome: StreamOutcome) -> tuple[dict[str, Any], Callable[[], None]]:
         try:
             with step(services.tracing, "meterline.settle"):
-                return await accounting.finish_stream(services, call, reservation, target,
+                return await accounting.settle_stream(services, call, reservation, target,
                                                       outcome)
         finally:  # stored (or not): requests waiting for this answer look again
-            accounting.land(services, call)
+            accounting.end_flight(services, call)
 
     relay = SSERelay(resp, strip_usage=strip_usage, finish=finish, spawn=services.spawn,
                      provider=target.provider_name, raw=call.endpoint == "responses")
