@@ -261,6 +261,7 @@ CHAT_CHECKED = frozenset(CHAT_TYPES) | (COUNT_FIELDS - {"max_output_tokens"}) | 
 def validate_passthrough(body: dict[str, Any]) -> None:
     require_model(body)
     _expect(body, "stream", bool, "a boolean")
+    _expect(body, "stream_options", dict, "an object")  # read when the proxy asks for usage
     for name in ("n", "max_tokens", "max_output_tokens"):
         _expect_count(body, name)
 

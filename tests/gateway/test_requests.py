@@ -150,3 +150,14 @@ def test_absurd_counts_are_refused_before_they_reserve(proxy: ServerThread, extr
     r = httpx.post(proxy.url + "/v1/chat/completions", json=body, headers=ENG)
     assert r.status_code == 400
     assert r.json() == err(message, "invalid_request_error", param, code)
+
+
+@pytest.mark.parametrize("path", ["/v1/completions", "/v1/responses", "/v1/chat/completions"])
+def test_stream_options_must_be_an_object(proxy: ServerThread, path: str) -> None:
+    """Found by the fuzz run: a streamed completion with stream_options "0" was a 500."""
+    body = {"model": "gpt-4o-mini", "prompt": "hi", "input": "hi", "messages": ask("hi"),
+            "stream": True, "stream_options": "0"}
+    r = httpx.post(proxy.url + path, json=body, headers=ENG)
+    assert r.status_code == 400
+    assert r.json() == err("Invalid type for 'stream_options': expected an object, got str.",
+                           "invalid_request_error", "stream_options", "invalid_type")
