@@ -161,3 +161,14 @@ def test_stream_options_must_be_an_object(proxy: ServerThread, path: str) -> Non
     assert r.status_code == 400
     assert r.json() == err("Invalid type for 'stream_options': expected an object, got str.",
                            "invalid_request_error", "stream_options", "invalid_type")
+
+
+@pytest.mark.parametrize("path", ["/v1/completions", "/v1/embeddings", "/v1/responses"])
+def test_user_must_be_a_string_on_every_endpoint(proxy: ServerThread, path: str) -> None:
+    """Found by the fuzz run: {"user": true} on a passthrough endpoint was a 500 (the record
+    clipped it as a string)."""
+    body = {"model": "gpt-4o-mini", "prompt": "hi", "input": "hi", "user": True}
+    r = httpx.post(proxy.url + path, json=body, headers=ENG)
+    assert r.status_code == 400
+    assert r.json() == err("Invalid type for 'user': expected a string, got bool.",
+                           "invalid_request_error", "user", "invalid_type")
