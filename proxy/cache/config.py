@@ -117,6 +117,9 @@ class CacheConfig(_Strict):
     threshold: float = Field(default=0.95, ge=0.0, le=1.0)
     ttl_seconds: float = Field(default=3600.0, gt=0)
     max_size: int = Field(default=1000, ge=1)
+    # entries are counted, not weighed: a longer question bypasses, so max_size x this bounds
+    # what one partition can hold (a department sending 8 MB prompts can't fill memory)
+    max_question_chars: int = Field(default=16384, ge=1)
     max_temperature: float = Field(default=1.0, ge=0.0, le=2.0)
     cache_tools: bool = False
     cache_multiple_choices: bool = False

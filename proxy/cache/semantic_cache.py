@@ -146,6 +146,8 @@ class SemanticCache:
                                          record.route_rule if record else None)
         owner = self.config.owner_of(call.department)
         key = key_of(call.body, owner, model)
+        if key is not None and len(key.text) > self.config.max_question_chars:
+            key = None
         task = stats.label(record.task if record else None)
         department = call.department_name
         if (not settings.enabled or key is None or bypass_reason(call.body, settings)

@@ -62,8 +62,7 @@ def validate_message(message: object, where: str) -> None:
         raise _missing(f"{where}.name")
     if role == "tool":
         _require_str(message, "tool_call_id", where)
-    if role == "assistant":
-        _check_assistant(message, where)
+    _check_calls(message, where)  # any role: routing and token estimates read them
 
 
 def _check_content(message: Mapping[str, Any], role: str, where: str) -> None:
@@ -109,11 +108,10 @@ def _check_part(part: object, allowed: tuple[str, ...], where: str) -> None:
         _require_str(value, "format", f"{where}.input_audio")
 
 
-def _check_assistant(message: Mapping[str, Any], where: str) -> None:
-    for name in ("refusal",):
-        value = message.get(name)
-        if value is not None and not isinstance(value, str):
-            raise _wrong_type(f"{where}.{name}", "a string", value)
+def _check_calls(message: Mapping[str, Any], where: str) -> None:
+    refusal = message.get("refusal")
+    if refusal is not None and not isinstance(refusal, str):
+        raise _wrong_type(f"{where}.refusal", "a string", refusal)
     calls = message.get("tool_calls")
     if calls is not None:
         if not isinstance(calls, list):

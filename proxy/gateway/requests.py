@@ -261,6 +261,8 @@ CHAT_CHECKED = frozenset(CHAT_TYPES) | (COUNT_FIELDS - {"max_output_tokens"}) | 
 def validate_passthrough(body: dict[str, Any]) -> None:
     require_model(body)
     _expect(body, "stream", bool, "a boolean")
+    _expect(body, "stream_options", dict, "an object")  # read when the proxy asks for usage
+    _expect(body, "user", str, "a string")  # kept on the usage record
     for name in ("n", "max_tokens", "max_output_tokens"):
         _expect_count(body, name)
 
@@ -268,8 +270,8 @@ def validate_passthrough(body: dict[str, Any]) -> None:
 MAX_USER_CHARS = 256  # a record is kept for the retention period: its size is ours to bound
 
 
-def _clip(user: str | None) -> str | None:
-    return user[:MAX_USER_CHARS] if user is not None else None
+def _clip(user: object) -> str | None:
+    return user[:MAX_USER_CHARS] if isinstance(user, str) else None
 
 
 def new_record(call: Call, model: str) -> UsageRecord:

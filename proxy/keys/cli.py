@@ -85,6 +85,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     settings = Settings.from_env()
     url = (args.url or f"http://{settings.host}:{settings.port}").rstrip("/")
+    if not url.startswith(("http://", "https://")):  # urllib would also open file:// and ftp://
+        print(f"meterline: --url must start with http:// or https://, got {url!r}",
+              file=sys.stderr)
+        return 2
     admin_key = args.admin_key or settings.admin_key or demo_admin_key(url)
     if not admin_key:
         print(f"meterline: {url} needs an admin key: pass --admin-key or set MET_ADMIN_KEY "
@@ -111,7 +115,7 @@ def request_for(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | No
 def demo_admin_key(url: str) -> str | None:
     """The demo's published admin key, when the server at `url` says it runs --demo."""
     try:
-        with urllib.request.urlopen(url + "/healthz", timeout=5) as response:
+        with urllib.request.urlopen(url + "/healthz", timeout=5) as response:  # nosec B310 # run() allows http(s) only
             health = orjson.loads(response.read())
     except (OSError, ValueError):
         return None  # unreachable or not Meterline: call_admin reports it
@@ -124,7 +128,7 @@ def call_admin(method: str, url: str, admin_key: str, body: dict[str, Any] | Non
         url, method=method, data=None if body is None else orjson.dumps(body),
         headers={"authorization": f"Bearer {admin_key}", "content-type": "application/json"})
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:
+        with urllib.request.urlopen(request, timeout=30) as response:  # nosec B310 # run() allows http(s) only
             status, raw = response.status, response.read()
     except urllib.error.HTTPError as exc:
         status, raw = exc.code, exc.read()

@@ -52,6 +52,15 @@ def ledger_of(services: Services) -> Ledger:
 
 # ---- spend and budgets -----------------------------------------------------------------------
 
+def known_department(services: Services, name: str | None) -> str | None:
+    """A ?department= filter must name a configured department (None: all of them)."""
+    if name is not None and services.department(name) is None:
+        known = ", ".join(services.config.departments.names)
+        raise InvalidRequest(f"Unknown department '{name}'; known: {known}.",
+                             param="department", code="invalid_value")
+    return name
+
+
 async def departments_view(ledger: Ledger, names: tuple[str, ...],
                            now: float) -> list[dict[str, Any]]:
     month = await ledger.records(month_start(now), now + 1.0)
@@ -65,7 +74,7 @@ async def spend(request: Request) -> Response:
     params = dict(request.query_params)
     by = dimension(params)
     start, end = time_range(params)
-    department = params.get("department") or None
+    department = known_department(services, params.get("department") or None)
     records = await ledger.records(start, end, department)
     names = (department,) if department else services.config.departments.names
     return json_response({

@@ -492,3 +492,15 @@ def test_a_fallback_answer_is_not_served_as_the_planned_models(
     assert ask_model("gpt-4.1") == ("gpt-4.1", "miss")  # not the fallback's answer
     assert ask_model("gpt-4.1") == ("gpt-4.1", "hit-exact")
     assert ask_model("gpt-4o-mini") == ("gpt-4o-mini", "hit-exact")  # the mini answer, for mini
+
+
+def test_long_questions_bypass_the_cache(start_cached: Starter) -> None:
+    """Entries are counted, not weighed: before, 1000 questions of 8 MB each could be stored per
+    department and model. A question over max_question_chars is never stored nor looked up."""
+    proxy = start_cached(max_question_chars=5000)
+    question = "Why " + "really " * 1000 + f"{uuid.uuid4().hex}?"
+    assert ask(proxy, question)[1]["x-meterline-cache"] == "bypass"
+    assert ask(proxy, question)[1]["x-meterline-cache"] == "bypass"
+    short = f"Short question {uuid.uuid4().hex}?"
+    ask(proxy, short)
+    assert ask(proxy, short)[1]["x-meterline-cache"] == "hit-exact"

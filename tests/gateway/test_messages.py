@@ -103,6 +103,9 @@ BAD: list[tuple[Any, str, str, str]] = [
     ([{"role": "function", "content": "x"}], "messages[0].name", "missing_required_parameter",
      "Missing required parameter: 'messages[0].name'."),
     ([], "messages", "invalid_type", "Invalid 'messages': expected a non-empty array of messages."),
+    # found by the fuzz run: tool calls on a user message reached the token estimate (500)
+    ([{"role": "user", "content": "", "tool_calls": 1}], "messages[0].tool_calls", "invalid_type",
+     "Invalid type for 'messages[0].tool_calls': expected an array, but got an integer instead."),
 ]
 
 
@@ -120,7 +123,7 @@ def test_malformed_messages_name_the_field(messages: Any, param: str, code: str,
                                                 "param": param, "code": code}}
 
 
-@pytest.mark.parametrize(("messages", "param", "code", "message"), BAD[:6])
+@pytest.mark.parametrize(("messages", "param", "code", "message"), BAD[:6] + BAD[-1:])
 def test_malformed_messages_are_400_through_the_proxy(proxy: ServerThread, messages: Any,
                                                      param: str, code: str, message: str) -> None:
     r = httpx.post(proxy.url + "/v1/chat/completions",

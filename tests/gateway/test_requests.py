@@ -150,3 +150,25 @@ def test_absurd_counts_are_refused_before_they_reserve(proxy: ServerThread, extr
     r = httpx.post(proxy.url + "/v1/chat/completions", json=body, headers=ENG)
     assert r.status_code == 400
     assert r.json() == err(message, "invalid_request_error", param, code)
+
+
+@pytest.mark.parametrize("path", ["/v1/completions", "/v1/responses", "/v1/chat/completions"])
+def test_stream_options_must_be_an_object(proxy: ServerThread, path: str) -> None:
+    """Found by the fuzz run: a streamed completion with stream_options "0" was a 500."""
+    body = {"model": "gpt-4o-mini", "prompt": "hi", "input": "hi", "messages": ask("hi"),
+            "stream": True, "stream_options": "0"}
+    r = httpx.post(proxy.url + path, json=body, headers=ENG)
+    assert r.status_code == 400
+    assert r.json() == err("Invalid type for 'stream_options': expected an object, got str.",
+                           "invalid_request_error", "stream_options", "invalid_type")
+
+
+@pytest.mark.parametrize("path", ["/v1/completions", "/v1/embeddings", "/v1/responses"])
+def test_user_must_be_a_string_on_every_endpoint(proxy: ServerThread, path: str) -> None:
+    """Found by the fuzz run: {"user": true} on a passthrough endpoint was a 500 (the record
+    clipped it as a string)."""
+    body = {"model": "gpt-4o-mini", "prompt": "hi", "input": "hi", "user": True}
+    r = httpx.post(proxy.url + path, json=body, headers=ENG)
+    assert r.status_code == 400
+    assert r.json() == err("Invalid type for 'user': expected a string, got bool.",
+                           "invalid_request_error", "user", "invalid_type")

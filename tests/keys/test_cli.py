@@ -73,3 +73,11 @@ def test_init_writes_a_config_with_an_admin_and_a_department_key(
         assert models.status_code == 200
     assert main(["init", str(target)]) == 1  # never overwrites a config (or its keys)
     assert "not empty" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://127.0.0.1/x", "127.0.0.1:8080"])
+def test_url_must_be_http(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """urllib opens file:// and ftp:// too (bandit B310): the CLI refuses anything but http(s)
+    before it sends the admin key anywhere."""
+    assert main(["keys", "list", "--url", url, "--admin-key", "sk-x"]) == 2
+    assert "--url must start with http:// or https://" in capsys.readouterr().err

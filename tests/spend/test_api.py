@@ -301,3 +301,11 @@ def test_own_daily_series_and_chargeback(proxy: ServerThread) -> None:
     rows = list(csv.DictReader(io.StringIO(own.text)))
     assert {r["department"] for r in rows[:-1]} == {"sales"}
     assert rows[-1]["day"] == "TOTAL" and rows[-1]["requests"] == "2"
+
+def test_unknown_department_filter_is_a_400_naming_it(proxy: ServerThread) -> None:
+    """Found by the fuzz run: GET /admin/spend?department=<not configured> was a 500."""
+    r = httpx.get(proxy.url + "/admin/spend", params={"department": "0"}, headers=ADMIN)
+    assert r.status_code == 400, r.text
+    assert r.json() == {"error": {
+        "message": "Unknown department '0'; known: engineering, sales, marketing, executive.",
+        "type": "invalid_request_error", "param": "department", "code": "invalid_value"}}
