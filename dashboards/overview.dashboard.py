@@ -1,4 +1,5 @@
-"""Meterline / Overview: spend rate, traffic, errors, latency and proxy overhead."""
+"""Meterline / Overview: spend rate, traffic, errors, latency, proxy overhead and MCP
+tool use."""
 
 from __future__ import annotations
 
@@ -85,6 +86,16 @@ dashboard = build_dashboard(
             (timeseries("Loaded versions", [
                 ("max by (version) (meterline_config_info) == 1", "config {{version}}"),
                 ("max by (version) (meterline_build_info)", "build {{version}}")]), 6),
+        ],
+        [
+            (timeseries("MCP tool calls per day by tool", [(
+                "sum by (tool) (increase(meterline_mcp_tool_calls_total[1d]))", "{{tool}}")],
+                description="Calls in the 24 hours before each point (meterline mcp ...)."), 8),
+            (timeseries("MCP tool failures by outcome", [(
+                f'sum by (tool, outcome) (rate(meterline_mcp_tool_calls_total{{outcome!="ok"}}'
+                f"{RATE}))", "{{tool}} {{outcome}}")], "reqps"), 8),
+            (timeseries("MCP tool duration p50 / p95 by tool",
+                        quantiles("meterline_mcp_tool_duration_seconds", "tool"), "s"), 8),
         ],
     ]),
 )

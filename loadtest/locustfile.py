@@ -3,7 +3,11 @@
 Run headless with loadtest/run.sh, or `locust -f loadtest/locustfile.py -H http://127.0.0.1:8080`.
 Options (flag or env var): --zipf-s/MET_ZIPF_S, --paraphrase-rate/MET_PARAPHRASE_RATE,
 --max-prompt-chars/MET_MAX_PROMPT_CHARS, --stream-ratio/MET_STREAM_RATIO, --model/MET_MODEL,
---user-pool/MET_USER_POOL, --pairs-limit/MET_PAIRS_LIMIT; data from MET_PROMPTS and MET_PAIRS.
+--user-pool/MET_USER_POOL, --pairs-limit/MET_PAIRS_LIMIT, --negatives-limit/MET_NEGATIVES_LIMIT,
+--perturb-limit/MET_PERTURB_LIMIT; data from MET_PROMPTS and MET_PAIRS.
+
+At the end it writes the KPI report (loadtest/kpi.py) next to locust's CSV files (or to
+MET_KPI_STEM): hit rates and dollars from the proxy's /metrics, false hits from ground truth.
 """
 
 from __future__ import annotations
@@ -20,14 +24,17 @@ from locust import HttpUser, between, events, task
 from locust.env import Environment
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import kpi  # noqa: E402
 from workload import (  # noqa: E402
     DEFAULT_PAIRS,
     DEFAULT_PROMPTS,
     Workload,
     build_catalog,
     describe,
+    load_negative_pairs,
     load_paraphrase_items,
     load_prompts,
+    perturbed_pairs,
 )
 
 # Demo keys of `meterline serve --demo`, weighted roughly by department size.
@@ -71,6 +78,18 @@ def add_options(parser: Any) -> None:
         default=int(env("MET_PAIRS_LIMIT", "1000")),
         help="positive paraphrase pairs mixed into the catalog",
     )
+    parser.add_argument(
+        "--negatives-limit",
+        type=int,
+        default=int(env("MET_NEGATIVES_LIMIT", "500")),
+        help="negative pairs (same words, other meaning) mixed into the catalog",
+    )
+    parser.add_argument(
+        "--perturb-limit",
+        type=int,
+        default=int(env("MET_PERTURB_LIMIT", "300")),
+        help="prompts mixed in with a meaning-changing perturbation (number, negation)",
+    )
     parser.add_argument("--seed", type=int, default=int(env("MET_SEED", "42")))
 
 
@@ -79,14 +98,53 @@ def build_workload(options: Any) -> Workload:
     pairs_path = Path(os.environ.get("MET_PAIRS", DEFAULT_PAIRS))
     prompts = load_prompts(prompts_path, options.max_prompt_chars)
     pairs = load_paraphrase_items(pairs_path, options.max_prompt_chars, options.pairs_limit)
-    catalog = build_catalog(prompts, pairs, options.seed)
+    negatives = load_negative_pairs(pairs_path, options.max_prompt_chars, options.negatives_limit)
+    negatives += perturbed_pairs(prompts, options.perturb_limit, options.seed)
+    catalog = build_catalog(prompts, pairs, options.seed, negatives)
     return Workload(catalog, options.zipf_s, options.paraphrase_rate, random.Random(options.seed))
+
+
+class Run:
+    """What the closing report needs: ground truth, latencies, overheads, /metrics before."""
+
+    truth = kpi.GroundTruth()
+    latencies_ms: list[float] = []
+    overheads_ms: list[float] = []
+    requests = 0
+    errors = 0
+    before: dict[Any, float] = {}
+
+    @classmethod
+    def answered(cls, headers: Any, rank: int, answer: str, prompt: str, started: float) -> None:
+        cls.requests += 1
+        cls.latencies_ms.append((time.perf_counter() - started) * 1000)
+        overhead = headers.get("x-meterline-overhead-ms")
+        if overhead:
+            cls.overheads_ms.append(float(overhead))
+        cls.truth.observe(headers.get("x-meterline-cache", ""), rank, answer, prompt)
+
+    @classmethod
+    def failed(cls) -> None:
+        cls.requests += 1
+        cls.errors += 1
+
+
+def workload_parameters(environment: Environment) -> dict[str, Any]:
+    options = environment.parsed_options
+    names = ("zipf_s", "paraphrase_rate", "pairs_limit", "negatives_limit", "perturb_limit",
+             "stream_ratio", "max_prompt_chars", "model", "user_pool", "seed", "num_users",
+             "run_time", "host")
+    params = {name: getattr(options, name, None) for name in names}
+    if ChatUser.workload is not None:
+        params["catalog"] = describe(ChatUser.workload)
+    return params
 
 
 @events.test_start.add_listener
 def on_test_start(environment: Environment, **_: Any) -> None:
     ChatUser.workload = build_workload(environment.parsed_options)
     print(f"[meterline loadtest] workload: {describe(ChatUser.workload)}", flush=True)
+    Run.before = kpi.scrape(environment.host)
 
 
 @events.test_stop.add_listener
@@ -100,6 +158,15 @@ def on_test_stop(environment: Environment, **_: Any) -> None:
         f"same question {same_item:.1%}",
         flush=True,
     )
+    report = kpi.build_report(
+        workload=workload_parameters(environment), truth=Run.truth, before=Run.before,
+        after=kpi.scrape(environment.host), latencies_ms=Run.latencies_ms,
+        overheads_ms=Run.overheads_ms, requests=Run.requests, errors=Run.errors)
+    stem = os.environ.get("MET_KPI_STEM") or getattr(environment.parsed_options, "csv_prefix",
+                                                      None) or "loadtest-kpi"
+    json_path, md_path = kpi.write(report, stem)
+    print(kpi.markdown(report), flush=True)
+    print(f"[meterline loadtest] KPI report: {json_path}, {md_path}", flush=True)
 
 
 class ChatUser(HttpUser):
@@ -119,6 +186,7 @@ class ChatUser(HttpUser):
     def body(self, stream: bool) -> dict[str, Any]:
         assert self.workload is not None, "workload is built in test_start"
         drawn = self.workload.next_prompt()
+        self.drawn = drawn
         return {
             "model": self.model,
             "messages": [{"role": "user", "content": drawn.text}],
@@ -136,6 +204,7 @@ class ChatUser(HttpUser):
 
     def chat_once(self) -> None:
         headers = {"Authorization": f"Bearer {self.api_key}"}
+        started = time.perf_counter()
         with self.client.post(
             "/v1/chat/completions",
             json=self.body(False),
@@ -143,10 +212,16 @@ class ChatUser(HttpUser):
             name="chat",
             catch_response=True,
         ) as response:
+            choices = response.json().get("choices") if response.status_code == 200 else None
             if response.status_code != 200:
                 response.failure(f"HTTP {response.status_code}: {response.text[:200]}")
-            elif not response.json().get("choices"):
+                Run.failed()
+            elif not choices:
                 response.failure("no choices in response")
+                Run.failed()
+            else:
+                answer = (choices[0].get("message") or {}).get("content") or ""
+                Run.answered(response.headers, self.drawn.rank, answer, self.drawn.text, started)
 
     def chat_streaming(self) -> None:
         headers = {"Authorization": f"Bearer {self.api_key}"}
@@ -161,17 +236,24 @@ class ChatUser(HttpUser):
         ) as response:
             if response.status_code != 200:
                 response.failure(f"HTTP {response.status_code}: {response.text[:200]}")
+                Run.failed()
                 return
             problem = self.read_stream(response, started)
             if problem:
                 response.failure(problem)
+                Run.failed()
+            else:
+                Run.answered(response.headers, self.drawn.rank, kpi.stream_text(self.lines),
+                             self.drawn.text, started)
 
     def read_stream(self, response: Any, started: float) -> str | None:
         """Consume SSE lines; report time to first token; return a failure reason or None."""
         first_token = False
+        self.lines: list[bytes] = []
         for line in response.iter_lines():
             if not line.startswith(b"data: "):
                 continue
+            self.lines.append(line)
             payload = line[6:]
             if payload == b"[DONE]":
                 return None

@@ -4,6 +4,12 @@ Pure and network-free (no locust import), so tests/test_loadtest.py can check th
 A catalog item is one "question": the prompts from prompts.jsonl have no paraphrase; the positive
 pairs from dev_pairs.jsonl (label 1) give a question `a` and its paraphrase `b`. Popularity ranks
 are assigned by a seeded shuffle, so both kinds appear among the popular items.
+
+Hard negatives make a false hit possible, so the run can count them: each negative pair of
+dev_pairs.jsonl (label 0: near-duplicate wording, another meaning) and each meaning-changing
+perturbation of a prompt (another number, an added negation) becomes a question of its own,
+ranked right after the question it resembles, so both are asked about as often. A cached answer
+served for a question other than the one that produced it is a false hit.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import bisect
 import json
 import random
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,11 +72,72 @@ def load_paraphrase_items(path: Path, max_chars: int, limit: int) -> list[Item]:
     return items
 
 
+def load_negative_pairs(path: Path, max_chars: int, limit: int) -> list[tuple[Item, Item]]:
+    """Negative pairs (label 0): two questions worded alike that mean different things."""
+    pairs: list[tuple[Item, Item]] = []
+    for row in read_jsonl(path):
+        if len(pairs) >= limit:
+            break
+        if row.get("label") == 0 and row["a"] != row["b"]:
+            pairs.append((Item(truncate(str(row["a"]), max_chars)),
+                          Item(truncate(str(row["b"]), max_chars))))
+    return pairs
+
+
+NUMBER = re.compile(r"\b\d+\b")
+NEGATABLE = re.compile(r"\b(is|are|can|should|does|do|will|was)\b", re.IGNORECASE)
+NEGATION = {"can": "cannot", "will": "won't"}
+
+
+def perturb(text: str) -> str | None:
+    """A version of `text` that asks something else: its first number changed, or else a
+    negation added to its first auxiliary verb; None when neither applies."""
+    number = NUMBER.search(text)
+    if number is not None:
+        value = int(number.group())
+        changed = str(value * 10 if value < 10 else value + 7)
+        return text[:number.start()] + changed + text[number.end():]
+    verb = NEGATABLE.search(text)
+    if verb is not None:
+        word = verb.group()
+        negated = NEGATION.get(word.lower(), f"{word} not")
+        return text[:verb.start()] + negated + text[verb.end():]
+    return None
+
+
+def perturbed_pairs(prompts: Sequence[Item], limit: int, seed: int) -> list[tuple[Item, Item]]:
+    """Up to `limit` (prompt, meaning-changed prompt) pairs from short prompts."""
+    rng = random.Random(seed)
+    candidates = [item for item in prompts if len(item.text) <= 300]
+    rng.shuffle(candidates)
+    pairs: list[tuple[Item, Item]] = []
+    for item in candidates:
+        if len(pairs) >= limit:
+            break
+        changed = perturb(item.text)
+        if changed is not None and changed != item.text:
+            pairs.append((item, Item(changed)))
+    return pairs
+
+
 def build_catalog(
-    prompts: Sequence[Item], paraphrase_items: Sequence[Item], seed: int
+    prompts: Sequence[Item], paraphrase_items: Sequence[Item], seed: int,
+    negatives: Sequence[tuple[Item, Item]] = (),
 ) -> list[Item]:
-    catalog = [*prompts, *paraphrase_items]
-    random.Random(seed).shuffle(catalog)
+    """Shuffled questions; each negative pair's second question right after its first. A text
+    that would appear twice is kept once (an exact repeat is the same question)."""
+    paired = {id(first) for first, _ in negatives}
+    units: list[tuple[Item, ...]] = [(item,) for item in [*prompts, *paraphrase_items]
+                                     if id(item) not in paired]
+    units += [(first, second) for first, second in negatives]
+    random.Random(seed).shuffle(units)
+    catalog: list[Item] = []
+    seen: set[str] = set()
+    for unit in units:
+        for item in unit:
+            if item.text not in seen:
+                seen.add(item.text)
+                catalog.append(item)
     return catalog
 
 

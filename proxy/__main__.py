@@ -1,9 +1,8 @@
-"""CLI: meterline serve | check-config | mock-upstream | cache-eval | keys."""
+"""CLI: meterline serve | check-config | mock-upstream | cache-eval | keys | init | mcp."""
 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -21,6 +20,9 @@ def _serve(args: argparse.Namespace) -> int:
 
     from proxy.app import create_app
     from proxy.config.loader import load_config
+    from proxy.runtime.logs import configure_logging
+    from proxy.runtime.process import tune_for_serving
+    from proxy.runtime.startup import AnnouncingServer, bind_problem
 
     settings = Settings.from_env()
     overrides: dict[str, object] = {}
@@ -32,34 +34,34 @@ def _serve(args: argparse.Namespace) -> int:
         overrides["config_dir"] = Path(args.config)
     if args.demo:
         overrides["demo"] = True
+        if "MET_DEMO_HISTORY" not in settings.env:
+            overrides["demo_history"] = True
+    if args.no_demo_history:
+        overrides["demo_history"] = False
     if args.workers:
         overrides["workers"] = args.workers
     settings = replace(settings, **overrides)  # type: ignore[arg-type]
     if settings.demo:
-        local = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+        local = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host  # nosec B104 # compares, binds nothing
         settings = replace(settings, mock_upstream_url=f"http://{local}:{settings.port}/_mock/v1")
     try:
         load_config(settings.config_dir)
     except ConfigError as exc:
         print(f"meterline: invalid config, not starting:\n{exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
-    )
-    if settings.demo:
-        print(
-            f"Meterline demo on http://{settings.host}:{settings.port}  (mock upstream; keys "
-            "sk-demo-engineering|sales|marketing|executive, admin sk-demo-admin)",
-            flush=True,
-        )
+    if problem := bind_problem(settings.host, settings.port):
+        print(f"meterline: {problem}", file=sys.stderr)
+        return 1
+    configure_logging(settings.log_level, settings.log_format)
     common: dict[str, Any] = dict(
         host=settings.host,
         port=settings.port,
         loop="uvloop",
         http="httptools",
-        access_log=False,
+        access_log=False,  # ours is one JSON line with cost and ids (proxy/runtime/logs.py)
         log_level=settings.log_level,
-        timeout_graceful_shutdown=30,
+        log_config=None,  # uvicorn's loggers propagate to the root handler configured above
+        timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
         lifespan="on",
         # nothing here reads the client address, so X-Forwarded-* rewriting is pure cost on
         # every request; and the Server header only advertises the stack
@@ -68,10 +70,34 @@ def _serve(args: argparse.Namespace) -> int:
     )
     if settings.workers > 1:
         export_for_workers(settings)
-        uvicorn.run("proxy.app:create_app", factory=True, workers=settings.workers, **common)
+        uvicorn.run("proxy.__main__:create_served_app", factory=True, workers=settings.workers,
+                    **common)
     else:
-        uvicorn.run(create_app(settings), **common)
+        AnnouncingServer(uvicorn.Config(
+            tune_for_serving(create_app(settings), settings.drain_seconds), **common),
+            banner(settings)).run()
     return 0
+
+
+def create_served_app() -> Any:
+    """The app each `meterline serve --workers N` process builds (uvicorn's factory)."""
+    from proxy.app import create_app
+    from proxy.runtime.logs import configure_logging
+    from proxy.runtime.process import tune_for_serving
+
+    settings = Settings.from_env()
+    configure_logging(settings.log_level, settings.log_format)
+    return tune_for_serving(create_app(settings), settings.drain_seconds)
+
+
+def banner(settings: Settings) -> str:
+    url = f"http://{settings.host}:{settings.port}"
+    if not settings.demo:
+        return f"Meterline ready on {url}"
+    history = ("; spend before today is synthetic demo data, user demo-synthetic"
+               if settings.demo_history and not settings.redis_url else "")
+    return (f"Meterline demo ready on {url}  (mock upstream; keys "
+            f"sk-demo-engineering|sales|marketing|executive, admin sk-demo-admin{history})")
 
 
 def export_for_workers(settings: Settings) -> None:
@@ -93,6 +119,7 @@ def export_for_workers(settings: Settings) -> None:
             "MET_PORT": str(settings.port),
             "MET_CONFIG_DIR": str(settings.config_dir),
             "MET_DEMO": "1" if settings.demo else "0",
+            "MET_DEMO_HISTORY": "1" if settings.demo_history else "0",
         }
     )
     if settings.mock_upstream_url:
@@ -106,6 +133,12 @@ def _check_config(args: argparse.Namespace) -> int:
         config = load_config(Path(args.path))
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
+        return 1
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if args.strict and config.warnings:
+        print(f"{args.path}: {len(config.warnings)} warning(s), failing (--strict)",
+              file=sys.stderr)
         return 1
     print(
         f"{args.path}: OK (version {config.version}; {len(config.providers.models)} models, "
@@ -171,6 +204,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--demo", action="store_true", help="answer from the built-in mock upstream with demo keys"
     )
+    serve.add_argument(
+        "--no-demo-history",
+        action="store_true",
+        help="with --demo, start without the 8 weeks of synthetic, labelled spend history "
+        "(MET_DEMO_HISTORY=0)",
+    )
     serve.set_defaults(func=_serve)
     check = sub.add_parser("check-config", help="validate every YAML file in a config directory")
     check.add_argument("path", nargs="?", default=str(Settings().config_dir))
@@ -178,6 +217,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--diff",
         action="store_true",
         help="also show what PATH would change against the live directory",
+    )
+    check.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail on warnings too (routing or experiment scopes naming no department or model)",
     )
     check.add_argument(
         "--against",
@@ -194,6 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     from proxy.keys import cli as keys_cli
     keys_cli.add_parser(sub)
+    keys_cli.add_init_parser(sub)
+    from proxy.mcp_sonarqube import cli as mcp_cli
+
+    mcp_cli.add_parser(sub)
     return parser
 
 

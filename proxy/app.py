@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -11,18 +12,25 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from proxy.cache import api as cache_api
 from proxy.chat import api as chat_api
 from proxy.demo.upstream import create_mock_app
-from proxy.errors import ProxyError, handle_http_exception, handle_proxy_error, handle_unexpected
+from proxy.errors import (
+    REQUEST_ID_KEY,
+    ProxyError,
+    handle_http_exception,
+    handle_proxy_error,
+    handle_unexpected,
+)
 from proxy.gateway import pipeline
+from proxy.gateway.requests import REQUEST_ID_HEADER, request_id_of
 from proxy.insights import api as insights_api
 from proxy.keys import api as keys_api
 from proxy.routing import api as routing_api
 from proxy.runtime import api as runtime_api
-from proxy.runtime import health
+from proxy.runtime import health, logs
 from proxy.runtime.lifecycle import start_services, stop_services
 from proxy.runtime.reload import start_triggers
 from proxy.runtime.services import Services
@@ -38,7 +46,8 @@ class ProxyApp(Starlette):
 
     The OpenAI endpoints are exact paths with one method, so they need no router, and their
     errors are handled by the same handlers: serving them before Starlette's middleware stack
-    and router saved ~5 us of ~310 us CPU per request (wrk, c=64; docs/benchmarks.md).
+    and router saves 6-7 us of CPU per request, 2-3 % of a chat request's ~250 us
+    (scripts/bench_dispatch.py: 2.6-3.0 us vs 8.8-10.5 us routed, 2026-12-05): kept for that.
     Everything else, including 405s on these paths, goes through Starlette.
     """
 
@@ -58,10 +67,48 @@ class ProxyApp(Starlette):
                 scope["app"] = self
                 await serve_direct(endpoint, scope, receive, send)
                 return
+        if scope["type"] == "http":
+            send = with_request_id(scope, send)
         await super().__call__(scope, receive, send)
 
 
+def with_request_id(scope: Scope, send: Send) -> Send:
+    """`send`, adding x-request-id to a response that has none (the endpoint's id if it took
+    one, else the client's, else a new one): every endpoint and every status carries it."""
+    header = REQUEST_ID_HEADER.encode()
+
+    async def send_with_id(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", ()))
+            if not any(name.lower() == header for name, _ in headers):
+                rid: str = scope.get(REQUEST_ID_KEY) or request_id_of(Request(scope))
+                headers.append((header, rid.encode("latin-1")))
+                message = {**message, "headers": headers}
+        await send(message)
+
+    return send_with_id
+
+
 async def serve_direct(endpoint: Endpoint, scope: Scope, receive: Receive, send: Send) -> None:
+    if not logs.access_enabled():
+        await answer(endpoint, scope, receive, send)
+        return
+    started = time.perf_counter()
+    status = 0
+
+    async def sending(message: Message) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+        await send(message)
+
+    try:
+        await answer(endpoint, scope, receive, sending)
+    finally:  # a stream's line is written once it has ended (or the client left)
+        logs.log_access(scope, status, time.perf_counter() - started)
+
+
+async def answer(endpoint: Endpoint, scope: Scope, receive: Receive, send: Send) -> None:
     request = Request(scope, receive, send)
     try:
         response = await endpoint(request)
@@ -69,6 +116,8 @@ async def serve_direct(endpoint: Endpoint, scope: Scope, receive: Receive, send:
         response = await handle_proxy_error(request, exc)
     except Exception as exc:  # same as Starlette's catch-all handler: a 500 in OpenAI's shape
         response = await handle_unexpected(request, exc)
+        response.headers.setdefault(REQUEST_ID_HEADER,
+                                    scope.get(REQUEST_ID_KEY) or request_id_of(request))
     await response(scope, receive, send)
 
 

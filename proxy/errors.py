@@ -17,6 +17,7 @@ log = logging.getLogger("meterline")
 # the header dict (proxy.gateway.requests.header_map), the request id, and the Call being served.
 HEADERS_KEY = "meterline.headers"
 REQUEST_ID_KEY = "meterline.request_id"
+CLIENT_REQUEST_ID_KEY = "meterline.client_request_id"
 CALL_KEY = "meterline.call"
 
 
@@ -130,6 +131,22 @@ class UpstreamUnavailable(ProxyError):
     code = "upstream_unavailable"
 
 
+class UpstreamCredentialRefused(ProxyError):
+    """The provider answered 401/403 to the proxy's own credential for it: the caller's key is
+    fine, so no 401 (an SDK would report an invalid API key). Never carries the credential, nor
+    the provider's body (OpenAI's names part of the key)."""
+
+    status = 502
+    type = "api_error"
+    code = "upstream_credential_refused"
+
+    def __init__(self, provider: str, upstream_status: int) -> None:
+        super().__init__(
+            f"The provider '{provider}' refused the proxy's credential for it (HTTP "
+            f"{upstream_status}). Your API key is fine: the proxy's operator must fix the "
+            "provider key.")
+
+
 class UpstreamTimeout(ProxyError):
     status = 504
     type = "timeout"
@@ -180,8 +197,14 @@ async def handle_proxy_error(request: Request, exc: Exception) -> Response:
     # a failed call still says who it was charged to and how it was routed
     headers = dict(call.headers) if call is not None else {}
     if rid:
-        headers["x-request-id"] = rid
+        headers.update(request_id_headers(rid, request.scope.get(CLIENT_REQUEST_ID_KEY)))
     return error_response(exc, headers)
+
+
+def request_id_headers(request_id: str, client_request_id: str | None) -> dict[str, str]:
+    """`x-meterline-request-id` is the server's id (feedback and cache reports name it);
+    `x-request-id` echoes the client's own id when it sent one, else the server's."""
+    return {"x-request-id": client_request_id or request_id, "x-meterline-request-id": request_id}
 
 
 def count_error(request: Request, status: int) -> None:
@@ -191,7 +214,7 @@ def count_error(request: Request, status: int) -> None:
         return
     call = request.scope.get(CALL_KEY)
     model = call.body.get("model") if call is not None else None
-    department = call.department if call is not None else None
+    department = (call.department_name or None) if call is not None else None
     elapsed = call.elapsed() if call is not None else 0.0
     services.metrics.record_request(request.url.path, model if isinstance(model, str) else None,
                                     department, status, elapsed)

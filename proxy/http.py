@@ -12,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from proxy.errors import AuthenticationFailed, InvalidRequest
+from proxy.errors import InvalidRequest, PermissionDenied
 from proxy.gateway.requests import authenticate, parse_json_object, read_body, request_id_of
 from proxy.keys.store import Principal
 from proxy.runtime.services import Services
@@ -36,7 +36,7 @@ async def require_admin(request: Request) -> tuple[Services, Principal]:
     request_id_of(request)
     principal = await authenticate(request, services)
     if not principal.admin:
-        raise AuthenticationFailed("This endpoint needs an admin key.", code="admin_key_required")
+        raise PermissionDenied("This endpoint needs an admin key.", code="admin_key_required")
     return services, principal
 
 

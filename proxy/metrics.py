@@ -30,18 +30,27 @@ from prometheus_client import (
     values,
 )
 
+from proxy.memo import BoundedMemo
+
 OTHER = "other"
 NONE = "none"
 DEFAULT_ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models")
 DIRECTIONS = ("input", "output", "cached_input")
+CACHE_FAILURE_STAGES = ("lookup", "store")
 CACHE_KINDS = ("exact", "semantic", "none")
 CACHE_RESULTS = ("hit", "miss", "bypass", "shadow")
 CACHE_SCOPE_KINDS = ("global", "department", "user")
 BUDGET_PERIODS = ("day", "month")
 REJECT_REASONS = ("budget_exhausted", "rate_limited", "model_not_allowed")
 # ProxyError codes raised by the upstream client.
-UPSTREAM_ERROR_KINDS = ("timeout", "upstream_unavailable", "upstream_error", "rate_limit_exceeded")
+UPSTREAM_ERROR_KINDS = ("timeout", "upstream_unavailable", "upstream_error", "rate_limit_exceeded",
+                        "upstream_credential_refused")
+# The MCP servers' tools (`meterline mcp ...`) and how a call ended.
+MCP_TOOLS = ("get_project_quality", "find_security_issues", "suggest_fixes", "list_projects")
+MCP_OUTCOMES = ("ok", "invalid_input", "auth_failed", "not_found", "rate_limited", "timeout",
+                "unavailable", "sonarqube_error", "llm_error", "error")
 
+MCP_TOOL_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
 OVERHEAD_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1)
 TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60)
@@ -110,7 +119,8 @@ class Metrics:
         self._config_version: str | None = None
         self._children: dict[tuple[object, ...], Any] = {}
         # per-request series by raw (unmapped) arguments; cleared when the label sets change
-        self._series: dict[tuple[object, ...], tuple[Any, ...]] = {}
+        # raw model names come from requests: bounded
+        self._series: BoundedMemo[tuple[object, ...], tuple[Any, ...]] = BoundedMemo()
         self._pending_budgets: dict[tuple[str | None, str], tuple[float, float]] = {}
         self._define_traffic(target)
         self._define_spend(target)
@@ -119,6 +129,7 @@ class Metrics:
         self._define_budget(target)
         self._define_upstream(target)
         self._define_process(target)
+        self._define_mcp(target)
         self._labels(self._build_info, version=build_version or _package_version()).set(1)
 
     # -- definitions -------------------------------------------------------------------------
@@ -173,6 +184,10 @@ class Metrics:
         self._false_hits = Counter(
             "meterline_cache_false_hit_reports_total", "Users reporting a wrong cached answer.",
             ["department"], registry=r)
+        self._cache_failures = Counter(
+            "meterline_cache_failures_total",
+            "Cache errors the request was answered through (served uncached or not stored).",
+            ["stage"], registry=r)
 
     def _define_experiments(self, r: CollectorRegistry | None) -> None:
         self._exp_requests = Counter(
@@ -222,6 +237,14 @@ class Metrics:
         self._build_info = Gauge(
             "meterline_build_info", "Meterline build (value is always 1).",
             ["version"], registry=r, multiprocess_mode="max")
+
+    def _define_mcp(self, r: CollectorRegistry | None) -> None:
+        self._mcp_calls = Counter(
+            "meterline_mcp_tool_calls_total", "MCP tool calls by tool and outcome.",
+            ["tool", "outcome"], registry=r)
+        self._mcp_duration = Histogram(
+            "meterline_mcp_tool_duration_seconds", "Time to answer an MCP tool call.",
+            ["tool"], buckets=MCP_TOOL_BUCKETS, registry=r)
 
     # -- label mapping -----------------------------------------------------------------------
 
@@ -283,6 +306,8 @@ class Metrics:
             for variant in variants:
                 self._labels(self._exp_requests, experiment=experiment, variant=variant)
                 self._labels(self._exp_cost, experiment=experiment, variant=variant)
+        for stage in CACHE_FAILURE_STAGES:
+            self._labels(self._cache_failures, stage=stage)
 
     def _precreate_department(self, dept: str) -> None:
         for model in self._models:
@@ -329,10 +354,7 @@ class Metrics:
         return self._remember(key, (requests, duration))
 
     def _remember(self, key: tuple[object, ...], series: tuple[Any, ...]) -> tuple[Any, ...]:
-        if len(self._series) >= 4096:  # raw model names come from requests: keep it bounded
-            self._series.clear()
-        self._series[key] = series
-        return series
+        return self._series.put(key, series)
 
     def record_first_token(self, model: str | None, seconds: float) -> None:
         self._labels(self._ttft, model=self.label_model(model)).observe(seconds)
@@ -389,6 +411,11 @@ class Metrics:
         ).inc()
         if saved_dollars > 0:
             self._labels(self._cache_saved, department=dept).inc(saved_dollars)
+
+    def record_cache_failure(self, stage: str) -> None:
+        """A cache error the request went on without (lookup: served uncached; store: the
+        answer was not cached)."""
+        self._labels(self._cache_failures, stage=_bounded(stage, CACHE_FAILURE_STAGES)).inc()
 
     def set_cache_entries(self, scope_kind: str, entries: int) -> None:
         kind = _bounded(scope_kind, CACHE_SCOPE_KINDS)
@@ -461,6 +488,18 @@ class Metrics:
             label = self.label_provider(provider)
             self._labels(self._upstream_errors, 
                 provider=label, kind=_bounded(error_kind, UPSTREAM_ERROR_KINDS)).inc()
+
+    def precreate_mcp_tools(self) -> None:
+        """Zero series for every MCP tool, so "calls per day" starts at 0 rather than absent."""
+        for tool in MCP_TOOLS:
+            self._labels(self._mcp_calls, tool=tool, outcome="ok")
+            self._labels(self._mcp_duration, tool=tool)
+
+    def record_tool_call(self, tool: str, outcome: str, duration_seconds: float) -> None:
+        """One MCP tool call; unknown tool names (a client's typo) are recorded as "other"."""
+        label = _bounded(tool, MCP_TOOLS)
+        self._labels(self._mcp_calls, tool=label, outcome=_bounded(outcome, MCP_OUTCOMES)).inc()
+        self._labels(self._mcp_duration, tool=label).observe(duration_seconds)
 
     def record_retry(self, provider: str | None) -> None:
         self._labels(self._retries, provider=self.label_provider(provider)).inc()

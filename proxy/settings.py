@@ -6,10 +6,14 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 REPO_RULES = Path(__file__).resolve().parent.parent / "rules"
 SYSTEM_RULES = Path("/etc/meterline")  # where the Docker image puts rules/
+
+
+LogFormat = Literal["json", "text"]
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
 class SettingsError(ValueError):
@@ -29,6 +33,27 @@ def _int(env: Mapping[str, str], key: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise SettingsError(f"Config '{key}' has value '{raw}'. Not a valid int.") from None
+
+
+def _seconds(env: Mapping[str, str], key: str, default: float) -> float:
+    raw = env.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < 3600:
+        raise SettingsError(f"Config '{key}' has value '{raw}'. Not a number of seconds (0-3600).")
+    return value
+
+
+def _choice(env: Mapping[str, str], key: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = env.get(key) or default
+    if raw.lower() not in choices:
+        raise SettingsError(
+            f"Config '{key}' has value '{raw}'. Expected one of: {', '.join(choices)}.")
+    return raw.lower()
 
 
 def _bool(env: Mapping[str, str], key: str, default: bool) -> bool:
@@ -51,10 +76,17 @@ class Settings:
     redis_prefix: str = "meterline:"
     demo: bool = False
     mock_upstream_url: str | None = None  # demo: where the built-in mock answers
+    demo_history: bool = False  # demo: fill the embedded spend store with synthetic history
     max_body_bytes: int = 8 * 1024 * 1024
     admin_key: str | None = None
     log_level: str = "info"
+    log_format: LogFormat = "json"  # stderr lines of `meterline serve` (runtime/logs.py)
     workers: int = 1
+    # SIGTERM: /readyz answers 503 for drain_seconds while requests are still served (the load
+    # balancer stops sending), then new connections are refused and requests in flight get up
+    # to shutdown_timeout_seconds to finish before they are cut (and settled)
+    drain_seconds: float = 5.0
+    shutdown_timeout_seconds: float = 30.0
     watch_config: bool = False  # reload when a rules file changes (mtime polled every 2 s)
     alertmanager_url: str | None = None  # GET /admin/alerts reads its API v2 when set
     env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
@@ -72,10 +104,15 @@ class Settings:
             redis_prefix=env.get("MET_REDIS_PREFIX", "meterline:"),
             demo=_bool(env, "MET_DEMO", False),
             mock_upstream_url=env.get("MET_MOCK_UPSTREAM_URL") or None,
+            demo_history=_bool(env, "MET_DEMO_HISTORY", _bool(env, "MET_DEMO", False)),
             max_body_bytes=_int(env, "MET_MAX_BODY_BYTES", 8 * 1024 * 1024),
             admin_key=env.get("MET_ADMIN_KEY") or None,
-            log_level=env.get("MET_LOG_LEVEL", "info"),
+            log_level=_choice(env, "MET_LOG_LEVEL", "info", LOG_LEVELS),
+            log_format="text" if _choice(env, "MET_LOG_FORMAT", "json", ("json", "text")) == "text"
+            else "json",
             workers=_int(env, "MET_WORKERS", 1),
+            drain_seconds=_seconds(env, "MET_DRAIN_SECONDS", 5.0),
+            shutdown_timeout_seconds=_seconds(env, "MET_SHUTDOWN_TIMEOUT_SECONDS", 30.0),
             watch_config=_bool(env, "MET_WATCH_CONFIG", False),
             alertmanager_url=env.get("MET_ALERTMANAGER_URL") or None,
             env=env,

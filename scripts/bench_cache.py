@@ -30,8 +30,8 @@ from proxy.cache.backend import CacheBackend, Entry  # noqa: E402
 from proxy.cache.cache_key import digest, normalise  # noqa: E402
 from proxy.cache.embedder import LocalEmbedder  # noqa: E402
 from proxy.cache.matching.match import MatchRule  # noqa: E402
-from proxy.cache.memory import MemoryBackend  # noqa: E402
-from proxy.cache.redis_backend import RedisBackend  # noqa: E402
+from proxy.cache.memory import MemoryCacheBackend  # noqa: E402
+from proxy.cache.redis_backend import RedisCacheBackend  # noqa: E402
 
 TOPICS = ("password reset", "VPN access", "expense reports", "holiday policy", "laptop setup",
           "invoice approval", "database backups", "onboarding", "parking permits", "travel")
@@ -103,12 +103,13 @@ async def bench_backend(name: str, backend: CacheBackend, embedder: LocalEmbedde
 async def part1(entries: int, rounds: int, redis_url: str | None) -> None:
     embedder = await LocalEmbedder.create()
     try:
-        await bench_backend("memory", MemoryBackend(), embedder, entries, rounds)
+        await bench_backend("memory", MemoryCacheBackend(), embedder, entries, rounds)
         if redis_url:
             client = aioredis.Redis.from_url(redis_url)
             prefix = f"bench:{uuid.uuid4().hex[:8]}:"
             for algorithm in ("hnsw", "flat"):
-                backend = RedisBackend(client, f"{prefix}{algorithm}:", embedder.dim, algorithm)
+                backend = RedisCacheBackend(client, f"{prefix}{algorithm}:", embedder.dim,
+                                            algorithm)
                 await backend.start()
                 try:
                     await bench_backend(f"redis {algorithm}", backend, embedder, entries, rounds)

@@ -53,7 +53,7 @@ def make_config(target: Path) -> None:
 async def measure(calls: int, outstanding: int) -> dict[str, float]:
     from proxy.gateway import accounting
     from proxy.gateway.requests import Call, new_record
-    from proxy.gateway.upstream import Target
+    from proxy.gateway.upstream import UpstreamTarget
     from proxy.keys.store import Principal
     from proxy.runtime.lifecycle import start_services, stop_services
     from proxy.settings import Settings
@@ -66,7 +66,7 @@ async def measure(calls: int, outstanding: int) -> dict[str, float]:
             principal = Principal("bench", "engineering", None, False)
             body = {"model": "gpt-4o-mini", "max_tokens": 64,
                     "messages": [{"role": "user", "content": "hello there " * 8}]}
-            target = Target("openai", None, "gpt-4o-mini", "x")  # type: ignore[arg-type]
+            target = UpstreamTarget("openai", None, "gpt-4o-mini", "x")  # type: ignore[arg-type]
             usage = {"prompt_tokens": 31, "completion_tokens": 57, "total_tokens": 88,
                      "prompt_tokens_details": {"cached_tokens": 0}}
             pending: deque[tuple[Any, Any]] = deque()

@@ -149,8 +149,8 @@ def start_proxy(mock_upstream: ServerThread,
         config_dir = make_config_dir(tmp_path_factory.mktemp("rules"), mock_upstream.url,
                                      timeout_s=timeout_s, edits=edits)
         env = {"MOCK_UPSTREAM_KEY": "sk-upstream-test", **(extra_env or {})}
-        settings = Settings.from_env(env, config_dir=config_dir, demo=True,
-                                     **overrides)
+        overrides.setdefault("demo", True)  # demo=False runs the production key/credential path
+        settings = Settings.from_env(env, config_dir=config_dir, **overrides)
         server = ServerThread(create_app(settings)).start()
         started.append(server)
         return server

@@ -12,7 +12,7 @@ import pytest
 from proxy.config.departments import DepartmentsConfig, parse_departments
 from proxy.spend.ledger import Ledger, SpendOptions, create_spend_store
 from proxy.spend.notify import NoticeSink
-from proxy.spend.pricing import PricingTable, load_pricing, to_micros
+from proxy.spend.pricing import PricingTable, load_pricing, to_nanos
 from proxy.spend.records import UsageRecord
 
 T0 = 1_750_000_000.0  # 2025-06-15T15:06:40Z: mid-hour, mid-day, mid-month
@@ -42,18 +42,22 @@ class StoreFactory(Protocol):
 
 def departments_config(**departments: dict[str, Any]) -> DepartmentsConfig:
     raw = {
-        name: {"virtual_key_env": f"VK_{name.upper()}", **spec}
+        name: dict(spec)
         for name, spec in departments.items()
     }
     return parse_departments({"departments": raw})
 
 
 def usd(dollars: float) -> int:
-    """Dollars -> the integer micro-dollars settle() takes."""
-    return to_micros(dollars)
+    """Dollars -> the integer nano-dollars settle() takes."""
+    return to_nanos(dollars)
 
 
 def make_record(request_id: str, ts: float, **fields: Any) -> UsageRecord:
+    """A usage record of `eng`; `cost` and `saved` may be given in dollars."""
+    for name in ("cost", "saved"):
+        if name in fields:
+            fields[f"{name}_nanos"] = to_nanos(fields.pop(name))
     base: dict[str, Any] = {
         "request_id": request_id, "ts": ts, "department": "eng", "key_id": "k1", "user": "ann",
         "endpoint": "chat.completions", "model_requested": "gpt-4o-mini",

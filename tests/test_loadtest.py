@@ -13,7 +13,9 @@ from types import ModuleType
 
 import pytest
 
-LOADTEST = Path(__file__).resolve().parent.parent / "loadtest"
+from tests.conftest import ProxyStarter
+
+LOADTEST = Path(__file__).resolve().parents[1] / "loadtest"
 
 
 def _load_workload() -> ModuleType:
@@ -137,3 +139,121 @@ def test_locustfile_loads_and_defines_a_user() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "ChatUser" in result.stdout
+
+
+# ----- hard negatives and the KPI report ------------------------------------------------------
+
+def _load_kpi() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("loadtest_kpi", LOADTEST / "kpi.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+kpi = _load_kpi()
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("How do I install 3 GB of RAM?", "How do I install 30 GB of RAM?"),
+    ("Is 25 a prime?", "Is 32 a prime?"),
+    ("Python can parse YAML", "Python cannot parse YAML"),
+    ("Why is the sky blue?", "Why is not the sky blue?"),
+    ("Tell me a joke", None),
+])
+def test_perturb_changes_the_meaning(text: str, expected: str | None) -> None:
+    assert wl.perturb(text) == expected
+
+
+def test_negatives_sit_right_after_the_question_they_resemble(tmp_path: Path) -> None:
+    pairs = tmp_path / "pairs.jsonl"
+    rows = [{"a": f"what is {i} plus one", "b": f"what is {i} minus one", "label": 0}
+            for i in range(30)] + [{"a": "x", "b": "x", "label": 0}]
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    negatives = wl.load_negative_pairs(pairs, 100, limit=50)
+    assert len(negatives) == 30  # identical texts are no negative pair
+    prompts = [wl.Item(f"prompt {i}") for i in range(40)] + [wl.Item("prompt 40")]
+    catalog = wl.build_catalog(prompts, [], seed=3, negatives=negatives)
+    texts = [item.text for item in catalog]
+    assert len(texts) == len(set(texts)) == 41 + 60
+    for first, second in negatives:
+        assert texts.index(second.text) == texts.index(first.text) + 1
+
+
+def test_ground_truth_counts_false_hits_by_the_question_that_made_the_answer() -> None:
+    truth = kpi.GroundTruth()
+    truth.observe("miss", 1, "answer one", "q1")
+    truth.observe("miss", 2, "answer two", "q2")
+    truth.observe("hit-exact", 1, "answer one", "q1")  # right question
+    truth.observe("hit-semantic", 1, "answer one", "q1 reworded")  # paraphrase: right
+    truth.observe("hit-semantic", 2, "answer one", "q2")  # someone else's answer
+    truth.observe("hit-semantic", 3, "never seen", "q3")  # origin unknown
+    assert truth.hits == {"exact": 1, "semantic": 3}
+    assert truth.false_hits == {"exact": 0, "semantic": 1}
+    assert truth.unattributed == 1
+    assert truth.false_examples[0]["answer_from_rank"] == 1
+
+
+METRICS_BEFORE = """\
+# TYPE meterline_cache_requests counter
+meterline_cache_requests_total{kind="exact",result="hit"} 10
+meterline_cache_requests_total{kind="exact",result="miss"} 90
+# TYPE meterline_cost_dollars counter
+meterline_cost_dollars_total{department="sales",model="gpt-4o-mini"} 1.0
+"""
+METRICS_AFTER = """\
+# TYPE meterline_cache_requests counter
+meterline_cache_requests_total{kind="exact",result="hit"} 40
+meterline_cache_requests_total{kind="semantic",result="hit"} 10
+meterline_cache_requests_total{kind="exact",result="miss"} 140
+# TYPE meterline_cost_dollars counter
+meterline_cost_dollars_total{department="sales",model="gpt-4o-mini"} 3.0
+# TYPE meterline_cache_saved_dollars counter
+meterline_cache_saved_dollars_total{department="sales"} 1.5
+# TYPE meterline_routing_saved_dollars counter
+meterline_routing_saved_dollars_total{department="sales"} 0.5
+"""
+
+
+def test_report_takes_hit_rates_and_dollars_from_the_metrics_delta() -> None:
+    truth = kpi.GroundTruth()
+    truth.observe("miss", 1, "a")
+    truth.observe("hit-exact", 1, "a")
+    report = kpi.build_report(
+        workload={"zipf_s": 1.1}, truth=truth, before=kpi.sample_sums(METRICS_BEFORE),
+        after=kpi.sample_sums(METRICS_AFTER), latencies_ms=[float(i) for i in range(1, 101)],
+        overheads_ms=[0.5, 0.7], requests=100, errors=2)
+    # lookups: 140-90 misses + 30 exact hits + 10 semantic hits = 90
+    assert report["hit_rate"]["cache_lookups"] == 90
+    assert report["hit_rate"]["exact"] == pytest.approx(30 / 90)
+    assert report["hit_rate"]["total"] == pytest.approx(40 / 90)
+    assert report["dollars"] == pytest.approx({
+        "spent": 2.0, "saved_by_cache": 1.5, "saved_by_routing": 0.5, "without_proxy": 4.0,
+        "reduction": 0.5})
+    assert report["latency_ms"] == {"p50": 50.0, "p95": 95.0, "p99": 99.0}
+    assert report["false_hits"]["rate_of_hits"] == 0.0
+    text = kpi.markdown(report)
+    assert "| cost reduction | 50.0% |" in text and "| zipf_s | 1.1 |" in text
+
+
+@pytest.mark.slow
+def test_headless_run_against_the_demo_writes_the_kpi_report(start_proxy: ProxyStarter,
+                                                             tmp_path: Path) -> None:
+    proxy = start_proxy()
+    stem = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "locust", "-f", str(LOADTEST / "locustfile.py"), "--headless",
+         "--host", proxy.url, "--users", "5", "--spawn-rate", "5", "--run-time", "8s",
+         "--only-summary", "--zipf-s", "1.3", "--stop-timeout", "5"],
+        capture_output=True, text=True, timeout=180, check=False,
+        env={**__import__("os").environ, "MET_KPI_STEM": str(stem)},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((tmp_path / "run_kpi.json").read_text())
+    assert report["requests"] > 10 and report["errors"] == 0
+    assert report["hit_rate"]["cache_lookups"] > 0
+    assert report["hit_rate"]["total"] is not None and report["hit_rate"]["total"] > 0
+    assert report["dollars"]["spent"] > 0
+    assert report["latency_ms"]["p50"] is not None
+    assert (tmp_path / "run_kpi.md").read_text().startswith("# Meterline load test: KPIs")

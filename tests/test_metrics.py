@@ -24,6 +24,7 @@ EXPECTED_FAMILIES = {
     "meterline_cache_saved_dollars": "counter",
     "meterline_cache_entries": "gauge",
     "meterline_cache_false_hit_reports": "counter",
+    "meterline_cache_failures": "counter",
     "meterline_experiment_requests": "counter",
     "meterline_experiment_cost_dollars": "counter",
     "meterline_experiment_quality_score": "histogram",
@@ -41,6 +42,8 @@ EXPECTED_FAMILIES = {
     "meterline_config_info": "gauge",
     "meterline_build_info": "gauge",
     "meterline_inflight_requests": "gauge",
+    "meterline_mcp_tool_calls": "counter",
+    "meterline_mcp_tool_duration_seconds": "histogram",
 }
 
 

@@ -5,22 +5,18 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from proxy.cache import ops
 from proxy.cache.semantic_cache import SemanticCache
-from proxy.errors import AuthenticationFailed, InvalidRequest, NotFound
+from proxy.errors import InvalidRequest, NotFound, PermissionDenied
 from proxy.gateway.requests import authenticate, read_json_body, request_id_of
+from proxy.http import json_response
 from proxy.runtime.services import Services
 
 PURGE_FIELDS = ("entry_id", "scope", "department", "all")
-
-
-def json_response(payload: object, status: int = 200) -> Response:
-    return Response(orjson.dumps(payload), status, media_type="application/json")
 
 
 async def _viewer(request: Request) -> tuple[Services, SemanticCache, ops.Viewer]:
@@ -48,7 +44,7 @@ async def report(request: Request) -> Response:
                              param="request_id", code="missing_required_parameter")
     try:
         result = await ops.report(cache, request_id, viewer, services.metrics)
-    except ops.NotFound:
+    except ops.EntryNotFound:
         raise NotFound(f"No cached answer was served for request '{request_id}' to this key.",
                        param="request_id") from None
     return json_response(result)
@@ -77,7 +73,7 @@ async def _purge_args(request: Request) -> dict[str, Any]:
 async def purge(request: Request) -> Response:
     services, cache, viewer = await _viewer(request)
     if not viewer.admin:
-        raise AuthenticationFailed("This endpoint needs an admin key.", code="admin_key_required")
+        raise PermissionDenied("This endpoint needs an admin key.", code="admin_key_required")
     args = await _purge_args(request)
     deleted = await ops.purge(cache, entry_id=args.get("entry_id"), scope=args.get("scope"),
                               department=args.get("department"), everything="all" in args)
@@ -85,9 +81,19 @@ async def purge(request: Request) -> Response:
     return json_response({"object": "cache.purge", "deleted": deleted, **args})
 
 
+async def reset_thresholds(request: Request) -> Response:
+    """Undo every threshold that wrong-answer reports raised (they also expire on their own)."""
+    _, cache, viewer = await _viewer(request)
+    if not viewer.admin:
+        raise PermissionDenied("This endpoint needs an admin key.", code="admin_key_required")
+    return json_response({"object": "cache.thresholds.reset",
+                          "reset": await ops.reset_thresholds(cache)})
+
+
 def routes() -> list[BaseRoute]:
     return [
         Route("/v1/cache/analytics", analytics, methods=["GET"]),
         Route("/v1/cache/report", report, methods=["POST"]),
         Route("/admin/cache", purge, methods=["DELETE"]),
+        Route("/admin/cache/thresholds", reset_thresholds, methods=["DELETE"]),
     ]

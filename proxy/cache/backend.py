@@ -18,6 +18,9 @@ import numpy.typing as npt
 Vector = npt.NDArray[np.float32]
 
 
+COMPLETE = -1  # Entry.cut_limit of an answer that ended on its own (not finish_reason "length")
+
+
 @dataclass(slots=True)
 class Entry:
     """One cached answer. `response` is a canonical chat.completion JSON body."""
@@ -37,6 +40,8 @@ class Entry:
     ttl_seconds: float
     hits: int = 0
     task: str = ""
+    completion_tokens: int = 0  # of the stored answer: served only to limits it fits
+    cut_limit: int = COMPLETE  # the max_tokens that cut it short (0: none), or COMPLETE
 
     def value(self) -> tuple[float, float]:
         """Eviction order, lowest first: dollars this entry has saved, then age."""
@@ -60,7 +65,16 @@ class Entry:
             cost=float(data["cost"]), created=float(data["created"]),
             expires_at=float(data["expires_at"]), ttl_seconds=float(data["ttl_seconds"]),
             hits=int(float(data["hits"])), task=text(data.get("task", "")),
+            completion_tokens=int(float(data.get("completion_tokens", 0))),
+            cut_limit=int(float(data.get("cut_limit", COMPLETE))),
         )
+
+    def fits(self, limit: int | None) -> bool:
+        """Whether this answer is what a request with this output limit would get: a complete
+        answer when its tokens fit the limit, a cut one only for the limit that cut it."""
+        if self.cut_limit != COMPLETE:
+            return self.cut_limit == (limit or 0)
+        return limit is None or self.completion_tokens <= limit
 
 
 ENTRY_FIELDS = tuple(f.name for f in fields(Entry))
@@ -76,6 +90,30 @@ def least_valuable(entries: Sequence[Entry], keep: int) -> list[Entry]:
 def eviction_target(max_size: int) -> int:
     """Evict a little below max_size so a full partition does not evict on every insert."""
     return max_size - max_size // 20
+
+
+@dataclass(frozen=True, slots=True)
+class Tightened:
+    """A threshold raised by wrong-answer reports, for one partition, until `expires_at`."""
+
+    partition: str
+    threshold: float
+    expires_at: float
+    owner: str
+    department: str  # the department whose report raised it last
+    model: str
+
+    def as_fields(self) -> dict[str, str]:
+        return {name: str(getattr(self, name)) for name in TIGHTENED_FIELDS}
+
+    @classmethod
+    def from_fields(cls, data: Mapping[str, str]) -> Tightened:
+        return cls(partition=data["partition"], threshold=float(data["threshold"]),
+                   expires_at=float(data["expires_at"]), owner=data["owner"],
+                   department=data["department"], model=data["model"])
+
+
+TIGHTENED_FIELDS = ("partition", "threshold", "expires_at", "owner", "department", "model")
 
 
 class CacheBackend(Protocol):
@@ -111,8 +149,16 @@ class CacheBackend(Protocol):
 
     async def recall(self, request_id: str) -> dict[str, str] | None: ...
 
+    async def claim_report(self, request_id: str, ttl_s: float) -> bool:
+        """True for the first report of a served answer, False for every later one."""
+        ...
+
     async def threshold(self, partition: str) -> float | None: ...
 
-    async def set_threshold(self, partition: str, value: float) -> None: ...
+    async def set_threshold(self, tightened: Tightened) -> None: ...
+
+    async def thresholds(self) -> list[Tightened]: ...
+
+    async def clear_thresholds(self) -> int: ...
 
     async def close(self) -> None: ...

@@ -9,7 +9,6 @@ user turn is the text that is matched (exactly after normalising, then semantica
 from __future__ import annotations
 
 import hashlib
-import math
 import re
 import unicodedata
 from collections.abc import Mapping
@@ -79,13 +78,20 @@ def text_of(content: Any) -> str | None:
     return "\n".join(texts)
 
 
-def max_tokens_bucket(body: Mapping[str, Any]) -> str:
-    """Power-of-two bucket: a 100- and a 120-token limit give the same (not truncated) answer."""
+def output_limit(body: Mapping[str, Any]) -> int | None:
+    """The request's cap on answer tokens, or None. It is not part of the scope: a complete
+    answer is served to any request whose limit it fits (see `SemanticCache.fits`)."""
     for name in ("max_completion_tokens", "max_tokens"):
         value = body.get(name)
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            return str(2 ** math.ceil(math.log2(value)))
-    return "none"
+            return value
+    return None
+
+
+def cut_hash(text_hash: str, limit: int | None) -> str:
+    """Where an answer cut short by `limit` (finish_reason "length") is stored: only a request
+    with the same text and the same limit finds it, and it never displaces the complete one."""
+    return digest(text_hash, f"cut:{limit or 0}", size=32)
 
 
 def bypass_reason(body: Mapping[str, Any], settings: Effective) -> str | None:
@@ -120,7 +126,6 @@ def key_of(body: Mapping[str, Any], owner: str, model: str) -> Key | None:
         return None
     system, history, text = split
     params = {k: v for k, v in body.items() if k not in NEUTRAL_PARAMS}
-    params["max_tokens_bucket"] = max_tokens_bucket(body)
     params["stream"] = body.get("stream") is True
     # everything on the last user message except its text (e.g. `name`: who is asking)
     params["last_user"] = {k: v for k, v in body["messages"][-1].items() if k != "content"}

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from proxy.cache.embedder import LocalEmbedderSettings, OpenAIEmbedderSettings
+from proxy.cache.embedder_config import LocalEmbedderSettings, OpenAIEmbedderSettings
 from proxy.cache.matching.match import MatchSettings
 from proxy.config.errors import load_model
 
@@ -83,10 +83,13 @@ class EmbedderConfig(_Strict):
 
 class ReportConfig(_Strict):
     """A wrong-answer report raises the department+model threshold by `tighten_step`,
-    never above `max_threshold` (0 disables tightening)."""
+    never above `max_threshold` (0 disables tightening), for `threshold_ttl_seconds` after the
+    last report; each served answer counts once, and can be reported for `window_seconds`."""
 
     tighten_step: float = Field(default=0.01, ge=0.0, le=0.2)
     max_threshold: float = Field(default=0.99, ge=0.0, le=1.0)
+    threshold_ttl_seconds: float = Field(default=86400.0, gt=0, le=30 * 86400)
+    window_seconds: float = Field(default=86400.0, gt=0, le=7 * 86400)
 
 
 class Coalesce(_Strict):

@@ -25,8 +25,9 @@ import aiohttp
 import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort  # type: ignore[import-untyped]
-from pydantic import BaseModel, ConfigDict, Field
 from tokenizers import Tokenizer
+
+from proxy.cache.embedder_config import LocalEmbedderSettings, OpenAIEmbedderSettings
 
 Vectors = npt.NDArray[np.float32]
 
@@ -41,22 +42,6 @@ class Embedder(Protocol):
     async def embed(self, texts: Sequence[str]) -> Vectors: ...
 
     async def aclose(self) -> None: ...
-
-
-class LocalEmbedderSettings(BaseModel):
-    """Tuning knobs of the local ONNX embedder."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    max_tokens: int = Field(default=256, ge=8, le=512)
-    max_batch: int = Field(default=32, ge=1, le=1024)
-    # Coalesced texts are length-sorted and run in sub-batches of this size, so one long prompt
-    # does not make every short one in the batch pay for its padding.
-    sub_batch: int = Field(default=8, ge=1, le=1024)
-    # 0 = natural batching: a lone request runs at once, and whatever arrives while a batch is
-    # encoding forms the next batch. A wait only adds latency when the machine is idle.
-    max_wait_seconds: float = Field(default=0.0, ge=0.0, le=1.0)
-    threads: int = Field(default=1, ge=1, le=64)
 
 
 def default_tokenizer_path() -> Path:
@@ -89,7 +74,8 @@ class OnnxEncoder:
     ) -> None:
         tokenizer = Tokenizer.from_file(str(tokenizer_path or default_tokenizer_path()))
         tokenizer.enable_truncation(max_length=max_tokens)
-        tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")  # pad to the longest in the batch
+        # pad to the longest in the batch; "[PAD]" is the vocabulary's padding token
+        tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")  # nosec B106 # not a password
         self._tokenizer = tokenizer
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
@@ -205,19 +191,6 @@ class LocalEmbedder:
         if self._worker is not None and not self._worker.done():
             await self._worker
         self._executor.shutdown(wait=True)
-
-
-class OpenAIEmbedderSettings(BaseModel):
-    """Where and how to call an OpenAI-compatible embeddings endpoint."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    base_url: str
-    model: str
-    api_key: str | None = None
-    dim: int = Field(ge=1)
-    timeout_seconds: float = Field(default=10.0, gt=0)
-    max_batch: int = Field(default=256, ge=1)
 
 
 class EmbeddingError(RuntimeError):

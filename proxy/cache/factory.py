@@ -5,8 +5,8 @@ from __future__ import annotations
 from proxy.cache.backend import CacheBackend
 from proxy.cache.config import CacheConfig
 from proxy.cache.embedder import MINILM_DIM, Embedder, LocalEmbedder, OpenAIEmbedder
-from proxy.cache.memory import MemoryBackend
-from proxy.cache.redis_backend import RedisBackend
+from proxy.cache.memory import MemoryCacheBackend
+from proxy.cache.redis_backend import RedisCacheBackend
 from proxy.cache.semantic_cache import SemanticCache
 from proxy.config.errors import ConfigError
 from proxy.runtime.services import Services
@@ -31,11 +31,11 @@ async def build_backend(services: Services, config: CacheConfig, dims: int) -> C
     if config.backend == "redis" and services.redis is None:
         raise ConfigError("cache.yaml: field 'backend' has value 'redis' but REDIS_URL is not set")
     if services.redis is not None and config.backend != "memory":
-        backend = RedisBackend(services.redis, services.settings.redis_prefix, dims,
+        backend = RedisCacheBackend(services.redis, services.settings.redis_prefix, dims,
                                config.index_algorithm)
         await backend.start()
         return backend
-    return MemoryBackend()
+    return MemoryCacheBackend()
 
 
 async def build_cache(services: Services, config: CacheConfig) -> SemanticCache:

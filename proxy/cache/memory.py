@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from proxy.cache.backend import Entry, Vector, eviction_target, least_valuable
+from proxy.cache.backend import Entry, Tightened, Vector, eviction_target, least_valuable
 
 
 @dataclass
@@ -18,19 +19,27 @@ class _Scope:
     matrix_ids: list[str] = field(default_factory=list)
 
 
-class MemoryBackend:
+MAX_SERVED = 100_000  # hits remembered for wrong-answer reports (under 1 KB each)
+
+
+class MemoryCacheBackend:
     """Single-process storage; `clock` is injectable for expiry tests."""
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time,
+                 max_served: int = MAX_SERVED) -> None:
         self._clock = clock
+        self._max_served = max_served
         self._entries: dict[str, Entry] = {}
         self._vectors: dict[str, Vector] = {}
         self._scopes: dict[str, _Scope] = {}
         self._exact: dict[tuple[str, str], str] = {}
         self._partitions: dict[str, set[str]] = {}
         self._counters: dict[str, float] = {}
-        self._served: dict[str, tuple[float, dict[str, str]]] = {}
-        self._thresholds: dict[str, float] = {}
+        # request id -> (until, what served it), oldest first: one per hit, so bounded in
+        # number and age, expired ones dropped from the front in O(1) per call
+        self._served: OrderedDict[str, tuple[float, dict[str, str]]] = OrderedDict()
+        self._reported: OrderedDict[str, float] = OrderedDict()  # request id -> claimed until
+        self._thresholds: dict[str, Tightened] = {}
 
     def _live(self, entry_id: str | None) -> Entry | None:
         entry = self._entries.get(entry_id) if entry_id else None
@@ -141,19 +150,46 @@ class MemoryBackend:
 
     async def remember(self, request_id: str, served: Mapping[str, str], ttl_s: float) -> None:
         now = self._clock()
-        for rid in [r for r, (until, _) in self._served.items() if until <= now]:
-            del self._served[rid]
-        self._served[request_id] = (now + ttl_s, dict(served))
+        served_map = self._served
+        while served_map and next(iter(served_map.values()))[0] <= now:
+            served_map.popitem(last=False)
+        while len(served_map) >= self._max_served:
+            served_map.popitem(last=False)
+        served_map[request_id] = (now + ttl_s, dict(served))
+
+    def served_count(self) -> int:
+        return len(self._served)
 
     async def recall(self, request_id: str) -> dict[str, str] | None:
         found = self._served.get(request_id)
         return dict(found[1]) if found is not None and found[0] > self._clock() else None
 
-    async def threshold(self, partition: str) -> float | None:
-        return self._thresholds.get(partition)
+    async def claim_report(self, request_id: str, ttl_s: float) -> bool:
+        now = self._clock()
+        reported = self._reported
+        if reported.get(request_id, 0.0) > now:
+            return False
+        while reported and (next(iter(reported.values())) <= now
+                            or len(reported) >= self._max_served):
+            reported.popitem(last=False)
+        reported[request_id] = now + ttl_s
+        return True
 
-    async def set_threshold(self, partition: str, value: float) -> None:
-        self._thresholds[partition] = value
+    async def threshold(self, partition: str) -> float | None:
+        found = self._thresholds.get(partition)
+        return found.threshold if found is not None and found.expires_at > self._clock() else None
+
+    async def set_threshold(self, tightened: Tightened) -> None:
+        self._thresholds[tightened.partition] = tightened
+
+    async def thresholds(self) -> list[Tightened]:
+        now = self._clock()
+        return [t for t in self._thresholds.values() if t.expires_at > now]
+
+    async def clear_thresholds(self) -> int:
+        live = len(await self.thresholds())
+        self._thresholds.clear()
+        return live
 
     async def close(self) -> None:
         return None

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from proxy.cache import stats
-from proxy.cache.backend import Entry
+from proxy.cache.backend import Entry, Tightened
 from proxy.cache.semantic_cache import SemanticCache
 from proxy.metrics import Metrics
 
@@ -51,35 +52,65 @@ async def analytics(cache: SemanticCache, viewer: Viewer, metrics: Metrics) -> d
     return {"object": "cache.analytics",
             "scope": "all" if viewer.admin else f"department:{viewer.department}",
             "mode": cache.config.mode, "threshold": cache.config.threshold,
-            **summary, "cache_size": size, "top_cached_queries": await top_queries(cache, viewer)}
+            **summary, "cache_size": size, "top_cached_queries": await top_queries(cache, viewer),
+            "tightened_thresholds": await tightened_thresholds(cache, viewer)}
 
 
-class NotFound(LookupError):
+async def tightened_thresholds(cache: SemanticCache, viewer: Viewer) -> list[dict[str, Any]]:
+    """Thresholds raised by wrong-answer reports and still in force; a department sees those of
+    its own cache scope (in a shared scope, a report by any member tightens it for all)."""
+    owner = None if viewer.admin else cache.config.owner_of(viewer.department)
+    now = time.time()
+    shown = [t for t in await cache.backend.thresholds()
+             if t.expires_at > now and (owner is None or t.owner == owner)]
+    return [{"department": t.department, "model": t.model, "threshold": t.threshold,
+             "expires_in_seconds": round(t.expires_at - now, 1)}
+            for t in sorted(shown, key=lambda t: (t.department, t.model))]
+
+
+async def reset_thresholds(cache: SemanticCache) -> int:
+    return await cache.backend.clear_thresholds()
+
+
+class EntryNotFound(LookupError):
     """No cache hit is known for that request id (or it is not the caller's)."""
 
 
 async def report(cache: SemanticCache, request_id: str, viewer: Viewer,
                  metrics: Metrics) -> dict[str, Any]:
-    """A user says a cached answer was wrong: evict it, count it, tighten the threshold."""
-    served = await cache.backend.recall(request_id)
+    """A user says a cached answer was wrong: evict it, count it, tighten the threshold. Each
+    served answer counts once: reporting it again evicts nothing and changes nothing."""
+    backend = cache.backend
+    served = await backend.recall(request_id)
     if served is None or (not viewer.admin and served["department"] != viewer.department):
-        raise NotFound(request_id)
-    evicted = await cache.backend.delete([served["entry_id"]])
+        raise EntryNotFound(request_id)
     department, model = served["department"], served["model"]
-    await cache.backend.incr({stats.plain_field("false_hit", department, model): 1})
+    settings = cache.config.effective(department, model, None)
+    first = await backend.claim_report(request_id, cache.config.report.window_seconds)
+    if not first:
+        current = max(settings.threshold, await backend.threshold(served["partition"]) or 0.0)
+        return {"object": "cache.report", "request_id": request_id,
+                "entry_id": served["entry_id"], "evicted": False, "false_hit_counted": False,
+                "threshold": current}
+    evicted = await backend.delete([served["entry_id"]])
+    await backend.incr({stats.plain_field("false_hit", department, model): 1})
     metrics.record_false_hit(department)
-    threshold = await _tighten(cache, served["partition"], department, model)
+    threshold = await _tighten(cache, served, settings.threshold)
     return {"object": "cache.report", "request_id": request_id, "entry_id": served["entry_id"],
             "evicted": bool(evicted), "false_hit_counted": True, "threshold": threshold}
 
 
-async def _tighten(cache: SemanticCache, partition: str, department: str, model: str) -> float:
-    settings = cache.config.effective(department, model, None)
-    current = max(settings.threshold, await cache.backend.threshold(partition) or 0.0)
-    step, ceiling = cache.config.report.tighten_step, cache.config.report.max_threshold
-    tightened = round(min(max(ceiling, current), current + step), 6)
-    if tightened > current:
-        await cache.backend.set_threshold(partition, tightened)
+async def _tighten(cache: SemanticCache, served: dict[str, str], configured: float) -> float:
+    """One step up (capped), in force for `threshold_ttl_seconds` after the last report."""
+    partition = served["partition"]
+    report = cache.config.report
+    current = max(configured, await cache.backend.threshold(partition) or 0.0)
+    tightened = round(min(max(report.max_threshold, current), current + report.tighten_step), 6)
+    if tightened > configured:  # every counted report restarts the expiry
+        owner = cache.config.owner_of(served["department"])
+        await cache.backend.set_threshold(Tightened(
+            partition, tightened, time.time() + report.threshold_ttl_seconds, owner,
+            served["department"], served["model"]))
     return max(current, tightened)
 
 

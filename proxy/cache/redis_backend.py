@@ -3,7 +3,8 @@ KNN with a tag filter on the scope, expiry by PEXPIREAT, a sorted set per partit
 
 Keys (all under `prefix`): cache:e:<id> entry hash (indexed), cache:x:<scope>:<text hash> -> id
 (exact pointer), cache:p:<partition> zset of ids, cache:stats counters, cache:r:<request id>
-which entry served a request, cache:th tightened thresholds per partition.
+which entry served a request, cache:r:<request id>:reported (set once: a served answer counts one
+report), cache:th:<partition> a threshold tightened by reports (hash, expires).
 """
 
 from __future__ import annotations
@@ -18,7 +19,14 @@ from redisvl.query import CountQuery, FilterQuery, VectorQuery  # type: ignore[i
 from redisvl.query.filter import FilterExpression, Tag  # type: ignore[import-untyped]
 from redisvl.schema import IndexSchema  # type: ignore[import-untyped]
 
-from proxy.cache.backend import ENTRY_FIELDS, Entry, Vector, eviction_target, least_valuable
+from proxy.cache.backend import (
+    ENTRY_FIELDS,
+    Entry,
+    Tightened,
+    Vector,
+    eviction_target,
+    least_valuable,
+)
 
 RETURN_FIELDS = [f for f in ENTRY_FIELDS if f != "id"]
 PAGE = 1000
@@ -51,7 +59,7 @@ def schema_for(prefix: str, dims: int, algorithm: str) -> IndexSchema:
     })
 
 
-class RedisBackend:
+class RedisCacheBackend:
     """Shared by every replica; uses the app's Redis client (bytes responses)."""
 
     def __init__(self, client: aioredis.Redis, prefix: str, dims: int,
@@ -198,12 +206,36 @@ class RedisBackend:
         raw = await self._r.hgetall(f"{self._p}r:{request_id}")
         return {_s(k): _s(v) for k, v in raw.items()} if raw else None
 
+    async def claim_report(self, request_id: str, ttl_s: float) -> bool:
+        claimed = await self._r.set(f"{self._p}r:{request_id}:reported", 1, nx=True,
+                                    px=max(1, int(ttl_s * 1000)))
+        return bool(claimed)
+
     async def threshold(self, partition: str) -> float | None:
-        raw = await self._r.hget(f"{self._p}th", partition)
+        raw = await self._r.hget(f"{self._p}th:{partition}", "threshold")
         return float(raw) if raw is not None else None
 
-    async def set_threshold(self, partition: str, value: float) -> None:
-        await self._r.hset(f"{self._p}th", partition, value)
+    async def set_threshold(self, tightened: Tightened) -> None:
+        key = f"{self._p}th:{tightened.partition}"
+        pipe = self._r.pipeline(transaction=True)
+        pipe.hset(key, mapping=cast(Any, tightened.as_fields()))
+        pipe.pexpireat(key, int(tightened.expires_at * 1000))
+        await pipe.execute()
+
+    async def _threshold_keys(self) -> list[Any]:
+        return [k async for k in self._r.scan_iter(match=self._p + "th:*", count=1000)]
+
+    async def thresholds(self) -> list[Tightened]:
+        pipe = self._r.pipeline(transaction=False)
+        for key in await self._threshold_keys():
+            pipe.hgetall(key)
+        rows = await pipe.execute()
+        return [Tightened.from_fields({_s(k): _s(v) for k, v in row.items()})
+                for row in rows if row]
+
+    async def clear_thresholds(self) -> int:
+        keys = await self._threshold_keys()
+        return int(await self._r.delete(*keys)) if keys else 0
 
     async def close(self) -> None:
         return None  # the client belongs to Services

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -21,20 +22,39 @@ from redis.exceptions import RedisError
 from starlette.responses import Response
 
 from proxy.cache import stats
-from proxy.cache.backend import CacheBackend, Entry, Vector
-from proxy.cache.cache_key import Controls, Key, bypass_reason, controls_of, key_of
+from proxy.cache.backend import COMPLETE, CacheBackend, Entry, Vector
+from proxy.cache.cache_key import (
+    Controls,
+    Key,
+    bypass_reason,
+    controls_of,
+    cut_hash,
+    key_of,
+    output_limit,
+)
 from proxy.cache.config import CacheConfig, Effective
 from proxy.cache.embedder import Embedder, EmbeddingError
 from proxy.cache.matching.match import MatchRule
 from proxy.cache.replay import as_json, as_stream, assemble, cacheable_json
 from proxy.gateway.requests import Call
+from proxy.gateway.streaming import SSE_HEADERS
 from proxy.runtime.services import Services
+from proxy.spend.pricing import format_nanos, to_nanos
 
 log = logging.getLogger("meterline.cache")
 BACKEND_ERRORS = (RedisError, OSError)
 EMBED_ERRORS = (EmbeddingError, aiohttp.ClientError, TimeoutError)
-SERVED_TTL_S = 7 * 86400.0  # how long a hit can still be reported as wrong
-SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+def grown_ttl(ttl_s: float, growth: float, hits: int, cap_s: float) -> float:
+    """ttl * growth**hits, or `cap_s` once that reaches it: the power is only taken while it is
+    below the cap, so it never overflows however many hits an entry has (10,000 hits of one
+    popular entry overflowed a float at growth 1.5 and turned every later hit into a 500)."""
+    if growth <= 1.0 or ttl_s >= cap_s:
+        return ttl_s
+    if hits >= math.log(cap_s / ttl_s) / math.log(growth):
+        return cap_s
+    return ttl_s * growth ** hits
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +83,7 @@ class Lookup:
     controls: Controls
     department: str
     task: str
+    limit: int | None = None  # the request's output limit: only answers that fit it are served
     vector: Vector | None = None
     shadow: Hit | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -126,7 +147,7 @@ class SemanticCache:
         owner = self.config.owner_of(call.department)
         key = key_of(call.body, owner, model)
         task = stats.label(record.task if record else None)
-        department = call.department or "admin"
+        department = call.department_name
         if (not settings.enabled or key is None or bypass_reason(call.body, settings)
                 or not (controls.lookup or controls.store)):
             call.headers["x-meterline-cache"] = "bypass"
@@ -134,7 +155,7 @@ class SemanticCache:
                 record.cache = "bypass"
             await self._count(services, department, model, task, "bypass", "none")
             return None
-        state = Lookup(key, settings, controls, department, task)
+        state = Lookup(key, settings, controls, department, task, output_limit(call.body))
         call.cache_state = state
         if not controls.lookup:
             await self._mark(services, call, state, "bypass", "none")
@@ -158,7 +179,7 @@ class SemanticCache:
                                    settings.max_wait_seconds - (now - flight.started))
         except TimeoutError:
             return None
-        return await self._exact(state.key, coalesced=True)
+        return await self._exact(state.key, state.limit, coalesced=True)
 
     def land(self, call: Call) -> None:
         """The request leading a flight has stored its answer, or failed: wake the waiters
@@ -170,6 +191,23 @@ class SemanticCache:
         if self._flights.get(flight.key) is flight:
             del self._flights[flight.key]
         flight.landed.set()
+
+    def answered_by(self, call: Call, model: str) -> None:
+        """A fallback `model` answered, not the one the lookup was for: store the answer under
+        `model`'s key and settings (so it is served only to requests for `model`, naming it), or
+        not at all where `model` is not cached."""
+        state: Lookup | None = call.cache_state
+        if state is None:
+            return
+        record = call.record
+        settings = self.config.effective(call.department, model,
+                                         record.route_rule if record else None)
+        key = key_of(call.body, state.key.owner, model)
+        state.shadow = None  # a shadow hit for the planned model says nothing about this answer
+        if key is None or not settings.enabled or bypass_reason(call.body, settings):
+            state.controls = Controls(state.controls.lookup, store=False)
+            return
+        state.key, state.settings = key, settings
 
     def _kind_of(self, state: Lookup) -> str:
         return "exact" if state.settings.mode == "exact" else "semantic"
@@ -190,13 +228,19 @@ class SemanticCache:
         except BACKEND_ERRORS as exc:
             log.warning("cache counters not written: %s", exc)
 
-    async def _exact(self, key: Key, coalesced: bool = False) -> Hit | None:
+    async def _exact(self, key: Key, limit: int | None, coalesced: bool = False) -> Hit | None:
+        """The complete answer to this text if it fits the limit, else the answer this very
+        limit cut short (stored apart, under `cut_hash`)."""
         entry = await self.backend.get_exact(key.scope, key.text_hash)
-        return None if entry is None else Hit(entry, "exact", 1.0, coalesced)
+        if (entry is None or not entry.fits(limit)) and limit is not None:
+            entry = await self.backend.get_exact(key.scope, cut_hash(key.text_hash, limit))
+        if entry is None or not entry.fits(limit):
+            return None
+        return Hit(entry, "exact", 1.0, coalesced)
 
     async def _find(self, state: Lookup) -> Hit | None:
         key = state.key
-        hit = await self._exact(key)
+        hit = await self._exact(key, state.limit)
         if hit is not None:
             return hit
         if state.settings.mode == "exact":
@@ -204,7 +248,9 @@ class SemanticCache:
         state.vector = await self._embed(key.text)
         if state.vector is None:
             return None
-        candidates = await self.backend.search(key.scope, state.vector, self.config.top_k)
+        candidates = [(entry, similarity) for entry, similarity
+                      in await self.backend.search(key.scope, state.vector, self.config.top_k)
+                      if entry.fits(state.limit)]
         if not candidates:
             return None
         tightened = await self.backend.threshold(key.partition)
@@ -246,23 +292,21 @@ class SemanticCache:
             if reservation is not None:
                 await services.spend.release(reservation)
             await services.spend.add_record(record)
-        elif getattr(services, "record_log", None) is not None:
-            await services.record_log.put_record(record)
         state: Lookup | None = call.cache_state
         await self._after_hit(services, call, state, cached)
         m = services.metrics
-        m.record_cache(call.department, record.model_requested, cached.kind, "hit", entry.cost)
-        m.record_request("/v1" + call.path, record.model_requested, call.department, 200,
+        m.record_cache(call.department_name, record.model_requested, cached.kind, "hit", entry.cost)
+        m.record_request("/v1" + call.path, record.model_requested, call.department_name, 200,
                          call.elapsed(), None)
         headers = {**call.headers, "x-meterline-cost-usd": f"{0:.8f}",
-                   "x-meterline-cache-saved-usd": f"{entry.cost:.8f}",
+                   "x-meterline-cache-saved-usd": format_nanos(to_nanos(entry.cost), 8),
                    "x-meterline-overhead-ms": f"{call.overhead_ms():.2f}"}
         completion = orjson.loads(entry.response)
         if not call.stream:
             return Response(as_json(completion), 200, headers, media_type="application/json")
         include_usage = bool((call.body.get("stream_options") or {}).get("include_usage"))
         info = {"cost_usd": 0.0, "input_tokens": 0, "output_tokens": 0, "estimated": False,
-                "cache": record.cache, "saved_usd": round(entry.cost, 8),
+                "cache": record.cache, "saved_usd": entry.cost,
                 "department": call.department, "budget_remaining_usd": None,
                 "request_id": call.request_id}
         events = as_stream(completion, include_usage, info)
@@ -274,7 +318,7 @@ class SemanticCache:
     async def _after_hit(self, services: Services, call: Call, state: Lookup | None,
                          cached: Hit) -> None:
         entry = cached.entry
-        department = call.department or "admin"
+        department = call.department_name
         task = state.task if state else "none"
         try:
             await self.backend.hit(entry, self._expiry_after_hit(entry))
@@ -282,15 +326,17 @@ class SemanticCache:
                                                      entry.cost))
             await self.backend.remember(call.request_id, {
                 "entry_id": entry.id, "department": department, "partition": entry.partition,
-                "model": entry.model, "scope": entry.scope}, SERVED_TTL_S)
+                "model": entry.model, "scope": entry.scope}, self.config.report.window_seconds)
         except BACKEND_ERRORS as exc:
             log.warning("cache hit bookkeeping failed: %s", exc)
+        except Exception:  # noqa: BLE001 - the answer is already chosen: never a 500 for this
+            log.exception("cache hit bookkeeping failed on entry %s", entry.id)
 
     def _expiry_after_hit(self, entry: Entry) -> float:
         dynamic = self.config.dynamic_ttl
         if not dynamic.enabled:
             return entry.expires_at
-        ttl = entry.ttl_seconds * dynamic.growth ** (entry.hits + 1)
+        ttl = grown_ttl(entry.ttl_seconds, dynamic.growth, entry.hits + 1, dynamic.max_seconds)
         return time.time() + min(dynamic.max_seconds, max(dynamic.min_seconds, ttl))
 
     # -- store -------------------------------------------------------------------------------
@@ -332,15 +378,24 @@ class SemanticCache:
 
     async def _put(self, state: Lookup, completion: dict[str, Any], cost: float) -> None:
         key, settings = state.key, state.settings
-        vector = state.vector
-        if vector is None and settings.mode != "exact":
+        tokens = (completion.get("usage") or {}).get("completion_tokens")
+        if not isinstance(tokens, int):
+            return  # without a token count no request's limit can be checked against it
+        text_hash, cut_limit, vector = key.text_hash, COMPLETE, state.vector
+        if any(choice.get("finish_reason") == "length" for choice in completion["choices"]):
+            if state.limit is None:
+                return  # cut by the model's own context: not worth keeping
+            # exact lookups with the same limit only; the complete answer stays where it is
+            text_hash, cut_limit, vector = cut_hash(key.text_hash, state.limit), state.limit, None
+        elif vector is None and settings.mode != "exact":
             vector = await self._embed(key.text)
         now = time.time()
         entry = Entry(id=uuid.uuid4().hex[:16], scope=key.scope, partition=key.partition,
                       owner=key.owner, department=state.department, model=key.model,
-                      text=key.text, text_hash=key.text_hash, response=orjson.dumps(completion),
+                      text=key.text, text_hash=text_hash, response=orjson.dumps(completion),
                       cost=cost, created=now, expires_at=now + settings.ttl_seconds,
-                      ttl_seconds=settings.ttl_seconds, task=state.task)
+                      ttl_seconds=settings.ttl_seconds, task=state.task,
+                      completion_tokens=tokens, cut_limit=cut_limit)
         evicted = await self.backend.put(entry, vector, settings.max_size)
         if evicted:
             await self.backend.incr({stats.plain_field("evicted", state.department,

@@ -1,7 +1,7 @@
 """Cache analytics counters: one flat `name -> number` table in the backend, summed on read.
 
 Field names are `metric|sub|department|model|task`; every part comes from config or code
-(tasks are clipped to a safe label), so the table stays small.
+(a task the config does not name is counted as "other"), so the table stays small.
 """
 
 from __future__ import annotations

@@ -6,9 +6,8 @@ from collections.abc import Mapping
 from decimal import Decimal
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -16,18 +15,18 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
-from proxy.config.errors import ConfigError, describe_validation_error
+from proxy.config.errors import ConfigError, describe_validation_error, read_yaml
 
 Period = Literal["hourly", "daily", "monthly"]
 PERIODS: tuple[Period, ...] = ("hourly", "daily", "monthly")
 _NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+# The one name of admin-key traffic wherever a department is shown (response header, records,
+# spend page, chargeback, forecasts, metrics); no configured department may take it.
+ADMIN_DEPARTMENT = "admin"
 _ENV = r"^[A-Z_][A-Z0-9_]*$"
-
-
-class DepartmentsConfigError(ConfigError):
-    """The departments file is unreadable or a field has a bad value (message names both)."""
 
 
 class _Frozen(BaseModel):
@@ -54,8 +53,11 @@ class CircuitBreaker(_Frozen):
 
 
 class Department(_Frozen):
+    """`virtual_keys` maps a provider name to the environment variable holding this department's
+    own key for that provider; other providers get their provider key (providers.yaml)."""
+
     name: str = Field(pattern=_NAME)
-    virtual_key_env: str = Field(pattern=_ENV)
+    virtual_keys: dict[str, Annotated[str, Field(pattern=_ENV)]] = {}
     allowed_models: tuple[str, ...] = ("*",)
     budgets: Budgets = Budgets()
     rpm: int | None = Field(default=None, ge=1)
@@ -65,6 +67,16 @@ class Department(_Frozen):
     cap_max_tokens: bool = False
     default_max_tokens: int = Field(default=4096, ge=1)
     min_capped_tokens: int = Field(default=64, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_key_for_every_provider(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "virtual_key_env" in data:
+            raise ValueError(
+                f"virtual_key_env ({data['virtual_key_env']!r}) is no longer read: one key was "
+                "sent to every provider. Name the provider of each key, e.g. "
+                f"virtual_keys: {{openai: {data['virtual_key_env']}}}")
+        return data
 
     @field_validator("soft_alerts")
     @classmethod
@@ -121,6 +133,8 @@ class DepartmentsConfig(_Frozen):
     @classmethod
     def _names_match_keys(cls, value: dict[str, Department]) -> dict[str, Department]:
         for key, department in value.items():
+            if key == ADMIN_DEPARTMENT:
+                raise ValueError(f"{key!r} is reserved for the traffic of admin keys")
             if department.name != key:
                 raise ValueError(f"department {key!r} has name {department.name!r}")
         return value
@@ -154,20 +168,16 @@ class DepartmentsConfig(_Frozen):
 def load_departments(path: Path | str) -> DepartmentsConfig:
     """Read and validate a departments YAML file; errors name the file, field and value."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise DepartmentsConfigError(f"{path}: cannot read departments file: {exc}") from exc
-    return parse_departments(raw, source=str(path))
+    return parse_departments(read_yaml(path), source=str(path))
 
 
 def parse_departments(raw: Any, *, source: str = "<departments>") -> DepartmentsConfig:
     if not isinstance(raw, dict):
-        raise DepartmentsConfigError(f"{source}: expected a mapping at the top level")
+        raise ConfigError(f"{source}: expected a mapping at the top level")
     try:
         return DepartmentsConfig.model_validate(_with_names(raw))
     except ValidationError as exc:
-        raise DepartmentsConfigError(describe_validation_error(source, exc)) from None
+        raise ConfigError(describe_validation_error(source, exc)) from None
 
 
 def _with_names(raw: dict[str, Any]) -> dict[str, Any]:

@@ -25,14 +25,22 @@ def read_yaml(path: Path) -> Any:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
 
 
+def field_path(loc: tuple[int | str, ...]) -> str:
+    """pydantic's error location as written in YAML terms: `rules[0].fallbacks`."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
 def describe_validation_error(path: Path | str, exc: ValidationError) -> str:
     lines = []
-    for err in exc.errors():
-        field = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    for err in exc.errors(include_url=False):
+        field = field_path(err["loc"])
         value = err.get("input")
-        shown = repr(value) if not isinstance(value, dict | list) else type(value).__name__
-        if len(shown) > 80:
-            shown = shown[:77] + "..."
+        shown = "{...}" if isinstance(value, dict) else repr(value)
+        if len(shown) > 120:
+            shown = shown[:117] + "..."
         lines.append(f"{path}: field '{field}' has value {shown}: {err['msg']}")
     return "\n".join(lines)
 

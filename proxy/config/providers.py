@@ -36,7 +36,7 @@ class Provider(BaseModel):
         return base + path
 
 
-class Target(BaseModel):
+class TargetConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     provider: str
@@ -46,7 +46,7 @@ class Target(BaseModel):
 class ModelEntry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    targets: tuple[Target, ...] = Field(min_length=1)
+    targets: tuple[TargetConfig, ...] = Field(min_length=1)
     owned_by: str = "meterline"
     # what the model accepts in messages; the chat page sends images only to "image" models
     input_modalities: tuple[Literal["text", "image"], ...] = ("text",)

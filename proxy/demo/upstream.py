@@ -3,7 +3,8 @@
 Faults come from a queue set with `POST /_mock/faults {"fault": "...", "times": N}` or from a
 `#fault:<name>` marker in the last user message. Faults: 429 (Retry-After: 1), 500, 503,
 slow (first byte after `delay_ms`, default 300), slow_stream (`delay_ms` between SSE events),
-cut (stream stops half-way, no usage, no [DONE]), invalid_json, hang (never answers), 400.
+cut (stream stops half-way, no usage, no [DONE]), invalid_json, hang (never answers), 400, 401,
+403. With `api_keys` set (a provider's credentials), any other `Authorization` gets OpenAI's 401.
 
 With `tools` it answers like a model in an agent loop: a tool call (streamed as deltas too) whose
 arguments follow the tool's JSON schema, then a text answer once the last message is a tool
@@ -53,6 +54,7 @@ class MockState:
     answer_words: int = 24
     streams_completed: int = 0
     streams_aborted: int = 0
+    api_keys: frozenset[str] = frozenset()  # empty: any key (or none) is accepted
 
     def next_fault(self, prompt: str) -> str | None:
         marked = FAULT_MARK.search(prompt)
@@ -95,6 +97,13 @@ def answer_for(prompt: str, words: int, index: int = 0, max_tokens: int | None =
     picked = [WORDS[digest[i % len(digest)] % len(WORDS)] for i in range(words)]
     text = f"Mock answer {digest[:4].hex()}: " + " ".join(picked) + "."
     return text[: max_tokens * 4] if max_tokens else text
+
+
+def finish_reason_of(prompt: str, words: int, index: int, max_tokens: int | None) -> str:
+    """"length" when max_tokens cut the answer short, like a real model; else "stop"."""
+    if max_tokens and len(answer_for(prompt, words, index)) > max_tokens * 4:
+        return "length"
+    return "stop"
 
 
 def _max_tokens(body: dict[str, Any]) -> int | None:
@@ -202,7 +211,8 @@ def completion_body(body: dict[str, Any], prompt: str, words: int) -> dict[str, 
         choice: dict[str, Any] = {
             "index": i,
             "message": message,
-            "finish_reason": "tool_calls" if message.get("tool_calls") else "stop",
+            "finish_reason": "tool_calls" if message.get("tool_calls")
+            else finish_reason_of(prompt, words, i, _max_tokens(body)),
         }
         if body.get("logprobs"):
             choice["logprobs"] = {
@@ -283,10 +293,22 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return Response(orjson.dumps(payload), status, headers, media_type="application/json")
 
 
+def _refused(request: Request, state: MockState) -> Response | None:
+    """OpenAI's answer to a wrong key, when this mock stands for a provider with known keys."""
+    if not state.api_keys:
+        return None
+    scheme, _, key = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and key in state.api_keys:
+        return None
+    payload = {"error": {"message": "Incorrect API key provided.", "type": "invalid_request_error",
+                         "param": None, "code": "invalid_api_key"}}
+    return Response(orjson.dumps(payload), 401, media_type="application/json")
+
+
 async def _fault_response(fault: str, state: MockState) -> Response | None:
     if fault == "429":
         return _error(429, "Rate limit reached (mock)", {"retry-after": "1"})
-    if fault in ("500", "503", "400"):
+    if fault in ("500", "503", "400", "401", "403"):
         return _error(int(fault), f"Mock fault {fault}")
     if fault == "invalid_json":
         return Response(b"{not json", 200, media_type="application/json")
@@ -303,6 +325,8 @@ async def chat(request: Request) -> Response:
     state.requests.append(
         {"path": request.url.path, "headers": dict(request.headers), "body": body}
     )
+    if (refused := _refused(request, state)) is not None:
+        return refused
     prompt = last_user_text(body)
     fault = state.next_fault(prompt)
     failed = await _fault_response(fault, state) if fault else None
@@ -342,6 +366,8 @@ async def embeddings(request: Request) -> Response:
     state.requests.append(
         {"path": request.url.path, "headers": dict(request.headers), "body": body}
     )
+    if (refused := _refused(request, state)) is not None:
+        return refused
     inputs = body.get("input")
     items = inputs if isinstance(inputs, list) else [inputs]
     data = []
@@ -370,7 +396,13 @@ async def completions(request: Request) -> Response:
     state.requests.append(
         {"path": request.url.path, "headers": dict(request.headers), "body": body}
     )
+    if (refused := _refused(request, state)) is not None:
+        return refused
     prompt = last_user_text(body)
+    fault = state.next_fault(prompt)
+    failed = await _fault_response(fault, state) if fault else None
+    if failed is not None:
+        return failed
     text = answer_for(prompt, state.answer_words)
     usage = {
         "prompt_tokens": count_tokens(prompt),
@@ -378,9 +410,10 @@ async def completions(request: Request) -> Response:
         "total_tokens": count_tokens(prompt) + count_tokens(text),
     }
     if request.url.path.endswith("/responses") and body.get("stream"):
-        return StreamingResponse(
-            iter(response_events(body, text, usage)), media_type="text/event-stream"
-        )
+        events = response_events(body, text, usage)
+        if fault == "cut":
+            events = events[: len(events) // 2]
+        return StreamingResponse(iter(events), media_type="text/event-stream")
     if request.url.path.endswith("/responses"):
         payload: dict[str, Any] = {
             "id": "resp_mock",
@@ -497,8 +530,18 @@ async def recorded(request: Request) -> Response:
     )
 
 
+async def _unreadable(request: Request, exc: Exception) -> Response:
+    """A body the mock cannot read is the client's 400, as on OpenAI: a 500 here would count as
+    the provider failing and cool it down for every department (faults are the way to get 5xx)."""
+    return _error(400, f"We could not parse the JSON body of your request: {exc}")
+
+
 def create_mock_app(state: MockState | None = None) -> Starlette:
     app = Starlette(
+        exception_handlers={
+            exc: _unreadable
+            for exc in (orjson.JSONDecodeError, TypeError, ValueError, AttributeError, KeyError)
+        },
         routes=[
             Route("/v1/chat/completions", chat, methods=["POST"]),
             Route("/v1/completions", completions, methods=["POST"]),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -14,22 +14,35 @@ from proxy import errors
 from proxy.cache.cache_key import strip_cache_control
 from proxy.gateway.requests import Call
 from proxy.gateway.streaming import StreamOutcome
-from proxy.gateway.upstream import Target
+from proxy.gateway.upstream import UpstreamTarget
 from proxy.routing.rules import estimate_tokens
 from proxy.runtime.services import Services
 from proxy.spend.budgets import BudgetExhausted, SpendRefusal
-from proxy.spend.pricing import Cost, Usage, parse_usage
+from proxy.spend.pricing import Cost, Usage, format_nanos, parse_usage
 
 log = logging.getLogger(__name__)
 
 
+# request fields the provider bills as prompt tokens besides the messages (chat) or the input
+SCHEMA_FIELDS = ("tools", "functions", "response_format")
+
+
 def prompt_tokens_of(call: Call) -> int:
+    """Prompt tokens before the provider says (for the hold and a cut stream's charge): the
+    messages, plus the tool/function schemas and response format, which are billed as prompt.
+    Only chat bodies have their messages checked (gateway/messages.py); any other endpoint
+    forwards a 'messages' field unread, so it is sized by its bytes (4 characters a token)."""
     if call.prompt_tokens is not None:
-        return call.prompt_tokens
+        return call.prompt_tokens + schema_tokens(call.body)
     messages = call.body.get("messages")
-    if isinstance(messages, list):
-        return estimate_tokens(messages)
+    if call.endpoint == "chat.completions" and isinstance(messages, list):
+        return estimate_tokens(messages) + schema_tokens(call.body)
     return max(1, len(call.raw) // 4)
+
+
+def schema_tokens(body: dict[str, Any]) -> int:
+    chars = sum(len(orjson.dumps(body[name])) for name in SCHEMA_FIELDS if body.get(name))
+    return (chars + 3) // 4
 
 
 TOKEN_LIMITS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
@@ -83,7 +96,7 @@ async def reserve(services: Services, call: Call, model: str) -> Any:
         reason = "budget_exhausted" if isinstance(exc, BudgetExhausted) else "rate_limited"
         services.metrics.record_budget_rejection(call.department, reason)
         raise
-    if reservation.capped:
+    if reservation.capped and reservation.max_tokens is not None:
         per_choice = reservation.max_tokens // choices_of(call)
         if per_choice < 1:
             await release(services, reservation)
@@ -101,12 +114,45 @@ async def release(services: Services, reservation: Any) -> None:
 
 
 async def cache_lookup(services: Services, call: Call, model: str) -> Any:
+    """A cached answer for the call, or None. Any cache failure (an embedder bug, a backend
+    error nobody planned for) is logged and counted, and the call is answered uncached."""
     if services.cache is None:
         call.headers["x-meterline-cache"] = "off"
         if strip_cache_control(call.body):  # our control object never goes upstream
             call.raw = orjson.dumps(call.body)
         return None
-    return await services.cache.lookup(services, call, model)
+    try:
+        return await services.cache.lookup(services, call, model)
+    except errors.ProxyError:  # the client's fault (a bad cache control): its 4xx
+        raise
+    except Exception:  # the cache is an optimisation: its failure must not fail the call
+        log.exception("cache lookup failed for %s; answering uncached", call.request_id)
+        services.metrics.record_cache_failure("lookup")
+        services.cache.land(call)  # if it leads a flight, its waiters go on without it
+        call.cache_state = None  # nothing to store after a failed lookup
+        call.headers["x-meterline-cache"] = "bypass"
+        if call.record is not None:
+            call.record.cache = "bypass"
+        if strip_cache_control(call.body):
+            call.raw = orjson.dumps(call.body)
+        return None
+
+
+async def cache_store(services: Services, call: Call, store: Awaitable[None]) -> None:
+    """Store an answer in the cache; a failure is logged and counted, never raised: the
+    upstream has answered, so the client gets it and the spend is settled."""
+    try:
+        await store
+    except Exception:
+        log.exception("answer of %s not cached", call.request_id)
+        services.metrics.record_cache_failure("store")
+
+
+def answered_by(services: Services, call: Call, model: str) -> None:
+    """A fallback `model` answered instead of the planned one: its answer is cached as that
+    model's (proxy.cache.semantic_cache.SemanticCache.answered_by)."""
+    if services.cache is not None:
+        services.cache.answered_by(call, model)
 
 
 def land(services: Services, call: Call) -> None:
@@ -117,29 +163,63 @@ def land(services: Services, call: Call) -> None:
 
 
 async def serve_cached(services: Services, call: Call, reservation: Any, cached: Any) -> Response:
+    assert services.cache is not None  # cached came from it
     response: Response = await services.cache.serve(services, call, reservation, cached)
     return response
 
 
+# Responses API stream events whose `delta` is generated text (output, refusal, tool-call
+# arguments, reasoning summaries): what a cut stream had produced
+RESPONSES_DELTAS = frozenset((
+    "response.output_text.delta", "response.refusal.delta",
+    "response.function_call_arguments.delta", "response.custom_tool_call_input.delta",
+    "response.reasoning_summary_text.delta", "response.reasoning_text.delta",
+    "response.audio.transcript.delta", "response.code_interpreter_call_code.delta",
+))
+
+
 def estimate_output_tokens(chunks: list[bytes]) -> int:
-    """Tokens in the text a cut stream had already relayed (chars / 4)."""
+    """Tokens in the text a cut stream had already relayed (chars / 4), read by the stream's
+    own event shapes: Chat Completions and Completions chunks, or Responses API typed events."""
     chars = 0
     for event in b"".join(chunks).split(b"\n\n"):
-        if not event.startswith(b"data: {"):
-            continue
-        try:
-            payload = orjson.loads(event[5:])
-        except orjson.JSONDecodeError:
-            continue
-        for choice in payload.get("choices") or []:
-            delta = choice.get("delta") or {}
-            chars += len(delta.get("content") or "")
-            for call_ in delta.get("tool_calls") or []:
-                chars += len((call_.get("function") or {}).get("arguments") or "")
+        payload = _event_data(event)
+        if payload is not None:
+            chars += _generated_chars(payload)
     return (chars + 3) // 4
 
 
-def price(services: Services, call: Call, target: Target,
+def _event_data(event: bytes) -> dict[str, Any] | None:
+    """The JSON object of an SSE event's `data:` line (after any `event:` line)."""
+    for line in event.split(b"\n"):
+        if line.startswith(b"data:") and line[5:].lstrip().startswith(b"{"):
+            try:
+                payload = orjson.loads(line[5:])
+            except orjson.JSONDecodeError:
+                return None
+            return payload if isinstance(payload, dict) else None
+    return None
+
+
+def _generated_chars(payload: dict[str, Any]) -> int:
+    kind = payload.get("type")
+    if isinstance(kind, str):
+        delta = payload.get("delta")
+        return len(delta) if kind in RESPONSES_DELTAS and isinstance(delta, str) else 0
+    chars = 0
+    for choice in payload.get("choices") or []:
+        if not isinstance(choice, dict):
+            continue
+        text = choice.get("text")  # /v1/completions
+        chars += len(text) if isinstance(text, str) else 0
+        delta = choice.get("delta") or {}
+        chars += len(delta.get("content") or "") + len(delta.get("refusal") or "")
+        for call_ in delta.get("tool_calls") or []:
+            chars += len((call_.get("function") or {}).get("arguments") or "")
+    return chars
+
+
+def price(services: Services, call: Call, target: UpstreamTarget,
           usage: dict[str, Any] | Usage | None, estimated: bool) -> tuple[Usage, Cost]:
     """Token counts and cost of the call, written into its record (no I/O)."""
     record = call.record
@@ -151,7 +231,8 @@ def price(services: Services, call: Call, target: Target,
         cost = pricing.cost(record.model_requested, counts)
     record.input_tokens, record.output_tokens = counts.input_tokens, counts.output_tokens
     record.cached_input_tokens = counts.cached_input_tokens
-    record.cost, record.cost_estimated = cost.dollars, estimated
+    record.cost_nanos, record.priced = cost.nanos, cost.priced
+    record.cost_estimated = estimated or not cost.priced
     return counts, cost
 
 
@@ -170,12 +251,10 @@ async def book_spend(services: Services, call: Call, reservation: Any, cost: Cos
     assert record is not None
     record.latency_ms = call.elapsed() * 1000
     if services.spend is not None and reservation is not None:
-        remaining: float | None = await services.spend.settle(reservation, cost.micros, record)
+        remaining: float | None = await services.spend.settle(reservation, cost.nanos, record)
         return remaining
     if services.spend is not None:
         await services.spend.add_record(record)
-    elif services.record_log is not None:
-        await services.record_log.put_record(record)
     return None
 
 
@@ -188,18 +267,19 @@ def count(services: Services, call: Call, counts: Usage, cost: Cost, estimated: 
     if record.ttft_ms is not None:
         m.record_first_token(model, record.ttft_ms / 1000)
     m.record_upstream(record.provider)  # the attempt that answered (failed ones: pipeline.send)
-    m.record_usage(call.department, model, counts.input_tokens, counts.output_tokens,
+    m.record_usage(call.department_name, model, counts.input_tokens, counts.output_tokens,
                    counts.cached_input_tokens)
-    m.record_cost(call.department, model, cost.dollars, estimated=estimated, priced=cost.priced)
+    m.record_cost(call.department_name, model, cost.dollars, estimated=estimated,
+                  priced=cost.priced)
     if record.experiment and record.variant:
         m.record_experiment(record.experiment, record.variant, cost.dollars)
     if record.route_rule:
-        m.record_route_decision(record.route_rule, record.model_used, call.department)
-    m.record_request("/v1" + call.path, model, call.department, record.status,
+        m.record_route_decision(record.route_rule, record.model_used, call.department_name)
+    m.record_request("/v1" + call.path, model, call.department_name, record.status,
                      call.elapsed(), call.upstream_s)
 
 
-async def settle(services: Services, call: Call, reservation: Any, target: Target,
+async def settle(services: Services, call: Call, reservation: Any, target: UpstreamTarget,
                  usage: dict[str, Any] | Usage | None, estimated: bool) -> dict[str, Any]:
     """Price the usage, settle the budget, write the record, count the metrics."""
     counts, cost = price(services, call, target, usage, estimated)
@@ -207,17 +287,25 @@ async def settle(services: Services, call: Call, reservation: Any, target: Targe
     return info_of(call, counts, cost, estimated, remaining)
 
 
+def cost_header(nanos: int) -> str:
+    """Exact dollars, at least 8 decimals (the header's format before nano-dollars), 9 when the
+    ninth is not 0: 22350 -> '0.00002235', 75 -> '0.000000075'."""
+    return format_nanos(nanos, 8)
+
+
 def info_of(call: Call, counts: Usage, cost: Cost, estimated: bool,
             remaining: float | None) -> dict[str, Any]:
     """The `meterline` object a stream's last event carries."""
     assert call.record is not None
-    return {"cost_usd": round(cost.dollars, 8), "input_tokens": counts.input_tokens,
-            "output_tokens": counts.output_tokens, "estimated": estimated,
+    return {"cost_usd": cost.dollars, "cost_nanos": cost.nanos,
+            "input_tokens": counts.input_tokens,
+            "output_tokens": counts.output_tokens, "estimated": call.record.cost_estimated,
+            "priced": cost.priced,
             "cache": call.record.cache, "department": call.department,
             "budget_remaining_usd": remaining, "request_id": call.request_id}
 
 
-async def finish_json(services: Services, call: Call, reservation: Any, target: Target,
+async def finish_json(services: Services, call: Call, reservation: Any, target: UpstreamTarget,
                       status: int, data: bytes) -> Response:
     """The cache write happens before the answer goes out (the next identical request must hit);
     settling the budget, the record and the metrics run right after the body is sent, in the same
@@ -244,9 +332,10 @@ async def finish_json(services: Services, call: Call, reservation: Any, target: 
                          usage if not estimated else Usage(prompt_tokens_of(call), 0, 0),
                          estimated)
     if services.cache is not None and not estimated:
-        await services.cache.store_json(services, call, payload, data, round(cost.dollars, 8))
+        await cache_store(services, call,
+                          services.cache.store_json(services, call, payload, data, cost.dollars))
     headers = call.headers
-    headers["x-meterline-cost-usd"] = f"{round(cost.dollars, 8):.8f}"
+    headers["x-meterline-cost-usd"] = cost_header(cost.nanos)
     headers["x-meterline-overhead-ms"] = f"{call.overhead_ms():.2f}"
     return BookedResponse(data, status, headers, booking=(services, call, reservation, counts,
                                                            cost, estimated))
@@ -274,7 +363,7 @@ class BookedResponse(Response):
                 log.exception("bookkeeping failed after request %s", call.request_id)
 
 
-async def finish_stream(services: Services, call: Call, reservation: Any, target: Target,
+async def finish_stream(services: Services, call: Call, reservation: Any, target: UpstreamTarget,
                         outcome: StreamOutcome) -> tuple[dict[str, Any], Callable[[], None]]:
     """Settle a relayed stream: the `meterline` info for its last event, and the counting of its
     metrics, which the relay runs once that event is sent (the client need not wait for it)."""
@@ -298,7 +387,7 @@ async def finish_stream(services: Services, call: Call, reservation: Any, target
     info = info_of(call, counts, cost, estimated, remaining)
     if services.cache is not None and outcome.complete and outcome.error is None:
         held = [outcome.held] if outcome.held is not None else []
-        await services.cache.store_stream(services, call, outcome.chunks + held,
-                                          info["cost_usd"])
+        await cache_store(services, call, services.cache.store_stream(
+            services, call, outcome.chunks + held, info["cost_usd"]))
     return info, lambda: count(services, call, counts, cost, estimated)
 

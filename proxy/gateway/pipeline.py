@@ -8,6 +8,7 @@ Each step is a small function; features plug in through `Services` (spend, cache
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,15 +19,18 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from proxy.config.departments import ADMIN_DEPARTMENT
 from proxy.errors import (
     CALL_KEY,
     InvalidRequest,
     ModelNotFound,
     PermissionDenied,
     ProxyError,
+    UpstreamCredentialRefused,
     UpstreamHTTPError,
     UpstreamTimeout,
     UpstreamUnavailable,
+    request_id_headers,
 )
 from proxy.gateway import accounting
 from proxy.gateway.reliability import (
@@ -38,6 +42,7 @@ from proxy.gateway.reliability import (
 from proxy.gateway.requests import (
     Call,
     authenticate,
+    client_request_id_of,
     header_map,
     new_record,
     read_json_body,
@@ -45,13 +50,13 @@ from proxy.gateway.requests import (
     validate_chat,
     validate_passthrough,
 )
-from proxy.gateway.streaming import RelayResponse, SSERelay, StreamOutcome
-from proxy.gateway.upstream import Target
+from proxy.gateway.streaming import SSE_HEADERS, RelayResponse, SSERelay, StreamOutcome
+from proxy.gateway.upstream import UpstreamTarget
 from proxy.routing.experiments import assign
-from proxy.routing.rules import RouteInput, select_route
+from proxy.routing.rules import DEFAULT_RULE, RouteInput, select_route
 from proxy.runtime.services import Services
 
-SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+log = logging.getLogger("meterline")
 
 
 @dataclass(slots=True)  # built per request: a frozen __init__ costs ~6x
@@ -78,10 +83,11 @@ async def open_call(services: Services, request: Request, endpoint: str, path: s
     started = time.perf_counter()
     principal = await authenticate(request, services)
     raw, body = await read_json_body(request, services.settings.max_body_bytes)
+    client_rid = client_request_id_of(request)
     call = Call(rid, endpoint, path, started, principal, body, raw,
-                headers={"x-request-id": rid,
-                         "x-meterline-department": principal.department or "admin"},
-                inbound=header_map(request))
+                headers={**request_id_headers(rid, client_rid),
+                         "x-meterline-department": principal.department or ADMIN_DEPARTMENT},
+                inbound=header_map(request), client_request_id=client_rid)
     request.scope[CALL_KEY] = call
     return call
 
@@ -97,6 +103,9 @@ def plan_route(services: Services, call: Call, request: Request) -> Plan:
     decision = select_route(config.routing, inp, explain=False)
     chain = decision.targets
     assignment = assign(config.experiments, inp, time.time()) if config.experiments else None
+    if assignment is not None and not services.enrollable(call.department,
+                                                          assignment.experiment):
+        assignment = None
     if assignment is not None:
         chain = tuple(dict.fromkeys((assignment.model, *chain)))
         return Plan(chain[0], chain, decision.rule, assignment.experiment, assignment.variant)
@@ -104,13 +113,33 @@ def plan_route(services: Services, call: Call, request: Request) -> Plan:
 
 
 def authorize(services: Services, call: Call, plan: Plan) -> None:
+    """The requested model must be allowed, and so must every model the plan may call: a rule's
+    target or fallback the department may not use is left out; if none is left, the requested
+    model is served as if no rule applied (and the route is named "default")."""
     requested: str = call.body["model"]
-    if not services.targets(plan.chain, call.department):
+    # existence first: a model nobody serves is a 404 for every key, even when a routing rule
+    # would have sent the call elsewhere or the department's allow-list does not name it
+    if (requested not in services.config.providers.models
+            or not services.targets(plan.chain, call.department)):
         raise ModelNotFound(f"The model '{requested}' does not exist or is not served here.",
                             param="model")
-    if call.department is not None and not services.allows(call.department, requested):
+    department = call.department
+    if department is None:
+        return
+    if not services.allows(department, requested):
         raise PermissionDenied(
-            f"Department '{call.department}' may not use model '{requested}'.", param="model")
+            f"Department '{department}' may not use model '{requested}'.", param="model")
+    if len(plan.chain) == 1 and plan.chain[0] == requested:
+        return
+    allowed = services.allowed_chain(department, plan.chain)
+    if allowed == plan.chain:
+        return
+    if not allowed:
+        allowed, plan.rule = (requested,), DEFAULT_RULE
+    plan.chain, plan.model = allowed, allowed[0]
+    if not services.targets(plan.chain, department):  # a routed request for an unknown name
+        raise ModelNotFound(f"The model '{requested}' does not exist or is not served here.",
+                            param="model")
 
 
 def has_image_part(body: dict[str, Any]) -> bool:
@@ -146,7 +175,16 @@ def describe_plan(call: Call, plan: Plan) -> None:
         call.headers["x-meterline-variant"] = plan.variant or ""
 
 
-def upstream_body(call: Call, target: Target, add_usage: bool) -> bytes:
+def answered_model(services: Services, plan: Plan, target: UpstreamTarget) -> str:
+    """The public model (of the plan's chain) whose target answered."""
+    pair = (target.provider_name, target.model)
+    for model in plan.chain:
+        if pair in services.config.providers.targets_for(model):
+            return model
+    return plan.model
+
+
+def upstream_body(call: Call, target: UpstreamTarget, add_usage: bool) -> bytes:
     """The original bytes when nothing changed; re-encoded only if model or options differ."""
     if target.model == call.body.get("model") and not add_usage:
         return call.raw
@@ -156,8 +194,19 @@ def upstream_body(call: Call, target: Target, add_usage: bool) -> bytes:
     return orjson.dumps(body)
 
 
+def refused_credential(target: UpstreamTarget, exc: ProxyError) -> ProxyError:
+    """A provider's 401/403 is about the credential the proxy sent, not about the caller."""
+    if isinstance(exc, UpstreamHTTPError) and exc.status in (401, 403):
+        log.error("provider %s refused the proxy's credential from %s (HTTP %d)",
+                  target.provider_name, target.credential_env or "(none)", exc.status)
+        return UpstreamCredentialRefused(target.provider_name, exc.status)
+    return exc
+
+
 def as_failure(exc: ProxyError, retry_timeouts: bool = False) -> UpstreamFailure:
-    if isinstance(exc, UpstreamHTTPError):
+    if isinstance(exc, UpstreamCredentialRefused):  # the same key fails again: next provider
+        failure = UpstreamFailure(exc.message, code=exc.code, retryable=False, fallback=True)
+    elif isinstance(exc, UpstreamHTTPError):
         failure = UpstreamFailure(exc.message, status=exc.status, retry_after=exc.retry_after)
     elif isinstance(exc, UpstreamTimeout):  # the provider's timeout_s: same rule as the policy's
         failure = UpstreamFailure(exc.message, code=exc.code, retryable=retry_timeouts,
@@ -179,11 +228,11 @@ def final_error(exc: AllTargetsFailed | UpstreamFailure) -> ProxyError:
 
 
 async def send(services: Services, call: Call, plan: Plan, request: Request,
-               add_usage: bool) -> tuple[Target, aiohttp.ClientResponse, bytes | None]:
+               add_usage: bool) -> tuple[UpstreamTarget, aiohttp.ClientResponse, bytes | None]:
     """Try targets in order with retries; for streams return as soon as headers are in."""
     targets = services.targets(plan.chain, call.department)
 
-    async def attempt(key: str) -> tuple[Target, aiohttp.ClientResponse, bytes | None]:
+    async def attempt(key: str) -> tuple[UpstreamTarget, aiohttp.ClientResponse, bytes | None]:
         target = targets[key]
         t0 = time.perf_counter()
         try:
@@ -192,8 +241,9 @@ async def send(services: Services, call: Call, plan: Plan, request: Request,
                                                 call.inbound)
             data = None if call.stream else await services.upstream.read(target, resp)
         except ProxyError as exc:
-            services.metrics.record_upstream(target.provider_name, exc.code or "error")
-            raise as_failure(exc, services.retry_policy.retry_timeouts) from None
+            error = refused_credential(target, exc)
+            services.metrics.record_upstream(target.provider_name, error.code or "error")
+            raise as_failure(error, services.retry_policy.retry_timeouts) from None
         finally:
             call.upstream_s += time.perf_counter() - t0
         return target, resp, data  # the answered attempt is counted by accounting.book
@@ -223,7 +273,8 @@ async def run_call(services: Services, call: Call, request: Request) -> Response
     describe_plan(call, plan)
     call.record = new_record(call, call.body["model"])
     call.record.route_rule, call.record.experiment = plan.rule, plan.experiment
-    call.record.variant, call.record.task = plan.variant, call.inbound.get("x-meterline-task")
+    call.record.variant = plan.variant
+    call.record.task = services.config.task_label(call.inbound.get("x-meterline-task"))
     reservation = await accounting.reserve(services, call, plan.model)
     try:
         cached = await accounting.cache_lookup(services, call, plan.model)
@@ -238,6 +289,9 @@ async def run_call(services: Services, call: Call, request: Request) -> Response
         raise
     call.headers["x-meterline-provider"] = services.provider_label(target.provider_name)
     call.record.model_used, call.record.provider = target.model, target.provider_name
+    answered = answered_model(services, plan, target)
+    if answered != plan.model:  # a fallback model answered: never cache it as plan.model's
+        accounting.answered_by(services, call, answered)
     if data is None:  # a stream lands its cache flight in `finish`, once stored
         return stream_response(services, call, reservation, target, resp, add_usage)
     try:
@@ -247,7 +301,7 @@ async def run_call(services: Services, call: Call, request: Request) -> Response
         accounting.land(services, call)
 
 
-def stream_response(services: Services, call: Call, reservation: Any, target: Target,
+def stream_response(services: Services, call: Call, reservation: Any, target: UpstreamTarget,
                     resp: aiohttp.ClientResponse, strip_usage: bool) -> RelayResponse:
     async def finish(outcome: StreamOutcome) -> tuple[dict[str, Any], Callable[[], None]]:
         try:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import itertools
-import os
+import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -12,7 +11,9 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 
+from proxy.config.departments import ADMIN_DEPARTMENT
 from proxy.errors import (
+    CLIENT_REQUEST_ID_KEY,
     HEADERS_KEY,
     REQUEST_ID_KEY,
     AuthenticationFailed,
@@ -20,14 +21,12 @@ from proxy.errors import (
     InvalidRequest,
     PayloadTooLarge,
 )
+from proxy.gateway.messages import validate_messages
 from proxy.keys.store import Principal
 from proxy.runtime.services import Services
 from proxy.spend.records import UsageRecord
 
 REQUEST_ID_HEADER = "x-request-id"
-# A random per-process prefix and a counter: unique across replicas, cheaper than uuid4 per call.
-_PROCESS_TAG = os.urandom(6).hex()
-_SEQUENCE = itertools.count(1)
 
 
 @dataclass
@@ -47,13 +46,17 @@ class Call:
     inbound: Mapping[str, str] = field(default_factory=dict)  # request headers
     cache_state: Any = None  # proxy.cache.semantic_cache.Lookup, from lookup to store
     prompt_tokens: int | None = None  # estimated once, by routing, reused by budgets
+    client_request_id: str | None = None  # the caller's x-request-id: correlation only
     # read on every step: plain attributes, set once in __post_init__
     stream: bool = field(init=False)
-    department: str | None = field(init=False)
+    department: str | None = field(init=False)  # None for admin keys: no budget applies
+    department_name: str = field(init=False)  # how the call is shown and counted
 
     def __post_init__(self) -> None:
         self.stream = self.body.get("stream") is True
         self.department = self.principal.department
+        self.department_name = self.department or (
+            ADMIN_DEPARTMENT if self.principal.admin else "")
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
@@ -74,14 +77,28 @@ def header_map(request: Request) -> dict[str, str]:
     return cached
 
 
+def new_request_id() -> str:
+    """128 random bits: record keys, feedback and cache reports are addressed by this id, so it
+    must be neither chosen by a client nor guessable from another response."""
+    return "req_" + secrets.token_hex(16)
+
+
 def request_id_of(request: Request) -> str:
-    given = header_map(request).get(REQUEST_ID_HEADER, "")
-    if 0 < len(given) <= 128 and given.isprintable():
-        rid = given
-    else:
-        rid = f"req_{_PROCESS_TAG}{next(_SEQUENCE):010x}"
-    request.scope[REQUEST_ID_KEY] = rid
+    """The server's id for this request (made once, kept in the scope). The client's
+    `x-request-id`, if printable and at most 128 characters, is kept beside it for correlation."""
+    scope = request.scope
+    rid: str | None = scope.get(REQUEST_ID_KEY)
+    if rid is None:
+        rid = scope[REQUEST_ID_KEY] = new_request_id()
+        given = header_map(request).get(REQUEST_ID_HEADER, "")
+        if 0 < len(given) <= 128 and given.isprintable():
+            scope[CLIENT_REQUEST_ID_KEY] = given
     return rid
+
+
+def client_request_id_of(request: Request) -> str | None:
+    given: str | None = request.scope.get(CLIENT_REQUEST_ID_KEY)
+    return given
 
 
 def bearer_key(request: Request) -> str | None:
@@ -164,16 +181,32 @@ def _tuple(types: type | tuple[type, ...]) -> tuple[type, ...]:
     return types if isinstance(types, tuple) else (types,)
 
 
-def _expect_count(body: dict[str, Any], name: str) -> None:
+# OpenAI's own ceilings: budgets reserve n x max_tokens before the call, so one request with
+# n = 10**6 would hold a department's whole budget and rate window (and ask that many answers)
+COUNT_MAX = {"n": 128, "top_logprobs": 20}
+TOKENS_MAX = 2**31 - 1
+
+
+def _expect_count(body: dict[str, Any], name: str, minimum: int = 1) -> None:
     """An integer >= 1: budgets reserve from token limits and `n`, so 0 or less must not pass."""
     _expect(body, name, int, "an integer")
     value = body.get(name)
-    if value is not None and value < 1:
+    if value is None:
+        return
+    if value < minimum:
         raise InvalidRequest(
-            f"Invalid '{name}': integer below minimum value. Expected a value >= 1, "
+            f"Invalid '{name}': integer below minimum value. Expected a value >= {minimum}, "
             f"but got {value} instead.",
             param=name,
             code="integer_below_min_value",
+        )
+    ceiling = COUNT_MAX.get(name, TOKENS_MAX)
+    if value > ceiling:
+        raise InvalidRequest(
+            f"Invalid '{name}': integer above maximum value. Expected a value <= {ceiling}, "
+            f"but got {value} instead.",
+            param=name,
+            code="integer_above_max_value",
         )
 
 
@@ -202,22 +235,12 @@ def validate_chat(body: dict[str, Any]) -> None:
             param="messages",
             code="missing_required_parameter",
         )
-    if not isinstance(messages, list) or not messages:
-        raise InvalidRequest(
-            "Invalid 'messages': expected a non-empty array of messages.",
-            param="messages",
-            code="invalid_type",
-        )
-    for i, message in enumerate(messages):
-        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-            raise InvalidRequest(
-                f"Invalid 'messages[{i}]': expected an object with a 'role'.",
-                param=f"messages[{i}]",
-                code="invalid_type",
-            )
+    validate_messages(messages)
     for name in CHAT_CHECKED.intersection(body):  # usually two or three of them
         if name in COUNT_FIELDS:
             _expect_count(body, name)
+        elif name == "top_logprobs":
+            _expect_count(body, name, minimum=0)
         else:
             types, what = CHAT_TYPES[name]
             _expect(body, name, types, what)
@@ -230,8 +253,9 @@ CHAT_TYPES: dict[str, tuple[type | tuple[type, ...], str]] = {
     "stream_options": (dict, "an object"),
     "user": (str, "a string"),
     "tools": (list, "an array"),
+    "logprobs": (bool, "a boolean"),
 }
-CHAT_CHECKED = frozenset(CHAT_TYPES) | (COUNT_FIELDS - {"max_output_tokens"})
+CHAT_CHECKED = frozenset(CHAT_TYPES) | (COUNT_FIELDS - {"max_output_tokens"}) | {"top_logprobs"}
 
 
 def validate_passthrough(body: dict[str, Any]) -> None:
@@ -241,13 +265,22 @@ def validate_passthrough(body: dict[str, Any]) -> None:
         _expect_count(body, name)
 
 
+MAX_USER_CHARS = 256  # a record is kept for the retention period: its size is ours to bound
+
+
+def _clip(user: str | None) -> str | None:
+    return user[:MAX_USER_CHARS] if user is not None else None
+
+
 def new_record(call: Call, model: str) -> UsageRecord:
     return UsageRecord(
         request_id=call.request_id,
+        client_request_id=call.client_request_id,
         ts=time.time(),
-        department=call.department or "",
+        department=call.department_name,
         key_id=call.principal.key_id,
-        user=call.body.get("user") or call.inbound.get("x-meterline-user") or call.principal.user,
+        user=_clip(call.body.get("user") or call.inbound.get("x-meterline-user")
+                   or call.principal.user),
         endpoint=call.endpoint,
         model_requested=model,
         model_used=model,

@@ -25,6 +25,8 @@ from proxy.errors import ProxyError, UpstreamTimeout, UpstreamUnavailable, sse_e
 
 log = logging.getLogger(__name__)
 
+# Headers of every SSE answer: no caching, and no buffering in nginx-style proxies in front.
+SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 DONE = b"data: [DONE]"
 # a usage object / a finish reason; with stream_options.include_usage every chunk before the
 # last carries "usage":null and "finish_reason":null, which these leave alone

@@ -20,7 +20,7 @@ import aiohttp
 from proxy.config.departments import Department, DepartmentsConfig, Period, SpendThresholds
 from proxy.spend.budgets import BudgetStatus
 from proxy.spend.ledger import Ledger
-from proxy.spend.pricing import micros_to_dollars, to_micros
+from proxy.spend.pricing import nanos_to_dollars, to_nanos
 from proxy.spend.records import UsageRecord
 
 Severity = Literal["critical", "warning", "info"]
@@ -33,7 +33,7 @@ SPEND_WINDOWS: tuple[tuple[str, str, float, str], ...] = (
     ("MeterlineHourlySpendHigh", "Hourly", HOUR, "hourly_spend"),
     ("MeterlineDailySpendHigh", "Daily", DAY, "daily_spend"),
 )
-Events = list[tuple[float, int]]  # (ts, micro-dollars), oldest first
+Events = list[tuple[float, int]]  # (ts, nano-dollars), oldest first
 
 
 class AlertSourceError(RuntimeError):
@@ -61,7 +61,7 @@ class Alert:
 
 
 def money(dollars: float) -> str:
-    """$100 for whole dollars, $123.40 from $1 up, down to micro-dollars below ($0.000021)."""
+    """$100 for whole dollars, $123.40 from $1 up, down to nano-dollars below ($0.000021)."""
     if dollars == int(dollars):
         return f"${int(dollars):,}"
     if abs(dollars) >= 1:
@@ -83,11 +83,11 @@ def rolling_state(events: Sequence[tuple[float, int]], window_s: float, threshol
     `threshold` (None when it is not above now). Only the events given count: with a lookback
     of two windows, a state older than that shows as starting at the lookback."""
     deltas: list[tuple[float, int, int]] = []
-    for ts, micros in events:
+    for ts, nanos in events:
         at = min(ts, now)
-        deltas.append((at, 1, micros))
+        deltas.append((at, 1, nanos))
         if at + window_s <= now:
-            deltas.append((at + window_s, 0, -micros))
+            deltas.append((at + window_s, 0, -nanos))
     total, since = 0, None
     deltas.sort()
     for i, (at, _, delta) in enumerate(deltas):
@@ -104,9 +104,9 @@ def rolling_state(events: Sequence[tuple[float, int]], window_s: float, threshol
 def first_reached(events: Sequence[tuple[float, int]], start: float, mark: int) -> float | None:
     """When the running sum of events from `start` on first reached `mark`."""
     running = 0
-    for ts, micros in events:
+    for ts, nanos in events:
         if ts >= start:
-            running += micros
+            running += nanos
             if running >= mark:
                 return ts
     return None
@@ -125,10 +125,10 @@ def events_of(records: Iterable[UsageRecord]) -> dict[str | None, Events]:
     """Cost events per department, and for all of them under the key None."""
     grouped: dict[str | None, Events] = defaultdict(list)
     for record in sorted(records, key=lambda r: r.ts):
-        micros = to_micros(record.cost)
-        if micros > 0:
-            grouped[None].append((record.ts, micros))
-            grouped[record.department].append((record.ts, micros))
+        nanos = record.cost_nanos
+        if nanos > 0:
+            grouped[None].append((record.ts, nanos))
+            grouped[record.department].append((record.ts, nanos))
     return grouped
 
 
@@ -155,11 +155,11 @@ def spend_alerts(events: dict[str | None, Events], config: DepartmentsConfig,
 
 def _spend_alert(name: str, label: str, window_s: float, limit: Decimal, department: str | None,
                  events: Events, now: float) -> Alert | None:
-    threshold = to_micros(limit)
+    threshold = to_nanos(limit)
     total, since = rolling_state(events, window_s, threshold, now)
     if total <= threshold:
         return None
-    value, ceiling = micros_to_dollars(total), float(limit)
+    value, ceiling = nanos_to_dollars(total), float(limit)
     who = f"{department}: " if department else ""
     message = f"{who}{label} spend exceeded threshold: {money(value)} / {money(ceiling)}"
     labels = {"scope": "department" if department else "total"}
@@ -173,8 +173,8 @@ def budget_alert(status: BudgetStatus, dept: Department, events: Events,
     """A budget window used up, counting held reservations like the ledger does (critical),
     or past the highest soft threshold its spend crossed (warning)."""
     limit, spent = status.limit_dollars, status.spent_dollars
-    held = to_micros(spent) + to_micros(status.reserved_dollars)
-    exhausted = held >= to_micros(limit)  # like the ledger, holds count: nothing more fits
+    held = to_nanos(spent) + to_nanos(status.reserved_dollars)
+    exhausted = held >= to_nanos(limit)  # like the ledger, holds count: nothing more fits
     passed = [t for t in dept.soft_alerts if spent >= t * limit]
     if not exhausted and not passed:
         return None
@@ -182,13 +182,13 @@ def budget_alert(status: BudgetStatus, dept: Department, events: Events,
     label = status.period.capitalize()
     labels: dict[str, str] = {"period": status.period}
     if exhausted:
-        since = first_reached(events, start, to_micros(limit))
+        since = first_reached(events, start, to_nanos(limit))
         message = f"{dept.name}: {label} budget exhausted: {money(spent)} / {money(limit)}"
         return Alert("MeterlineBudgetExhausted", "critical", dept.name, spent, limit, message,
                      since, labels)
     fraction = max(passed)
     mark = limit * fraction
-    since = first_reached(events, start, to_micros(mark))
+    since = first_reached(events, start, to_nanos(mark))
     message = (f"{dept.name}: {label} budget {fraction:.0%} used: "
                f"{money(spent)} / {money(limit)}")
     return Alert("MeterlineBudgetSoftThreshold", "warning", dept.name, spent, round(mark, 6),
@@ -200,8 +200,8 @@ def breaker_alert(dept: Department, events: Events, now: float) -> Alert:
     breaker = dept.circuit_breaker
     assert breaker is not None
     window_s, ceiling = breaker.window_minutes * 60.0, float(breaker.max_dollars)
-    total, since = rolling_state(events, window_s, to_micros(breaker.max_dollars), now)
-    value = micros_to_dollars(total)
+    total, since = rolling_state(events, window_s, to_nanos(breaker.max_dollars), now)
+    value = nanos_to_dollars(total)
     message = (f"{dept.name}: circuit breaker open: {money(value)} in "
                f"{breaker.window_minutes} min / {money(ceiling)}; requests are refused")
     return Alert("MeterlineCircuitBreakerOpen", "critical", dept.name, value, ceiling, message,

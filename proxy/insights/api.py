@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from proxy.config.departments import Department
+from proxy.config.departments import ADMIN_DEPARTMENT, Department
 from proxy.errors import InvalidRequest, PermissionDenied
 from proxy.gateway.requests import authenticate, request_id_of
 from proxy.http import json_response, number_param, require_admin
@@ -32,6 +32,7 @@ from proxy.insights.budget_advice import recommend_budgets
 from proxy.insights.forecast import DAY, MAX_HISTORY_DAYS, forecast_spend
 from proxy.runtime.services import Services
 from proxy.spend.api import ledger_of
+from proxy.spend.pricing import nanos_to_dollars
 from proxy.spend.records import UsageRecord
 
 BudgetPeriod = Literal["daily", "weekly", "monthly"]
@@ -141,11 +142,11 @@ def current_budget(dept: Department, period: BudgetPeriod) -> tuple[float | None
 
 
 def savings_since(records: list[UsageRecord], start: float) -> dict[str, float]:
-    totals: dict[str, float] = defaultdict(float)
+    totals: dict[str, int] = defaultdict(int)
     for record in records:
-        if record.ts >= start and record.saved > 0:
-            totals[record.department] += record.saved
-    return dict(totals)
+        if record.ts >= start and record.saved_nanos > 0:
+            totals[record.department] += record.saved_nanos
+    return {name: nanos_to_dollars(nanos) for name, nanos in totals.items()}
 
 
 async def budget_recommendations(request: Request) -> Response:
@@ -162,6 +163,7 @@ async def budget_recommendations(request: Request) -> Response:
     budgets = {name: value for name, (value, _) in current.items() if value is not None}
     rows = recommend_budgets(forecast, savings_since(records, now - days * DAY), budgets,
                              headroom)
+    rows = [row for row in rows if row["department"] != ADMIN_DEPARTMENT]  # never budgeted
     for row in rows:
         row["current_budget_basis"] = current.get(row["department"], (None, None))[1]
     return json_response({

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
 from typing import Any
 
 import orjson
+import yaml
 
-from proxy.keys.store import hash_key
-from proxy.settings import Settings
+from proxy.keys.store import DEMO_ADMIN_KEY, hash_key, new_raw_key
+from proxy.settings import Settings, default_config_dir
 
 
 def add_parser(sub: Any) -> None:
@@ -29,10 +34,49 @@ def add_parser(sub: Any) -> None:
     disable.add_argument("id")
     for action in (create, listing, rotate, disable):
         action.add_argument("--url", help="proxy URL (default http://MET_HOST:MET_PORT)")
-        action.add_argument("--admin-key", help="admin key (default MET_ADMIN_KEY)")
+        action.add_argument("--admin-key", help="admin key (default MET_ADMIN_KEY; a demo "
+                            "server's own, sk-demo-admin, when the server says it is a demo)")
     hashed = actions.add_parser("hash", help="print the sha256 of a key for keys.yaml")
     hashed.add_argument("key")
     keys.set_defaults(func=run)
+
+
+def add_init_parser(sub: Any) -> None:
+    init = sub.add_parser("init", help="write a config directory with an admin key and a first "
+                          "department key (printed once)")
+    init.add_argument("dir", help="new or empty directory")
+    init.add_argument("--department", help="department of the first key (default: the first "
+                      "one in departments.yaml)")
+    init.set_defaults(func=run_init)
+
+
+def run_init(args: argparse.Namespace) -> int:
+    """Copy the shipped rules to DIR and put two new keys' hashes in its keys.yaml."""
+    target = Path(args.dir)
+    if target.exists() and any(target.iterdir()):
+        print(f"meterline: {target} is not empty; init writes a new config directory only",
+              file=sys.stderr)
+        return 1
+    shutil.copytree(default_config_dir(), target, dirs_exist_ok=True)
+    departments = yaml.safe_load((target / "departments.yaml").read_text())["departments"]
+    department = args.department or next(iter(departments))
+    if department not in departments:
+        print(f"meterline: no department '{department}' in {target / 'departments.yaml'}; "
+              f"known: {', '.join(departments)}", file=sys.stderr)
+        shutil.rmtree(target)
+        return 2
+    admin_key, first_key = new_raw_key(), new_raw_key()
+    keys = [{"id": "admin-1", "sha256": hash_key(admin_key), "admin": True},
+            {"id": f"{department}-1", "sha256": hash_key(first_key), "department": department}]
+    (target / "keys.yaml").write_text(
+        "# Written by `meterline init`: sha256 of the keys it printed once. More keys:\n"
+        "# `meterline keys create --department NAME --admin-key ...` (kept in the key store).\n"
+        + yaml.safe_dump({"keys": keys}, sort_keys=False))
+    print(f"Config written to {target}. These keys are shown once; store them now:\n"
+          f"  admin key:  {admin_key}\n  {department} key:  {first_key}\n"
+          f"Next: set the provider credentials {target / 'providers.yaml'} names, then\n"
+          f"  meterline serve --config {target}")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,9 +85,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     settings = Settings.from_env()
     url = (args.url or f"http://{settings.host}:{settings.port}").rstrip("/")
-    admin_key = args.admin_key or settings.admin_key
+    admin_key = args.admin_key or settings.admin_key or demo_admin_key(url)
     if not admin_key:
-        print("meterline: pass --admin-key or set MET_ADMIN_KEY", file=sys.stderr)
+        print(f"meterline: {url} needs an admin key: pass --admin-key or set MET_ADMIN_KEY "
+              "(the one the server was started with)", file=sys.stderr)
         return 2
     method, path, body = request_for(args)
     return call_admin(method, url + path, admin_key, body)
@@ -63,17 +108,34 @@ def request_for(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | No
     return "POST", f"/admin/keys/{args.id}/disable", None
 
 
-def call_admin(method: str, url: str, admin_key: str, body: dict[str, Any] | None) -> int:
-    import httpx
-
+def demo_admin_key(url: str) -> str | None:
+    """The demo's published admin key, when the server at `url` says it runs --demo."""
     try:
-        response = httpx.request(method, url, json=body, timeout=30,
-                                 headers={"authorization": f"Bearer {admin_key}"})
-    except httpx.HTTPError as exc:
+        with urllib.request.urlopen(url + "/healthz", timeout=5) as response:
+            health = orjson.loads(response.read())
+    except (OSError, ValueError):
+        return None  # unreachable or not Meterline: call_admin reports it
+    return DEMO_ADMIN_KEY if isinstance(health, dict) and health.get("demo") is True else None
+
+
+def call_admin(method: str, url: str, admin_key: str, body: dict[str, Any] | None) -> int:
+    """One admin API call with the standard library (the CLI needs no HTTP client package)."""
+    request = urllib.request.Request(
+        url, method=method, data=None if body is None else orjson.dumps(body),
+        headers={"authorization": f"Bearer {admin_key}", "content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        status, raw = exc.code, exc.read()
+    except OSError as exc:
         print(f"meterline: cannot reach {url}: {exc}", file=sys.stderr)
         return 1
-    text = orjson.dumps(response.json(), option=orjson.OPT_INDENT_2).decode()
-    if response.status_code >= 400:
+    try:
+        text = orjson.dumps(orjson.loads(raw), option=orjson.OPT_INDENT_2).decode()
+    except orjson.JSONDecodeError:
+        text = raw.decode("utf-8", "replace")
+    if status >= 400:
         print(text, file=sys.stderr)
         return 1
     print(text)

@@ -79,7 +79,8 @@ def targets_json(services: Services, chain: tuple[str, ...]) -> list[dict[str, A
 def authorization(services: Services, department: str | None, requested: str,
                   chain: tuple[str, ...]) -> dict[str, Any]:
     """What the pipeline's authorize step would say (404 unknown model, 403 not allowed)."""
-    if not any(services.config.providers.targets_for(m) for m in chain):
+    if requested not in services.config.providers.models or not any(
+            services.config.providers.targets_for(m) for m in chain):
         return {"allowed": False, "status": 404, "reason": f"unknown model '{requested}'"}
     dept = services.department(department)
     if dept is not None and not dept.allows(requested):
@@ -110,7 +111,14 @@ async def explain_route(request: Request) -> Response:
     if config.routing is not None:  # as in pipeline.plan_route: no routing, no experiments
         decision = select_route(config.routing, inp)
         assignment = assign(config.experiments, inp, now) if config.experiments else None
-    chain = plan_targets(decision, assignment)
+    department = inp.department or None
+    if assignment is not None and not services.enrollable(department, assignment.experiment):
+        assignment = None
+    planned = plan_targets(decision, assignment)
+    chain = services.allowed_chain(department, planned)  # as pipeline.authorize
+    if not chain:
+        chain, decision = (inp.model,), RouteDecision(DEFAULT_RULE, inp.model, (),
+                                                      decision.explanation)
     headers = {"x-meterline-route": decision.rule} if config.routing is not None else {}
     if assignment is not None:
         headers.update({"x-meterline-experiment": assignment.experiment,
@@ -128,7 +136,7 @@ async def explain_route(request: Request) -> Response:
         if config.experiments is not None and config.routing is not None else [],
         "chain": list(chain),
         "targets": targets_json(services, chain),
-        "authorization": authorization(services, inp.department or None, inp.model, chain),
+        "authorization": authorization(services, department, inp.model, planned),
         "response_headers": headers,
     })
 
@@ -212,8 +220,9 @@ async def recommendations(request: Request) -> Response:
 def parse_feedback(body: dict[str, Any]) -> tuple[str, float, str | None]:
     rid = body.get("request_id")
     if not isinstance(rid, str) or not rid:
-        raise InvalidRequest("Missing or invalid 'request_id': expected the x-request-id of a "
-                             "response.", param="request_id", code="invalid_value")
+        raise InvalidRequest("Missing or invalid 'request_id': expected the "
+                             "x-meterline-request-id of a response.", param="request_id",
+                             code="invalid_value")
     score = body.get("score")
     if isinstance(score, bool) or not isinstance(score, int | float) \
             or not 0 <= score <= 1:  # nan fails the range check too
@@ -231,9 +240,6 @@ async def find_record(services: Services, request_id: str) -> UsageRecord | None
     if services.spend is not None:
         record: UsageRecord | None = await services.spend.get_record(request_id)
         return record
-    if services.record_log is not None:
-        found: UsageRecord | None = await services.record_log.get_record(request_id)
-        return found
     return None
 
 
@@ -241,9 +247,6 @@ async def store_feedback(services: Services, rid: str, score: float, comment: st
     if services.spend is not None:
         stored: bool = await services.spend.set_feedback(rid, score, comment)
         return stored
-    if services.record_log is not None:
-        kept: bool = await services.record_log.set_feedback(rid, score, comment)
-        return kept
     return False
 
 

@@ -1,7 +1,6 @@
 """Experiment results, recommendations and auto-split proposals as JSON for the admin API.
 
-Usage records come from the spend store when one is attached (shared by every replica), else from
-the bounded in-process log `lifecycle` keeps on `services.record_log` (this replica only).
+Usage records come from the spend store (shared by every replica in Redis mode).
 """
 
 from __future__ import annotations
@@ -37,12 +36,9 @@ async def load_records(services: Services, days: float) -> list[UsageRecord]:
     """Usage records of the last `days`, oldest first, with `model_used` as the public name."""
     now = time.time()
     since, until = now - days * DAY_S, now + 1.0
+    records: list[UsageRecord] = []
     if services.spend is not None:
-        records: list[UsageRecord] = await services.spend.records(since, until)
-    elif services.record_log is not None:
-        records = await services.record_log.query_records(since, until, None)
-    else:
-        records = []
+        records = await services.spend.records(since, until)
     return public_names(services.config, records)
 
 

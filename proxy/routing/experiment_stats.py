@@ -121,14 +121,6 @@ def _tail(confidence: float) -> float:
     return 1 - (1 - confidence) / 2
 
 
-def mean_ci(values: Sequence[float], confidence: float = 0.95) -> Estimate:
-    m = Moments.of(values)
-    if m.n < 2:
-        return Estimate(m.mean, None, None, m.n)
-    half = t_quantile(_tail(confidence), m.n - 1) * math.sqrt(m.var / m.n)
-    return Estimate(m.mean, m.mean - half, m.mean + half, m.n)
-
-
 def welch_diff(a: Moments, b: Moments, confidence: float = 0.95) -> Estimate:
     """b.mean - a.mean with a Welch-Satterthwaite t interval."""
     diff, n = b.mean - a.mean, a.n + b.n

@@ -20,7 +20,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from proxy.routing.rules import RULE_NAME, ConfigFileError, RouteDecision, RouteInput, load_yaml
+from proxy.config.errors import ConfigError
+from proxy.memo import BoundedMemo
+from proxy.routing.rules import RULE_NAME, RouteDecision, RouteInput, load_yaml
 
 CONTROL = "control"
 VARIANT = "variant"
@@ -153,6 +155,9 @@ class Experiments(BaseModel):
 
     experiments: dict[str, Experiment] = {}
 
+    def task_names(self) -> set[str]:
+        return {t for e in self.experiments.values() for t in (e.scope.task or ())}
+
     @field_validator("experiments", mode="before")
     @classmethod
     def _name_from_key(cls, value: object) -> object:
@@ -175,8 +180,8 @@ class Experiments(BaseModel):
         return {a.model for e in self.experiments.values() for a in e.arms}
 
     @cached_property
-    def scope_memo(self) -> dict[tuple[str, str, str | None], tuple[Experiment, ...]]:
-        return {}
+    def scope_memo(self) -> BoundedMemo[tuple[str, str, str | None], tuple[Experiment, ...]]:
+        return BoundedMemo()
 
     def in_scope(self, inp: RouteInput) -> tuple[Experiment, ...]:
         """Experiments whose scope covers this kind of request (department, model, task), in
@@ -185,9 +190,8 @@ class Experiments(BaseModel):
         memo = self.scope_memo
         found = memo.get(key)
         if found is None:
-            if len(memo) > 4096:  # model names come from requests
-                memo.clear()
-            found = memo[key] = tuple(e for e in self.experiments.values() if e.scope.covers(inp))
+            found = memo.put(key, tuple(e for e in self.experiments.values()
+                                        if e.scope.covers(inp)))
         return found
 
 
@@ -289,8 +293,22 @@ def load(path: str | Path) -> Experiments:
     return load_yaml(path, Experiments)
 
 
+def scope_warnings(experiments: Experiments, departments: set[str], models: set[str],
+                   source: str) -> list[str]:
+    """Scope names that no request can have: the experiment would enroll nobody through them."""
+    out: list[str] = []
+    for name, experiment in experiments.experiments.items():
+        scope = experiment.scope
+        out += [f"{source}: field 'experiments.{name}.scope.department' has value {d!r}: no such "
+                f"department (known: {sorted(departments)})"
+                for d in scope.department or () if d not in departments]
+        out += [f"{source}: field 'experiments.{name}.scope.model' has value {m!r}: no such "
+                f"model" for m in scope.model or () if m not in models]
+    return out
+
+
 def check_models(experiments: Experiments, known: set[str], source: str = "experiments") -> None:
-    """Raise ConfigFileError if an experiment arm uses a model the proxy does not know."""
+    """Raise ConfigError if an experiment arm uses a model the proxy does not know."""
     problems = [
         f"  field 'experiments.{e.name}.{a.name if e.variants is None else 'variants'}' "
         f"has value {a.model!r}: unknown model (known: {sorted(known)})"
@@ -299,4 +317,4 @@ def check_models(experiments: Experiments, known: set[str], source: str = "exper
         if a.model not in known
     ]
     if problems:
-        raise ConfigFileError("\n".join([f"{source}: unknown models", *problems]))
+        raise ConfigError("\n".join([f"{source}: unknown models", *problems]))

@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from functools import cached_property
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -25,7 +24,9 @@ from pydantic import (
     model_validator,
 )
 
+from proxy.config.errors import ConfigError, describe_validation_error, read_yaml
 from proxy.gateway.reliability import Reliability
+from proxy.memo import BoundedMemo
 
 DEFAULT_RULE = "default"
 TASK_HEADER = "x-meterline-task"
@@ -33,12 +34,9 @@ USER_HEADER = "x-meterline-user"
 ROUTE_HEADER = "x-meterline-route"
 IMAGE_TOKENS = 85  # what one low-detail image costs; good enough for a size heuristic
 RULE_NAME = r"^[A-Za-z0-9_.:-]{1,64}$"
+TASK_NAME = r"^[a-z0-9_.:-]{1,40}$"  # what cache analytics can show as a task label
 
 M = TypeVar("M", bound=BaseModel)
-
-
-class ConfigFileError(ValueError):
-    """A rules file failed to load; the message names the file, the field and the bad value."""
 
 
 @dataclass(slots=True)  # built per request: a frozen __init__ costs ~6x
@@ -215,6 +213,9 @@ class RoutingRules(BaseModel):
 
     rules: tuple[Rule, ...] = ()
     reliability: Reliability = Reliability()
+    # x-meterline-task values counted by name in records and cache analytics (with those the
+    # rules and experiments name); any other value counts as "other", so clients can't grow them
+    tasks: tuple[Annotated[str, Field(pattern=TASK_NAME)], ...] = ()
 
     @field_validator("rules")
     @classmethod
@@ -228,9 +229,13 @@ class RoutingRules(BaseModel):
     def models(self) -> set[str]:
         return {m for r in self.rules for m in (r.target, *r.fallbacks)}
 
+    def task_names(self) -> set[str]:
+        return set(self.tasks) | {t for r in self.rules for t in (r.match.task or ())}
+
     @cached_property
-    def candidates_memo(self) -> dict[tuple[str, str, str | None], tuple[tuple[Rule, ...], bool]]:
-        return {}
+    def candidates_memo(self) -> BoundedMemo[tuple[str, str, str | None],
+                                              tuple[tuple[Rule, ...], bool]]:
+        return BoundedMemo()
 
     def candidates(self, department: str, model: str,
                    task: str | None) -> tuple[tuple[Rule, ...], bool]:
@@ -241,11 +246,9 @@ class RoutingRules(BaseModel):
         memo = self.candidates_memo
         found = memo.get(key)
         if found is None:
-            if len(memo) > 4096:  # model names come from requests
-                memo.clear()
             rules = tuple(r for r in self.rules if _static_holds(r.match, department, model, task))
             needs_text = any(r.match.keywords or r.match.regex is not None for r in rules)
-            found = memo[key] = (rules, needs_text)
+            found = memo.put(key, (rules, needs_text))
         return found
 
 
@@ -401,37 +404,17 @@ def select_route(rules: RoutingRules, inp: RouteInput, *, explain: bool = True) 
     return RouteDecision(DEFAULT_RULE, inp.model, (), (*checked, none))
 
 
-def _loc(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top level)"
-
-
-def format_validation_error(source: str, exc: ValidationError) -> str:
-    lines = [f"{source}: {exc.error_count()} error(s)"]
-    for err in exc.errors(include_url=False):
-        value = err.get("input")
-        shown = repr(value) if not isinstance(value, dict) else "{...}"
-        lines.append(f"  field '{_loc(err['loc'])}' has value {shown[:120]}: {err['msg']}")
-    return "\n".join(lines)
-
-
 def parse_config(data: object, model: type[M], source: str) -> M:
-    """Validate parsed YAML; on failure raise ConfigFileError naming file, field and value."""
+    """Validate parsed YAML; on failure raise ConfigError naming file, field and value."""
     try:
         return model.model_validate({} if data is None else data)
     except ValidationError as exc:
-        raise ConfigFileError(format_validation_error(source, exc)) from None
+        raise ConfigError(describe_validation_error(source, exc)) from None
 
 
 def load_yaml(path: str | Path, model: type[M]) -> M:
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigFileError(f"{path}: cannot read YAML: {exc}") from None
-    return parse_config(data, model, str(path))
+    return parse_config(read_yaml(path), model, str(path))
 
 
 def load(path: str | Path) -> RoutingRules:
@@ -439,8 +422,23 @@ def load(path: str | Path) -> RoutingRules:
     return load_yaml(path, RoutingRules)
 
 
+def scope_warnings(rules: RoutingRules, departments: set[str], models: set[str],
+                   source: str) -> list[str]:
+    """Conditions that name a department that does not exist or a model pattern that matches
+    no model: such a rule can never fire for them (a typo, or a removed department)."""
+    out: list[str] = []
+    for i, rule in enumerate(rules.rules):
+        out += [f"{source}: field 'rules[{i}].match.department' has value {d!r}: no such "
+                f"department (known: {sorted(departments)})"
+                for d in rule.match.department or () if d not in departments]
+        out += [f"{source}: field 'rules[{i}].match.model' has value {m!r}: matches no model"
+                for m in rule.match.model or ()
+                if not any(fnmatchcase(name, m) for name in models)]
+    return out
+
+
 def check_models(rules: RoutingRules, known: set[str], source: str = "routing") -> None:
-    """Raise ConfigFileError if a rule targets a model the proxy does not know."""
+    """Raise ConfigError if a rule targets a model the proxy does not know."""
     problems = [
         f"  field 'rules[{i}].{'target' if m == r.target else 'fallbacks'}' has value {m!r}: "
         f"unknown model (known: {sorted(known)})"
@@ -455,4 +453,4 @@ def check_models(rules: RoutingRules, known: set[str], source: str = "routing") 
         if m not in known
     ]
     if problems:
-        raise ConfigFileError("\n".join([f"{source}: unknown models", *problems]))
+        raise ConfigError("\n".join([f"{source}: unknown models", *problems]))

@@ -5,24 +5,25 @@ from __future__ import annotations
 import asyncio
 from urllib.parse import urlsplit
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from proxy.http import json_response
 from proxy.runtime.services import Services
 
 
-def _json(payload: object, status: int = 200) -> Response:
-    return Response(orjson.dumps(payload), status, media_type="application/json")
-
-
 async def healthz(request: Request) -> Response:
-    return _json({"status": "ok"})
+    """Liveness; `demo` tells clients (the keys CLI) that the published demo keys work here."""
+    services: Services = request.app.state.services
+    return json_response({"status": "ok", "demo": services.settings.demo})
 
 
 async def readyz(request: Request) -> Response:
     """Ready when Redis (if configured) answers and every provider has a credential."""
     services: Services = request.app.state.services
+    if services.draining:
+        return json_response({"status": "draining", "checks": {},
+                              "config_version": services.config.version}, 503)
     checks: dict[str, str] = {}
     if services.redis is not None:
         try:
@@ -44,7 +45,7 @@ async def readyz(request: Request) -> Response:
         checks[f"upstream:{name}"] = "ok" if reachable else "unreachable"
     ready = checks["redis"] in ("ok", "embedded") and any(
         v == "ok" for k, v in checks.items() if k.startswith("upstream:"))
-    return _json({"status": "ready" if ready else "not ready", "checks": checks,
+    return json_response({"status": "ready" if ready else "not ready", "checks": checks,
                   "config_version": services.config.version}, 200 if ready else 503)
 
 

@@ -79,7 +79,15 @@ def diff(old: Config, new: Config) -> dict[str, Any]:
                                  _dumps(new.providers.providers)),
         "departments": _named_diff(_dumps(old.departments.departments),
                                    _dumps(new.departments.departments)),
+        "keys": _keys_diff(old, new),
     }
+
+
+def _keys_diff(old: Config, new: Config) -> dict[str, Any]:
+    """keys.yaml by id; a changed hash shows as the field name `sha256`, never its value."""
+    before = {k.id: k.model_dump(mode="json") for k in old.keys.keys}
+    after = {k.id: k.model_dump(mode="json") for k in new.keys.keys}
+    return _named_diff(before, after)
 
 
 def _section_lines(title: str, part: Mapping[str, Any]) -> list[str]:
@@ -98,10 +106,10 @@ def format_diff(changes: Mapping[str, Any]) -> str:
     """Human-readable diff for `meterline check-config --diff`."""
     version = changes["version"]
     lines = [f"version {version['old']} -> {version['new']}"]
-    for title in ("rules", "experiments", "models", "providers", "departments"):
+    for title in ("rules", "experiments", "models", "providers", "departments", "keys"):
         lines += _section_lines(title, changes[title])
     if len(lines) == 1:
-        lines.append("no changes to rules, experiments, models, providers or departments")
+        lines.append("no changes to rules, experiments, models, providers, departments or keys")
     return "\n".join(lines)
 
 

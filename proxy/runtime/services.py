@@ -6,16 +6,23 @@ import asyncio
 import logging
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
 
 from proxy.config.loader import Config
 from proxy.config.providers import Provider
-from proxy.gateway.upstream import Target, UpstreamClient
+from proxy.gateway.reliability import Cooldowns, RetryPolicy
+from proxy.gateway.upstream import UpstreamClient, UpstreamTarget
 from proxy.keys.store import KeyStore
+from proxy.memo import BoundedMemo
 from proxy.metrics import Metrics
 from proxy.settings import Settings
+
+if TYPE_CHECKING:  # type-only: both packages' request paths import Services at run time
+    from proxy.cache.semantic_cache import SemanticCache
+    from proxy.chat.history import HistoryStore
+    from proxy.spend.ledger import Ledger
 
 log = logging.getLogger("meterline")
 DEMO_CREDENTIAL = "sk-mock-upstream"
@@ -29,17 +36,18 @@ class Services:
     upstream: UpstreamClient
     metrics: Metrics
     redis: aioredis.Redis | None = None
-    spend: Any = None  # proxy.spend.ledger.SpendStore
-    cache: Any = None  # proxy.cache.semantic_cache.SemanticCache
-    chat: Any = None  # proxy.chat.history.HistoryStore
-    cooldowns: Any = None  # proxy.gateway.reliability.Cooldowns
-    retry_policy: Any = None  # proxy.gateway.reliability.RetryPolicy
-    record_log: Any = None  # proxy.spend.memory.MemoryBackend: usage records when spend is None
+    spend: Ledger | None = None
+    cache: SemanticCache | None = None
+    chat: HistoryStore | None = None
+    cooldowns: Cooldowns = field(default_factory=Cooldowns)
+    retry_policy: RetryPolicy = field(default_factory=RetryPolicy)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    draining: bool = False  # SIGTERM received: /readyz says 503 so the load balancer moves on
     demo_providers: dict[str, tuple[Provider, Provider]] = field(default_factory=dict)
-    target_cache: dict[tuple[tuple[str, ...], str | None], dict[str, Target]] = field(
-        default_factory=dict)
-    allow_cache: dict[tuple[str, str], bool] = field(default_factory=dict)
+    # per (chain, department) and (department, model) until the next reload
+    target_cache: BoundedMemo[tuple[tuple[str, ...], str | None],
+                              dict[str, UpstreamTarget]] = field(default_factory=BoundedMemo)
+    allow_cache: BoundedMemo[tuple[str, str], bool] = field(default_factory=BoundedMemo)
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run bookkeeping that must finish even if the client went away; drained at shutdown."""
@@ -73,14 +81,19 @@ class Services:
         return "mock" if self.settings.demo and self.settings.mock_upstream_url else name
 
     def credential(self, provider_name: str, department: str | None) -> str | None:
+        return self.credential_of(provider_name, department)[0]
+
+    def credential_of(self, provider_name: str,
+                      department: str | None) -> tuple[str | None, str | None]:
+        """(credential, the environment variable it came from) for calls to one provider."""
         if self.settings.demo:
-            return DEMO_CREDENTIAL
+            return DEMO_CREDENTIAL, None
         dept = self.department(department)
-        env_name = getattr(dept, "virtual_key_env", None) if dept is not None else None
-        if env_name and self.settings.secret(env_name):
-            return self.settings.secret(env_name)
+        env_name = dept.virtual_keys.get(provider_name) if dept is not None else None
+        if env_name and (virtual_key := self.settings.secret(env_name)):
+            return virtual_key, env_name  # this department's key for this provider, no other
         key_env = self.config.providers.providers[provider_name].api_key_env
-        return self.settings.secret(key_env) if key_env else None
+        return (self.settings.secret(key_env), key_env) if key_env else (None, None)
 
     def department(self, name: str | None) -> Any:
         depts = self.config.departments
@@ -95,25 +108,36 @@ class Services:
         key = (department, model)
         found = self.allow_cache.get(key)
         if found is None:
-            if len(self.allow_cache) > 4096:  # model names come from requests
-                self.allow_cache.clear()
             dept = self.department(department)
-            found = self.allow_cache[key] = dept is None or dept.allows(model)
+            found = self.allow_cache.put(key, dept is None or dept.allows(model))
         return found
 
-    def targets(self, models: tuple[str, ...], department: str | None) -> dict[str, Target]:
+    def allowed_chain(self, department: str | None, chain: tuple[str, ...]) -> tuple[str, ...]:
+        """The models of a routed chain the department may call, in order."""
+        if department is None:
+            return chain
+        return tuple(m for m in chain if self.allows(department, m))
+
+    def enrollable(self, department: str | None, experiment: str) -> bool:
+        """A department enters an experiment only if it may use every arm's model: dropping just
+        the arms it can't use would bias the experiment's results."""
+        experiments = self.config.experiments
+        if department is None or experiments is None:
+            return True
+        return all(self.allows(department, arm.model)
+                   for arm in experiments.experiments[experiment].arms)
+
+    def targets(self, models: tuple[str, ...], department: str | None) -> dict[str, UpstreamTarget]:
         """Concrete upstream targets by key, in order, for a chain of public model names. Built
         once per (chain, department): credentials and providers only change on reload, which
         clears this cache. Callers must not change the dict."""
         key = (models, department)
         found = self.target_cache.get(key)
         if found is None:
-            if len(self.target_cache) > 1024:
-                self.target_cache.clear()
             targets = (
-                Target(provider_name, self.provider(provider_name), upstream_model,
-                       self.credential(provider_name, department))
+                UpstreamTarget(provider_name, self.provider(provider_name), upstream_model,
+                               *self.credential_of(provider_name, department))
                 for model in models
                 for provider_name, upstream_model in self.config.providers.targets_for(model))
-            found = self.target_cache[key] = {t.key: t for t in targets}
+            found = self.target_cache.put(key, {t.key: t for t in targets})
         return found

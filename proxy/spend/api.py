@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from proxy.config.departments import ADMIN_DEPARTMENT
 from proxy.errors import InvalidRequest, NotFound, PermissionDenied, ServiceUnavailable
 from proxy.gateway.requests import authenticate, request_id_of
 from proxy.http import json_response, number_param, require_admin
@@ -28,6 +29,7 @@ from proxy.runtime.services import Services
 from proxy.spend.chargeback import chargeback_csv, chargeback_json
 from proxy.spend.daily import MAX_DAYS, daily_series, first_day_index
 from proxy.spend.ledger import Ledger
+from proxy.spend.pricing import nanos_to_dollars
 from proxy.spend.views import (
     budget_view,
     day_start,
@@ -37,7 +39,7 @@ from proxy.spend.views import (
     recent,
     spend_rows,
     time_range,
-    total_micros,
+    total_nanos,
 )
 
 
@@ -68,7 +70,7 @@ async def spend(request: Request) -> Response:
     names = (department,) if department else services.config.departments.names
     return json_response({
         "from": start, "to": end, "by": by, "rows": spend_rows(records, by),
-        "total_usd": total_micros(records) / 1e6, "requests": len(records),
+        "total_usd": nanos_to_dollars(total_nanos(records)), "requests": len(records),
         "departments": await departments_view(ledger, names, time.time()),
         "recent": recent(records)})
 
@@ -132,22 +134,32 @@ def _day(ts: float) -> str:
 
 
 async def own_spend(request: Request) -> Response:
-    """GET /v1/spend: any key sees its own department (admin keys pass ?department=)."""
+    """GET /v1/spend: a department key sees its own department; an admin key every department
+    and its own traffic (`admin`), or the one named by ?department=."""
     services: Services = request.app.state.services
     request_id_of(request)
     principal = await authenticate(request, services)
-    name = principal.department
-    if name is None:
-        name = request.query_params.get("department") or None
-        if name is None or services.department(name) is None:
-            raise InvalidRequest("Admin keys have no department: pass ?department=<name>.",
-                                 param="department", code="invalid_value")
     ledger = ledger_of(services)
     now = time.time()
+    if principal.department is not None:
+        return json_response(await one_department(ledger, principal.department, now))
+    asked = request.query_params.get("department") or None
+    names = (*services.config.departments.names, ADMIN_DEPARTMENT)
+    if asked is not None and asked not in names:
+        raise InvalidRequest(f"Unknown department '{asked}'; known: {', '.join(names)}.",
+                             param="department", code="invalid_value")
+    if asked is not None:
+        return json_response(await one_department(ledger, asked, now))
+    return json_response({"object": "list", "data": [
+        await one_department(ledger, name, now) for name in names]})
+
+
+async def one_department(ledger: Ledger, name: str, now: float) -> dict[str, Any]:
     month = await ledger.records(month_start(now), now + 1.0, name)
-    view = department_view(name, month, day_start(now), await ledger.budget_status(name),
+    if name == ADMIN_DEPARTMENT:  # no budget applies to admin keys
+        return department_view(name, month, day_start(now), [], False)
+    return department_view(name, month, day_start(now), await ledger.budget_status(name),
                            await ledger.is_paused(name))
-    return json_response(view)
 
 
 async def caller(request: Request) -> tuple[Services, Principal]:

@@ -1,6 +1,6 @@
 """Spend types, errors and pure window arithmetic shared by the memory and Redis backends.
 
-All amounts are integer micro-dollars (see proxy.spend.pricing). The Redis Lua scripts in
+All amounts are integer nano-dollars (see proxy.spend.pricing). The Redis Lua scripts in
 proxy.spend.redis_backend mirror `plan_admission`/`sliding_count`/`breaker_retry_after` exactly;
 the shared test-suite runs against both backends to keep them in step.
 """
@@ -14,7 +14,7 @@ from typing import Literal, Protocol
 
 from proxy import errors
 from proxy.config.departments import Period
-from proxy.spend.chargeback import Chargeback
+from proxy.spend.pricing import nanos_to_dollars
 from proxy.spend.records import UsageRecord
 
 AdmitStatus = Literal["ok", "budget", "rpm", "tpm", "breaker"]
@@ -80,30 +80,30 @@ class Window:
     period: Period
     wid: str
     ends_at: float
-    limit_micros: int = 0
+    limit_nanos: int = 0
 
     def ttl(self, now: float) -> int:
         return max(0, math.ceil(self.ends_at - now) + WINDOW_KEY_GRACE_SECONDS)
 
 
-def window_at(period: Period, now: float, limit_micros: int = 0) -> Window:
+def window_at(period: Period, now: float, limit_nanos: int = 0) -> Window:
     """The UTC hour/day/month containing `now`."""
     if period == "hourly":
         start = math.floor(now / 3600)
-        return Window(period, f"h{start}", (start + 1) * 3600.0, limit_micros)
+        return Window(period, f"h{start}", (start + 1) * 3600.0, limit_nanos)
     if period == "daily":
         start = math.floor(now / 86_400)
-        return Window(period, f"d{start}", (start + 1) * 86_400.0, limit_micros)
+        return Window(period, f"d{start}", (start + 1) * 86_400.0, limit_nanos)
     moment = datetime.fromtimestamp(now, UTC)
     year, month = (moment.year + 1, 1) if moment.month == 12 else (moment.year, moment.month + 1)
     ends = datetime(year, month, 1, tzinfo=UTC).timestamp()
-    return Window(period, f"m{moment.year:04d}{moment.month:02d}", ends, limit_micros)
+    return Window(period, f"m{moment.year:04d}{moment.month:02d}", ends, limit_nanos)
 
 
 @dataclass(frozen=True, slots=True)
 class BreakerPlan:
     window_minutes: int
-    max_micros: int
+    max_nanos: int
 
 
 @dataclass(slots=True)  # built per request: a frozen __init__ costs ~6x
@@ -115,8 +115,8 @@ class AdmitPlan:
     now: float
     expires_at: float
     windows: tuple[Window, ...]
-    fixed_micros: int
-    per_token_micros: float
+    fixed_nanos: int
+    per_token_nanos: float
     max_tokens: int
     min_tokens: int
     cap: bool
@@ -129,7 +129,7 @@ class AdmitPlan:
 @dataclass(slots=True)  # built per request: a frozen __init__ costs ~6x
 class AdmitOutcome:
     status: AdmitStatus
-    reserved_micros: int = 0
+    reserved_nanos: int = 0
     max_tokens: int | None = None
     failing: tuple[int, ...] = ()  # indexes into plan.windows that could not fit the request
     retry_after: float = 0.0
@@ -139,7 +139,7 @@ class AdmitOutcome:
 class Settlement:
     department: str
     reservation_id: str
-    actual_micros: int
+    actual_nanos: int
     ts: float
     windows: tuple[Window, ...]
     breaker_minutes: int | None
@@ -151,8 +151,8 @@ class Settlement:
 
 @dataclass(slots=True)  # built per request: a frozen __init__ costs ~6x
 class CommitOutcome:
-    spent_micros: tuple[int, ...]  # per settlement window, after adding
-    breaker_micros: int | None = None
+    spent_nanos: tuple[int, ...]  # per settlement window, after adding
+    breaker_nanos: int | None = None
 
 
 @dataclass(slots=True)
@@ -162,7 +162,7 @@ class Reservation:
     id: str
     department: str
     model: str
-    reserved_micros: int
+    reserved_nanos: int
     max_tokens: int | None  # cap to apply to the request; None = leave max_tokens alone
     admitted_tokens: int
     created_at: float
@@ -175,7 +175,7 @@ class Reservation:
 
     @property
     def reserved_dollars(self) -> float:
-        return self.reserved_micros / 1_000_000
+        return nanos_to_dollars(self.reserved_nanos)
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,22 +202,22 @@ def plan_admission(
     """Budget decision: (amount to reserve, capped max_tokens or None, failing windows).
 
     Mirrors the budget part of the Redis admit script; an empty `failing` means admitted."""
-    need = reservation_amount(plan.fixed_micros, plan.per_token_micros, plan.max_tokens)
+    need = reservation_amount(plan.fixed_nanos, plan.per_token_nanos, plan.max_tokens)
     pairs = zip(plan.windows, spent, strict=True)
-    headrooms = [window.limit_micros - used - reserved_total for window, used in pairs]
+    headrooms = [window.limit_nanos - used - reserved_total for window, used in pairs]
     if not headrooms or min(headrooms) >= need:  # the common case: every window has room
         return need, None, ()
     failing = tuple(i for i, room in enumerate(headrooms) if room < need)
     room = min(headrooms)
-    if plan.cap and plan.per_token_micros > 0 and room > plan.fixed_micros:
-        tokens = math.floor((room - plan.fixed_micros) / plan.per_token_micros)
+    if plan.cap and plan.per_token_nanos > 0 and room > plan.fixed_nanos:
+        tokens = math.floor((room - plan.fixed_nanos) / plan.per_token_nanos)
         while (
             tokens > 0
-            and reservation_amount(plan.fixed_micros, plan.per_token_micros, tokens) > room
+            and reservation_amount(plan.fixed_nanos, plan.per_token_nanos, tokens) > room
         ):
             tokens -= 1
         if tokens >= plan.min_tokens:
-            return reservation_amount(plan.fixed_micros, plan.per_token_micros, tokens), tokens, ()
+            return reservation_amount(plan.fixed_nanos, plan.per_token_nanos, tokens), tokens, ()
     return 0, None, failing
 
 
@@ -245,7 +245,7 @@ def sliding_retry_after(
 
 
 def breaker_retry_after(
-    buckets: list[int], first_minute: int, window_minutes: int, max_micros: int, now: float
+    buckets: list[int], first_minute: int, window_minutes: int, max_nanos: int, now: float
 ) -> float:
     """Seconds until enough old minute buckets leave the window for spend to drop to the ceiling.
 
@@ -253,7 +253,7 @@ def breaker_retry_after(
     remaining = sum(buckets)
     for offset, amount in enumerate(buckets):
         remaining -= amount
-        if remaining <= max_micros:
+        if remaining <= max_nanos:
             return (first_minute + offset + window_minutes) * 60 - now
     return window_minutes * 60.0
 
@@ -301,42 +301,3 @@ class SpendObserver(Protocol):
 
     def budget(self, department: str, period: Period, remaining: float, limit: float) -> None: ...
     def backlog(self, size: int) -> None: ...
-
-
-class SpendStore(Protocol):
-    """What the proxy pipeline, admin API and exports use."""
-
-    async def reserve(
-        self, department: str, model: str, prompt_tokens: int, max_tokens: int | None = None
-    ) -> Reservation: ...
-    async def settle(
-        self,
-        reservation: Reservation,
-        cost_micros: int,
-        record: UsageRecord | None = None,
-        *,
-        total_tokens: int | None = None,
-    ) -> float | None: ...
-    async def release(self, reservation: Reservation) -> None: ...
-    async def resume(self, department: str) -> None: ...
-    async def is_paused(self, department: str) -> bool: ...
-    async def budget_status(self, department: str) -> list[BudgetStatus]: ...
-    async def add_record(self, record: UsageRecord) -> None: ...
-    async def get_record(self, request_id: str) -> UsageRecord | None: ...
-    async def set_feedback(
-        self, request_id: str, score: float, comment: str | None = None
-    ) -> bool: ...
-    async def records(
-        self, from_ts: float, to_ts: float, department: str | None = None
-    ) -> list[UsageRecord]: ...
-    async def spend_by(
-        self, dimension: SpendDimension, from_ts: float, to_ts: float, department: str | None = None
-    ) -> dict[str, float]: ...
-    async def chargeback(
-        self, from_ts: float, to_ts: float, department: str | None = None
-    ) -> Chargeback: ...
-    def backlog_size(self) -> int: ...
-    async def flush(self) -> int: ...
-    async def start(self) -> None: ...
-    async def drain_notices(self) -> None: ...
-    async def close(self) -> None: ...

@@ -1,7 +1,7 @@
 """Chargeback: usage records -> rows per UTC day x department x model, plus a totals row.
 
-Each record's dollar cost is converted once to integer micro-dollars (records hold costs that were
-computed in micro-dollars, so the conversion is exact) and everything after is integer addition:
+Each record's dollar cost is converted once to integer nano-dollars (records hold costs that were
+computed in nano-dollars, so the conversion is exact) and everything after is integer addition:
 the totals row equals the sum of the per-request records exactly. Dollar amounts are exported as
 fixed 6-decimal strings next to the integer micro-dollar values."""
 
@@ -16,13 +16,14 @@ from typing import Any
 
 import orjson
 
-from proxy.spend.pricing import to_micros
+from proxy.config.departments import ADMIN_DEPARTMENT
+from proxy.spend.pricing import format_nanos
 from proxy.spend.records import UsageRecord
 
 TOTAL = "TOTAL"
 CSV_COLUMNS = (
     "day", "department", "model", "requests", "input_tokens", "cached_input_tokens",
-    "output_tokens", "cost_usd", "saved_usd", "cost_micros", "saved_micros",
+    "output_tokens", "cost_usd", "saved_usd", "cost_nanos", "saved_nanos",
 )  # fmt: skip
 
 
@@ -35,8 +36,8 @@ class ChargebackRow:
     input_tokens: int = 0
     cached_input_tokens: int = 0
     output_tokens: int = 0
-    cost_micros: int = 0
-    saved_micros: int = 0
+    cost_nanos: int = 0
+    saved_nanos: int = 0
 
     def plus(self, record: UsageRecord) -> ChargebackRow:
         return replace(
@@ -45,8 +46,8 @@ class ChargebackRow:
             input_tokens=self.input_tokens + record.input_tokens,
             cached_input_tokens=self.cached_input_tokens + record.cached_input_tokens,
             output_tokens=self.output_tokens + record.output_tokens,
-            cost_micros=self.cost_micros + to_micros(record.cost),
-            saved_micros=self.saved_micros + to_micros(record.saved),
+            cost_nanos=self.cost_nanos + record.cost_nanos,
+            saved_nanos=self.saved_nanos + record.saved_nanos,
         )
 
     def plus_row(self, other: ChargebackRow) -> ChargebackRow:
@@ -56,8 +57,8 @@ class ChargebackRow:
             input_tokens=self.input_tokens + other.input_tokens,
             cached_input_tokens=self.cached_input_tokens + other.cached_input_tokens,
             output_tokens=self.output_tokens + other.output_tokens,
-            cost_micros=self.cost_micros + other.cost_micros,
-            saved_micros=self.saved_micros + other.saved_micros,
+            cost_nanos=self.cost_nanos + other.cost_nanos,
+            saved_nanos=self.saved_nanos + other.saved_nanos,
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -69,10 +70,10 @@ class ChargebackRow:
             "input_tokens": self.input_tokens,
             "cached_input_tokens": self.cached_input_tokens,
             "output_tokens": self.output_tokens,
-            "cost_usd": format_micros(self.cost_micros),
-            "saved_usd": format_micros(self.saved_micros),
-            "cost_micros": self.cost_micros,
-            "saved_micros": self.saved_micros,
+            "cost_usd": format_nanos(self.cost_nanos),
+            "saved_usd": format_nanos(self.saved_nanos),
+            "cost_nanos": self.cost_nanos,
+            "saved_nanos": self.saved_nanos,
         }
 
 
@@ -82,13 +83,6 @@ class Chargeback:
     total: ChargebackRow
 
 
-def format_micros(micros: int) -> str:
-    """Exact dollars with 6 decimals: 1234567 -> '1.234567'."""
-    sign = "-" if micros < 0 else ""
-    whole, frac = divmod(abs(micros), 1_000_000)
-    return f"{sign}{whole}.{frac:06d}"
-
-
 def utc_day(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d")
 
@@ -96,7 +90,7 @@ def utc_day(ts: float) -> str:
 def build_chargeback(records: Iterable[UsageRecord]) -> Chargeback:
     groups: dict[tuple[str, str, str], ChargebackRow] = {}
     for record in records:
-        key = (utc_day(record.ts), record.department, record.model_used)
+        key = (utc_day(record.ts), record.department or ADMIN_DEPARTMENT, record.model_used)
         groups[key] = groups.get(key, ChargebackRow(*key)).plus(record)
     rows = tuple(groups[key] for key in sorted(groups))
     total = ChargebackRow(TOTAL, "", "")

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from proxy.spend.pricing import micros_to_dollars, to_micros
+from proxy.spend.pricing import nanos_to_dollars
 from proxy.spend.records import UsageRecord
 
 DAY = 86_400.0
@@ -28,12 +28,12 @@ def first_day_index(now: float, days: int) -> int:
 
 
 def _dollars(values: Iterable[int]) -> list[float]:
-    return [micros_to_dollars(v) for v in values]
+    return [nanos_to_dollars(v) for v in values]
 
 
 def _shares(totals: dict[str, int]) -> list[dict[str, Any]]:
     ordered = sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))
-    return [{"name": name, "cost_usd": micros_to_dollars(m)} for name, m in ordered]
+    return [{"name": name, "cost_usd": nanos_to_dollars(m)} for name, m in ordered]
 
 
 def daily_series(records: Iterable[UsageRecord], first: int, days: int,
@@ -47,16 +47,16 @@ def daily_series(records: Iterable[UsageRecord], first: int, days: int,
         slot = math.floor(record.ts / DAY) - first
         if not 0 <= slot < days:
             continue
-        micros = to_micros(record.cost)
-        cost.setdefault(record.department, [0] * days)[slot] += micros
+        nanos = record.cost_nanos
+        cost.setdefault(record.department, [0] * days)[slot] += nanos
         requests[slot] += 1
-        saved[slot] += to_micros(record.saved)
+        saved[slot] += record.saved_nanos
         if record.cache in LOOKUPS:
             lookups[slot] += 1
             hits[slot] += record.cache != "miss"
-        by_model[record.model_used] += micros
-        by_provider[record.provider] += micros
-        by_task[record.task or "(none)"] += micros
+        by_model[record.model_used] += nanos
+        by_provider[record.provider] += nanos
+        by_task[record.task or "(none)"] += nanos
     totals = {name: sum(series) for name, series in cost.items()}
     return {
         "object": "spend.daily",
@@ -70,5 +70,5 @@ def daily_series(records: Iterable[UsageRecord], first: int, days: int,
         "cache": {"lookups": lookups, "hits": hits,
                   "hit_rate": [h / n if n else None for h, n in zip(hits, lookups, strict=True)],
                   "saved_usd": _dollars(saved)},
-        "total_usd": micros_to_dollars(sum(totals.values())),
+        "total_usd": nanos_to_dollars(sum(totals.values())),
     }

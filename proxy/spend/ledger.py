@@ -1,9 +1,9 @@
 """Budgets, rate limits, circuit breaker, usage records and notices over a pluggable backend.
 
-`create_spend_store(redis_url, departments, pricing)` returns a `SpendStore`: in-process when
-`redis_url` is None, Redis otherwise (shared by every replica). Policy lives here in `Ledger`;
+`create_spend_store(redis, departments, pricing)` returns a `Ledger`: in-process when
+`redis` is None, Redis otherwise (shared by every replica). Policy lives here in `Ledger`;
 the backends (proxy.spend.memory, proxy.spend.redis_backend) only store and check atomically.
-Money is integer micro-dollars internally (proxy.spend.pricing explains why)."""
+Money is integer nano-dollars internally (proxy.spend.pricing explains why)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
+
+import redis.asyncio as aioredis
 
 from proxy.config.departments import PERIODS, Department, DepartmentsConfig
 from proxy.spend.budgets import (
@@ -34,16 +36,15 @@ from proxy.spend.budgets import (
     SpendDimension,
     SpendObserver,
     SpendOptions,
-    SpendStore,
     Window,
     reservation_amount,
     window_at,
 )
 from proxy.spend.chargeback import Chargeback, build_chargeback
-from proxy.spend.memory import MemoryBackend
+from proxy.spend.memory import MemorySpendBackend
 from proxy.spend.notices import Notices
 from proxy.spend.notify import BudgetNotice, NoticeKind, NoticeSink
-from proxy.spend.pricing import PricingTable, micros_to_dollars, to_micros
+from proxy.spend.pricing import PricingTable, nanos_to_dollars, to_nanos
 from proxy.spend.records import UsageRecord
 
 log = logging.getLogger(__name__)
@@ -53,12 +54,12 @@ DEFAULT_OPTIONS = SpendOptions()
 __all__ = [
     "BudgetExhausted", "BudgetStatus", "CircuitOpen", "DepartmentRateLimited", "Ledger",
     "Reservation", "SpendBackendUnavailable", "SpendDimension", "SpendObserver", "SpendOptions",
-    "SpendStore", "create_spend_store",
+    "create_spend_store",
 ]  # fmt: skip
 
 
 class Ledger:
-    """The SpendStore implementation: pricing + department policy over a backend."""
+    """Pricing + department policy over a storage backend (memory or Redis)."""
 
     def __init__(
         self,
@@ -125,11 +126,11 @@ class Ledger:
             if self.options.fail_mode == "closed":
                 raise _unavailable(exc) from exc
             log.warning("spend backend down; admitting %s without budget checks", department)
-            worst = reservation_amount(plan.fixed_micros, plan.per_token_micros, plan.max_tokens)
+            worst = reservation_amount(plan.fixed_nanos, plan.per_token_nanos, plan.max_tokens)
             return self._reservation(plan, model, worst, None, degraded=True)
         if outcome.status != "ok":
             self._refuse(dept, plan, outcome)
-        return self._reservation(plan, model, outcome.reserved_micros, outcome.max_tokens)
+        return self._reservation(plan, model, outcome.reserved_nanos, outcome.max_tokens)
 
     def _plan(
         self, dept: Department, model: str, prompt_tokens: int, max_tokens: int | None
@@ -143,8 +144,8 @@ class Ledger:
             now=now,
             expires_at=now + self.options.reservation_ttl_seconds,
             windows=self._windows(dept, now),
-            fixed_micros=fixed,
-            per_token_micros=per_token,
+            fixed_nanos=fixed,
+            per_token_nanos=per_token,
             max_tokens=tokens,
             min_tokens=min(dept.min_capped_tokens, tokens),
             cap=dept.cap_max_tokens,
@@ -160,7 +161,7 @@ class Ledger:
         if hit is None or hit[0] is not dept:  # a reload brings new Department objects
             breaker, plan = dept.circuit_breaker, None
             if breaker is not None:
-                plan = BreakerPlan(breaker.window_minutes, to_micros(breaker.max_dollars))
+                plan = BreakerPlan(breaker.window_minutes, to_nanos(breaker.max_dollars))
             hit = self._breaker_cache[dept.name] = (dept, plan)
         return hit[1]
 
@@ -173,15 +174,15 @@ class Ledger:
             if len(self._window_cache) > 256:
                 self._window_cache.clear()
             limits = ((p, dept.budgets.limit(p)) for p in PERIODS)
-            windows = tuple(window_at(p, now, to_micros(limit)) for p, limit in limits if limit)
+            windows = tuple(window_at(p, now, to_nanos(limit)) for p, limit in limits if limit)
             hit = self._window_cache[key] = (dept, windows)
         return hit[1]
 
     def _reservation(
-        self, plan: AdmitPlan, model: str, micros: int, cap: int | None, degraded: bool = False
+        self, plan: AdmitPlan, model: str, nanos: int, cap: int | None, degraded: bool = False
     ) -> Reservation:
         return Reservation(
-            plan.reservation_id, plan.department, model, micros, cap, plan.tokens, plan.now,
+            plan.reservation_id, plan.department, model, nanos, cap, plan.tokens, plan.now,
             degraded,
         )  # fmt: skip
 
@@ -193,7 +194,7 @@ class Ledger:
         failing = [plan.windows[i] for i in outcome.failing]
         latest = max(failing, key=lambda w: w.ends_at)
         for window in failing:
-            self._notify_budget(dept.name, window, "exhausted", None, window.limit_micros)
+            self._notify_budget(dept.name, window, "exhausted", None, window.limit_nanos)
         raise BudgetExhausted(dept.name, latest.period, latest.ends_at - plan.now)
 
     # ----- settlement --------------------------------------------------------------------------
@@ -201,28 +202,28 @@ class Ledger:
     async def settle(
         self,
         reservation: Reservation,
-        cost_micros: int,
+        cost_nanos: int,
         record: UsageRecord | None = None,
         *,
         total_tokens: int | None = None,
     ) -> float | None:
-        """Free the hold, add the real cost (integer micro-dollars; 0 for cache hits/failures)
+        """Free the hold, add the real cost (integer nano-dollars; 0 for cache hits/failures)
         and store `record` if given. Returns dollars left in the tightest budget window (None
         without budgets or while Redis is down). Settling twice is a no-op."""
-        if not isinstance(cost_micros, int) or isinstance(cost_micros, bool):
-            raise TypeError(f"cost_micros must be int micro-dollars, got {cost_micros!r}")
+        if not isinstance(cost_nanos, int) or isinstance(cost_nanos, bool):
+            raise TypeError(f"cost_nanos must be int nano-dollars, got {cost_nanos!r}")
         if reservation.settled:
             return None
         reservation.settled = True
         if record is not None and total_tokens is None:
             total_tokens = record.input_tokens + record.output_tokens
-        outcome = await self._commit(reservation, cost_micros, total_tokens)
+        outcome = await self._commit(reservation, cost_nanos, total_tokens)
         if record is not None:
             await self.add_record(record)
         return outcome
 
     async def _commit(
-        self, reservation: Reservation, cost_micros: int, total_tokens: int | None
+        self, reservation: Reservation, cost_nanos: int, total_tokens: int | None
     ) -> float | None:
         dept = self._department(reservation.department)
         now = self._clock()
@@ -230,7 +231,7 @@ class Ledger:
         settlement = Settlement(
             department=dept.name,
             reservation_id=reservation.id,
-            actual_micros=cost_micros,
+            actual_nanos=cost_nanos,
             ts=now,
             windows=self._windows(dept, now),
             breaker_minutes=breaker.window_minutes if breaker else None,
@@ -242,26 +243,26 @@ class Ledger:
         if outcome is None:  # queued while the backend is down; notices are best effort
             return None
         lowest_mark = min(dept.soft_alerts, default=1.0)
-        for window, spent in zip(settlement.windows, outcome.spent_micros, strict=True):
-            if spent >= window.limit_micros * lowest_mark:  # else no threshold can be crossed
-                self._check_thresholds(dept, window, spent - cost_micros, spent)
-        if breaker and outcome.breaker_micros is not None:
-            ceiling = to_micros(breaker.max_dollars)
-            if outcome.breaker_micros - cost_micros <= ceiling < outcome.breaker_micros:
-                self._notify_breaker(dept, outcome.breaker_micros, ceiling)
-        return self._report_left(dept, settlement.windows, outcome.spent_micros)
+        for window, spent in zip(settlement.windows, outcome.spent_nanos, strict=True):
+            if spent >= window.limit_nanos * lowest_mark:  # else no threshold can be crossed
+                self._check_thresholds(dept, window, spent - cost_nanos, spent)
+        if breaker and outcome.breaker_nanos is not None:
+            ceiling = to_nanos(breaker.max_dollars)
+            if outcome.breaker_nanos - cost_nanos <= ceiling < outcome.breaker_nanos:
+                self._notify_breaker(dept, outcome.breaker_nanos, ceiling)
+        return self._report_left(dept, settlement.windows, outcome.spent_nanos)
 
     def _report_left(
-        self, dept: Department, windows: tuple[Window, ...], spent_micros: tuple[int, ...]
+        self, dept: Department, windows: tuple[Window, ...], spent_nanos: tuple[int, ...]
     ) -> float | None:
         """Dollars left in the tightest window. The observer gets every window's room from
         report_budgets(): only the latest state matters there, not one call per request."""
         if self._observer is not None:
-            self._unreported[dept.name] = (windows, spent_micros)
+            self._unreported[dept.name] = (windows, spent_nanos)
         if not windows:
             return None
-        tightest = min(w.limit_micros - s for w, s in zip(windows, spent_micros, strict=True))
-        return micros_to_dollars(max(0, tightest))
+        tightest = min(w.limit_nanos - s for w, s in zip(windows, spent_nanos, strict=True))
+        return nanos_to_dollars(max(0, tightest))
 
     def report_budgets(self) -> None:
         """Give the observer the room left in each window settled since the last report (called
@@ -270,18 +271,18 @@ class Ledger:
         pending, self._unreported = self._unreported, {}
         if observer is None:
             return
-        for name, (windows, spent_micros) in pending.items():
-            for window, spent in zip(windows, spent_micros, strict=True):
+        for name, (windows, spent_nanos) in pending.items():
+            for window, spent in zip(windows, spent_nanos, strict=True):
                 observer.budget(name, window.period,
-                                micros_to_dollars(max(0, window.limit_micros - spent)),
-                                micros_to_dollars(window.limit_micros))
+                                nanos_to_dollars(max(0, window.limit_nanos - spent)),
+                                nanos_to_dollars(window.limit_nanos))
 
     async def release(self, reservation: Reservation) -> None:
         """The request failed before anything was charged: free the hold."""
         await self.settle(reservation, 0)
 
     def _check_thresholds(self, dept: Department, window: Window, before: int, after: int) -> None:
-        limit = window.limit_micros
+        limit = window.limit_nanos
         if before < limit <= after:
             self._notify_budget(dept.name, window, "exhausted", None, after)
         for threshold in dept.soft_alerts:
@@ -308,7 +309,7 @@ class Ledger:
         spent = await self._guard(
             self.backend.breaker_spend(department, self._clock(), breaker.window_minutes)
         )
-        return spent > to_micros(breaker.max_dollars)
+        return spent > to_nanos(breaker.max_dollars)
 
     async def budget_status(self, department: str) -> list[BudgetStatus]:
         dept = self.departments.get(department)
@@ -319,9 +320,9 @@ class Ledger:
             BudgetStatus(
                 dept.name,
                 w.period,
-                micros_to_dollars(w.limit_micros),
-                micros_to_dollars(s),
-                micros_to_dollars(reserved),
+                nanos_to_dollars(w.limit_nanos),
+                nanos_to_dollars(s),
+                nanos_to_dollars(reserved),
                 w.ends_at - now,
             )  # fmt: skip
             for w, s in zip(windows, spent, strict=True)
@@ -350,8 +351,8 @@ class Ledger:
         """Dollars per department / key id / user / model (used) over [from_ts, to_ts)."""
         totals: dict[str, int] = defaultdict(int)
         for record in await self.records(from_ts, to_ts, department):
-            totals[_dimension_value(record, dimension)] += to_micros(record.cost)
-        return {name: micros_to_dollars(micros) for name, micros in sorted(totals.items())}
+            totals[_dimension_value(record, dimension)] += record.cost_nanos
+        return {name: nanos_to_dollars(nanos) for name, nanos in sorted(totals.items())}
 
     async def chargeback(
         self, from_ts: float, to_ts: float, department: str | None = None
@@ -368,22 +369,22 @@ class Ledger:
 
     def _notify_budget(
         self, department: str, window: Window, kind: NoticeKind, threshold: float | None,
-        spent_micros: int,
+        spent_nanos: int,
     ) -> None:  # fmt: skip
         suffix = f":{threshold}" if threshold is not None else ""
         key = f"notice:{department}:{window.period}:{window.wid}:{kind}{suffix}"
         notice = BudgetNotice(
-            kind, department, window.period, micros_to_dollars(spent_micros),
-            micros_to_dollars(window.limit_micros), threshold,
+            kind, department, window.period, nanos_to_dollars(spent_nanos),
+            nanos_to_dollars(window.limit_nanos), threshold,
         )  # fmt: skip
         self._emit(notice, key, window.ends_at - self._clock() + 60)
 
-    def _notify_breaker(self, dept: Department, spent_micros: int, ceiling: int) -> None:
+    def _notify_breaker(self, dept: Department, spent_nanos: int, ceiling: int) -> None:
         assert dept.circuit_breaker is not None
         minutes = dept.circuit_breaker.window_minutes
         notice = BudgetNotice(
-            "breaker_tripped", dept.name, "breaker", micros_to_dollars(spent_micros),
-            micros_to_dollars(ceiling), window_minutes=minutes,
+            "breaker_tripped", dept.name, "breaker", nanos_to_dollars(spent_nanos),
+            nanos_to_dollars(ceiling), window_minutes=minutes,
         )  # fmt: skip
         self._emit(notice, self._breaker_key(dept.name), minutes * 60.0)
 
@@ -467,7 +468,7 @@ def _dimension_value(record: UsageRecord, dimension: SpendDimension) -> str:
 
 
 def create_spend_store(
-    redis_url: str | None,
+    redis: aioredis.Redis | str | None,
     departments: DepartmentsConfig,
     pricing: PricingTable,
     *,
@@ -475,16 +476,31 @@ def create_spend_store(
     notifier: NoticeSink | None = None,
     clock: Callable[[], float] = time.time,
 ) -> Ledger:
-    """In-process store when redis_url is None, else a Redis-backed one (call start()/close())."""
+    """In-process store when `redis` is None, else a Redis-backed one on that client (shared,
+    not closed by the store) or on a client of its own for a URL. Call start()/close()."""
     backend: SpendBackend
-    if redis_url is None:
-        backend = MemoryBackend(
+    if redis is None:
+        backend = MemorySpendBackend(
             clock=clock,
             max_records=options.max_memory_records,
             retention_seconds=options.record_retention_seconds,
         )
     else:
-        from proxy.spend.redis_backend import RedisBackend
+        from proxy.spend.redis_backend import RedisSpendBackend
 
-        backend = RedisBackend.from_url(redis_url, options=options, clock=clock)
+        owns_client = isinstance(redis, str)
+        client = spend_redis_client(redis, options) if isinstance(redis, str) else redis
+        backend = RedisSpendBackend(client, prefix=options.key_prefix, clock=clock,
+                               retention_seconds=options.record_retention_seconds,
+                               backlog_max_records=options.backlog_max_records,
+                               owns_client=owns_client)
     return Ledger(backend, departments, pricing, options=options, notifier=notifier, clock=clock)
+
+
+def spend_redis_client(url: str, options: SpendOptions) -> aioredis.Redis:
+    """A client with the spend store's pool limits and timeouts (MET_* spend settings)."""
+    from proxy.runtime.redis_client import connect_redis
+
+    return connect_redis(url, max_connections=options.redis_max_connections,
+                         pool_wait_seconds=options.redis_pool_wait_seconds,
+                         timeout_seconds=options.redis_timeout_seconds)

@@ -24,7 +24,7 @@ from proxy.spend.budgets import (
 from proxy.spend.records import UsageRecord
 
 
-class MemoryBackend:
+class MemorySpendBackend:
     def __init__(
         self, *, clock: Callable[[], float], max_records: int, retention_seconds: float
     ) -> None:
@@ -54,9 +54,9 @@ class MemoryBackend:
             first = minute - plan.breaker.window_minutes + 1
             spent_by_minute = self._breaker[dept]
             buckets = [spent_by_minute.get(m, 0) for m in range(first, minute + 1)]
-            if sum(buckets) > plan.breaker.max_micros:
+            if sum(buckets) > plan.breaker.max_nanos:
                 retry = breaker_retry_after(
-                    buckets, first, plan.breaker.window_minutes, plan.breaker.max_micros, plan.now
+                    buckets, first, plan.breaker.window_minutes, plan.breaker.max_nanos, plan.now
                 )
                 return AdmitOutcome("breaker", retry_after=retry)
         minute, elapsed = rate_position(plan.now)
@@ -74,7 +74,7 @@ class MemoryBackend:
         self._rates[(dept, "rpm", minute)] += 1
         self._rates[(dept, "tpm", minute)] += plan.tokens
         self._hold(dept, plan.reservation_id, amount, plan.expires_at)
-        return AdmitOutcome("ok", reserved_micros=amount, max_tokens=capped)
+        return AdmitOutcome("ok", reserved_nanos=amount, max_tokens=capped)
 
     def _hold(self, department: str, rid: str, amount: int, expires_at: float) -> None:
         live = self._reservations[department]
@@ -109,7 +109,7 @@ class MemoryBackend:
         spent: list[int] = []
         for window in settlement.windows:
             key = (dept, window.wid)
-            self._spent[key] += settlement.actual_micros
+            self._spent[key] += settlement.actual_nanos
             self._spent_expiry[key] = window.ends_at
             spent.append(self._spent[key])
         self._prune_windows(settlement.ts)
@@ -119,7 +119,7 @@ class MemoryBackend:
         breaker = None
         if settlement.breaker_minutes is not None:
             buckets = self._breaker[dept]
-            buckets[minute] = buckets.get(minute, 0) + settlement.actual_micros
+            buckets[minute] = buckets.get(minute, 0) + settlement.actual_nanos
             breaker = self._breaker_sum(dept, minute, settlement.breaker_minutes)
         return CommitOutcome(tuple(spent), breaker)
 

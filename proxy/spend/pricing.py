@@ -1,34 +1,39 @@
 """Model prices -> the cost of an OpenAI usage block.
 
-Money is counted in integer micro-dollars (1e-6 USD). A price of P dollars per 1M tokens is exactly
-P micro-dollars per token, so a request's cost is computed exactly and rounded once, half-up, to
-whole micro-dollars. Prices are turned into integers once (`ExactRate`: each price times 10^k, k =
-its decimal places) so pricing a request is integer arithmetic, equal to the Decimal result.
-Every later sum (budgets, chargeback totals) is integer addition,
-so totals equal the sum of per-request costs with no float drift.
+Money is counted in integer nano-dollars (1e-9 USD). A price of P dollars per 1M tokens is
+P x 1000 nano-dollars per token, a whole number for every price with at most three decimals (all
+list prices: the smallest step is $0.001/1M), so a request's cost is exact. A price with more
+decimals (an override) is rounded once per request, half-up, to whole nano-dollars. Prices are
+turned into integers once (`ExactRate`: each price times 10^k, k = its decimal places) so pricing
+a request is integer arithmetic, equal to the Decimal result. Every later sum (budgets, reports,
+chargeback totals) is integer addition, so totals equal the sum of per-request costs exactly.
+Micro-dollar rounding was -1.6 % on a typical small call and $0 for a short embedding.
 """
 
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from proxy.config.errors import ConfigError, describe_validation_error
+from proxy.config.errors import ConfigError, describe_validation_error, read_yaml
 
 DEFAULT_PRICING_PATH = Path(__file__).parent.parent / "data" / "pricing.yaml"
-MICROS_PER_DOLLAR = 1_000_000
-_SNAPSHOT_SEPARATORS = ("-", ":", "@")
-
-
-class PricingError(ConfigError):
-    """A pricing file is missing, not YAML, or has a bad field."""
+NANOS_PER_DOLLAR = 1_000_000_000
+NANOS_PER_MICRO = 1_000  # P $/1M tokens = P micro-dollars per token
+# A dated snapshot of a listed model bills as that model: -YYYY-MM-DD (gpt-4o-2024-08-06),
+# -YYYYMMDD (claude-3-5-sonnet-20241022), -MMDD (gpt-3.5-turbo-0125). Nothing else: o1-pro,
+# gpt-4o-audio-preview or an OpenRouter ':free' variant are other models with other prices.
+_SNAPSHOT = re.compile(
+    r"-(?:\d{4}-(?P<m1>\d\d)-(?P<d1>\d\d)"
+    r"|\d{4}(?P<m2>\d\d)(?P<d2>\d\d)"
+    r"|(?P<m3>\d\d)(?P<d3>\d\d))$")
 
 
 class Price(BaseModel):
@@ -67,7 +72,7 @@ class Cost:
 
     dollars: float
     priced: bool
-    micros: int = 0
+    nanos: int = 0
 
 
 def parse_usage(usage: Mapping[str, Any] | None) -> Usage:
@@ -86,12 +91,25 @@ def _int(value: Any) -> int:
 
 
 @functools.lru_cache(maxsize=4096)  # called with config values: budgets, breaker ceilings
-def to_micros(dollars: float | Decimal) -> int:
-    return int(Decimal(str(dollars)).scaleb(6).to_integral_value(ROUND_HALF_UP))
+def to_nanos(dollars: float | Decimal) -> int:
+    """Dollars -> nano-dollars, half-up. Exact for a float that was nanos / 1e9 below $8M (2^23:
+    doubles there are finer than 1e-9, and str() gives the shortest decimal that reads back)."""
+    return int(Decimal(str(dollars)).scaleb(9).to_integral_value(ROUND_HALF_UP))
 
 
-def micros_to_dollars(micros: int) -> float:
-    return micros / MICROS_PER_DOLLAR
+def nanos_to_dollars(nanos: int) -> float:
+    return nanos / NANOS_PER_DOLLAR
+
+
+def format_nanos(nanos: int, places: int = 9) -> str:
+    """Exact dollars as a decimal string: 22350 -> '0.000022350' (places=9). With fewer places the
+    digits that are zero are dropped and any other digit is kept: format_nanos(22350, 8) ->
+    '0.00002235', format_nanos(75, 8) -> '0.000000075'."""
+    sign = "-" if nanos < 0 else ""
+    whole, frac = divmod(abs(nanos), NANOS_PER_DOLLAR)
+    digits = f"{frac:09d}"
+    keep = max(places, len(digits.rstrip("0")))
+    return f"{sign}{whole}.{digits[:keep]}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,9 +129,10 @@ class ExactRate:
         as_int = [int(v.scaleb(places)) for v in values]
         return cls(scale, *as_int)
 
-    def micros(self, counts: Usage) -> int:
-        """Cost of `counts`, rounded half-up (ties away from zero) to whole micro-dollars."""
-        scaled = (
+    def nanos(self, counts: Usage) -> int:
+        """Cost of `counts`, rounded half-up (ties away from zero) to whole nano-dollars (exact
+        for prices with up to three decimals)."""
+        scaled = NANOS_PER_MICRO * (
             (counts.input_tokens - counts.cached_input_tokens) * self.input
             + counts.cached_input_tokens * self.cached
             + counts.output_tokens * self.output
@@ -121,9 +140,13 @@ class ExactRate:
         rounded = (2 * abs(scaled) + self.scale) // (2 * self.scale)
         return rounded if scaled >= 0 else -rounded
 
-    def prompt_micros(self, prompt_tokens: int) -> int:
-        """Micro-dollars for `prompt_tokens` at the input price, rounded up."""
-        return -(-max(prompt_tokens, 0) * self.input // self.scale)
+    def prompt_nanos(self, prompt_tokens: int) -> int:
+        """Nano-dollars for `prompt_tokens` at the input price, rounded up."""
+        return -(-max(prompt_tokens, 0) * self.input * NANOS_PER_MICRO // self.scale)
+
+    def output_nanos(self) -> float:
+        """Nano-dollars per output token (a whole number for list prices)."""
+        return self.output * NANOS_PER_MICRO / self.scale
 
 
 def _exponent(value: Decimal) -> int:
@@ -133,13 +156,22 @@ def _exponent(value: Decimal) -> int:
     return exponent
 
 
+def snapshot_base(model: str) -> str | None:
+    """`gpt-4o` for `gpt-4o-2024-08-06`; None when the name does not end in a snapshot date."""
+    found = _SNAPSHOT.search(model)
+    if found is None:
+        return None
+    parts = [int(v) for v in found.groupdict().values() if v is not None]
+    month, day = parts
+    return model[: found.start()] if 1 <= month <= 12 and 1 <= day <= 31 else None
+
+
 class PricingTable:
-    """Look up a model's price (exact name, then longest snapshot prefix) and price usage."""
+    """Look up a model's price (exact name, then a dated snapshot of one) and price usage."""
 
     def __init__(self, models: Mapping[str, Price], default: Price) -> None:
         self.models = dict(models)
         self.default = default
-        self._by_length = sorted(self.models, key=len, reverse=True)
         self._rates = {name: ExactRate.of(price) for name, price in self.models.items()}
         self._default_rate = ExactRate.of(default)
 
@@ -158,10 +190,8 @@ class PricingTable:
     def _match(self, model: str) -> str | None:
         if model in self.models:
             return model
-        for name in self._by_length:
-            if model.startswith(name) and model[len(name)] in _SNAPSHOT_SEPARATORS:
-                return name
-        return None
+        base = snapshot_base(model)
+        return base if base is not None and base in self.models else None
 
     def rate(self, model: str) -> tuple[ExactRate, bool]:
         """Like `lookup`, as integers."""
@@ -171,13 +201,13 @@ class PricingTable:
     def cost(self, model: str, usage: Mapping[str, Any] | Usage | None) -> Cost:
         counts = usage if isinstance(usage, Usage) else parse_usage(usage)
         rate, known = self.rate(model)
-        micros = rate.micros(counts)
-        return Cost(micros_to_dollars(micros), known, micros)
+        nanos = rate.nanos(counts)
+        return Cost(nanos_to_dollars(nanos), known, nanos)
 
     def worst_case(self, model: str, prompt_tokens: int) -> tuple[int, float]:
-        """(micro-dollars for the prompt, rounded up; micro-dollars per output token)."""
+        """(nano-dollars for the prompt, rounded up; nano-dollars per output token)."""
         rate, _ = self.rate(model)
-        return rate.prompt_micros(prompt_tokens), rate.output / rate.scale
+        return rate.prompt_nanos(prompt_tokens), rate.output_nanos()
 
 
 def load_pricing(*paths: Path | str, default: Price | None = None) -> PricingTable:
@@ -190,16 +220,13 @@ def load_pricing(*paths: Path | str, default: Price | None = None) -> PricingTab
         models.update(parsed.models)
         chosen = parsed.default or chosen
     if chosen is None:
-        raise PricingError(f"{files[-1]}: no 'default' price for unknown models")
+        raise ConfigError(f"{files[-1]}: no 'default' price for unknown models")
     return PricingTable(models, default if default is not None else chosen)
 
 
 def _read_pricing_file(path: Path) -> PricingFile:
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise PricingError(f"{path}: cannot read pricing file: {exc}") from exc
+    raw = read_yaml(path) or {}
     try:
         return PricingFile.model_validate(raw)
     except ValidationError as exc:
-        raise PricingError(describe_validation_error(path, exc)) from None
+        raise ConfigError(describe_validation_error(path, exc)) from None

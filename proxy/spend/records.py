@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from proxy.spend.pricing import nanos_to_dollars, to_nanos
+
 CacheStatus = Literal["hit-exact", "hit-semantic", "miss", "bypass", "shadow", "off"]
 
 
@@ -12,7 +14,7 @@ CacheStatus = Literal["hit-exact", "hit-semantic", "miss", "bypass", "shadow", "
 class UsageRecord:
     """One proxied request, written once when the response has finished (or was cut)."""
 
-    request_id: str
+    request_id: str  # made by the server (proxy.gateway.requests.new_request_id): the record key
     ts: float  # unix seconds when the request arrived
     department: str
     key_id: str  # id of the inbound key (never the key itself)
@@ -25,10 +27,13 @@ class UsageRecord:
     input_tokens: int = 0
     cached_input_tokens: int = 0
     output_tokens: int = 0
-    cost: float = 0.0  # dollars actually charged (0 for cache hits)
-    cost_estimated: bool = False  # usage missing (cut stream): tokens estimated from relayed text
-    saved: float = 0.0  # dollars a cache hit saved (price of the original answer)
+    cost_nanos: int = 0  # nano-dollars actually charged (0 for cache hits)
+    # the cost is an estimate: usage missing (cut stream: tokens estimated from relayed text) or
+    # the model has no price (`priced` False: billed at the default price)
+    cost_estimated: bool = False
+    saved_nanos: int = 0  # nano-dollars a cache hit saved (price of the original answer)
     cache: CacheStatus = "off"
+    priced: bool = True  # False: the model is not in the price table (default price charged)
     route_rule: str | None = None
     task: str | None = None
     experiment: str | None = None
@@ -38,12 +43,38 @@ class UsageRecord:
     stream: bool = False
     error: str | None = None  # error code when the request failed or the stream was cut
     quality_score: float | None = None  # set later by POST /v1/feedback
+    client_request_id: str | None = None  # the caller's x-request-id, never a key
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def cost(self) -> float:
+        """Dollars charged (for display and statistics; sums use `cost_nanos`)."""
+        return nanos_to_dollars(self.cost_nanos)
+
+    @cost.setter
+    def cost(self, dollars: float) -> None:
+        self.cost_nanos = to_nanos(dollars)
+
+    @property
+    def saved(self) -> float:
+        return nanos_to_dollars(self.saved_nanos)
+
+    @saved.setter
+    def saved(self, dollars: float) -> None:
+        self.saved_nanos = to_nanos(dollars)
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["cost"], data["saved"] = self.cost, self.saved
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> UsageRecord:
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        """Also reads records written before costs were nano-dollars (dollars in `cost` and
+        `saved`, computed in whole micro-dollars: converted exactly)."""
+        known = cls.__dataclass_fields__
+        fields = {k: v for k, v in data.items() if k in known}
+        for name in ("cost", "saved"):
+            if f"{name}_nanos" not in fields and isinstance(data.get(name), int | float):
+                fields[f"{name}_nanos"] = to_nanos(data[name])
+        return cls(**fields)

@@ -1,11 +1,15 @@
 """Redis spend backend: budgets, rates and breaker via Lua (one round trip each), records as JSON.
 
 Keys (P = key prefix, D = department, in a {D} hash tag so each script touches one slot):
-  P{D}:resv, P{D}:resv:amt, P{D}:resv:total   live reservations (expire; a dead replica's holds
-                                              are purged by the next admit after expires_at)
-  P{D}:spent:<window>                         micro-dollars spent in an hour/day/month window
+  P{D}:n:resv, P{D}:n:resv:amt, P{D}:n:resv:total   live reservations (expire; a dead replica's
+                                              holds are purged by the next admit after expires_at)
+  P{D}:n:spent:<window>                       nano-dollars spent in an hour/day/month window
   P{D}:rpm:<minute>, P{D}:tpm:<minute>        sliding-window rate counters
-  P{D}:cb                                     circuit breaker: minute -> micro-dollars
+  P{D}:n:cb                                   circuit breaker: minute -> nano-dollars
+Money keys carry the unit (`n:` = nano-dollars). The same names without it hold micro-dollars,
+written by versions before nano-dollars: the scripts fold them (x 1000, exactly) into the `n:` keys
+the first time they touch a department's window or breaker, reads add them, and holds still open
+there count (x 1000) until they expire, so an upgrade (even a rolling one) keeps every budget.
   Pnotice:...                                 notice dedupe (SET NX EX until the window ends)
   Prec:<request_id>, Prec:ts, Prec:ts:<D>     usage records (JSON, TTL = retention) + time indexes
 When Redis is unreachable, settlements and records are queued here and written by flush()."""
@@ -14,7 +18,7 @@ from __future__ import annotations
 
 import collections
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -35,10 +39,11 @@ from proxy.spend.budgets import (
     rate_position,
     sliding_retry_after,
 )
+from proxy.spend.pricing import NANOS_PER_MICRO
 from proxy.spend.records import UsageRecord
 
 if TYPE_CHECKING:
-    from proxy.spend.budgets import SpendOptions
+    pass
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -47,7 +52,7 @@ _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 _STATUS = {0: "ok", 1: "budget", 2: "rpm", 3: "tpm", 4: "breaker"}
 
 
-class RedisBackend:
+class RedisSpendBackend:
     def __init__(
         self,
         client: aioredis.Redis,
@@ -71,37 +76,20 @@ class RedisBackend:
         )
         self.dropped_records = 0
 
-    @classmethod
-    def from_url(
-        cls, url: str, *, options: SpendOptions, clock: Callable[[], float]
-    ) -> RedisBackend:
-        # RESP2: redis-py 8.1's RESP3 pools skip their closed-connection check, so after a
-        # Redis restart the first command on each idle connection failed (a spurious 503).
-        # The scripts are not idempotent, so a client-side retry would be no fix.
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url,
-            protocol=2,
-            max_connections=options.redis_max_connections,
-            timeout=options.redis_pool_wait_seconds,
-            socket_timeout=options.redis_timeout_seconds,
-            socket_connect_timeout=options.redis_timeout_seconds,
-        )
-        client = aioredis.Redis.from_pool(pool)
-        return cls(
-            client,
-            prefix=options.key_prefix,
-            clock=clock,
-            retention_seconds=options.record_retention_seconds,
-            backlog_max_records=options.backlog_max_records,
-            owns_client=True,
-        )
-
     def _dept(self, department: str, suffix: str) -> str:
         return f"{self.prefix}{{{department}}}:{suffix}"
 
     def _resv_keys(self, department: str) -> list[str]:
-        base = ("resv", "resv:amt", "resv:total", "cb")
+        base = ("n:resv", "n:resv:amt", "n:resv:total", "n:cb")
         return [self._dept(department, name) for name in base]
+
+    def _spent_keys(self, department: str, windows: Iterable[Window]) -> list[str]:
+        return [self._dept(department, f"n:spent:{w.wid}") for w in windows]
+
+    def _legacy_keys(self, department: str, windows: Iterable[Window]) -> list[str]:
+        """The micro-dollar keys of older versions: reserved total, breaker, spent per window."""
+        return [self._dept(department, "resv:total"), self._dept(department, "cb"),
+                *(self._dept(department, f"spent:{w.wid}") for w in windows)]
 
     async def _call(self, pending: Awaitable[T]) -> T:
         try:
@@ -118,16 +106,16 @@ class RedisBackend:
             *self._resv_keys(dept),
             self._dept(dept, f"rpm:{minute}"), self._dept(dept, f"rpm:{minute - 1}"),
             self._dept(dept, f"tpm:{minute}"), self._dept(dept, f"tpm:{minute - 1}"),
-            *(self._dept(dept, f"spent:{w.wid}") for w in plan.windows),
+            *self._spent_keys(dept, plan.windows), *self._legacy_keys(dept, plan.windows),
         ]  # fmt: skip
         breaker = plan.breaker
         args: list[Any] = [
-            plan.reservation_id, repr(plan.now), repr(plan.expires_at), plan.fixed_micros,
-            repr(plan.per_token_micros), plan.max_tokens, plan.min_tokens, int(plan.cap),
+            plan.reservation_id, repr(plan.now), repr(plan.expires_at), plan.fixed_nanos,
+            repr(plan.per_token_nanos), plan.max_tokens, plan.min_tokens, int(plan.cap),
             -1 if plan.rpm is None else plan.rpm, -1 if plan.tpm is None else plan.tpm,
             plan.tokens, repr(elapsed), breaker.window_minutes if breaker else 0,
-            breaker.max_micros if breaker else 0, minute,
-            *(w.limit_micros for w in plan.windows),
+            breaker.max_nanos if breaker else 0, minute,
+            *(w.limit_nanos for w in plan.windows),
         ]  # fmt: skip
         reply = await self._call(self._admit(keys=keys, args=args))
         return self._outcome(plan, reply, elapsed)
@@ -142,7 +130,7 @@ class RedisBackend:
         if status == "breaker" and plan.breaker is not None:
             buckets = [int(b) for b in reply[4]]
             retry = breaker_retry_after(
-                buckets, int(reply[3]), plan.breaker.window_minutes, plan.breaker.max_micros,
+                buckets, int(reply[3]), plan.breaker.window_minutes, plan.breaker.max_nanos,
                 plan.now,
             )  # fmt: skip
             return AdmitOutcome("breaker", retry_after=retry)
@@ -168,11 +156,11 @@ class RedisBackend:
         minute, _ = rate_position(settlement.ts)
         keys = [
             *self._resv_keys(dept), self._dept(dept, f"tpm:{minute}"),
-            *(self._dept(dept, f"spent:{w.wid}") for w in live),
+            *self._spent_keys(dept, live), *self._legacy_keys(dept, live)[1:],
         ]  # fmt: skip
         guard = settlement.held_until if resent and settlement.held_until is not None else 0
         args: list[Any] = [
-            settlement.reservation_id, settlement.actual_micros, settlement.breaker_minutes or 0,
+            settlement.reservation_id, settlement.actual_nanos, settlement.breaker_minutes or 0,
             minute, settlement.token_delta, guard, now, *(w.ttl(now) for w in live),
         ]  # fmt: skip
         breaker, spent, settled_now = await self._call(self._settle(keys=keys, args=args))
@@ -180,30 +168,41 @@ class RedisBackend:
             log.info("settlement %s was already in Redis; not counted again",
                      settlement.reservation_id)
         by_window = dict(zip((w.wid for w in live), (int(s) for s in spent), strict=True))
-        after = tuple(by_window.get(w.wid, settlement.actual_micros) for w in settlement.windows)
+        after = tuple(by_window.get(w.wid, settlement.actual_nanos) for w in settlement.windows)
         return CommitOutcome(after, None if int(breaker) < 0 else int(breaker))
 
     async def resume(self, department: str) -> None:
-        await self._call(self.client.delete(self._dept(department, "cb")))
+        await self._call(self.client.delete(*self._resv_keys(department)[3:],
+                                            self._legacy_keys(department, ())[1]))
 
     async def breaker_spend(self, department: str, now: float, window_minutes: int) -> int:
         minute = int(now // 60)
         fields = [str(m) for m in range(minute - window_minutes + 1, minute + 1)]
-        values = await self._call(self.client.hmget(self._dept(department, "cb"), fields))
-        return sum(int(v) for v in values if v is not None)
+        legacy = self._legacy_keys(department, ())[1]
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.hmget(self._resv_keys(department)[3], fields)
+            pipe.hmget(legacy, fields)
+            nanos, micros = await self._call(pipe.execute())
+        return _sum(nanos) + _sum(micros) * NANOS_PER_MICRO
 
     async def window_state(
         self, department: str, windows: tuple[Window, ...], now: float
     ) -> tuple[list[int], int]:
         zset, amounts, total, _ = self._resv_keys(department)
+        legacy_total, _, *legacy_spent = self._legacy_keys(department, windows)
         async with self.client.pipeline(transaction=True) as pipe:
             pipe.zrangebyscore(zset, "-inf", "+inf", withscores=True)
             pipe.hgetall(amounts)
-            for window in windows:
-                pipe.get(self._dept(department, f"spent:{window.wid}"))
-            live, amount_by_id, *spent = await self._call(pipe.execute())
+            pipe.get(legacy_total)
+            for key in (*self._spent_keys(department, windows), *legacy_spent):
+                pipe.get(key)
+            live, amount_by_id, legacy_held, *values = await self._call(pipe.execute())
         reserved = sum(int(amount_by_id.get(rid, 0)) for rid, expires in live if expires > now)
-        return [int(s or 0) for s in spent], reserved
+        reserved += max(0, int(legacy_held or 0)) * NANOS_PER_MICRO
+        nanos, micros = values[: len(windows)], values[len(windows):]
+        spent = [int(n or 0) + int(m or 0) * NANOS_PER_MICRO for n, m in zip(nanos, micros,
+                                                                             strict=True)]
+        return spent, reserved
 
     async def claim_notice(self, key: str, ttl_seconds: int) -> bool:
         claim = self.client.set(self.prefix + key, "1", nx=True, ex=ttl_seconds)
@@ -302,6 +301,10 @@ class RedisBackend:
     async def close(self) -> None:
         if self._owns_client:
             await self.client.aclose()
+
+
+def _sum(values: Iterable[Any]) -> int:
+    return sum(int(v) for v in values if v is not None)
 
 
 def _text(value: Any) -> str:

@@ -8,10 +8,10 @@ from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from proxy.config.departments import ADMIN_DEPARTMENT
 from proxy.errors import InvalidRequest
 from proxy.spend.budgets import BudgetStatus, SpendDimension
-from proxy.spend.chargeback import format_micros
-from proxy.spend.pricing import to_micros
+from proxy.spend.pricing import format_nanos
 from proxy.spend.records import UsageRecord
 
 DIMENSIONS: tuple[SpendDimension, ...] = ("department", "key", "user", "model")
@@ -74,7 +74,7 @@ def dimension(params: dict[str, str]) -> SpendDimension:
 
 def dimension_value(record: UsageRecord, by: SpendDimension) -> str:
     if by == "department":
-        return record.department or "(admin)"
+        return record.department or ADMIN_DEPARTMENT  # records written before it had a name
     if by == "key":
         return record.key_id
     if by == "user":
@@ -90,16 +90,16 @@ def spend_rows(records: Iterable[UsageRecord], by: SpendDimension) -> list[dict[
         g[0] += 1
         g[1] += record.input_tokens
         g[2] += record.output_tokens
-        g[3] += to_micros(record.cost)
-        g[4] += to_micros(record.saved)
+        g[3] += record.cost_nanos
+        g[4] += record.saved_nanos
     rows = [{by: name, "requests": g[0], "input_tokens": g[1], "output_tokens": g[2],
-             "cost_usd": format_micros(g[3]), "saved_usd": format_micros(g[4]),
-             "cost_micros": g[3]} for name, g in groups.items()]
-    return sorted(rows, key=lambda r: (-int(r["cost_micros"]), str(r[by])))
+             "cost_usd": format_nanos(g[3]), "saved_usd": format_nanos(g[4]),
+             "cost_nanos": g[3]} for name, g in groups.items()]
+    return sorted(rows, key=lambda r: (-int(r["cost_nanos"]), str(r[by])))
 
 
-def total_micros(records: Iterable[UsageRecord], field: str = "cost") -> int:
-    return sum(to_micros(getattr(r, field)) for r in records)
+def total_nanos(records: Iterable[UsageRecord], field: str = "cost_nanos") -> int:
+    return sum(getattr(r, field) for r in records)
 
 
 def budget_view(status: BudgetStatus) -> dict[str, Any]:
@@ -114,9 +114,9 @@ def department_view(name: str, month: list[UsageRecord], today_from: float,
     """Today's and this month's spend from the records, plus budget state from the counters."""
     mine = [r for r in month if r.department == name]
     today = [r for r in mine if r.ts >= today_from]
-    return {"department": name, "today_usd": format_micros(total_micros(today)),
-            "month_usd": format_micros(total_micros(mine)),
-            "saved_usd": format_micros(total_micros(mine, "saved")),
+    return {"department": name, "today_usd": format_nanos(total_nanos(today)),
+            "month_usd": format_nanos(total_nanos(mine)),
+            "saved_usd": format_nanos(total_nanos(mine, "saved_nanos")),
             "requests_today": len(today), "requests_month": len(mine), "paused": paused,
             "budgets": [budget_view(s) for s in statuses],
             "budget_remaining_usd": min((round(s.remaining_dollars, 6) for s in statuses),

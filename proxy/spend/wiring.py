@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Literal, cast
 
+import redis.asyncio as aioredis
+
 from proxy.config.departments import DepartmentsConfig, Period
 from proxy.metrics import Metrics
 from proxy.settings import Settings, SettingsError
@@ -63,9 +65,9 @@ def notifier_for(departments: DepartmentsConfig, settings: Settings) -> NoticeSi
     return SlackNotifier(url) if url else None
 
 
-async def build_spend(settings: Settings, departments: DepartmentsConfig,
-                      pricing: PricingTable, metrics: Metrics) -> Ledger:
-    ledger = create_spend_store(settings.redis_url, departments, pricing,
+async def build_spend(settings: Settings, departments: DepartmentsConfig, pricing: PricingTable,
+                      metrics: Metrics, redis: aioredis.Redis | None) -> Ledger:
+    ledger = create_spend_store(redis, departments, pricing,
                                 options=spend_options(settings),
                                 notifier=notifier_for(departments, settings))
     ledger.observe(BudgetGauges(metrics))

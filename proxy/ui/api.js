@@ -66,9 +66,11 @@ export async function* readSSE(body) {
 export function formatUSD(value) {
   if (typeof value !== "number" || !Number.isFinite(value)) return "–";
   const abs = Math.abs(value);
-  // per-request costs are fractions of a cent; budgets and totals read best in cents
+  // per-request costs are fractions of a cent, exact to the nano-dollar (up to 9 decimals);
+  // budgets and totals read best in cents
   const digits = abs === 0 || abs >= 1 ? 2 : abs >= 0.01 ? 4 : 6;
-  const text = abs.toLocaleString("en-US", { minimumFractionDigits: digits, maximumFractionDigits: digits });
+  const most = digits === 6 ? 9 : digits;
+  const text = abs.toLocaleString("en-US", { minimumFractionDigits: digits, maximumFractionDigits: most });
   return `${value < 0 ? "-" : ""}$${text}`;
 }
 

@@ -3,18 +3,19 @@
 //   GET /admin/spend, GET /v1/spend           proxy/spend/api.py, proxy/spend/views.py
 //   GET /admin/chargeback?format=json         proxy/spend/chargeback.py (rows per UTC day x department x model)
 //   GET /v1/cache/analytics                   proxy/cache/stats.py, proxy/cache/ops.py
-// Money is added up in integer micro-dollars, as the proxy does, so a total equals its parts exactly.
+// Money is added up in integer nano-dollars, as the proxy does, so a total equals its parts exactly
+// (numbers are exact integers up to 2^53 nano-dollars, $9 million).
 
 /** How /admin/spend names usage by admin keys (they have no department). */
-export const ADMIN_NAME = "(admin)";
+export const ADMIN_NAME = "admin";
 
-/** "0.000026" or 2.6e-05 (dollars) -> 26 (micro-dollars). */
-export function toMicros(usd) {
-  return Math.round(Number(usd) * 1_000_000);
+/** "0.000022350" or 2.235e-05 (dollars) -> 22350 (nano-dollars). */
+export function toNanos(usd) {
+  return Math.round(Number(usd) * 1_000_000_000);
 }
 
-export function toDollars(micros) {
-  return micros / 1_000_000;
+export function toDollars(nanos) {
+  return nanos / 1_000_000_000;
 }
 
 export function utcDay(date = new Date()) {
@@ -34,7 +35,7 @@ export function departmentFigures(view) {
   const budgets = view.budgets.map(budgetWindow);
   return {
     name: view.department, paused: view.paused, budgets,
-    today: toMicros(view.today_usd), month: toMicros(view.month_usd), saved: toMicros(view.saved_usd),
+    today: toNanos(view.today_usd), month: toNanos(view.month_usd), saved: toNanos(view.saved_usd),
     requestsToday: view.requests_today, requestsMonth: view.requests_month,
     dailyLimit: budgets.find((b) => b.period === "daily")?.limit,
     monthlyLimit: budgets.find((b) => b.period === "monthly")?.limit,
@@ -49,9 +50,9 @@ export function otherSpenders(rows, known, today) {
     const name = row.department || ADMIN_NAME;
     if (known.has(name)) continue;
     const d = byName.get(name) || { name, budgets: [], today: 0, month: 0, saved: 0 };
-    d.month += row.cost_micros;
-    d.saved += row.saved_micros;
-    if (row.day === today) d.today += row.cost_micros;
+    d.month += row.cost_nanos;
+    d.saved += row.saved_nanos;
+    if (row.day === today) d.today += row.cost_nanos;
     byName.set(name, d);
   }
   return [...byName.values()];
@@ -71,7 +72,7 @@ export function topModels(rows, limit = 8) {
   for (const row of rows) {
     const m = byModel.get(row.model) || { model: row.model, requests: 0, cost: 0 };
     m.requests += row.requests;
-    m.cost += row.cost_micros;
+    m.cost += row.cost_nanos;
     byModel.set(row.model, m);
   }
   return [...byModel.values()].sort((a, b) => b.cost - a.cost || b.requests - a.requests).slice(0, limit);
@@ -91,6 +92,7 @@ export function recentRequests(data) {
   return data.recent.map((r) => ({
     ts: r.ts, department: r.department || ADMIN_NAME, model: r.model_used, cache: r.cache,
     tokens: r.input_tokens + r.output_tokens, cost: r.cost, latencyMs: r.latency_ms,
+    estimated: Boolean(r.cost_estimated), priced: r.priced !== false,
   }));
 }
 

@@ -93,12 +93,20 @@ export function renderCache(cache) {
     h("p", { class: "muted", text: `Counted since the cache counters started · scope: ${cache.scope}` }));
 }
 
+/** A request's cost; an estimate says so, and why (no price for the model, or usage missing). */
+function costCell(r) {
+  if (!r.estimated) return h("td", { class: "num", text: formatUSD(r.cost) });
+  const why = r.priced ? "usage missing: tokens estimated from the text sent"
+    : "model not in the price table: billed at the default price";
+  return h("td", { class: "num estimated", title: `Estimated (${why})`, text: `${formatUSD(r.cost)} (est.)` });
+}
+
 export function renderRecent(items) {
   if (!items.length) return muted("No requests yet.");
   const rows = items.map((r) => h("tr", {},
     h("td", { text: new Date(r.ts * 1000).toLocaleTimeString() }),
     h("td", { text: r.department }), h("td", { text: r.model }), h("td", { text: r.cache }),
-    h("td", { class: "num", text: formatInt(r.tokens) }), h("td", { class: "num", text: formatUSD(r.cost) }),
+    h("td", { class: "num", text: formatInt(r.tokens) }), costCell(r),
     h("td", { class: "num", text: `${Math.round(r.latencyMs)} ms` })));
   return table([["Time"], ["Department"], ["Model"], ["Cache"], ["Tokens", "num"], ["Cost", "num"],
     ["Latency", "num"]], rows);

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.support.servers import ServerThread
 from tests.cache.test_semantic_cache import (
     Starter,
     ask,
     start_cached_fixture,  # noqa: F401 - the fixture
     upstream_calls,
 )
+from tests.support.servers import ServerThread
 
 ADMIN = "sk-demo-admin"
 
@@ -154,7 +155,7 @@ def test_purge_by_entry_scope_department_and_all(start_cached: Starter) -> None:
 
 
 @pytest.mark.parametrize("key,params,status", [
-    ("sk-demo-engineering", {"all": "true"}, 401),
+    ("sk-demo-engineering", {"all": "true"}, 403),
     (ADMIN, {}, 400),
     (ADMIN, {"all": "true", "scope": "x"}, 400),
 ])
@@ -202,3 +203,82 @@ def test_analytics_when_cache_disabled_is_404(start_cached: Starter) -> None:
     assert r.status_code == 404 and r.json()["error"]["code"] == "cache_disabled"
     _, h = ask(proxy, "No cache here")
     assert h["x-meterline-cache"] == "off"
+
+
+def served_hit(proxy: ServerThread, key: str = "sk-demo-engineering") -> str:
+    ask(proxy, "How do I reset my password?", key=key)
+    _, hit = ask(proxy, "How can I reset my password?", key=key)
+    assert hit["x-meterline-cache"] == "hit-semantic"
+    return hit["x-meterline-request-id"]
+
+
+def test_one_served_answer_is_counted_and_tightens_once(start_cached: Starter) -> None:
+    """Before: one request id reported four times raised the threshold four steps, for good."""
+    proxy = start_cached(report={"tighten_step": 0.01, "max_threshold": 0.99})
+    rid = served_hit(proxy)
+    answers = [report(proxy, rid, "sk-demo-engineering") for _ in range(4)]
+    assert [a.status_code for a in answers] == [200, 200, 200, 200]
+    assert [a.json()["false_hit_counted"] for a in answers] == [True, False, False, False]
+    assert [a.json()["threshold"] for a in answers] == [pytest.approx(0.96)] * 4
+    assert analytics(proxy)["false_hit_reports"] == 1
+    metrics = httpx.get(proxy.url + "/metrics").text
+    assert 'meterline_cache_false_hit_reports_total{department="engineering"} 1.0' in metrics
+
+
+def test_threshold_changes_are_shown_expire_and_can_be_reset(start_cached: Starter) -> None:
+    proxy = start_cached(report={"tighten_step": 0.02, "max_threshold": 0.99,
+                                 "threshold_ttl_seconds": 600})
+    assert analytics(proxy)["tightened_thresholds"] == []
+    rid = served_hit(proxy)
+    assert report(proxy, rid, "sk-demo-engineering").status_code == 200
+    shown = analytics(proxy)["tightened_thresholds"]
+    assert [(t["department"], t["model"], t["threshold"]) for t in shown] == \
+        [("engineering", "gpt-4o", pytest.approx(0.97))]
+    assert 590 < shown[0]["expires_in_seconds"] <= 600
+    own = analytics(proxy, "sk-demo-engineering")["tightened_thresholds"]
+    assert [(t["department"], t["model"], t["threshold"]) for t in own] == \
+        [("engineering", "gpt-4o", pytest.approx(0.97))]
+    assert analytics(proxy, "sk-demo-sales")["tightened_thresholds"] == []
+    refused = httpx.delete(proxy.url + "/admin/cache/thresholds", headers=auth("sk-demo-sales"))
+    assert refused.status_code in (401, 403)
+    reset = httpx.delete(proxy.url + "/admin/cache/thresholds", headers=auth(ADMIN))
+    assert reset.status_code == 200
+    assert reset.json() == {"object": "cache.thresholds.reset", "reset": 1}
+    assert analytics(proxy)["tightened_thresholds"] == []
+
+
+def test_tightened_threshold_expires(start_cached: Starter) -> None:
+    proxy = start_cached(report={"tighten_step": 0.045, "max_threshold": 0.995,
+                                 "threshold_ttl_seconds": 1})
+    rid = served_hit(proxy)
+    assert report(proxy, rid, "sk-demo-engineering").json()["threshold"] == pytest.approx(0.995)
+    assert len(analytics(proxy)["tightened_thresholds"]) == 1
+    time.sleep(1.2)
+    assert analytics(proxy)["tightened_thresholds"] == []
+    ask(proxy, "How do I reset my password?")  # stored again (the report evicted it)
+    # the paraphrase (similarity ~0.991) hits again under the configured 0.95
+    assert ask(proxy, "How can I reset my password?")[1]["x-meterline-cache"] == "hit-semantic"
+
+
+def test_other_departments_cannot_report_an_answer(start_cached: Starter) -> None:
+    proxy = start_cached()
+    rid = served_hit(proxy)
+    r = report(proxy, rid, "sk-demo-sales")
+    assert r.status_code == 404 and r.json()["error"]["param"] == "request_id"
+    assert analytics(proxy)["false_hit_reports"] == 0
+
+
+def test_unknown_tasks_count_as_other(start_cached: Starter) -> None:
+    """Before, every x-meterline-task value became counter fields: one UUID per request grew
+    the analytics table (and every /v1/cache/analytics read) without limit."""
+    proxy = start_cached()
+    for i in range(12):
+        ask(proxy, f"Question number {i} about tasks?",
+            headers={"x-meterline-task": uuid.uuid4().hex})
+    ask(proxy, "A question with a known task?", headers={"x-meterline-task": "faq"})
+    ask(proxy, "A question without a task?")
+    by_task = analytics(proxy)["by_task"]
+    assert set(by_task) == {"other", "faq", "none"}
+    assert by_task["other"]["misses"] == 12
+    spend = httpx.get(proxy.url + "/admin/spend", headers=auth(ADMIN)).json()
+    assert {r["task"] for r in spend["recent"]} == {"other", "faq", None}

@@ -10,9 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.cache.test_semantic_cache import cache_yaml, upstream_calls
 from tests.conftest import ProxyStarter
 from tests.support.servers import ServerThread, fault
-from tests.cache.test_semantic_cache import cache_yaml, upstream_calls
 
 
 @pytest.fixture(name="start", params=["memory", pytest.param("redis", marks=pytest.mark.redis)])

@@ -42,8 +42,11 @@ def start_cached_fixture(request: pytest.FixtureRequest, start_proxy: ProxyStart
         overrides = {"redis_url": request.getfixturevalue("redis_url"),
                      "redis_prefix": request.getfixturevalue("redis_prefix")}
 
-    def start(**changes: Any) -> ServerThread:
-        return start_proxy(edits={"cache.yaml": cache_yaml(**changes)}, **overrides)
+    def start(*, routing: dict[str, Any] | None = None, **changes: Any) -> ServerThread:
+        edits = {"cache.yaml": cache_yaml(**changes)}
+        if routing is not None:
+            edits["routing.yaml"] = routing
+        return start_proxy(edits=edits, **overrides)
 
     return start
 
@@ -317,3 +320,175 @@ def test_bad_cache_yaml_names_file_field_and_value(tmp_path: Path, mock_upstream
     with pytest.raises(ConfigError) as err:
         load_config(config_dir)
     assert "cache.yaml" in str(err.value) and message in str(err.value)
+
+
+def test_ten_thousand_hits_on_one_entry_all_succeed(start_proxy: ProxyStarter) -> None:
+    """Issue 18 item 0: each hit grows the TTL by growth**hits; past ~1,750 hits that power
+    overflowed a float and every later hit of the most popular entry was a 500."""
+    departments = yaml.safe_load((REPO_RULES / "departments.yaml").read_text())
+    departments["departments"]["engineering"].update(rpm=100_000, tpm=1_000_000_000)
+    proxy = start_proxy(edits={"cache.yaml": cache_yaml(), "departments.yaml": departments})
+    body = {"model": "gpt-4o-mini",
+            "messages": [{"role": "user", "content": "What is the most asked question?"}]}
+    auth = {"authorization": "Bearer sk-demo-engineering"}
+    statuses: dict[tuple[int, str], int] = {}
+    with httpx.Client(base_url=proxy.url, headers=auth, timeout=10) as http:
+        answer = http.post("/v1/chat/completions", json=body).json()["choices"][0]
+        for _ in range(10_000):
+            r = http.post("/v1/chat/completions", json=body)
+            outcome = (r.status_code, r.headers.get("x-meterline-cache", ""))
+            statuses[outcome] = statuses.get(outcome, 0) + 1
+            if r.status_code != 200:
+                break
+            assert r.json()["choices"][0]["message"] == answer["message"]
+    assert statuses == {(200, "hit-exact"): 10_000}
+
+
+@pytest.mark.redis
+def test_a_hit_on_an_entry_with_huge_hit_count_is_served(
+        start_proxy: ProxyStarter, redis_url: str, redis_prefix: str) -> None:
+    """The same on Redis Stack, without sending 10,000 requests: the entry's hit counter is set
+    to where growth**hits overflows, then hit again (and again)."""
+    import redis
+
+    proxy = start_proxy(edits={"cache.yaml": cache_yaml()}, redis_url=redis_url,
+                        redis_prefix=redis_prefix)
+    question = "What is the second most asked question?"
+    ask(proxy, question)
+    _, headers = ask(proxy, question)
+    entry_key = f"{redis_prefix}cache:e:{headers['x-meterline-cache-entry']}"
+    with redis.Redis.from_url(redis_url) as r:
+        r.hset(entry_key, "hits", 5000)
+        for _ in range(3):
+            _, headers = ask(proxy, question)
+            assert headers["x-meterline-cache"] == "hit-exact"
+        ttl_s = r.pttl(entry_key) / 1000
+    maximum = cache_yaml()["dynamic_ttl"].get("max_seconds", 86400.0)
+    assert maximum - 60 < ttl_s <= maximum  # grown to the cap, not past it
+
+
+def test_any_error_in_hit_bookkeeping_still_serves_the_hit(start_cached: Starter) -> None:
+    """Bookkeeping after a hit (hit count, expiry, counters) runs once the answer is chosen:
+    whatever it raises, the client gets the cached answer, not a 500."""
+    proxy = start_cached()
+    question = "Which answer survives a broken hit counter?"
+    first, _ = ask(proxy, question)
+    backend = proxy.server.config.app.state.services.cache.backend
+
+    async def broken_hit(*_: Any) -> None:
+        raise ValueError("not a backend error")
+
+    backend.hit = broken_hit
+    second, headers = ask(proxy, question)
+    assert headers["x-meterline-cache"] == "hit-exact" and second == first
+
+
+@pytest.mark.parametrize("ttl,growth,hits,cap,expected", [
+    (600.0, 1.5, 0, 86400.0, 600.0),
+    (600.0, 1.5, 2, 86400.0, 1350.0),
+    (600.0, 1.5, 13, 86400.0, 86400.0),  # 600 * 1.5**13 > 86400
+    (600.0, 1.5, 10**9, 86400.0, 86400.0),
+    (1e-3, 10.0, 10**12, 1e9, 1e9),
+    (600.0, 1.0, 10**9, 86400.0, 600.0),
+    (90000.0, 1.5, 5, 86400.0, 90000.0),  # already past the cap: the caller clamps
+])
+def test_grown_ttl_is_capped_without_overflow(ttl: float, growth: float, hits: int, cap: float,
+                                              expected: float) -> None:
+    from proxy.cache.semantic_cache import grown_ttl
+
+    assert grown_ttl(ttl, growth, hits, cap) == pytest.approx(expected)
+
+
+def ask_limited(proxy: ServerThread, text: str, limit: int | None,
+                **params: Any) -> tuple[dict[str, Any], dict[str, str]]:
+    """The raw chat.completion and headers for `text` with `max_tokens: limit` (None: no limit)."""
+    body: dict[str, Any] = {"model": "gpt-4o-mini", **params,
+                            "messages": [{"role": "user", "content": text}]}
+    if limit is not None:
+        body["max_tokens"] = limit
+    r = httpx.post(proxy.url + "/v1/chat/completions", json=body,
+                   headers={"authorization": "Bearer sk-demo-engineering"})
+    assert r.status_code == 200, r.text
+    return r.json(), dict(r.headers)
+
+
+def test_a_cached_answer_longer_than_the_new_limit_is_not_served(start_cached: Starter) -> None:
+    """Issue 18 item 5: limits were bucketed by powers of two, so a 37-token answer stored for
+    max_tokens 64 was served to a request that allowed 33. An entry is served only when its
+    completion tokens fit the new request's limit; then any limit that fits shares it."""
+    proxy = start_cached()
+    question = f"How long is a complete answer {uuid.uuid4().hex[:6]}?"
+    full, h1 = ask_limited(proxy, question, 64)
+    tokens = full["usage"]["completion_tokens"]
+    assert full["choices"][0]["finish_reason"] == "stop" and 33 < tokens < 64
+    assert h1["x-meterline-cache"] == "miss"
+    shorter, h2 = ask_limited(proxy, question, tokens - 1)  # same power-of-two bucket as 64
+    assert h2["x-meterline-cache"] == "miss"
+    assert shorter["usage"]["completion_tokens"] <= tokens - 1
+    for limit in (tokens, 1000, None):  # the complete answer fits: served from the cache
+        again, headers = ask_limited(proxy, question, limit)
+        assert headers["x-meterline-cache"] == "hit-exact", limit
+        assert again["choices"][0]["message"] == full["choices"][0]["message"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_length_cut_answer_is_served_only_to_the_same_limit(start_cached: Starter,
+                                                             stream: bool) -> None:
+    """A `finish_reason: length` answer is what that limit gets, not what a larger (or no)
+    limit would: asked with max_tokens 20 (cut), then 32 (same bucket), the cut answer was
+    served as hit-exact. And a cut answer never displaces the complete one."""
+    proxy = start_cached()
+    question = f"Tell me everything about limits {uuid.uuid4().hex[:6]}"
+    if stream:
+        _, _, status = stream_text(proxy, question)
+        assert status == "miss"
+        cut_text, chunks, status = stream_text(proxy, question, max_tokens=20)
+        assert status == "miss"
+        assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
+        assert stream_text(proxy, question, max_tokens=32)[2] == "miss"
+        again, _, status = stream_text(proxy, question, max_tokens=20)
+        assert status == "hit-exact" and again == cut_text
+        assert stream_text(proxy, question)[2] == "hit-exact"
+        return
+    full, _ = ask_limited(proxy, question, None)
+    cut, h1 = ask_limited(proxy, question, 20)
+    assert h1["x-meterline-cache"] == "miss" and cut["choices"][0]["finish_reason"] == "length"
+    bigger, h2 = ask_limited(proxy, question, 32)
+    assert h2["x-meterline-cache"] == "miss"
+    assert bigger["choices"][0]["message"]["content"] != cut["choices"][0]["message"]["content"]
+    same, h3 = ask_limited(proxy, question, 20)
+    assert h3["x-meterline-cache"] == "hit-exact" and same["choices"] == cut["choices"]
+    unlimited, h4 = ask_limited(proxy, question, None)
+    assert h4["x-meterline-cache"] == "hit-exact" and unlimited["choices"] == full["choices"]
+
+
+FAST_RETRIES = {"max_retries": 1, "backoff_base": 0.01, "backoff_max": 0.02, "retry_after_max": 0}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_fallback_answer_is_not_served_as_the_planned_models(
+        start_cached: Starter, mock_upstream: ServerThread, stream: bool) -> None:
+    """Issue 18 item 6: entries were stored under the planned model, so once gpt-4.1 failed over
+    to gpt-4o-mini every later gpt-4.1 request got the mini answer for the whole TTL. The answer
+    is stored under the model that produced it, and served (naming that model) only to requests
+    for that model."""
+    routing = {"rules": [{"name": "big", "match": {"model": ["gpt-4.1"]}, "target": "gpt-4.1",
+                          "fallbacks": ["gpt-4o-mini"]}], "reliability": FAST_RETRIES}
+    proxy = start_cached(overrides={"routes": {}}, routing=routing)
+    question = f"Which model answers when the big one is down {uuid.uuid4().hex[:6]}?"
+
+    def ask_model(model: str) -> tuple[str, str]:
+        if stream:
+            raw = client(proxy).chat.completions.with_raw_response.create(
+                model=model, messages=[{"role": "user", "content": question}], stream=True)
+            chunks = list(raw.parse())
+            return chunks[0].model, raw.headers["x-meterline-cache"]
+        raw_json = client(proxy).chat.completions.with_raw_response.create(
+            model=model, messages=[{"role": "user", "content": question}])
+        return raw_json.parse().model, raw_json.headers["x-meterline-cache"]
+
+    fault(mock_upstream.url, "500", times=2)  # gpt-4.1: attempt + 1 retry, then gpt-4o-mini
+    assert ask_model("gpt-4.1") == ("gpt-4o-mini", "miss")
+    assert ask_model("gpt-4.1") == ("gpt-4.1", "miss")  # not the fallback's answer
+    assert ask_model("gpt-4.1") == ("gpt-4.1", "hit-exact")
+    assert ask_model("gpt-4o-mini") == ("gpt-4o-mini", "hit-exact")  # the mini answer, for mini

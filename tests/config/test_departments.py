@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from proxy.config.departments import DepartmentsConfigError, load_departments, parse_departments
+from proxy.config.departments import load_departments, parse_departments
+from proxy.config.errors import ConfigError
 
 RULES = Path(__file__).resolve().parents[2] / "rules" / "departments.yaml"
 
@@ -23,7 +24,7 @@ def test_shipped_departments_load_with_the_four_defaults() -> None:
 
 
 def _dept(**fields: Any) -> dict[str, Any]:
-    return {"departments": {"eng": {"virtual_key_env": "VK_ENG", **fields}}}
+    return {"departments": {"eng": fields}}
 
 
 @pytest.mark.parametrize(
@@ -34,25 +35,29 @@ def _dept(**fields: Any) -> dict[str, Any]:
         (_dept(soft_alerts=[1.5]), "threshold 1.5 must be between 0 and 1"),
         (_dept(rpm=0), "field 'departments.eng.rpm' has value 0"),
         (_dept(allowed_models=[]), "list is empty"),
-        (_dept(virtual_key_env="lower"),
-         "field 'departments.eng.virtual_key_env' has value 'lower'"),
+        (_dept(virtual_keys={"openai": "lower"}),
+         "field 'departments.eng.virtual_keys.openai' has value 'lower'"),
+        (_dept(virtual_key_env="VK_ENG"),  # sent to every provider: refused, with the fix
+         r"virtual_key_env \('VK_ENG'\) is no longer read.*virtual_keys: \{openai: VK_ENG\}"),
         (_dept(circuit_breaker={"window_minutes": 0, "max_dollars": 1}),
          "field 'departments.eng.circuit_breaker.window_minutes' has value 0"),
         (_dept(name="other"), "department 'eng' has name 'other'"),
-        ({"departments": {"Bad Name": {"virtual_key_env": "X"}}}, "has value 'Bad Name'"),
+        ({"departments": {"Bad Name": {}}}, "has value 'Bad Name'"),
+        ({"departments": {"admin": {}}},
+         "'admin' is reserved for the traffic of admin keys"),
         ({"departmnets": {}}, "field 'departmnets'"),
         ([1], "expected a mapping at the top level"),
     ],
 )  # fmt: skip
 def test_bad_department_fields_are_named(raw: Any, message: str) -> None:
-    with pytest.raises(DepartmentsConfigError, match=message) as info:
+    with pytest.raises(ConfigError, match=message) as info:
         parse_departments(raw, source="depts.yaml")
     assert str(info.value).startswith("depts.yaml")
 
 
 def test_unreadable_file_names_the_path(tmp_path: Path) -> None:
     path = tmp_path / "missing.yaml"
-    with pytest.raises(DepartmentsConfigError, match="missing.yaml"):
+    with pytest.raises(ConfigError, match="missing.yaml"):
         load_departments(path)
 
 

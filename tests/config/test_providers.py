@@ -10,7 +10,7 @@ import pytest
 
 from proxy.config.errors import ConfigError, parse_model
 from proxy.config.providers import Provider, ProvidersConfig
-from proxy.gateway.upstream import Target, UpstreamClient
+from proxy.gateway.upstream import UpstreamClient, UpstreamTarget
 
 
 def test_openai_and_azure_urls() -> None:
@@ -65,7 +65,7 @@ def test_credential_header_by_kind(kind: str, header: str, value: str) -> None:
         async def call() -> bytes:
             client = UpstreamClient({"p": provider})
             try:
-                target = Target("p", provider, "dep-1", "sk-secret")
+                target = UpstreamTarget("p", provider, "dep-1", "sk-secret")
                 resp = await client.open(target, "/chat/completions", b"{}", {"openai-beta": "x"})
                 return await client.read(target, resp)
             finally:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import httpx
 import openai
 import pytest
@@ -137,6 +139,44 @@ def test_upstream_500_falls_back_to_next_provider(proxy: ServerThread,
     assert raw.headers["x-meterline-provider"] == "openrouter"
 
 
+def credential_refusals(proxy: ServerThread, provider: str) -> float:
+    prefix = ('meterline_upstream_errors_total{kind="upstream_credential_refused",'
+              f'provider="{provider}"}} ')
+    lines = httpx.get(proxy.url + "/metrics").text.splitlines()
+    return sum(float(line[len(prefix):]) for line in lines if line.startswith(prefix))
+
+
+@pytest.mark.parametrize("status", ["401", "403"])
+@pytest.mark.parametrize("stream", [False, True])
+def test_upstream_refusing_the_proxy_credential_is_a_502_naming_the_provider(
+        proxy: ServerThread, mock_upstream: ServerThread, status: str, stream: bool) -> None:
+    """A 401/403 from the provider is about the proxy's credential, not the caller's key: an
+    SDK must not report 'invalid API key' to someone whose key is fine."""
+    fault(mock_upstream.url, status, times=1)
+    prompt = f"whose fault {uuid.uuid4().hex}"
+    r = httpx.post(proxy.url + "/v1/chat/completions",
+                   json={"model": "gpt-4.1", "messages": ask(prompt), "stream": stream},
+                   headers={"authorization": "Bearer sk-demo-engineering"})
+    assert r.status_code == 502
+    assert r.json() == {"error": {
+        "message": f"The provider 'openai' refused the proxy's credential for it (HTTP {status}). "
+                   "Your API key is fine: the proxy's operator must fix the provider key.",
+        "type": "api_error", "param": None, "code": "upstream_credential_refused"}}
+    assert len([q for q in mock_requests(mock_upstream.url)
+                if q["body"].get("messages") == ask(prompt)]) == 1  # not retried
+    assert credential_refusals(proxy, "openai") == 1
+
+
+def test_a_refused_credential_falls_back_to_the_next_provider(
+        proxy: ServerThread, mock_upstream: ServerThread) -> None:
+    fault(mock_upstream.url, "401", times=1)
+    raw = client(proxy).chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=ask("other provider please"))
+    assert raw.http_response.status_code == 200
+    assert raw.headers["x-meterline-provider"] == "openrouter"
+    assert credential_refusals(proxy, "openai") == 1
+
+
 def test_429_is_retried_honouring_retry_after(proxy: ServerThread,
                                               mock_upstream: ServerThread) -> None:
     fault(mock_upstream.url, "429", times=1)
@@ -242,6 +282,62 @@ def test_user_header_is_recorded_when_body_has_none(proxy: ServerThread) -> None
                       headers={"authorization": "Bearer sk-demo-admin"})
     assert spend.status_code == 200
     assert [row["requests"] for row in spend.json()["rows"] if row["user"] == "u-header-42"] == [1]
+
+
+# ----- allowed_models hold for the model actually called ----------------------------------------
+
+ROUTES = {
+    "routing.yaml": {"rules": [
+        {"name": "to-4o", "match": {"keywords": ["bigmodel"]}, "target": "gpt-4o",
+         "fallbacks": ["gpt-4.1-mini"]},
+        {"name": "only-4o", "match": {"keywords": ["onlybig"]}, "target": "gpt-4o"},
+    ]},
+    "experiments.yaml": {"experiments": {"arms_sales_may_not_use": {
+        "control": "gpt-4o-mini", "variant": "gpt-4o", "split": 0.5,
+        "scope": {"task": ["exp"]}}}},
+    "cache.yaml": "enabled: false\n",
+}
+
+
+def served(proxy: ServerThread, mock: ServerThread, key: str, text: str,
+           headers: dict[str, str] | None = None) -> tuple[list[str], httpx.Headers]:
+    prompt = f"{text} {uuid.uuid4().hex}"
+    r = httpx.post(proxy.url + "/v1/chat/completions",
+                   json={"model": "gpt-4o-mini", "messages": ask(prompt)},
+                   headers={"authorization": f"Bearer {key}", **(headers or {})})
+    assert r.status_code == 200, r.text
+    models = [q["body"]["model"] for q in mock_requests(mock.url)
+              if q["body"].get("messages") == ask(prompt)]
+    return models, r.headers
+
+
+def test_routing_never_serves_a_model_the_department_may_not_use(
+        start_proxy: ProxyStarter, mock_upstream: ServerThread) -> None:
+    """sales may use gpt-4o-mini* and gpt-4.1-mini* only (rules/departments.yaml)."""
+    proxy = start_proxy(edits=ROUTES)
+    models, headers = served(proxy, mock_upstream, "sk-demo-engineering", "bigmodel")
+    assert models == ["gpt-4o"] and headers["x-meterline-route"] == "to-4o"
+    models, headers = served(proxy, mock_upstream, "sk-demo-sales", "bigmodel")
+    assert models == ["gpt-4.1-mini"]  # the rule's allowed fallback
+    assert headers["x-meterline-route"] == "to-4o"
+    models, headers = served(proxy, mock_upstream, "sk-demo-sales", "onlybig")
+    assert models == ["gpt-4o-mini"]  # what was asked, as if no rule applied
+    assert headers["x-meterline-route"] == "default"
+    for user in range(6):  # sales may use one arm, not the other: never enrolled
+        models, headers = served(proxy, mock_upstream, "sk-demo-sales", "plain",
+                                 {"x-meterline-task": "exp", "x-meterline-user": f"u{user}"})
+        assert models == ["gpt-4o-mini"] and "x-meterline-experiment" not in headers
+    arms = set()
+    for user in range(12):
+        models, headers = served(proxy, mock_upstream, "sk-demo-engineering", "plain",
+                                 {"x-meterline-task": "exp", "x-meterline-user": f"u{user}"})
+        arms.add((headers["x-meterline-variant"], models[0]))
+    assert arms == {("control", "gpt-4o-mini"), ("variant", "gpt-4o")}
+    explained = httpx.post(proxy.url + "/admin/route/explain",
+                           headers={"authorization": "Bearer sk-demo-admin"},
+                           json={"model": "gpt-4o-mini", "department": "sales",
+                                 "messages": ask("bigmodel")}).json()
+    assert (explained["rule"], explained["chain"]) == ("to-4o", ["gpt-4.1-mini"])
 
 
 def test_built_in_demo_mock_is_labelled_as_the_mock(start_proxy: ProxyStarter,

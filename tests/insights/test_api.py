@@ -23,7 +23,7 @@ from proxy.config.departments import parse_departments
 from proxy.insights.alerts import budget_alert, rolling_state
 from proxy.spend.budgets import BudgetStatus
 from proxy.spend.ledger import Ledger, SpendOptions, create_spend_store
-from proxy.spend.pricing import load_pricing
+from proxy.spend.pricing import load_pricing, to_nanos
 from proxy.spend.records import UsageRecord
 from tests.conftest import ProxyStarter
 from tests.support.servers import ServerThread, free_port
@@ -37,7 +37,7 @@ BUDGETS = {"engineering": {"daily": 200, "monthly": 3000}, "sales": {"daily": 30
 
 def departments_yaml(alerts: dict[str, Any] | None = None,
                      engineering: dict[str, Any] | None = None) -> dict[str, Any]:
-    depts = {name: {"virtual_key_env": "VK_UNUSED", "budgets": budgets}
+    depts = {name: {"budgets": budgets}
              for name, budgets in BUDGETS.items()}
     depts["engineering"].update(engineering or {})
     raw: dict[str, Any] = {"version": 1, "departments": depts}
@@ -84,8 +84,9 @@ def recorded_cost(proxy: ServerThread, requests: int) -> float:
 def record(ts: float, department: str, cost: float, saved: float = 0.0) -> UsageRecord:
     return UsageRecord(request_id=uuid.uuid4().hex, ts=ts, department=department, key_id="seed",
                        user=None, endpoint="chat.completions", model_requested="gpt-4o-mini",
-                       model_used="gpt-4o-mini", provider="openai", status=200, cost=cost,
-                       saved=saved, cache="hit-exact" if saved else "miss")
+                       model_used="gpt-4o-mini", provider="openai", status=200,
+                       cost_nanos=to_nanos(cost), saved_nanos=to_nanos(saved),
+                       cache="hit-exact" if saved else "miss")
 
 
 def history(now: float, days: int = 21) -> list[UsageRecord]:
@@ -211,8 +212,8 @@ def test_bad_parameters_are_400(proxy: ServerThread, path: str, params: dict[str
                                   "/admin/alerts"])
 def test_admin_endpoints_need_an_admin_key(proxy: ServerThread, path: str) -> None:
     r = get(proxy, path, ENG)
-    assert r.status_code == 401
-    assert r.json()["error"]["type"] == "authentication_error"
+    assert r.status_code == 403
+    assert r.json()["error"]["type"] == "permission_error"
     assert r.json()["error"]["code"] == "admin_key_required"
     assert get(proxy, path, {}).status_code == 401
 
@@ -354,11 +355,11 @@ def test_rolling_state_reports_when_the_sum_crossed() -> None:
 def test_budget_alerts(spent: float, reserved: float,
                        expected: tuple[str, str, float, str] | None) -> None:
     dept = parse_departments({"departments": {"sales": {
-        "virtual_key_env": "VK", "budgets": {"daily": 10}, "soft_alerts": [0.8, 0.95]}}}
+        "budgets": {"daily": 10}, "soft_alerts": [0.8, 0.95]}}}
     ).get("sales")
     now = 1_750_000_000.0
     status = BudgetStatus("sales", "daily", 10.0, spent, reserved, 3600.0)
-    events = [(now - 60, 8_000_000), (now - 30, int((spent - 8) * 1e6))] if spent >= 8 else []
+    events = [(now - 60, 8_000_000_000), (now - 30, round((spent - 8) * 1e9))] if spent >= 8 else []
     alert = budget_alert(status, dept, events, now)
     if expected is None:
         assert alert is None

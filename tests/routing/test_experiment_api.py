@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from tests.conftest import ProxyStarter
-from tests.support.servers import ServerThread
 from tests.routing.test_api import ADMIN, ENG, SALES, chat, edits, marker
+from tests.support.servers import ServerThread
 
 SUMMARY = {**ENG, "x-meterline-task": "summary"}
 
@@ -156,7 +156,7 @@ def test_experiment_endpoints_bad_input(routed: ServerThread, path: str, params:
                                         status: int, param: str) -> None:
     r = httpx.get(routed.url + path, headers=ADMIN, params=params)
     assert r.status_code == status and r.json()["error"]["param"] == param
-    assert httpx.get(routed.url + path, headers=ENG).status_code == 401
+    assert httpx.get(routed.url + path, headers=ENG).status_code == 403
 
 
 def test_recommendations_propose_the_cheaper_arm_and_never_apply(routed: ServerThread) -> None:

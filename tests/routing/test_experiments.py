@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from proxy.config.errors import ConfigError
 from proxy.routing.experiments import (
     Assignment,
     Experiment,
@@ -19,7 +20,7 @@ from proxy.routing.experiments import (
     plan_targets,
     unit_hash,
 )
-from proxy.routing.rules import ConfigFileError, RouteDecision, RouteInput, parse_config
+from proxy.routing.rules import RouteDecision, RouteInput, parse_config
 
 ROOT = Path(__file__).resolve().parents[2]
 USERS = [f"user-{i}" for i in range(10_000)]
@@ -196,7 +197,7 @@ def test_shipped_experiments_yaml_loads() -> None:
     ],
 )
 def test_invalid_experiments_name_field_and_value(body: dict[str, Any], expected: str) -> None:
-    with pytest.raises(ConfigFileError) as err:
+    with pytest.raises(ConfigError) as err:
         experiments({"exp": body})
     assert str(err.value).startswith("experiments.yaml: ")
     assert expected in str(err.value)
@@ -204,5 +205,5 @@ def test_invalid_experiments_name_field_and_value(body: dict[str, Any], expected
 
 def test_unknown_model_is_named() -> None:
     exps = experiments({"exp": {"control": "gpt-4o", "variant": "gpt-9"}})
-    with pytest.raises(ConfigFileError, match="'experiments.exp.variant' has value 'gpt-9'"):
+    with pytest.raises(ConfigError, match="'experiments.exp.variant' has value 'gpt-9'"):
         check_models(exps, {"gpt-4o"})

@@ -6,9 +6,9 @@ from typing import Any
 import pytest
 import yaml
 
+from proxy.config.errors import ConfigError
 from proxy.routing.rules import (
     DEFAULT_RULE,
-    ConfigFileError,
     RouteInput,
     RoutingRules,
     check_models,
@@ -195,7 +195,7 @@ def test_shipped_routing_yaml_loads_and_uses_known_models() -> None:
     ],
 )
 def test_invalid_config_names_field_and_value(data: object, expected: str) -> None:
-    with pytest.raises(ConfigFileError) as err:
+    with pytest.raises(ConfigError) as err:
         parse_config(data, RoutingRules, "rules/routing.yaml")
     assert str(err.value).startswith("rules/routing.yaml: ")
     assert expected in str(err.value)
@@ -204,12 +204,12 @@ def test_invalid_config_names_field_and_value(data: object, expected: str) -> No
 def test_load_names_the_file_for_bad_yaml_and_unknown_models(tmp_path: Path) -> None:
     broken = tmp_path / "routing.yaml"
     broken.write_text("rules: [\n", encoding="utf-8")
-    with pytest.raises(ConfigFileError, match=f"{broken}: cannot read YAML"):
+    with pytest.raises(ConfigError, match=f"{broken}: not valid YAML"):
         load(broken)
     good = tmp_path / "ok.yaml"
     good.write_text(yaml.safe_dump({"rules": [{"name": "a", "target": "gpt-4o",
                                                "fallbacks": ["gpt-5-turbo"]}]}))
-    with pytest.raises(ConfigFileError, match=r"'rules\[0\].fallbacks' has value 'gpt-5-turbo'"):
+    with pytest.raises(ConfigError, match=r"'rules\[0\].fallbacks' has value 'gpt-5-turbo'"):
         check_models(load(good), KNOWN)
 
 

@@ -10,7 +10,7 @@ from tests.support.servers import ServerThread, free_port
 
 def test_healthz(proxy: ServerThread) -> None:
     r = httpx.get(proxy.url + "/healthz")
-    assert r.status_code == 200 and r.json() == {"status": "ok"}
+    assert r.status_code == 200 and r.json() == {"status": "ok", "demo": True}
 
 
 def test_readyz_when_upstream_reachable(proxy: ServerThread) -> None:

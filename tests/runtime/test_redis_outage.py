@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 
-from proxy.spend.pricing import to_micros
+from proxy.spend.pricing import to_nanos
 from tests.conftest import ProxyStarter
 from tests.spend_helpers import TcpSwitch
 from tests.support.servers import ServerThread, mock_requests
@@ -107,10 +107,10 @@ def upstream_saw(mock: ServerThread, prompt: str) -> bool:
 
 
 def answered(r: httpx.Response) -> tuple[str, int]:
-    """(request id, cost in micro-dollars) of a 200 answer."""
+    """(request id, cost in nano-dollars) of a 200 answer."""
     assert r.status_code == 200, r.text
     assert r.json()["choices"][0]["message"]["content"]
-    return r.headers["x-request-id"], to_micros(float(r.headers["x-meterline-cost-usd"]))
+    return r.headers["x-request-id"], to_nanos(float(r.headers["x-meterline-cost-usd"]))
 
 
 def engineering_spend(proxy: ServerThread) -> dict[str, Any]:
@@ -194,14 +194,14 @@ def test_outage_answers_per_fail_mode_and_loses_no_spend(
     after = answered(chat(proxy, unique("after the outage")))
     booked = [before, *during, after]
     data = spend_once_flushed(proxy, [request_id for request_id, _ in booked])
-    costs = {rec["request_id"]: to_micros(rec["cost"]) for rec in data["recent"]}
+    costs = {rec["request_id"]: to_nanos(rec["cost"]) for rec in data["recent"]}
     assert costs == dict(booked)  # the refused request left no record, the admitted one did
     total = sum(cost for _, cost in booked)
-    assert to_micros(data["total_usd"]) == total
+    assert to_nanos(data["total_usd"]) == total
     (dept,) = data["departments"]
     assert dept["requests_today"] == len(booked)
     daily = next(b for b in dept["budgets"] if b["period"] == "daily")
-    assert to_micros(daily["spent_dollars"]) == total  # the budget counter got the queued spend
+    assert to_nanos(daily["spent_dollars"]) == total  # the budget counter got the queued spend
     assert daily["reserved_dollars"] == 0
     assert settled_backlog(proxy, 0) == 0
 
@@ -239,4 +239,4 @@ def test_requests_after_a_redis_restart_with_no_traffic_in_between_succeed(
     switch.up()
     after = answered(chat(proxy, unique("after the restart")))  # spend store's connection
     data = spend_once_flushed(proxy, [before[0], after[0]])  # key store's connection (admin key)
-    assert to_micros(data["total_usd"]) == before[1] + after[1]
+    assert to_nanos(data["total_usd"]) == before[1] + after[1]

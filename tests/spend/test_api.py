@@ -50,15 +50,18 @@ ADMIN_ENDPOINTS = [
 
 
 @pytest.mark.parametrize(("method", "path"), ADMIN_ENDPOINTS)
-def test_wrong_admin_key_is_401(proxy: ServerThread, method: str, path: str) -> None:
+def test_wrong_key_is_401_and_department_key_is_403(proxy: ServerThread, method: str,
+                                                    path: str) -> None:
     wrong = httpx.request(method, proxy.url + path, headers=auth("sk-wrong"), json={})
     assert wrong.status_code == 401
     assert wrong.json() == {"error": {"message": "Incorrect API key provided.",
                                       "type": "authentication_error", "param": None,
                                       "code": "invalid_api_key"}}
     dept = httpx.request(method, proxy.url + path, headers=auth("sk-demo-sales"), json={})
-    assert dept.status_code == 401
-    assert dept.json()["error"]["code"] == "admin_key_required"
+    assert dept.status_code == 403  # a valid key without the right: not "invalid API key"
+    assert dept.json() == {"error": {"message": "This endpoint needs an admin key.",
+                                     "type": "permission_error", "param": None,
+                                     "code": "admin_key_required"}}
 
 
 BAD_KEYS = [
@@ -157,10 +160,37 @@ def test_own_department_spend(proxy: ServerThread) -> None:
     assert view["budget_remaining_usd"] == pytest.approx(30 - cost, abs=1e-6)
     other = httpx.get(proxy.url + "/v1/spend", headers=auth("sk-demo-marketing")).json()
     assert other["department"] == "marketing" and other["requests_today"] == 0
-    bad = httpx.get(proxy.url + "/v1/spend", headers=ADMIN)
-    assert bad.status_code == 400 and bad.json()["error"]["param"] == "department"
+    every = httpx.get(proxy.url + "/v1/spend", headers=ADMIN)
+    assert every.status_code == 200
+    assert [d["department"] for d in every.json()["data"]] == [
+        "engineering", "sales", "marketing", "executive", "admin"]
     named = httpx.get(proxy.url + "/v1/spend", params={"department": "sales"}, headers=ADMIN)
     assert named.json()["today_usd"] == view["today_usd"]
+    bad = httpx.get(proxy.url + "/v1/spend", params={"department": "legal"}, headers=ADMIN)
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "department"
+
+
+def test_admin_key_traffic_has_one_name_everywhere(proxy: ServerThread) -> None:
+    r = chat(proxy, "sk-demo-admin", "admin asks " + uuid.uuid4().hex)
+    assert r.headers["x-meterline-department"] == "admin"
+    cost = float(r.headers["x-meterline-cost-usd"])
+    spend = httpx.get(proxy.url + "/admin/spend", headers=ADMIN).json()
+    assert [row["department"] for row in spend["rows"]] == ["admin"]
+    assert spend["recent"][0]["department"] == "admin"
+    csv_text = httpx.get(proxy.url + "/admin/chargeback?format=csv", headers=ADMIN).text
+    rows = [row for row in csv.DictReader(io.StringIO(csv_text)) if row["day"] != "TOTAL"]
+    assert [row["department"] for row in rows] == ["admin"]
+    forecast = httpx.get(proxy.url + "/admin/forecast", headers=ADMIN).json()
+    assert "admin" in [d["department"] for d in forecast["departments"]]
+    assert "" not in [d["department"] for d in forecast["departments"]]
+    advice = httpx.get(proxy.url + "/admin/budget-recommendations", headers=ADMIN).json()
+    assert {row["department"] for row in advice["data"]} == {
+        "engineering", "sales", "marketing", "executive"}  # admin keys have no budget
+    own = httpx.get(proxy.url + "/v1/spend", params={"department": "admin"}, headers=ADMIN)
+    assert float(own.json()["today_usd"]) == pytest.approx(cost, abs=1e-6)
+    metrics = httpx.get(proxy.url + "/metrics").text
+    assert 'meterline_cost_dollars_total{department="admin",model="gpt-4o-mini"}' in metrics
+    assert 'department="none"' not in metrics.split("meterline_requests_total", 1)[1]
 
 
 def test_chargeback_csv_and_date_forms(proxy: ServerThread) -> None:
@@ -178,16 +208,16 @@ def test_chargeback_csv_and_date_forms(proxy: ServerThread) -> None:
     now = time.time()
     as_json = httpx.get(proxy.url + "/admin/chargeback", headers=ADMIN,
                         params={"from": str(now - 3600), "to": str(now + 60)}).json()
-    assert as_json["total"]["cost_micros"] == int(rows[-1]["cost_micros"]) > 0
+    assert as_json["total"]["cost_nanos"] == int(rows[-1]["cost_nanos"]) > 0
     empty = httpx.get(proxy.url + "/admin/chargeback", headers=ADMIN,
                       params={"from": "2020-01-01", "to": "2020-01-31"}).json()
     assert empty["rows"] == [] and empty["total"]["requests"] == 0
 
 
 def breaker_departments(max_dollars: float) -> str:
-    depts = {name: {"virtual_key_env": "VK_UNUSED"}
+    depts = {name: {}
              for name in ("sales", "marketing", "executive")}
-    depts["engineering"] = {"virtual_key_env": "VK_UNUSED", "budgets": {"daily": 10},
+    depts["engineering"] = {"budgets": {"daily": 10},
                             "circuit_breaker": {"window_minutes": 5, "max_dollars": max_dollars}}
     return yaml.safe_dump({"version": 1, "departments": depts})
 

@@ -16,7 +16,7 @@ import yaml
 
 from proxy.app import create_app
 from proxy.settings import Settings
-from proxy.spend.pricing import load_pricing, to_micros
+from proxy.spend.pricing import load_pricing, to_nanos
 from tests.support.servers import ServerThread, make_config_dir
 from tests.support.slack_standin import SlackStandin
 
@@ -33,7 +33,7 @@ def slack() -> Iterator[SlackStandin]:
 
 
 def departments_yaml(engineering: dict[str, Any], slack_env: str = "TEST_SLACK_URL") -> str:
-    base = {"virtual_key_env": "VK_UNUSED", "allowed_models": ["*"]}
+    base = {"allowed_models": ["*"]}
     depts = {name: dict(base) for name in ("sales", "marketing", "executive")}
     depts["engineering"] = {**base, **engineering}
     for spec in depts.values():
@@ -85,8 +85,8 @@ def records(proxy: ServerThread) -> list[dict[str, Any]]:
     return recent
 
 
-def expected_micros(model: str, usage: dict[str, Any]) -> int:
-    return PRICING.cost(model, usage).micros
+def expected_nanos(model: str, usage: dict[str, Any]) -> int:
+    return PRICING.cost(model, usage).nanos
 
 
 def test_non_streamed_cost_equals_pricing_table(boot: Callable[..., ServerThread],
@@ -94,17 +94,17 @@ def test_non_streamed_cost_equals_pricing_table(boot: Callable[..., ServerThread
     proxy = start(boot, state, {"budgets": {"daily": 5}})
     r = chat(proxy, "price this answer " + uuid.uuid4().hex)
     assert r.status_code == 200
-    micros = expected_micros("gpt-4o-mini", r.json()["usage"])
-    assert micros > 0
-    assert to_micros(float(r.headers["x-meterline-cost-usd"])) == micros
+    nanos = expected_nanos("gpt-4o-mini", r.json()["usage"])
+    assert nanos > 0
+    assert to_nanos(float(r.headers["x-meterline-cost-usd"])) == nanos
     record = records(proxy)[0]
     assert record["request_id"] == r.headers["x-request-id"]
-    assert to_micros(record["cost"]) == micros and record["cost_estimated"] is False
+    assert to_nanos(record["cost"]) == nanos and record["cost_estimated"] is False
     assert record["input_tokens"] == r.json()["usage"]["prompt_tokens"]
     metrics = httpx.get(proxy.url + "/metrics").text
     labels = '{department="engineering",period="day"}'
     assert gauge(metrics, "meterline_budget_remaining_dollars" + labels) == pytest.approx(
-        5 - micros / 1e6, abs=1e-9)
+        5 - nanos / 1e9, abs=1e-9)
     assert gauge(metrics, "meterline_budget_limit_dollars" + labels) == 5.0
 
 
@@ -126,13 +126,13 @@ def test_streamed_cost_equals_pricing_table(boot: Callable[..., ServerThread],
     usage = chunks[-1].usage
     assert usage is not None
     info = (chunks[-1].model_extra or {})["meterline"]
-    micros = expected_micros("gpt-4o-mini", usage.model_dump())
-    assert to_micros(info["cost_usd"]) == micros > 0
+    nanos = expected_nanos("gpt-4o-mini", usage.model_dump())
+    assert to_nanos(info["cost_usd"]) == nanos > 0
     assert info["input_tokens"] == usage.prompt_tokens
     assert info["output_tokens"] == usage.completion_tokens
     assert info["cache"] == "off" and info["estimated"] is False
-    assert 0 < info["budget_remaining_usd"] == pytest.approx(5 - micros / 1e6, abs=1e-6)
-    assert to_micros(records(proxy)[0]["cost"]) == micros
+    assert 0 < info["budget_remaining_usd"] == pytest.approx(5 - nanos / 1e9, abs=1e-6)
+    assert to_nanos(records(proxy)[0]["cost"]) == nanos
 
 
 def test_cut_stream_records_estimated_spend(boot: Callable[..., ServerThread],
@@ -183,15 +183,15 @@ def test_concurrent_requests_never_overspend(boot: Callable[..., ServerThread],
         statuses = list(pool.map(lambda p: chat(proxy, p, max_tokens=200).status_code, prompts))
     assert set(statuses) == {200, 429}
     worst = PRICING.worst_case("gpt-4o-mini", 20)
-    worst_micros = worst[0] + int(worst[1] * 200) + 1
+    worst_nanos = worst[0] + int(worst[1] * 200) + 1
     budgets = httpx.get(proxy.url + "/admin/budgets", headers=ADMIN).json()["data"]
     eng = next(d for d in budgets if d["department"] == "engineering")
-    spent = to_micros(eng["budgets"][0]["spent_dollars"])
+    spent = to_nanos(eng["budgets"][0]["spent_dollars"])
     assert eng["budgets"][0]["reserved_dollars"] == 0
-    assert to_micros(limit) / 2 < spent <= to_micros(limit) + worst_micros
+    assert to_nanos(limit) / 2 < spent <= to_nanos(limit) + worst_nanos
     total = chargeback(proxy)["total"]
     assert total["requests"] == statuses.count(200)
-    assert total["cost_micros"] == spent  # budget counters and usage records agree exactly
+    assert total["cost_nanos"] == spent  # budget counters and usage records agree exactly
 
 
 def chargeback(proxy: ServerThread, **params: str) -> dict[str, Any]:
@@ -210,13 +210,13 @@ def test_chargeback_totals_equal_records(boot: Callable[..., ServerThread],
     assert chat(proxy, "bill me too " + uuid.uuid4().hex, model="gpt-4o").status_code == 200
     report = chargeback(proxy)
     spend = httpx.get(proxy.url + "/admin/spend", params={"by": "model"}, headers=ADMIN).json()
-    micros = sum(to_micros(r["cost"]) for r in spend["recent"])
-    assert report["total"]["cost_micros"] == micros > 0
+    nanos = sum(to_nanos(r["cost"]) for r in spend["recent"])
+    assert report["total"]["cost_nanos"] == nanos > 0
     assert report["total"]["requests"] == 5 == spend["requests"]
     by_model = {row["model"]: row for row in report["rows"]}
     assert by_model["gpt-4o-mini"]["requests"] == 4 and by_model["gpt-4o"]["requests"] == 1
-    assert {row["model"]: row["cost_micros"] for row in spend["rows"]} == {
-        m: row["cost_micros"] for m, row in by_model.items()}
+    assert {row["model"]: row["cost_nanos"] for row in spend["rows"]} == {
+        m: row["cost_nanos"] for m, row in by_model.items()}
 
 
 @pytest.mark.redis
@@ -237,7 +237,7 @@ def test_chargeback_survives_restart_on_redis(boot: Callable[..., ServerThread],
                           headers=ADMIN).text
     assert csv_after == csv_before
     status = httpx.get(second.url + "/v1/spend", headers=ENG).json()
-    assert to_micros(status["today_usd"]) == before["total"]["cost_micros"]
+    assert to_nanos(status["today_usd"]) == before["total"]["cost_nanos"]
 
 
 def test_soft_threshold_notice_reaches_slack_once(boot: Callable[..., ServerThread],
@@ -246,10 +246,10 @@ def test_soft_threshold_notice_reaches_slack_once(boot: Callable[..., ServerThre
     proxy = start(boot, state, {"budgets": {"daily": 0.001}, "soft_alerts": [0.5]},
                   env={"TEST_SLACK_URL": slack.url})
     spent = 0
-    while spent < 600:  # past 50 % of $0.001, well short of exhausting it
+    while spent < 600_000:  # past 50 % of $0.001 (nanos), well short of exhausting it
         r = chat(proxy, "notice " + uuid.uuid4().hex, max_tokens=100)
         assert r.status_code == 200
-        spent += to_micros(float(r.headers["x-meterline-cost-usd"]))
+        spent += to_nanos(float(r.headers["x-meterline-cost-usd"]))
     deadline = time.monotonic() + 5
     while not slack.messages and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -268,9 +268,9 @@ def test_cached_answer_costs_nothing_and_counts_savings(boot: Callable[..., Serv
     first = chat(proxy, text, temperature=0)
     second = chat(proxy, text, temperature=0)
     assert first.status_code == second.status_code == 200
-    paid = to_micros(float(first.headers["x-meterline-cost-usd"]))
+    paid = to_nanos(float(first.headers["x-meterline-cost-usd"]))
     assert paid > 0 and second.headers["x-meterline-cache"] == "hit-exact"
     assert float(second.headers["x-meterline-cost-usd"]) == 0
     total = chargeback(proxy)["total"]
-    assert total["cost_micros"] == paid and total["saved_micros"] == paid
+    assert total["cost_nanos"] == paid and total["saved_nanos"] == paid
     assert total["requests"] == 2

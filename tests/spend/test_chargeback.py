@@ -10,8 +10,8 @@ from decimal import Decimal
 
 import orjson
 
-from proxy.spend.chargeback import build_chargeback, chargeback_csv, chargeback_json, format_micros
-from proxy.spend.pricing import PricingTable
+from proxy.spend.chargeback import build_chargeback, chargeback_csv, chargeback_json
+from proxy.spend.pricing import PricingTable, format_nanos
 from proxy.spend.records import UsageRecord
 from tests.spend_helpers import StoreFactory, make_record
 
@@ -43,10 +43,10 @@ def test_totals_equal_the_exact_sum_of_request_costs(pricing_table: PricingTable
     records = priced_records(pricing_table, 5000)
     report = build_chargeback(records)
     exact = sum(Decimal(str(r.cost)) for r in records)
-    assert Decimal(format_micros(report.total.cost_micros)) == exact
-    assert sum(row.cost_micros for row in report.rows) == report.total.cost_micros
+    assert Decimal(format_nanos(report.total.cost_nanos)) == exact
+    assert sum(row.cost_nanos for row in report.rows) == report.total.cost_nanos
     assert report.total.requests == 5000
-    assert report.total.saved_micros == sum(round(r.saved * 1_000_000) for r in records)
+    assert report.total.saved_nanos == sum(round(r.saved * 1_000_000_000) for r in records)
     assert report.total.output_tokens == sum(r.output_tokens for r in records)
     assert {row.day for row in report.rows} == {"2025-06-15", "2025-06-16"}
     assert len(report.rows) == 2 * 2 * 5
@@ -60,12 +60,12 @@ def test_rows_split_at_utc_midnight_and_group_by_department_and_model() -> None:
         make_record("d", MIDNIGHT + 6, cost=0.0, saved=0.3, cache="hit-exact"),
         make_record("e", MIDNIGHT + 7, cost=1.0, model_used="gpt-4o"),
     ]
-    rows = [(r.day, r.model, r.requests, r.input_tokens, r.cost_micros, r.saved_micros)
+    rows = [(r.day, r.model, r.requests, r.input_tokens, r.cost_nanos, r.saved_nanos)
             for r in build_chargeback(records).rows]  # fmt: skip
     assert rows == [
-        ("2025-06-15", "gpt-4o-mini", 1, 10, 100_000, 0),
-        ("2025-06-16", "gpt-4o", 1, 0, 1_000_000, 0),
-        ("2025-06-16", "gpt-4o-mini", 3, 50, 500_000, 300_000),
+        ("2025-06-15", "gpt-4o-mini", 1, 10, 100_000_000, 0),
+        ("2025-06-16", "gpt-4o", 1, 0, 1_000_000_000, 0),
+        ("2025-06-16", "gpt-4o-mini", 3, 50, 500_000_000, 300_000_000),
     ]
 
 
@@ -77,13 +77,8 @@ def test_csv_and_json_exports_carry_rows_and_the_totals_row(pricing_table: Prici
     assert Decimal(table[-1]["cost_usd"]) == body
     assert int(table[-1]["requests"]) == 300
     parsed = orjson.loads(chargeback_json(report))
-    assert parsed["total"]["cost_micros"] == sum(r["cost_micros"] for r in parsed["rows"])
+    assert parsed["total"]["cost_nanos"] == sum(r["cost_nanos"] for r in parsed["rows"])
     assert parsed["total"]["cost_usd"] == table[-1]["cost_usd"]
-
-
-def test_format_micros_is_exact() -> None:
-    assert [format_micros(m) for m in (0, 1, 1_234_567, -5)] == [
-        "0.000000", "0.000001", "1.234567", "-0.000005"]  # fmt: skip
 
 
 def test_store_chargeback_matches_its_records(

@@ -20,8 +20,8 @@ from proxy.spend.budgets import (
     window_at,
 )
 from proxy.spend.ledger import Ledger
-from proxy.spend.pricing import to_micros
-from proxy.spend.redis_backend import RedisBackend
+from proxy.spend.pricing import PricingTable, to_nanos
+from proxy.spend.redis_backend import RedisSpendBackend
 from tests.spend_helpers import (
     T0,
     FakeClock,
@@ -45,7 +45,7 @@ def test_settle_adds_actual_cost_and_frees_the_hold(make_spend_store: StoreFacto
     async def run() -> None:
         store = make_spend_store({"eng": {"budgets": {"daily": 1}}})
         res = await store.reserve("eng", "gpt-4o", prompt_tokens=1000, max_tokens=1000)
-        assert res.reserved_micros == 1000 * 2.5 + 1000 * 10
+        assert res.reserved_nanos == (1000 * 2.5 + 1000 * 10) * 1000
         assert await spent_and_reserved(store) == (0.0, 0.0125)
         await store.settle(res, usd(0.004))
         await store.settle(res, usd(0.004))  # idempotent
@@ -65,7 +65,7 @@ def test_settle_with_a_record_stores_it_and_returns_the_budget_left(
         assert await store.settle(res, usd(0.25), record) == 0.75  # daily is the tightest
         assert await store.get_record("r1") == record
         await store.reserve("eng", "gpt-4o-mini", prompt_tokens=800)  # tpm corrected to 150
-        with pytest.raises(TypeError, match="micro-dollars"):
+        with pytest.raises(TypeError, match="nano-dollars"):
             await store.settle(res, 0.25)  # type: ignore[arg-type]
         await store.close()
 
@@ -140,7 +140,7 @@ def test_open_reservations_count_against_the_budget_and_expire(
 @pytest.mark.parametrize(
     ("spent", "cap", "expected"),
     [
-        (0.99, True, 975),  # $0.01 left: 250 micros of prompt + 975 tokens x 10 micros
+        (0.99, True, 975),  # $0.01 left: 250,000 nanos of prompt + 975 tokens x 10,000
         (0.99, False, None),  # no capping: refused
         (0.9995, True, None),  # only 25 tokens would fit, below min_capped_tokens=64
     ],
@@ -156,7 +156,7 @@ def test_cap_max_tokens_shrinks_the_request_to_fit(
                 await store.reserve("eng", "gpt-4o", 100, 4000)
         else:
             res = await store.reserve("eng", "gpt-4o", 100, 4000)
-            assert (res.max_tokens, res.capped, res.reserved_micros) == (expected, True, 10_000)
+            assert (res.max_tokens, res.capped, res.reserved_nanos) == (expected, True, 10_000_000)
         await store.close()
 
     asyncio.run(run())
@@ -168,7 +168,7 @@ def test_default_max_tokens_is_the_worst_case_when_the_request_has_none(
     async def run() -> None:
         store = make_spend_store({"eng": {"default_max_tokens": 2000}})
         res = await store.reserve("eng", "gpt-4o", 0)
-        assert (res.reserved_micros, res.max_tokens) == (20_000, None)
+        assert (res.reserved_nanos, res.max_tokens) == (20_000_000, None)
         await store.close()
 
     asyncio.run(run())
@@ -294,7 +294,7 @@ def test_concurrent_reservations_never_overspend(make_spend_store: StoreFactory)
 
     async def run() -> None:
         store = make_spend_store({"eng": {"budgets": {"daily": 1}}}, clock=time.time)
-        worst = 15 + 3000  # 100 prompt tokens x 0.15 + 5000 output tokens x 0.60 (micros)
+        worst = 15_000 + 3_000_000  # 100 prompt x $0.15/1M + 5000 output x $0.60/1M, in nanos
         rng = random.Random(5)
         plans = [(rng.random() * 0.01, rng.randint(worst // 2, worst)) for _ in range(1000)]
 
@@ -303,7 +303,7 @@ def test_concurrent_reservations_never_overspend(make_spend_store: StoreFactory)
                 res = await store.reserve("eng", "gpt-4o-mini", 100, 5000)
             except BudgetExhausted:
                 return -1
-            assert res.reserved_micros == worst
+            assert res.reserved_nanos == worst
             await asyncio.sleep(delay)
             await store.settle(res, actual)
             return actual
@@ -312,8 +312,8 @@ def test_concurrent_reservations_never_overspend(make_spend_store: StoreFactory)
         settled = sum(r for r in results if r >= 0)
         spent, reserved = await spent_and_reserved(store)
         assert results.count(-1) > 0  # the budget really was the limit
-        assert to_micros(spent) == settled  # no lost or double settlements
-        assert settled <= 1_000_000 + worst
+        assert to_nanos(spent) == settled  # no lost or double settlements
+        assert settled <= 1_000_000_000 + worst
         assert reserved == 0.0
         await store.close()
 
@@ -420,7 +420,7 @@ def test_a_settlement_whose_reply_was_lost_is_not_counted_twice(
     async def run() -> None:
         store = make_spend_store({"eng": {"budgets": {"daily": 10}}})
         backend = store.backend
-        assert isinstance(backend, RedisBackend)
+        assert isinstance(backend, RedisSpendBackend)
         answered = await store.reserve("eng", "gpt-4o-mini", 10, 10)
         never_sent = await store.reserve("eng", "gpt-4o-mini", 10, 10)
         real_call = backend._call
@@ -443,6 +443,62 @@ def test_a_settlement_whose_reply_was_lost_is_not_counted_twice(
         spent, reserved = await spent_and_reserved(store)
         assert spent == pytest.approx(0.75)  # 0.25 once, not 0.5; and the 0.5 Redis never saw
         assert reserved == 0
+        await store.close()
+
+    asyncio.run(run())
+
+
+def test_10000_small_embedding_calls_sum_to_their_exact_cost(
+    make_spend_store: StoreFactory, pricing_table: PricingTable
+) -> None:
+    """10 tokens of text-embedding-3-small cost $0.0000002: rounded per request to whole
+    nano-dollars that was $0; 10,000 of them are $0.002 in the budget and the chargeback."""
+
+    async def run() -> None:
+        store = make_spend_store({"eng": {"budgets": {"daily": 1}}})
+        cost = pricing_table.cost("text-embedding-3-small", {"prompt_tokens": 10})
+        for i in range(10_000):
+            res = await store.reserve("eng", "text-embedding-3-small", 10, 0)
+            record = make_record(f"e{i}", T0, model_used="text-embedding-3-small",
+                                 input_tokens=10, cost_nanos=cost.nanos)
+            await store.settle(res, cost.nanos, record)
+        assert (await store.budget_status("eng"))[0].spent_dollars == 0.002
+        report = await store.chargeback(T0, T0 + 1)
+        assert (report.total.requests, report.total.cost_nanos) == (10_000, 2_000_000)
+        await store.close()
+
+    asyncio.run(run())
+
+
+@pytest.mark.redis
+def test_micro_dollar_counters_of_older_versions_are_read_and_folded(
+    make_spend_store: StoreFactory, spend_backend: str
+) -> None:
+    """Budget and breaker counters written in micro-dollars (keys without the `n:` unit) keep
+    counting after the upgrade: read x 1000, then folded into the nano-dollar keys."""
+    if spend_backend != "redis":
+        pytest.skip("Redis key schema")
+
+    async def run() -> None:
+        store = make_spend_store({"eng": {"budgets": {"daily": 1},
+                                          "circuit_breaker": {"window_minutes": 5,
+                                                              "max_dollars": 0.5}}})
+        backend = store.backend
+        assert isinstance(backend, RedisSpendBackend)
+        legacy = f"{backend.prefix}{{eng}}:spent:{window_at('daily', T0).wid}"
+        await backend.client.set(legacy, 400_000, ex=3600)  # $0.40 in micro-dollars
+        await backend.client.hset(f"{backend.prefix}{{eng}}:cb", str(int(T0 // 60)), 400_000)
+        await backend.client.set(f"{backend.prefix}{{eng}}:resv:total", 100_000, ex=600)
+        assert await spent_and_reserved(store) == (0.4, 0.1)
+        assert await backend.breaker_spend("eng", T0, 5) == 400_000_000
+        res = await store.reserve("eng", "gpt-4o-mini", 10, 10)
+        await store.settle(res, usd(0.000000001) + 200_000_000)  # $0.2 and one nano-dollar
+        status = await store.budget_status("eng")
+        assert status[0].spent_dollars == 0.600000001
+        assert await backend.client.exists(legacy, f"{backend.prefix}{{eng}}:cb") == 0
+        assert 0 < await backend.client.ttl(
+            f"{backend.prefix}{{eng}}:n:spent:{window_at('daily', T0).wid}")
+        assert await store.is_paused("eng")  # 0.4 folded + 0.2 > 0.5 ceiling
         await store.close()
 
     asyncio.run(run())

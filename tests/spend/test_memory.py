@@ -6,7 +6,7 @@ import asyncio
 import random
 
 from proxy.spend.budgets import AdmitPlan, Settlement, window_at
-from proxy.spend.memory import MemoryBackend
+from proxy.spend.memory import MemorySpendBackend
 
 T0 = 1_750_000_000.0
 
@@ -14,7 +14,7 @@ T0 = 1_750_000_000.0
 def plan(rid: str, now: float, ttl: float, tokens: int) -> AdmitPlan:
     return AdmitPlan(
         department="eng", reservation_id=rid, now=now, expires_at=now + ttl,
-        windows=(window_at("daily", now, 10**15),), fixed_micros=7, per_token_micros=1.5,
+        windows=(window_at("daily", now, 10**15),), fixed_nanos=7, per_token_nanos=1.5,
         max_tokens=tokens, min_tokens=1, cap=False, rpm=None, tpm=None, tokens=0, breaker=None,
     )  # fmt: skip
 
@@ -27,7 +27,7 @@ def test_held_total_matches_a_recount_over_random_admits_settles_and_expiries() 
     async def run() -> None:
         rng = random.Random(7)
         now = T0
-        backend = MemoryBackend(clock=lambda: now, max_records=10, retention_seconds=1e9)
+        backend = MemorySpendBackend(clock=lambda: now, max_records=10, retention_seconds=1e9)
         holds: dict[str, tuple[int, float]] = {}
         for i in range(3000):
             now += rng.choice((0.0, 0.5, 3.0, 40.0))
@@ -36,7 +36,7 @@ def test_held_total_matches_a_recount_over_random_admits_settles_and_expiries() 
                 ttl = rng.choice((5.0, 60.0, 600.0))
                 outcome = await backend.admit(plan(f"r{i}", now, ttl, rng.randint(0, 5000)))
                 assert outcome.status == "ok"
-                holds[f"r{i}"] = (outcome.reserved_micros, now + ttl)
+                holds[f"r{i}"] = (outcome.reserved_nanos, now + ttl)
             elif action < 0.9:
                 rid = rng.choice(sorted(holds))
                 window = window_at("daily", now, 10**15)
@@ -51,12 +51,12 @@ def test_held_total_matches_a_recount_over_random_admits_settles_and_expiries() 
 
 def test_old_windows_and_rate_minutes_are_still_forgotten() -> None:
     async def run() -> None:
-        backend = MemoryBackend(clock=lambda: T0, max_records=10, retention_seconds=1e9)
+        backend = MemorySpendBackend(clock=lambda: T0, max_records=10, retention_seconds=1e9)
 
         async def settle(rid: str, now: float) -> None:
             outcome = await backend.admit(AdmitPlan(
                 department="eng", reservation_id=rid, now=now, expires_at=now + 600,
-                windows=(), fixed_micros=0, per_token_micros=0.0, max_tokens=1, min_tokens=1,
+                windows=(), fixed_nanos=0, per_token_nanos=0.0, max_tokens=1, min_tokens=1,
                 cap=False, rpm=100, tpm=None, tokens=5, breaker=None))
             assert outcome.status == "ok"
             window = window_at("hourly", now, 10**9)

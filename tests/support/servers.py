@@ -88,6 +88,18 @@ def make_config_dir(dest: Path, mock_url: str, *, timeout_s: float = 3.0,
     return dest
 
 
+def providers_with_models(mock_url: str, *models: str) -> dict[str, str]:
+    """A `providers.yaml` edit for make_config_dir/start_proxy: the shipped providers pointed at
+    the mock, plus `models` served by the openai provider."""
+    providers = yaml.safe_load((REPO_ROOT / "rules" / "providers.yaml").read_text())
+    for provider in providers["providers"].values():
+        provider["base_url"] = mock_url + "/v1"
+        provider["api_key_env"] = "MOCK_UPSTREAM_KEY"
+    for model in models:
+        providers["models"][model] = {"targets": [{"provider": "openai"}]}
+    return {"providers.yaml": yaml.safe_dump(providers)}
+
+
 def fault(mock_url: str, name: str, times: int = 1) -> None:
     httpx.post(f"{mock_url}/_mock/faults", json={"fault": name, "times": times}).raise_for_status()
 

@@ -17,7 +17,8 @@ import pytest
 from playwright.sync_api import expect
 
 from proxy.demo.upstream import answer_for
-from tests.support.servers import REPO_ROOT, ServerThread, mock_requests
+from tests.conftest import ProxyStarter
+from tests.support.servers import REPO_ROOT, ServerThread, mock_requests, providers_with_models
 
 CHROMIUM = "/usr/lib/chromium/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -410,13 +411,17 @@ def key_header(key: str) -> dict[str, str]:
 
 
 def fmt_usd(value: float) -> str:
-    """What formatUSD in proxy/ui/api.js shows: 2 decimals from $1, 4 from 1 cent, else 6."""
+    """What formatUSD in proxy/ui/api.js shows: 2 decimals from $1, 4 from 1 cent, else 6 to 9
+    (exact to the nano-dollar)."""
     digits = 2 if value == 0 or abs(value) >= 1 else 4 if abs(value) >= 0.01 else 6
-    return f"{'-' if value < 0 else ''}${abs(value):,.{digits}f}"
+    text = f"{abs(value):,.{digits if digits != 6 else 9}f}"
+    if digits == 6:
+        text = text[: len(text) - 3] + text[len(text) - 3:].rstrip("0")
+    return f"{'-' if value < 0 else ''}${text}"
 
 
-def micros_usd(micros: int) -> str:
-    return fmt_usd(micros / 1e6)
+def nanos_usd(nanos: int) -> str:
+    return fmt_usd(nanos / 1e9)
 
 
 def chat(base: str, key: str, prompt: str) -> httpx.Response:
@@ -477,12 +482,12 @@ def test_spend_admin_view_shows_the_endpoint_figures(page: Any, proxy: ServerThr
     open_spend(page, proxy.url, "sk-demo-admin")
     assert text(page, "#scope") == "All departments (admin key)"
     # every spender (admin keys included) adds up to the month's total and today's rows
-    month = chargeback["total"]["cost_micros"]
-    assert month == round(spend["total_usd"] * 1e6)
+    month = chargeback["total"]["cost_nanos"]
+    assert month == round(spend["total_usd"] * 1e9)
     day = chargeback["rows"][0]["day"]  # all of this test's traffic is from one UTC day
-    today = sum(r["cost_micros"] for r in chargeback["rows"] if r["day"] == day)
-    assert text(page, "#card-month") == micros_usd(month)
-    assert text(page, "#card-today") == micros_usd(today)
+    today = sum(r["cost_nanos"] for r in chargeback["rows"] if r["day"] == day)
+    assert text(page, "#card-month") == nanos_usd(month)
+    assert text(page, "#card-today") == nanos_usd(today)
     for dept in spend["departments"]:
         row = page.locator(f"#departments tr[data-department='{dept['department']}']")
         limits = {b["period"]: b["limit_dollars"] for b in dept["budgets"]}
@@ -496,10 +501,10 @@ def test_spend_admin_view_shows_the_endpoint_figures(page: Any, proxy: ServerThr
             assert float(meter.get_attribute("aria-valuenow")) == float(dept[field])
             assert float(meter.get_attribute("aria-valuemax")) == limits[period]
         assert row.locator("td.num").inner_text() == fmt_usd(float(dept["saved_usd"]))
-    admin_row = next(r for r in spend["rows"] if r["department"] == "(admin)")
-    table_month = sum(round(float(d["month_usd"]) * 1e6) for d in spend["departments"])
-    assert table_month + admin_row["cost_micros"] == month  # the table adds up to the card
-    admin_bars = page.locator("#departments tr[data-department='(admin)'] .bar-text")
+    admin_row = next(r for r in spend["rows"] if r["department"] == "admin")
+    table_month = sum(round(float(d["month_usd"]) * 1e9) for d in spend["departments"])
+    assert table_month + admin_row["cost_nanos"] == month  # the table adds up to the card
+    admin_bars = page.locator("#departments tr[data-department='admin'] .bar-text")
     admin_text = f"{fmt_usd(float(admin_row['cost_usd']))} · no budget"
     assert admin_bars.all_inner_texts() == [admin_text, admin_text]
     # top models agree with /admin/spend?by=model and with the month's total
@@ -508,11 +513,28 @@ def test_spend_admin_view_shows_the_endpoint_figures(page: Any, proxy: ServerThr
     for r in by_model["rows"]:
         cells = page.locator(f"#models tr[data-model='{r['model']}'] td.num").all_inner_texts()
         assert cells == [str(r["requests"]), fmt_usd(float(r["cost_usd"]))]
-    assert sum(r["cost_micros"] for r in by_model["rows"]) == month
+    assert sum(r["cost_nanos"] for r in by_model["rows"]) == month
     assert_cache_matches(page, cache)
     assert page.locator("#recent tbody tr").count() == len(spend["recent"]) == 4
     assert page.locator("#recent tbody td:nth-child(6)").first.inner_text() == fmt_usd(
         spend["recent"][0]["cost"])
+
+
+@pytest.mark.browser
+def test_spend_page_marks_the_cost_of_an_unpriced_model_as_estimated(
+        page: Any, start_proxy: ProxyStarter, mock_upstream: ServerThread) -> None:
+    proxy = start_proxy(edits=providers_with_models(mock_upstream.url, "gpt-4o-audio-preview"))
+    chat(proxy.url, "sk-demo-admin", "A priced question")
+    body = {"model": "gpt-4o-audio-preview", "messages": [{"role": "user", "content": "hi"}]}
+    httpx.post(proxy.url + "/v1/chat/completions", headers=ADMIN, json=body,
+               timeout=10).raise_for_status()
+    recent = get_json(proxy.url, "/admin/spend")["recent"]
+    assert [r["priced"] for r in recent] == [False, True]
+    open_spend(page, proxy.url, "sk-demo-admin")
+    cells = page.locator("#recent tbody td:nth-child(6)")
+    assert cells.all_inner_texts() == [f"{fmt_usd(recent[0]['cost'])} (est.)",
+                                       fmt_usd(recent[1]["cost"])]
+    assert "default price" in (cells.first.get_attribute("title") or "")
 
 
 @pytest.mark.browser
@@ -815,9 +837,9 @@ def test_spend_charts_show_the_proxys_own_figures(page: Any, proxy: ServerThread
     today = daily["days"][-1]
     drawn = {name: float(value) for name, value in data_of(
         page.locator(f"#trend-chart rect[data-day='{today}'][data-series]"), "series", "value")}
-    assert drawn == {name or "(admin)": values[-1] for name, values in daily["cost_usd"].items()
+    assert drawn == {name or "admin": values[-1] for name, values in daily["cost_usd"].items()
                      if values[-1] > 0}
-    assert "(admin)" in drawn  # usage by admin keys, named as the tables name it
+    assert "admin" in drawn  # usage by admin keys, named as everywhere else
     assert page.locator("#trend-chart rect.forecast").count() == 7
     screenshot(page, "spend-admin.png")
     own = browser.new_context(viewport={"width": 1280, "height": 900})

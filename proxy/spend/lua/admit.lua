@@ -1,15 +1,40 @@
 -- Admit one request atomically: circuit breaker, rpm/tpm (sliding window), every budget window.
--- Mirrors proxy.spend_core.plan_admission / sliding_count and proxy.spend_memory.admit.
+-- Mirrors proxy.spend.budgets.plan_admission / sliding_count and proxy.spend.memory.admit.
+-- Money is integer nano-dollars.
 -- KEYS: 1 reservations zset (id -> expires_at), 2 reservation amounts hash, 3 reserved total,
---       4 breaker hash (minute -> micros), 5 rpm current, 6 rpm previous, 7 tpm current,
---       8 tpm previous, 9.. spent key per budget window
--- ARGV: 1 id, 2 now, 3 expires_at, 4 fixed micros, 5 micros per output token, 6 max_tokens,
+--       4 breaker hash (minute -> nanos), 5 rpm current, 6 rpm previous, 7 tpm current,
+--       8 tpm previous, 9..8+n spent key per budget window (n = #ARGV - 15), then the
+--       micro-dollar keys of older versions: reserved total, breaker hash, spent per window
+-- ARGV: 1 id, 2 now, 3 expires_at, 4 fixed nanos, 5 nanos per output token, 6 max_tokens,
 --       7 min capped tokens, 8 cap (0/1), 9 rpm (-1 = none), 10 tpm (-1 = none), 11 tokens,
---       12 elapsed fraction of the minute, 13 breaker minutes (0 = none), 14 breaker max micros,
---       15 current minute, 16.. limit micros per budget window
+--       12 elapsed fraction of the minute, 13 breaker minutes (0 = none), 14 breaker max nanos,
+--       15 current minute, 16.. limit nanos per budget window
 -- Returns {0, amount, capped_max_tokens or -1} | {1, 0, -1, {failing window indexes}}
 --       | {2 or 3, current, previous} (rpm / tpm) | {4, 0, -1, first_minute, {buckets}}
+-- Money keys of versions before nano-dollars held micro-dollars: fold them into the nano-dollar
+-- keys (x 1000 by appending '000' to the integer string: exact at any size), keeping the TTL.
+local function fold(legacy, key)
+  local v = redis.call('GET', legacy)
+  if not v then return end
+  if v ~= '0' then redis.call('INCRBY', key, v .. '000') end
+  local ttl = redis.call('PTTL', legacy)
+  if ttl > 0 and redis.call('PTTL', key) < 0 then redis.call('PEXPIRE', key, ttl) end
+  redis.call('DEL', legacy)
+end
+local function fold_hash(legacy, key)
+  local flat = redis.call('HGETALL', legacy)
+  if #flat == 0 then return end
+  for i = 1, #flat, 2 do
+    if flat[i + 1] ~= '0' then redis.call('HINCRBY', key, flat[i], flat[i + 1] .. '000') end
+  end
+  local ttl = redis.call('PTTL', legacy)
+  if ttl > 0 and redis.call('PTTL', key) < 0 then redis.call('PEXPIRE', key, ttl) end
+  redis.call('DEL', legacy)
+end
 local now = tonumber(ARGV[2])
+local n = #ARGV - 15
+for i = 1, n do fold(KEYS[10 + n + i], KEYS[8 + i]) end
+if tonumber(ARGV[13]) > 0 then fold_hash(KEYS[10 + n], KEYS[4]) end
 
 local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 500)
 for _, rid in ipairs(expired) do
@@ -25,6 +50,8 @@ if reserved < 0 then
   reserved = 0
   redis.call('SET', KEYS[3], '0')
 end
+-- holds an older replica still has open (they expire within the reservation TTL)
+reserved = reserved + math.max(0, tonumber(redis.call('GET', KEYS[9 + n]) or '0')) * 1000
 
 local cb_minutes = tonumber(ARGV[13])
 if cb_minutes > 0 then
@@ -60,7 +87,7 @@ end
 local fixed, per, max_tokens = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local need = fixed + math.ceil(per * max_tokens)
 local failing, room_min = {}, nil
-for i = 1, #KEYS - 8 do
+for i = 1, n do
   local spent = tonumber(redis.call('GET', KEYS[8 + i]) or '0')
   local room = tonumber(ARGV[15 + i]) - spent - reserved
   if room < need then failing[#failing + 1] = i - 1 end

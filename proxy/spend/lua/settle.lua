@@ -1,18 +1,44 @@
 -- Settle one reservation: free its hold, add the actual cost to every budget window and to the
--- circuit breaker's minute bucket, correct the tpm counter. Mirrors proxy.spend_memory.commit.
+-- circuit breaker's minute bucket, correct the tpm counter. Mirrors proxy.spend.memory.commit.
+-- Money is integer nano-dollars.
 -- KEYS: 1 reservations zset, 2 reservation amounts hash, 3 reserved total, 4 breaker hash,
---       5 tpm current, 6.. spent key per budget window
--- ARGV: 1 id, 2 actual micros, 3 breaker minutes (0 = none), 4 current minute, 5 token delta,
+--       5 tpm current, 6..5+n spent key per budget window (n = #ARGV - 7), then the micro-dollar
+--       keys of older versions: breaker hash, spent per window
+-- ARGV: 1 id, 2 actual nanos, 3 breaker minutes (0 = none), 4 current minute, 5 token delta,
 --       6 hold expiry for a re-sent settlement (0 = first send or nothing held), 7 now,
 --       8.. TTL seconds per budget window key
 -- A re-sent settlement (queued because Redis's reply was lost) whose hold is gone before the hold
 -- could have expired was already run by Redis: it is not counted twice.
 -- Returns {breaker sum or -1, {spent after, per window}, 1 if settled now, 0 if already settled}
+-- Money keys of versions before nano-dollars held micro-dollars: fold them into the nano-dollar
+-- keys (x 1000 by appending '000' to the integer string: exact at any size), keeping the TTL.
+local function fold(legacy, key)
+  local v = redis.call('GET', legacy)
+  if not v then return end
+  if v ~= '0' then redis.call('INCRBY', key, v .. '000') end
+  local ttl = redis.call('PTTL', legacy)
+  if ttl > 0 and redis.call('PTTL', key) < 0 then redis.call('PEXPIRE', key, ttl) end
+  redis.call('DEL', legacy)
+end
+local function fold_hash(legacy, key)
+  local flat = redis.call('HGETALL', legacy)
+  if #flat == 0 then return end
+  for i = 1, #flat, 2 do
+    if flat[i + 1] ~= '0' then redis.call('HINCRBY', key, flat[i], flat[i + 1] .. '000') end
+  end
+  local ttl = redis.call('PTTL', legacy)
+  if ttl > 0 and redis.call('PTTL', key) < 0 then redis.call('PEXPIRE', key, ttl) end
+  redis.call('DEL', legacy)
+end
+local n = #ARGV - 7
+for i = 1, n do fold(KEYS[6 + n + i], KEYS[5 + i]) end
+if tonumber(ARGV[3]) > 0 then fold_hash(KEYS[6 + n], KEYS[4]) end
+
 local amt = redis.call('HGET', KEYS[2], ARGV[1])
 local held_until = tonumber(ARGV[6])
 if not amt and held_until > 0 and tonumber(ARGV[7]) < held_until then
   local current = {}
-  for i = 6, #KEYS do current[#current + 1] = tonumber(redis.call('GET', KEYS[i]) or '0') end
+  for i = 6, 5 + n do current[#current + 1] = tonumber(redis.call('GET', KEYS[i]) or '0') end
   return {-1, current, 0}
 end
 if amt then
@@ -22,7 +48,7 @@ end
 redis.call('ZREM', KEYS[1], ARGV[1])
 
 local spent = {}
-for i = 6, #KEYS do
+for i = 6, 5 + n do
   spent[#spent + 1] = redis.call('INCRBY', KEYS[i], ARGV[2])
   redis.call('EXPIRE', KEYS[i], ARGV[i + 2])
 end

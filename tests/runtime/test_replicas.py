@@ -1,0 +1,173 @@
+"""Two real `meterline serve` processes on one Redis Stack share one truth: budgets, cache,
+experiment arms, keys and config reloads (issue 16, item 1; docs/scaling.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from proxy.spend.pricing import load_pricing, to_nanos
+from tests.support.processes import ProxyProcess
+from tests.support.servers import ServerThread, make_config_dir
+
+pytestmark = pytest.mark.redis
+
+ADMIN_KEY = "sk-replica-admin"
+ADMIN = {"authorization": f"Bearer {ADMIN_KEY}"}
+BUDGET = 1.0
+PROMPT_WORDS = "lorem " * 660  # ~1,000 tokens: about $0.0027 a call on gpt-4o, so $1 buys ~370
+PRICING = load_pricing()
+
+
+def departments() -> str:
+    unlimited = {"virtual_key_env": "VK_UNUSED", "allowed_models": ["*"],
+                 "rpm": 1_000_000, "tpm": 1_000_000_000}
+    return yaml.safe_dump({"version": 1, "departments": {
+        "engineering": {**unlimited, "budgets": {"daily": BUDGET}, "cap_max_tokens": False},
+        "sales": dict(unlimited),
+    }})
+
+
+EXPERIMENTS = yaml.safe_dump({"experiments": {"replica_ab": {
+    "control": "gpt-4o-mini", "variant": "gpt-4.1-mini", "split": 0.5,
+    "scope": {"department": ["sales"]}}}})
+
+
+@pytest.fixture
+def replicas(mock_upstream: ServerThread, redis_url: str, redis_prefix: str,
+             tmp_path: Path) -> Iterator[tuple[ProxyProcess, ProxyProcess]]:
+    config_dir = make_config_dir(tmp_path / "rules", mock_upstream.url, timeout_s=30, edits={
+        "departments.yaml": departments(), "experiments.yaml": EXPERIMENTS,
+        "cache.yaml": "enabled: true\nmode: exact\nbackend: redis\n", "keys.yaml": "keys: []\n"})
+    env = {"REDIS_URL": redis_url, "MET_REDIS_PREFIX": redis_prefix,
+           "MET_ADMIN_KEY": ADMIN_KEY, "MOCK_UPSTREAM_KEY": "sk-upstream-test",
+           "MET_WATCH_CONFIG": "1", "MET_LOG_LEVEL": "warning"}
+    started = [ProxyProcess(config_dir, tmp_path / f"replica{i}.log", env) for i in (1, 2)]
+    try:
+        a, b = (p.wait_ready() for p in started)
+        yield a, b
+    finally:
+        for proc in started:
+            proc.stop()
+
+
+def new_key(replica: ProxyProcess, department: str) -> tuple[str, str]:
+    r = httpx.post(replica.url + "/admin/keys", json={"department": department}, headers=ADMIN)
+    assert r.status_code == 201, r.text
+    return r.json()["id"], r.json()["key"]
+
+
+def chat(url: str, key: str, text: str, model: str = "gpt-4o-mini",
+         **body: Any) -> httpx.Response:
+    return httpx.post(url + "/v1/chat/completions", timeout=30,
+                      headers={"authorization": f"Bearer {key}"},
+                      json={"model": model, "messages": [{"role": "user", "content": text}],
+                            **body})
+
+
+async def flood(urls: list[str], key: str, n: int) -> list[httpx.Response]:
+    """`n` requests at once, alternating between the replicas."""
+    limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
+    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+        async def one(i: int) -> httpx.Response:
+            body = {"model": "gpt-4o", "max_tokens": 20, "temperature": 0,
+                    "messages": [{"role": "user", "content": f"{i} {uuid.uuid4()} {PROMPT_WORDS}"}]}
+            return await client.post(urls[i % len(urls)] + "/v1/chat/completions", json=body,
+                                     headers={"authorization": f"Bearer {key}"})
+        return list(await asyncio.gather(*(one(i) for i in range(n))))
+
+
+def test_budget_is_exact_across_replicas(replicas: tuple[ProxyProcess, ProxyProcess]) -> None:
+    a, b = replicas
+    _, key = new_key(a, "engineering")
+    answers = asyncio.run(flood([a.url, b.url], key, 1000))
+    statuses = [r.status_code for r in answers]
+    assert set(statuses) == {200, 429}, sorted(set(statuses))
+    for refused in (r for r in answers if r.status_code == 429):
+        assert refused.json()["error"]["type"] == "insufficient_quota"  # as OpenAI sends it
+        assert refused.json()["error"]["code"] == "insufficient_quota"
+    served = [r for r in answers if r.status_code == 200]
+    assert {r.url.port for r in served} == {a.port, b.port}  # both replicas spent the budget
+    charged = sum(to_nanos(float(r.headers["x-meterline-cost-usd"])) for r in served)
+    for replica in (a, b):
+        budgets = httpx.get(replica.url + "/admin/budgets", headers=ADMIN).json()["data"]
+        day = next(d for d in budgets if d["department"] == "engineering")["budgets"][0]
+        assert day["reserved_dollars"] == 0
+        assert to_nanos(day["spent_dollars"]) == charged  # one ledger, seen by both
+    assert charged <= to_nanos(BUDGET)
+    one_call = charged / len(served)
+    assert charged > to_nanos(BUDGET) - 2 * one_call * 2, (charged, len(served))
+
+
+def test_cache_entry_written_by_one_replica_is_a_hit_on_the_other(
+        replicas: tuple[ProxyProcess, ProxyProcess]) -> None:
+    a, b = replicas
+    _, key = new_key(a, "sales")
+    question = f"What is the capital of France? {uuid.uuid4().hex}"
+    first = chat(a.url, key, question, temperature=0)
+    again = chat(b.url, key, question, temperature=0)
+    assert first.status_code == again.status_code == 200
+    assert first.headers["x-meterline-cache"] == "miss"
+    assert again.headers["x-meterline-cache"] == "hit-exact"
+    assert again.json()["choices"] == first.json()["choices"]
+
+
+def test_experiment_arm_is_the_same_on_every_replica(
+        replicas: tuple[ProxyProcess, ProxyProcess]) -> None:
+    a, b = replicas
+    _, key = new_key(a, "sales")
+    arms: dict[str, set[str]] = {}
+    for i in range(30):
+        user = f"user-{i}"
+        for replica in (a, b):
+            r = chat(replica.url, key, f"hello {uuid.uuid4().hex}", user=user)
+            assert r.status_code == 200, r.text
+            assert r.headers["x-meterline-experiment"] == "replica_ab"
+            arms.setdefault(user, set()).add(r.headers["x-meterline-variant"])
+    assert all(len(seen) == 1 for seen in arms.values()), arms
+    assert {arm for seen in arms.values() for arm in seen} == {"control", "variant"}
+
+
+def test_key_made_on_one_replica_works_and_is_disabled_on_the_other(
+        replicas: tuple[ProxyProcess, ProxyProcess]) -> None:
+    a, b = replicas
+    key_id, key = new_key(a, "sales")
+    assert chat(b.url, key, "hi").status_code == 200
+    listed = httpx.get(b.url + "/admin/keys", headers=ADMIN).json()["data"]
+    assert key_id in {k["id"] for k in listed}
+    assert httpx.post(b.url + f"/admin/keys/{key_id}/disable", headers=ADMIN).status_code == 200
+    assert chat(b.url, key, "hi").status_code == 401  # the replica that wrote it: at once
+    # the other replica trusts its lookup for LOOKUP_CACHE_S (5 s), then sees the change
+    deadline = time.monotonic() + 8
+    while (status := chat(a.url, key, "hi").status_code) == 200 and time.monotonic() < deadline:
+        time.sleep(0.25)
+    assert status == 401
+
+
+def test_config_change_reaches_every_replica(replicas: tuple[ProxyProcess, ProxyProcess],
+                                             tmp_path: Path) -> None:
+    """Replicas read one config directory; with MET_WATCH_CONFIG=1 each picks up an edit by
+    itself (POST /admin/reload reloads only the replica that receives it)."""
+    a, b = replicas
+    before = {httpx.get(r.url + "/readyz").json()["config_version"] for r in replicas}
+    assert len(before) == 1
+    path = tmp_path / "rules" / "departments.yaml"
+    spec = yaml.safe_load(path.read_text())
+    spec["departments"]["sales"]["rpm"] = 7
+    path.write_text(yaml.safe_dump(spec))
+    deadline = time.monotonic() + 15
+    versions = before
+    while time.monotonic() < deadline:
+        versions = {httpx.get(r.url + "/readyz").json()["config_version"] for r in replicas}
+        if before.isdisjoint(versions) and len(versions) == 1:
+            break
+        time.sleep(0.25)
+    assert before.isdisjoint(versions) and len(versions) == 1, (before, versions)
