@@ -75,7 +75,7 @@ def _serve(args: argparse.Namespace) -> int:
     else:
         AnnouncingServer(uvicorn.Config(
             tune_for_serving(create_app(settings), settings.drain_seconds), **common),
-            banner(settings)).run()
+            banner(settings), as_log=settings.log_format == "json").run()
     return 0
 
 

@@ -18,14 +18,14 @@ from proxy.cache import api as cache_api
 from proxy.chat import api as chat_api
 from proxy.demo.upstream import create_mock_app
 from proxy.errors import (
-    REQUEST_ID_KEY,
     ProxyError,
     handle_http_exception,
     handle_proxy_error,
     handle_unexpected,
+    request_id_headers,
 )
 from proxy.gateway import pipeline
-from proxy.gateway.requests import REQUEST_ID_HEADER, request_id_of
+from proxy.gateway.requests import REQUEST_ID_HEADER, client_request_id_of, request_id_of
 from proxy.insights import api as insights_api
 from proxy.keys import api as keys_api
 from proxy.routing import api as routing_api
@@ -73,16 +73,19 @@ class ProxyApp(Starlette):
 
 
 def with_request_id(scope: Scope, send: Send) -> Send:
-    """`send`, adding x-request-id to a response that has none (the endpoint's id if it took
-    one, else the client's, else a new one): every endpoint and every status carries it."""
+    """`send`, adding the request-id headers to a response that has none: `x-meterline-request-id`
+    (the server's id) and `x-request-id` (the client's own id if it sent one, else the server's),
+    so every endpoint and every status carries them."""
     header = REQUEST_ID_HEADER.encode()
 
     async def send_with_id(message: Message) -> None:
         if message["type"] == "http.response.start":
             headers = list(message.get("headers", ()))
             if not any(name.lower() == header for name, _ in headers):
-                rid: str = scope.get(REQUEST_ID_KEY) or request_id_of(Request(scope))
-                headers.append((header, rid.encode("latin-1")))
+                request = Request(scope)
+                rid = request_id_of(request)
+                ids = request_id_headers(rid, client_request_id_of(request))
+                headers += [(k.encode(), v.encode("latin-1")) for k, v in ids.items()]
                 message = {**message, "headers": headers}
         await send(message)
 
@@ -116,8 +119,9 @@ async def answer(endpoint: Endpoint, scope: Scope, receive: Receive, send: Send)
         response = await handle_proxy_error(request, exc)
     except Exception as exc:  # same as Starlette's catch-all handler: a 500 in OpenAI's shape
         response = await handle_unexpected(request, exc)
-        response.headers.setdefault(REQUEST_ID_HEADER,
-                                    scope.get(REQUEST_ID_KEY) or request_id_of(request))
+        for name, value in request_id_headers(request_id_of(request),
+                                              client_request_id_of(request)).items():
+            response.headers.setdefault(name, value)
     await response(scope, receive, send)
 
 

@@ -22,7 +22,7 @@ EVERY_ENDPOINT = [
     ("GET", "/readyz", {}, 200),
     ("GET", "/metrics", {}, 200),
     ("GET", "/admin/keys", ADMIN, 200),
-    ("GET", "/admin/keys", SALES, 401),
+    ("GET", "/admin/keys", SALES, 403),
     ("GET", "/admin/spend", ADMIN, 200),
     ("GET", "/admin/budgets", ADMIN, 200),
     ("GET", "/admin/experiments", ADMIN, 200),

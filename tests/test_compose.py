@@ -24,8 +24,8 @@ def variables_the_config_reads() -> set[str]:
     providers = yaml.safe_load((REPO / "rules" / "providers.yaml").read_text())["providers"]
     departments = yaml.safe_load((REPO / "rules" / "departments.yaml").read_text())
     return ({p["api_key_env"] for p in providers.values() if p.get("api_key_env")}
-            | {d["virtual_key_env"] for d in departments["departments"].values()
-               if d.get("virtual_key_env")}
+            | {env for d in departments["departments"].values()
+               for env in (d.get("virtual_keys") or {}).values()}
             | {departments["notifications"]["slack_webhook_env"]})
 
 

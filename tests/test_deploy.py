@@ -150,11 +150,13 @@ def test_proxies_read_the_config_directory_the_image_and_settings_use() -> None:
 
 
 def test_dockerfile_installs_what_the_readme_set_up_installs() -> None:
-    """README: `pip install -e . && meterline serve --demo`. The image installs the same
-    dependency list (read from pyproject.toml, not copied) and the same package, runs the same
-    command, on the Python the README names."""
+    """README: `bash scripts/meterline.sh serve --demo` (a venv, `pip install -e .`, then
+    `meterline`). The image installs the same dependency list (read from pyproject.toml, not
+    copied) and the same package, runs the same command, on the Python the README names."""
     readme = (ROOT / "README.md").read_text()
-    assert "pip install -e . && meterline serve" in readme
+    assert "bash scripts/meterline.sh serve --demo" in readme
+    launcher = (ROOT / "scripts" / "meterline.sh").read_text()
+    assert 'pip install -q --disable-pip-version-check --no-input -e "$REPO"' in launcher
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert "['project']['dependencies']" in DOCKERFILE
     assert "pip install -r /tmp/requirements.txt" in DOCKERFILE

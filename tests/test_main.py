@@ -32,8 +32,10 @@ def test_shipped_config_is_valid(capsys: pytest.CaptureFixture[str]) -> None:
 @pytest.mark.parametrize("file,old,new,expect", [
     ("providers.yaml", "timeout_s: 600", "timeout_s: fast",
      ["providers.yaml", "providers.openai.timeout_s", "'fast'"]),
-    ("providers.yaml", "  gpt-4.1:\n    targets: [{provider: openai}]",
-     "  gpt-4.1:\n    targets: [{provider: nowhere}]", ["providers.yaml", "nowhere"]),
+    ("providers.yaml", "  gpt-4.1:\n    input_modalities: [text, image]\n"
+     "    targets: [{provider: openai}]",
+     "  gpt-4.1:\n    input_modalities: [text, image]\n    targets: [{provider: nowhere}]",
+     ["providers.yaml", "nowhere"]),
     ("providers.yaml", "api_key_env: OPENAI_API_KEY",
      "api_key_env: OPENAI_API_KEY\n    api_key: sk-inline", ["providers.yaml", "api_key"]),
     ("keys.yaml", "keys: []",

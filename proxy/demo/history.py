@@ -54,7 +54,7 @@ OTHER = Profile(10.0, 0.2, 0, 0.02, (("gpt-4o-mini", 1.0),))
 def synthetic_history(now: float, departments: Iterable[str], pricing: PricingTable, *,
                       days: int = HISTORY_DAYS, seed: int = 14) -> list[UsageRecord]:
     """Per-request records for `days` whole UTC days before today, oldest first."""
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # nosec B311 # synthetic demo data, not a secret
     end = int(now) // DAY * DAY
     records: list[UsageRecord] = []
     for name in departments:

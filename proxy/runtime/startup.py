@@ -3,6 +3,7 @@ start lacks (with the command or variable that fixes each), and the banner once 
 
 from __future__ import annotations
 
+import logging
 import socket
 import time
 
@@ -60,13 +61,19 @@ def missing_credentials(services: Services) -> list[tuple[str, str]]:
 
 
 class AnnouncingServer(uvicorn.Server):
-    """uvicorn's server that prints `banner` once its socket listens, not before."""
+    """uvicorn's server that announces `banner` once its socket listens, not before: printed for
+    a person, or as one log record when the logs are JSON (every output line stays parseable)."""
 
-    def __init__(self, config: uvicorn.Config, banner: str) -> None:
+    def __init__(self, config: uvicorn.Config, banner: str, *, as_log: bool = False) -> None:
         super().__init__(config)
         self.banner = banner
+        self.as_log = as_log
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
-        if self.started:
+        if not self.started:
+            return
+        if self.as_log:
+            logging.getLogger("meterline").info(self.banner)
+        else:
             print(self.banner, flush=True)

@@ -24,7 +24,7 @@ ADMIN = {"authorization": "Bearer sk-demo-admin"}
 
 
 def departments() -> str:
-    spec = {"virtual_key_env": "VK_UNUSED", "allowed_models": ["*"], "rpm": 1_000_000,
+    spec = {"allowed_models": ["*"], "rpm": 1_000_000,
             "tpm": 1_000_000_000, "budgets": {"daily": 1000}}
     names = ("engineering", "sales", "marketing", "executive")
     return yaml.safe_dump({"version": 1, "departments": {n: dict(spec) for n in names}})

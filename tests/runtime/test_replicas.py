@@ -28,7 +28,7 @@ PRICING = load_pricing()
 
 
 def departments() -> str:
-    unlimited = {"virtual_key_env": "VK_UNUSED", "allowed_models": ["*"],
+    unlimited = {"allowed_models": ["*"],
                  "rpm": 1_000_000, "tpm": 1_000_000_000}
     return yaml.safe_dump({"version": 1, "departments": {
         "engineering": {**unlimited, "budgets": {"daily": BUDGET}, "cap_max_tokens": False},

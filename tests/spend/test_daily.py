@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from proxy.spend.daily import DAY, daily_series
+from proxy.spend.pricing import to_nanos
 from proxy.spend.records import UsageRecord
 
 
 def record(day: int, department: str, cost: float, *, model: str = "m1", cache: str = "miss",
            saved: float = 0.0, task: str | None = None) -> UsageRecord:
     return UsageRecord(f"r{day}{department}{cost}", day * DAY + 3600, department, "k", None,
-                       "chat.completions", model, model, "openai", 200, cost=cost,
-                       saved=saved, cache=cache, task=task)  # type: ignore[arg-type]
+                       "chat.completions", model, model, "openai", 200, cost_nanos=to_nanos(cost),
+                       saved_nanos=to_nanos(saved), cache=cache, task=task)  # type: ignore[arg-type]
 
 
 def test_daily_series_sums_per_day_and_department() -> None:
