@@ -22,6 +22,7 @@ from starlette.responses import Response
 from proxy.config.departments import ADMIN_DEPARTMENT
 from proxy.errors import (
     CALL_KEY,
+    InvalidRequest,
     ModelNotFound,
     PermissionDenied,
     ProxyError,
@@ -142,6 +143,31 @@ def authorize(services: Services, call: Call, plan: Plan) -> None:
     if not services.targets(plan.chain, department):  # a routed request for an unknown name
         raise ModelNotFound(f"The model '{requested}' does not exist or is not served here.",
                             param="model")
+
+
+def has_image_part(body: dict[str, Any]) -> bool:
+    for message in body.get("messages") or ():
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list) and any(
+                isinstance(part, dict) and part.get("type") == "image_url" for part in content):
+            return True
+    return False
+
+
+def check_inputs(services: Services, call: Call, plan: Plan) -> None:
+    """Images only to models whose input_modalities include them (providers.yaml): a clear 400
+    instead of the provider's error. Requests without the bytes "image_url" skip the scan."""
+    if b'"image_url"' not in call.raw or not has_image_part(call.body):
+        return
+    models = services.config.providers.models
+    entry = models.get(plan.model)
+    if entry is None or "image" in entry.input_modalities:
+        return
+    able = ", ".join(sorted(name for name, e in models.items() if "image" in e.input_modalities))
+    routed = f" (chosen by routing rule '{plan.rule}')" if plan.rule and plan.model != \
+        call.body.get("model") else ""
+    raise InvalidRequest(f"Model '{plan.model}'{routed} does not accept images; models that do: "
+                         f"{able or 'none'}.", param="messages", code="image_input_not_supported")
 
 
 def describe_plan(call: Call, plan: Plan) -> None:
@@ -266,6 +292,7 @@ async def chat_completions(request: Request) -> Response:
 async def run_call(services: Services, call: Call, request: Request) -> Response:
     plan = plan_route(services, call, request)
     authorize(services, call, plan)
+    check_inputs(services, call, plan)
     describe_plan(call, plan)
     call.record = new_record(call, call.body["model"])
     call.record.route_rule, call.record.experiment = plan.rule, plan.experiment

@@ -6,7 +6,8 @@ import { answerActions, assistantBubble, metaFromHeaders, userBubble } from "./c
 import { attachmentBlock, formatSize, readAttachment } from "./files.js";
 import { actionList, fetchSuggestions, runAction } from "./actions.js";
 import {
-  deleteConversation, fetchConversation, listConversations, newConversation, saveConversation, searchConversations,
+  deleteConversation, fetchConversation, listConversations, migrateLocalHistory, newConversation, saveConversation,
+  searchConversations,
 } from "./store.js";
 
 const MODEL_STORAGE = "meterline.model";
@@ -59,8 +60,8 @@ async function useKey(key) {
     startConversation();
     return null;
   }
+  const [access] = await Promise.all([checkKey(key), loadModels(), migrateLocalHistory(key)]);
   renderHistory();
-  const [access] = await Promise.all([checkKey(key), loadModels()]);
   renderAlerts(ui.alerts, access.alerts);
   return access;
 }

@@ -51,3 +51,29 @@ export function deleteConversation(key, id) {
 export function searchConversations(key, query, signal) {
   return callJSON(`${BASE}/search?q=${encodeURIComponent(query)}&limit=30`, key, { signal });
 }
+
+const OLD_STORAGE = "meterline.conversations.v1"; // where earlier versions of the page kept history
+
+/**
+ * Move conversations an earlier version of the page kept in this browser's localStorage to the
+ * caller's server-side history, then forget them locally. Kept locally if any upload fails.
+ */
+export async function migrateLocalHistory(key) {
+  let list;
+  try {
+    list = JSON.parse(localStorage.getItem(OLD_STORAGE) || "null");
+  } catch {
+    list = null;
+  }
+  if (!Array.isArray(list) || !list.length) return 0;
+  let moved = 0;
+  for (const old of list) {
+    if (!old || !Array.isArray(old.messages) || !/^[A-Za-z0-9_-]{1,64}$/.test(old.id || "")) continue;
+    const conv = { id: old.id, created: (old.created || Date.now()) / 1000, messages: old.messages };
+    const result = await saveConversation(key, conv);
+    if (!result.ok) return moved; // keep the local copy; try again next time
+    moved += 1;
+  }
+  localStorage.removeItem(OLD_STORAGE);
+  return moved;
+}

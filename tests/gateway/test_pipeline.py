@@ -7,9 +7,10 @@ import uuid
 import httpx
 import openai
 import pytest
+import yaml
 
 from tests.conftest import ProxyStarter
-from tests.support.servers import ServerThread, fault, mock_requests
+from tests.support.servers import REPO_ROOT, ServerThread, fault, mock_requests
 
 
 def client(proxy: ServerThread, key: str = "sk-demo-engineering") -> openai.OpenAI:
@@ -348,3 +349,31 @@ def test_built_in_demo_mock_is_labelled_as_the_mock(start_proxy: ProxyStarter,
         model="gpt-4o", messages=ask("Who answered?"))
     assert raw.parse().choices[0].message.content.startswith("Mock answer")
     assert raw.headers["x-meterline-provider"] == "mock"
+
+
+IMAGE_PART = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+
+
+def test_images_to_a_text_only_model_are_a_clear_400(start_proxy: ProxyStarter,
+                                                     mock_upstream: ServerThread) -> None:
+    """Without the shipped `vision` routing rule (which sends images to gpt-4o), an image for a
+    text-only model is refused before any upstream call."""
+    routing = yaml.safe_load((REPO_ROOT / "rules" / "routing.yaml").read_text())
+    routing["rules"] = [rule for rule in routing["rules"] if rule["name"] != "vision"]
+    proxy = start_proxy(edits={"routing.yaml": routing})
+    before = len(mock_requests(mock_upstream.url))
+    content = [{"type": "text", "text": "What is this?"}, IMAGE_PART]
+    with pytest.raises(openai.BadRequestError) as caught:
+        client(proxy).chat.completions.create(
+            model="gpt-3.5-turbo", messages=[{"role": "user", "content": content}])
+    error = caught.value.body
+    assert error == {
+        "message": "Model 'gpt-3.5-turbo' does not accept images; models that do: gpt-4.1, "
+                   "gpt-4.1-mini, gpt-4o, gpt-4o-mini.",
+        "type": "invalid_request_error", "param": "messages", "code": "image_input_not_supported"}
+    assert len(mock_requests(mock_upstream.url)) == before
+    ok = client(proxy).chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": content}])
+    assert ok.choices[0].message.content
+    sent = mock_requests(mock_upstream.url)[-1]["body"]["messages"][0]["content"]
+    assert sent[1] == IMAGE_PART

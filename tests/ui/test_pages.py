@@ -953,3 +953,26 @@ def test_csv_is_previewed_and_capped_with_a_note(page: Any, proxy: ServerThread,
     assert sent.endswith("\n```\n" + note)
     body = sent.split("```csv\n", 1)[1].split("\n```", 1)[0]
     assert len(body) <= 100 * 1024 and content.startswith(body + "\n")
+
+
+@pytest.mark.browser
+def test_history_kept_by_earlier_pages_moves_to_the_server(page: Any, proxy: ServerThread) -> None:
+    old = [{"id": "c1700000000abc", "title": "Old chat", "created": 1_700_000_000_000,
+            "updated": 1_700_000_000_000, "messages": [
+                {"role": "user", "content": "Where do flamingos live?", "display": None,
+                 "attachments": []},
+                {"role": "assistant", "content": "Mostly near salt lakes.", "model": "gpt-4o",
+                 "meta": {"requestId": "req_1"}, "usage": None, "error": None, "stopped": False,
+                 "followups": ["Tell me more"]}]}]
+    page.goto(proxy.url + "/chat")
+    page.evaluate("(list) => localStorage.setItem('meterline.conversations.v1', "
+                  "JSON.stringify(list))", old)
+    chat_ready(page, proxy.url, "sk-demo-marketing")
+    expect(page.locator("#history .history-item")).to_have_count(1)
+    page.wait_for_function("() => localStorage.getItem('meterline.conversations.v1') === null")
+    stored = get_json(proxy.url, "/api/v1/chat/conversations/c1700000000abc",
+                      key_header("sk-demo-marketing"))
+    assert [m["content"] for m in stored["messages"]] == ["Where do flamingos live?",
+                                                         "Mostly near salt lakes."]
+    page.fill("#search", "flamingos")
+    expect(page.locator("#history mark")).to_have_text(["flamingos"])
