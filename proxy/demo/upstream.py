@@ -319,19 +319,32 @@ async def _fault_response(fault: str, state: MockState) -> Response | None:
     return None
 
 
-async def chat(request: Request) -> Response:
+async def _received(request: Request) -> tuple[MockState, dict[str, Any], Response | None]:
+    """The mock's state and the request's body, recorded; a refusal when the key is wrong."""
     state: MockState = request.app.state.mock
     body = orjson.loads(await request.body())
     state.requests.append(
         {"path": request.url.path, "headers": dict(request.headers), "body": body}
     )
-    if (refused := _refused(request, state)) is not None:
-        return refused
+    return state, body, _refused(request, state)
+
+
+async def _begin(request: Request) -> tuple[MockState, dict[str, Any], str, str | None,
+                                          Response | None]:
+    """Receive a generation request: state, body, prompt, the fault it asked for, and the
+    response to send at once instead of an answer (a refused key or a fault's own response)."""
+    state, body, refused = await _received(request)
     prompt = last_user_text(body)
+    if refused is not None:
+        return state, body, prompt, None, refused
     fault = state.next_fault(prompt)
-    failed = await _fault_response(fault, state) if fault else None
-    if failed is not None:
-        return failed
+    return state, body, prompt, fault, (await _fault_response(fault, state) if fault else None)
+
+
+async def chat(request: Request) -> Response:
+    state, body, prompt, fault, early = await _begin(request)
+    if early is not None:
+        return early
     words = int(body.get("max_tokens") or 0) or state.answer_words
     words = min(words, state.answer_words)
     if not body.get("stream"):
@@ -361,12 +374,8 @@ async def chat(request: Request) -> Response:
 
 
 async def embeddings(request: Request) -> Response:
-    state: MockState = request.app.state.mock
-    body = orjson.loads(await request.body())
-    state.requests.append(
-        {"path": request.url.path, "headers": dict(request.headers), "body": body}
-    )
-    if (refused := _refused(request, state)) is not None:
+    state, body, refused = await _received(request)
+    if refused is not None:
         return refused
     inputs = body.get("input")
     items = inputs if isinstance(inputs, list) else [inputs]
@@ -391,18 +400,9 @@ async def embeddings(request: Request) -> Response:
 
 
 async def completions(request: Request) -> Response:
-    state: MockState = request.app.state.mock
-    body = orjson.loads(await request.body())
-    state.requests.append(
-        {"path": request.url.path, "headers": dict(request.headers), "body": body}
-    )
-    if (refused := _refused(request, state)) is not None:
-        return refused
-    prompt = last_user_text(body)
-    fault = state.next_fault(prompt)
-    failed = await _fault_response(fault, state) if fault else None
-    if failed is not None:
-        return failed
+    state, body, prompt, fault, early = await _begin(request)
+    if early is not None:
+        return early
     text = answer_for(prompt, state.answer_words)
     usage = {
         "prompt_tokens": count_tokens(prompt),
