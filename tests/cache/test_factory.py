@@ -23,10 +23,11 @@ def config(**fields: Any) -> CacheConfig:
 
 
 class FakeServices:
-    """The two things the factory reads from Services."""
+    """What the factory reads from Services."""
 
     def __init__(self, redis: aioredis.Redis | None, prefix: str = "meterline:") -> None:
         self.redis = redis
+        self.cache_redis = redis  # the Redis Stack the vector index lives on
         self.settings = Settings(redis_prefix=prefix)
 
 

@@ -87,7 +87,7 @@ async def test_an_unreachable_key_store_is_left_to_readyz() -> None:
 def test_a_departments_own_key_is_a_credential() -> None:
     others = {"OPENROUTER_API_KEY": "k", "VLLM_API_KEY": "k"}
     lacking = missing_credentials(services(env={**others,
-                                                "METERLINE_VK_SALES_OPENAI": "sk-sales"}))
+                                                "METERLINE_VK_SALES": "sk-sales"}))
     assert lacking == []
     assert missing_credentials(services(env=others)) == [("openai", "OPENAI_API_KEY")]
 
