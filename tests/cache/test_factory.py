@@ -62,8 +62,9 @@ async def test_without_redis_the_backend_is_in_memory() -> None:
 async def test_a_redis_backend_without_redis_is_a_config_error() -> None:
     with pytest.raises(ConfigError) as info:
         await build_backend(services(), config(backend="redis"), MINILM_DIM)
-    assert str(info.value) == ("cache.yaml: field 'backend' has value 'redis' but REDIS_URL is "
-                               "not set")
+    assert str(info.value) == (
+        "cache.yaml: field 'backend' has value 'redis' but there is no Redis Stack for it: "
+        "set REDIS_URL, or REDIS_CACHE_URL when REDIS_URL is a cluster")
 
 
 async def test_an_exact_only_cache_is_built_on_the_chosen_backend() -> None:
