@@ -55,7 +55,7 @@ UNIT_SIBLINGS: tuple[tuple[str, ...], ...] = (
     ("liters", "gallons", "milliliters", "cups"),
 )
 ANTONYM_OF: dict[str, str] = {}
-for _pair in lx.ANTONYMS:
+for _pair in sorted(lx.ANTONYMS, key=sorted):  # a fixed order: words with two antonyms
     _x, _y = sorted(_pair)
     ANTONYM_OF.setdefault(_x, _y)
     ANTONYM_OF.setdefault(_y, _x)

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 
 import pytest
 
@@ -74,3 +77,15 @@ def test_template_pairs_swap_the_roles() -> None:
     x, y = swaps[0].a.split()[1], swaps[0].a.split()[3]
     assert swaps[0].b == f"Did {y} beat {x} in the final?"
     assert {e.label for e in pairs if e.source == "tmpl-relation-keep"} == {1}
+
+
+def test_generated_pairs_do_not_depend_on_the_hash_seed() -> None:
+    """Set iteration order changes with PYTHONHASHSEED; the training data must not."""
+    code = ("from proxy.cache.matching import perturb; "
+            "print(sorted(perturb.ANTONYM_OF.items()))")
+    outputs = {
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                       env={**os.environ, "PYTHONHASHSEED": seed}).stdout
+        for seed in ("1", "2", "3")
+    }
+    assert len(outputs) == 1
