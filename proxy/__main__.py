@@ -1,4 +1,5 @@
-"""CLI: meterline serve | check-config | mock-upstream | cache-eval | keys | init | mcp."""
+"""CLI: meterline serve | check-config | mock-upstream | cache-eval | cache-train | keys | init |
+mcp."""
 
 from __future__ import annotations
 
@@ -189,6 +190,12 @@ def _cache_eval(rest: list[str]) -> int:
     return cache_eval_main(rest)
 
 
+def _cache_train(rest: list[str]) -> int:
+    from proxy.cache.matching.train import main as cache_train_main
+
+    return cache_train_main(rest)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="meterline", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -236,6 +243,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "cache-eval", help="score a labelled pairs file with the cache's match rule", add_help=False
     )
+    sub.add_parser(
+        "cache-train",
+        help="retrain the semantic cache's match verifier on generated pairs",
+        add_help=False,
+    )
     from proxy.keys import cli as keys_cli
     keys_cli.add_parser(sub)
     keys_cli.add_init_parser(sub)
@@ -249,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["cache-eval"]:
         return _cache_eval(argv[1:])
+    if argv[:1] == ["cache-train"]:
+        return _cache_train(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         result: int = args.func(args)

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import aiohttp
 import numpy as np
@@ -85,8 +85,14 @@ class OnnxEncoder:
         )
 
     def encode(self, texts: Sequence[str]) -> Vectors:
+        return self.encode_with_tokens(texts)[0]
+
+    def encode_with_tokens(self, texts: Sequence[str]) -> tuple[Vectors, list[Vectors]]:
+        """Sentence vectors plus, per text, the unit-normalised output of each word piece
+        ([CLS]/[SEP] dropped): the same ONNX run, so the match verifier's token alignment
+        costs the query nothing extra."""
         if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
+            return np.zeros((0, self.dim), dtype=np.float32), []
         encodings = self._tokenizer.encode_batch(list(texts))
         ids = np.array([e.ids for e in encodings], dtype=np.int64)
         mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
@@ -94,7 +100,9 @@ class OnnxEncoder:
         (hidden,) = self._session.run(["last_hidden_state"], feeds)
         weights = mask[:, :, None].astype(np.float32)
         pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
-        return l2_normalise(pooled)
+        lengths = mask.sum(axis=1)
+        tokens = [l2_normalise(hidden[i, 1 : max(int(n) - 1, 1)]) for i, n in enumerate(lengths)]
+        return l2_normalise(pooled), tokens
 
     def encode_sorted(
         self, texts: Sequence[str], batch_size: int = 64, progress: ProgressFn | None = None
@@ -109,15 +117,36 @@ class OnnxEncoder:
                 progress(min(start + batch_size, len(order)), len(order))
         return out
 
+    def encode_sorted_with_tokens(
+        self, texts: Sequence[str], batch_size: int = 64
+    ) -> tuple[Vectors, list[Vectors]]:
+        """`encode_sorted` plus each text's per-token outputs, in input order."""
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        tokens: list[Vectors] = [out[:0]] * len(texts)
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            out[chunk], pieces = self.encode_with_tokens([texts[i] for i in chunk])
+            for i, piece in zip(chunk, pieces, strict=True):
+                tokens[i] = piece
+        return out, tokens
+
 
 class ProgressFn(Protocol):
     def __call__(self, done: int, total: int) -> None: ...
 
 
+@runtime_checkable
+class TokenEmbedder(Embedder, Protocol):
+    """An embedder that also returns each text's per-token outputs (for the match verifier)."""
+
+    async def embed_with_tokens(self, texts: Sequence[str]) -> tuple[Vectors, list[Vectors]]: ...
+
+
 @dataclass
 class _Pending:
     text: str
-    future: asyncio.Future[npt.NDArray[np.float32]] = field(repr=False)
+    future: asyncio.Future[tuple[Vectors, Vectors]] = field(repr=False)
 
 
 class LocalEmbedder:
@@ -147,15 +176,18 @@ class LocalEmbedder:
         return cls(encoder, cfg)
 
     async def embed(self, texts: Sequence[str]) -> Vectors:
+        return (await self.embed_with_tokens(texts))[0]
+
+    async def embed_with_tokens(self, texts: Sequence[str]) -> tuple[Vectors, list[Vectors]]:
         if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
+            return np.zeros((0, self.dim), dtype=np.float32), []
         loop = asyncio.get_running_loop()
         items = [_Pending(text, loop.create_future()) for text in texts]
         self._pending.extend(items)
         if self._worker is None or self._worker.done():
             self._worker = loop.create_task(self._drain())
         rows = await asyncio.gather(*(item.future for item in items))
-        return np.stack(rows)
+        return np.stack([row for row, _ in rows]), [tokens for _, tokens in rows]
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
@@ -171,9 +203,9 @@ class LocalEmbedder:
             if not live:
                 continue
             try:
-                vectors = await loop.run_in_executor(
+                vectors, tokens = await loop.run_in_executor(
                     self._executor,
-                    self._encoder.encode_sorted,
+                    self._encoder.encode_sorted_with_tokens,
                     [item.text for item in live],
                     self._settings.sub_batch,
                 )
@@ -183,9 +215,9 @@ class LocalEmbedder:
                         item.future.set_exception(exc)
                 continue
             self.batches_run += 1
-            for item, row in zip(live, vectors, strict=True):
+            for item, row, pieces in zip(live, vectors, tokens, strict=True):
                 if not item.future.done():
-                    item.future.set_result(row)
+                    item.future.set_result((row, pieces))
 
     async def aclose(self) -> None:
         if self._worker is not None and not self._worker.done():

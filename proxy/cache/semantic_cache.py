@@ -33,9 +33,10 @@ from proxy.cache.cache_key import (
     output_limit,
 )
 from proxy.cache.config import CacheConfig, Effective
-from proxy.cache.embedder import Embedder, EmbeddingError
-from proxy.cache.matching.match import MatchRule
+from proxy.cache.embedder import Embedder, EmbeddingError, TokenEmbedder
+from proxy.cache.matching.match import Candidate, MatchRule, Tokens
 from proxy.cache.replay import as_json, as_stream, assemble, cacheable_json
+from proxy.cache.token_states import TokenStates
 from proxy.gateway.requests import Call
 from proxy.gateway.streaming import SSE_HEADERS
 from proxy.runtime.services import Services
@@ -85,7 +86,11 @@ class Lookup:
     task: str
     limit: int | None = None  # the request's output limit: only answers that fit it are served
     vector: Vector | None = None
+    tokens: Tokens | None = None  # the query's per-token outputs (for the match verifier)
     shadow: Hit | None = None
+    # the best semantic candidate the match rule judged, and whether it accepted it (shadow
+    # mode reports these decisions against the real answer)
+    judged: tuple[Entry, bool] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     flight: Flight | None = None  # this request leads a flight: end it once stored or failed
 
@@ -100,6 +105,7 @@ class SemanticCache:
         self.embedder = embedder
         self._rules: dict[float, MatchRule] = {}
         self._flights: dict[tuple[str, str], Flight] = {}
+        self.token_states = TokenStates()
 
     # -- lookup ------------------------------------------------------------------------------
 
@@ -247,21 +253,50 @@ class SemanticCache:
             return hit
         if state.settings.mode == "exact":
             return None
-        state.vector = await self._embed(key.text)
+        state.vector, state.tokens = await self._embed(key.text)
         if state.vector is None:
             return None
-        candidates = [(entry, similarity) for entry, similarity
-                      in await self.backend.search(key.scope, state.vector, self.config.top_k)
-                      if entry.fits(state.limit)]
+        candidates = await self.backend.search(key.scope, state.vector, self.config.top_k)
+        tightened = await self.backend.threshold(key.partition) if candidates else None
+        rule = self.rule(max(state.settings.threshold, tightened or 0.0))
+        # below the candidate floor nothing can match: a miss costs no verification
+        candidates = [(e, s) for e, s in candidates
+                      if s >= rule.candidate_threshold and e.fits(state.limit)]
         if not candidates:
             return None
-        tightened = await self.backend.threshold(key.partition)
-        rule = self.rule(max(state.settings.threshold, tightened or 0.0))
-        found = rule.first_accepted(key.text, [(e.text, s) for e, s in candidates])
+        tokens = await self._candidate_tokens([e for e, _ in candidates], state.tokens, rule)
+        found = rule.first_accepted(
+            key.text,
+            [Candidate(e.text, s, t) for (e, s), t in zip(candidates, tokens, strict=True)],
+            state.tokens,
+        )
         if found is None:
+            state.judged = (max(candidates, key=lambda c: c[1])[0], False)
             return None
         index, decision = found
+        state.judged = (candidates[index][0], True)
         return Hit(candidates[index][0], "semantic", decision.similarity)
+
+    async def _candidate_tokens(self, entries: list[Entry], query: Tokens | None,
+                                rule: MatchRule) -> list[Tokens | None]:
+        """Per-token outputs of the candidates (kept since they were stored, or embedded now),
+        when the verifier will use them."""
+        if query is None or rule.model is None or not isinstance(self.embedder, TokenEmbedder):
+            return [None] * len(entries)
+        found = [self.token_states.get(e.text_hash) for e in entries]
+        missing = sorted({e.text for e, t in zip(entries, found, strict=True) if t is None})
+        if missing:
+            try:
+                _, pieces = await self.embedder.embed_with_tokens(missing)
+            except EMBED_ERRORS as exc:
+                log.warning("candidate embedding failed, guards decide: %s", exc)
+                return found
+            fresh = dict(zip(missing, pieces, strict=True))
+            for i, entry in enumerate(entries):
+                if found[i] is None:
+                    found[i] = fresh[entry.text]
+                    self.token_states.put(entry.text_hash, fresh[entry.text])
+        return found
 
     def rule(self, threshold: float) -> MatchRule:
         if threshold not in self._rules:
@@ -269,15 +304,18 @@ class SemanticCache:
             self._rules[threshold] = MatchRule(settings)
         return self._rules[threshold]
 
-    async def _embed(self, text: str) -> Vector | None:
+    async def _embed(self, text: str) -> tuple[Vector | None, Tokens | None]:
         if self.embedder is None:
-            return None
+            return None, None
         try:
-            vectors: Vector = await self.embedder.embed([text])
-            return np.asarray(vectors[0], dtype=np.float32)
+            if isinstance(self.embedder, TokenEmbedder):
+                vectors, tokens = await self.embedder.embed_with_tokens([text])
+                return np.asarray(vectors[0], dtype=np.float32), tokens[0]
+            vectors = await self.embedder.embed([text])
+            return np.asarray(vectors[0], dtype=np.float32), None
         except EMBED_ERRORS as exc:
             log.warning("embedding failed, semantic lookup skipped: %s", exc)
-            return None
+            return None, None
 
     # -- serve -------------------------------------------------------------------------------
 
@@ -380,43 +418,60 @@ class SemanticCache:
 
     async def _put(self, state: Lookup, completion: dict[str, Any], cost: float) -> None:
         key, settings = state.key, state.settings
-        tokens = (completion.get("usage") or {}).get("completion_tokens")
-        if not isinstance(tokens, int):
+        completion_tokens = (completion.get("usage") or {}).get("completion_tokens")
+        if not isinstance(completion_tokens, int):
             return  # without a token count no request's limit can be checked against it
-        text_hash, cut_limit, vector = key.text_hash, COMPLETE, state.vector
+        text_hash, cut_limit = key.text_hash, COMPLETE
+        vector, tokens = state.vector, state.tokens
         if any(choice.get("finish_reason") == "length" for choice in completion["choices"]):
             if state.limit is None:
                 return  # cut by the model's own context: not worth keeping
             # exact lookups with the same limit only; the complete answer stays where it is
             text_hash, cut_limit, vector = cut_hash(key.text_hash, state.limit), state.limit, None
         elif vector is None and settings.mode != "exact":
-            vector = await self._embed(key.text)
+            vector, tokens = await self._embed(key.text)
+        if vector is not None and tokens is not None:
+            self.token_states.put(key.text_hash, tokens)
         now = time.time()
         entry = Entry(id=uuid.uuid4().hex[:16], scope=key.scope, partition=key.partition,
                       owner=key.owner, department=state.department, model=key.model,
                       text=key.text, text_hash=text_hash, response=orjson.dumps(completion),
                       cost=cost, created=now, expires_at=now + settings.ttl_seconds,
                       ttl_seconds=settings.ttl_seconds, task=state.task,
-                      completion_tokens=tokens, cut_limit=cut_limit)
+                      completion_tokens=completion_tokens, cut_limit=cut_limit)
         evicted = await self.backend.put(entry, vector, settings.max_size)
         if evicted:
             await self.backend.incr({stats.plain_field("evicted", state.department,
                                                        key.model): evicted})
 
     async def _judge_shadow(self, state: Lookup, completion: dict[str, Any]) -> None:
-        """Would the shadow hit have been a plausible answer? Compare the two answers."""
-        hit = state.shadow
-        if hit is None:
-            return
-        served = stats.answer_text(orjson.loads(hit.entry.response))
+        """Would the shadow hit have been a plausible answer? Compare the two answers. The
+        match rule's decision on its best semantic candidate is scored the same way, so
+        a rejected candidate whose answer was plausible shows up as a possible missed hit."""
+        hit, judged = state.shadow, state.judged
+        fields: dict[str, float] = {}
         real = stats.answer_text(completion)
-        similarity = 1.0 if served == real else await self._answer_similarity(served, real)
-        plausible = similarity is not None and similarity >= self.config.shadow_plausible_similarity
-        try:
-            await self.backend.incr(stats.shadow_fields(
+        if hit is not None:
+            plausible = await self._plausible(hit.entry, real)
+            fields.update(stats.shadow_fields(
                 hit.kind, state.department, state.key.model, plausible, hit.entry.cost))
+        if judged is not None:
+            entry, accepted = judged
+            same = hit is not None and hit.entry.id == entry.id
+            plausible = plausible if same else await self._plausible(entry, real)
+            fields[stats.verdict_field(accepted, plausible, state.department,
+                                       state.key.model)] = 1
+        if not fields:
+            return
+        try:
+            await self.backend.incr(fields)
         except BACKEND_ERRORS as exc:
             log.warning("shadow estimate not recorded: %s", exc)
+
+    async def _plausible(self, entry: Entry, real: str) -> bool:
+        served = stats.answer_text(orjson.loads(entry.response))
+        similarity = 1.0 if served == real else await self._answer_similarity(served, real)
+        return similarity is not None and similarity >= self.config.shadow_plausible_similarity
 
     async def _answer_similarity(self, a: str, b: str) -> float | None:
         if self.embedder is None or not a or not b:

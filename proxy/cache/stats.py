@@ -46,6 +46,13 @@ def shadow_fields(kind: str, department: str, model: str, plausible: bool,
             plain_field("shadow_saved", department, model): would_save}
 
 
+def verdict_field(accepted: bool, plausible: bool, department: str, model: str) -> str:
+    """The match rule's decision on its best semantic candidate, against the real answer."""
+    decision = "accept" if accepted else "reject"
+    verdict = "plausible" if plausible else "implausible"
+    return field_name("shadow_rule", f"{decision}_{verdict}", department, model)
+
+
 def answer_text(completion: Mapping[str, Any]) -> str:
     """The visible text of an answer (content, or tool-call names and arguments)."""
     parts: list[str] = []
@@ -76,7 +83,9 @@ def summarise(counters: Mapping[str, float], department: str | None) -> dict[str
         "hits": 0, "misses": 0, "bypassed": 0, "savings": 0.0,
         "hits_by_kind": {"exact": 0, "semantic": 0}, "false_hit_reports": 0, "evicted": 0,
         "shadow": {"lookups": 0, "would_hit": 0, "plausible": 0, "implausible": 0,
-                   "would_save": 0.0},
+                   "would_save": 0.0,
+                   "rule": {f"{d}_{v}": 0 for d in ("accept", "reject")
+                            for v in ("plausible", "implausible")}},
     }
     groups: dict[str, dict[str, dict[str, float]]] = {
         "by_department": {}, "by_model": {}, "by_task": {}}
@@ -122,6 +131,8 @@ def _count(out: dict[str, Any], groups: dict[str, dict[str, dict[str, float]]],
             _add(groups[table], name, "savings", amount)
     elif metric == "shadow":
         out["shadow"][sub.partition(":")[0]] += int(amount)
+    elif metric == "shadow_rule":
+        out["shadow"]["rule"][sub] = out["shadow"]["rule"].get(sub, 0) + int(amount)
     elif metric == "shadow_saved":
         out["shadow"]["would_save"] += amount
     elif metric == "false_hit":

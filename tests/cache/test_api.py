@@ -49,8 +49,8 @@ def test_analytics_numbers_equal_what_was_sent(start_cached: Starter) -> None:
     task = {"x-meterline-task": "faq"}
     sent = [ask(proxy, "Where is the VPN guide?", headers=task),
             ask(proxy, "Where is the VPN guide?", headers=task),
-            ask(proxy, "How do I reset my password?"),
-            ask(proxy, "How can I reset my password?"),
+            ask(proxy, "What are the health benefits of green tea?"),
+            ask(proxy, "What are the health benifits of green tea?"),
             ask(proxy, "Name a colour", temperature=1.5),
             ask(proxy, "What is our quota?", key="sk-demo-sales", model="gpt-4o-mini"),
             ask(proxy, "What is our quota?", key="sk-demo-sales", model="gpt-4o-mini")]
@@ -98,8 +98,8 @@ def test_shared_scope_never_shows_another_departments_prompt(start_cached: Start
 
 def test_report_evicts_counts_and_tightens(start_cached: Starter) -> None:
     proxy = start_cached(report={"tighten_step": 0.045, "max_threshold": 0.995})
-    ask(proxy, "How do I reset my password?")
-    _, hit = ask(proxy, "How can I reset my password?")
+    ask(proxy, "What are the health benefits of green tea?")
+    _, hit = ask(proxy, "What are the health benifits of green tea?")
     assert hit["x-meterline-cache"] == "hit-semantic"
     rid = hit["x-request-id"]
     assert report(proxy, rid, "sk-demo-marketing").status_code == 404  # not theirs
@@ -108,9 +108,11 @@ def test_report_evicts_counts_and_tightens(start_cached: Starter) -> None:
     body = r.json()
     assert body["evicted"] is True and body["entry_id"] == hit["x-meterline-cache-entry"]
     assert body["threshold"] == pytest.approx(0.995)
-    assert ask(proxy, "How do I reset my password?")[1]["x-meterline-cache"] == "miss"
-    # similarity of the paraphrase is ~0.991: below the tightened threshold now
-    assert ask(proxy, "How can I reset my password?")[1]["x-meterline-cache"] == "miss"
+    assert ask(proxy, "What are the health benefits of green tea?")[1]["x-meterline-cache"] \
+        == "miss"
+    # similarity of the misspelt question is ~0.974: below the tightened threshold now
+    assert ask(proxy, "What are the health benifits of green tea?")[1]["x-meterline-cache"] \
+        == "miss"
     assert analytics(proxy)["false_hit_reports"] == 1
     metrics = httpx.get(proxy.url + "/metrics").text
     assert 'meterline_cache_false_hit_reports_total{department="engineering"} 1.0' in metrics
@@ -182,6 +184,18 @@ def test_shadow_mode_records_what_would_have_been_served(start_cached: Starter,
     assert (shadow["plausible"], shadow["implausible"]) == (1, 0)  # same answer both times
     assert shadow["would_save"] == pytest.approx(float(h1["x-meterline-cost-usd"]), abs=1e-7)
     assert analytics(proxy)["hits"] == 0
+
+
+def test_shadow_mode_reports_the_match_rules_decisions(start_cached: Starter) -> None:
+    proxy = start_cached()  # rules/cache.yaml: executive runs in shadow mode
+    exec_key = {"key": "sk-demo-executive"}
+    place = uuid.uuid4().hex[:6]
+    ask(proxy, f"She was born in Ohio{place} and raised in Texas.", **exec_key)
+    ask(proxy, f"She was born in Texas and raised in Ohio{place}.", **exec_key)  # a swap
+    ask(proxy, f"She was born in Ohio{place}, and raised in Texas.", **exec_key)  # same question
+    rule = analytics(proxy, "sk-demo-executive")["shadow"]["rule"]
+    assert rule["reject_plausible"] + rule["reject_implausible"] == 1
+    assert rule["accept_plausible"] + rule["accept_implausible"] == 1
 
 
 def test_cache_metrics_are_exported(start_cached: Starter) -> None:

@@ -2,7 +2,9 @@
 
 Each line is {"a": str, "b": str, "label": 0|1, "source": str}. Label 1 means a cache hit would be
 correct. Reports per source and overall: precision, recall, false-hit rate (FP / negatives), and
-the recall plain cosine similarity reaches at the same false-hit rate.
+the recall plain cosine similarity reaches at the same false-hit rate. The rule is the learned
+verifier (default) or, with `--rule guards`, the hand-written guards; `--rule cosine` is plain
+cosine at the threshold.
 """
 
 from __future__ import annotations
@@ -19,10 +21,13 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from proxy.cache.embedder import OnnxEncoder
+from proxy.cache.embedder import OnnxEncoder, ProgressFn
+from proxy.cache.matching import classifier
+from proxy.cache.matching.features import featurize, load_cache, save_cache
 from proxy.cache.matching.match import MatchRule, MatchSettings
 
 SWEEP_THRESHOLDS = tuple(round(0.80 + 0.01 * i, 2) for i in range(20))
+VERIFIER_SWEEP = (0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995)
 
 
 class PairsFileError(ValueError):
@@ -139,26 +144,62 @@ def decide_all(
 
 
 def report(
-    pairs: Sequence[Pair], sims: npt.NDArray[np.float32], settings: MatchSettings, sweep: bool
+    pairs: Sequence[Pair],
+    sims: npt.NDArray[np.float32],
+    settings: MatchSettings,
+    sweep: bool,
+    rows: npt.NDArray[np.float64] | None = None,
+    model: classifier.PairClassifier | None = None,
 ) -> dict[str, object]:
-    rule = MatchRule(settings)
-    diffs = [rule.differences(p.a, p.b) for p in pairs]
+    """Scores of the guards rule, or of the verifier when feature `rows` and a `model` are given."""
+    rule = MatchRule(settings, model)
     labels = np.array([p.label for p in pairs], dtype=np.int_)
-    accepted, reasons = decide_all(rule, diffs, sims)
+    if rows is not None and rule.model is not None:
+        scores = rule.model.probability(rows)
+        decisions = [rule.verdict(float(p), float(s)) for p, s in zip(scores, sims, strict=True)]
+        accepted = np.array([d.accept for d in decisions], dtype=bool)
+        reasons = [d.reason for d in decisions]
+        rule_name = "verifier"
+    else:
+        diffs = [rule.differences(p.a, p.b) for p in pairs]
+        accepted, reasons = decide_all(rule, diffs, sims)
+        rule_name = "guards" if settings.guards else "cosine"
     sources = sorted({p.source for p in pairs})
     by_source = {}
     for source in sources:
         mask = np.array([p.source == source for p in pairs])
         by_source[source] = asdict(score(accepted[mask], sims[mask], labels[mask]))
     out: dict[str, object] = {
+        "rule": rule_name,
         "settings": settings.model_dump(),
+        "verifier_threshold": rule.verifier_threshold if rule_name == "verifier" else None,
         "sources": by_source,
         "overall": asdict(score(accepted, sims, labels)),
         "veto_reasons": {r: reasons.count(r) for r in sorted(set(reasons))},
     }
-    if sweep:
+    if sweep and rule_name == "verifier":
+        out["sweep"] = [_verifier_sweep_row(rule, t, scores, sims, labels) for t in VERIFIER_SWEEP]
+    elif sweep:
         out["sweep"] = [_sweep_row(settings, t, diffs, sims, labels) for t in SWEEP_THRESHOLDS]
     return out
+
+
+def _verifier_sweep_row(
+    rule: MatchRule,
+    threshold: float,
+    scores: npt.NDArray[np.float64],
+    sims: npt.NDArray[np.float32],
+    labels: npt.NDArray[np.int_],
+) -> dict[str, float]:
+    accepted = (sims >= rule.candidate_threshold) & (scores >= threshold)
+    s = score(accepted, sims, labels)
+    return {
+        "threshold": threshold,
+        "precision": s.precision,
+        "recall": s.recall,
+        "false_hit_rate": s.false_hit_rate,
+        "plain_cosine_recall_at_same_fhr": s.plain_cosine_recall_at_same_fhr,
+    }
 
 
 def _sweep_row(
@@ -196,10 +237,13 @@ def format_text(result: dict[str, object]) -> str:
             f"{s['false_hits']:>5}{s['precision']:>11.4f}{s['recall']:>8.4f}"
             f"{s['false_hit_rate']:>8.4f}{s['plain_cosine_recall_at_same_fhr']:>19.4f}"
         )
+    lines.append(f"rule: {result['rule']}"
+                 + (f" (verifier threshold {result['verifier_threshold']:.4f})"
+                    if result["verifier_threshold"] is not None else ""))
     lines.append("vetoes: " + ", ".join(f"{k}={v}" for k, v in result["veto_reasons"].items()))  # type: ignore[attr-defined]
     for row in result.get("sweep", []):  # type: ignore[attr-defined]
         lines.append(
-            f"sweep t={row['threshold']:.2f} precision={row['precision']:.4f} "
+            f"sweep t={row['threshold']:.3f} precision={row['precision']:.4f} "
             f"recall={row['recall']:.4f} FHR={row['false_hit_rate']:.4f} "
             f"cosine-recall@FHR={row['plain_cosine_recall_at_same_fhr']:.4f}"
         )
@@ -213,10 +257,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("pairs", type=Path, help='JSONL of {"a","b","label","source"}')
     parser.add_argument("--threshold", type=float, help="cosine threshold (default: configured)")
-    parser.add_argument("--no-guards", action="store_true", help="plain cosine, no guards")
+    parser.add_argument(
+        "--rule",
+        choices=("verifier", "guards", "cosine"),
+        default="verifier",
+        help="learned verifier (default), hand-written guards, or plain cosine at the threshold",
+    )
+    parser.add_argument("--no-guards", action="store_true", help="same as --rule cosine")
+    parser.add_argument("--weights", type=Path, help="verifier weights (default: shipped)")
     parser.add_argument("--sweep", action="store_true", help="add a threshold sweep")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--limit", type=int, help="only the first N pairs")
+    parser.add_argument("--embedding-cache", type=Path,
+                        help="pickle of MiniLM outputs by text (cache-train's), read and updated")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 1))
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -225,9 +278,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
+    rule = "cosine" if args.no_guards else args.rule
     try:
         pairs = load_pairs(args.pairs, args.limit)
-        settings = _settings(args.threshold, not args.no_guards)
+        settings = _settings(args.threshold, rule)
+        model = classifier.load(args.weights) if args.weights else None
     except (OSError, PairsFileError, ValueError) as exc:
         print(f"cache-eval: {exc}", file=sys.stderr)
         return 2
@@ -235,8 +290,16 @@ def main(argv: list[str]) -> int:
         print(f"cache-eval: {args.pairs} holds no pairs", file=sys.stderr)
         return 2
     encoder = OnnxEncoder(threads=args.threads)
-    sims = similarities(pairs, encoder, args.batch_size, args.quiet)
-    result = report(pairs, sims, settings, args.sweep)
+    rows = None
+    if rule == "verifier":
+        cache = load_cache(args.embedding_cache)
+        sims, rows = featurize([(p.a, p.b) for p in pairs], encoder, args.batch_size,
+                               progress=_progress(args.quiet), cache=cache)
+        if args.embedding_cache is not None:
+            save_cache(args.embedding_cache, cache)
+    else:
+        sims = similarities(pairs, encoder, args.batch_size, args.quiet)
+    result = report(pairs, sims, settings, args.sweep, rows, model)
     print(
         orjson.dumps(result, option=orjson.OPT_INDENT_2).decode()
         if args.json
@@ -245,8 +308,18 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def _settings(threshold: float | None, guards: bool) -> MatchSettings:
-    base = MatchSettings(guards=guards)
+def _progress(quiet: bool) -> ProgressFn | None:
+    started = time.monotonic()
+
+    def report(done: int, total: int) -> None:
+        rate = done / max(time.monotonic() - started, 1e-9)
+        print(f"scored {done}/{total} pairs ({rate:.0f}/s)", file=sys.stderr, flush=True)
+
+    return None if quiet else report
+
+
+def _settings(threshold: float | None, rule: str) -> MatchSettings:
+    base = MatchSettings(guards=rule != "cosine", verifier=rule == "verifier")
     if threshold is None:
         return base
     raised = {

@@ -2,10 +2,19 @@
 
 `MatchRule.decide` is pure and cheap (text parsing is memoised per text). The cache store calls it
 on the top-k candidates from the vector index, best similarity first, and serves the first one it
-accepts. A false hit (someone else's answer to a different question) is the worst outcome, so
-the rule is: similarity above the threshold AND no critical difference between the texts
-(numbers, units, names, negation, antonyms, swapped roles), AND ordinary content-word changes
-only when the similarity is high enough to vouch for them. See docs/cache-quality.md.
+accepts. A false hit (someone else's answer to a different question) is the worst outcome.
+
+Two rules, one interface:
+
+* the learned verifier (default, when the per-token outputs of both texts are at hand): every
+  candidate from `threshold - candidate_margin` up is scored by a small pair classifier
+  (`classifier.py` over `features.py`) and accepted at its trained decision threshold;
+* the guards rule (fallback, e.g. with an external embedder that has no per-token outputs):
+  similarity above `threshold` AND no critical difference between the texts (numbers, units,
+  names, negation, antonyms, swapped roles), AND ordinary content-word changes only when the
+  similarity is high enough to vouch for them.
+
+See docs/cache-quality.md.
 """
 
 from __future__ import annotations
@@ -13,14 +22,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from proxy.cache.matching import verifier
+from proxy.cache.matching import classifier, verifier
+from proxy.cache.matching.features import pair_features
 from proxy.cache.matching.guards import parse
+
+Tokens = npt.NDArray[np.float32]
 
 ACCEPT = "accept"
 BELOW_THRESHOLD = "below_threshold"
 TOO_LONG = "text_too_long"
+VERIFIER_REJECT = "verifier_reject"
 
 CRITICAL = (
     verifier.NUMBER,
@@ -38,6 +53,7 @@ REASONS: tuple[str, ...] = (
     ACCEPT,
     BELOW_THRESHOLD,
     TOO_LONG,
+    VERIFIER_REJECT,
     *CRITICAL,
     verifier.WORD_SWAP,
     verifier.SUBSTITUTION,
@@ -52,6 +68,13 @@ class MatchSettings(BaseModel):
 
     threshold: float = Field(default=0.95, ge=-1.0, le=1.0)
     guards: bool = True
+    # The learned verifier decides on candidates from threshold - candidate_margin; raising the
+    # threshold (or a tightening after a wrong-answer report) raises that floor with it. 0 by
+    # default: below 0.95 the verifier (trained on generated edits) ranks real rephrasings
+    # worse than cosine does on QQP, see docs/cache-quality.md.
+    verifier: bool = True
+    candidate_margin: float = Field(default=0.0, ge=0.0, le=1.0)
+    verifier_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
     insertion_threshold: float = Field(default=0.96, ge=-1.0, le=1.01)
     substitution_threshold: float = Field(default=0.97, ge=-1.0, le=1.01)
     word_substitution_threshold: float = Field(default=1.01, ge=-1.0, le=1.01)
@@ -77,31 +100,75 @@ class MatchDecision:
     accept: bool
     reason: str
     similarity: float
+    score: float | None = None  # the verifier's probability, when it decided
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A cached text the vector index returned, with its per-token outputs when known."""
+
+    text: str
+    similarity: float
+    tokens: Tokens | None = None
 
 
 class MatchRule:
     """Similarity threshold plus guards; see module docstring."""
 
-    def __init__(self, settings: MatchSettings | None = None) -> None:
+    def __init__(self, settings: MatchSettings | None = None,
+                 model: classifier.PairClassifier | None = None) -> None:
         self.settings = settings or MatchSettings()
         self._content_thresholds = {
             verifier.INSERTION: self.settings.insertion_threshold,
             verifier.SUBSTITUTION: self.settings.substitution_threshold,
             verifier.WORD_SWAP: self.settings.word_substitution_threshold,
         }
+        self.model = model if model is not None or not self.settings.verifier else classifier.load()
+        trained = self.model.threshold if self.model is not None else 1.0
+        self.verifier_threshold = self.settings.verifier_threshold or trained
 
     @property
     def threshold(self) -> float:
         return self.settings.threshold
 
-    def decide(self, query_text: str, cached_text: str, similarity: float) -> MatchDecision:
-        """Accept only if `similarity` clears the threshold and no guard objects."""
+    @property
+    def candidate_threshold(self) -> float:
+        """Lowest similarity any candidate needs (the vector search's floor)."""
+        if self.model is None:
+            return self.settings.threshold
+        return self.settings.threshold - self.settings.candidate_margin
+
+    def decide(self, query_text: str, cached_text: str, similarity: float,
+               query_tokens: Tokens | None = None,
+               cached_tokens: Tokens | None = None) -> MatchDecision:
+        """The verifier's decision when both texts' token outputs are given, else the guards'."""
         similarity = float(similarity)
+        if self.model is not None and query_tokens is not None and cached_tokens is not None:
+            return self.verify(query_text, cached_text, similarity, query_tokens, cached_tokens)
         if similarity < self.settings.threshold:
             return MatchDecision(False, BELOW_THRESHOLD, similarity)
         if not self.settings.guards:
             return MatchDecision(True, ACCEPT, similarity)
         return self.judge(self.differences(query_text, cached_text), similarity)
+
+    def verify(self, query_text: str, cached_text: str, similarity: float,
+               query_tokens: Tokens, cached_tokens: Tokens) -> MatchDecision:
+        """The learned verifier alone (no fallback)."""
+        assert self.model is not None
+        if similarity < self.candidate_threshold:
+            return MatchDecision(False, BELOW_THRESHOLD, similarity)
+        if max(len(query_text), len(cached_text)) > self.settings.max_chars:
+            same = query_text.strip() == cached_text.strip()
+            return MatchDecision(same, ACCEPT if same else TOO_LONG, similarity)
+        row = pair_features(query_text, cached_text, similarity, query_tokens, cached_tokens)
+        return self.verdict(float(self.model.probability(row)[0]), similarity)
+
+    def verdict(self, score: float, similarity: float) -> MatchDecision:
+        """Decide from a precomputed verifier probability (lets evaluation sweep cheaply)."""
+        if similarity < self.candidate_threshold:
+            return MatchDecision(False, BELOW_THRESHOLD, similarity, score)
+        accept = score >= self.verifier_threshold
+        return MatchDecision(accept, ACCEPT if accept else VERIFIER_REJECT, similarity, score)
 
     def differences(self, query_text: str, cached_text: str) -> tuple[str, ...]:
         """What differs between the texts, by kind (independent of similarity and thresholds)."""
@@ -122,12 +189,15 @@ class MatchRule:
         return MatchDecision(True, ACCEPT, similarity)
 
     def first_accepted(
-        self, query_text: str, candidates: Sequence[tuple[str, float]]
+        self, query_text: str, candidates: Sequence[Candidate],
+        query_tokens: Tokens | None = None,
     ) -> tuple[int, MatchDecision] | None:
-        """Index and decision of the best acceptable (text, similarity) candidate, or None."""
-        order = sorted(range(len(candidates)), key=lambda i: candidates[i][1], reverse=True)
+        """Index and decision of the best acceptable candidate, or None."""
+        order = sorted(range(len(candidates)), key=lambda i: candidates[i].similarity,
+                       reverse=True)
         for i in order:
-            decision = self.decide(query_text, *candidates[i])
+            c = candidates[i]
+            decision = self.decide(query_text, c.text, c.similarity, query_tokens, c.tokens)
             if decision.accept:
                 return i, decision
         return None

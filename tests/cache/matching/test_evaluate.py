@@ -58,7 +58,7 @@ def test_score_counts() -> None:
     assert s.false_hit_rate == 1.0
 
 
-def test_cli_json_per_source_with_the_real_rule(
+def test_cli_json_per_source_with_the_guards_rule(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     rows: list[dict[str, object]] = [
@@ -78,7 +78,8 @@ def test_cli_json_per_source_with_the_real_rule(
         {"a": "Best pizza in Naples", "b": "How do airplanes fly?", "label": 0, "source": "num"},
     ]
     path = write_pairs(tmp_path / "p.jsonl", rows)
-    assert meterline(["cache-eval", str(path), "--json", "--sweep", "--threads", "1"]) == 0
+    args = ["cache-eval", str(path), "--json", "--sweep", "--threads", "1", "--rule", "guards"]
+    assert meterline(args) == 0
     out, err = capsys.readouterr()
     result = json.loads(out)
     assert "embedded" in err

@@ -7,6 +7,7 @@ from proxy.cache.matching.match import (
     ACCEPT,
     BELOW_THRESHOLD,
     REASONS,
+    Candidate,
     MatchDecision,
     MatchRule,
     MatchSettings,
@@ -154,13 +155,14 @@ def test_long_texts_only_match_exactly() -> None:
 def test_first_accepted_prefers_best_acceptable_candidate() -> None:
     rule = MatchRule()
     candidates = [
-        ("How can I reset my password?", 0.96),
-        ("How do I reset my PIN?", 0.99),
-        ("How do I reset my password", 0.98),
+        Candidate("How can I reset my password?", 0.96),
+        Candidate("How do I reset my PIN?", 0.99),
+        Candidate("How do I reset my password", 0.98),
     ]
     index, decision = rule.first_accepted("How do I reset my password?", candidates) or (-1, None)
     assert index == 2 and decision is not None and decision.similarity == 0.98
-    assert rule.first_accepted("Who founded Apple?", [("Who founded Microsoft?", 0.99)]) is None
+    other = [Candidate("Who founded Microsoft?", 0.99)]
+    assert rule.first_accepted("Who founded Apple?", other) is None
 
 
 @pytest.mark.parametrize(
