@@ -125,7 +125,8 @@ def build_catalog(
     negatives: Sequence[tuple[Item, Item]] = (),
 ) -> list[Item]:
     """Shuffled questions; each negative pair's second question right after its first. A text
-    that would appear twice is kept once (an exact repeat is the same question)."""
+    (question or paraphrase) belongs to one question only: a later item sharing one is left
+    out, so an exact repeat is always the same question."""
     paired = {id(first) for first, _ in negatives}
     units: list[tuple[Item, ...]] = [(item,) for item in [*prompts, *paraphrase_items]
                                      if id(item) not in paired]
@@ -135,8 +136,9 @@ def build_catalog(
     seen: set[str] = set()
     for unit in units:
         for item in unit:
-            if item.text not in seen:
-                seen.add(item.text)
+            texts = {item.text, *item.paraphrases}
+            if texts.isdisjoint(seen):  # a text asked as two questions would blur the truth
+                seen.update(texts)
                 catalog.append(item)
     return catalog
 

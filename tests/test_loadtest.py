@@ -181,6 +181,15 @@ def test_negatives_sit_right_after_the_question_they_resemble(tmp_path: Path) ->
         assert texts.index(second.text) == texts.index(first.text) + 1
 
 
+def test_a_text_belongs_to_one_question_only() -> None:
+    shared = wl.Item("how do I lose weight fast", ("what is the quickest way to lose weight",))
+    clash = wl.Item("what is the quickest way to lose weight")  # another item's paraphrase
+    catalog = wl.build_catalog([wl.Item("q1"), clash], [shared], seed=1)
+    texts = [t for item in catalog for t in (item.text, *item.paraphrases)]
+    assert len(texts) == len(set(texts))
+    assert len(catalog) == 2
+
+
 def test_ground_truth_counts_false_hits_by_the_question_that_made_the_answer() -> None:
     truth = kpi.GroundTruth()
     truth.observe("miss", 1, "answer one", "q1")
