@@ -14,7 +14,7 @@ Three groups, all cheap once both texts are embedded:
 
 from __future__ import annotations
 
-import pickle
+import pickle  # nosec B403 # only for the operator's own embedding-cache file, below
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -128,7 +128,7 @@ def load_cache(path: Path | None) -> Embedded:
     if path is None or not path.exists():
         return {}
     # a local file these commands wrote (never downloaded): pickle keeps the arrays as they are
-    loaded: Embedded = pickle.loads(path.read_bytes())
+    loaded: Embedded = pickle.loads(path.read_bytes())  # nosec B301 # our own file, not input
     return loaded
 
 
