@@ -220,8 +220,8 @@ def test_analytics_when_cache_disabled_is_404(start_cached: Starter) -> None:
 
 
 def served_hit(proxy: ServerThread, key: str = "sk-demo-engineering") -> str:
-    ask(proxy, "How do I reset my password?", key=key)
-    _, hit = ask(proxy, "How can I reset my password?", key=key)
+    ask(proxy, "What are the health benefits of green tea?", key=key)
+    _, hit = ask(proxy, "What are the health benifits of green tea?", key=key)
     assert hit["x-meterline-cache"] == "hit-semantic"
     return hit["x-meterline-request-id"]
 
@@ -269,9 +269,10 @@ def test_tightened_threshold_expires(start_cached: Starter) -> None:
     assert len(analytics(proxy)["tightened_thresholds"]) == 1
     time.sleep(1.2)
     assert analytics(proxy)["tightened_thresholds"] == []
-    ask(proxy, "How do I reset my password?")  # stored again (the report evicted it)
-    # the paraphrase (similarity ~0.991) hits again under the configured 0.95
-    assert ask(proxy, "How can I reset my password?")[1]["x-meterline-cache"] == "hit-semantic"
+    ask(proxy, "What are the health benefits of green tea?")  # stored again (report evicted it)
+    # the misspelt question hits again under the configured threshold
+    assert ask(proxy, "What are the health benifits of green tea?")[1]["x-meterline-cache"] == (
+        "hit-semantic")
 
 
 def test_other_departments_cannot_report_an_answer(start_cached: Starter) -> None:

@@ -91,7 +91,9 @@ def test_summarise_everything() -> None:
     assert out["bypassed"] == 5
     assert out["false_hit_reports"] == 1 and out["evicted"] == 7
     assert out["shadow"] == {"lookups": 4, "would_hit": 3, "plausible": 1, "implausible": 0,
-                             "would_save": 0.3}
+                             "would_save": 0.3,
+                             "rule": {"accept_plausible": 0, "accept_implausible": 0,
+                                      "reject_plausible": 0, "reject_implausible": 0}}
     assert out["by_department"]["sales"] == {"hits": 2, "misses": 2, "savings": 0.3,
                                              "hit_rate": 0.5}
     assert out["by_department"]["eng"]["hit_rate"] == 0.5
