@@ -333,7 +333,7 @@ def perturbations(
     prompts: Sequence[str], seed: int, per_prompt: int = 3, family: str = "gen"
 ) -> Iterator[Example]:
     """Pairs from `prompts`: each prompt gets up to `per_prompt` edits of each label."""
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # nosec B311 # training data generation, not a secret
     vocabulary = sorted({m.group(0).lower() for p in prompts for m in _words(p) if _content(m)})
     negatives = {**NEGATIVE_EDITS, "word": replace_word(vocabulary)}
     for text in prompts:
@@ -400,7 +400,7 @@ _ANIMAL_TEMPLATES = {"Can a {x} outrun a {y}?", "Does the {x} hunt the {y}?"}
 def template_pairs(seed: int, per_template: int, templates: Sequence[int]) -> Iterator[Example]:
     """Pairs from the templates numbered `templates` (lets training and evaluation use
     disjoint templates)."""
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # nosec B311 # training data generation, not a secret
     for number in templates:
         family, base, negative, positive = TEMPLATES[number]
         pool = _ANIMALS if base in _ANIMAL_TEMPLATES else _POOLS[family]
