@@ -193,13 +193,7 @@ def _verifier_sweep_row(
 ) -> dict[str, float]:
     accepted = (sims >= rule.candidate_threshold) & (scores >= threshold)
     s = score(accepted, sims, labels)
-    return {
-        "threshold": threshold,
-        "precision": s.precision,
-        "recall": s.recall,
-        "false_hit_rate": s.false_hit_rate,
-        "plain_cosine_recall_at_same_fhr": s.plain_cosine_recall_at_same_fhr,
-    }
+    return _row(threshold, s)
 
 
 def _sweep_row(
@@ -216,13 +210,7 @@ def _sweep_row(
     rule = MatchRule(settings.model_copy(update={"threshold": threshold, **raised}))
     accepted, _ = decide_all(rule, diffs, sims)
     s = score(accepted, sims, labels)
-    return {
-        "threshold": threshold,
-        "precision": s.precision,
-        "recall": s.recall,
-        "false_hit_rate": s.false_hit_rate,
-        "plain_cosine_recall_at_same_fhr": s.plain_cosine_recall_at_same_fhr,
-    }
+    return _row(threshold, s)
 
 
 def format_text(result: dict[str, object]) -> str:
@@ -327,3 +315,14 @@ def _settings(threshold: float | None, rule: str) -> MatchSettings:
         for name in ("insertion_threshold", "substitution_threshold", "word_substitution_threshold")
     }
     return MatchSettings(**{**base.model_dump(), "threshold": threshold, **raised})
+
+
+def _row(threshold: float, s: Scores) -> dict[str, float]:
+    """One sweep row: the threshold and the scores at it."""
+    return {
+        "threshold": threshold,
+        "precision": s.precision,
+        "recall": s.recall,
+        "false_hit_rate": s.false_hit_rate,
+        "plain_cosine_recall_at_same_fhr": s.plain_cosine_recall_at_same_fhr,
+    }

@@ -27,19 +27,9 @@ from proxy.cache.matching.guards import parse
 
 Vectors = npt.NDArray[np.float32]
 
+# the order is the trained weights' order: the critical guards first, then the soft ones
 GUARD_REASONS: tuple[str, ...] = (
-    verifier.NUMBER,
-    verifier.UNIT,
-    verifier.ENTITY,
-    verifier.NEGATION,
-    verifier.ANTONYM,
-    verifier.ROLE_SWAP,
-    verifier.ORDER_SWAP,
-    verifier.LONG_TEXT_CHANGE,
-    verifier.WORD_SWAP,
-    verifier.SUBSTITUTION,
-    verifier.INSERTION,
-)
+    *verifier.CRITICAL, verifier.WORD_SWAP, verifier.SUBSTITUTION, verifier.INSERTION)
 
 FEATURE_NAMES: tuple[str, ...] = (
     "cosine",

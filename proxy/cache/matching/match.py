@@ -37,16 +37,7 @@ BELOW_THRESHOLD = "below_threshold"
 TOO_LONG = "text_too_long"
 VERIFIER_REJECT = "verifier_reject"
 
-CRITICAL = (
-    verifier.NUMBER,
-    verifier.UNIT,
-    verifier.ENTITY,
-    verifier.NEGATION,
-    verifier.ANTONYM,
-    verifier.ROLE_SWAP,
-    verifier.ORDER_SWAP,
-    verifier.LONG_TEXT_CHANGE,
-)
+CRITICAL = verifier.CRITICAL
 
 #: Every reason `decide` can return (a bounded set, safe as a metric label).
 REASONS: tuple[str, ...] = (

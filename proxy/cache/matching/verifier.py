@@ -20,6 +20,9 @@ SUBSTITUTION = "content_substitution"
 WORD_SWAP = "word_substitution"
 INSERTION = "content_insertion"
 LONG_TEXT_CHANGE = "long_text_change"
+# differences that always change the meaning (the soft ones are weighed by similarity)
+CRITICAL: tuple[str, ...] = (NUMBER, UNIT, ENTITY, NEGATION, ANTONYM, ROLE_SWAP, ORDER_SWAP,
+                             LONG_TEXT_CHANGE)
 
 # Past this many content words one changed word barely moves the cosine, so similarity can no
 # longer vouch for a reworded instruction ("keep it formal" -> "make it friendly").
