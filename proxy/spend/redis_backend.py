@@ -50,6 +50,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 _LUA = Path(__file__).parent / "lua"
+
+
+def _script(name: str) -> str:
+    """A Lua script with the shared helpers it uses (Redis scripts cannot include files)."""
+    return (_LUA / "fold.lua").read_text() + (_LUA / name).read_text()
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 _STATUS = {0: "ok", 1: "budget", 2: "rpm", 3: "tpm", 4: "breaker"}
 
@@ -73,8 +78,8 @@ class RedisSpendBackend:
         # on a cluster a record and its two time indexes live in different slots: written in
         # one pipeline, not one transaction (a reader skips an index entry without a record)
         self._cluster = isinstance(client, RedisCluster)
-        self._admit = client.register_script((_LUA / "admit.lua").read_text())
-        self._settle = client.register_script((_LUA / "settle.lua").read_text())
+        self._admit = client.register_script(_script("admit.lua"))
+        self._settle = client.register_script(_script("settle.lua"))
         self._pending_settlements: collections.deque[Settlement] = collections.deque()
         self._pending_records: collections.deque[UsageRecord] = collections.deque(
             maxlen=backlog_max_records

@@ -10,26 +10,7 @@
 -- A re-sent settlement (queued because Redis's reply was lost) whose hold is gone before the hold
 -- could have expired was already run by Redis: it is not counted twice.
 -- Returns {breaker sum or -1, {spent after, per window}, 1 if settled now, 0 if already settled}
--- Money keys of versions before nano-dollars held micro-dollars: fold them into the nano-dollar
--- keys (x 1000 by appending '000' to the integer string: exact at any size), keeping the TTL.
-local function fold(legacy, key)
-  local v = redis.call('GET', legacy)
-  if not v then return end
-  if v ~= '0' then redis.call('INCRBY', key, v .. '000') end
-  local ttl = redis.call('PTTL', legacy)
-  if ttl > 0 and redis.call('PTTL', key) < 0 then redis.call('PEXPIRE', key, ttl) end
-  redis.call('DEL', legacy)
-end
-local function fold_hash(legacy, key)
-  local flat = redis.call('HGETALL', legacy)
-  if #flat == 0 then return end
-  for i = 1, #flat, 2 do
-    if flat[i + 1] ~= '0' then redis.call('HINCRBY', key, flat[i], flat[i + 1] .. '000') end
-  end
-  local ttl = redis.call('PTTL', legacy)
-  if ttl > 0 and redis.call('PTTL', key) < 0 then redis.call('PEXPIRE', key, ttl) end
-  redis.call('DEL', legacy)
-end
+-- fold / fold_hash: see fold.lua (prepended at registration)
 local n = #ARGV - 7
 for i = 1, n do fold(KEYS[6 + n + i], KEYS[5 + i]) end
 if tonumber(ARGV[3]) > 0 then fold_hash(KEYS[6 + n], KEYS[4]) end
