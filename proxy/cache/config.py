@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from proxy.cache.embedder_config import LocalEmbedderSettings, OpenAIEmbedderSettings
-from proxy.cache.matching.match import MatchSettings
+from proxy.cache.matching.settings import MatchSettings
 from proxy.config.errors import load_model
 
 Mode = Literal["exact", "semantic", "shadow"]

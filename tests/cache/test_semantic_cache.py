@@ -432,7 +432,8 @@ def test_a_cached_answer_longer_than_the_new_limit_is_not_served(start_cached: S
     max_tokens 64 was served to a request that allowed 33. An entry is served only when its
     completion tokens fit the new request's limit; then any limit that fits shares it."""
     proxy = start_cached()
-    question = f"How long is a complete answer {uuid.uuid4().hex[:6]}?"
+    # a fixed question: the mock's answer to it is 40 tokens (a random one could land on 33)
+    question = "How long is a complete answer 2?"
     full, h1 = ask_limited(proxy, question, 64)
     tokens = full["usage"]["completion_tokens"]
     assert full["choices"][0]["finish_reason"] == "stop" and 33 < tokens < 64

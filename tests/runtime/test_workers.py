@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -61,7 +62,12 @@ def test_two_workers_serve_and_metrics_add_up(workers: ProxyProcess, tmp_path: P
                        json={"model": "gpt-4o-mini",
                              "messages": [{"role": "user", "content": uuid.uuid4().hex}]})
         assert r.status_code == 200
-    counted = requests_per_worker(tmp_path / "prom")
+    deadline = time.monotonic() + 10  # a request is counted just after its last byte
+    while True:
+        counted = requests_per_worker(tmp_path / "prom")
+        if sum(counted.values()) >= REQUESTS or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     assert sorted(v > 0 for v in counted.values()) == [True, True]  # both workers answered
     assert sum(counted.values()) == REQUESTS
     for _ in range(6):  # whichever worker answers the scrape, the totals are the same

@@ -24,7 +24,8 @@ import orjson
 from proxy.cache.embedder import OnnxEncoder, ProgressFn
 from proxy.cache.matching import classifier
 from proxy.cache.matching.features import featurize, load_cache, save_cache
-from proxy.cache.matching.match import MatchRule, MatchSettings
+from proxy.cache.matching.match import MatchRule
+from proxy.cache.matching.settings import MatchSettings
 
 SWEEP_THRESHOLDS = tuple(round(0.80 + 0.01 * i, 2) for i in range(20))
 VERIFIER_SWEEP = (0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995)

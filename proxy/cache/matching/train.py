@@ -37,7 +37,7 @@ from proxy.cache.matching.features import (
     load_cache,
     save_cache,
 )
-from proxy.cache.matching.match import MatchSettings
+from proxy.cache.matching.settings import MatchSettings
 
 TRAIN_FLOOR = 0.80  # pairs below this cosine teach nothing the candidate floor does not
 TARGET_FALSE_HIT_RATE = 0.008  # validation target, a margin under the 1 % goal
