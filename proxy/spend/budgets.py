@@ -8,6 +8,7 @@ the shared test-suite runs against both backends to keep them in step.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal, Protocol
@@ -17,6 +18,7 @@ from proxy.config.departments import Period
 from proxy.spend.chargeback import Chargeback
 from proxy.spend.pricing import nanos_to_dollars
 from proxy.spend.records import UsageRecord
+from proxy.spend.rollups import Slice
 
 AdmitStatus = Literal["ok", "budget", "rpm", "tpm", "breaker"]
 SpendDimension = Literal["department", "key", "user", "model"]
@@ -277,6 +279,12 @@ class SpendBackend(Protocol):
     async def query_records(
         self, from_ts: float, to_ts: float, department: str | None
     ) -> list[UsageRecord]: ...
+    async def rollups(
+        self, days: Iterable[int], hours: Iterable[int], department: str | None
+    ) -> list[Slice]: ...
+    async def recent_records(
+        self, from_ts: float, to_ts: float, department: str | None, limit: int
+    ) -> list[UsageRecord]: ...
     def backlog_size(self) -> int: ...
     async def flush(self) -> int: ...
     async def close(self) -> None: ...
@@ -330,6 +338,9 @@ class SpendStore(Protocol):
     async def records(
         self, from_ts: float, to_ts: float, department: str | None = None
     ) -> list[UsageRecord]: ...
+    async def usage(
+        self, from_ts: float, to_ts: float, department: str | None = None
+    ) -> list[Slice]: ...
     async def spend_by(
         self, dimension: SpendDimension, from_ts: float, to_ts: float, department: str | None = None
     ) -> dict[str, float]: ...

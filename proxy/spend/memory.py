@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import OrderedDict, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from proxy.spend.budgets import (
     AdmitOutcome,
@@ -22,6 +22,16 @@ from proxy.spend.budgets import (
     sliding_retry_after,
 )
 from proxy.spend.records import UsageRecord
+from proxy.spend.rollups import (
+    DAY,
+    Granularity,
+    Group,
+    Slice,
+    bucket_start,
+    group_of,
+    in_department,
+    sums_of,
+)
 
 
 class MemoryBackend:
@@ -43,6 +53,10 @@ class MemoryBackend:
         self._notices: dict[str, float] = {}
         self._pruned_minute: int | None = None
         self._records: OrderedDict[str, UsageRecord] = OrderedDict()
+        # (granularity, bucket start) -> group -> sums; bounded by the retention, not by
+        # max_records, so reports stay whole after old raw records are dropped
+        self._rollups: dict[tuple[Granularity, int], dict[Group, list[int]]] = {}
+        self._pruned_day: int | None = None
 
     # ----- budgets, rates, breaker -----------------------------------------------------------
 
@@ -171,6 +185,8 @@ class MemoryBackend:
     # ----- usage records ---------------------------------------------------------------------
 
     async def put_record(self, record: UsageRecord) -> None:
+        if record.request_id not in self._records:
+            self._roll(record)
         self._records[record.request_id] = record
         self._records.move_to_end(record.request_id)
         horizon = self._clock() - self._retention
@@ -178,6 +194,53 @@ class MemoryBackend:
             len(self._records) > self._max_records or self._oldest_ts() < horizon
         ):
             self._records.popitem(last=False)
+
+    def _roll(self, record: UsageRecord) -> None:
+        group, sums = group_of(record), sums_of(record)
+        for granularity in ("h", "d"):
+            key = (granularity, bucket_start(granularity, record.ts))
+            bucket = self._rollups.setdefault(key, {})  # type: ignore[arg-type]
+            total = bucket.get(group)
+            if total is None:
+                bucket[group] = sums
+                sums = list(sums)
+            else:
+                for i, value in enumerate(sums):
+                    total[i] += value
+        self._prune_rollups()
+
+    def _prune_rollups(self) -> None:
+        now = self._clock()
+        day = bucket_start("d", now)
+        if day == self._pruned_day:
+            return
+        self._pruned_day = day
+        horizon = now - self._retention - DAY
+        for key in [k for k in self._rollups if k[1] < horizon]:
+            del self._rollups[key]
+
+    async def rollups(
+        self, days: Iterable[int], hours: Iterable[int], department: str | None
+    ) -> list[Slice]:
+        found: list[Slice] = []
+        buckets: list[tuple[Granularity, int]] = [*(("d", d) for d in days),
+                                                  *(("h", h) for h in hours)]
+        for key in buckets:
+            for group, sums in self._rollups.get(key, {}).items():
+                if in_department(group, department):
+                    found.append(Slice.of(key[1], group, sums))
+        return found
+
+    async def recent_records(
+        self, from_ts: float, to_ts: float, department: str | None, limit: int
+    ) -> list[UsageRecord]:
+        found: list[UsageRecord] = []
+        for record in reversed(self._records.values()):
+            if len(found) == limit:
+                break
+            if from_ts <= record.ts < to_ts and department in (None, record.department):
+                found.append(dataclasses.replace(record))
+        return sorted(found, key=lambda r: -r.ts)
 
     def _oldest_ts(self) -> float:
         return next(iter(self._records.values())).ts

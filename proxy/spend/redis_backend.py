@@ -12,6 +12,8 @@ the first time they touch a department's window or breaker, reads add them, and 
 there count (x 1000) until they expire, so an upgrade (even a rolling one) keeps every budget.
   Pnotice:...                                 notice dedupe (SET NX EX until the window ends)
   Prec:<request_id>, Prec:ts, Prec:ts:<D>     usage records (JSON, TTL = retention) + time indexes
+  Proll:h:<hour start>, Proll:d:<day start>   rollups (proxy.spend.rollups): group -> sums, written
+                                              with the record by one script (TTL = retention + 1 d)
 When Redis is unreachable, settlements and records are queued here and written by flush()."""
 
 from __future__ import annotations
@@ -41,6 +43,17 @@ from proxy.spend.budgets import (
 )
 from proxy.spend.pricing import NANOS_PER_MICRO
 from proxy.spend.records import UsageRecord
+from proxy.spend.rollups import (
+    DAY,
+    Granularity,
+    Slice,
+    bucket_start,
+    decode_group,
+    encode_group,
+    group_of,
+    in_department,
+    sums_of,
+)
 
 if TYPE_CHECKING:
     from proxy.spend.budgets import SpendOptions
@@ -70,6 +83,8 @@ class RedisBackend:
         self._owns_client = owns_client
         self._admit = client.register_script((_LUA / "admit.lua").read_text())
         self._settle = client.register_script((_LUA / "settle.lua").read_text())
+        self._record = client.register_script((_LUA / "record.lua").read_text())
+        self._backfill = client.register_script((_LUA / "backfill.lua").read_text())
         self._pending_settlements: collections.deque[Settlement] = collections.deque()
         self._pending_records: collections.deque[UsageRecord] = collections.deque(
             maxlen=backlog_max_records
@@ -250,16 +265,82 @@ class RedisBackend:
                 self.dropped_records += 1
             self._pending_records.append(record)
 
+    def _rollup_key(self, granularity: Granularity, start: int) -> str:
+        return f"{self.prefix}roll:{granularity}:{start}"
+
     async def _put_record(self, record: UsageRecord) -> None:
         horizon = self._clock() - self._retention
-        by_time, by_dept = f"{self.prefix}rec:ts", f"{self.prefix}rec:ts:{record.department}"
-        async with self.client.pipeline(transaction=True) as pipe:
-            pipe.set(self._record_key(record.request_id), orjson.dumps(record.to_dict()),
-                     ex=max(1, int(self._retention)))  # fmt: skip
-            for index in (by_time, by_dept):
-                pipe.zadd(index, {record.request_id: record.ts})
-                pipe.zremrangebyscore(index, "-inf", f"({horizon!r}")
-            await self._call(pipe.execute())
+        keys = [
+            self._record_key(record.request_id), f"{self.prefix}rec:ts",
+            f"{self.prefix}rec:ts:{record.department}",
+            self._rollup_key("h", bucket_start("h", record.ts)),
+            self._rollup_key("d", bucket_start("d", record.ts)),
+        ]  # fmt: skip
+        args: list[Any] = [
+            orjson.dumps({**record.to_dict(), "rollup": 1}), max(1, int(self._retention)),
+            record.request_id,
+            repr(record.ts), f"({horizon!r}", encode_group(group_of(record)),
+            ",".join(str(v) for v in sums_of(record)), int(self._retention) + DAY,
+        ]  # fmt: skip
+        await self._call(self._record(keys=keys, args=args))
+
+    async def rollups(
+        self, days: Iterable[int], hours: Iterable[int], department: str | None
+    ) -> list[Slice]:
+        buckets = [*(("d", d) for d in days), *(("h", h) for h in hours)]
+        if not buckets:
+            return []
+        async with self.client.pipeline(transaction=False) as pipe:
+            for granularity, start in buckets:
+                pipe.hgetall(self._rollup_key(granularity, start))  # type: ignore[arg-type]
+            replies = await self._call(pipe.execute())
+        found: list[Slice] = []
+        for (_, start), fields in zip(buckets, replies, strict=True):
+            for field, value in fields.items():
+                group = decode_group(_text(field))
+                if in_department(group, department):
+                    found.append(Slice.of(start, group, map(int, _text(value).split(","))))
+        return found
+
+    async def backfill_rollups(self, batch: int = 1000) -> int:
+        """Add the records written before rollups existed to them (once per Redis: the marker
+        key says it is done; safe to run on several replicas at once). Returns how many."""
+        marker = f"{self.prefix}roll:backfilled"
+        if await self._call(self.client.exists(marker)):
+            return 0
+        index, added, offset = f"{self.prefix}rec:ts", 0, 0
+        while True:
+            ids = await self._call(self.client.zrange(index, offset, offset + batch - 1))
+            if not ids:
+                break
+            offset += len(ids)
+            keys = [self._record_key(_text(i)) for i in ids]
+            raws = await self._call(self.client.mget(keys))
+            async with self.client.pipeline(transaction=False) as pipe:
+                for key, raw in zip(keys, raws, strict=True):
+                    if raw is None or b'"rollup":1' in raw:
+                        continue
+                    record = UsageRecord.from_dict(orjson.loads(raw))
+                    await self._backfill(keys=[
+                        key, self._rollup_key("h", bucket_start("h", record.ts)),
+                        self._rollup_key("d", bucket_start("d", record.ts))], args=[
+                        encode_group(group_of(record)), ",".join(map(str, sums_of(record))),
+                        int(self._retention) + DAY], client=pipe)  # fmt: skip
+                added += sum(int(r) for r in await self._call(pipe.execute()))
+        await self._call(self.client.set(marker, "1"))
+        return added
+
+    async def recent_records(
+        self, from_ts: float, to_ts: float, department: str | None, limit: int
+    ) -> list[UsageRecord]:
+        """The `limit` newest records with from_ts <= ts < to_ts, newest first."""
+        index = f"{self.prefix}rec:ts" + (f":{department}" if department else "")
+        ids = await self._call(self.client.zrevrangebyscore(
+            index, f"({to_ts!r}", repr(from_ts), start=0, num=limit))
+        if not ids:
+            return []
+        raws = await self._call(self.client.mget([self._record_key(_text(i)) for i in ids]))
+        return [UsageRecord.from_dict(orjson.loads(raw)) for raw in raws if raw is not None]
 
     async def get_record(self, request_id: str) -> UsageRecord | None:
         raw = await self._call(self.client.get(self._record_key(request_id)))

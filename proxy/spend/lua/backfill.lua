@@ -1,0 +1,26 @@
+-- Add one record written before rollups existed to its hour and day rollups, once: records carry
+-- "rollup":1 once counted (record.lua writes it with new records), so replicas running the
+-- backfill at the same time, or a backfill run twice, never count a record twice.
+-- KEYS: 1 record key, 2 hour rollup hash, 3 day rollup hash
+-- ARGV: 1 rollup field (the group), 2 sums (as record.lua), 3 rollup TTL seconds
+local raw = redis.call('GET', KEYS[1])
+if not raw or string.find(raw, '"rollup":1', 1, true) then return 0 end
+local add = {}
+for v in string.gmatch(ARGV[2], '[^,]+') do add[#add + 1] = tonumber(v) end
+for i = 2, 3 do
+  local old = redis.call('HGET', KEYS[i], ARGV[1])
+  local sums = {}
+  if old then
+    local j = 1
+    for v in string.gmatch(old, '[^,]+') do
+      sums[j] = string.format('%d', tonumber(v) + add[j])
+      j = j + 1
+    end
+  else
+    for k = 1, #add do sums[k] = string.format('%d', add[k]) end
+  end
+  redis.call('HSET', KEYS[i], ARGV[1], table.concat(sums, ','))
+  redis.call('EXPIRE', KEYS[i], ARGV[3])
+end
+redis.call('SET', KEYS[1], string.sub(raw, 1, -2) .. ',"rollup":1}', 'KEEPTTL')
+return 1
