@@ -52,7 +52,8 @@ def ledger_of(services: Services) -> Ledger:
 async def departments_view(ledger: Ledger, names: tuple[str, ...], now: float,
                            department: str | None = None) -> list[dict[str, Any]]:
     month = await ledger.usage(month_start(now), now + 1.0, department)
-    return [department_view(name, month, day_start(now), await ledger.budget_status(name),
+    today = await ledger.usage(day_start(now), now + 1.0, department)
+    return [department_view(name, month, today, await ledger.budget_status(name),
                             await ledger.is_paused(name)) for name in names]
 
 
@@ -132,9 +133,7 @@ async def own_spend(request: Request) -> Response:
                                  param="department", code="invalid_value")
     ledger = ledger_of(services)
     now = time.time()
-    month = await ledger.usage(month_start(now), now + 1.0, name)
-    view = department_view(name, month, day_start(now), await ledger.budget_status(name),
-                           await ledger.is_paused(name))
+    view = (await departments_view(ledger, (name,), now, name))[0]
     return json_response(view)
 
 

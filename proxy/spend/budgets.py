@@ -18,7 +18,7 @@ from proxy.config.departments import Period
 from proxy.spend.chargeback import Chargeback
 from proxy.spend.pricing import nanos_to_dollars
 from proxy.spend.records import UsageRecord
-from proxy.spend.rollups import Slice
+from proxy.spend.rollups import Granularity, Slice
 
 AdmitStatus = Literal["ok", "budget", "rpm", "tpm", "breaker"]
 SpendDimension = Literal["department", "key", "user", "model"]
@@ -280,7 +280,7 @@ class SpendBackend(Protocol):
         self, from_ts: float, to_ts: float, department: str | None
     ) -> list[UsageRecord]: ...
     async def rollups(
-        self, days: Iterable[int], hours: Iterable[int], department: str | None
+        self, buckets: Iterable[tuple[Granularity, int]], department: str | None
     ) -> list[Slice]: ...
     async def recent_records(
         self, from_ts: float, to_ts: float, department: str | None, limit: int

@@ -349,10 +349,10 @@ class Ledger:
     async def usage(
         self, from_ts: float, to_ts: float, department: str | None = None
     ) -> list[Slice]:
-        """Usage over [from_ts, to_ts) from the day and hour rollups, and the raw records of the
-        edges no whole hour covers: O(buckets x groups), not O(records)."""
+        """Usage over [from_ts, to_ts) from the month, day and hour rollups, and the raw records
+        of the edges no whole hour covers: O(buckets x groups), not O(records)."""
         plan = plan_range(from_ts, to_ts, self._clock())
-        found = await self._guard(self.backend.rollups(plan.days, plan.hours, department))
+        found = await self._guard(self.backend.rollups(plan.buckets, department))
         for start, end in plan.raw:
             records = await self._guard(self.backend.query_records(start, end, department))
             found.extend(Slice.of_record(r) for r in records)

@@ -24,6 +24,7 @@ from proxy.spend.budgets import (
 from proxy.spend.records import UsageRecord
 from proxy.spend.rollups import (
     DAY,
+    GRANULARITIES,
     Granularity,
     Group,
     Slice,
@@ -197,9 +198,9 @@ class MemoryBackend:
 
     def _roll(self, record: UsageRecord) -> None:
         group, sums = group_of(record), sums_of(record)
-        for granularity in ("h", "d"):
+        for granularity in GRANULARITIES:
             key = (granularity, bucket_start(granularity, record.ts))
-            bucket = self._rollups.setdefault(key, {})  # type: ignore[arg-type]
+            bucket = self._rollups.setdefault(key, {})
             total = bucket.get(group)
             if total is None:
                 bucket[group] = sums
@@ -215,16 +216,14 @@ class MemoryBackend:
         if day == self._pruned_day:
             return
         self._pruned_day = day
-        horizon = now - self._retention - DAY
+        horizon = now - self._retention - 31 * DAY  # a month bucket starts before its records
         for key in [k for k in self._rollups if k[1] < horizon]:
             del self._rollups[key]
 
     async def rollups(
-        self, days: Iterable[int], hours: Iterable[int], department: str | None
+        self, buckets: Iterable[tuple[Granularity, int]], department: str | None
     ) -> list[Slice]:
         found: list[Slice] = []
-        buckets: list[tuple[Granularity, int]] = [*(("d", d) for d in days),
-                                                  *(("h", h) for h in hours)]
         for key in buckets:
             for group, sums in self._rollups.get(key, {}).items():
                 if in_department(group, department):

@@ -12,8 +12,8 @@ the first time they touch a department's window or breaker, reads add them, and 
 there count (x 1000) until they expire, so an upgrade (even a rolling one) keeps every budget.
   Pnotice:...                                 notice dedupe (SET NX EX until the window ends)
   Prec:<request_id>, Prec:ts, Prec:ts:<D>     usage records (JSON, TTL = retention) + time indexes
-  Proll:h:<hour start>, Proll:d:<day start>   rollups (proxy.spend.rollups): group -> sums, written
-                                              with the record by one script (TTL = retention + 1 d)
+  Proll:{h,d,m}:<hour/day/month start>        rollups (proxy.spend.rollups): group -> sums, written
+                                              with the record by one script (TTL = retention + 32 d)
 When Redis is unreachable, settlements and records are queued here and written by flush()."""
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from proxy.spend.pricing import NANOS_PER_MICRO
 from proxy.spend.records import UsageRecord
 from proxy.spend.rollups import (
     DAY,
+    GRANULARITIES,
     Granularity,
     Slice,
     bucket_start,
@@ -268,31 +269,33 @@ class RedisBackend:
     def _rollup_key(self, granularity: Granularity, start: int) -> str:
         return f"{self.prefix}roll:{granularity}:{start}"
 
+    def _rollup_keys(self, ts: float) -> list[str]:
+        return [self._rollup_key(g, bucket_start(g, ts)) for g in GRANULARITIES]
+
     async def _put_record(self, record: UsageRecord) -> None:
         horizon = self._clock() - self._retention
         keys = [
             self._record_key(record.request_id), f"{self.prefix}rec:ts",
             f"{self.prefix}rec:ts:{record.department}",
-            self._rollup_key("h", bucket_start("h", record.ts)),
-            self._rollup_key("d", bucket_start("d", record.ts)),
+            *self._rollup_keys(record.ts),
         ]  # fmt: skip
         args: list[Any] = [
             orjson.dumps({**record.to_dict(), "rollup": 1}), max(1, int(self._retention)),
             record.request_id,
             repr(record.ts), f"({horizon!r}", encode_group(group_of(record)),
-            ",".join(str(v) for v in sums_of(record)), int(self._retention) + DAY,
+            ",".join(str(v) for v in sums_of(record)), int(self._retention) + 32 * DAY,
         ]  # fmt: skip
         await self._call(self._record(keys=keys, args=args))
 
     async def rollups(
-        self, days: Iterable[int], hours: Iterable[int], department: str | None
+        self, buckets: Iterable[tuple[Granularity, int]], department: str | None
     ) -> list[Slice]:
-        buckets = [*(("d", d) for d in days), *(("h", h) for h in hours)]
+        buckets = list(buckets)
         if not buckets:
             return []
         async with self.client.pipeline(transaction=False) as pipe:
             for granularity, start in buckets:
-                pipe.hgetall(self._rollup_key(granularity, start))  # type: ignore[arg-type]
+                pipe.hgetall(self._rollup_key(granularity, start))
             replies = await self._call(pipe.execute())
         found: list[Slice] = []
         for (_, start), fields in zip(buckets, replies, strict=True):
@@ -321,11 +324,9 @@ class RedisBackend:
                     if raw is None or b'"rollup":1' in raw:
                         continue
                     record = UsageRecord.from_dict(orjson.loads(raw))
-                    await self._backfill(keys=[
-                        key, self._rollup_key("h", bucket_start("h", record.ts)),
-                        self._rollup_key("d", bucket_start("d", record.ts))], args=[
+                    await self._backfill(keys=[key, *self._rollup_keys(record.ts)], args=[
                         encode_group(group_of(record)), ",".join(map(str, sums_of(record))),
-                        int(self._retention) + DAY], client=pipe)  # fmt: skip
+                        int(self._retention) + 32 * DAY], client=pipe)  # fmt: skip
                 added += sum(int(r) for r in await self._call(pipe.execute()))
         await self._call(self.client.set(marker, "1"))
         return added

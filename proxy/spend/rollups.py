@@ -1,16 +1,17 @@
-"""Usage rollups: per hour and per UTC day x (department, key, user, model, route, experiment arm),
-the sums a spend report needs, kept up to date as each record is written.
+"""Usage rollups: per UTC hour, day and month x (department, key, user, model, route, experiment
+arm), the sums a spend report needs, kept up to date as each record is written.
 
-A report over a range reads whole days from the day rollups, whole hours from the hour rollups and
-only the uncovered edges (a `from` or `to` inside an hour) from the raw records, so a month costs
-O(days x groups) instead of decoding every record. Sums are integers (tokens, nano-dollars), so a
-report from rollups equals the same report from the records exactly."""
+A report over a range reads whole months, days and hours from their rollups and only the uncovered
+edges (a `from` or `to` inside an hour) from the raw records, so a month costs O(groups) and any
+range O(buckets x groups) instead of decoding every record. Sums are integers (tokens,
+nano-dollars), so a report from rollups equals the same report from the records exactly."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Literal
 
 from proxy.spend.records import UsageRecord
@@ -18,7 +19,8 @@ from proxy.spend.records import UsageRecord
 HOUR = 3600
 DAY = 86_400
 CLOCK_SKEW = 300  # seconds another replica's clock may be ahead: its newest records still count
-Granularity = Literal["h", "d"]
+Granularity = Literal["h", "d", "m"]
+GRANULARITIES: tuple[Granularity, ...] = ("h", "d", "m")
 # (department, key_id, user, model_used, route_rule, experiment, variant); "" stands for None
 Group = tuple[str, str, str, str, str, str, str]
 # requests, input_tokens, cached_input_tokens, output_tokens, cost_nanos, saved_nanos
@@ -49,8 +51,21 @@ def decode_group(field: str) -> Group:
 
 
 def bucket_start(granularity: Granularity, ts: float) -> int:
+    if granularity == "m":
+        return month_start(ts)
     size = HOUR if granularity == "h" else DAY
     return math.floor(ts / size) * size
+
+
+def month_start(ts: float) -> int:
+    moment = datetime.fromtimestamp(ts, UTC)
+    return int(datetime(moment.year, moment.month, 1, tzinfo=UTC).timestamp())
+
+
+def next_month(start: int) -> int:
+    moment = datetime.fromtimestamp(start, UTC)
+    year, month = (moment.year + 1, 1) if moment.month == 12 else (moment.year, moment.month + 1)
+    return int(datetime(year, month, 1, tzinfo=UTC).timestamp())
 
 
 @dataclass(slots=True)
@@ -94,11 +109,17 @@ class Slice:
 @dataclass(frozen=True, slots=True)
 class Plan:
     """How to read [from, to): these day and hour buckets (their start, unix s) plus raw records
-    in `raw` ranges."""
+    in `raw` ranges, and month buckets."""
 
     days: tuple[int, ...]
     hours: tuple[int, ...]
     raw: tuple[tuple[float, float], ...]
+    months: tuple[int, ...] = ()
+
+    @property
+    def buckets(self) -> list[tuple[Granularity, int]]:
+        return [*(("m", m) for m in self.months), *(("d", d) for d in self.days),
+                *(("h", h) for h in self.hours)]
 
 
 def plan_range(from_ts: float, to_ts: float, now: float) -> Plan:
@@ -109,6 +130,7 @@ def plan_range(from_ts: float, to_ts: float, now: float) -> Plan:
     def covered(end: float) -> bool:
         return end <= to_ts or to_ts > now
 
+    months: list[int] = []
     days: list[int] = []
     hours: list[int] = []
     raw: list[tuple[float, float]] = []
@@ -118,7 +140,10 @@ def plan_range(from_ts: float, to_ts: float, now: float) -> Plan:
         raw.append((t, edge))
         t = edge
     while t < to_ts and t <= now + CLOCK_SKEW:
-        if t % DAY == 0 and covered(t + DAY):
+        if t == month_start(t) and covered(next_month(int(t))):
+            months.append(int(t))
+            t = next_month(int(t))
+        elif t % DAY == 0 and covered(t + DAY):
             days.append(int(t))
             t += DAY
         elif covered(t + HOUR):
@@ -127,7 +152,7 @@ def plan_range(from_ts: float, to_ts: float, now: float) -> Plan:
         else:
             raw.append((t, to_ts))
             break
-    return Plan(tuple(days), tuple(hours), tuple(raw))
+    return Plan(tuple(days), tuple(hours), tuple(raw), tuple(months))
 
 
 def in_department(group: Group, department: str | None) -> bool:

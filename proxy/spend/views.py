@@ -113,12 +113,12 @@ def budget_view(status: BudgetStatus) -> dict[str, Any]:
             "resets_in_seconds": round(status.resets_in_seconds, 3)}
 
 
-def department_view(name: str, month: list[Slice], today_from: float,
+def department_view(name: str, month: list[Slice], today: list[Slice],
                     statuses: list[BudgetStatus], paused: bool) -> dict[str, Any]:
     """Today's and this month's spend from the usage rollups, plus budget state from the
     counters."""
     mine = [r for r in month if r.department == name]
-    today = [r for r in mine if r.start >= today_from]
+    today = [r for r in today if r.department == name]
     return {"department": name, "today_usd": format_nanos(total_nanos(today)),
             "month_usd": format_nanos(total_nanos(mine)),
             "saved_usd": format_nanos(total_nanos(mine, "saved_nanos")),

@@ -24,6 +24,9 @@ def test_a_range_is_covered_by_days_hours_and_raw_edges() -> None:
         days=(int(MIDNIGHT), int(MIDNIGHT + DAY), int(MIDNIGHT + 2 * DAY)),
         hours=(int(MIDNIGHT - HOUR),),
         raw=((MIDNIGHT - HOUR - 30, MIDNIGHT - HOUR),))
+    june, july = 1_748_736_000, 1_751_328_000  # 2025-06-01, 2025-07-01 UTC
+    assert plan_range(june - DAY, july + HOUR, july + DAY) == Plan(
+        (int(june - DAY),), (int(july),), (), (june,))
     assert plan_range(MIDNIGHT, now - 30, now) == Plan(  # today up to half a minute ago
         (int(MIDNIGHT), int(MIDNIGHT + DAY)),
         tuple(int(MIDNIGHT + 2 * DAY + h * HOUR) for h in range(5)),
@@ -55,6 +58,7 @@ def test_reports_from_rollups_equal_reports_from_records(make_spend_store: Store
             (MIDNIGHT - DAY, MIDNIGHT + 3 * DAY, None),
             (MIDNIGHT - 1234.5, MIDNIGHT + DAY + 7 * HOUR + 17, None),
             (MIDNIGHT + 600, MIDNIGHT + 3 * DAY + 5000, "sales"),
+            (1_748_736_000, MIDNIGHT + 3 * DAY, None),  # from June 1st: a month bucket
         ]:
             records = await store.records(start, end, department)
             usage = await store.usage(start, end, department)

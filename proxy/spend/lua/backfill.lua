@@ -1,13 +1,13 @@
--- Add one record written before rollups existed to its hour and day rollups, once: records carry
+-- Add one record written before rollups existed to its hour, day and month rollups, once: records carry
 -- "rollup":1 once counted (record.lua writes it with new records), so replicas running the
 -- backfill at the same time, or a backfill run twice, never count a record twice.
--- KEYS: 1 record key, 2 hour rollup hash, 3 day rollup hash
+-- KEYS: 1 record key, 2 hour, 3 day, 4 month rollup hash
 -- ARGV: 1 rollup field (the group), 2 sums (as record.lua), 3 rollup TTL seconds
 local raw = redis.call('GET', KEYS[1])
 if not raw or string.find(raw, '"rollup":1', 1, true) then return 0 end
 local add = {}
 for v in string.gmatch(ARGV[2], '[^,]+') do add[#add + 1] = tonumber(v) end
-for i = 2, 3 do
+for i = 2, 4 do
   local old = redis.call('HGET', KEYS[i], ARGV[1])
   local sums = {}
   if old then

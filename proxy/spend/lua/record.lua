@@ -1,6 +1,6 @@
--- Store one usage record and add it to its hour and day rollups, once: a record re-sent from the
+-- Store one usage record and add it to its hour, day and month rollups, once: a record re-sent from the
 -- backlog (Redis ran the first send but the reply was lost) is stored again, never counted twice.
--- KEYS: 1 record key, 2 time index, 3 department time index, 4 hour rollup hash, 5 day rollup hash
+-- KEYS: 1 record key, 2 time index, 3 department time index, 4 hour, 5 day, 6 month rollup hash
 -- ARGV: 1 record JSON, 2 record TTL seconds, 3 request id, 4 ts, 5 index horizon (exclusive),
 --       6 rollup field (the group), 7 sums "requests,input,cached,output,cost_nanos,saved_nanos",
 --       8 rollup TTL seconds
@@ -13,7 +13,7 @@ end
 if not fresh then return 0 end
 local add = {}
 for v in string.gmatch(ARGV[7], '[^,]+') do add[#add + 1] = tonumber(v) end
-for i = 4, 5 do
+for i = 4, 6 do
   local old = redis.call('HGET', KEYS[i], ARGV[6])
   local sums = {}
   local j = 1
