@@ -51,8 +51,8 @@ def ledger_of(services: Services) -> Ledger:
 
 async def departments_view(ledger: Ledger, names: tuple[str, ...], now: float,
                            department: str | None = None) -> list[dict[str, Any]]:
-    month = await ledger.usage(month_start(now), now + 1.0, department)
-    today = await ledger.usage(day_start(now), now + 1.0, department)
+    month = await ledger.usage(month_start(now), now + 1.0, department, "coarse")
+    today = await ledger.usage(day_start(now), now + 1.0, department, "coarse")
     return [department_view(name, month, today, await ledger.budget_status(name),
                             await ledger.is_paused(name)) for name in names]
 
@@ -65,7 +65,8 @@ async def spend(request: Request) -> Response:
     by = dimension(params)
     start, end = time_range(params)
     department = params.get("department") or None
-    usage = await ledger.usage(start, end, department)
+    usage = await ledger.usage(start, end, department,
+                               "fine" if by in ("key", "user") else "coarse")
     names = (department,) if department else services.config.departments.names
     return json_response({
         "from": start, "to": end, "by": by, "rows": spend_rows(usage, by),

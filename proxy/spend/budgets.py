@@ -18,7 +18,7 @@ from proxy.config.departments import Period
 from proxy.spend.chargeback import Chargeback
 from proxy.spend.pricing import nanos_to_dollars
 from proxy.spend.records import UsageRecord
-from proxy.spend.rollups import Granularity, Slice
+from proxy.spend.rollups import Detail, Granularity, Slice
 
 AdmitStatus = Literal["ok", "budget", "rpm", "tpm", "breaker"]
 SpendDimension = Literal["department", "key", "user", "model"]
@@ -280,7 +280,8 @@ class SpendBackend(Protocol):
         self, from_ts: float, to_ts: float, department: str | None
     ) -> list[UsageRecord]: ...
     async def rollups(
-        self, buckets: Iterable[tuple[Granularity, int]], department: str | None
+        self, buckets: Iterable[tuple[Granularity, int]], department: str | None,
+        detail: Detail = "fine",
     ) -> list[Slice]: ...
     async def recent_records(
         self, from_ts: float, to_ts: float, department: str | None, limit: int
@@ -339,7 +340,8 @@ class SpendStore(Protocol):
         self, from_ts: float, to_ts: float, department: str | None = None
     ) -> list[UsageRecord]: ...
     async def usage(
-        self, from_ts: float, to_ts: float, department: str | None = None
+        self, from_ts: float, to_ts: float, department: str | None = None,
+        detail: Detail = "fine", coarsest: Granularity = "m",
     ) -> list[Slice]: ...
     async def spend_by(
         self, dimension: SpendDimension, from_ts: float, to_ts: float, department: str | None = None

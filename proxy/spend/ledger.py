@@ -45,7 +45,7 @@ from proxy.spend.notices import Notices
 from proxy.spend.notify import BudgetNotice, NoticeKind, NoticeSink
 from proxy.spend.pricing import PricingTable, nanos_to_dollars, to_nanos
 from proxy.spend.records import UsageRecord
-from proxy.spend.rollups import Slice, plan_range
+from proxy.spend.rollups import Detail, Granularity, Slice, group_of, plan_range, sums_of
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -347,15 +347,17 @@ class Ledger:
         return await self._guard(self.backend.query_records(from_ts, to_ts, department))
 
     async def usage(
-        self, from_ts: float, to_ts: float, department: str | None = None
+        self, from_ts: float, to_ts: float, department: str | None = None,
+        detail: Detail = "fine", coarsest: Granularity = "m",
     ) -> list[Slice]:
         """Usage over [from_ts, to_ts) from the month, day and hour rollups, and the raw records
-        of the edges no whole hour covers: O(buckets x groups), not O(records)."""
-        plan = plan_range(from_ts, to_ts, self._clock())
-        found = await self._guard(self.backend.rollups(plan.buckets, department))
+        of the edges no whole hour covers: O(buckets x groups), not O(records). `coarse`:
+        department x model groups only; `coarsest="d"`: no slice spans more than a UTC day."""
+        plan = plan_range(from_ts, to_ts, self._clock(), coarsest)
+        found = await self._guard(self.backend.rollups(plan.buckets, department, detail))
         for start, end in plan.raw:
             records = await self._guard(self.backend.query_records(start, end, department))
-            found.extend(Slice.of_record(r) for r in records)
+            found.extend(Slice.of(r.ts, group_of(r, detail), sums_of(r)) for r in records)
         return found
 
     async def recent(
@@ -369,14 +371,15 @@ class Ledger:
     ) -> dict[str, float]:
         """Dollars per department / key id / user / model (used) over [from_ts, to_ts)."""
         totals: dict[str, int] = defaultdict(int)
-        for part in await self.usage(from_ts, to_ts, department):
+        detail: Detail = "fine" if dimension in ("key", "user") else "coarse"
+        for part in await self.usage(from_ts, to_ts, department, detail):
             totals[_dimension_value(part, dimension)] += part.cost_nanos
         return {name: nanos_to_dollars(nanos) for name, nanos in sorted(totals.items())}
 
     async def chargeback(
         self, from_ts: float, to_ts: float, department: str | None = None
     ) -> Chargeback:
-        return build_chargeback(await self.usage(from_ts, to_ts, department))
+        return build_chargeback(await self.usage(from_ts, to_ts, department, "coarse", "d"))
 
     async def _guard(self, pending: Awaitable[T]) -> T:
         try:

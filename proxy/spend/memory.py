@@ -24,7 +24,9 @@ from proxy.spend.budgets import (
 from proxy.spend.records import UsageRecord
 from proxy.spend.rollups import (
     DAY,
+    DETAILS,
     GRANULARITIES,
+    Detail,
     Granularity,
     Group,
     Slice,
@@ -56,7 +58,7 @@ class MemoryBackend:
         self._records: OrderedDict[str, UsageRecord] = OrderedDict()
         # (granularity, bucket start) -> group -> sums; bounded by the retention, not by
         # max_records, so reports stay whole after old raw records are dropped
-        self._rollups: dict[tuple[Granularity, int], dict[Group, list[int]]] = {}
+        self._rollups: dict[tuple[Detail, Granularity, int], dict[Group, list[int]]] = {}
         self._pruned_day: int | None = None
 
     # ----- budgets, rates, breaker -----------------------------------------------------------
@@ -197,17 +199,18 @@ class MemoryBackend:
             self._records.popitem(last=False)
 
     def _roll(self, record: UsageRecord) -> None:
-        group, sums = group_of(record), sums_of(record)
-        for granularity in GRANULARITIES:
-            key = (granularity, bucket_start(granularity, record.ts))
-            bucket = self._rollups.setdefault(key, {})
-            total = bucket.get(group)
-            if total is None:
-                bucket[group] = sums
-                sums = list(sums)
-            else:
-                for i, value in enumerate(sums):
-                    total[i] += value
+        sums = sums_of(record)
+        for detail in DETAILS:
+            group = group_of(record, detail)
+            for granularity in GRANULARITIES:
+                key = (detail, granularity, bucket_start(granularity, record.ts))
+                bucket = self._rollups.setdefault(key, {})
+                total = bucket.get(group)
+                if total is None:
+                    bucket[group] = list(sums)
+                else:
+                    for i, value in enumerate(sums):
+                        total[i] += value
         self._prune_rollups()
 
     def _prune_rollups(self) -> None:
@@ -217,17 +220,18 @@ class MemoryBackend:
             return
         self._pruned_day = day
         horizon = now - self._retention - 31 * DAY  # a month bucket starts before its records
-        for key in [k for k in self._rollups if k[1] < horizon]:
+        for key in [k for k in self._rollups if k[2] < horizon]:
             del self._rollups[key]
 
     async def rollups(
-        self, buckets: Iterable[tuple[Granularity, int]], department: str | None
+        self, buckets: Iterable[tuple[Granularity, int]], department: str | None,
+        detail: Detail = "fine",
     ) -> list[Slice]:
         found: list[Slice] = []
-        for key in buckets:
-            for group, sums in self._rollups.get(key, {}).items():
+        for granularity, start in buckets:
+            for group, sums in self._rollups.get((detail, granularity, start), {}).items():
                 if in_department(group, department):
-                    found.append(Slice.of(key[1], group, sums))
+                    found.append(Slice.of(start, group, sums))
         return found
 
     async def recent_records(

@@ -13,7 +13,8 @@ there count (x 1000) until they expire, so an upgrade (even a rolling one) keeps
   Pnotice:...                                 notice dedupe (SET NX EX until the window ends)
   Prec:<request_id>, Prec:ts, Prec:ts:<D>     usage records (JSON, TTL = retention) + time indexes
   Proll:{h,d,m}:<hour/day/month start>        rollups (proxy.spend.rollups): group -> sums, written
-                                              with the record by one script (TTL = retention + 32 d)
+  Proll:c{h,d,m}:<start>                      with the record by one script (TTL = retention +
+                                              32 d); `c`: coarse groups (department x model)
 When Redis is unreachable, settlements and records are queued here and written by flush()."""
 
 from __future__ import annotations
@@ -45,7 +46,9 @@ from proxy.spend.pricing import NANOS_PER_MICRO
 from proxy.spend.records import UsageRecord
 from proxy.spend.rollups import (
     DAY,
+    DETAILS,
     GRANULARITIES,
+    Detail,
     Granularity,
     Slice,
     bucket_start,
@@ -86,6 +89,7 @@ class RedisBackend:
         self._settle = client.register_script((_LUA / "settle.lua").read_text())
         self._record = client.register_script((_LUA / "record.lua").read_text())
         self._backfill = client.register_script((_LUA / "backfill.lua").read_text())
+        self._read_rollups = client.register_script((_LUA / "rollups.lua").read_text())
         self._pending_settlements: collections.deque[Settlement] = collections.deque()
         self._pending_records: collections.deque[UsageRecord] = collections.deque(
             maxlen=backlog_max_records
@@ -266,11 +270,19 @@ class RedisBackend:
                 self.dropped_records += 1
             self._pending_records.append(record)
 
-    def _rollup_key(self, granularity: Granularity, start: int) -> str:
-        return f"{self.prefix}roll:{granularity}:{start}"
+    def _rollup_key(self, granularity: Granularity, start: int, detail: Detail = "fine") -> str:
+        level = "" if detail == "fine" else "c"
+        return f"{self.prefix}roll:{level}{granularity}:{start}"
 
     def _rollup_keys(self, ts: float) -> list[str]:
-        return [self._rollup_key(g, bucket_start(g, ts)) for g in GRANULARITIES]
+        """Fine hour, day, month, then coarse hour, day, month (the scripts' order)."""
+        return [self._rollup_key(g, bucket_start(g, ts), d) for d in DETAILS
+                for g in GRANULARITIES]
+
+    def _rollup_fields(self, record: UsageRecord) -> tuple[str, str, str]:
+        """(fine group, sums, coarse group) as the scripts take them."""
+        return (encode_group(group_of(record)), ",".join(map(str, sums_of(record))),
+                encode_group(group_of(record, "coarse")))
 
     async def _put_record(self, record: UsageRecord) -> None:
         horizon = self._clock() - self._retention
@@ -279,30 +291,29 @@ class RedisBackend:
             f"{self.prefix}rec:ts:{record.department}",
             *self._rollup_keys(record.ts),
         ]  # fmt: skip
+        fine, sums, coarse = self._rollup_fields(record)
         args: list[Any] = [
             orjson.dumps({**record.to_dict(), "rollup": 1}), max(1, int(self._retention)),
-            record.request_id,
-            repr(record.ts), f"({horizon!r}", encode_group(group_of(record)),
-            ",".join(str(v) for v in sums_of(record)), int(self._retention) + 32 * DAY,
+            record.request_id, repr(record.ts), f"({horizon!r}", fine, sums,
+            int(self._retention) + 32 * DAY, coarse,
         ]  # fmt: skip
         await self._call(self._record(keys=keys, args=args))
 
     async def rollups(
-        self, buckets: Iterable[tuple[Granularity, int]], department: str | None
+        self, buckets: Iterable[tuple[Granularity, int]], department: str | None,
+        detail: Detail = "fine",
     ) -> list[Slice]:
         buckets = list(buckets)
         if not buckets:
             return []
-        async with self.client.pipeline(transaction=False) as pipe:
-            for granularity, start in buckets:
-                pipe.hgetall(self._rollup_key(granularity, start))
-            replies = await self._call(pipe.execute())
+        keys = [self._rollup_key(granularity, start, detail) for granularity, start in buckets]
+        replies = orjson.loads(await self._call(self._read_rollups(keys=keys)))
         found: list[Slice] = []
-        for (_, start), fields in zip(buckets, replies, strict=True):
-            for field, value in fields.items():
-                group = decode_group(_text(field))
+        for (_, start), flat in zip(buckets, replies, strict=True):
+            for i in range(0, len(flat), 2):  # an empty hash comes as {}: len 0
+                group = decode_group(flat[i])
                 if in_department(group, department):
-                    found.append(Slice.of(start, group, map(int, _text(value).split(","))))
+                    found.append(Slice.of(start, group, map(int, flat[i + 1].split(","))))
         return found
 
     async def backfill_rollups(self, batch: int = 1000) -> int:
@@ -324,9 +335,9 @@ class RedisBackend:
                     if raw is None or b'"rollup":1' in raw:
                         continue
                     record = UsageRecord.from_dict(orjson.loads(raw))
+                    fine, sums, coarse = self._rollup_fields(record)
                     await self._backfill(keys=[key, *self._rollup_keys(record.ts)], args=[
-                        encode_group(group_of(record)), ",".join(map(str, sums_of(record))),
-                        int(self._retention) + 32 * DAY], client=pipe)  # fmt: skip
+                        fine, sums, int(self._retention) + 32 * DAY, coarse], client=pipe)
                 added += sum(int(r) for r in await self._call(pipe.execute()))
         await self._call(self.client.set(marker, "1"))
         return added

@@ -29,7 +29,15 @@ SUMS = ("requests", "input_tokens", "cached_input_tokens", "output_tokens", "cos
 _SEP = "\x1f"
 
 
-def group_of(record: UsageRecord) -> Group:
+# "fine": every dimension; "coarse": department x model only (chargeback, per-department and
+# per-model views), a few dozen groups where "fine" has thousands
+Detail = Literal["fine", "coarse"]
+DETAILS: tuple[Detail, ...] = ("fine", "coarse")
+
+
+def group_of(record: UsageRecord, detail: Detail = "fine") -> Group:
+    if detail == "coarse":
+        return (record.department, "", "", record.model_used, "", "", "")
     return (record.department, record.key_id, record.user or "", record.model_used,
             record.route_rule or "", record.experiment or "", record.variant or "")
 
@@ -122,10 +130,10 @@ class Plan:
                 *(("h", h) for h in self.hours)]
 
 
-def plan_range(from_ts: float, to_ts: float, now: float) -> Plan:
+def plan_range(from_ts: float, to_ts: float, now: float, coarsest: Granularity = "m") -> Plan:
     """Cover [from_ts, to_ts) with whole days, whole hours and raw edges. A bucket that ends
     after `to_ts` still counts as whole when `to_ts` is in the future: no record is newer than
-    `now` (give or take CLOCK_SKEW)."""
+    `now` (give or take CLOCK_SKEW). `coarsest="d"` for reports by day."""
 
     def covered(end: float) -> bool:
         return end <= to_ts or to_ts > now
@@ -140,7 +148,7 @@ def plan_range(from_ts: float, to_ts: float, now: float) -> Plan:
         raw.append((t, edge))
         t = edge
     while t < to_ts and t <= now + CLOCK_SKEW:
-        if t == month_start(t) and covered(next_month(int(t))):
+        if coarsest == "m" and t == month_start(t) and covered(next_month(int(t))):
             months.append(int(t))
             t = next_month(int(t))
         elif t % DAY == 0 and covered(t + DAY):

@@ -64,6 +64,9 @@ def test_reports_from_rollups_equal_reports_from_records(make_spend_store: Store
             usage = await store.usage(start, end, department)
             assert sum(u.requests for u in usage) == len(records)
             assert build_chargeback(usage) == build_chargeback(records)
+            coarse = await store.usage(start, end, department, "coarse", "d")
+            assert build_chargeback(coarse) == build_chargeback(records)
+            assert len({u.group for u in coarse}) <= 3 * 2  # department x model
             assert len(usage) < len(records) or end - start < DAY
         await store.close()
 

@@ -1,9 +1,10 @@
 -- Store one usage record and add it to its hour, day and month rollups, once: a record re-sent from the
 -- backlog (Redis ran the first send but the reply was lost) is stored again, never counted twice.
--- KEYS: 1 record key, 2 time index, 3 department time index, 4 hour, 5 day, 6 month rollup hash
+-- KEYS: 1 record key, 2 time index, 3 department time index, 4-6 hour, day, month rollup hash,
+--       7-9 the same for coarse groups
 -- ARGV: 1 record JSON, 2 record TTL seconds, 3 request id, 4 ts, 5 index horizon (exclusive),
 --       6 rollup field (the group), 7 sums "requests,input,cached,output,cost_nanos,saved_nanos",
---       8 rollup TTL seconds
+--       8 rollup TTL seconds, 9 coarse rollup field
 local fresh = redis.call('EXISTS', KEYS[1]) == 0
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 for i = 2, 3 do
@@ -13,8 +14,10 @@ end
 if not fresh then return 0 end
 local add = {}
 for v in string.gmatch(ARGV[7], '[^,]+') do add[#add + 1] = tonumber(v) end
-for i = 4, 6 do
-  local old = redis.call('HGET', KEYS[i], ARGV[6])
+for i = 4, 9 do
+  local field = ARGV[6]
+  if i > 6 then field = ARGV[9] end
+  local old = redis.call('HGET', KEYS[i], field)
   local sums = {}
   local j = 1
   if old then
@@ -25,7 +28,7 @@ for i = 4, 6 do
   else
     for k = 1, #add do sums[k] = string.format('%d', add[k]) end
   end
-  redis.call('HSET', KEYS[i], ARGV[6], table.concat(sums, ','))
+  redis.call('HSET', KEYS[i], field, table.concat(sums, ','))
   redis.call('EXPIRE', KEYS[i], ARGV[8])
 end
 return 1
