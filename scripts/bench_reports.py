@@ -58,8 +58,8 @@ async def populate(url: str, prefix: str, count: int, users: int, seed: int = 1)
     """Write `count` records through the proxy's record script; returns seconds taken."""
     from proxy.spend.budgets import SpendOptions
     from proxy.spend.pricing import load_pricing
-    from proxy.spend.redis_backend import RedisBackend
     from proxy.spend.records import UsageRecord
+    from proxy.spend.redis_backend import RedisBackend
     from proxy.spend.rollups import DAY
 
     backend = RedisBackend.from_url(url, options=SpendOptions(key_prefix=prefix), clock=time.time)
@@ -233,11 +233,14 @@ def main() -> None:
         import redis
 
         r = redis.Redis.from_url(args.redis_url)
-        for start in range(0, 10**9, 1):
-            keys = [k for _, k in zip(range(5000), r.scan_iter(match=f"{prefix}*", count=5000))]
-            if not keys:
-                break
-            r.delete(*keys)
+        batch: list[bytes] = []
+        for key in r.scan_iter(match=f"{prefix}*", count=5000):
+            batch.append(key)
+            if len(batch) == 5000:
+                r.delete(*batch)
+                batch.clear()
+        if batch:
+            r.delete(*batch)
         r.close()
 
 
