@@ -131,15 +131,17 @@ def percentile(values: list[float], q: float) -> float:
 
 def time_get(client: httpx.Client, base: str, path: str, repeat: int,
              headers: dict[str, str]) -> dict[str, Any]:
-    took = []
+    took, statuses = [], set()
     for _ in range(repeat):
         began = time.perf_counter()
         r = client.get(base + path, headers=headers, timeout=600)
         took.append((time.perf_counter() - began) * 1000)
-        r.raise_for_status()
-    return {"path": path, "best_ms": round(min(took), 1),
-            "median_ms": round(statistics.median(took), 1),
-            "p95_ms": round(percentile(took, 0.95), 1), "bytes": len(r.content)}
+        statuses.add(r.status_code)
+    result = {"path": path, "status": sorted(statuses), "best_ms": round(min(took), 1),
+              "median_ms": round(statistics.median(took), 1),
+              "p95_ms": round(percentile(took, 0.95), 1), "bytes": len(r.content)}
+    print(json.dumps(result), file=sys.stderr, flush=True)
+    return result
 
 
 async def chat_round(base: str, count: int, concurrency: int, poll: float | None) -> list[float]:
@@ -183,14 +185,18 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="rounds per condition")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--poll-seconds", type=float, default=10.0)
+    parser.add_argument("--prefix", help="reuse the records written under this key prefix")
+    parser.add_argument("--keep", action="store_true", help="do not delete the records")
     parser.add_argument("--serve", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         serve(*args.serve)
         return
-    prefix = f"bench:{uuid.uuid4().hex[:8]}:"
-    print(f"writing {args.records:,} records under {prefix}", file=sys.stderr)
-    write_s = asyncio.run(populate(args.redis_url, prefix, args.records, args.users))
+    prefix = args.prefix or f"bench:{uuid.uuid4().hex[:8]}:"
+    write_s = 0.0
+    if not args.prefix:
+        print(f"writing {args.records:,} records under {prefix}", file=sys.stderr)
+        write_s = asyncio.run(populate(args.redis_url, prefix, args.records, args.users))
     tmp = tempfile.mkdtemp()
     port_file = os.path.join(tmp, "url")
     server = subprocess.Popen([sys.executable, __file__, "--redis-url", args.redis_url,
@@ -222,6 +228,8 @@ def main() -> None:
                 chat_round(base, args.chat, args.concurrency, None))
             rounds["with polling"] += asyncio.run(
                 chat_round(base, args.chat, args.concurrency, args.poll_seconds))
+            print(json.dumps({n: round(percentile(v, 0.99), 1) for n, v in rounds.items()}),
+                  file=sys.stderr, flush=True)
         results["chat"] = {name: {"n": len(v), "p50_ms": round(percentile(v, 0.5), 1),
                                   "p99_ms": round(percentile(v, 0.99), 1)}
                            for name, v in rounds.items()}
@@ -230,6 +238,7 @@ def main() -> None:
         server.terminate()
         server.wait()
         shutil.rmtree(tmp, ignore_errors=True)
+    if not args.keep:
         import redis
 
         r = redis.Redis.from_url(args.redis_url)
