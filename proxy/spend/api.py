@@ -66,7 +66,7 @@ async def spend(request: Request) -> Response:
     start, end = time_range(params)
     department = params.get("department") or None
     usage = await ledger.usage(start, end, department,
-                               "fine" if by in ("key", "user") else "coarse")
+                               "people" if by in ("key", "user") else "coarse")
     names = (department,) if department else services.config.departments.names
     return json_response({
         "from": start, "to": end, "by": by, "rows": spend_rows(usage, by),

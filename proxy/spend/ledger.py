@@ -371,7 +371,7 @@ class Ledger:
     ) -> dict[str, float]:
         """Dollars per department / key id / user / model (used) over [from_ts, to_ts)."""
         totals: dict[str, int] = defaultdict(int)
-        detail: Detail = "fine" if dimension in ("key", "user") else "coarse"
+        detail: Detail = "people" if dimension in ("key", "user") else "coarse"
         for part in await self.usage(from_ts, to_ts, department, detail):
             totals[_dimension_value(part, dimension)] += part.cost_nanos
         return {name: nanos_to_dollars(nanos) for name, nanos in sorted(totals.items())}

@@ -13,8 +13,8 @@ there count (x 1000) until they expire, so an upgrade (even a rolling one) keeps
   Pnotice:...                                 notice dedupe (SET NX EX until the window ends)
   Prec:<request_id>, Prec:ts, Prec:ts:<D>     usage records (JSON, TTL = retention) + time indexes
   Proll:{h,d,m}:<hour/day/month start>        rollups (proxy.spend.rollups): group -> sums, written
-  Proll:c{h,d,m}:<start>                      with the record by one script (TTL = retention +
-                                              32 d); `c`: coarse groups (department x model)
+  Proll:c{h,d,m}:<start>, Proll:p{h,d,m}:...  with the record by one script (TTL = retention +
+                                              32 d); `c`: department x model, `p`: x key x user
 When Redis is unreachable, settlements and records are queued here and written by flush()."""
 
 from __future__ import annotations
@@ -271,18 +271,18 @@ class RedisBackend:
             self._pending_records.append(record)
 
     def _rollup_key(self, granularity: Granularity, start: int, detail: Detail = "fine") -> str:
-        level = "" if detail == "fine" else "c"
+        level = {"fine": "", "coarse": "c", "people": "p"}[detail]
         return f"{self.prefix}roll:{level}{granularity}:{start}"
 
     def _rollup_keys(self, ts: float) -> list[str]:
-        """Fine hour, day, month, then coarse hour, day, month (the scripts' order)."""
+        """Fine hour, day, month, then coarse, then people (the scripts' order)."""
         return [self._rollup_key(g, bucket_start(g, ts), d) for d in DETAILS
                 for g in GRANULARITIES]
 
-    def _rollup_fields(self, record: UsageRecord) -> tuple[str, str, str]:
-        """(fine group, sums, coarse group) as the scripts take them."""
+    def _rollup_fields(self, record: UsageRecord) -> tuple[str, str, str, str]:
+        """(fine group, sums, coarse group, people group) as the scripts take them."""
         return (encode_group(group_of(record)), ",".join(map(str, sums_of(record))),
-                encode_group(group_of(record, "coarse")))
+                encode_group(group_of(record, "coarse")), encode_group(group_of(record, "people")))
 
     async def _put_record(self, record: UsageRecord) -> None:
         horizon = self._clock() - self._retention
@@ -291,11 +291,11 @@ class RedisBackend:
             f"{self.prefix}rec:ts:{record.department}",
             *self._rollup_keys(record.ts),
         ]  # fmt: skip
-        fine, sums, coarse = self._rollup_fields(record)
+        fine, sums, coarse, people = self._rollup_fields(record)
         args: list[Any] = [
             orjson.dumps({**record.to_dict(), "rollup": 1}), max(1, int(self._retention)),
             record.request_id, repr(record.ts), f"({horizon!r}", fine, sums,
-            int(self._retention) + 32 * DAY, coarse,
+            int(self._retention) + 32 * DAY, coarse, people,
         ]  # fmt: skip
         await self._call(self._record(keys=keys, args=args))
 
@@ -335,9 +335,10 @@ class RedisBackend:
                     if raw is None or b'"rollup":1' in raw:
                         continue
                     record = UsageRecord.from_dict(orjson.loads(raw))
-                    fine, sums, coarse = self._rollup_fields(record)
+                    fine, sums, coarse, people = self._rollup_fields(record)
                     await self._backfill(keys=[key, *self._rollup_keys(record.ts)], args=[
-                        fine, sums, int(self._retention) + 32 * DAY, coarse], client=pipe)
+                        fine, sums, int(self._retention) + 32 * DAY, coarse, people],
+                        client=pipe)
                 added += sum(int(r) for r in await self._call(pipe.execute()))
         await self._call(self.client.set(marker, "1"))
         return added

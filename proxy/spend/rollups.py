@@ -30,14 +30,17 @@ _SEP = "\x1f"
 
 
 # "fine": every dimension; "coarse": department x model only (chargeback, per-department and
-# per-model views), a few dozen groups where "fine" has thousands
-Detail = Literal["fine", "coarse"]
-DETAILS: tuple[Detail, ...] = ("fine", "coarse")
+# per-model views), a few dozen groups where "fine" has thousands; "people": department x key x
+# user (reports by key or user), one group per caller
+Detail = Literal["fine", "coarse", "people"]
+DETAILS: tuple[Detail, ...] = ("fine", "coarse", "people")
 
 
 def group_of(record: UsageRecord, detail: Detail = "fine") -> Group:
     if detail == "coarse":
         return (record.department, "", "", record.model_used, "", "", "")
+    if detail == "people":
+        return (record.department, record.key_id, record.user or "", "", "", "", "")
     return (record.department, record.key_id, record.user or "", record.model_used,
             record.route_rule or "", record.experiment or "", record.variant or "")
 

@@ -11,10 +11,18 @@ import pytest
 from proxy.spend.chargeback import build_chargeback
 from proxy.spend.ledger import Ledger
 from proxy.spend.redis_backend import RedisBackend
-from proxy.spend.rollups import DAY, HOUR, Plan, plan_range
+from proxy.spend.rollups import DAY, HOUR, Plan, Slice, plan_range
 from tests.spend_helpers import FakeClock, StoreFactory, make_record
 
 MIDNIGHT = 1_750_032_000.0  # 2025-06-16T00:00:00Z
+
+
+def by_value(usage: list[Slice], field: str) -> dict[str | None, tuple[int, int]]:
+    totals: dict[str | None, tuple[int, int]] = {}
+    for part in usage:
+        requests, nanos = totals.get(getattr(part, field), (0, 0))
+        totals[getattr(part, field)] = (requests + part.requests, nanos + part.cost_nanos)
+    return totals
 
 
 def test_a_range_is_covered_by_days_hours_and_raw_edges() -> None:
@@ -67,6 +75,9 @@ def test_reports_from_rollups_equal_reports_from_records(make_spend_store: Store
             coarse = await store.usage(start, end, department, "coarse", "d")
             assert build_chargeback(coarse) == build_chargeback(records)
             assert len({u.group for u in coarse}) <= 3 * 2  # department x model
+            people = await store.usage(start, end, department, "people")
+            for by in ("key_id", "user"):
+                assert by_value(people, by) == by_value(usage, by)
             assert len(usage) < len(records) or end - start < DAY
         await store.close()
 
