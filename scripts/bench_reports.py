@@ -88,10 +88,10 @@ async def populate(url: str, prefix: str, count: int, users: int, seed: int = 1)
                     quality_score=rng.choice((None, None, 0.0, 1.0)))
                 keys = [backend._record_key(record.request_id), f"{prefix}rec:ts",
                         f"{prefix}rec:ts:{dept}", *backend._rollup_keys(record.ts)]
-                fine, sums, coarse, people = backend._rollup_fields(record)
+                fine, sums, coarse, by_caller = backend._rollup_fields(record)
                 args = [orjson.dumps({**record.to_dict(), "rollup": 1}), retention,
                         record.request_id, repr(record.ts), f"({now - retention!r}", fine, sums,
-                        retention + 32 * DAY, coarse, people]
+                        retention + 32 * DAY, coarse, by_caller]
                 await backend._record(keys=keys, args=args, client=pipe)
             await pipe.execute()
         if first % 100_000 == 0:
