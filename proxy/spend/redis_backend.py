@@ -337,6 +337,9 @@ class RedisSpendBackend:
             calls = [self._rollup_call(r, f"{self._roll}filled", horizon) for r in old]
             added += await self._run_records(calls)
         await self._call(self.client.set(marker, "1"))
+        # not deleted: a replica still backfilling would count again what it no longer finds;
+        # past the retention the records it guards have expired too
+        await self._call(self.client.expire(f"{self._roll}filled", max(1, int(self._retention))))
         return added
 
     async def _run_records(self, calls: list[tuple[list[str], list[Any]]]) -> int:
