@@ -277,16 +277,17 @@ class RedisSpendBackend:
     async def _put_record(self, record: UsageRecord) -> None:
         horizon = self._clock() - self._retention
         keys, args = self._rollup_call(record, f"{self.prefix}rec:ts", horizon)
-        if self._cluster:
-            by_dept = f"{self.prefix}rec:ts:{record.department}"
+        key = self._record_key(record.request_id)
+        by_dept = f"{self.prefix}rec:ts:{record.department}"
+        if self._cluster:  # other slots: written first, the script then indexes and counts it
+            payload, ttl = args[8], args[9]
             async with self.client.pipeline(transaction=False) as pipe:
-                pipe.set(self._record_key(record.request_id), args[8], ex=args[9])
+                pipe.set(key, payload, ex=ttl)
                 pipe.zadd(by_dept, {record.request_id: record.ts})
-                pipe.zremrangebyscore(by_dept, "-inf", args[2])
+                pipe.zremrangebyscore(by_dept, "-inf", f"({horizon!r}")
                 await self._call(pipe.execute())
         else:
-            keys += [self._record_key(record.request_id),
-                     f"{self.prefix}rec:ts:{record.department}"]
+            keys += [key, by_dept]
         await self._call(self._record(keys=keys, args=args))
 
     def _rollup_call(self, record: UsageRecord, seen: str,
