@@ -8,6 +8,7 @@ the shared test-suite runs against both backends to keep them in step.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal, Protocol
@@ -16,6 +17,7 @@ from proxy import errors
 from proxy.config.departments import Period
 from proxy.spend.pricing import nanos_to_dollars
 from proxy.spend.records import UsageRecord
+from proxy.spend.rollups import Detail, Granularity, Slice
 
 AdmitStatus = Literal["ok", "budget", "rpm", "tpm", "breaker"]
 SpendDimension = Literal["department", "key", "user", "model"]
@@ -275,6 +277,13 @@ class SpendBackend(Protocol):
     async def set_feedback(self, request_id: str, score: float, comment: str | None) -> bool: ...
     async def query_records(
         self, from_ts: float, to_ts: float, department: str | None
+    ) -> list[UsageRecord]: ...
+    async def rollups(
+        self, buckets: Iterable[tuple[Granularity, int]], department: str | None,
+        detail: Detail = "fine",
+    ) -> list[Slice]: ...
+    async def recent_records(
+        self, from_ts: float, to_ts: float, department: str | None, limit: int
     ) -> list[UsageRecord]: ...
     def backlog_size(self) -> int: ...
     async def flush(self) -> int: ...

@@ -1,4 +1,5 @@
-"""Chargeback: usage records -> rows per UTC day x department x model, plus a totals row.
+"""Chargeback: usage (rollups and records) -> rows per UTC day x department x model, plus a totals
+row.
 
 Each record's dollar cost is converted once to integer nano-dollars (records hold costs that were
 computed in nano-dollars, so the conversion is exact) and everything after is integer addition:
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +20,7 @@ import orjson
 from proxy.config.departments import ADMIN_DEPARTMENT
 from proxy.spend.pricing import format_nanos
 from proxy.spend.records import UsageRecord
+from proxy.spend.rollups import Slice
 
 TOTAL = "TOTAL"
 CSV_COLUMNS = (
@@ -39,10 +41,10 @@ class ChargebackRow:
     cost_nanos: int = 0
     saved_nanos: int = 0
 
-    def plus(self, record: UsageRecord) -> ChargebackRow:
+    def plus(self, record: Slice) -> ChargebackRow:
         return replace(
             self,
-            requests=self.requests + 1,
+            requests=self.requests + record.requests,
             input_tokens=self.input_tokens + record.input_tokens,
             cached_input_tokens=self.cached_input_tokens + record.cached_input_tokens,
             output_tokens=self.output_tokens + record.output_tokens,
@@ -87,10 +89,11 @@ def utc_day(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d")
 
 
-def build_chargeback(records: Iterable[UsageRecord]) -> Chargeback:
+def build_chargeback(usage: Iterable[Slice | UsageRecord]) -> Chargeback:
     groups: dict[tuple[str, str, str], ChargebackRow] = {}
-    for record in records:
-        key = (utc_day(record.ts), record.department or ADMIN_DEPARTMENT, record.model_used)
+    for item in usage:
+        record = item if isinstance(item, Slice) else Slice.of_record(item)
+        key = (utc_day(record.start), record.department or ADMIN_DEPARTMENT, record.model_used)
         groups[key] = groups.get(key, ChargebackRow(*key)).plus(record)
     rows = tuple(groups[key] for key in sorted(groups))
     total = ChargebackRow(TOTAL, "", "")
@@ -100,12 +103,19 @@ def build_chargeback(records: Iterable[UsageRecord]) -> Chargeback:
 
 
 def chargeback_csv(chargeback: Chargeback) -> str:
+    return "".join(chargeback_csv_lines(chargeback))
+
+
+def chargeback_csv_lines(chargeback: Chargeback) -> Iterator[str]:
+    """The CSV a line at a time (the export is streamed)."""
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for row in (*chargeback.rows, chargeback.total):
         writer.writerow(row.as_dict())
-    return out.getvalue()
+        yield out.getvalue()
+        out.seek(0)
+        out.truncate()
 
 
 def chargeback_json(chargeback: Chargeback) -> bytes:

@@ -47,6 +47,7 @@ from proxy.spend.notices import Notices
 from proxy.spend.notify import BudgetNotice, NoticeKind, NoticeSink
 from proxy.spend.pricing import PricingTable, nanos_to_dollars, to_nanos
 from proxy.spend.records import UsageRecord
+from proxy.spend.rollups import Detail, Granularity, Slice, group_of, plan_range, sums_of
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -81,6 +82,7 @@ class Ledger:
         self._retired: dict[str, Department] = {}  # removed by a reload, reservations in flight
         self._observer: SpendObserver | None = None
         self._flusher: asyncio.Task[None] | None = None
+        self._backfiller: asyncio.Task[None] | None = None
         # reservation ids: a random per-store prefix + a counter (unique across replicas, and
         # cheaper than a uuid4 per request)
         self._id_prefix = os.urandom(8).hex()
@@ -346,19 +348,40 @@ class Ledger:
         """Records with from_ts <= ts < to_ts, oldest first."""
         return await self._guard(self.backend.query_records(from_ts, to_ts, department))
 
+    async def usage(
+        self, from_ts: float, to_ts: float, department: str | None = None,
+        detail: Detail = "fine", coarsest: Granularity = "m",
+    ) -> list[Slice]:
+        """Usage over [from_ts, to_ts) from the month, day and hour rollups, and the raw records
+        of the edges no whole hour covers: O(buckets x groups), not O(records). `coarse`:
+        department x model groups only; `coarsest="d"`: no slice spans more than a UTC day."""
+        plan = plan_range(from_ts, to_ts, self._clock(), coarsest)
+        found = await self._guard(self.backend.rollups(plan.buckets, department, detail))
+        for start, end in plan.raw:
+            records = await self._guard(self.backend.query_records(start, end, department))
+            found.extend(Slice.of(r.ts, group_of(r, detail), sums_of(r)) for r in records)
+        return found
+
+    async def recent(
+        self, from_ts: float, to_ts: float, department: str | None = None, limit: int = 20
+    ) -> list[UsageRecord]:
+        """The newest `limit` records in [from_ts, to_ts), newest first."""
+        return await self._guard(self.backend.recent_records(from_ts, to_ts, department, limit))
+
     async def spend_by(
         self, dimension: SpendDimension, from_ts: float, to_ts: float, department: str | None = None
     ) -> dict[str, float]:
         """Dollars per department / key id / user / model (used) over [from_ts, to_ts)."""
         totals: dict[str, int] = defaultdict(int)
-        for record in await self.records(from_ts, to_ts, department):
-            totals[_dimension_value(record, dimension)] += record.cost_nanos
+        detail: Detail = "people" if dimension in ("key", "user") else "coarse"
+        for part in await self.usage(from_ts, to_ts, department, detail):
+            totals[_dimension_value(part, dimension)] += part.cost_nanos
         return {name: nanos_to_dollars(nanos) for name, nanos in sorted(totals.items())}
 
     async def chargeback(
         self, from_ts: float, to_ts: float, department: str | None = None
     ) -> Chargeback:
-        return build_chargeback(await self.records(from_ts, to_ts, department))
+        return build_chargeback(await self.usage(from_ts, to_ts, department, "coarse", "d"))
 
     async def _guard(self, pending: Awaitable[T]) -> T:
         try:
@@ -412,6 +435,20 @@ class Ledger:
     async def start(self) -> None:
         if self._flusher is None:
             self._flusher = asyncio.create_task(self._flush_forever())
+        backfill = getattr(self.backend, "backfill_rollups", None)
+        if backfill is not None and self._backfiller is None:
+            self._backfiller = asyncio.create_task(self._backfill(backfill))
+
+    async def _backfill(self, backfill: Callable[[], Awaitable[int]]) -> None:
+        """Records written before rollups existed (an upgrade) join them in the background."""
+        try:
+            added = await backfill()
+        except BackendDown as exc:
+            log.warning("rollup backfill not done (Redis unreachable); next start retries: %s",
+                        exc)
+            return
+        if added:
+            log.info("rollups: %d records written before rollups existed added", added)
 
     async def _flush_forever(self) -> None:
         next_status = 0.0
@@ -440,6 +477,11 @@ class Ledger:
             log.warning("budget gauges not refreshed: %s", exc)
 
     async def close(self) -> None:
+        if self._backfiller is not None:
+            self._backfiller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._backfiller
+            self._backfiller = None
         if self._flusher is not None:
             self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -458,7 +500,7 @@ def _unavailable(exc: BackendDown) -> SpendBackendUnavailable:
         "spend backend unreachable: budgets can't be checked right now. Retry shortly.")
 
 
-def _dimension_value(record: UsageRecord, dimension: SpendDimension) -> str:
+def _dimension_value(record: Slice, dimension: SpendDimension) -> str:
     if dimension == "department":
         return record.department
     if dimension == "key":

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import OrderedDict, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from proxy.spend.budgets import (
     AdmitOutcome,
@@ -22,6 +22,19 @@ from proxy.spend.budgets import (
     sliding_retry_after,
 )
 from proxy.spend.records import UsageRecord
+from proxy.spend.rollups import (
+    DAY,
+    DETAILS,
+    GRANULARITIES,
+    Detail,
+    Granularity,
+    Group,
+    Slice,
+    bucket_start,
+    group_of,
+    in_department,
+    sums_of,
+)
 
 
 class MemorySpendBackend:
@@ -43,6 +56,10 @@ class MemorySpendBackend:
         self._notices: dict[str, float] = {}
         self._pruned_minute: int | None = None
         self._records: OrderedDict[str, UsageRecord] = OrderedDict()
+        # (granularity, bucket start) -> group -> sums; bounded by the retention, not by
+        # max_records, so reports stay whole after old raw records are dropped
+        self._rollups: dict[tuple[Detail, Granularity, int], dict[Group, list[int]]] = {}
+        self._pruned_day: int | None = None
 
     # ----- budgets, rates, breaker -----------------------------------------------------------
 
@@ -171,6 +188,8 @@ class MemorySpendBackend:
     # ----- usage records ---------------------------------------------------------------------
 
     async def put_record(self, record: UsageRecord) -> None:
+        if record.request_id not in self._records:
+            self._roll(record)
         self._records[record.request_id] = record
         self._records.move_to_end(record.request_id)
         horizon = self._clock() - self._retention
@@ -178,6 +197,53 @@ class MemorySpendBackend:
             len(self._records) > self._max_records or self._oldest_ts() < horizon
         ):
             self._records.popitem(last=False)
+
+    def _roll(self, record: UsageRecord) -> None:
+        sums = sums_of(record)
+        for detail in DETAILS:
+            group = group_of(record, detail)
+            for granularity in GRANULARITIES:
+                key = (detail, granularity, bucket_start(granularity, record.ts))
+                bucket = self._rollups.setdefault(key, {})
+                total = bucket.get(group)
+                if total is None:
+                    bucket[group] = list(sums)
+                else:
+                    for i, value in enumerate(sums):
+                        total[i] += value
+        self._prune_rollups()
+
+    def _prune_rollups(self) -> None:
+        now = self._clock()
+        day = bucket_start("d", now)
+        if day == self._pruned_day:
+            return
+        self._pruned_day = day
+        horizon = now - self._retention - 31 * DAY  # a month bucket starts before its records
+        for key in [k for k in self._rollups if k[2] < horizon]:
+            del self._rollups[key]
+
+    async def rollups(
+        self, buckets: Iterable[tuple[Granularity, int]], department: str | None,
+        detail: Detail = "fine",
+    ) -> list[Slice]:
+        found: list[Slice] = []
+        for granularity, start in buckets:
+            for group, sums in self._rollups.get((detail, granularity, start), {}).items():
+                if in_department(group, department):
+                    found.append(Slice.of(start, group, sums))
+        return found
+
+    async def recent_records(
+        self, from_ts: float, to_ts: float, department: str | None, limit: int
+    ) -> list[UsageRecord]:
+        found: list[UsageRecord] = []
+        for record in reversed(self._records.values()):
+            if len(found) == limit:
+                break
+            if from_ts <= record.ts < to_ts and department in (None, record.department):
+                found.append(dataclasses.replace(record))
+        return sorted(found, key=lambda r: -r.ts)
 
     def _oldest_ts(self) -> float:
         return next(iter(self._records.values())).ts

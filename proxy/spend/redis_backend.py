@@ -12,11 +12,21 @@ the first time they touch a department's window or breaker, reads add them, and 
 there count (x 1000) until they expire, so an upgrade (even a rolling one) keeps every budget.
   Pnotice:...                                 notice dedupe (SET NX EX until the window ends)
   Prec:<request_id>, Prec:ts, Prec:ts:<D>     usage records (JSON, TTL = retention) + time indexes
-                                              (one MULTI on a single Redis, a pipeline on a cluster)
+  Proll:{h,d,m}:<hour/day/month start>        rollups (proxy.spend.rollups): group -> sums, written
+  Proll:c{h,d,m}:<start>, Proll:p{h,d,m}:...  with the record by one script (TTL = retention +
+                                              32 d); `c`: department x model, `p`: x key x user
+  Proll:filled, Proll:backfilled              records added to rollups by the upgrade backfill; done
+On a single Redis a record, its two time indexes and its rollups are written by one script
+(record.lua). On a cluster those keys live in different slots (CROSSSLOT for one script), so the
+rollups carry the time index's name as a hash tag, `P{Prec:ts}:roll:...`, and share its slot: the
+record and its department index are written first (one pipeline), then the script adds the record
+to Prec:ts and its rollups atomically in that one slot. Records still spread over every master;
+Prec:ts was already one slot (the hot key of docs/scaling.md), now with its rollups.
 When Redis is unreachable, settlements and records are queued here and written by flush()."""
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
 from collections.abc import Awaitable, Callable, Iterable
@@ -43,6 +53,20 @@ from proxy.spend.budgets import (
 )
 from proxy.spend.pricing import NANOS_PER_MICRO
 from proxy.spend.records import UsageRecord
+from proxy.spend.rollups import (
+    DAY,
+    DETAILS,
+    GRANULARITIES,
+    Detail,
+    Granularity,
+    Slice,
+    bucket_start,
+    decode_group,
+    encode_group,
+    group_of,
+    in_department,
+    sums_of,
+)
 
 if TYPE_CHECKING:
     pass
@@ -78,8 +102,14 @@ class RedisSpendBackend:
         # on a cluster a record and its two time indexes live in different slots: written in
         # one pipeline, not one transaction (a reader skips an index entry without a record)
         self._cluster = isinstance(client, RedisCluster)
+        # rollups share Prec:ts's slot on a cluster (a prefix with its own {tag} already puts
+        # every key in one slot)
+        tagged = self._cluster and "{" not in prefix
+        self._roll = f"{prefix}{{{prefix}rec:ts}}:roll:" if tagged else f"{prefix}roll:"
         self._admit = client.register_script(_script("admit.lua"))
         self._settle = client.register_script(_script("settle.lua"))
+        self._record = client.register_script((_LUA / "record.lua").read_text())
+        self._read_rollups = client.register_script((_LUA / "rollups.lua").read_text())
         self._pending_settlements: collections.deque[Settlement] = collections.deque()
         self._pending_records: collections.deque[UsageRecord] = collections.deque(
             maxlen=backlog_max_records
@@ -235,16 +265,120 @@ class RedisSpendBackend:
                 self.dropped_records += 1
             self._pending_records.append(record)
 
+    def _rollup_key(self, granularity: Granularity, start: int, detail: Detail = "fine") -> str:
+        level = {"fine": "", "coarse": "c", "people": "p"}[detail]
+        return f"{self._roll}{level}{granularity}:{start}"
+
+    def _rollup_keys(self, ts: float) -> list[str]:
+        """Fine hour, day, month, then coarse, then people (the scripts' order)."""
+        return [self._rollup_key(g, bucket_start(g, ts), d) for d in DETAILS
+                for g in GRANULARITIES]
+
+    def _rollup_fields(self, record: UsageRecord) -> tuple[str, str, str, str]:
+        """(fine group, sums, coarse group, people group) as the scripts take them."""
+        return (encode_group(group_of(record)), ",".join(map(str, sums_of(record))),
+                encode_group(group_of(record, "coarse")), encode_group(group_of(record, "people")))
+
     async def _put_record(self, record: UsageRecord) -> None:
         horizon = self._clock() - self._retention
-        by_time, by_dept = f"{self.prefix}rec:ts", f"{self.prefix}rec:ts:{record.department}"
-        async with self.client.pipeline(transaction=not self._cluster) as pipe:
-            pipe.set(self._record_key(record.request_id), orjson.dumps(record.to_dict()),
-                     ex=max(1, int(self._retention)))  # fmt: skip
-            for index in (by_time, by_dept):
-                pipe.zadd(index, {record.request_id: record.ts})
-                pipe.zremrangebyscore(index, "-inf", f"({horizon!r}")
-            await self._call(pipe.execute())
+        keys, args = self._rollup_call(record, f"{self.prefix}rec:ts", horizon)
+        key = self._record_key(record.request_id)
+        by_dept = f"{self.prefix}rec:ts:{record.department}"
+        if self._cluster:  # other slots: written first, the script then indexes and counts it
+            payload, ttl = args[8], args[9]
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.set(key, payload, ex=ttl)
+                pipe.zadd(by_dept, {record.request_id: record.ts})
+                pipe.zremrangebyscore(by_dept, "-inf", f"({horizon!r}")
+                await self._call(pipe.execute())
+        else:
+            keys += [key, by_dept]
+        await self._call(self._record(keys=keys, args=args))
+
+    def _rollup_call(self, record: UsageRecord, seen: str,
+                     horizon: float) -> tuple[list[str], list[Any]]:
+        """record.lua's keys (without the record's own two) and arguments."""
+        fine, sums, coarse, people = self._rollup_fields(record)
+        args: list[Any] = [
+            record.request_id, repr(record.ts), f"({horizon!r}", fine, sums,
+            int(self._retention) + 32 * DAY, coarse, people,
+            orjson.dumps({**record.to_dict(), "rollup": 1}), max(1, int(self._retention)),
+        ]  # fmt: skip
+        return [seen, *self._rollup_keys(record.ts)], args
+
+    async def rollups(
+        self, buckets: Iterable[tuple[Granularity, int]], department: str | None,
+        detail: Detail = "fine",
+    ) -> list[Slice]:
+        buckets = list(buckets)
+        if not buckets:
+            return []
+        keys = [self._rollup_key(granularity, start, detail) for granularity, start in buckets]
+        replies = orjson.loads(await self._call(self._read_rollups(keys=keys)))
+        found: list[Slice] = []
+        for (_, start), flat in zip(buckets, replies, strict=True):
+            for i in range(0, len(flat), 2):  # an empty hash comes as {}: len 0
+                group = decode_group(flat[i])
+                if in_department(group, department):
+                    found.append(Slice.of(start, group, map(int, flat[i + 1].split(","))))
+        return found
+
+    async def backfill_rollups(self, batch: int = 1000) -> int:
+        """Add the records written before rollups existed (no "rollup":1 in their JSON) to them,
+        once per Redis: the `filled` set says which are counted (safe on several replicas at
+        once), the `backfilled` marker that it is done. Returns how many."""
+        marker = f"{self._roll}backfilled"
+        if await self._call(self.client.exists(marker)):
+            return 0
+        index, added, offset = f"{self.prefix}rec:ts", 0, 0
+        horizon = self._clock() - self._retention
+        while True:
+            ids = await self._call(self.client.zrange(index, offset, offset + batch - 1))
+            if not ids:
+                break
+            offset += len(ids)
+            raws = await self._mget([self._record_key(_text(i)) for i in ids])
+            old = [UsageRecord.from_dict(orjson.loads(raw)) for raw in raws
+                   if raw is not None and b'"rollup":1' not in raw]
+            calls = [self._rollup_call(r, f"{self._roll}filled", horizon) for r in old]
+            added += await self._run_records(calls)
+        await self._call(self.client.set(marker, "1"))
+        # not deleted: a replica still backfilling would count again what it no longer finds;
+        # past the retention the records it guards have expired too
+        await self._call(self.client.expire(f"{self._roll}filled", max(1, int(self._retention))))
+        return added
+
+    async def _run_records(self, calls: list[tuple[list[str], list[Any]]]) -> int:
+        """record.lua for each call: one pipeline on a single Redis; concurrent calls on a
+        cluster (a cluster pipeline queues EVALSHA without loading the script on the node)."""
+        client = self.client
+        if isinstance(client, RedisCluster):
+            replies = await self._call(asyncio.gather(
+                *(self._record(keys=keys, args=args) for keys, args in calls)))
+            return sum(int(r) for r in replies)
+        async with client.pipeline(transaction=False) as pipe:
+            for keys, args in calls:
+                await self._record(keys=keys, args=args, client=pipe)
+            return sum(int(r) for r in await self._call(pipe.execute()))
+
+    async def recent_records(
+        self, from_ts: float, to_ts: float, department: str | None, limit: int
+    ) -> list[UsageRecord]:
+        """The `limit` newest records with from_ts <= ts < to_ts, newest first."""
+        index = f"{self.prefix}rec:ts" + (f":{department}" if department else "")
+        ids = await self._call(self.client.zrevrangebyscore(
+            index, f"({to_ts!r}", repr(from_ts), start=0, num=limit))
+        if not ids:
+            return []
+        raws = await self._mget([self._record_key(_text(i)) for i in ids])
+        return [UsageRecord.from_dict(orjson.loads(raw)) for raw in raws if raw is not None]
+
+    async def _mget(self, keys: list[str]) -> list[Any]:
+        """MGET on a single Redis; per slot on a cluster (records spread over the slots)."""
+        client = self.client
+        if isinstance(client, RedisCluster):
+            return list(await self._call(client.mget_nonatomic(keys)))
+        return list(await self._call(client.mget(keys)))
 
     async def get_record(self, request_id: str) -> UsageRecord | None:
         raw = await self._call(self.client.get(self._record_key(request_id)))
@@ -282,9 +416,7 @@ class RedisSpendBackend:
         found: list[UsageRecord] = []
         for start in range(0, len(ids), 500):
             keys = [self._record_key(_text(rid)) for rid in ids[start : start + 500]]
-            batch = (self.client.mget_nonatomic(keys) if isinstance(self.client, RedisCluster)
-                     else self.client.mget(keys))
-            for raw in await self._call(batch):
+            for raw in await self._mget(keys):
                 if raw is not None:
                     found.append(UsageRecord.from_dict(orjson.loads(raw)))
         return found

@@ -13,6 +13,7 @@ from proxy.errors import InvalidRequest
 from proxy.spend.budgets import BudgetStatus, SpendDimension
 from proxy.spend.pricing import format_nanos
 from proxy.spend.records import UsageRecord
+from proxy.spend.rollups import Slice
 
 DIMENSIONS: tuple[SpendDimension, ...] = ("department", "key", "user", "model")
 RECENT_LIMIT = 20
@@ -72,7 +73,7 @@ def dimension(params: dict[str, str]) -> SpendDimension:
                          param="by", code="invalid_value")
 
 
-def dimension_value(record: UsageRecord, by: SpendDimension) -> str:
+def dimension_value(record: Slice, by: SpendDimension) -> str:
     if by == "department":
         return record.department or ADMIN_DEPARTMENT  # records written before it had a name
     if by == "key":
@@ -82,12 +83,12 @@ def dimension_value(record: UsageRecord, by: SpendDimension) -> str:
     return record.model_used
 
 
-def spend_rows(records: Iterable[UsageRecord], by: SpendDimension) -> list[dict[str, Any]]:
+def spend_rows(usage: Iterable[Slice], by: SpendDimension) -> list[dict[str, Any]]:
     """One row per value of `by`: requests, tokens, cost and cache savings (exact sums)."""
     groups: dict[str, list[int]] = {}
-    for record in records:
+    for record in usage:
         g = groups.setdefault(dimension_value(record, by), [0, 0, 0, 0, 0])
-        g[0] += 1
+        g[0] += record.requests
         g[1] += record.input_tokens
         g[2] += record.output_tokens
         g[3] += record.cost_nanos
@@ -98,8 +99,12 @@ def spend_rows(records: Iterable[UsageRecord], by: SpendDimension) -> list[dict[
     return sorted(rows, key=lambda r: (-int(r["cost_nanos"]), str(r[by])))
 
 
-def total_nanos(records: Iterable[UsageRecord], field: str = "cost_nanos") -> int:
-    return sum(getattr(r, field) for r in records)
+def total_nanos(usage: Iterable[Slice], field: str = "cost_nanos") -> int:
+    return sum(getattr(r, field) for r in usage)
+
+
+def total_requests(usage: Iterable[Slice]) -> int:
+    return sum(r.requests for r in usage)
 
 
 def budget_view(status: BudgetStatus) -> dict[str, Any]:
@@ -109,15 +114,17 @@ def budget_view(status: BudgetStatus) -> dict[str, Any]:
             "resets_in_seconds": round(status.resets_in_seconds, 3)}
 
 
-def department_view(name: str, month: list[UsageRecord], today_from: float,
+def department_view(name: str, month: list[Slice], today: list[Slice],
                     statuses: list[BudgetStatus], paused: bool) -> dict[str, Any]:
-    """Today's and this month's spend from the records, plus budget state from the counters."""
+    """Today's and this month's spend from the usage rollups, plus budget state from the
+    counters."""
     mine = [r for r in month if r.department == name]
-    today = [r for r in mine if r.ts >= today_from]
+    today = [r for r in today if r.department == name]
     return {"department": name, "today_usd": format_nanos(total_nanos(today)),
             "month_usd": format_nanos(total_nanos(mine)),
             "saved_usd": format_nanos(total_nanos(mine, "saved_nanos")),
-            "requests_today": len(today), "requests_month": len(mine), "paused": paused,
+            "requests_today": total_requests(today), "requests_month": total_requests(mine),
+            "paused": paused,
             "budgets": [budget_view(s) for s in statuses],
             "budget_remaining_usd": min((round(s.remaining_dollars, 6) for s in statuses),
                                         default=None)}

@@ -13,16 +13,25 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 import redis
 
-from proxy.spend.pricing import to_nanos
+from proxy.runtime.redis_client import connect_cluster
+from proxy.spend.budgets import SpendOptions
+from proxy.spend.chargeback import build_chargeback
+from proxy.spend.ledger import create_spend_store
+from proxy.spend.pricing import PricingTable, to_nanos
+from proxy.spend.redis_backend import RedisSpendBackend
+from proxy.spend.rollups import DAY
 from tests.runtime.test_replicas import ADMIN, ADMIN_KEY, departments, flood, new_key
+from tests.spend_helpers import FakeClock, departments_config, make_record
 from tests.support.processes import ProxyProcess
 from tests.support.redis_cluster import RedisCluster
 from tests.support.servers import ServerThread, make_config_dir
 
 pytestmark = pytest.mark.redis
+MIDNIGHT = 1_750_032_000.0  # 2025-06-16T00:00:00Z
 
 
 @pytest.fixture
@@ -92,6 +101,52 @@ def test_state_lives_on_the_cluster_and_replicas_share_it(
     holding = [port for port in redis_cluster.masters()
                if redis_cluster.keys_on(port, f"{redis_prefix}*")]
     assert len(holding) == 3  # records, keys and two departments spread over every master
+
+
+def test_records_and_rollups_are_written_per_slot_on_the_cluster(
+        redis_cluster: RedisCluster, redis_prefix: str, pricing_table: PricingTable) -> None:
+    """record.lua touches the time index and the rollups, which share one slot on a cluster
+    (no CROSSSLOT); the record and its department index are written before it. Reports from
+    rollups equal reports from the records, a re-sent record counts once, and records written
+    before rollups existed are backfilled once."""
+
+    async def run() -> None:
+        client = connect_cluster(redis_cluster.url)
+        clock = FakeClock(MIDNIGHT + 2 * DAY)
+        store = create_spend_store(client, departments_config(eng={}, sales={}), pricing_table,
+                                   options=SpendOptions(key_prefix=redis_prefix), clock=clock)
+        backend = store.backend
+        assert isinstance(backend, RedisSpendBackend) and backend._cluster
+        old = [make_record(f"old{i}", MIDNIGHT + 97 * i, cost_nanos=1000 + i) for i in range(20)]
+        for record in old:  # as a version without rollups wrote them
+            await client.set(backend._record_key(record.request_id),
+                             orjson.dumps(record.to_dict()))
+            await client.zadd(f"{redis_prefix}rec:ts", {record.request_id: record.ts})
+        for i in range(60):
+            record = make_record(f"new{i}", MIDNIGHT + 1800 * i + 7,
+                                 department=("eng", "sales", "admin")[i % 3],
+                                 key_id=f"k{i % 4}", cost_nanos=10_000 + i)
+            await store.add_record(record)
+            if i % 10 == 0:
+                await store.add_record(record)  # a backlog re-send: counted once
+        added = await asyncio.gather(backend.backfill_rollups(batch=6),
+                                     backend.backfill_rollups(batch=6))
+        assert sum(added) == 20
+        for start, end, department in [(MIDNIGHT, MIDNIGHT + 2 * DAY, None),
+                                       (MIDNIGHT + 1234.5, MIDNIGHT + DAY + 17, "sales")]:
+            records = await store.records(start, end, department)
+            usage = await store.usage(start, end, department, "coarse", "d")
+            assert sum(u.requests for u in usage) == len(records) > 0
+            assert build_chargeback(usage) == build_chargeback(records)
+        recent = await store.recent(MIDNIGHT, MIDNIGHT + 2 * DAY, "eng", 3)
+        assert [r.request_id for r in recent] == ["new57", "new54", "new51"]
+        await store.close()
+        await client.aclose()
+
+    asyncio.run(run())
+    rollups = [port for port in redis_cluster.masters()
+               if redis_cluster.keys_on(port, f"{redis_prefix}{{{redis_prefix}rec:ts}}:roll:*")]
+    assert rollups == [redis_cluster.master_of(f"{redis_prefix}rec:ts")]
 
 
 def test_slot_migration_under_traffic_loses_nothing(

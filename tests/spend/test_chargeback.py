@@ -13,7 +13,7 @@ import orjson
 from proxy.spend.chargeback import build_chargeback, chargeback_csv, chargeback_json
 from proxy.spend.pricing import PricingTable, format_nanos
 from proxy.spend.records import UsageRecord
-from tests.spend_helpers import StoreFactory, make_record
+from tests.spend_helpers import FakeClock, StoreFactory, make_record
 
 MIDNIGHT = 1_750_032_000.0  # 2025-06-16T00:00:00Z
 
@@ -85,7 +85,7 @@ def test_store_chargeback_matches_its_records(
     make_spend_store: StoreFactory, pricing_table: PricingTable
 ) -> None:
     async def run() -> None:
-        store = make_spend_store({"eng": {}, "sales": {}})
+        store = make_spend_store({"eng": {}, "sales": {}}, clock=FakeClock(MIDNIGHT + 86_400))
         records = priced_records(pricing_table, 200, seed=3)
         for record in records:
             await store.add_record(record)

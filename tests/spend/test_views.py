@@ -11,6 +11,7 @@ import pytest
 from proxy.errors import InvalidRequest
 from proxy.spend.budgets import BudgetStatus
 from proxy.spend.records import UsageRecord
+from proxy.spend.rollups import Slice
 from proxy.spend.views import (
     RECENT_LIMIT,
     budget_view,
@@ -120,7 +121,7 @@ def test_unknown_dimension_is_a_400(raw: str) -> None:
 
 
 def test_dimension_value_fills_in_missing_names() -> None:
-    old = record("r", department="", user=None, model_used="gpt", key_id="key_1")
+    old = Slice.of_record(record("r", department="", user=None, model_used="gpt", key_id="key_1"))
     assert dimension_value(old, "department") == "admin"
     assert dimension_value(old, "user") == "(none)"
     assert dimension_value(old, "model") == "gpt"
@@ -132,7 +133,7 @@ def test_spend_rows_sum_exactly_and_sort_by_cost_then_name() -> None:
                record("2", model_used="b", cost_nanos=2, saved_nanos=5, input_tokens=5),
                record("3", model_used="a", cost_nanos=3),
                record("4", model_used="c", cost_nanos=100_000_000_000)]
-    rows = spend_rows(records, "model")
+    rows = spend_rows([Slice.of_record(r) for r in records], "model")  # one slice per record
     assert [r["model"] for r in rows] == ["c", "a", "b"]  # a and b tie at 3: by name
     assert rows[2] == {"model": "b", "requests": 2, "input_tokens": 15, "output_tokens": 1,
                        "cost_usd": "0.000000003", "saved_usd": "0.000000005", "cost_nanos": 3}
@@ -158,18 +159,20 @@ def test_budget_view() -> None:
 
 def test_department_view_counts_today_and_the_month_of_that_department_only() -> None:
     today = ts("2025-06-15T00:00:00")
-    month = [record("1", today - 3600, cost_nanos=1_000_000_000, saved_nanos=10),
-             record("2", today, cost_nanos=500_000_000),
-             record("3", today + 60, department="sales", cost_nanos=9)]
+    month = [Slice.of_record(r) for r in [
+        record("1", today - 3600, cost_nanos=1_000_000_000, saved_nanos=10),
+        record("2", today, cost_nanos=500_000_000),
+        record("3", today + 60, department="sales", cost_nanos=9)]]
+    today_usage = [s for s in month if s.start >= today]
     statuses = [BudgetStatus("eng", "daily", 10.0, 0.5, 0.0, 60.0),
                 BudgetStatus("eng", "monthly", 2.0, 1.5, 0.0, 600.0)]
-    view = department_view("eng", month, today, statuses, paused=True)
+    view = department_view("eng", month, today_usage, statuses, paused=True)
     assert view == {"department": "eng", "today_usd": "0.500000000",
                     "month_usd": "1.500000000", "saved_usd": "0.000000010",
                     "requests_today": 1, "requests_month": 2, "paused": True,
                     "budgets": [budget_view(s) for s in statuses],
                     "budget_remaining_usd": 0.5}
-    assert department_view("idle", month, today, [], False)["budget_remaining_usd"] is None
+    assert department_view("idle", month, today_usage, [], False)["budget_remaining_usd"] is None
 
 
 def test_recent_is_newest_first_and_bounded() -> None:

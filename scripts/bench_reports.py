@@ -1,0 +1,257 @@
+"""Benchmark: spend reports over 1,000,000 usage records on Redis, and chat latency while the Spend
+page polls them (issue 18, item 7). A script, not a timed test; numbers go to docs/benchmarks.md.
+
+    python scripts/bench_reports.py --redis-url redis://127.0.0.1:6379 [--records 1000000]
+
+1. Writes `--records` usage records for this month (1st 00:00 UTC .. now) with the proxy's own
+   record script (record + hour/day/month rollups), under a fresh key prefix: 4 departments,
+   `--users` users with a key each, 6 models, 3 routes, 2 experiments.
+2. Starts the mock upstream and the proxy (that Redis, that prefix, cache off) in a subprocess.
+3. Times GET /admin/spend (this month, as the Spend page asks, and by user), a range with raw
+   edges, /admin/chargeback (JSON and CSV), /v1/spend and the experiment results: best, median,
+   p95 of `--repeat` calls.
+4. Chat p99: `--chat` requests at concurrency `--concurrency` without and with a poller fetching
+   the Spend page's sources (/admin/spend, /admin/chargeback?format=json, /v1/cache/analytics)
+   every `--poll-seconds`, in alternating rounds so other load on the machine hits both alike.
+The key prefix is deleted at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+ADMIN = {"authorization": "Bearer sk-demo-admin"}
+DEPARTMENTS = ("engineering", "sales", "marketing", "executive")
+MODELS = ("gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "mixtral-8x7b", "llama-3.1-8b")
+ROUTES = (None, "summaries", "short-sales-marketing")
+ARMS = (("summary_model", "control"), ("summary_model", "variant"),
+        ("support_small_models", "control"), ("support_small_models", "llama"))
+
+
+def month_start(now: float) -> float:
+    moment = datetime.fromtimestamp(now, UTC)
+    return datetime(moment.year, moment.month, 1, tzinfo=UTC).timestamp()
+
+
+async def populate(url: str, prefix: str, count: int, users: int, seed: int = 1) -> float:
+    """Write `count` records through the proxy's record script; returns seconds taken."""
+    import redis.asyncio as aioredis
+
+    from proxy.spend.budgets import SpendOptions
+    from proxy.spend.pricing import load_pricing
+    from proxy.spend.records import UsageRecord
+    from proxy.spend.redis_backend import RedisSpendBackend
+
+    options = SpendOptions()
+    backend = RedisSpendBackend(aioredis.Redis.from_url(url), prefix=prefix, clock=time.time,
+                                retention_seconds=options.record_retention_seconds,
+                                backlog_max_records=options.backlog_max_records,
+                                owns_client=True)
+    pricing, rng = load_pricing(), random.Random(seed)
+    now = time.time()
+    start, end = month_start(now), now - 60
+    people = [(f"user{u}", f"key{u}", DEPARTMENTS[u % len(DEPARTMENTS)]) for u in range(users)]
+    retention = int(options.record_retention_seconds)
+    began = time.perf_counter()
+    for first in range(0, count, 2000):
+        async with backend.client.pipeline(transaction=False) as pipe:
+            for i in range(first, min(count, first + 2000)):
+                user, key, dept = rng.choice(people)
+                model = rng.choice(MODELS)
+                arm = rng.choice(ARMS) if rng.random() < 0.1 else (None, None)
+                usage = {"prompt_tokens": rng.randint(20, 3000),
+                         "completion_tokens": rng.randint(5, 800)}
+                cost = pricing.cost(model, usage)
+                record = UsageRecord(
+                    request_id=f"bench{i}", ts=rng.uniform(start, end), department=dept,
+                    key_id=key, user=user, endpoint="chat.completions", model_requested=model,
+                    model_used=model, provider="openai", status=200,
+                    input_tokens=usage["prompt_tokens"], output_tokens=usage["completion_tokens"],
+                    cost_nanos=cost.nanos, route_rule=rng.choice(ROUTES), experiment=arm[0],
+                    variant=arm[1], latency_ms=rng.uniform(200, 4000),
+                    quality_score=rng.choice((None, None, 0.0, 1.0)))
+                keys, args = backend._rollup_call(record, f"{prefix}rec:ts", now - retention)
+                keys += [backend._record_key(record.request_id), f"{prefix}rec:ts:{dept}"]
+                await backend._record(keys=keys, args=args, client=pipe)
+            await pipe.execute()
+        if first % 100_000 == 0:
+            print(f"  {first:>9,} records written", file=sys.stderr, flush=True)
+    await backend.client.set(f"{prefix}roll:backfilled", "1")
+    await backend.close()
+    return time.perf_counter() - began
+
+
+def serve(url: str, prefix: str, port_file: str) -> None:
+    """The proxy and the mock upstream in this process (the load generator runs elsewhere)."""
+    from proxy.app import create_app
+    from proxy.demo.upstream import create_mock_app
+    from proxy.settings import Settings
+    from tests.support.servers import ServerThread, make_config_dir
+
+    mock = ServerThread(create_mock_app()).start()
+    config_dir = make_config_dir(Path(tempfile.mkdtemp()), mock.url, timeout_s=30,
+                                 edits={"cache.yaml": "enabled: false\n"})
+    depts = yaml.safe_load((config_dir / "departments.yaml").read_text())
+    depts["departments"]["sales"].update(  # limits the run cannot reach, as bench_spend.py
+        budgets={"hourly": 1e9, "daily": 1e9, "monthly": 1e9}, rpm=10**9, tpm=10**12,
+        circuit_breaker={"window_minutes": 10, "max_dollars": 1e9})
+    (config_dir / "departments.yaml").write_text(yaml.safe_dump(depts))
+    settings = Settings.from_env({"MOCK_UPSTREAM_KEY": "sk-bench"}, config_dir=config_dir,
+                                 demo=True, redis_url=url, redis_prefix=prefix)
+    proxy = ServerThread(create_app(settings)).start()
+    Path(port_file).write_text(proxy.url)
+    while True:
+        time.sleep(3600)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def time_get(client: httpx.Client, base: str, path: str, repeat: int,
+             headers: dict[str, str]) -> dict[str, Any]:
+    took, statuses = [], set()
+    for _ in range(repeat):
+        began = time.perf_counter()
+        r = client.get(base + path, headers=headers, timeout=600)
+        took.append((time.perf_counter() - began) * 1000)
+        statuses.add(r.status_code)
+    result = {"path": path, "status": sorted(statuses), "best_ms": round(min(took), 1),
+              "median_ms": round(statistics.median(took), 1),
+              "p95_ms": round(percentile(took, 0.95), 1), "bytes": len(r.content)}
+    print(json.dumps(result), file=sys.stderr, flush=True)
+    return result
+
+
+async def chat_round(base: str, count: int, concurrency: int, poll: float | None) -> list[float]:
+    latencies: list[float] = []
+    stop = asyncio.Event()
+    async with httpx.AsyncClient(timeout=60) as client:
+        async def poller() -> None:
+            sources = ("/admin/spend", "/admin/chargeback?format=json", "/v1/cache/analytics")
+            while not stop.is_set():
+                await asyncio.gather(*(client.get(base + s, headers=ADMIN) for s in sources))
+                try:
+                    await asyncio.wait_for(stop.wait(), poll)
+                except TimeoutError:
+                    pass
+
+        async def worker(n: int) -> None:
+            for _ in range(n):
+                body = {"model": "gpt-4o-mini",
+                        "messages": [{"role": "user", "content": uuid.uuid4().hex}]}
+                began = time.perf_counter()
+                r = await client.post(base + "/v1/chat/completions", json=body,
+                                      headers={"authorization": "Bearer sk-demo-sales"})
+                latencies.append((time.perf_counter() - began) * 1000)
+                r.raise_for_status()
+
+        polling = asyncio.create_task(poller()) if poll else None
+        await asyncio.gather(*(worker(count // concurrency) for _ in range(concurrency)))
+        stop.set()
+        if polling is not None:
+            await polling
+    return latencies
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--redis-url", required=True)
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--users", type=int, default=200)
+    parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--chat", type=int, default=2000, help="chat requests per round")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds per condition")
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--poll-seconds", type=float, default=10.0)
+    parser.add_argument("--prefix", help="reuse the records written under this key prefix")
+    parser.add_argument("--keep", action="store_true", help="do not delete the records")
+    parser.add_argument("--serve", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(*args.serve)
+        return
+    prefix = args.prefix or f"bench:{uuid.uuid4().hex[:8]}:"
+    write_s = 0.0
+    if not args.prefix:
+        print(f"writing {args.records:,} records under {prefix}", file=sys.stderr)
+        write_s = asyncio.run(populate(args.redis_url, prefix, args.records, args.users))
+    tmp = tempfile.mkdtemp()
+    port_file = os.path.join(tmp, "url")
+    server = subprocess.Popen([sys.executable, __file__, "--redis-url", args.redis_url,
+                               "--serve", args.redis_url, prefix, port_file])
+    try:
+        while not os.path.exists(port_file) or not Path(port_file).read_text():
+            time.sleep(0.1)
+        base = Path(port_file).read_text()
+        now = time.time()
+        edge_from = month_start(now) + 1234.5
+        edge_to = now - 1800
+        results = {"records": args.records, "users": args.users, "write_s": round(write_s, 1)}
+        with httpx.Client() as client:
+            client.get(base + "/admin/spend", headers=ADMIN, timeout=600).raise_for_status()
+            results["reports"] = [
+                time_get(client, base, path, args.repeat, headers) for path, headers in [
+                    ("/admin/spend", ADMIN),
+                    ("/admin/spend?by=user", ADMIN),
+                    (f"/admin/spend?from={edge_from}&to={edge_to}", ADMIN),
+                    ("/admin/chargeback?format=json", ADMIN),
+                    ("/admin/chargeback?format=csv", ADMIN),
+                    ("/v1/spend", {"authorization": "Bearer sk-demo-sales"}),
+                ]]
+            results["experiment_results"] = time_get(
+                client, base, "/admin/experiments/summary_model", 1, ADMIN)
+        rounds: dict[str, list[float]] = {"without polling": [], "with polling": []}
+        for _ in range(args.rounds):
+            rounds["without polling"] += asyncio.run(
+                chat_round(base, args.chat, args.concurrency, None))
+            rounds["with polling"] += asyncio.run(
+                chat_round(base, args.chat, args.concurrency, args.poll_seconds))
+            print(json.dumps({n: round(percentile(v, 0.99), 1) for n, v in rounds.items()}),
+                  file=sys.stderr, flush=True)
+        results["chat"] = {name: {"n": len(v), "p50_ms": round(percentile(v, 0.5), 1),
+                                  "p99_ms": round(percentile(v, 0.99), 1)}
+                           for name, v in rounds.items()}
+        print(json.dumps(results, indent=2))
+    finally:
+        server.terminate()
+        server.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+    if not args.keep:
+        import redis
+
+        r = redis.Redis.from_url(args.redis_url)
+        batch: list[bytes] = []
+        for key in r.scan_iter(match=f"{prefix}*", count=5000):
+            batch.append(key)
+            if len(batch) == 5000:
+                r.delete(*batch)
+                batch.clear()
+        if batch:
+            r.delete(*batch)
+        r.close()
+
+
+if __name__ == "__main__":
+    main()
