@@ -35,7 +35,11 @@ def _int(env: Mapping[str, str], key: str, default: int) -> int:
         raise SettingsError(f"Config '{key}' has value '{raw}'. Not a valid int.") from None
 
 
-def _seconds(env: Mapping[str, str], key: str, default: float) -> float:
+def seconds(env: Mapping[str, str], key: str, default: float, *, allow_zero: bool = True) -> float:
+    """A number of seconds below an hour; NaN, infinities and junk are refused by name.
+
+    ``allow_zero=False`` for timeouts, where 0 would mean "fail at once".
+    """
     raw = env.get(key)
     if raw is None or raw == "":
         return default
@@ -43,8 +47,10 @@ def _seconds(env: Mapping[str, str], key: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         value = -1.0
-    if not 0 <= value < 3600:
-        raise SettingsError(f"Config '{key}' has value '{raw}'. Not a number of seconds (0-3600).")
+    low_ok = value >= 0 if allow_zero else value > 0
+    if not (low_ok and value < 3600):
+        bounds = "0-3600" if allow_zero else "more than 0, below 3600"
+        raise SettingsError(f"Config '{key}' has value '{raw}'. Not a number of seconds ({bounds}).")
     return value
 
 
@@ -117,8 +123,8 @@ class Settings:
             log_format="text" if _choice(env, "MET_LOG_FORMAT", "json", ("json", "text")) == "text"
             else "json",
             workers=_int(env, "MET_WORKERS", 1),
-            drain_seconds=_seconds(env, "MET_DRAIN_SECONDS", 5.0),
-            shutdown_timeout_seconds=_seconds(env, "MET_SHUTDOWN_TIMEOUT_SECONDS", 30.0),
+            drain_seconds=seconds(env, "MET_DRAIN_SECONDS", 5.0),
+            shutdown_timeout_seconds=seconds(env, "MET_SHUTDOWN_TIMEOUT_SECONDS", 30.0),
             watch_config=_bool(env, "MET_WATCH_CONFIG", False),
             alertmanager_url=env.get("MET_ALERTMANAGER_URL") or None,
             traces=_choice(env, "MET_TRACES", "off", ("off", "otlp")),

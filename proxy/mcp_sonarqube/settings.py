@@ -6,27 +6,13 @@ out of ``repr`` so it can't reach a log line or a traceback.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from proxy.settings import SettingsError
+from proxy.settings import SettingsError, seconds
 
 DEFAULT_PROXY_URL = "http://127.0.0.1:8080"
 DEFAULT_MODEL = "gpt-4o-mini"
-
-
-def _float(env: Mapping[str, str], key: str, default: float) -> float:
-    raw = env.get(key)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"Config '{key}' has value '{raw}'. Not a valid number.") from None
-    if not math.isfinite(value) or value <= 0:
-        raise SettingsError(f"Config '{key}' has value '{raw}'. Must be more than 0.")
-    return value
 
 
 def _url(env: Mapping[str, str], key: str, default: str | None) -> str:
@@ -64,9 +50,9 @@ class SonarSettings:
             sonar_url=_url(env, "SONAR_HOST_URL", None),
             sonar_token=token,
             organization=env.get("SONAR_ORGANIZATION") or None,
-            timeout_s=_float(env, "SONAR_TIMEOUT_S", 10.0),
+            timeout_s=seconds(env, "SONAR_TIMEOUT_S", 10.0, allow_zero=False),
             proxy_url=_url(env, "MET_MCP_PROXY_URL", DEFAULT_PROXY_URL),
             api_key=env.get("MET_MCP_API_KEY") or None,
             model=env.get("MET_MCP_MODEL") or DEFAULT_MODEL,
-            llm_timeout_s=_float(env, "MET_MCP_LLM_TIMEOUT_S", 120.0),
+            llm_timeout_s=seconds(env, "MET_MCP_LLM_TIMEOUT_S", 120.0, allow_zero=False),
         )

@@ -46,9 +46,9 @@ def test_empty_values_mean_unset() -> None:
     ({"SONAR_HOST_URL": "ftp://sonar"}, "Config 'SONAR_HOST_URL' has value 'ftp://sonar'. "
                                         "Not an http(s) URL."),
     ({"MET_MCP_LLM_TIMEOUT_S": "-1"}, "Config 'MET_MCP_LLM_TIMEOUT_S' has value '-1'. "
-                                      "Must be more than 0."),
+                                      "Not a number of seconds (more than 0, below 3600)."),
     ({"MET_MCP_LLM_TIMEOUT_S": "1 min"}, "Config 'MET_MCP_LLM_TIMEOUT_S' has value '1 min'. "
-                                         "Not a valid number."),
+                                         "Not a number of seconds (more than 0, below 3600)."),
 ])
 def test_bad_values_name_key_and_value(env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError) as info:
