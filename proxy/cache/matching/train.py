@@ -28,7 +28,7 @@ import numpy.typing as npt
 import orjson
 
 from proxy.cache.embedder import OnnxEncoder
-from proxy.cache.matching import perturb
+from proxy.cache.matching import perturb, rephrase
 from proxy.cache.matching.classifier import DEFAULT_PATH, PairClassifier
 from proxy.cache.matching.features import (
     FEATURE_NAMES,
@@ -78,6 +78,7 @@ def examples(prompts: Sequence[str], seed: int, per_prompt: int = 2,
         pairs = list(perturb.perturbations(mine, seed + offset, per_prompt))
         count = per_template if split == "train" else max(per_template // 2, 1)
         pairs += perturb.template_pairs(seed + offset, count, template_split(split))
+        pairs += rephrase.rephrase_pairs(seed + offset, split)
         out[split] = pairs
     return out
 
