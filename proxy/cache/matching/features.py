@@ -37,6 +37,8 @@ FEATURE_NAMES: tuple[str, ...] = (
     "align_mean",
     "align_min",
     "align_low_fraction",
+    "coverage_min",
+    "aligned_share_min",
     "order_concordance",
     "neighbours_kept",
     "moved_similarity",
@@ -47,6 +49,7 @@ FEATURE_NAMES: tuple[str, ...] = (
 )
 
 _LOW_ALIGNMENT = 0.6  # a word piece whose best partner is below this has no counterpart
+_CLOSE_ALIGNMENT = 0.8  # ... and one whose best partner is above this has a close counterpart
 
 
 def pair_features(
@@ -70,17 +73,21 @@ def pair_features(
     return np.asarray(row, dtype=np.float64)
 
 
-def _alignment(ta: Vectors, tb: Vectors) -> tuple[float, float, float, float, float, float]:
+def _alignment(ta: Vectors, tb: Vectors) -> tuple[float, ...]:
+    """Alignment features; `coverage_min` and `aligned_share_min` take the side that is worse
+    covered by the other, so text added on one side only (a narrower question) shows."""
     if len(ta) == 0 or len(tb) == 0:
-        return 0.0, 0.0, 1.0, 0.0, 0.0, 0.0
+        return 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0
     sim = ta @ tb.T
     best_a, best_b = sim.max(axis=1), sim.max(axis=0)
     both = np.concatenate([best_a, best_b])
     mean = float(both.mean())
     weakest = float(min(best_a.min(), best_b.min()))
     low = float((both < _LOW_ALIGNMENT).mean())
+    coverage = float(min(best_a.mean(), best_b.mean()))
+    close = float(min((best_a >= _CLOSE_ALIGNMENT).mean(), (best_b >= _CLOSE_ALIGNMENT).mean()))
     pairs = _mutual_pairs(sim)
-    return (mean, weakest, low, *_order(pairs, sim))
+    return (mean, weakest, low, coverage, close, *_order(pairs, sim))
 
 
 def _mutual_pairs(sim: Vectors) -> list[tuple[int, int]]:

@@ -17,11 +17,13 @@ from functools import lru_cache
 from proxy.cache.matching import lexicon as lx
 
 _TOKEN = re.compile(
-    r"c\+\+|c#|f#|\.net|\d+(?:[.,]\d+)*|[^\W\d_]+(?:['’][^\W\d_]+)?|[$€£%&/,]"
+    r"c\+\+|c#|f#|\.net|\d+(?:st|nd|rd|th)\b|\d+(?:[.,]\d+)*"
+    r"|[^\W\d_]+(?:['’][^\W\d_]+)?|[$€£%&/,]"
     r"|[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]",
     re.IGNORECASE,
 )
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]")
+_ORDINAL = re.compile(r"(\d+)(?:st|nd|rd|th)")
 _PHRASES = (
     (re.compile(r"\bunited states(?: of america)?\b|\bu\.s\.(?:a\.)?", re.I), "usa"),
     (re.compile(r"\bUS\b|\bUSA\b"), "usa"),
@@ -104,12 +106,17 @@ def _expand(word: str) -> list[str]:
             and head in {"what", "it", "that", "who", "how", "where", "there", "here"}
             else []
         )
+    if _ORDINAL.fullmatch(word):
+        return [word]
     if word[:1].isdigit() and not word.replace(",", "").replace(".", "").isdigit():
         return re.findall(r"\d+(?:[.,]\d+)*|[a-z]+", word)
     return [word]
 
 
 def _number_value(word: str) -> str | None:
+    ordinal = _ORDINAL.fullmatch(word)
+    if ordinal:
+        return f"#ord{int(ordinal.group(1))}"
     if word[:1].isdigit():
         cleaned = word.replace(",", "")
         try:
@@ -119,9 +126,8 @@ def _number_value(word: str) -> str | None:
         return f"#{value:g}"
     if word in lx.NUMBER_WORDS:
         return f"#{lx.NUMBER_WORDS[word]}"
-    ordinal = re.fullmatch(r"(\d+)(?:st|nd|rd|th)", word)
-    if ordinal:
-        return f"#ord{int(ordinal.group(1))}"
+    if word in lx.FRACTION_WORDS:
+        return f"#{lx.FRACTION_WORDS[word]}"
     if word in lx.ORDINAL_WORDS:
         return f"#ord{lx.ORDINAL_WORDS[word]}"
     return None
@@ -132,6 +138,9 @@ def _classify(word: str, capital: bool, title_case_text: bool, prev: str | None)
         return Token(word, word, "punct")
     if word == "second" and prev is not None and prev.startswith("#"):
         word = "sec"
+    if word in lx.ENTITY_ALIASES:
+        name = lx.ENTITY_ALIASES[word]
+        return Token(name, name, "entity")
     norm = lx.SYNONYMS.get(word, word)
     number = _number_value(norm)
     if number is not None:

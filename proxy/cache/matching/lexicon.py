@@ -112,7 +112,6 @@ SYNONYMS: dict[str, str] = {
     "postgres": "postgresql",
     "js": "javascript",
     "ts": "typescript",
-    "golang": "go",
     "py": "python",
     "mac": "macos",
     "osx": "macos",
@@ -240,8 +239,15 @@ NUMBER_WORDS: dict[str, int] = {
     "million": 1_000_000,
     "billion": 1_000_000_000,
     "dozen": 12,
-    "half": 0,
 }
+
+# Fractions spelled out; not in NUMBER_WORDS, whose values are whole numbers that combine
+# ("twenty five"): "half" there was 0, the same number as "zero".
+FRACTION_WORDS: dict[str, str] = {"half": "0.5"}
+
+# Names whose usual short form is also a common word (the Go language vs the verb): the long
+# form is a name, the short one stays a stop word.
+ENTITY_ALIASES: dict[str, str] = {"golang": "go"}
 
 ORDINAL_WORDS: dict[str, int] = {
     "first": 1,
@@ -267,7 +273,7 @@ KNOWN_ENTITIES = _words(
     korean russian arabic hindi urdu bengali dutch swedish norwegian danish finnish polish
     turkish greek hebrew latin persian farsi thai vietnamese indonesian malay swahili ukrainian
     czech hungarian romanian tamil telugu punjabi
-    python javascript typescript java kotlin scala swift rust ruby php perl go c c++ c# f#
+    python javascript typescript java kotlin scala swift rust ruby php perl c c++ c# f#
     haskell elixir erlang clojure lua r matlab julia dart bash powershell sql mysql postgresql
     sqlite mongodb redis oracle html css json yaml xml csv markdown latex pdf excel docker
     kubernetes react angular vue django flask rails node nodejs spring pandas numpy

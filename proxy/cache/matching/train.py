@@ -2,7 +2,9 @@
 
 Training data is generated (`perturb.py`) from licence-clean prompts and our own templates, never
 from QQP: prompts are split by a hash of their text into train / validation / test (70/15/15),
-and one third of the templates is kept out of training altogether. A logistic regression over
+and one third of the templates is kept out of training altogether; hand-written rephrasings
+(`rephrase.py`: lay vs expert wording, mostly below cosine 0.95) are split by intent, and their
+finance domain is never trained on. A logistic regression over
 `features.FEATURE_NAMES` is fitted on the train split (fixed seed, deterministic solver); its
 decision threshold is the lowest probability at which, among validation pairs above the cache's
 candidate floor, the false-hit rate is at most the target overall and at most 2 % for every
@@ -28,7 +30,7 @@ import numpy.typing as npt
 import orjson
 
 from proxy.cache.embedder import OnnxEncoder
-from proxy.cache.matching import perturb
+from proxy.cache.matching import perturb, rephrase
 from proxy.cache.matching.classifier import DEFAULT_PATH, PairClassifier
 from proxy.cache.matching.features import (
     FEATURE_NAMES,
@@ -78,8 +80,20 @@ def examples(prompts: Sequence[str], seed: int, per_prompt: int = 2,
         pairs = list(perturb.perturbations(mine, seed + offset, per_prompt))
         count = per_template if split == "train" else max(per_template // 2, 1)
         pairs += perturb.template_pairs(seed + offset, count, template_split(split))
+        pairs += rephrase.rephrase_pairs(seed + offset, split)
         out[split] = pairs
     return out
+
+
+def examples_digest(data: dict[str, list[perturb.Example]]) -> str:
+    """sha256 of the generated train and validation pairs (before the embedding-dependent
+    neighbours): the weights file records it, so a test can show the shipped weights' data
+    is what `cache-train` generates today without embedding anything."""
+    digest = hashlib.sha256()
+    for split in ("train", "validation"):
+        for e in data[split]:
+            digest.update(orjson.dumps([split, e.a, e.b, e.label, e.source]) + b"\n")
+    return digest.hexdigest()
 
 
 def fit(rows: npt.NDArray[np.float64], labels: npt.NDArray[np.int_],
@@ -186,6 +200,7 @@ def main(argv: list[str]) -> int:
         print(f"cache-train: {args.prompts}: {exc}", file=sys.stderr)
         return 2
     data = examples(prompts, args.seed, args.per_prompt, args.per_template)
+    generated = examples_digest(data)
     encoder = OnnxEncoder(threads=args.threads)
     cache = load_cache(args.embedding_cache)
     floor = MatchSettings().threshold - MatchSettings().candidate_margin
@@ -220,6 +235,7 @@ def main(argv: list[str]) -> int:
             f"overall and <= {SOURCE_CAP} per source"),
         "validation_thresholds": {k: round(v, 4) for k, v in per_source.items()},
         "seed": args.seed,
+        "generated_pairs_sha256": generated,
     }
     args.out.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
     print(f"wrote {args.out}: threshold {threshold:.4f}, {len(labels)} training pairs")

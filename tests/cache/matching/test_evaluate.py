@@ -7,7 +7,17 @@ import numpy as np
 import pytest
 
 from proxy.__main__ import main as meterline
-from proxy.cache.matching.evaluate import PairsFileError, load_pairs, main, plain_recall_at, score
+from proxy.cache.matching.evaluate import (
+    Pair,
+    PairsFileError,
+    format_text,
+    load_pairs,
+    main,
+    plain_recall_at,
+    report,
+    score,
+)
+from proxy.cache.matching.settings import MatchSettings
 
 ADVERSARIAL = Path(__file__).resolve().parents[2] / "data" / "adversarial_pairs.jsonl"
 
@@ -118,3 +128,16 @@ def test_cli_reports_bad_files(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "missing.jsonl" in capsys.readouterr().err
     assert main([str(write_pairs(tmp_path / "e.jsonl", []))]) == 2
     assert "holds no pairs" in capsys.readouterr().err
+
+
+def test_families_compare_with_cosine_on_both_labels() -> None:
+    pairs = [Pair("a", "b", 1, "re-x-keep"), Pair("c", "d", 1, "re-x-keep"),
+             Pair("e", "f", 0, "re-x-intent"), Pair("g", "h", 0, "qqp")]
+    sims = np.array([0.99, 0.90, 0.93, 0.5], dtype=np.float32)
+    result = report(pairs, sims, MatchSettings(verifier=False), sweep=False)
+    family = result["families"]["re-x"]  # type: ignore[index]
+    assert (family["positives"], family["negatives"], family["recall"]) == (2, 1, 0.5)
+    # cosine can serve the 0.99 positive with no false hit: its recall at FHR 0 is 1 of 2
+    assert family["plain_cosine_recall_at_same_fhr"] == 0.5
+    assert result["sources"]["re-x-keep"]["negatives"] == 0  # type: ignore[index]
+    assert "[re-x]" in format_text(result)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from proxy.cache.matching import verifier
 from proxy.cache.matching.guards import Parsed, parse, stem
 
 
@@ -94,28 +95,22 @@ def test_parse_is_cached() -> None:
     assert parse("the same question") is parse("the same question")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "'go' is both in lexicon.KNOWN_ENTITIES (the language; SYNONYMS maps golang -> go) and in "
-    "STOPWORDS, and guards._classify checks STOPWORDS first: 'golang' parses as a stop word, so "
-    "verifier.differences('write hello world in golang', 'write hello world') finds nothing"))
 def test_the_go_language_is_a_name() -> None:
     assert ("go", "entity") in kinds("install golang on ubuntu")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "_number_value maps '3rd' to '#ord3' like ORDINAL_WORDS maps 'third', but _expand has "
-    "already split '3rd' into '3' + 'rd' (a digit-led word that is not a number), so the "
-    "ordinal branch never runs and '3rd place' parses as '#3 rd place' (number_mismatch + "
-    "content_insertion against 'third place')"))
 def test_digit_and_spelled_ordinals_parse_the_same() -> None:
     assert parse("who came 3rd").key == parse("who came third").key
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "lexicon.NUMBER_WORDS maps 'half' to 0 (its values are ints), the same number as 'zero': "
-    "'half a kilo' and 'zero kilo' both parse to '#0', so the number guard can't tell them apart"))
 def test_half_is_not_zero() -> None:
     def numbers(text: str) -> list[str]:
         return [t.norm for t in parse(text).tokens if t.kind == "num"]
 
     assert numbers("half a kilo") != numbers("zero kilo")
+
+
+def test_golang_is_a_name_and_go_stays_a_verb() -> None:
+    assert ("go", "stop") in kinds("how do I go home")
+    assert "entity_mismatch" in verifier.differences(
+        parse("write hello world in golang"), parse("write hello world in rust"))

@@ -56,9 +56,6 @@ def test_classification_lists_do_not_overlap(earlier: str, later: str) -> None:
     assert WORD_SETS[earlier] & WORD_SETS[later] == frozenset()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "'go' is in both KNOWN_ENTITIES and STOPWORDS; guards._classify tests STOPWORDS first, so "
-    "the entity entry (and SYNONYMS golang -> go) is dead: Go questions lose the entity guard"))
 def test_known_entities_are_not_stop_words() -> None:
     assert lx.KNOWN_ENTITIES & lx.STOPWORDS == frozenset()
 

@@ -72,3 +72,15 @@ def test_bad_prompts_file_is_reported(tmp_path: Path, capsys: pytest.CaptureFixt
     assert meterline(["cache-train", str(bad), "--out", str(tmp_path / "w.json")]) == 2
     assert "bad.jsonl" in capsys.readouterr().err
     assert not (tmp_path / "w.json").exists()
+
+
+SHARED_PROMPTS = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "prompts.jsonl"
+
+
+def test_shipped_weights_were_trained_on_what_cache_train_generates_today() -> None:
+    """The generated pairs behind the shipped weights are reproduced (their digest is in the
+    weights file); the fit itself is checked for determinism above. A change of perturb.py or
+    rephrase.py without retraining fails here."""
+    shipped = json.loads(classifier.DEFAULT_PATH.read_bytes())
+    data = train.examples(train.load_prompts(SHARED_PROMPTS), shipped["seed"])
+    assert train.examples_digest(data) == shipped["generated_pairs_sha256"]
