@@ -28,9 +28,35 @@ from proxy.cache.backend import (
     eviction_target,
     least_valuable,
 )
+from proxy.cache.bookkeeping import Batch, HitTally
 
 RETURN_FIELDS = [f for f in ENTRY_FIELDS if f != "id"]
 PAGE = 1000
+
+# An exact lookup in one round trip: the pointer, then the entry's fields without its embedding.
+# GET + HGETALL were two round trips and moved the 1.5 KB vector on every hit (16 % of a Redis
+# exact hit's proxy CPU, docs/performance.md). The entry key is derived from the pointer's value,
+# so it is not in KEYS: the cache's Redis Stack is never a cluster (proxy/cache/factory.py).
+EXACT_LUA = """
+local id = redis.call('GET', KEYS[1])
+if not id then return false end
+return {id, redis.call('HMGET', ARGV[1] .. id, unpack(ARGV, 2))}
+"""
+# A batch of hits: count and extend each entry that still exists (a hit flushed after its entry
+# was deleted must not leave a stray half hash in the index). KEYS: entry, pointer per hit;
+# ARGV: count, expires_at (seconds), expires_at (ms) per hit.
+HITS_LUA = """
+for i = 1, #KEYS, 2 do
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    local a = (i - 1) / 2 * 3
+    redis.call('HINCRBY', KEYS[i], 'hits', ARGV[a + 1])
+    redis.call('HSET', KEYS[i], 'expires_at', ARGV[a + 2])
+    redis.call('PEXPIREAT', KEYS[i], ARGV[a + 3])
+    redis.call('PEXPIREAT', KEYS[i + 1], ARGV[a + 3])
+  end
+end
+return 0
+"""
 
 
 def _s(value: Any) -> str:
@@ -68,6 +94,8 @@ class RedisCacheBackend:
         self._r = client
         self._p = prefix + "cache:"
         self.index = AsyncSearchIndex(schema_for(prefix, dims, algorithm), redis_client=client)
+        self._exact_script = client.register_script(EXACT_LUA)
+        self._hits_script = client.register_script(HITS_LUA)
 
     async def start(self) -> None:
         if await self.index.exists():
@@ -86,8 +114,12 @@ class RedisCacheBackend:
         return f"{self._p}x:{scope}:{text_hash}"
 
     async def get_exact(self, scope: str, text_hash: str) -> Entry | None:
-        entry_id = await self._r.get(self._exact_key(scope, text_hash))
-        return await self.get(_s(entry_id)) if entry_id else None
+        found = await self._exact_script(keys=[self._exact_key(scope, text_hash)],
+                                         args=[self._p + "e:", *RETURN_FIELDS])
+        if not found or found[1][RETURN_FIELDS.index("response")] is None:
+            return None  # no pointer, or its entry is gone
+        return Entry.from_fields({"id": found[0], **dict(zip(RETURN_FIELDS, found[1],
+                                                            strict=True))})
 
     async def search(self, scope: str, vector: Vector, k: int) -> list[tuple[Entry, float]]:
         query = VectorQuery(vector.astype(np.float32).tobytes(), "embedding",
@@ -130,12 +162,25 @@ class RedisCacheBackend:
         return await self.delete([v.id for v in victims])
 
     async def hit(self, entry: Entry, expires_at: float) -> None:
-        at_ms = int(expires_at * 1000)
+        await self.book(Batch(hits={entry.id: HitTally(entry, 1, expires_at)}))
+
+    async def book(self, batch: Batch) -> None:
+        """One pipeline: the hits script, the counter increments, the served records."""
         pipe = self._r.pipeline(transaction=False)
-        pipe.hincrby(self._entry_key(entry.id), "hits", 1)
-        pipe.hset(self._entry_key(entry.id), "expires_at", expires_at)
-        pipe.pexpireat(self._entry_key(entry.id), at_ms)
-        pipe.pexpireat(self._exact_key(entry.scope, entry.text_hash), at_ms)
+        if batch.hits:
+            keys: list[str] = []
+            args: list[float | int] = []
+            for tally in batch.hits.values():
+                entry = tally.entry
+                keys += [self._entry_key(entry.id), self._exact_key(entry.scope, entry.text_hash)]
+                args += [tally.count, tally.expires_at, int(tally.expires_at * 1000)]
+            await self._hits_script(keys=keys, args=args, client=pipe)  # queued on `pipe`
+        for name, amount in batch.counters.items():
+            pipe.hincrbyfloat(f"{self._p}stats", name, amount)
+        for served in batch.served:
+            key = f"{self._p}r:{served.request_id}"
+            pipe.hset(key, mapping=cast(Any, served.fields))
+            pipe.pexpire(key, int(served.ttl_s * 1000))
         await pipe.execute()
 
     async def get(self, entry_id: str) -> Entry | None:
