@@ -24,7 +24,7 @@ from starlette.responses import Response
 
 from proxy.cache import stats
 from proxy.cache.backend import COMPLETE, CacheBackend, Entry, Vector
-from proxy.cache.bookkeeping import Bookkeeper, Served
+from proxy.cache.bookkeeping import Batch, Bookkeeper, Served
 from proxy.cache.cache_key import (
     Controls,
     Key,
@@ -105,7 +105,8 @@ class SemanticCache:
         self.config = config
         self.backend = backend
         self.embedder = embedder
-        self.book = Bookkeeper(backend.book, self._expiry_after_hits, on_bookkeeping_failure)
+        self.book = Bookkeeper(self._write_bookkeeping, self._expiry_after_hits,
+                               on_bookkeeping_failure)
         self._rules: dict[float, MatchRule] = {}
         self._flights: dict[tuple[str, str], Flight] = {}
         self.token_states = TokenStates()
@@ -375,6 +376,9 @@ class SemanticCache:
         ttl = grown_ttl(entry.ttl_seconds, dynamic.growth, entry.hits + hits,
                         dynamic.max_seconds)
         return time.time() + min(dynamic.max_seconds, max(dynamic.min_seconds, ttl))
+
+    async def _write_bookkeeping(self, batch: Batch) -> None:
+        await self.backend.book(batch)
 
     async def flush(self) -> None:
         """Write the gathered bookkeeping now (before reading counters or served records)."""
