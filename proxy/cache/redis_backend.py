@@ -40,8 +40,8 @@ PAGE = 1000
 EXACT_LUA = """
 local id = redis.call('GET', KEYS[1])
 if not id then return false end
-return {id, redis.call('HMGET', ARGV[1] .. id, unpack(ARGV, 2))}
-"""
+return {id, redis.call('HMGET', ARGV[1] .. id, %s)}
+""" % ", ".join(f"'{name}'" for name in RETURN_FIELDS)
 # A batch of hits: count and extend each entry that still exists (a hit flushed after its entry
 # was deleted must not leave a stray half hash in the index). KEYS: entry, pointer per hit;
 # ARGV: count, expires_at (seconds), expires_at (ms) per hit.
@@ -115,7 +115,7 @@ class RedisCacheBackend:
 
     async def get_exact(self, scope: str, text_hash: str) -> Entry | None:
         found = await self._exact_script(keys=[self._exact_key(scope, text_hash)],
-                                         args=[self._p + "e:", *RETURN_FIELDS])
+                                         args=[self._p + "e:"])
         if not found or found[1][RETURN_FIELDS.index("response")] is None:
             return None  # no pointer, or its entry is gone
         return Entry.from_fields({"id": found[0], **dict(zip(RETURN_FIELDS, found[1],
