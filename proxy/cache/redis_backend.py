@@ -26,11 +26,11 @@ from proxy.cache.backend import (
     Tightened,
     Vector,
     eviction_target,
-    least_valuable,
 )
 from proxy.cache.bookkeeping import Batch, HitTally
 
 RETURN_FIELDS = [f for f in ENTRY_FIELDS if f != "id"]
+VALUE_FIELDS = ["hits", "cost", "created"]  # what eviction ranks by (Entry.value)
 PAGE = 1000
 
 # An exact lookup in one round trip: the pointer, then the entry's fields without its embedding.
@@ -96,6 +96,7 @@ class RedisCacheBackend:
         self.index = AsyncSearchIndex(schema_for(prefix, dims, algorithm), redis_client=client)
         self._exact_script = client.register_script(EXACT_LUA)
         self._hits_script = client.register_script(HITS_LUA)
+        self._evicting: set[str] = set()  # partitions this replica is evicting now
 
     async def start(self) -> None:
         if await self.index.exists():
@@ -148,18 +149,31 @@ class RedisCacheBackend:
         return await self._evict(partition_key, max_size) if size > max_size else 0
 
     async def _evict(self, partition_key: str, max_size: int) -> int:
+        """Evict down to eviction_target, once per partition at a time on this replica: the
+        puts that find it over max_size meanwhile leave it to the one running."""
+        if partition_key in self._evicting:
+            return 0
+        self._evicting.add(partition_key)
+        try:
+            return await self._evict_now(partition_key, max_size)
+        finally:
+            self._evicting.discard(partition_key)
+
+    async def _evict_now(self, partition_key: str, max_size: int) -> int:
         ids = [_s(i) for i in await self._r.zrange(partition_key, 0, -1)]
         pipe = self._r.pipeline(transaction=False)
         for entry_id in ids:
-            pipe.hgetall(self._entry_key(entry_id))
+            pipe.hmget(self._entry_key(entry_id), VALUE_FIELDS)
         rows = await pipe.execute()
-        gone = [i for i, row in zip(ids, rows, strict=True) if not row]
+        gone = [i for i, row in zip(ids, rows, strict=True) if row[2] is None]
         if gone:
             await self._r.zrem(partition_key, *gone)
-        live = [Entry.from_fields({_s(k): v for k, v in row.items()})
-                for row in rows if row]
-        victims = least_valuable(live, eviction_target(max_size))
-        return await self.delete([v.id for v in victims])
+        # Entry.value's order (dollars saved, then age), from the three fields it needs
+        live = sorted((float(hits or 0) * float(cost or 0), float(created), entry_id)
+                      for entry_id, (hits, cost, created) in zip(ids, rows, strict=True)
+                      if created is not None)
+        victims = live[:max(0, len(live) - eviction_target(max_size))]
+        return await self.delete([entry_id for _, _, entry_id in victims])
 
     async def hit(self, entry: Entry, expires_at: float) -> None:
         await self.book(Batch(hits={entry.id: HitTally(entry, 1, expires_at)}))

@@ -298,3 +298,32 @@ async def test_a_hit_counted_after_its_entry_was_deleted_leaves_no_stray_hash(
     await redis_backend.hit(stored, time.time() + 600)
     assert await client.exists(f"{redis_prefix}cache:e:a") == 0
     assert await redis_backend.count() == 0
+
+
+@pytest.mark.redis
+async def test_eviction_reads_only_what_it_ranks_entries_by(
+        redis_backend: RedisCacheBackend, client: aioredis.Redis) -> None:
+    """Eviction ranks by hits x cost, then age: it read every entry of the partition whole
+    (HGETALL: answer and 1.5 KB vector each), a full partition of 1,000 on every 50th miss."""
+    for i in range(20):
+        await redis_backend.put(entry(f"e{i:02}", created=10.0 + i), unit(1, 0, 0, 0), 20)
+    before = await command_calls(client)
+    assert await redis_backend.put(entry("newest", created=100.0), unit(1, 0, 0, 0), 20) == 2
+    after = await command_calls(client)
+    assert after.get("hgetall", 0) == before.get("hgetall", 0)
+    assert await redis_backend.get("e00") is None and await redis_backend.get("e02") is not None
+
+
+@pytest.mark.redis
+async def test_concurrent_puts_over_max_size_evict_once(
+        redis_backend: RedisCacheBackend, client: aioredis.Redis) -> None:
+    """Every put that found the partition over max_size scanned and evicted it, all at once
+    under load (64 concurrent misses: 196 entry reads per request in scripts/bench_hits.py)."""
+    for i in range(20):
+        await redis_backend.put(entry(f"e{i:02}", created=10.0 + i), None, 20)
+    before = await command_calls(client)
+    await asyncio.gather(*(redis_backend.put(entry(f"n{i}", created=100.0 + i), None, 20)
+                           for i in range(10)))
+    after = await command_calls(client)
+    assert after["zrange"] - before.get("zrange", 0) == 1
+    assert 19 <= await redis_backend.count() <= 30
