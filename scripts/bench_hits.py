@@ -70,8 +70,9 @@ def wrk(url: str, seconds: int, script: Path) -> dict[str, Any]:
 
 
 def profile(pid: int, name: str) -> subprocess.Popen[bytes] | None:
-    """PROFILE=DIR: py-spy samples the proxy (bench_target.sh execs it: `pid` is the server) over the measured run into DIR/NAME.txt (collapsed
-    stacks; its sampling costs the proxy some CPU, so read call shares, not the CPU line)."""
+    """PROFILE=DIR: py-spy samples the proxy (bench_target.sh execs it: `pid` is the server)
+    over the measured run into DIR/NAME.txt (collapsed stacks; its sampling costs the proxy
+    some CPU, so read call shares there, not the CPU line)."""
     folder = os.environ.get("PROFILE")
     if not folder:
         return None

@@ -40,8 +40,8 @@ PAGE = 1000
 EXACT_LUA = """
 local id = redis.call('GET', KEYS[1])
 if not id then return false end
-return {id, redis.call('HMGET', ARGV[1] .. id, %s)}
-""" % ", ".join(f"'{name}'" for name in RETURN_FIELDS)
+return {id, redis.call('HMGET', ARGV[1] .. id, FIELDS)}
+""".replace("FIELDS", ", ".join(f"'{name}'" for name in RETURN_FIELDS))
 # A batch of hits: count and extend each entry that still exists (a hit flushed after its entry
 # was deleted must not leave a stray half hash in the index). KEYS: entry, pointer per hit;
 # ARGV: count, expires_at (seconds), expires_at (ms) per hit.
