@@ -35,7 +35,7 @@ OTHER = "other"
 NONE = "none"
 DEFAULT_ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models")
 DIRECTIONS = ("input", "output", "cached_input")
-CACHE_FAILURE_STAGES = ("lookup", "store")
+CACHE_FAILURE_STAGES = ("lookup", "store", "bookkeeping")
 CACHE_KINDS = ("exact", "semantic", "none")
 CACHE_RESULTS = ("hit", "miss", "bypass", "shadow")
 CACHE_SCOPE_KINDS = ("global", "department", "user")
@@ -214,7 +214,8 @@ class Metrics:
             ["department"], registry=r)
         self._cache_failures = Counter(
             "meterline_cache_failures_total",
-            "Cache errors the request was answered through (served uncached or not stored).",
+            "Cache errors the request was answered through (served uncached, not stored, or "
+            "a batch of hit bookkeeping not written).",
             ["stage"], registry=r)
 
     def _define_experiments(self, r: CollectorRegistry | None) -> None:
@@ -442,7 +443,7 @@ class Metrics:
 
     def record_cache_failure(self, stage: str) -> None:
         """A cache error the request went on without (lookup: served uncached; store: the
-        answer was not cached)."""
+        answer was not cached; bookkeeping: a batch of hit counts / counters not written)."""
         self._labels(self._cache_failures, stage=_bounded(stage, CACHE_FAILURE_STAGES)).inc()
 
     def set_cache_entries(self, scope_kind: str, entries: int) -> None:

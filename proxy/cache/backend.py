@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from proxy.cache.bookkeeping import Batch
 
 Vector = npt.NDArray[np.float32]
 
@@ -126,6 +129,11 @@ class CacheBackend(Protocol):
     async def put(self, entry: Entry, vector: Vector | None, max_size: int) -> int: ...
 
     async def hit(self, entry: Entry, expires_at: float) -> None: ...
+
+    async def book(self, batch: Batch) -> None:
+        """Write a batch of bookkeeping: each tallied entry's hits and new expiry (skipped when
+        the entry is gone), the counter increments, the served records."""
+        ...
 
     async def get(self, entry_id: str) -> Entry | None: ...
 

@@ -44,4 +44,5 @@ async def build_backend(services: Services, config: CacheConfig, dims: int) -> C
 async def build_cache(services: Services, config: CacheConfig) -> SemanticCache:
     embedder = await build_embedder(config)
     dims = embedder.dim if embedder is not None else MINILM_DIM
-    return SemanticCache(config, await build_backend(services, config, dims), embedder)
+    return SemanticCache(config, await build_backend(services, config, dims), embedder,
+                         lambda: services.metrics.record_cache_failure("bookkeeping"))

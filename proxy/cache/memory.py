@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from proxy.cache.backend import Entry, Tightened, Vector, eviction_target, least_valuable
+from proxy.cache.bookkeeping import Batch
 
 
 @dataclass
@@ -106,6 +107,16 @@ class MemoryCacheBackend:
         if stored is not None:
             stored.hits += 1
             stored.expires_at = expires_at
+
+    async def book(self, batch: Batch) -> None:
+        for tally in batch.hits.values():
+            stored = self._entries.get(tally.entry.id)
+            if stored is not None:
+                stored.hits += tally.count
+                stored.expires_at = tally.expires_at
+        await self.incr(batch.counters)
+        for served in batch.served:
+            await self.remember(served.request_id, served.fields, served.ttl_s)
 
     async def get(self, entry_id: str) -> Entry | None:
         return self._live(entry_id)

@@ -44,6 +44,7 @@ async def top_queries(cache: SemanticCache, viewer: Viewer) -> list[dict[str, An
 
 
 async def analytics(cache: SemanticCache, viewer: Viewer, metrics: Metrics) -> dict[str, Any]:
+    await cache.flush()  # this replica's hits, hit counts and counters so far
     summary = stats.summarise(await cache.backend.counters(), viewer.department)
     owner = None if viewer.admin else cache.config.owner_of(viewer.department)
     size = await cache.backend.count(owner)
@@ -81,6 +82,7 @@ async def report(cache: SemanticCache, request_id: str, viewer: Viewer,
     """A user says a cached answer was wrong: evict it, count it, tighten the threshold. Each
     served answer counts once: reporting it again evicts nothing and changes nothing."""
     backend = cache.backend
+    await cache.flush()  # a hit this replica served a moment ago is recorded by now
     served = await backend.recall(request_id)
     if served is None or (not viewer.admin and served["department"] != viewer.department):
         raise EntryNotFound(request_id)

@@ -26,11 +26,37 @@ from proxy.cache.backend import (
     Tightened,
     Vector,
     eviction_target,
-    least_valuable,
 )
+from proxy.cache.bookkeeping import Batch, HitTally
 
 RETURN_FIELDS = [f for f in ENTRY_FIELDS if f != "id"]
+VALUE_FIELDS = ["hits", "cost", "created"]  # what eviction ranks by (Entry.value)
 PAGE = 1000
+
+# An exact lookup in one round trip: the pointer, then the entry's fields without its embedding.
+# GET + HGETALL were two round trips and moved the 1.5 KB vector on every hit (16 % of a Redis
+# exact hit's proxy CPU, docs/performance.md). The entry key is derived from the pointer's value,
+# so it is not in KEYS: the cache's Redis Stack is never a cluster (proxy/cache/factory.py).
+EXACT_LUA = """
+local id = redis.call('GET', KEYS[1])
+if not id then return false end
+return {id, redis.call('HMGET', ARGV[1] .. id, FIELDS)}
+""".replace("FIELDS", ", ".join(f"'{name}'" for name in RETURN_FIELDS))
+# A batch of hits: count and extend each entry that still exists (a hit flushed after its entry
+# was deleted must not leave a stray half hash in the index). KEYS: entry, pointer per hit;
+# ARGV: count, expires_at (seconds), expires_at (ms) per hit.
+HITS_LUA = """
+for i = 1, #KEYS, 2 do
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    local a = (i - 1) / 2 * 3
+    redis.call('HINCRBY', KEYS[i], 'hits', ARGV[a + 1])
+    redis.call('HSET', KEYS[i], 'expires_at', ARGV[a + 2])
+    redis.call('PEXPIREAT', KEYS[i], ARGV[a + 3])
+    redis.call('PEXPIREAT', KEYS[i + 1], ARGV[a + 3])
+  end
+end
+return 0
+"""
 
 
 def _s(value: Any) -> str:
@@ -68,6 +94,9 @@ class RedisCacheBackend:
         self._r = client
         self._p = prefix + "cache:"
         self.index = AsyncSearchIndex(schema_for(prefix, dims, algorithm), redis_client=client)
+        self._exact_script = client.register_script(EXACT_LUA)
+        self._hits_script = client.register_script(HITS_LUA)
+        self._evicting: set[str] = set()  # partitions this replica is evicting now
 
     async def start(self) -> None:
         if await self.index.exists():
@@ -86,8 +115,12 @@ class RedisCacheBackend:
         return f"{self._p}x:{scope}:{text_hash}"
 
     async def get_exact(self, scope: str, text_hash: str) -> Entry | None:
-        entry_id = await self._r.get(self._exact_key(scope, text_hash))
-        return await self.get(_s(entry_id)) if entry_id else None
+        found = await self._exact_script(keys=[self._exact_key(scope, text_hash)],
+                                         args=[self._p + "e:"])
+        if not found or found[1][RETURN_FIELDS.index("response")] is None:
+            return None  # no pointer, or its entry is gone
+        return Entry.from_fields({"id": found[0], **dict(zip(RETURN_FIELDS, found[1],
+                                                            strict=True))})
 
     async def search(self, scope: str, vector: Vector, k: int) -> list[tuple[Entry, float]]:
         query = VectorQuery(vector.astype(np.float32).tobytes(), "embedding",
@@ -116,26 +149,52 @@ class RedisCacheBackend:
         return await self._evict(partition_key, max_size) if size > max_size else 0
 
     async def _evict(self, partition_key: str, max_size: int) -> int:
+        """Evict down to eviction_target, once per partition at a time on this replica: the
+        puts that find it over max_size meanwhile leave it to the one running."""
+        if partition_key in self._evicting:
+            return 0
+        self._evicting.add(partition_key)
+        try:
+            return await self._evict_now(partition_key, max_size)
+        finally:
+            self._evicting.discard(partition_key)
+
+    async def _evict_now(self, partition_key: str, max_size: int) -> int:
         ids = [_s(i) for i in await self._r.zrange(partition_key, 0, -1)]
         pipe = self._r.pipeline(transaction=False)
         for entry_id in ids:
-            pipe.hgetall(self._entry_key(entry_id))
+            pipe.hmget(self._entry_key(entry_id), VALUE_FIELDS)
         rows = await pipe.execute()
-        gone = [i for i, row in zip(ids, rows, strict=True) if not row]
+        gone = [i for i, row in zip(ids, rows, strict=True) if row[2] is None]
         if gone:
             await self._r.zrem(partition_key, *gone)
-        live = [Entry.from_fields({_s(k): v for k, v in row.items()})
-                for row in rows if row]
-        victims = least_valuable(live, eviction_target(max_size))
-        return await self.delete([v.id for v in victims])
+        # Entry.value's order (dollars saved, then age), from the three fields it needs
+        live = sorted((float(hits or 0) * float(cost or 0), float(created), entry_id)
+                      for entry_id, (hits, cost, created) in zip(ids, rows, strict=True)
+                      if created is not None)
+        victims = live[:max(0, len(live) - eviction_target(max_size))]
+        return await self.delete([entry_id for _, _, entry_id in victims])
 
     async def hit(self, entry: Entry, expires_at: float) -> None:
-        at_ms = int(expires_at * 1000)
+        await self.book(Batch(hits={entry.id: HitTally(entry, 1, expires_at)}))
+
+    async def book(self, batch: Batch) -> None:
+        """One pipeline: the hits script, the counter increments, the served records."""
         pipe = self._r.pipeline(transaction=False)
-        pipe.hincrby(self._entry_key(entry.id), "hits", 1)
-        pipe.hset(self._entry_key(entry.id), "expires_at", expires_at)
-        pipe.pexpireat(self._entry_key(entry.id), at_ms)
-        pipe.pexpireat(self._exact_key(entry.scope, entry.text_hash), at_ms)
+        if batch.hits:
+            keys: list[str] = []
+            args: list[float | int] = []
+            for tally in batch.hits.values():
+                entry = tally.entry
+                keys += [self._entry_key(entry.id), self._exact_key(entry.scope, entry.text_hash)]
+                args += [tally.count, tally.expires_at, int(tally.expires_at * 1000)]
+            await self._hits_script(keys=keys, args=args, client=pipe)  # queued on `pipe`
+        for name, amount in batch.counters.items():
+            pipe.hincrbyfloat(f"{self._p}stats", name, amount)
+        for served in batch.served:
+            key = f"{self._p}r:{served.request_id}"
+            pipe.hset(key, mapping=cast(Any, served.fields))
+            pipe.pexpire(key, int(served.ttl_s * 1000))
         await pipe.execute()
 
     async def get(self, entry_id: str) -> Entry | None:

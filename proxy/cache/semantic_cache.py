@@ -12,6 +12,7 @@ import logging
 import math
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -23,6 +24,7 @@ from starlette.responses import Response
 
 from proxy.cache import stats
 from proxy.cache.backend import COMPLETE, CacheBackend, Entry, Vector
+from proxy.cache.bookkeeping import Batch, Bookkeeper, Served
 from proxy.cache.cache_key import (
     Controls,
     Key,
@@ -98,11 +100,13 @@ class Lookup:
 class SemanticCache:
     """Exact + semantic answer cache; see module docstring."""
 
-    def __init__(self, config: CacheConfig, backend: CacheBackend,
-                 embedder: Embedder | None) -> None:
+    def __init__(self, config: CacheConfig, backend: CacheBackend, embedder: Embedder | None,
+                 on_bookkeeping_failure: Callable[[], None] | None = None) -> None:
         self.config = config
         self.backend = backend
         self.embedder = embedder
+        self.book = Bookkeeper(self._write_bookkeeping, self._expiry_after_hits,
+                               on_bookkeeping_failure)
         self._rules: dict[float, MatchRule] = {}
         self._flights: dict[tuple[str, str], Flight] = {}
         self.token_states = TokenStates()
@@ -230,11 +234,7 @@ class SemanticCache:
     async def _count(self, services: Services, department: str, model: str, task: str,
                      result: str, kind: str) -> None:
         services.metrics.record_cache(department, model, kind, result)
-        try:
-            await self.backend.incr({stats.request_field(result, kind, department, model,
-                                                         task): 1})
-        except BACKEND_ERRORS as exc:
-            log.warning("cache counters not written: %s", exc)
+        self.book.count({stats.request_field(result, kind, department, model, task): 1})
 
     async def _exact(self, key: Key, limit: int | None, coalesced: bool = False) -> Hit | None:
         """The complete answer to this text if it fits the limit, else the answer this very
@@ -333,7 +333,7 @@ class SemanticCache:
                 await services.spend.release(reservation)
             await services.spend.add_record(record)
         state: Lookup | None = call.cache_state
-        await self._after_hit(services, call, state, cached)
+        self._after_hit(call, state, cached)
         m = services.metrics
         m.record_cache(call.department_name, record.model_requested, cached.kind, "hit", entry.cost)
         m.record_request("/v1" + call.path, record.model_requested, call.department_name, 200,
@@ -355,29 +355,34 @@ class SemanticCache:
         return Response(b"".join(events), 200, {**SSE_HEADERS, **headers},
                         media_type="text/event-stream")
 
-    async def _after_hit(self, services: Services, call: Call, state: Lookup | None,
-                         cached: Hit) -> None:
+    def _after_hit(self, call: Call, state: Lookup | None, cached: Hit) -> None:
+        """Hit count, expiry, counters and the served record: gathered, written a few ms later
+        in one batch (proxy/cache/bookkeeping.py), never awaited by the request."""
         entry = cached.entry
         department = call.department_name
         task = state.task if state else "none"
-        try:
-            await self.backend.hit(entry, self._expiry_after_hit(entry))
-            await self.backend.incr(stats.hit_fields(cached.kind, department, entry.model, task,
-                                                     entry.cost))
-            await self.backend.remember(call.request_id, {
-                "entry_id": entry.id, "department": department, "partition": entry.partition,
-                "model": entry.model, "scope": entry.scope}, self.config.report.window_seconds)
-        except BACKEND_ERRORS as exc:
-            log.warning("cache hit bookkeeping failed: %s", exc)
-        except Exception:  # noqa: BLE001 - the answer is already chosen: never a 500 for this
-            log.exception("cache hit bookkeeping failed on entry %s", entry.id)
+        self.book.hit(entry, stats.hit_fields(cached.kind, department, entry.model, task,
+                                              entry.cost),
+                      Served(call.request_id, {
+                          "entry_id": entry.id, "department": department,
+                          "partition": entry.partition, "model": entry.model,
+                          "scope": entry.scope}, self.config.report.window_seconds))
 
-    def _expiry_after_hit(self, entry: Entry) -> float:
+    def _expiry_after_hits(self, entry: Entry, hits: int) -> float:
+        """The expiry after `hits` more hits of `entry` (as read, with its stored hit count)."""
         dynamic = self.config.dynamic_ttl
         if not dynamic.enabled:
             return entry.expires_at
-        ttl = grown_ttl(entry.ttl_seconds, dynamic.growth, entry.hits + 1, dynamic.max_seconds)
+        ttl = grown_ttl(entry.ttl_seconds, dynamic.growth, entry.hits + hits,
+                        dynamic.max_seconds)
         return time.time() + min(dynamic.max_seconds, max(dynamic.min_seconds, ttl))
+
+    async def _write_bookkeeping(self, batch: Batch) -> None:
+        await self.backend.book(batch)
+
+    async def flush(self) -> None:
+        """Write the gathered bookkeeping now (before reading counters or served records)."""
+        await self.book.flush()
 
     # -- store -------------------------------------------------------------------------------
 
@@ -441,8 +446,7 @@ class SemanticCache:
                       completion_tokens=completion_tokens, cut_limit=cut_limit)
         evicted = await self.backend.put(entry, vector, settings.max_size)
         if evicted:
-            await self.backend.incr({stats.plain_field("evicted", state.department,
-                                                       key.model): evicted})
+            self.book.count({stats.plain_field("evicted", state.department, key.model): evicted})
 
     async def _judge_shadow(self, state: Lookup, completion: dict[str, Any]) -> None:
         """Would the shadow hit have been a plausible answer? Compare the two answers. The
@@ -484,6 +488,7 @@ class SemanticCache:
         return float(vectors[0] @ vectors[1])
 
     async def close(self) -> None:
+        await self.book.close()
         if self.embedder is not None:
             await self.embedder.aclose()
         await self.backend.close()

@@ -255,3 +255,75 @@ async def test_replicas_starting_together_share_one_index(redis_url: str,
     finally:
         for client in clients:
             await client.aclose()
+
+
+async def command_calls(client: aioredis.Redis) -> dict[str, int]:
+    stats = await client.info("commandstats")
+    return {name[8:]: value["calls"] for name, value in stats.items()}
+
+
+@pytest.mark.redis
+async def test_an_exact_lookup_is_one_round_trip_without_the_vector(
+        redis_backend: RedisCacheBackend, client: aioredis.Redis) -> None:
+    """GET + HGETALL were two round trips per hit, the second moving the embedding (1.5 KB for
+    MiniLM) that an exact hit never uses: now one script call reads the pointer and the fields."""
+    stored = entry("a", completion_tokens=9)
+    await redis_backend.put(stored, unit(1, 0, 0, 0), max_size=10)
+    await redis_backend.get_exact("s1", "h-a")  # loads the script once
+    before = await command_calls(client)
+    found = await redis_backend.get_exact("s1", "h-a")
+    after = await command_calls(client)
+    assert found == stored
+    ran = {name: after[name] - before.get(name, 0) for name in after
+           if after[name] != before.get(name, 0) and name != "info"}
+    assert ran == {"evalsha": 1, "get": 1, "hmget": 1}
+
+
+@pytest.mark.redis
+async def test_exact_lookup_of_a_missing_entry_or_pointer_is_none(
+        redis_backend: RedisCacheBackend, client: aioredis.Redis, redis_prefix: str) -> None:
+    assert await redis_backend.get_exact("s1", "nothing") is None
+    await client.set(f"{redis_prefix}cache:x:s1:dangling", "gone")  # its entry expired first
+    assert await redis_backend.get_exact("s1", "dangling") is None
+
+
+@pytest.mark.redis
+async def test_a_hit_counted_after_its_entry_was_deleted_leaves_no_stray_hash(
+        redis_backend: RedisCacheBackend, client: aioredis.Redis, redis_prefix: str) -> None:
+    """Hit bookkeeping is written a few ms after the hit: the entry may be reported or purged
+    by then. HINCRBY on the deleted hash left a half entry (hits, expires_at) in the index."""
+    stored = entry("a")
+    await redis_backend.put(stored, None, 10)
+    await redis_backend.delete(["a"])
+    await redis_backend.hit(stored, time.time() + 600)
+    assert await client.exists(f"{redis_prefix}cache:e:a") == 0
+    assert await redis_backend.count() == 0
+
+
+@pytest.mark.redis
+async def test_eviction_reads_only_what_it_ranks_entries_by(
+        redis_backend: RedisCacheBackend, client: aioredis.Redis) -> None:
+    """Eviction ranks by hits x cost, then age: it read every entry of the partition whole
+    (HGETALL: answer and 1.5 KB vector each), a full partition of 1,000 on every 50th miss."""
+    for i in range(20):
+        await redis_backend.put(entry(f"e{i:02}", created=10.0 + i), unit(1, 0, 0, 0), 20)
+    before = await command_calls(client)
+    assert await redis_backend.put(entry("newest", created=100.0), unit(1, 0, 0, 0), 20) == 2
+    after = await command_calls(client)
+    assert after.get("hgetall", 0) == before.get("hgetall", 0)
+    assert await redis_backend.get("e00") is None and await redis_backend.get("e02") is not None
+
+
+@pytest.mark.redis
+async def test_concurrent_puts_over_max_size_evict_once(
+        redis_backend: RedisCacheBackend, client: aioredis.Redis) -> None:
+    """Every put that found the partition over max_size scanned and evicted it, all at once
+    under load (64 concurrent misses: 196 entry reads per request in scripts/bench_hits.py)."""
+    for i in range(20):
+        await redis_backend.put(entry(f"e{i:02}", created=10.0 + i), None, 20)
+    before = await command_calls(client)
+    await asyncio.gather(*(redis_backend.put(entry(f"n{i}", created=100.0 + i), None, 20)
+                           for i in range(10)))
+    after = await command_calls(client)
+    assert after["zrange"] - before.get("zrange", 0) == 1
+    assert 19 <= await redis_backend.count() <= 30

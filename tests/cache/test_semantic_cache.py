@@ -377,25 +377,42 @@ def test_a_hit_on_an_entry_with_huge_hit_count_is_served(
         for _ in range(3):
             _, headers = ask(proxy, question)
             assert headers["x-meterline-cache"] == "hit-exact"
+        maximum = cache_yaml()["dynamic_ttl"].get("max_seconds", 86400.0)
+        deadline = time.monotonic() + 10  # the expiry is written a few ms after the hit
+        while r.pttl(entry_key) / 1000 <= maximum - 60 and time.monotonic() < deadline:
+            time.sleep(0.01)
         ttl_s = r.pttl(entry_key) / 1000
-    maximum = cache_yaml()["dynamic_ttl"].get("max_seconds", 86400.0)
     assert maximum - 60 < ttl_s <= maximum  # grown to the cap, not past it
 
 
 def test_any_error_in_hit_bookkeeping_still_serves_the_hit(start_cached: Starter) -> None:
-    """Bookkeeping after a hit (hit count, expiry, counters) runs once the answer is chosen:
-    whatever it raises, the client gets the cached answer, not a 500."""
+    """Bookkeeping after a hit (hit count, expiry, counters) is written after the answer went
+    out: whatever the write raises, the client gets the cached answer, not a 500, and the
+    failure is counted; analytics (which writes pending bookkeeping first) still answers."""
     proxy = start_cached()
     question = "Which answer survives a broken hit counter?"
     first, _ = ask(proxy, question)
     backend = proxy.server.config.app.state.services.cache.backend
 
-    async def broken_hit(*_: Any) -> None:
+    async def broken_book(*_: Any) -> None:
         raise ValueError("not a backend error")
 
-    backend.hit = broken_hit
+    backend.book = broken_book
     second, headers = ask(proxy, question)
     assert headers["x-meterline-cache"] == "hit-exact" and second == first
+    failures = 'meterline_cache_failures_total{stage="bookkeeping"} '
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        exported = [line for line in httpx.get(proxy.url + "/metrics").text.splitlines()
+                    if line.startswith(failures)]
+        if exported and float(exported[0].rsplit(" ", 1)[1]) >= 1:
+            break
+        time.sleep(0.01)
+    else:
+        raise AssertionError("the failed bookkeeping write was not counted")
+    analytics = httpx.get(proxy.url + "/v1/cache/analytics",
+                          headers={"Authorization": "Bearer sk-demo-engineering"})
+    assert analytics.status_code == 200, analytics.text
 
 
 @pytest.mark.parametrize("ttl,growth,hits,cap,expected", [
@@ -520,3 +537,23 @@ def test_long_questions_bypass_the_cache(start_cached: Starter) -> None:
     short = f"Short question {uuid.uuid4().hex}?"
     ask(proxy, short)
     assert ask(proxy, short)[1]["x-meterline-cache"] == "hit-exact"
+
+
+def test_hits_are_counted_and_reportable_right_after_they_were_served(
+        start_cached: Starter) -> None:
+    """Hit bookkeeping is written in batches a few ms after the hits; analytics and reports
+    write what is pending first, so they see every hit this replica served."""
+    proxy = start_cached()
+    question = f"How many times was question {uuid.uuid4().hex[:6]} answered from cache?"
+    ask(proxy, question)
+    for _ in range(4):
+        _, headers = ask(proxy, question)
+    auth = {"Authorization": "Bearer sk-demo-engineering"}
+    analytics = httpx.get(proxy.url + "/v1/cache/analytics", headers=auth).json()
+    top = [q for q in analytics["top_cached_queries"]
+           if q["entry_id"] == headers["x-meterline-cache-entry"]]
+    assert analytics["hits_by_kind"]["exact"] == 4 and top[0]["hits"] == 4
+    report = httpx.post(proxy.url + "/v1/cache/report", headers=auth,
+                        json={"request_id": headers["x-request-id"]})
+    assert report.status_code == 200, report.text
+    assert report.json()["evicted"] is True
