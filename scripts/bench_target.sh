@@ -4,14 +4,15 @@
 # Usage in targets.conf:
 #   meterline|UPSTREAM_BASE=$UPSTREAM_BASE exec /path/to/repo/scripts/bench_target.sh 18300|http://127.0.0.1:18300/v1|
 # MET_BENCH_CACHE=0 (default) turns the response cache off so the bench's identical requests measure
-# the proxy path, not cache hits; MET_BENCH_CACHE_MODE=exact|semantic overrides cache.yaml's mode. Redis is used when REDIS_URL is set.
+# the proxy path, not cache hits; MET_BENCH_CACHE_MODE=exact|semantic|shadow sets the cache's mode
+# (default: the one in rules/cache.yaml). Redis is used when REDIS_URL is set.
 set -euo pipefail
 PORT=${1:-18300}
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 CONF=$(mktemp -d /tmp/meterline-bench.XXXXXX)
 cp -r "$REPO/rules/." "$CONF/"
 python3 - "$CONF" "${UPSTREAM_BASE:?UPSTREAM_BASE not set}" "${MET_BENCH_CACHE:-0}" \
-    "${MET_BENCH_CACHE_MODE:-}" <<'PY'
+  "${MET_BENCH_CACHE_MODE:-}" <<'PY'
 import hashlib, sys, pathlib, yaml
 conf, upstream, cache = pathlib.Path(sys.argv[1]), sys.argv[2], sys.argv[3] == "1"
 cache_mode = sys.argv[4]
@@ -34,8 +35,9 @@ cache_file = conf / "cache.yaml"
 if cache_file.exists():
     data = yaml.safe_load(cache_file.read_text()) or {}
     data["enabled"] = cache
-    if cache_mode:
+    if cache_mode:  # and no per-department mode (the shipped executive shadow needs an embedder)
         data["mode"] = cache_mode
+        data.setdefault("overrides", {})["departments"] = {}
     cache_file.write_text(yaml.safe_dump(data))
 PY
 export BENCH_UPSTREAM_KEY=sk-upstream MET_LOG_LEVEL=warning
