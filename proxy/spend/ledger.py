@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import math
 import os
 import time
 from collections import defaultdict
@@ -47,7 +48,16 @@ from proxy.spend.notices import Notices
 from proxy.spend.notify import BudgetNotice, NoticeKind, NoticeSink
 from proxy.spend.pricing import PricingTable, nanos_to_dollars, to_nanos
 from proxy.spend.records import UsageRecord
-from proxy.spend.rollups import Detail, Granularity, Slice, group_of, plan_range, sums_of
+from proxy.spend.rollups import (
+    HOUR,
+    ArmSlice,
+    Detail,
+    Granularity,
+    Slice,
+    group_of,
+    plan_range,
+    sums_of,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -361,6 +371,16 @@ class Ledger:
             records = await self._guard(self.backend.query_records(start, end, department))
             found.extend(Slice.of(r.ts, group_of(r, detail), sums_of(r)) for r in records)
         return found
+
+    async def arm_usage(
+        self, from_ts: float, to_ts: float, coarsest: Granularity = "m"
+    ) -> list[ArmSlice]:
+        """Arm statistics (proxy.spend.rollups.arm_sums) over whole UTC hours: `from_ts` rounded
+        down, `to_ts` up to the hour, so no raw record is read. `coarsest="h"`: one slice per
+        hour with traffic (for rates over the hours a model was used)."""
+        start, end = math.floor(from_ts / HOUR) * HOUR, math.ceil(to_ts / HOUR) * HOUR
+        plan = plan_range(start, end, self._clock(), coarsest)
+        return await self._guard(self.backend.arm_rollups(plan.buckets))
 
     async def recent(
         self, from_ts: float, to_ts: float, department: str | None = None, limit: int = 20
