@@ -169,8 +169,8 @@ async def experiment_arms(request: Request, services: Services,
                           days: float) -> tuple[str, Experiment | None, list[ArmSlice]]:
     name = request.path_params["name"]
     experiment = configured(services, name)
-    slices = [p for p in await report.load_arms(services, days) if p.key[0] == name]
-    known_experiment(name, experiment, any(p.sums[0] for p in slices))
+    slices = [p for p in await report.load_arms(services, days) if p.experiment == name]
+    known_experiment(name, experiment, any(p.requests for p in slices))
     return name, experiment, slices
 
 
@@ -226,7 +226,7 @@ async def recommendations(request: Request) -> Response:
                                     confidence, margin)
             splits.append(report.split_json(auto_split(experiment, result)))
     return json_response({"applied": False, "window_days": days,
-                          "records": sum(p.sums[0] for p in slices),
+                          "records": sum(p.requests for p in slices),
                           "recommendations": [report.recommendation_json(r) for r in recs],
                           "auto_split": splits})
 

@@ -58,9 +58,8 @@ async def load_arms(services: Services, days: float,
 def public_arms(config: Config, slices: Iterable[ArmSlice]) -> list[ArmSlice]:
     """public_names for arm statistics (their key has the provider and the model used)."""
     public = _public(config)
-    return [p if p.key[2] in config.providers.models else dataclasses.replace(
-                p, key=(*p.key[:2], public.get((p.key[3], p.key[2]), p.key[2]), *p.key[3:]))
-            for p in slices]
+    return [p if p.model_used in config.providers.models
+            else p.named(public.get((p.provider, p.model_used), p.model_used)) for p in slices]
 
 
 def _public(config: Config) -> dict[tuple[str, str], str]:
@@ -157,8 +156,8 @@ def listing_json(experiments: Experiments | None, slices: Sequence[ArmSlice],
     """Every configured experiment plus ones that only exist in the records (removed since)."""
     counts: dict[str, Counter[str]] = {}
     for p in slices:
-        if p.key[0] and p.key[1] and p.sums[0]:
-            counts.setdefault(p.key[0], Counter())[p.key[1]] += p.sums[0]
+        if p.experiment and p.variant and p.requests:
+            counts.setdefault(p.experiment, Counter())[p.variant] += p.requests
     configured = experiments.experiments if experiments else {}
     now = time.time()
     names = [*configured, *sorted(set(counts) - set(configured))]

@@ -225,7 +225,8 @@ class ArmStats:
     @classmethod
     def of_slices(cls, name: str, slices: Iterable[ArmSlice]) -> ArmStats:
         sums = add_sums(slices)
-        return cls(name, sums[0], sums[1], *(moments_of(sums, m) for m in MOMENTS))
+        return cls(name, sums[ARM_HEAD.index("requests")], sums[ARM_HEAD.index("errors")],
+                   *(moments_of(sums, m) for m in MOMENTS))
 
     def error_rate(self, confidence: float = 0.95) -> Estimate:
         return wilson(self.errors, self.n, confidence)
@@ -313,8 +314,8 @@ def summarize_arms(slices: Iterable[ArmSlice], experiment: str, control: str = C
     """Per-arm stats of one experiment and each arm compared with `control`."""
     by_arm: dict[str, list[ArmSlice]] = defaultdict(list)
     for part in slices:
-        if part.key[0] == experiment and part.key[1]:
-            by_arm[part.key[1]].append(part)
+        if part.experiment == experiment and part.variant:
+            by_arm[part.variant].append(part)
     arms = {name: ArmStats.of_slices(name, parts) for name, parts in sorted(by_arm.items())}
     base = arms.get(control)
     comparisons = () if base is None else tuple(
@@ -373,13 +374,14 @@ class Recommendation:
 def _per_day(slices: Sequence[ArmSlice]) -> float:
     """Requests per day over the whole UTC hours from the first to the last with traffic."""
     span = max(p.start for p in slices) + HOUR - min(p.start for p in slices)
-    return sum(p.sums[0] for p in slices) / (span / 86400)
+    return sum(p.requests for p in slices) / (span / 86400)
 
 
 def _mean_cost(slices: Sequence[ArmSlice]) -> float:
     """Dollars per request, failed ones included."""
-    requests = sum(p.sums[0] for p in slices)
-    return sum(p.sums[2] for p in slices) / (requests * NANOS_PER_DOLLAR) if requests else 0.0
+    requests = sum(p.requests for p in slices)
+    cost = sum(p.sums[ARM_HEAD.index("cost_nanos")] for p in slices)
+    return cost / (requests * NANOS_PER_DOLLAR) if requests else 0.0
 
 
 def _current_model(group: Sequence[ArmSlice], by_model: dict[str, list[ArmSlice]],
@@ -388,10 +390,10 @@ def _current_model(group: Sequence[ArmSlice], by_model: dict[str, list[ArmSlice]
     (ties go to the dearer model, the one worth replacing)."""
     if configured in by_model:
         return configured
-    usual = [p for p in group if p.key[1] in ("", CONTROL)] or list(group)
+    usual = [p for p in group if p.variant in ("", CONTROL)] or list(group)
     counts: dict[str, int] = defaultdict(int)
     for p in usual:
-        counts[p.key[2]] += p.sums[0]
+        counts[p.model_used] += p.requests
     return max(counts, key=lambda m: (counts[m], _mean_cost(by_model[m])))
 
 
@@ -399,7 +401,7 @@ def _best_swap(group: Sequence[ArmSlice], configured: str | None, min_n: int, ma
                confidence: float) -> tuple[ArmStats, ArmStats, Comparison, float] | None:
     by_model: dict[str, list[ArmSlice]] = defaultdict(list)
     for p in group:
-        by_model[p.key[2]].append(p)
+        by_model[p.model_used].append(p)
     current = _current_model(group, by_model, configured)
     base = ArmStats.of_slices(current, by_model[current])
     best: tuple[ArmStats, ArmStats, Comparison, float] | None = None
@@ -441,7 +443,7 @@ def recommend_arms(slices: Sequence[ArmSlice], rules: RoutingRules, min_n: int =
     groups: dict[tuple[Literal["route_task", "retarget_rule"], str], list[ArmSlice]] = \
         defaultdict(list)
     for p in slices:
-        task, rule = p.key[4], p.key[5]
+        task, rule = p.task, p.route_rule
         if task:
             groups[("route_task", task)].append(p)
         if rule and rule != DEFAULT_RULE:
@@ -455,7 +457,7 @@ def recommend_arms(slices: Sequence[ArmSlice], rules: RoutingRules, min_n: int =
             continue
         base, cand, cmp, saves = found
         pair = {base.name, cand.name}
-        randomized = all(p.key[0] for p in group if p.key[2] in pair and p.sums[0])
+        randomized = all(p.experiment for p in group if p.model_used in pair and p.requests)
         what = f"task={key}" if kind == "route_task" else f"rule {key}"
         hw = cmp.quality.half_width or 0.0
         reason = (f"route {what} to {cand.name}: saves ${saves:.2f}/day at no measurable quality "

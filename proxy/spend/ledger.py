@@ -373,14 +373,16 @@ class Ledger:
         return found
 
     async def arm_usage(
-        self, from_ts: float, to_ts: float, coarsest: Granularity = "m"
+        self, from_ts: float, to_ts: float, coarsest: Granularity = "m",
+        department: str | None = None,
     ) -> list[ArmSlice]:
         """Arm statistics (proxy.spend.rollups.arm_sums) over whole UTC hours: `from_ts` rounded
         down, `to_ts` up to the hour, so no raw record is read. `coarsest="h"`: one slice per
         hour with traffic (for rates over the hours a model was used)."""
         start, end = math.floor(from_ts / HOUR) * HOUR, math.ceil(to_ts / HOUR) * HOUR
         plan = plan_range(start, end, self._clock(), coarsest)
-        return await self._guard(self.backend.arm_rollups(plan.buckets))
+        found = await self._guard(self.backend.arm_rollups(plan.buckets))
+        return [p for p in found if department in (None, p.department)]
 
     async def recent(
         self, from_ts: float, to_ts: float, department: str | None = None, limit: int = 20

@@ -171,24 +171,26 @@ def in_department(group: Group, department: str | None) -> bool:
 
 
 # ----- arm statistics ----------------------------------------------------------------------------
-# "arms" rollups: per experiment x variant x model x provider x task x route, what experiment
-# results, routing recommendations and the daily series need beyond the usage sums: error and
-# cache-lookup counts, and (count, sum, sum of squares) of latency, time to first token, cost,
-# tokens and quality, so means and variances come out exact. Latencies are kept in integer
-# microseconds and quality scores in millionths (the statistics use those quantised values, from
-# records or rollups alike); a square is split into LIMBS base-10**6 limbs because the rollup
-# script adds in Lua doubles (exact only below 2**53) and a month of squared nano-dollars is not.
-ArmKey = tuple[str, str, str, str, str, str]  # experiment, variant, model_used, provider, task,
-# route_rule; "" stands for None
+# "arms" rollups: per department x experiment x variant x model x provider x task x route, what
+# experiment results, routing recommendations and the daily series need beyond the usage sums:
+# error and cache-lookup counts, savings, and (count, sum, sum of squares) of latency, time to
+# first token, cost, tokens and quality, so means and variances come out exact. Latencies are kept
+# in integer microseconds and quality scores in millionths (the statistics use those quantised
+# values, from records or rollups alike); a square is split into LIMBS base-10**6 limbs because
+# the rollup script adds in Lua doubles (exact only below 2**53) and a month of squared
+# nano-dollars is not.
+# department, experiment, variant, model_used, provider, task, route_rule; "" stands for None
+ArmKey = tuple[str, str, str, str, str, str, str]
 MICROS_PER_MS = 1000
 QUALITY_SCALE = 1_000_000
 LIMB = 10**6
 LIMBS = 5
 MOMENTS = ("latency_us", "ttft_us", "cost_nanos", "input_tokens", "output_tokens", "quality")
-# requests, errors, cost_nanos (every request), cache lookups, cache hits, then per MOMENTS name
+# requests, errors, cost_nanos and saved_nanos (every request), cache lookups, cache hits, then per
+# MOMENTS name
 # (count, sum, LIMBS limbs of the sum of squares); latency to output tokens over successful
 # requests only, quality over every rated one
-ARM_HEAD = ("requests", "errors", "cost_nanos", "lookups", "hits")
+ARM_HEAD = ("requests", "errors", "cost_nanos", "saved_nanos", "lookups", "hits")
 MOMENT_WIDTH = 2 + LIMBS
 ARM_WIDTH = len(ARM_HEAD) + MOMENT_WIDTH * len(MOMENTS)
 QUALITY_AT = len(ARM_HEAD) + MOMENT_WIDTH * MOMENTS.index("quality")
@@ -203,10 +205,46 @@ class ArmSlice:
     key: ArmKey
     sums: tuple[int, ...]
 
+    @property
+    def department(self) -> str:
+        return self.key[0]
+
+    @property
+    def experiment(self) -> str:
+        return self.key[1]
+
+    @property
+    def variant(self) -> str:
+        return self.key[2]
+
+    @property
+    def model_used(self) -> str:
+        return self.key[3]
+
+    @property
+    def provider(self) -> str:
+        return self.key[4]
+
+    @property
+    def task(self) -> str:
+        return self.key[5]
+
+    @property
+    def route_rule(self) -> str:
+        return self.key[6]
+
+    @property
+    def requests(self) -> int:
+        return self.sums[0]
+
+    def named(self, model: str) -> ArmSlice:
+        """The same statistics under another model name (the public one)."""
+        return ArmSlice(self.start, (*self.key[:3], model, *self.key[4:]), self.sums)
+
 
 def arm_key(record: UsageRecord) -> ArmKey:
-    return (record.experiment or "", record.variant or "", record.model_used, record.provider,
-            record.task or "", record.route_rule or "")
+    return (record.department, record.experiment or "", record.variant or "", record.model_used,
+            record.provider, record.task or "", record.route_rule or "")
 
 
 def limbs(value: int) -> list[int]:
@@ -237,7 +275,7 @@ def arm_sums(record: UsageRecord) -> list[int]:
     values = (round(record.latency_ms * MICROS_PER_MS), None if ttft is None
               else round(ttft * MICROS_PER_MS), record.cost_nanos, record.input_tokens,
               record.output_tokens)
-    sums = [1, int(not ok), record.cost_nanos, int(record.cache in LOOKUPS),
+    sums = [1, int(not ok), record.cost_nanos, record.saved_nanos, int(record.cache in LOOKUPS),
             int(record.cache in LOOKUPS and record.cache != "miss")]
     for value in values:
         sums += moment(value if ok else None)
@@ -259,9 +297,9 @@ def encode_arm_key(key: ArmKey) -> str:
 
 def decode_arm_key(field: str) -> ArmKey:
     parts = field.split(_SEP)
-    if len(parts) != 6:
+    if len(parts) != 7:
         raise ValueError(f"not an arm rollup key: {field!r}")
-    return (parts[0], parts[1], parts[2], parts[3], parts[4], parts[5])
+    return (parts[0], parts[1], parts[2], parts[3], parts[4], parts[5], parts[6])
 
 
 def arm_slice_of(record: UsageRecord, granularity: Granularity = "h") -> ArmSlice:

@@ -66,7 +66,7 @@ def test_public_names_map_upstream_models_back() -> None:
     assert [r.request_id for r in named] == ["1", "2", "3", "4", "5"]
     assert records[0].model_used == "mistralai/mixtral-8x7b-instruct"  # inputs untouched
     arms = public_arms(config(), [arm_slice_of(r) for r in records])
-    assert [p.key[2] for p in arms] == [r.model_used for r in named]
+    assert [p.model_used for p in arms] == [r.model_used for r in named]
 
 
 @pytest.mark.parametrize(("estimate", "expected"), [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 
 import orjson
@@ -11,6 +12,7 @@ import pytest
 from proxy.routing.experiment_stats import recommend, recommend_arms, summarize, summarize_arms
 from proxy.routing.rules import RoutingRules
 from proxy.spend.chargeback import build_chargeback
+from proxy.spend.daily import daily_series, daily_series_arms
 from proxy.spend.ledger import Ledger
 from proxy.spend.redis_backend import RedisSpendBackend
 from proxy.spend.rollups import DAY, HOUR, Plan, Slice, plan_range
@@ -113,7 +115,7 @@ def test_records_written_before_rollups_are_backfilled_once(
         assert sum(u.requests for u in usage) == 31
         assert sum(u.cost_nanos for u in usage) == sum(r.cost_nanos for r in [*old, new])
         arms = await store.arm_usage(MIDNIGHT, MIDNIGHT + DAY)
-        assert sum(p.sums[0] for p in arms) == 31
+        assert sum(p.requests for p in arms) == 31
         await store.close()
 
     asyncio.run(run())
@@ -171,7 +173,7 @@ def test_arm_statistics_from_rollups_equal_those_from_records(
 
     async def run() -> None:
         clock = FakeClock(MIDNIGHT + 3 * DAY)
-        store: Ledger = make_spend_store({"eng": {}}, clock=clock)
+        store: Ledger = make_spend_store({"eng": {}, "sales": {}}, clock=clock)
         rng = random.Random(7)
         models: list[str] = []
         for i in range(500):
@@ -181,6 +183,7 @@ def test_arm_statistics_from_rollups_equal_those_from_records(
             models.append(model)
             await store.add_record(make_record(
                 f"r{i}", MIDNIGHT - DAY / 2 + rng.uniform(0, 3 * DAY), experiment=arm[0],
+                department=rng.choice(["eng", "sales"]), saved_nanos=rng.choice([0, 4321]),
                 variant=arm[1], model_used=model, provider="openai",
                 task=rng.choice([None, "summary", "code"]),
                 route_rule=rng.choice([None, "summaries", "default"]),
@@ -207,6 +210,12 @@ def test_arm_statistics_from_rollups_equal_those_from_records(
             hourly = await store.arm_usage(start, end, "h")
             assert recommend_arms(hourly, RoutingRules(), min_n=5) == \
                 recommend(records, RoutingRules(), min_n=5)
+        first = math.floor(MIDNIGHT / DAY) - 1
+        for department in (None, "eng", "sales"):
+            records = [r for r in every[0] if department in (None, r.department)]
+            slices = await store.arm_usage(first * DAY, clock.now + 1, "d", department)
+            assert daily_series_arms(slices, first, 4, ["eng", "sales"]) == \
+                daily_series(records, first, 4, ["eng", "sales"])
         assert summarize(records, "exp").arms["control"].quality.n > 0
         assert recommend(records, RoutingRules(), min_n=5)  # something to compare
         await store.close()
