@@ -54,8 +54,10 @@ from proxy.spend.rollups import (
     Detail,
     Granularity,
     Slice,
+    bucket_start,
     group_of,
     plan_range,
+    split_edge,
     sums_of,
 )
 
@@ -365,12 +367,26 @@ class Ledger:
         """Usage over [from_ts, to_ts) from the month, day and hour rollups, and the raw records
         of the edges no whole hour covers: O(buckets x groups), not O(records). `coarse`:
         department x model groups only; `coarsest="d"`: no slice spans more than a UTC day."""
-        plan = plan_range(from_ts, to_ts, self._clock(), coarsest)
+        now = self._clock()
+        plan = plan_range(from_ts, to_ts, now, coarsest)
         found = await self._guard(self.backend.rollups(plan.buckets, department, detail))
         for start, end in plan.raw:
-            records = await self._guard(self.backend.query_records(start, end, department))
-            found.extend(Slice.of(r.ts, group_of(r, detail), sums_of(r)) for r in records)
+            minutes, raw = split_edge(start, end, now) if detail == "coarse" \
+                else (None, [(start, end)])
+            if minutes is not None:
+                found += await self.minutes(*minutes, department)
+            for first, last in raw:
+                records = await self._guard(self.backend.query_records(first, last, department))
+                found.extend(Slice.of(r.ts, group_of(r, detail), sums_of(r)) for r in records)
         return found
+
+    async def minutes(self, from_ts: int, to_ts: int, department: str | None = None
+                      ) -> list[Slice]:
+        """Coarse usage per minute over whole minutes [from_ts, to_ts), from the minute rollups
+        (kept MINUTE_RETENTION)."""
+        hours = range(bucket_start("h", from_ts), to_ts, HOUR)
+        found = await self._guard(self.backend.minute_rollups(hours, department))
+        return [part for part in found if from_ts <= part.start < to_ts]
 
     async def arm_usage(
         self, from_ts: float, to_ts: float, coarsest: Granularity = "m",

@@ -6,6 +6,7 @@ scripts it mirrors."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable
 
@@ -26,6 +27,8 @@ from proxy.spend.rollups import (
     DAY,
     DETAILS,
     GRANULARITIES,
+    MINUTE,
+    MINUTE_RETENTION,
     ArmKey,
     ArmSlice,
     Detail,
@@ -65,6 +68,7 @@ class MemorySpendBackend:
         # max_records, so reports stay whole after old raw records are dropped
         self._rollups: dict[tuple[Detail, Granularity, int], dict[Group, list[int]]] = {}
         self._arms: dict[tuple[Granularity, int], dict[ArmKey, list[int]]] = {}
+        self._minutes: dict[int, dict[tuple[Group, int], list[int]]] = {}  # hour -> coarse
         self._pruned_day: int | None = None
 
     # ----- budgets, rates, breaker -----------------------------------------------------------
@@ -218,6 +222,11 @@ class MemorySpendBackend:
                     for i, value in enumerate(sums):
                         total[i] += value
         self._add_arm(record, arm_sums(record))
+        minutes = self._minutes.setdefault(bucket_start("h", record.ts), {})
+        minute = (group_of(record, "coarse"), math.floor(record.ts / MINUTE) * MINUTE)
+        total = minutes.setdefault(minute, [0] * len(sums))
+        for i, value in enumerate(sums):
+            total[i] += value
         self._prune_rollups()
 
     def _add_arm(self, record: UsageRecord, sums: list[int]) -> None:
@@ -239,6 +248,13 @@ class MemorySpendBackend:
             del self._rollups[key]
         for bucket in [k for k in self._arms if k[1] < horizon]:
             del self._arms[bucket]
+        for hour in [h for h in self._minutes if h < now - MINUTE_RETENTION]:
+            del self._minutes[hour]
+
+    async def minute_rollups(self, hours: Iterable[int], department: str | None) -> list[Slice]:
+        return [Slice.of(minute, group, sums) for hour in hours
+                for (group, minute), sums in self._minutes.get(hour, {}).items()
+                if in_department(group, department)]
 
     async def arm_rollups(self, buckets: Iterable[tuple[Granularity, int]]) -> list[ArmSlice]:
         return [ArmSlice(start, key, tuple(sums)) for granularity, start in buckets

@@ -16,6 +16,7 @@ there count (x 1000) until they expire, so an upgrade (even a rolling one) keeps
   Proll:c{h,d,m}:<start>, Proll:p{h,d,m}:...  with the record by one script (TTL = retention +
                                               32 d); `c`: department x model, `p`: x key x user
   Proll:a{h,d,m}:<start>                      arm statistics (rollups.arm_sums), same script, TTL;
+  Proll:cmin:<hour start>                     coarse group + minute -> sums (TTL MINUTE_RETENTION)
                                               a feedback score adds its change (feedback.lua)
   Proll:filled, Proll:backfilled              records added to rollups by the upgrade backfill; done
   Proll:filled:arms, Proll:backfilled:arms    the same for the arm rollups
@@ -60,6 +61,7 @@ from proxy.spend.rollups import (
     DAY,
     DETAILS,
     GRANULARITIES,
+    MINUTE_RETENTION,
     ArmSlice,
     Detail,
     Granularity,
@@ -69,10 +71,12 @@ from proxy.spend.rollups import (
     bucket_start,
     decode_arm_key,
     decode_group,
+    decode_minute_field,
     encode_arm_key,
     encode_group,
     group_of,
     in_department,
+    minute_field,
     quality_delta,
     sums_of,
 )
@@ -287,10 +291,15 @@ class RedisSpendBackend:
     def _arm_keys(self, ts: float) -> list[str]:
         return [self._arm_key(g, bucket_start(g, ts)) for g in GRANULARITIES]
 
+    def _minute_key(self, hour: int) -> str:
+        return f"{self._roll}cmin:{hour}"
+
     def _rollup_keys(self, ts: float) -> list[str]:
-        """Fine hour, day, month, then coarse, people, arms (the scripts' order)."""
+        """Fine hour, day, month, then coarse, people, arms, coarse minutes (the script's
+        order)."""
         return [*(self._rollup_key(g, bucket_start(g, ts), d) for d in DETAILS
-                  for g in GRANULARITIES), *self._arm_keys(ts)]
+                  for g in GRANULARITIES), *self._arm_keys(ts),
+                self._minute_key(bucket_start("h", ts))]
 
     def _rollup_fields(self, record: UsageRecord) -> tuple[str, str, str, str]:
         """(fine group, sums, coarse group, people group) as the scripts take them."""
@@ -316,21 +325,39 @@ class RedisSpendBackend:
     def _rollup_call(self, record: UsageRecord, seen: str, horizon: float,
                      arms_only: bool = False) -> tuple[list[str], list[Any]]:
         """record.lua's keys (without the record's own two) and arguments; `arms_only` for a
-        record already in the usage rollups (written by a version without arm rollups)."""
-        fine, sums, coarse, people = ("", "", "", "") if arms_only \
-            else self._rollup_fields(record)
+        record already in the usage rollups (written by a version without arm and minute
+        rollups): it joins those two only."""
+        fine, sums, coarse, people = self._rollup_fields(record)
+        if arms_only:
+            fine = coarse = people = ""
         args: list[Any] = [
             record.request_id, repr(record.ts), f"({horizon!r}", fine, sums,
             self._rollup_ttl, coarse, people,
             orjson.dumps({**record.to_dict(), "rollup": ROLLUP_VERSION}),
             max(1, int(self._retention)), encode_arm_key(arm_key(record)),
             ",".join(map(str, arm_sums(record))),
+            minute_field(group_of(record, "coarse"), record.ts), MINUTE_RETENTION,
         ]  # fmt: skip
         return [seen, *self._rollup_keys(record.ts)], args
 
     @property
     def _rollup_ttl(self) -> int:
         return int(self._retention) + 32 * DAY
+
+    async def minute_rollups(self, hours: Iterable[int], department: str | None) -> list[Slice]:
+        """Coarse usage per minute in these hours (their start, unix s)."""
+        hours = list(hours)
+        if not hours:
+            return []
+        keys = [self._minute_key(hour) for hour in hours]
+        replies = orjson.loads(await self._call(self._read_rollups(keys=keys)))
+        found: list[Slice] = []
+        for flat in replies:
+            for i in range(0, len(flat), 2):
+                group, minute = decode_minute_field(flat[i])
+                if in_department(group, department):
+                    found.append(Slice.of(minute, group, map(int, flat[i + 1].split(","))))
+        return found
 
     async def arm_rollups(self, buckets: Iterable[tuple[Granularity, int]]) -> list[ArmSlice]:
         buckets = list(buckets)

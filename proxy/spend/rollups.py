@@ -16,8 +16,13 @@ from typing import Literal
 
 from proxy.spend.records import UsageRecord
 
+MINUTE = 60
 HOUR = 3600
 DAY = 86_400
+# coarse (department x model) rollups per minute, one hash per hour: the edges of a range inside
+# an hour and the spend alerts' rolling windows read them; kept this long (a month's budget alert
+# finds the minute its budget was reached)
+MINUTE_RETENTION = 35 * DAY
 CLOCK_SKEW = 300  # seconds another replica's clock may be ahead: its newest records still count
 Granularity = Literal["h", "d", "m"]
 GRANULARITIES: tuple[Granularity, ...] = ("h", "d", "m")
@@ -306,3 +311,27 @@ def arm_slice_of(record: UsageRecord, granularity: Granularity = "h") -> ArmSlic
     """A record as the arm rollup of its bucket would count it (statistics from raw records)."""
     return ArmSlice(bucket_start(granularity, record.ts), arm_key(record),
                     tuple(arm_sums(record)))
+
+
+# ----- minutes ---------------------------------------------------------------------------------
+
+def minute_field(group: Group, ts: float) -> str:
+    return f"{encode_group(group)}{_SEP}{math.floor(ts / MINUTE) * MINUTE}"
+
+
+def decode_minute_field(field: str) -> tuple[Group, int]:
+    head, _, minute = field.rpartition(_SEP)
+    return decode_group(head), int(minute)
+
+
+def split_edge(start: float, end: float, now: float) -> tuple[tuple[int, int] | None,
+                                                                list[tuple[float, float]]]:
+    """An edge [start, end) inside one hour as whole minutes (from the minute rollups, while they
+    are kept) and what is left for the raw records: at most a minute on either side."""
+    first, last = math.ceil(start / MINUTE) * MINUTE, math.floor(end / MINUTE) * MINUTE
+    if first >= last or start < now - MINUTE_RETENTION + HOUR:
+        return None, [(start, end)]
+    raw = [(start, float(first))] if start < first else []
+    if last < end:
+        raw.append((float(last), end))
+    return (first, last), raw

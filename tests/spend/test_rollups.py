@@ -14,6 +14,7 @@ from proxy.routing.rules import RoutingRules
 from proxy.spend.chargeback import build_chargeback
 from proxy.spend.daily import daily_series, daily_series_arms
 from proxy.spend.ledger import Ledger
+from proxy.spend.records import UsageRecord
 from proxy.spend.redis_backend import RedisSpendBackend
 from proxy.spend.rollups import DAY, HOUR, Plan, Slice, plan_range
 from tests.spend_helpers import FakeClock, StoreFactory, make_record
@@ -218,6 +219,42 @@ def test_arm_statistics_from_rollups_equal_those_from_records(
                 daily_series(records, first, 4, ["eng", "sales"])
         assert summarize(records, "exp").arms["control"].quality.n > 0
         assert recommend(records, RoutingRules(), min_n=5)  # something to compare
+        await store.close()
+
+    asyncio.run(run())
+
+
+def test_a_cut_inside_an_hour_reads_at_most_a_minute_of_records_each_side(
+        make_spend_store: StoreFactory) -> None:
+    """Coarse reports (chargeback, per department and model) take whole minutes of an edge hour
+    from the minute rollups: the raw records read are those of the partial minutes only."""
+
+    async def run() -> None:
+        clock = FakeClock(MIDNIGHT + DAY)
+        store: Ledger = make_spend_store({"eng": {}, "sales": {}}, clock=clock)
+        rng = random.Random(11)
+        for i in range(400):
+            await store.add_record(make_record(
+                f"r{i}", MIDNIGHT + rng.uniform(0, DAY), department=rng.choice(["eng", "sales"]),
+                model_used=rng.choice(["a", "b"]), cost_nanos=rng.randint(0, 10**7)))
+        reads: list[tuple[float, float]] = []
+        query = store.backend.query_records
+
+        async def spy(start: float, end: float, department: str | None) -> list[UsageRecord]:
+            reads.append((start, end))
+            return await query(start, end, department)
+
+        store.backend.query_records = spy  # type: ignore[method-assign]
+        for start, end, department in [(MIDNIGHT + 1234.5, MIDNIGHT + 7 * HOUR + 1000.25, None),
+                                       (MIDNIGHT + 1800, MIDNIGHT + 2400, "eng"),
+                                       (MIDNIGHT + 30, MIDNIGHT + 50, None),
+                                       (MIDNIGHT + 5 * HOUR + 61, MIDNIGHT + DAY + 5, "sales")]:
+            reads.clear()
+            usage = await store.usage(start, end, department, "coarse")
+            assert all(last - first < 60 for first, last in reads), reads
+            records = await query(start, end, department)
+            assert build_chargeback(usage) == build_chargeback(records)
+            assert sum(u.requests for u in usage) == len(records)
         await store.close()
 
     asyncio.run(run())
