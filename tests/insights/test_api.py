@@ -287,7 +287,8 @@ def test_hourly_spend_alert_fires_past_threshold(start_proxy: ProxyStarter,
     assert total["value"] == pytest.approx(spent, abs=1e-6)
     assert total["message"].startswith("Hourly spend exceeded threshold: $")
     assert total["message"].endswith(" / $0.00001")
-    assert before - 1 <= datetime.fromisoformat(total["since"]).timestamp() <= time.time()
+    since = datetime.fromisoformat(total["since"]).timestamp()
+    assert math.floor(before / 60) * 60 - 1 <= since <= time.time()  # the request's minute
     dept = found["MeterlineHourlySpendHigh", "engineering"]
     assert dept["message"].startswith("engineering: Hourly spend exceeded threshold: $")
 
