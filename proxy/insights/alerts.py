@@ -3,7 +3,10 @@ proxy's own threshold state computed from stored usage records and the spend led
 
 The proxy's own state mirrors rules/prometheus/alerts.yml: spend over the last 60 minutes /
 24 hours above `alerts:` in departments.yaml (all departments together and each one), a
-budget window past a soft threshold or used up, and an open circuit breaker."""
+budget window past a soft threshold or used up, and an open circuit breaker. Spend is read per
+minute from the spend store's minute rollups (a request counts at the start of its minute), and
+when a budget was reached from its day rollups then the minutes of that day: no raw record is
+read."""
 
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from proxy.spend.budgets import BudgetStatus
 from proxy.spend.ledger import Ledger
 from proxy.spend.pricing import nanos_to_dollars, to_nanos
 from proxy.spend.records import UsageRecord
+from proxy.spend.rollups import MINUTE, Slice
 
 Severity = Literal["critical", "warning", "info"]
 SEVERITY_ORDER: dict[str, int] = {"critical": 0, "warning": 1, "info": 2}
@@ -132,6 +136,39 @@ def events_of(records: Iterable[UsageRecord]) -> dict[str | None, Events]:
     return grouped
 
 
+def events_of_minutes(minutes: Iterable[Slice]) -> dict[str | None, Events]:
+    """events_of for coarse usage per minute (`Ledger.minutes`): one event per minute."""
+    per_minute: dict[tuple[str | None, float], int] = defaultdict(int)
+    for part in minutes:
+        per_minute[(None, part.start)] += part.cost_nanos
+        per_minute[(part.department, part.start)] += part.cost_nanos
+    grouped: dict[str | None, Events] = defaultdict(list)
+    for (department, start), nanos in sorted(per_minute.items(),
+                                             key=lambda kv: (kv[0][1], kv[0][0] or "")):
+        if nanos > 0:
+            grouped[department].append((start, nanos))
+    return grouped
+
+
+async def reached_at(ledger: Ledger, department: str, start: float, mark: int,
+                     now: float) -> float | None:
+    """first_reached from `start` (a period's start: a whole hour) for the minute events of
+    `department`: the day (or hour) bucket the running sum reaches `mark` in from the rollups,
+    then the minute within it."""
+    buckets: dict[float, int] = defaultdict(int)
+    for part in await ledger.usage(start, now + 1.0, department, "coarse", "d"):
+        buckets[part.start] += part.cost_nanos
+    before = 0
+    for bucket, nanos in sorted(buckets.items()):
+        if before + nanos >= mark:
+            minutes = await ledger.minutes(int(bucket), int(bucket + DAY), department)
+            events = events_of_minutes(minutes).get(department, [])
+            return first_reached([(bucket, before), *events], bucket, mark) if before \
+                else first_reached(events, bucket, mark)
+        before += nanos
+    return None
+
+
 # ----- spend thresholds -----------------------------------------------------------------------
 
 def spend_alerts(events: dict[str | None, Events], config: DepartmentsConfig,
@@ -168,27 +205,41 @@ def _spend_alert(name: str, label: str, window_s: float, limit: Decimal, departm
 
 # ----- budgets and the circuit breaker --------------------------------------------------------
 
-def budget_alert(status: BudgetStatus, dept: Department, events: Events,
-                 now: float) -> Alert | None:
-    """A budget window used up, counting held reservations like the ledger does (critical),
-    or past the highest soft threshold its spend crossed (warning)."""
+def budget_state(status: BudgetStatus, dept: Department) -> tuple[bool, float, int] | None:
+    """(exhausted, highest soft threshold passed, the mark in nano-dollars whose crossing is the
+    alert's start), or None: neither used up nor past a soft threshold."""
     limit, spent = status.limit_dollars, status.spent_dollars
     held = to_nanos(spent) + to_nanos(status.reserved_dollars)
     exhausted = held >= to_nanos(limit)  # like the ledger, holds count: nothing more fits
     passed = [t for t in dept.soft_alerts if spent >= t * limit]
     if not exhausted and not passed:
         return None
-    start = period_start(status.period, now)
+    fraction = max(passed, default=1.0)
+    return exhausted, fraction, to_nanos(limit if exhausted else limit * fraction)
+
+
+def budget_alert(status: BudgetStatus, dept: Department, events: Events,
+                 now: float) -> Alert | None:
+    """A budget window used up, counting held reservations like the ledger does (critical),
+    or past the highest soft threshold its spend crossed (warning)."""
+    state = budget_state(status, dept)
+    if state is None:
+        return None
+    return budget_alert_since(status, dept, state,
+                              first_reached(events, period_start(status.period, now), state[2]))
+
+
+def budget_alert_since(status: BudgetStatus, dept: Department,
+                       state: tuple[bool, float, int], since: float | None) -> Alert:
+    limit, spent = status.limit_dollars, status.spent_dollars
+    exhausted, fraction, _ = state
     label = status.period.capitalize()
     labels: dict[str, str] = {"period": status.period}
     if exhausted:
-        since = first_reached(events, start, to_nanos(limit))
         message = f"{dept.name}: {label} budget exhausted: {money(spent)} / {money(limit)}"
         return Alert("MeterlineBudgetExhausted", "critical", dept.name, spent, limit, message,
                      since, labels)
-    fraction = max(passed)
     mark = limit * fraction
-    since = first_reached(events, start, to_nanos(mark))
     message = (f"{dept.name}: {label} budget {fraction:.0%} used: "
                f"{money(spent)} / {money(limit)}")
     return Alert("MeterlineBudgetSoftThreshold", "warning", dept.name, spent, round(mark, 6),
@@ -208,10 +259,14 @@ def breaker_alert(dept: Department, events: Events, now: float) -> Alert:
                  since)
 
 
+def lookback_start(now: float) -> int:
+    return math.floor((now - LOOKBACK_S) / MINUTE) * MINUTE
+
+
 async def proxy_alerts(ledger: Ledger, config: DepartmentsConfig, now: float) -> list[Alert]:
-    """The proxy's own threshold state from stored records and the ledger."""
-    recent = await ledger.records(now - LOOKBACK_S, now + 1.0)
-    events = events_of(recent)
+    """The proxy's own threshold state from the minute rollups and the ledger."""
+    minutes = await ledger.minutes(lookback_start(now), math.floor(now / MINUTE) * MINUTE + MINUTE)
+    events = events_of_minutes(minutes)
     found = spend_alerts(events, config, now)
     for name in config.names:
         dept = config.get(name)
@@ -223,13 +278,13 @@ async def _department_alerts(ledger: Ledger, dept: Department, events: Events,
                              now: float) -> list[Alert]:
     found: list[Alert] = []
     for status in await ledger.budget_status(dept.name):
-        history = events
-        if period_start(status.period, now) < now - LOOKBACK_S:
-            older = await ledger.records(period_start(status.period, now), now + 1.0, dept.name)
-            history = events_of(older).get(dept.name, [])
-        alert = budget_alert(status, dept, history, now)
-        if alert is not None:
-            found.append(alert)
+        state = budget_state(status, dept)
+        if state is None:
+            continue
+        start = period_start(status.period, now)
+        since = first_reached(events, start, state[2]) if start >= lookback_start(now) \
+            else await reached_at(ledger, dept.name, start, state[2], now)
+        found.append(budget_alert_since(status, dept, state, since))
     if dept.circuit_breaker is not None and await ledger.is_paused(dept.name):
         found.append(breaker_alert(dept, events, now))
     return found

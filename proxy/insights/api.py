@@ -33,7 +33,6 @@ from proxy.insights.forecast import DAY, MAX_HISTORY_DAYS, forecast_spend
 from proxy.runtime.services import Services
 from proxy.spend.api import ledger_of
 from proxy.spend.pricing import nanos_to_dollars
-from proxy.spend.records import UsageRecord
 
 BudgetPeriod = Literal["daily", "weekly", "monthly"]
 PERIOD_DAYS: dict[BudgetPeriod, int] = {"daily": 1, "weekly": 7, "monthly": 30}
@@ -74,25 +73,28 @@ def known_department(services: Services, name: str | None) -> str | None:
 # ----- forecasts -------------------------------------------------------------------------------
 
 async def history(services: Services, department: str | None,
-                  now: float) -> list[UsageRecord]:
-    """Stored usage records of the last MAX_HISTORY_DAYS whole days plus today so far."""
+                  now: float) -> list[dict[str, Any]]:
+    """Spend per department and UTC hour of the last MAX_HISTORY_DAYS whole days plus today so
+    far, from the hour rollups (bucket_hourly's input: one entry per hour and model)."""
     start = (math.floor(now / DAY) - MAX_HISTORY_DAYS) * DAY
-    return await ledger_of(services).records(start, now + 1.0, department)
+    usage = await ledger_of(services).usage(start, now + 1.0, department, "coarse", "h")
+    return [{"ts": part.start, "department": part.department,
+             "cost": nanos_to_dollars(part.cost_nanos)} for part in usage]
 
 
-Forecast = tuple[dict[str, Any], list[UsageRecord]]
+Forecast = tuple[dict[str, Any], list[dict[str, Any]]]
 
 
 async def forecast_view(services: Services, params: Mapping[str, str], department: str | None,
                         horizon_days: int | None = None) -> Forecast:
-    """forecast_spend(...) output and the records it was made from."""
+    """forecast_spend(...) output and the hourly spend it was made from."""
     horizon = horizon_days or parse_horizon(params.get("horizon"))
     interval = number_param(params, "interval", 0.8, 0.0, 1.0,
                             include_low=False, include_high=False)
     now = time.time()
     records = await history(services, department, now)
     names = (department,) if department else services.config.departments.names
-    # numpy over up to 8 weeks of records: keep the event loop free meanwhile
+    # numpy over up to 8 weeks of hours: keep the event loop free meanwhile
     forecast = await asyncio.to_thread(forecast_spend, records, now, horizon, interval, names)
     return forecast, records
 
@@ -141,12 +143,15 @@ def current_budget(dept: Department, period: BudgetPeriod) -> tuple[float | None
     return None, None
 
 
-def savings_since(records: list[UsageRecord], start: float) -> dict[str, float]:
+async def savings_since(services: Services, department: str | None, start: float,
+                        now: float) -> dict[str, float]:
+    """Cache savings per department since the minute of `start`, from the rollups (no raw
+    record: whole minutes)."""
     totals: dict[str, int] = defaultdict(int)
-    for record in records:
-        if record.ts >= start and record.saved_nanos > 0:
-            totals[record.department] += record.saved_nanos
-    return {name: nanos_to_dollars(nanos) for name, nanos in totals.items()}
+    since = math.floor(start / 60) * 60
+    for part in await ledger_of(services).usage(since, now + 1.0, department, "coarse"):
+        totals[part.department] += part.saved_nanos
+    return {name: nanos_to_dollars(nanos) for name, nanos in totals.items() if nanos > 0}
 
 
 async def budget_recommendations(request: Request) -> Response:
@@ -156,13 +161,13 @@ async def budget_recommendations(request: Request) -> Response:
     headroom = number_param(params, "headroom", 0.02, 0.0, 1.0, include_high=False)
     department = known_department(services, params.get("department") or None)
     days = PERIOD_DAYS[period]
-    forecast, records = await forecast_view(services, params, department, days)
+    forecast, _ = await forecast_view(services, params, department, days)
     now = time.time()
     depts = services.config.departments
     current = {name: current_budget(depts.get(name), period) for name in depts.names}
     budgets = {name: value for name, (value, _) in current.items() if value is not None}
-    rows = recommend_budgets(forecast, savings_since(records, now - days * DAY), budgets,
-                             headroom)
+    savings = await savings_since(services, department, now - days * DAY, now)
+    rows = recommend_budgets(forecast, savings, budgets, headroom)
     rows = [row for row in rows if row["department"] != ADMIN_DEPARTMENT]  # never budgeted
     for row in rows:
         row["current_budget_basis"] = current.get(row["department"], (None, None))[1]

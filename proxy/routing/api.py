@@ -26,16 +26,17 @@ from proxy.routing import experiment_report as report
 from proxy.routing.experiment_stats import (
     ab_rows,
     auto_split,
-    recommend,
+    recommend_arms,
     rows_to_csv,
     rows_to_json,
-    summarize,
+    summarize_arms,
 )
 from proxy.routing.experiments import Experiment, assign, control_arm, plan_targets
 from proxy.routing.experiments import explain as explain_experiments
 from proxy.routing.rules import DEFAULT_RULE, RouteDecision, RouteInput, RoutingRules, select_route
 from proxy.runtime.services import Services
 from proxy.spend.records import UsageRecord
+from proxy.spend.rollups import ArmSlice
 
 MAX_COMMENT_CHARS = 2000
 
@@ -148,23 +149,37 @@ def configured(services: Services, name: str) -> Experiment | None:
     return experiments.experiments.get(name) if experiments is not None else None
 
 
+def known_experiment(name: str, experiment: Experiment | None, seen: bool) -> None:
+    if experiment is None and not seen:
+        raise NotFound(f"No experiment named '{name}' is configured or has records.",
+                       param="name", code="experiment_not_found")
+
+
 async def experiment_records(request: Request, services: Services,
                              days: float) -> tuple[str, Experiment | None, list[UsageRecord]]:
+    """The experiment's raw records (for the export only)."""
     name = request.path_params["name"]
     experiment = configured(services, name)
     records = [r for r in await report.load_records(services, days) if r.experiment == name]
-    if experiment is None and not records:
-        raise NotFound(f"No experiment named '{name}' is configured or has records.",
-                       param="name", code="experiment_not_found")
+    known_experiment(name, experiment, bool(records))
     return name, experiment, records
+
+
+async def experiment_arms(request: Request, services: Services,
+                          days: float) -> tuple[str, Experiment | None, list[ArmSlice]]:
+    name = request.path_params["name"]
+    experiment = configured(services, name)
+    slices = [p for p in await report.load_arms(services, days) if p.experiment == name]
+    known_experiment(name, experiment, any(p.requests for p in slices))
+    return name, experiment, slices
 
 
 async def list_experiments(request: Request) -> Response:
     services, _ = await require_admin(request)
     days = float_param(request, "days", 30.0, 0.001, 400.0)
-    records = await report.load_records(services, days)
+    slices = await report.load_arms(services, days)
     return json_response({"object": "list",
-                          "data": report.listing_json(services.config.experiments, records, days)})
+                          "data": report.listing_json(services.config.experiments, slices, days)})
 
 
 async def experiment_results(request: Request) -> Response:
@@ -172,9 +187,9 @@ async def experiment_results(request: Request) -> Response:
     days = float_param(request, "days", 30.0, 0.001, 400.0)
     confidence = float_param(request, "confidence", 0.95, 0.5, 0.999)
     margin = float_param(request, "margin", 0.02, 0.0, 1.0)
-    name, experiment, records = await experiment_records(request, services, days)
+    name, experiment, slices = await experiment_arms(request, services, days)
     control = control_arm(experiment) if experiment is not None else "control"
-    result = summarize(records, name, control, confidence, margin)
+    result = summarize_arms(slices, name, control, confidence, margin)
     return json_response(report.result_json(result, experiment, control, confidence, days))
 
 
@@ -200,17 +215,18 @@ async def recommendations(request: Request) -> Response:
     min_n = int(float_param(request, "min_n", 30, 2, 1_000_000))
     margin = float_param(request, "margin", 0.02, 0.0, 1.0)
     confidence = float_param(request, "confidence", 0.95, 0.5, 0.999)
-    records = await report.load_records(services, days)
+    slices = await report.load_arms(services, days, "h")
     rules = services.config.routing or RoutingRules()
-    recs = recommend(records, rules, min_n, margin, confidence)
+    recs = recommend_arms(slices, rules, min_n, margin, confidence)
     splits = []
     experiments = services.config.experiments
     for experiment in experiments.experiments.values() if experiments is not None else ():
         if experiment.auto.enabled:
-            result = summarize(records, experiment.name, control_arm(experiment),
-                               confidence, margin)
+            result = summarize_arms(slices, experiment.name, control_arm(experiment),
+                                    confidence, margin)
             splits.append(report.split_json(auto_split(experiment, result)))
-    return json_response({"applied": False, "window_days": days, "records": len(records),
+    return json_response({"applied": False, "window_days": days,
+                          "records": sum(p.requests for p in slices),
                           "recommendations": [report.recommendation_json(r) for r in recs],
                           "auto_split": splits})
 

@@ -1,6 +1,7 @@
 """Experiment results, recommendations and auto-split proposals as JSON for the admin API.
 
-Usage records come from the spend store (shared by every replica in Redis mode).
+Arm statistics come from the spend store's arm rollups (shared by every replica in Redis mode),
+over whole UTC hours; only the export reads usage records.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from proxy.routing.experiment_stats import (
 from proxy.routing.experiments import Experiment, Experiments, status
 from proxy.runtime.services import Services
 from proxy.spend.records import UsageRecord
+from proxy.spend.rollups import ArmSlice, Granularity
 
 DAY_S = 86_400.0
 
@@ -42,13 +44,36 @@ async def load_records(services: Services, days: float) -> list[UsageRecord]:
     return public_names(services.config, records)
 
 
-def public_names(config: Config, records: Iterable[UsageRecord]) -> list[UsageRecord]:
-    """Records name the upstream model ("mistralai/mixtral-8x7b-instruct"); YAML and reports
-    use the public one ("mixtral-8x7b"). Unknown pairs keep what the record says."""
+async def load_arms(services: Services, days: float,
+                    coarsest: Granularity = "m") -> list[ArmSlice]:
+    """Arm statistics of the last `days` (from the hour that contains their start), with the
+    public model name; per hour with `coarsest="h"`."""
+    now = time.time()
+    slices: list[ArmSlice] = []
+    if services.spend is not None:
+        slices = await services.spend.arm_usage(now - days * DAY_S, now + 1.0, coarsest)
+    return public_arms(services.config, slices)
+
+
+def public_arms(config: Config, slices: Iterable[ArmSlice]) -> list[ArmSlice]:
+    """public_names for arm statistics (their key has the provider and the model used)."""
+    public = _public(config)
+    return [p if p.model_used in config.providers.models
+            else p.named(public.get((p.provider, p.model_used), p.model_used)) for p in slices]
+
+
+def _public(config: Config) -> dict[tuple[str, str], str]:
     public: dict[tuple[str, str], str] = {}
     for model in config.providers.models:
         for provider, upstream in config.providers.targets_for(model):
             public.setdefault((provider, upstream), model)
+    return public
+
+
+def public_names(config: Config, records: Iterable[UsageRecord]) -> list[UsageRecord]:
+    """Records name the upstream model ("mistralai/mixtral-8x7b-instruct"); YAML and reports
+    use the public one ("mixtral-8x7b"). Unknown pairs keep what the record says."""
+    public = _public(config)
     return [
         r if r.model_used in config.providers.models
         else dataclasses.replace(r, model_used=public.get((r.provider, r.model_used), r.model_used))
@@ -126,13 +151,13 @@ def result_json(result: ExperimentResult, experiment: Experiment | None, control
     }
 
 
-def listing_json(experiments: Experiments | None, records: Sequence[UsageRecord],
+def listing_json(experiments: Experiments | None, slices: Sequence[ArmSlice],
                  days: float) -> list[dict[str, Any]]:
     """Every configured experiment plus ones that only exist in the records (removed since)."""
     counts: dict[str, Counter[str]] = {}
-    for r in records:
-        if r.experiment is not None and r.variant is not None:
-            counts.setdefault(r.experiment, Counter())[r.variant] += 1
+    for p in slices:
+        if p.experiment and p.variant and p.requests:
+            counts.setdefault(p.experiment, Counter())[p.variant] += p.requests
     configured = experiments.experiments if experiments else {}
     now = time.time()
     names = [*configured, *sorted(set(counts) - set(configured))]

@@ -1,7 +1,10 @@
 """Experiment results, confidence intervals, verdicts, MODEL_AB_TESTS export, routing advice.
 
-Pure functions over `UsageRecord`s. Means get Student-t intervals, differences of means Welch
-intervals, error rates Wilson intervals and their differences Newcombe's hybrid score interval.
+Pure functions over arm statistics (`proxy.spend.rollups.ArmSlice`: exact integer counts, sums
+and sums of squares per arm and hour/day/month, read from the spend store's rollups, or made from
+`UsageRecord`s by the record-based wrappers `summarize` and `recommend`). Means get Student-t
+intervals, differences of means Welch intervals, error rates Wilson intervals and their
+differences Newcombe's hybrid score interval.
 Nothing here changes configuration: recommendations are proposals with a YAML snippet, and
 `auto_split` only returns the split it would use and why.
 """
@@ -23,7 +26,20 @@ import yaml
 
 from proxy.routing.experiments import CONTROL, Experiment
 from proxy.routing.rules import DEFAULT_RULE, RoutingRules
+from proxy.spend.pricing import NANOS_PER_DOLLAR
 from proxy.spend.records import UsageRecord
+from proxy.spend.rollups import (
+    ARM_HEAD,
+    ARM_WIDTH,
+    HOUR,
+    MICROS_PER_MS,
+    MOMENT_WIDTH,
+    MOMENTS,
+    QUALITY_SCALE,
+    ArmSlice,
+    arm_slice_of,
+    unlimb,
+)
 
 AB_COLUMNS = ("experiment_id", "user_id", "model_used", "task_type", "response_time_ms", "cost",
               "quality_score", "timestamp")
@@ -116,6 +132,14 @@ class Moments:
         var = math.fsum((v - mean) ** 2 for v in values) / (n - 1) if n > 1 else 0.0
         return cls(n, mean, var)
 
+    @classmethod
+    def of_sums(cls, n: int, total: int, square: int, scale: int) -> Moments:
+        """From a count, an integer sum and sum of squares of values x scale: exact up to the
+        final division (Python integers do not overflow)."""
+        mean = total / (n * scale) if n else 0.0
+        var = (n * square - total * total) / (n * (n - 1) * scale * scale) if n > 1 else 0.0
+        return cls(n, mean, var)
+
 
 def _tail(confidence: float) -> float:
     return 1 - (1 - confidence) / 2
@@ -159,7 +183,25 @@ def newcombe_diff(k1: int, n1: int, k2: int, n2: int, confidence: float = 0.95) 
 # ---- per-arm aggregation -------------------------------------------------------------------
 
 def failed(record: UsageRecord) -> bool:
-    return record.status >= 400 or record.error is not None
+    return record.failed
+
+
+SCALES = {"latency_us": MICROS_PER_MS, "ttft_us": MICROS_PER_MS, "cost_nanos": NANOS_PER_DOLLAR,
+          "input_tokens": 1, "output_tokens": 1, "quality": QUALITY_SCALE}
+
+
+def add_sums(slices: Iterable[ArmSlice]) -> list[int]:
+    total = [0] * ARM_WIDTH
+    for part in slices:
+        for i, value in enumerate(part.sums):
+            total[i] += value
+    return total
+
+
+def moments_of(sums: Sequence[int], name: str) -> Moments:
+    at = len(ARM_HEAD) + MOMENT_WIDTH * MOMENTS.index(name)
+    n, total, *square = sums[at:at + MOMENT_WIDTH]
+    return Moments.of_sums(n, total, unlimb(square), SCALES[name])
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,16 +220,13 @@ class ArmStats:
 
     @classmethod
     def of(cls, name: str, records: Sequence[UsageRecord]) -> ArmStats:
-        ok = [r for r in records if not failed(r)]
-        return cls(
-            name, len(records), len(records) - len(ok),
-            Moments.of([r.latency_ms for r in ok]),
-            Moments.of([r.ttft_ms for r in ok if r.ttft_ms is not None]),
-            Moments.of([r.cost for r in ok]),
-            Moments.of([float(r.input_tokens) for r in ok]),
-            Moments.of([float(r.output_tokens) for r in ok]),
-            Moments.of([r.quality_score for r in records if r.quality_score is not None]),
-        )
+        return cls.of_slices(name, [arm_slice_of(r) for r in records])
+
+    @classmethod
+    def of_slices(cls, name: str, slices: Iterable[ArmSlice]) -> ArmStats:
+        sums = add_sums(slices)
+        return cls(name, sums[ARM_HEAD.index("requests")], sums[ARM_HEAD.index("errors")],
+                   *(moments_of(sums, m) for m in MOMENTS))
 
     def error_rate(self, confidence: float = 0.95) -> Estimate:
         return wilson(self.errors, self.n, confidence)
@@ -265,12 +304,19 @@ def compare(control: ArmStats, arm: ArmStats, confidence: float = 0.95,
 
 def summarize(records: Iterable[UsageRecord], experiment: str, control: str = CONTROL,
               confidence: float = 0.95, margin: float = 0.02) -> ExperimentResult:
+    """summarize_arms over the records' own arm statistics."""
+    return summarize_arms([arm_slice_of(r) for r in records], experiment, control, confidence,
+                          margin)
+
+
+def summarize_arms(slices: Iterable[ArmSlice], experiment: str, control: str = CONTROL,
+                   confidence: float = 0.95, margin: float = 0.02) -> ExperimentResult:
     """Per-arm stats of one experiment and each arm compared with `control`."""
-    by_arm: dict[str, list[UsageRecord]] = defaultdict(list)
-    for r in records:
-        if r.experiment == experiment and r.variant is not None:
-            by_arm[r.variant].append(r)
-    arms = {name: ArmStats.of(name, rs) for name, rs in sorted(by_arm.items())}
+    by_arm: dict[str, list[ArmSlice]] = defaultdict(list)
+    for part in slices:
+        if part.experiment == experiment and part.variant:
+            by_arm[part.variant].append(part)
+    arms = {name: ArmStats.of_slices(name, parts) for name, parts in sorted(by_arm.items())}
     base = arms.get(control)
     comparisons = () if base is None else tuple(
         compare(base, a, confidence, margin) for name, a in arms.items() if name != control)
@@ -325,34 +371,42 @@ class Recommendation:
     yaml: str
 
 
-def _per_day(records: Sequence[UsageRecord]) -> float:
-    span = max(r.ts for r in records) - min(r.ts for r in records)
-    return len(records) / (max(span, 3600.0) / 86400)
+def _per_day(slices: Sequence[ArmSlice]) -> float:
+    """Requests per day over the whole UTC hours from the first to the last with traffic."""
+    span = max(p.start for p in slices) + HOUR - min(p.start for p in slices)
+    return sum(p.requests for p in slices) / (span / 86400)
 
 
-def _current_model(group: Sequence[UsageRecord], by_model: dict[str, list[UsageRecord]],
+def _mean_cost(slices: Sequence[ArmSlice]) -> float:
+    """Dollars per request, failed ones included."""
+    requests = sum(p.requests for p in slices)
+    cost = sum(p.sums[ARM_HEAD.index("cost_nanos")] for p in slices)
+    return cost / (requests * NANOS_PER_DOLLAR) if requests else 0.0
+
+
+def _current_model(group: Sequence[ArmSlice], by_model: dict[str, list[ArmSlice]],
                    configured: str | None) -> str:
     """The configured target if it has traffic, else the model most used outside treatment arms
     (ties go to the dearer model, the one worth replacing)."""
     if configured in by_model:
         return configured
-    usual = [r for r in group if r.variant in (None, CONTROL)] or list(group)
+    usual = [p for p in group if p.variant in ("", CONTROL)] or list(group)
     counts: dict[str, int] = defaultdict(int)
-    for r in usual:
-        counts[r.model_used] += 1
-    return max(counts, key=lambda m: (counts[m], Moments.of([r.cost for r in by_model[m]]).mean))
+    for p in usual:
+        counts[p.model_used] += p.requests
+    return max(counts, key=lambda m: (counts[m], _mean_cost(by_model[m])))
 
 
-def _best_swap(group: Sequence[UsageRecord], configured: str | None, min_n: int, margin: float,
+def _best_swap(group: Sequence[ArmSlice], configured: str | None, min_n: int, margin: float,
                confidence: float) -> tuple[ArmStats, ArmStats, Comparison, float] | None:
-    by_model: dict[str, list[UsageRecord]] = defaultdict(list)
-    for r in group:
-        by_model[r.model_used].append(r)
+    by_model: dict[str, list[ArmSlice]] = defaultdict(list)
+    for p in group:
+        by_model[p.model_used].append(p)
     current = _current_model(group, by_model, configured)
-    base = ArmStats.of(current, by_model[current])
+    base = ArmStats.of_slices(current, by_model[current])
     best: tuple[ArmStats, ArmStats, Comparison, float] | None = None
-    for model, rs in sorted(by_model.items()):
-        cand = ArmStats.of(model, rs)
+    for model, parts in sorted(by_model.items()):
+        cand = ArmStats.of_slices(model, parts)
         if model == current or min(cand.quality.n, base.quality.n, cand.n) < min_n:
             continue
         cmp = compare(base, cand, confidence, margin)
@@ -378,14 +432,22 @@ def _yaml_rule(rules: RoutingRules, kind: str, key: str, model: str, current: st
 
 def recommend(records: Sequence[UsageRecord], rules: RoutingRules, min_n: int = 30,
               margin: float = 0.02, confidence: float = 0.95) -> list[Recommendation]:
-    """Cheaper models with no measurable quality loss, per task and per routing rule."""
-    groups: dict[tuple[Literal["route_task", "retarget_rule"], str], list[UsageRecord]] = \
+    """recommend_arms over the records' own arm statistics, per hour."""
+    return recommend_arms([arm_slice_of(r) for r in records], rules, min_n, margin, confidence)
+
+
+def recommend_arms(slices: Sequence[ArmSlice], rules: RoutingRules, min_n: int = 30,
+                   margin: float = 0.02, confidence: float = 0.95) -> list[Recommendation]:
+    """Cheaper models with no measurable quality loss, per task and per routing rule, from arm
+    statistics per hour (`Ledger.arm_usage(..., coarsest="h")`)."""
+    groups: dict[tuple[Literal["route_task", "retarget_rule"], str], list[ArmSlice]] = \
         defaultdict(list)
-    for r in records:
-        if r.task:
-            groups[("route_task", r.task)].append(r)
-        if r.route_rule and r.route_rule != DEFAULT_RULE:
-            groups[("retarget_rule", r.route_rule)].append(r)
+    for p in slices:
+        task, rule = p.task, p.route_rule
+        if task:
+            groups[("route_task", task)].append(p)
+        if rule and rule != DEFAULT_RULE:
+            groups[("retarget_rule", rule)].append(p)
     targets = {r.name: r.target for r in rules.rules}
     out = []
     for (kind, key), group in sorted(groups.items()):
@@ -395,7 +457,7 @@ def recommend(records: Sequence[UsageRecord], rules: RoutingRules, min_n: int = 
             continue
         base, cand, cmp, saves = found
         pair = {base.name, cand.name}
-        randomized = all(r.experiment is not None for r in group if r.model_used in pair)
+        randomized = all(p.experiment for p in group if p.model_used in pair and p.requests)
         what = f"task={key}" if kind == "route_task" else f"rule {key}"
         hw = cmp.quality.half_width or 0.0
         reason = (f"route {what} to {cand.name}: saves ${saves:.2f}/day at no measurable quality "

@@ -27,7 +27,7 @@ from proxy.http import json_response, number_param, require_admin
 from proxy.keys.store import Principal
 from proxy.runtime.services import Services
 from proxy.spend.chargeback import chargeback_csv_lines, chargeback_json
-from proxy.spend.daily import MAX_DAYS, daily_series, first_day_index
+from proxy.spend.daily import MAX_DAYS, daily_series_arms, first_day_index
 from proxy.spend.ledger import Ledger
 from proxy.spend.pricing import nanos_to_dollars
 from proxy.spend.views import (
@@ -199,18 +199,17 @@ def scope_of(services: Services, principal: Principal, params: dict[str, str]) -
 
 
 async def own_daily(request: Request) -> Response:
-    """GET /v1/spend/daily: the last `days` UTC days (today included) for the caller's scope.
-    Reads records, not rollups: the shares by provider and task and the cache's hit rate need
-    fields the rollups do not group by."""
+    """GET /v1/spend/daily: the last `days` UTC days (today included) for the caller's scope,
+    from the day arm rollups."""
     services, principal = await caller(request)
     params = dict(request.query_params)
     days = int(number_param(params, "days", 30, 1, MAX_DAYS))
     department = scope_of(services, principal, params)
     now = time.time()
     first = first_day_index(now, days)
-    records = await ledger_of(services).records(first * 86_400.0, now + 1.0, department)
+    slices = await ledger_of(services).arm_usage(first * 86_400.0, now + 1.0, "d", department)
     names = (department,) if department else services.config.departments.names
-    view = daily_series(records, first, days, names)
+    view = daily_series_arms(slices, first, days, names)
     view["department"] = department
     return json_response(view)
 

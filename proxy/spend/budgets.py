@@ -17,7 +17,7 @@ from proxy import errors
 from proxy.config.departments import Period
 from proxy.spend.pricing import nanos_to_dollars
 from proxy.spend.records import UsageRecord
-from proxy.spend.rollups import Detail, Granularity, Slice
+from proxy.spend.rollups import ArmSlice, Detail, Granularity, Slice
 
 AdmitStatus = Literal["ok", "budget", "rpm", "tpm", "breaker"]
 SpendDimension = Literal["department", "key", "user", "model"]
@@ -282,6 +282,9 @@ class SpendBackend(Protocol):
         self, buckets: Iterable[tuple[Granularity, int]], department: str | None,
         detail: Detail = "fine",
     ) -> list[Slice]: ...
+    async def arm_rollups(self, buckets: Iterable[tuple[Granularity, int]]) -> list[ArmSlice]: ...
+    async def minute_rollups(self, hours: Iterable[int], department: str | None
+                             ) -> list[Slice]: ...
     async def recent_records(
         self, from_ts: float, to_ts: float, department: str | None, limit: int
     ) -> list[UsageRecord]: ...

@@ -1,6 +1,7 @@
 """Daily series of usage records for the Spend page's charts and the chat page's "analyze"
 action: cost per UTC day and department, shares by department, model, provider and task, and the
-cache's hit rate and savings per day. Money is summed in integer micro-dollars."""
+cache's hit rate and savings per day, from the day arm rollups (proxy.spend.rollups). Money is
+summed in integer nano-dollars."""
 
 from __future__ import annotations
 
@@ -12,10 +13,10 @@ from typing import Any
 
 from proxy.spend.pricing import nanos_to_dollars
 from proxy.spend.records import UsageRecord
+from proxy.spend.rollups import ARM_HEAD, ArmSlice, arm_slice_of
 
 DAY = 86_400.0
 MAX_DAYS = 92
-LOOKUPS = ("hit-exact", "hit-semantic", "miss")  # requests the cache was asked about
 
 
 def iso_day(day_index: int) -> str:
@@ -38,25 +39,32 @@ def _shares(totals: dict[str, int]) -> list[dict[str, Any]]:
 
 def daily_series(records: Iterable[UsageRecord], first: int, days: int,
                  departments: Iterable[str]) -> dict[str, Any]:
+    """daily_series_arms over the records' own statistics."""
+    return daily_series_arms((arm_slice_of(r, "d") for r in records), first, days, departments)
+
+
+def daily_series_arms(slices: Iterable[ArmSlice], first: int, days: int,
+                      departments: Iterable[str]) -> dict[str, Any]:
+    """The series from day (or finer) arm rollups (`Ledger.arm_usage(..., coarsest="d")`)."""
     cost = {name: [0] * days for name in departments}
     requests, hits, lookups, saved = [0] * days, [0] * days, [0] * days, [0] * days
     by_model: dict[str, int] = defaultdict(int)
     by_provider: dict[str, int] = defaultdict(int)
     by_task: dict[str, int] = defaultdict(int)
-    for record in records:
-        slot = math.floor(record.ts / DAY) - first
+    for part in slices:
+        slot = math.floor(part.start / DAY) - first
         if not 0 <= slot < days:
             continue
-        nanos = record.cost_nanos
-        cost.setdefault(record.department, [0] * days)[slot] += nanos
-        requests[slot] += 1
-        saved[slot] += record.saved_nanos
-        if record.cache in LOOKUPS:
-            lookups[slot] += 1
-            hits[slot] += record.cache != "miss"
-        by_model[record.model_used] += nanos
-        by_provider[record.provider] += nanos
-        by_task[record.task or "(none)"] += nanos
+        sums = dict(zip(ARM_HEAD, part.sums, strict=False))
+        nanos = sums["cost_nanos"]
+        cost.setdefault(part.department, [0] * days)[slot] += nanos
+        requests[slot] += sums["requests"]
+        saved[slot] += sums["saved_nanos"]
+        lookups[slot] += sums["lookups"]
+        hits[slot] += sums["hits"]
+        by_model[part.model_used] += nanos
+        by_provider[part.provider] += nanos
+        by_task[part.task or "(none)"] += nanos
     totals = {name: sum(series) for name, series in cost.items()}
     return {
         "object": "spend.daily",

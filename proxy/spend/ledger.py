@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import math
 import os
 import time
 from collections import defaultdict
@@ -47,7 +48,18 @@ from proxy.spend.notices import Notices
 from proxy.spend.notify import BudgetNotice, NoticeKind, NoticeSink
 from proxy.spend.pricing import PricingTable, nanos_to_dollars, to_nanos
 from proxy.spend.records import UsageRecord
-from proxy.spend.rollups import Detail, Granularity, Slice, group_of, plan_range, sums_of
+from proxy.spend.rollups import (
+    HOUR,
+    ArmSlice,
+    Detail,
+    Granularity,
+    Slice,
+    bucket_start,
+    group_of,
+    plan_range,
+    split_edge,
+    sums_of,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -355,12 +367,38 @@ class Ledger:
         """Usage over [from_ts, to_ts) from the month, day and hour rollups, and the raw records
         of the edges no whole hour covers: O(buckets x groups), not O(records). `coarse`:
         department x model groups only; `coarsest="d"`: no slice spans more than a UTC day."""
-        plan = plan_range(from_ts, to_ts, self._clock(), coarsest)
+        now = self._clock()
+        plan = plan_range(from_ts, to_ts, now, coarsest)
         found = await self._guard(self.backend.rollups(plan.buckets, department, detail))
         for start, end in plan.raw:
-            records = await self._guard(self.backend.query_records(start, end, department))
-            found.extend(Slice.of(r.ts, group_of(r, detail), sums_of(r)) for r in records)
+            minutes, raw = split_edge(start, end, now) if detail == "coarse" \
+                else (None, [(start, end)])
+            if minutes is not None:
+                found += await self.minutes(*minutes, department)
+            for first, last in raw:
+                records = await self._guard(self.backend.query_records(first, last, department))
+                found.extend(Slice.of(r.ts, group_of(r, detail), sums_of(r)) for r in records)
         return found
+
+    async def minutes(self, from_ts: int, to_ts: int, department: str | None = None
+                      ) -> list[Slice]:
+        """Coarse usage per minute over whole minutes [from_ts, to_ts), from the minute rollups
+        (kept MINUTE_RETENTION)."""
+        hours = range(bucket_start("h", from_ts), to_ts, HOUR)
+        found = await self._guard(self.backend.minute_rollups(hours, department))
+        return [part for part in found if from_ts <= part.start < to_ts]
+
+    async def arm_usage(
+        self, from_ts: float, to_ts: float, coarsest: Granularity = "m",
+        department: str | None = None,
+    ) -> list[ArmSlice]:
+        """Arm statistics (proxy.spend.rollups.arm_sums) over whole UTC hours: `from_ts` rounded
+        down, `to_ts` up to the hour, so no raw record is read. `coarsest="h"`: one slice per
+        hour with traffic (for rates over the hours a model was used)."""
+        start, end = math.floor(from_ts / HOUR) * HOUR, math.ceil(to_ts / HOUR) * HOUR
+        plan = plan_range(start, end, self._clock(), coarsest)
+        found = await self._guard(self.backend.arm_rollups(plan.buckets))
+        return [p for p in found if department in (None, p.department)]
 
     async def recent(
         self, from_ts: float, to_ts: float, department: str | None = None, limit: int = 20

@@ -6,6 +6,7 @@ scripts it mirrors."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable
 
@@ -26,13 +27,20 @@ from proxy.spend.rollups import (
     DAY,
     DETAILS,
     GRANULARITIES,
+    MINUTE,
+    MINUTE_RETENTION,
+    ArmKey,
+    ArmSlice,
     Detail,
     Granularity,
     Group,
     Slice,
+    arm_key,
+    arm_sums,
     bucket_start,
     group_of,
     in_department,
+    quality_delta,
     sums_of,
 )
 
@@ -59,6 +67,8 @@ class MemorySpendBackend:
         # (granularity, bucket start) -> group -> sums; bounded by the retention, not by
         # max_records, so reports stay whole after old raw records are dropped
         self._rollups: dict[tuple[Detail, Granularity, int], dict[Group, list[int]]] = {}
+        self._arms: dict[tuple[Granularity, int], dict[ArmKey, list[int]]] = {}
+        self._minutes: dict[int, dict[tuple[Group, int], list[int]]] = {}  # hour -> coarse
         self._pruned_day: int | None = None
 
     # ----- budgets, rates, breaker -----------------------------------------------------------
@@ -211,7 +221,21 @@ class MemorySpendBackend:
                 else:
                     for i, value in enumerate(sums):
                         total[i] += value
+        self._add_arm(record, arm_sums(record))
+        minutes = self._minutes.setdefault(bucket_start("h", record.ts), {})
+        minute = (group_of(record, "coarse"), math.floor(record.ts / MINUTE) * MINUTE)
+        total = minutes.setdefault(minute, [0] * len(sums))
+        for i, value in enumerate(sums):
+            total[i] += value
         self._prune_rollups()
+
+    def _add_arm(self, record: UsageRecord, sums: list[int]) -> None:
+        key = arm_key(record)
+        for granularity in GRANULARITIES:
+            bucket = self._arms.setdefault((granularity, bucket_start(granularity, record.ts)), {})
+            total = bucket.setdefault(key, [0] * len(sums))
+            for i, value in enumerate(sums):
+                total[i] += value
 
     def _prune_rollups(self) -> None:
         now = self._clock()
@@ -222,6 +246,19 @@ class MemorySpendBackend:
         horizon = now - self._retention - 31 * DAY  # a month bucket starts before its records
         for key in [k for k in self._rollups if k[2] < horizon]:
             del self._rollups[key]
+        for bucket in [k for k in self._arms if k[1] < horizon]:
+            del self._arms[bucket]
+        for hour in [h for h in self._minutes if h < now - MINUTE_RETENTION]:
+            del self._minutes[hour]
+
+    async def minute_rollups(self, hours: Iterable[int], department: str | None) -> list[Slice]:
+        return [Slice.of(minute, group, sums) for hour in hours
+                for (group, minute), sums in self._minutes.get(hour, {}).items()
+                if in_department(group, department)]
+
+    async def arm_rollups(self, buckets: Iterable[tuple[Granularity, int]]) -> list[ArmSlice]:
+        return [ArmSlice(start, key, tuple(sums)) for granularity, start in buckets
+                for key, sums in self._arms.get((granularity, start), {}).items()]
 
     async def rollups(
         self, buckets: Iterable[tuple[Granularity, int]], department: str | None,
@@ -256,6 +293,7 @@ class MemorySpendBackend:
         record = self._records.get(request_id)
         if record is None:
             return False
+        self._add_arm(record, quality_delta(record.quality_score, score))
         record.quality_score = score
         if comment is not None:
             record.extra = {**record.extra, "feedback_comment": comment}

@@ -56,6 +56,11 @@ class UsageRecord:
         self.cost_nanos = to_nanos(dollars)
 
     @property
+    def failed(self) -> bool:
+        """The request failed or its stream was cut (statistics count it as an error)."""
+        return self.status >= 400 or self.error is not None
+
+    @property
     def saved(self) -> float:
         return nanos_to_dollars(self.saved_nanos)
 

@@ -15,7 +15,11 @@ there count (x 1000) until they expire, so an upgrade (even a rolling one) keeps
   Proll:{h,d,m}:<hour/day/month start>        rollups (proxy.spend.rollups): group -> sums, written
   Proll:c{h,d,m}:<start>, Proll:p{h,d,m}:...  with the record by one script (TTL = retention +
                                               32 d); `c`: department x model, `p`: x key x user
+  Proll:a{h,d,m}:<start>                      arm statistics (rollups.arm_sums), same script, TTL;
+  Proll:cmin:<hour start>                     coarse group + minute -> sums (TTL MINUTE_RETENTION)
+                                              a feedback score adds its change (feedback.lua)
   Proll:filled, Proll:backfilled              records added to rollups by the upgrade backfill; done
+  Proll:filled:arms, Proll:backfilled:arms    the same for the arm rollups
 On a single Redis a record, its two time indexes and its rollups are written by one script
 (record.lua). On a cluster those keys live in different slots (CROSSSLOT for one script), so the
 rollups carry the time index's name as a hash tag, `P{Prec:ts}:roll:...`, and share its slot: the
@@ -57,14 +61,23 @@ from proxy.spend.rollups import (
     DAY,
     DETAILS,
     GRANULARITIES,
+    MINUTE_RETENTION,
+    ArmSlice,
     Detail,
     Granularity,
     Slice,
+    arm_key,
+    arm_sums,
     bucket_start,
+    decode_arm_key,
     decode_group,
+    decode_minute_field,
+    encode_arm_key,
     encode_group,
     group_of,
     in_department,
+    minute_field,
+    quality_delta,
     sums_of,
 )
 
@@ -76,9 +89,11 @@ T = TypeVar("T")
 _LUA = Path(__file__).parent / "lua"
 
 
-def _script(name: str) -> str:
+def _script(name: str, helpers: str = "fold.lua") -> str:
     """A Lua script with the shared helpers it uses (Redis scripts cannot include files)."""
-    return (_LUA / "fold.lua").read_text() + (_LUA / name).read_text()
+    return (_LUA / helpers).read_text() + (_LUA / name).read_text()
+# the "rollup" mark in a record's JSON: 1 = in the usage rollups, 2 = in the arm rollups too
+ROLLUP_VERSION = 2
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 _STATUS = {0: "ok", 1: "budget", 2: "rpm", 3: "tpm", 4: "breaker"}
 
@@ -108,7 +123,8 @@ class RedisSpendBackend:
         self._roll = f"{prefix}{{{prefix}rec:ts}}:roll:" if tagged else f"{prefix}roll:"
         self._admit = client.register_script(_script("admit.lua"))
         self._settle = client.register_script(_script("settle.lua"))
-        self._record = client.register_script((_LUA / "record.lua").read_text())
+        self._record = client.register_script(_script("record.lua", "add_sums.lua"))
+        self._feedback = client.register_script(_script("feedback.lua", "add_sums.lua"))
         self._read_rollups = client.register_script((_LUA / "rollups.lua").read_text())
         self._pending_settlements: collections.deque[Settlement] = collections.deque()
         self._pending_records: collections.deque[UsageRecord] = collections.deque(
@@ -269,10 +285,21 @@ class RedisSpendBackend:
         level = {"fine": "", "coarse": "c", "people": "p"}[detail]
         return f"{self._roll}{level}{granularity}:{start}"
 
+    def _arm_key(self, granularity: Granularity, start: int) -> str:
+        return f"{self._roll}a{granularity}:{start}"
+
+    def _arm_keys(self, ts: float) -> list[str]:
+        return [self._arm_key(g, bucket_start(g, ts)) for g in GRANULARITIES]
+
+    def _minute_key(self, hour: int) -> str:
+        return f"{self._roll}cmin:{hour}"
+
     def _rollup_keys(self, ts: float) -> list[str]:
-        """Fine hour, day, month, then coarse, then people (the scripts' order)."""
-        return [self._rollup_key(g, bucket_start(g, ts), d) for d in DETAILS
-                for g in GRANULARITIES]
+        """Fine hour, day, month, then coarse, people, arms, coarse minutes (the script's
+        order)."""
+        return [*(self._rollup_key(g, bucket_start(g, ts), d) for d in DETAILS
+                  for g in GRANULARITIES), *self._arm_keys(ts),
+                self._minute_key(bucket_start("h", ts))]
 
     def _rollup_fields(self, record: UsageRecord) -> tuple[str, str, str, str]:
         """(fine group, sums, coarse group, people group) as the scripts take them."""
@@ -295,16 +322,53 @@ class RedisSpendBackend:
             keys += [key, by_dept]
         await self._call(self._record(keys=keys, args=args))
 
-    def _rollup_call(self, record: UsageRecord, seen: str,
-                     horizon: float) -> tuple[list[str], list[Any]]:
-        """record.lua's keys (without the record's own two) and arguments."""
+    def _rollup_call(self, record: UsageRecord, seen: str, horizon: float,
+                     arms_only: bool = False) -> tuple[list[str], list[Any]]:
+        """record.lua's keys (without the record's own two) and arguments; `arms_only` for a
+        record already in the usage rollups (written by a version without arm and minute
+        rollups): it joins those two only."""
         fine, sums, coarse, people = self._rollup_fields(record)
+        if arms_only:
+            fine = coarse = people = ""
         args: list[Any] = [
             record.request_id, repr(record.ts), f"({horizon!r}", fine, sums,
-            int(self._retention) + 32 * DAY, coarse, people,
-            orjson.dumps({**record.to_dict(), "rollup": 1}), max(1, int(self._retention)),
+            self._rollup_ttl, coarse, people,
+            orjson.dumps({**record.to_dict(), "rollup": ROLLUP_VERSION}),
+            max(1, int(self._retention)), encode_arm_key(arm_key(record)),
+            ",".join(map(str, arm_sums(record))),
+            minute_field(group_of(record, "coarse"), record.ts), MINUTE_RETENTION,
         ]  # fmt: skip
         return [seen, *self._rollup_keys(record.ts)], args
+
+    @property
+    def _rollup_ttl(self) -> int:
+        return int(self._retention) + 32 * DAY
+
+    async def minute_rollups(self, hours: Iterable[int], department: str | None) -> list[Slice]:
+        """Coarse usage per minute in these hours (their start, unix s)."""
+        hours = list(hours)
+        if not hours:
+            return []
+        keys = [self._minute_key(hour) for hour in hours]
+        replies = orjson.loads(await self._call(self._read_rollups(keys=keys)))
+        found: list[Slice] = []
+        for flat in replies:
+            for i in range(0, len(flat), 2):
+                group, minute = decode_minute_field(flat[i])
+                if in_department(group, department):
+                    found.append(Slice.of(minute, group, map(int, flat[i + 1].split(","))))
+        return found
+
+    async def arm_rollups(self, buckets: Iterable[tuple[Granularity, int]]) -> list[ArmSlice]:
+        buckets = list(buckets)
+        if not buckets:
+            return []
+        keys = [self._arm_key(granularity, start) for granularity, start in buckets]
+        replies = orjson.loads(await self._call(self._read_rollups(keys=keys)))
+        return [ArmSlice(start, decode_arm_key(flat[i]),
+                         tuple(int(v) for v in flat[i + 1].split(",")))
+                for (_, start), flat in zip(buckets, replies, strict=True)
+                for i in range(0, len(flat), 2)]
 
     async def rollups(
         self, buckets: Iterable[tuple[Granularity, int]], department: str | None,
@@ -324,12 +388,15 @@ class RedisSpendBackend:
         return found
 
     async def backfill_rollups(self, batch: int = 1000) -> int:
-        """Add the records written before rollups existed (no "rollup":1 in their JSON) to them,
-        once per Redis: the `filled` set says which are counted (safe on several replicas at
-        once), the `backfilled` marker that it is done. Returns how many."""
-        marker = f"{self._roll}backfilled"
+        """Add the records written before rollups existed (no "rollup" mark in their JSON) to
+        them, and those written before arm rollups existed ("rollup":1) to the arm rollups,
+        once per Redis: the `filled` and `filled:arms` sets say which are counted (safe on
+        several replicas at once), the `backfilled` and `backfilled:arms` markers that it is
+        done. Returns how many records were added."""
+        marker, usage_done = f"{self._roll}backfilled:arms", f"{self._roll}backfilled"
         if await self._call(self.client.exists(marker)):
             return 0
+        usage_filled = bool(await self._call(self.client.exists(usage_done)))
         index, added, offset = f"{self.prefix}rec:ts", 0, 0
         horizon = self._clock() - self._retention
         while True:
@@ -338,15 +405,23 @@ class RedisSpendBackend:
                 break
             offset += len(ids)
             raws = await self._mget([self._record_key(_text(i)) for i in ids])
-            old = [UsageRecord.from_dict(orjson.loads(raw)) for raw in raws
-                   if raw is not None and b'"rollup":1' not in raw]
-            calls = [self._rollup_call(r, f"{self._roll}filled", horizon) for r in old]
+            calls = [self._backfill_call(raw, usage_filled, horizon) for raw in raws
+                     if raw is not None and b'"rollup":2' not in raw]
             added += await self._run_records(calls)
-        await self._call(self.client.set(marker, "1"))
-        # not deleted: a replica still backfilling would count again what it no longer finds;
-        # past the retention the records it guards have expired too
-        await self._call(self.client.expire(f"{self._roll}filled", max(1, int(self._retention))))
+        for done, guard in ((usage_done, "filled"), (marker, "filled:arms")):
+            await self._call(self.client.set(done, "1"))
+            # not deleted: a replica still backfilling would count again what it no longer
+            # finds; past the retention the records it guards have expired too
+            await self._call(self.client.expire(f"{self._roll}{guard}",
+                                                max(1, int(self._retention))))
         return added
+
+    def _backfill_call(self, raw: bytes, usage_filled: bool,
+                       horizon: float) -> tuple[list[str], list[Any]]:
+        record = UsageRecord.from_dict(orjson.loads(raw))
+        if usage_filled or b'"rollup":1' in raw:  # in the usage rollups already
+            return self._rollup_call(record, f"{self._roll}filled:arms", horizon, True)
+        return self._rollup_call(record, f"{self._roll}filled", horizon)
 
     async def _run_records(self, calls: list[tuple[list[str], list[Any]]]) -> int:
         """record.lua for each call: one pipeline on a single Redis; concurrent calls on a
@@ -385,28 +460,43 @@ class RedisSpendBackend:
         return None if raw is None else UsageRecord.from_dict(orjson.loads(raw))
 
     async def set_feedback(self, request_id: str, score: float, comment: str | None) -> bool:
+        """Store the score on the record, then its change in the record's arm rollups (right
+        after, not in the same transaction: on a cluster they live in another slot)."""
         key = self._record_key(request_id)
         async with self.client.pipeline(transaction=True) as pipe:
             while True:
                 try:
-                    return await self._call(self._write_feedback(pipe, key, score, comment))
+                    before = await self._call(self._write_feedback(pipe, key, score, comment))
+                    break
                 except WatchError:
                     continue
+        if before is None:
+            return False
+        if before.get("rollup") == ROLLUP_VERSION:  # else the backfill counts the new score
+            record = UsageRecord.from_dict(before)
+            delta = quality_delta(record.quality_score, score)
+            await self._call(self._feedback(
+                keys=self._arm_keys(record.ts),
+                args=[encode_arm_key(arm_key(record)), ",".join(map(str, delta)),
+                      self._rollup_ttl]))
+        return True
 
-    async def _write_feedback(self, pipe: Any, key: str, score: float, comment: str | None) -> bool:
+    async def _write_feedback(self, pipe: Any, key: str, score: float,
+                              comment: str | None) -> dict[str, Any] | None:
+        """The record's JSON before the change (None: no such record)."""
         await pipe.watch(key)
         raw = await pipe.get(key)
         if raw is None:
             await pipe.unwatch()
-            return False
-        data = orjson.loads(raw)
-        data["quality_score"] = score
+            return None
+        before: dict[str, Any] = orjson.loads(raw)
+        data = {**before, "quality_score": score}
         if comment is not None:
             data["extra"] = {**data.get("extra", {}), "feedback_comment": comment}
         pipe.multi()
         pipe.set(key, orjson.dumps(data), keepttl=True)
         await pipe.execute()
-        return True
+        return before
 
     async def query_records(
         self, from_ts: float, to_ts: float, department: str | None

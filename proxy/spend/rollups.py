@@ -16,8 +16,13 @@ from typing import Literal
 
 from proxy.spend.records import UsageRecord
 
+MINUTE = 60
 HOUR = 3600
 DAY = 86_400
+# coarse (department x model) rollups per minute, one hash per hour: the edges of a range inside
+# an hour and the spend alerts' rolling windows read them; kept this long (a month's budget alert
+# finds the minute its budget was reached)
+MINUTE_RETENTION = 35 * DAY
 CLOCK_SKEW = 300  # seconds another replica's clock may be ahead: its newest records still count
 Granularity = Literal["h", "d", "m"]
 GRANULARITIES: tuple[Granularity, ...] = ("h", "d", "m")
@@ -136,7 +141,7 @@ class Plan:
 def plan_range(from_ts: float, to_ts: float, now: float, coarsest: Granularity = "m") -> Plan:
     """Cover [from_ts, to_ts) with whole days, whole hours and raw edges. A bucket that ends
     after `to_ts` still counts as whole when `to_ts` is in the future: no record is newer than
-    `now` (give or take CLOCK_SKEW). `coarsest="d"` for reports by day."""
+    `now` (give or take CLOCK_SKEW). `coarsest="d"` for reports by day, "h" by hour."""
 
     def covered(end: float) -> bool:
         return end <= to_ts or to_ts > now
@@ -154,7 +159,7 @@ def plan_range(from_ts: float, to_ts: float, now: float, coarsest: Granularity =
         if coarsest == "m" and t == month_start(t) and covered(next_month(int(t))):
             months.append(int(t))
             t = next_month(int(t))
-        elif t % DAY == 0 and covered(t + DAY):
+        elif coarsest != "h" and t % DAY == 0 and covered(t + DAY):
             days.append(int(t))
             t += DAY
         elif covered(t + HOUR):
@@ -168,3 +173,165 @@ def plan_range(from_ts: float, to_ts: float, now: float, coarsest: Granularity =
 
 def in_department(group: Group, department: str | None) -> bool:
     return department is None or group[0] == department
+
+
+# ----- arm statistics ----------------------------------------------------------------------------
+# "arms" rollups: per department x experiment x variant x model x provider x task x route, what
+# experiment results, routing recommendations and the daily series need beyond the usage sums:
+# error and cache-lookup counts, savings, and (count, sum, sum of squares) of latency, time to
+# first token, cost, tokens and quality, so means and variances come out exact. Latencies are kept
+# in integer microseconds and quality scores in millionths (the statistics use those quantised
+# values, from records or rollups alike); a square is split into LIMBS base-10**6 limbs because
+# the rollup script adds in Lua doubles (exact only below 2**53) and a month of squared
+# nano-dollars is not.
+# department, experiment, variant, model_used, provider, task, route_rule; "" stands for None
+ArmKey = tuple[str, str, str, str, str, str, str]
+MICROS_PER_MS = 1000
+QUALITY_SCALE = 1_000_000
+LIMB = 10**6
+LIMBS = 5
+MOMENTS = ("latency_us", "ttft_us", "cost_nanos", "input_tokens", "output_tokens", "quality")
+# requests, errors, cost_nanos and saved_nanos (every request), cache lookups, cache hits, then per
+# MOMENTS name
+# (count, sum, LIMBS limbs of the sum of squares); latency to output tokens over successful
+# requests only, quality over every rated one
+ARM_HEAD = ("requests", "errors", "cost_nanos", "saved_nanos", "lookups", "hits")
+MOMENT_WIDTH = 2 + LIMBS
+ARM_WIDTH = len(ARM_HEAD) + MOMENT_WIDTH * len(MOMENTS)
+QUALITY_AT = len(ARM_HEAD) + MOMENT_WIDTH * MOMENTS.index("quality")
+LOOKUPS = ("hit-exact", "hit-semantic", "miss")  # requests the cache was asked about
+
+
+@dataclass(frozen=True, slots=True)
+class ArmSlice:
+    """Arm statistics of one key over one bucket (its start, unix s)."""
+
+    start: float
+    key: ArmKey
+    sums: tuple[int, ...]
+
+    @property
+    def department(self) -> str:
+        return self.key[0]
+
+    @property
+    def experiment(self) -> str:
+        return self.key[1]
+
+    @property
+    def variant(self) -> str:
+        return self.key[2]
+
+    @property
+    def model_used(self) -> str:
+        return self.key[3]
+
+    @property
+    def provider(self) -> str:
+        return self.key[4]
+
+    @property
+    def task(self) -> str:
+        return self.key[5]
+
+    @property
+    def route_rule(self) -> str:
+        return self.key[6]
+
+    @property
+    def requests(self) -> int:
+        return self.sums[0]
+
+    def named(self, model: str) -> ArmSlice:
+        """The same statistics under another model name (the public one)."""
+        return ArmSlice(self.start, (*self.key[:3], model, *self.key[4:]), self.sums)
+
+
+def arm_key(record: UsageRecord) -> ArmKey:
+    return (record.department, record.experiment or "", record.variant or "", record.model_used,
+            record.provider, record.task or "", record.route_rule or "")
+
+
+def limbs(value: int) -> list[int]:
+    """`value` as LIMBS base-LIMB digits, each carrying the sign (sums of them stay linear); the
+    last takes what is left (below LIMB for a square of up to $10^6 in nano-dollars)."""
+    sign, rest, out = (-1 if value < 0 else 1), abs(value), []
+    for _ in range(LIMBS - 1):
+        rest, digit = divmod(rest, LIMB)
+        out.append(sign * digit)
+    return [*out, sign * rest]
+
+
+def unlimb(parts: Iterable[int]) -> int:
+    return sum(part * LIMB**i for i, part in enumerate(parts))
+
+
+def moment(value: int | None) -> list[int]:
+    return [0] * MOMENT_WIDTH if value is None else [1, value, *limbs(value * value)]
+
+
+def quality_units(score: float | None) -> int | None:
+    return None if score is None else round(score * QUALITY_SCALE)
+
+
+def arm_sums(record: UsageRecord) -> list[int]:
+    ok = not record.failed
+    ttft = record.ttft_ms
+    values = (round(record.latency_ms * MICROS_PER_MS), None if ttft is None
+              else round(ttft * MICROS_PER_MS), record.cost_nanos, record.input_tokens,
+              record.output_tokens)
+    sums = [1, int(not ok), record.cost_nanos, record.saved_nanos, int(record.cache in LOOKUPS),
+            int(record.cache in LOOKUPS and record.cache != "miss")]
+    for value in values:
+        sums += moment(value if ok else None)
+    return sums + moment(quality_units(record.quality_score))
+
+
+def quality_delta(old: float | None, new: float) -> list[int]:
+    """What replacing a record's quality score `old` by `new` adds to its arm sums."""
+    delta = [0] * ARM_WIDTH
+    before, after = moment(quality_units(old)), moment(quality_units(new))
+    delta[QUALITY_AT:QUALITY_AT + MOMENT_WIDTH] = [a - b for a, b in zip(after, before,
+                                                                          strict=True)]
+    return delta
+
+
+def encode_arm_key(key: ArmKey) -> str:
+    return _SEP.join(key)
+
+
+def decode_arm_key(field: str) -> ArmKey:
+    parts = field.split(_SEP)
+    if len(parts) != 7:
+        raise ValueError(f"not an arm rollup key: {field!r}")
+    return (parts[0], parts[1], parts[2], parts[3], parts[4], parts[5], parts[6])
+
+
+def arm_slice_of(record: UsageRecord, granularity: Granularity = "h") -> ArmSlice:
+    """A record as the arm rollup of its bucket would count it (statistics from raw records)."""
+    return ArmSlice(bucket_start(granularity, record.ts), arm_key(record),
+                    tuple(arm_sums(record)))
+
+
+# ----- minutes ---------------------------------------------------------------------------------
+
+def minute_field(group: Group, ts: float) -> str:
+    return f"{encode_group(group)}{_SEP}{math.floor(ts / MINUTE) * MINUTE}"
+
+
+def decode_minute_field(field: str) -> tuple[Group, int]:
+    head, _, minute = field.rpartition(_SEP)
+    return decode_group(head), int(minute)
+
+
+def split_edge(start: float, end: float, now: float) -> tuple[tuple[int, int] | None,
+                                                                list[tuple[float, float]]]:
+    """An edge [start, end) inside one hour as whole minutes (from the minute rollups, while they
+    are kept) and what is left for the raw records: at most a minute on either side."""
+    first, last = math.ceil(start / MINUTE) * MINUTE, math.floor(end / MINUTE) * MINUTE
+    if first >= last or start < now - MINUTE_RETENTION + HOUR:
+        return None, [(start, end)]
+    raw = [(start, float(first))] if start < first else []
+    if last < end:
+        raw.append((float(last), end))
+    return (first, last), raw

@@ -4,6 +4,10 @@ End-to-end alert paths are in tests/insights/test_api.py and test_alerts_e2e.py.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import math
+import random
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
@@ -13,22 +17,31 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from proxy.config.departments import parse_departments
+from proxy.config.departments import DepartmentsConfig, parse_departments
 from proxy.insights.alerts import (
+    DAY,
+    HOUR,
     Alert,
     AlertSourceError,
     alertmanager_alerts,
     breaker_alert,
+    budget_alert,
     events_of,
     first_reached,
     from_alertmanager,
+    lookback_start,
     money,
     period_start,
+    proxy_alerts,
     rolling_state,
     sort_alerts,
     spend_alerts,
 )
+from proxy.spend.budgets import BudgetExhausted, CircuitOpen
+from proxy.spend.ledger import Ledger
 from proxy.spend.records import UsageRecord
+from tests.spend.test_rollups import no_raw_records
+from tests.spend_helpers import FakeClock, StoreFactory
 
 NANO = 1_000_000_000
 NOW = datetime(2025, 6, 15, 15, 6, 40, tzinfo=UTC).timestamp()
@@ -254,3 +267,79 @@ async def test_unreachable_alertmanager_is_an_alert_source_error() -> None:
         port = sock.getsockname()[1]
     with pytest.raises(AlertSourceError, match=f"http://127.0.0.1:{port}/api/v2/alerts: "):
         await alertmanager_alerts(f"http://127.0.0.1:{port}", timeout_s=1.0)
+
+
+# -- from rollups ------------------------------------------------------------------------------
+
+def test_alerts_from_rollups_equal_alerts_from_minute_records(
+        make_spend_store: StoreFactory) -> None:
+    """Spend, budget (a month's budget reached before the 2-day lookback) and breaker alerts from
+    the minute and day rollups equal those computed from every record counted at the start of its
+    minute, on memory and Redis, without reading a raw record."""
+    departments = {"eng": {"budgets": {"monthly": 30}, "soft_alerts": [0.5, 0.8]},
+                   "sales": {"budgets": {"daily": 4, "monthly": 500}},
+                   "ops": {"circuit_breaker": {"window_minutes": 30, "max_dollars": 1}}}
+    config = parse_departments({"departments": departments,
+                                "alerts": {"hourly_spend": 3, "daily_spend": 20}})
+    start = datetime(2025, 6, 1, tzinfo=UTC).timestamp()
+    now = start + 19 * DAY + 7 * HOUR + 1234.5
+
+    async def run() -> None:
+        clock = FakeClock(start)
+        store = make_spend_store(departments, clock=clock)
+        rng = random.Random(5)
+        stamps = sorted(rng.uniform(start, now) for _ in range(400))
+        stamps += sorted(rng.uniform(now - 3 * HOUR, now) for _ in range(100))
+        records = []
+        for i, ts in enumerate(stamps):
+            clock.now = ts
+            dept = rng.choice(["eng", "sales", "ops"])
+            record = record_at(f"r{i}", ts, dept, rng.choice([0, rng.randint(1, 2 * 10**9)]))
+            records.append(record)
+            try:
+                held = await store.reserve(dept, "gpt-4o-mini", 10)
+            except (BudgetExhausted, CircuitOpen):
+                await store.add_record(record)
+                continue
+            await store.settle(held, record.cost_nanos, record)
+        clock.now = now - 60  # the breaker trips on a last expensive request
+        last = record_at("last", clock.now, "ops", 15 * 10**8)
+        records.append(last)
+        await store.resume("ops")
+        await store.settle(await store.reserve("ops", "gpt-4o-mini", 10), last.cost_nanos, last)
+        clock.now = now
+        floored = [dataclasses.replace(r, ts=math.floor(r.ts / 60) * 60) for r in records]
+        expected = await reference_alerts(store, config, floored, now)
+        no_raw_records(store)
+        found = await proxy_alerts(store, config, now)
+        assert found == expected
+        names = {(a.name, a.department) for a in found}
+        assert {("MeterlineBudgetExhausted", "eng"), ("MeterlineHourlySpendHigh", None),
+                ("MeterlineCircuitBreakerOpen", "ops")} <= names
+        await store.close()
+
+    asyncio.run(run())
+
+
+def record_at(request_id: str, ts_: float, department: str, cost_nanos: int) -> UsageRecord:
+    return dataclasses.replace(record(request_id, ts_, department, cost_nanos),
+                               model_used="gpt-4o-mini")
+
+
+async def reference_alerts(store: Ledger, config: DepartmentsConfig, records: list[UsageRecord],
+                           now: float) -> list[Alert]:
+    """proxy_alerts computed from the records themselves."""
+    since = lookback_start(now)
+    events = events_of(r for r in records if r.ts >= since)
+    found = spend_alerts(events, config, now)
+    for name in config.names:
+        dept = config.get(name)
+        for status in await store.budget_status(name):
+            begin = period_start(status.period, now)
+            history = events_of(r for r in records if r.ts >= begin).get(name, [])
+            alert = budget_alert(status, dept, history, now)
+            if alert is not None:
+                found.append(alert)
+        if dept.circuit_breaker is not None and await store.is_paused(name):
+            found.append(breaker_alert(dept, events.get(name, []), now))
+    return sort_alerts(found)

@@ -247,6 +247,33 @@ def test_budget_recommendations_explain_themselves(start_proxy: ProxyStarter,
     assert executive["recommended_budget"] == 0 and "no current budget" in executive["reasoning"]
 
 
+def test_forecast_and_budget_recommendations_read_no_raw_records(
+        start_proxy: ProxyStarter, state: dict[str, Any]) -> None:
+    """They read the hour rollups: with every raw-record read failing they answer the same."""
+    proxy = start(start_proxy, state)
+    seed(proxy, state, history(time.time()))
+    paths = [("/admin/forecast", {"horizon": "7d"}),
+             ("/admin/budget-recommendations", {"period": "weekly"})]
+
+    def answers() -> list[dict[str, Any]]:
+        found = []
+        for path, params in paths:
+            r = get(proxy, path, **params)
+            assert r.status_code == 200, r.text
+            found.append({k: v for k, v in r.json().items() if k != "generated_at"})
+        return found
+
+    before = answers()
+
+    async def refuse(*args: object) -> None:
+        raise AssertionError("a report read raw records")
+
+    proxy.server.config.app.state.services.spend.backend.query_records = refuse
+    assert answers() == before
+    sales = next(row for row in before[1]["data"] if row["department"] == "sales")
+    assert sales["cache_savings"] >= 3.0
+
+
 def test_monthly_recommendation_uses_the_monthly_budget(start_proxy: ProxyStarter) -> None:
     proxy = start(start_proxy, {})
     seed(proxy, {}, history(time.time()))
@@ -287,7 +314,8 @@ def test_hourly_spend_alert_fires_past_threshold(start_proxy: ProxyStarter,
     assert total["value"] == pytest.approx(spent, abs=1e-6)
     assert total["message"].startswith("Hourly spend exceeded threshold: $")
     assert total["message"].endswith(" / $0.00001")
-    assert before - 1 <= datetime.fromisoformat(total["since"]).timestamp() <= time.time()
+    since = datetime.fromisoformat(total["since"]).timestamp()
+    assert math.floor(before / 60) * 60 - 1 <= since <= time.time()  # the request's minute
     dept = found["MeterlineHourlySpendHigh", "engineering"]
     assert dept["message"].startswith("engineering: Hourly spend exceeded threshold: $")
 

@@ -179,3 +179,22 @@ def test_recommendations_propose_the_cheaper_arm_and_never_apply(routed: ServerT
         "model": "gpt-4o", "messages": [{"role": "user", "content": "x"}],
         "headers": {"x-meterline-task": "summary"}}).json()
     assert explained["rule"] == "summaries" and explained["fallbacks"] == ["gpt-3.5-turbo"]
+
+
+def test_results_listing_and_recommendations_read_no_raw_records(routed: ServerThread) -> None:
+    """They read the arm rollups: with every raw-record read failing they answer the same."""
+    run_experiment(routed, 12, lambda i, v: 0.5 + (i % 3) * 0.2)
+    paths = ["/admin/experiments/summary_model", "/admin/experiments",
+             "/admin/recommendations?min_n=2"]
+    before = [httpx.get(routed.url + path, headers=ADMIN).json() for path in paths]
+    backend = routed.server.config.app.state.services.spend.backend
+
+    async def refuse(*args: object) -> None:
+        raise AssertionError("a report read raw records")
+
+    backend.query_records = refuse
+    for path, expected in zip(paths, before, strict=True):
+        r = httpx.get(routed.url + path, headers=ADMIN)
+        assert r.status_code == 200, r.text
+        assert r.json() == expected
+    assert before[0]["n"] == 12 and before[1]["data"][0]["n"] == 12

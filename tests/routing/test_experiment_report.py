@@ -20,12 +20,14 @@ from proxy.routing.experiment_report import (
     experiment_json,
     listing_json,
     moments_json,
+    public_arms,
     public_names,
     split_json,
 )
 from proxy.routing.experiment_stats import ArmStats, Estimate, Moments, SplitChange, t_quantile
 from proxy.routing.experiments import Experiment, Experiments
 from proxy.spend.records import UsageRecord
+from proxy.spend.rollups import arm_slice_of
 
 
 def record(request_id: str, *, provider: str = "openrouter", model_used: str = "m",
@@ -63,6 +65,8 @@ def test_public_names_map_upstream_models_back() -> None:
         "unknown/model"]
     assert [r.request_id for r in named] == ["1", "2", "3", "4", "5"]
     assert records[0].model_used == "mistralai/mixtral-8x7b-instruct"  # inputs untouched
+    arms = public_arms(config(), [arm_slice_of(r) for r in records])
+    assert [p.model_used for p in arms] == [r.model_used for r in named]
 
 
 @pytest.mark.parametrize(("estimate", "expected"), [
@@ -134,13 +138,14 @@ def test_listing_counts_arms_and_keeps_removed_experiments() -> None:
                record("4", experiment="old", variant="b"),
                record("5", experiment="cheap"),  # no arm: not counted
                record("6")]
-    listing = listing_json(experiments, records, 7.0)
+    slices = [arm_slice_of(r) for r in records]
+    listing = listing_json(experiments, slices, 7.0)
     assert [(e["experiment"], e["configured"], e["n"], e["requests_by_arm"]) for e in listing] == [
         ("cheap", True, 3, {"control": 1, "variant": 2}),
         ("idle", True, 0, {}),
         ("old", False, 1, {"b": 1})]
     assert all(e["window_days"] == 7.0 for e in listing)
-    assert [e["experiment"] for e in listing_json(None, records, 1.0)] == ["cheap", "old"]
+    assert [e["experiment"] for e in listing_json(None, slices, 1.0)] == ["cheap", "old"]
 
 
 def test_split_json_gives_yaml_only_for_a_move() -> None:

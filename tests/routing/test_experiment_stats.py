@@ -146,8 +146,9 @@ def test_recommend_cheaper_model_per_task_with_yaml() -> None:
     (advice,) = recommend(records, rules)
     assert (advice.kind, advice.key, advice.current_model, advice.proposed_model) == (
         "route_task", "summary", "gpt-4o-mini", "mixtral-8x7b")
-    # 288 requests over 2 days on gpt-4o-mini, each $0.0015 dearer than mixtral
-    span_days = 287 * 600 / DAY
+    # 288 requests on gpt-4o-mini, each $0.0015 dearer than mixtral, from 15:06:40 to 14:56:40
+    # two days later: 48 whole UTC hours (the rollups' resolution)
+    span_days = 48 * 3600 / DAY
     assert advice.saves_per_day == pytest.approx(288 / span_days * 0.0015, rel=1e-3)
     assert advice.randomized is True
     assert advice.reason.startswith(

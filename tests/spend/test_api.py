@@ -274,6 +274,22 @@ def wait_for_requests(proxy: ServerThread, key: str, count: int) -> dict[str, An
     raise AssertionError(f"fewer than {count} requests recorded")
 
 
+def test_daily_series_reads_no_raw_records(proxy: ServerThread) -> None:
+    """/v1/spend/daily reads the day rollups: with every raw-record read failing it answers the
+    same."""
+    chat(proxy, "sk-demo-sales", f"daily {uuid.uuid4().hex}")
+    before = wait_for_requests(proxy, "sk-demo-admin", 1)
+    backend = proxy.server.config.app.state.services.spend.backend
+
+    async def refuse(*args: object) -> None:
+        raise AssertionError("a report read raw records")
+
+    backend.query_records = refuse
+    after = httpx.get(proxy.url + "/v1/spend/daily", headers=ADMIN, params={"days": "7"})
+    assert after.status_code == 200, after.text
+    assert after.json() == before and sum(before["requests"]) == 1
+
+
 def test_own_daily_series_and_chargeback(proxy: ServerThread) -> None:
     costs = [float(chat(proxy, "sk-demo-sales", f"daily {i} {uuid.uuid4().hex}")
                    .headers["x-meterline-cost-usd"]) for i in range(2)]

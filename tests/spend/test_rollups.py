@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 
 import orjson
 import pytest
 
+from proxy.routing.experiment_stats import recommend, recommend_arms, summarize, summarize_arms
+from proxy.routing.rules import RoutingRules
 from proxy.spend.chargeback import build_chargeback
+from proxy.spend.daily import daily_series, daily_series_arms
 from proxy.spend.ledger import Ledger
+from proxy.spend.records import UsageRecord
 from proxy.spend.redis_backend import RedisSpendBackend
 from proxy.spend.rollups import DAY, HOUR, Plan, Slice, plan_range
 from tests.spend_helpers import FakeClock, StoreFactory, make_record
@@ -110,6 +115,146 @@ def test_records_written_before_rollups_are_backfilled_once(
         usage = await store.usage(MIDNIGHT, MIDNIGHT + DAY)
         assert sum(u.requests for u in usage) == 31
         assert sum(u.cost_nanos for u in usage) == sum(r.cost_nanos for r in [*old, new])
+        arms = await store.arm_usage(MIDNIGHT, MIDNIGHT + DAY)
+        assert sum(p.requests for p in arms) == 31
+        await store.close()
+
+    asyncio.run(run())
+
+
+@pytest.mark.redis
+def test_records_written_before_arm_rollups_join_them_once(
+        make_spend_store: StoreFactory, spend_backend: str) -> None:
+    """An upgrade from the version with usage rollups only ("rollup":1): the backfill adds those
+    records to the arm rollups, not again to the usage rollups, and a score given before the
+    backfill counts once."""
+    if spend_backend != "redis":
+        pytest.skip("Redis upgrade path")
+
+    async def run() -> None:
+        store = make_spend_store({"eng": {}}, clock=FakeClock(MIDNIGHT + DAY))
+        backend = store.backend
+        assert isinstance(backend, RedisSpendBackend)
+        records = [make_record(f"r{i}", MIDNIGHT + 60 * i, experiment="e", variant="control",
+                               cost_nanos=1000 + i) for i in range(12)]
+        for record in records:
+            await store.add_record(record)
+        await backend.client.set(f"{backend._roll}backfilled", "1")  # the previous backfill
+        await backend.client.delete(*backend._arm_keys(MIDNIGHT))  # as the previous version
+        for record in records:
+            data = {**record.to_dict(), "rollup": 1}
+            await backend.client.set(backend._record_key(record.request_id), orjson.dumps(data))
+        assert await store.set_feedback("r0", 0.5)
+        added = await asyncio.gather(backend.backfill_rollups(batch=5),
+                                     backend.backfill_rollups(batch=5))
+        assert sum(added) == 12 and await backend.backfill_rollups() == 0
+        usage = await store.usage(MIDNIGHT, MIDNIGHT + DAY)
+        assert sum(u.requests for u in usage) == 12
+        result = summarize_arms(await store.arm_usage(MIDNIGHT, MIDNIGHT + DAY), "e")
+        assert result == summarize(await store.records(MIDNIGHT, MIDNIGHT + DAY), "e")
+        assert (result.n, result.arms["control"].quality.n) == (12, 1)
+        await store.close()
+
+    asyncio.run(run())
+
+
+def no_raw_records(store: Ledger) -> None:
+    """Make any read of raw records fail the test."""
+
+    async def refuse(*args: object) -> None:
+        raise AssertionError("a report read raw records")
+
+    store.backend.query_records = refuse  # type: ignore[method-assign]
+
+
+def test_arm_statistics_from_rollups_equal_those_from_records(
+        make_spend_store: StoreFactory) -> None:
+    """Experiment results and recommendations from the arm rollups equal the same computed from
+    every record, feedback (given, replaced) included, and read no raw record."""
+
+    async def run() -> None:
+        clock = FakeClock(MIDNIGHT + 3 * DAY)
+        store: Ledger = make_spend_store({"eng": {}, "sales": {}}, clock=clock)
+        rng = random.Random(7)
+        models: list[str] = []
+        for i in range(500):
+            arm = rng.choice([("exp", "control"), ("exp", "variant"), ("other", "control"),
+                              (None, None)])
+            failed, model = rng.random() < 0.1, rng.choice(["a", "b", "c"])
+            models.append(model)
+            await store.add_record(make_record(
+                f"r{i}", MIDNIGHT - DAY / 2 + rng.uniform(0, 3 * DAY), experiment=arm[0],
+                department=rng.choice(["eng", "sales"]), saved_nanos=rng.choice([0, 4321]),
+                variant=arm[1], model_used=model, provider="openai",
+                task=rng.choice([None, "summary", "code"]),
+                route_rule=rng.choice([None, "summaries", "default"]),
+                status=500 if failed else 200, error=rng.choice([None, "cut"]) if not failed
+                else "upstream_error", latency_ms=rng.uniform(50, 90_000),
+                ttft_ms=rng.choice([None, rng.uniform(10, 900)]),
+                input_tokens=rng.randint(0, 10**6), output_tokens=rng.randint(0, 4000),
+                cost_nanos=rng.choice([0, rng.randint(1, 5 * 10**10 // (1 + 9 * (model == "c")))]),
+                cache=rng.choice(["miss", "hit-exact", "off"])))
+        for i in range(0, 500, 3):
+            good = models[i] == "c"  # the cheapest model and the best rated: recommended
+            assert await store.set_feedback(f"r{i}", rng.choice([0.8, 1.0] if good else [0, 0.25]))
+            if i % 2:
+                assert await store.set_feedback(f"r{i}", round(rng.random(), 3), "again")
+        ranges = [(MIDNIGHT - DAY, MIDNIGHT + 3 * DAY + 1),
+                  (MIDNIGHT + 5 * HOUR, MIDNIGHT + 2 * DAY + 7 * HOUR),
+                  (1_748_736_000, MIDNIGHT + 3 * DAY + 1)]  # from June 1st: a month bucket
+        every = [await store.records(start, end) for start, end in ranges]
+        no_raw_records(store)
+        for (start, end), records in zip(ranges, every, strict=True):
+            slices = await store.arm_usage(start, end)
+            for experiment in ("exp", "other"):
+                assert summarize_arms(slices, experiment) == summarize(records, experiment)
+            hourly = await store.arm_usage(start, end, "h")
+            assert recommend_arms(hourly, RoutingRules(), min_n=5) == \
+                recommend(records, RoutingRules(), min_n=5)
+        first = math.floor(MIDNIGHT / DAY) - 1
+        for department in (None, "eng", "sales"):
+            records = [r for r in every[0] if department in (None, r.department)]
+            slices = await store.arm_usage(first * DAY, clock.now + 1, "d", department)
+            assert daily_series_arms(slices, first, 4, ["eng", "sales"]) == \
+                daily_series(records, first, 4, ["eng", "sales"])
+        assert summarize(records, "exp").arms["control"].quality.n > 0
+        assert recommend(records, RoutingRules(), min_n=5)  # something to compare
+        await store.close()
+
+    asyncio.run(run())
+
+
+def test_a_cut_inside_an_hour_reads_at_most_a_minute_of_records_each_side(
+        make_spend_store: StoreFactory) -> None:
+    """Coarse reports (chargeback, per department and model) take whole minutes of an edge hour
+    from the minute rollups: the raw records read are those of the partial minutes only."""
+
+    async def run() -> None:
+        clock = FakeClock(MIDNIGHT + DAY)
+        store: Ledger = make_spend_store({"eng": {}, "sales": {}}, clock=clock)
+        rng = random.Random(11)
+        for i in range(400):
+            await store.add_record(make_record(
+                f"r{i}", MIDNIGHT + rng.uniform(0, DAY), department=rng.choice(["eng", "sales"]),
+                model_used=rng.choice(["a", "b"]), cost_nanos=rng.randint(0, 10**7)))
+        reads: list[tuple[float, float]] = []
+        query = store.backend.query_records
+
+        async def spy(start: float, end: float, department: str | None) -> list[UsageRecord]:
+            reads.append((start, end))
+            return await query(start, end, department)
+
+        store.backend.query_records = spy  # type: ignore[method-assign]
+        for start, end, department in [(MIDNIGHT + 1234.5, MIDNIGHT + 7 * HOUR + 1000.25, None),
+                                       (MIDNIGHT + 1800, MIDNIGHT + 2400, "eng"),
+                                       (MIDNIGHT + 30, MIDNIGHT + 50, None),
+                                       (MIDNIGHT + 5 * HOUR + 61, MIDNIGHT + DAY + 5, "sales")]:
+            reads.clear()
+            usage = await store.usage(start, end, department, "coarse")
+            assert all(last - first < 60 for first, last in reads), reads
+            records = await query(start, end, department)
+            assert build_chargeback(usage) == build_chargeback(records)
+            assert sum(u.requests for u in usage) == len(records)
         await store.close()
 
     asyncio.run(run())
