@@ -210,7 +210,15 @@ def plan_admission(
     if not headrooms or min(headrooms) >= need:  # the common case: every window has room
         return need, None, ()
     failing = tuple(i for i, room in enumerate(headrooms) if room < need)
-    room = min(headrooms)
+    capped = cap_to(plan, min(headrooms))
+    if capped is not None:
+        return capped[0], capped[1], ()
+    return 0, None, failing
+
+
+def cap_to(plan: AdmitPlan, room: int) -> tuple[int, int] | None:
+    """(amount, max_tokens) of the request capped to fit `room`, or None when the department
+    does not cap or fewer than its min_tokens would fit."""
     if plan.cap and plan.per_token_nanos > 0 and room > plan.fixed_nanos:
         tokens = math.floor((room - plan.fixed_nanos) / plan.per_token_nanos)
         while (
@@ -219,8 +227,8 @@ def plan_admission(
         ):
             tokens -= 1
         if tokens >= plan.min_tokens:
-            return reservation_amount(plan.fixed_nanos, plan.per_token_nanos, tokens), tokens, ()
-    return 0, None, failing
+            return reservation_amount(plan.fixed_nanos, plan.per_token_nanos, tokens), tokens
+    return None
 
 
 def rate_position(now: float) -> tuple[int, float]:
@@ -302,6 +310,12 @@ class SpendOptions:
     max_memory_records: int = 100_000  # embedded backend bound
     backlog_max_records: int = 100_000  # records queued while Redis is down
     flush_interval_seconds: float = 1.0
+    # Redis: budget/rate leases and batched writes (docs/scaling.md, "Leases"); False: one
+    # admit and one settle script and one record script per request (the design before)
+    leases: bool = True
+    batch_interval_seconds: float = 0.01  # one flush window: records and spend written after it
+    lease_ttl_seconds: float = 30.0  # a crashed replica's lease is freed after this
+    lease_horizon_seconds: float = 0.1  # a lease slice covers this long at the recent rate
     redis_timeout_seconds: float = 2.0
     redis_max_connections: int = 64  # requests wait for a free connection beyond this
     redis_pool_wait_seconds: float = 10.0

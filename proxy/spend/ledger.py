@@ -103,6 +103,11 @@ class Ledger:
         self._breaker_cache: dict[str, tuple[Department, BreakerPlan | None]] = {}
         # latest window spend per department, handed to the observer by report_budgets()
         self._unreported: dict[str, tuple[tuple[Window, ...], tuple[int, ...]]] = {}
+        # the last spend this replica saw per (department, window) and breaker: with leases the
+        # other replicas' spend arrives in steps, so a threshold is crossed from the last value
+        # seen, not from `spent - cost`
+        self._seen: dict[tuple[str, str], int] = {}
+        self._seen_breaker: dict[str, int] = {}
 
     def reconfigure(
         self, departments: DepartmentsConfig, pricing: PricingTable, notifier: NoticeSink | None
@@ -259,12 +264,20 @@ class Ledger:
             return None
         lowest_mark = min(dept.soft_alerts, default=1.0)
         for window, spent in zip(settlement.windows, outcome.spent_nanos, strict=True):
+            key = (dept.name, window.wid)
+            before = min(spent - cost_nanos, self._seen.get(key, spent - cost_nanos))
+            if len(self._seen) > 4096:
+                self._seen.clear()
+            self._seen[key] = spent
             if spent >= window.limit_nanos * lowest_mark:  # else no threshold can be crossed
-                self._check_thresholds(dept, window, spent - cost_nanos, spent)
+                self._check_thresholds(dept, window, before, spent)
         if breaker and outcome.breaker_nanos is not None:
             ceiling = to_nanos(breaker.max_dollars)
-            if outcome.breaker_nanos - cost_nanos <= ceiling < outcome.breaker_nanos:
-                self._notify_breaker(dept, outcome.breaker_nanos, ceiling)
+            after = outcome.breaker_nanos
+            before = min(after - cost_nanos, self._seen_breaker.get(dept.name, after - cost_nanos))
+            self._seen_breaker[dept.name] = after
+            if before <= ceiling < after:
+                self._notify_breaker(dept, after, ceiling)
         return self._report_left(dept, settlement.windows, outcome.spent_nanos)
 
     def _report_left(
@@ -567,14 +580,24 @@ def create_spend_store(
             retention_seconds=options.record_retention_seconds,
         )
     else:
+        from proxy.spend.leases import LeasedRedisBackend
         from proxy.spend.redis_backend import RedisSpendBackend
 
         owns_client = isinstance(redis, str)
         client = spend_redis_client(redis, options) if isinstance(redis, str) else redis
-        backend = RedisSpendBackend(client, prefix=options.key_prefix, clock=clock,
-                               retention_seconds=options.record_retention_seconds,
-                               backlog_max_records=options.backlog_max_records,
-                               owns_client=owns_client)
+        if options.leases:
+            backend = LeasedRedisBackend(
+                client, prefix=options.key_prefix, clock=clock,
+                retention_seconds=options.record_retention_seconds,
+                backlog_max_records=options.backlog_max_records, owns_client=owns_client,
+                batch_interval_seconds=options.batch_interval_seconds,
+                lease_ttl_seconds=options.lease_ttl_seconds,
+                lease_horizon_seconds=options.lease_horizon_seconds)
+        else:
+            backend = RedisSpendBackend(client, prefix=options.key_prefix, clock=clock,
+                                        retention_seconds=options.record_retention_seconds,
+                                        backlog_max_records=options.backlog_max_records,
+                                        owns_client=owns_client)
     return Ledger(backend, departments, pricing, options=options, notifier=notifier, clock=clock)
 
 

@@ -37,16 +37,26 @@ class BudgetGauges:
 
 
 def spend_options(settings: Settings) -> SpendOptions:
-    """MET_SPEND_FAIL_MODE (closed|open, default closed), MET_SPEND_RETENTION_DAYS (default 63)."""
+    """MET_SPEND_FAIL_MODE (closed|open, default closed), MET_SPEND_RETENTION_DAYS (default 63),
+    MET_SPEND_LEASES (1|0, default 1: leases and batched writes on Redis, docs/scaling.md),
+    MET_SPEND_FLUSH_MS (one flush window, default 10), MET_SPEND_LEASE_TTL_SECONDS (default 30)."""
     env = settings.env
     mode = env.get("MET_SPEND_FAIL_MODE") or "closed"
     if mode not in FAIL_MODES:
         raise SettingsError(
             f"Config 'MET_SPEND_FAIL_MODE' has value '{mode}'. Not one of closed, open.")
     days = _positive_float(env, "MET_SPEND_RETENTION_DAYS", 63.0)
+    leases = env.get("MET_SPEND_LEASES") or "1"
+    if leases not in ("0", "1"):
+        raise SettingsError(f"Config 'MET_SPEND_LEASES' has value '{leases}'. Not 0 or 1.")
     return SpendOptions(key_prefix=settings.redis_prefix,
                         fail_mode=cast(Literal["closed", "open"], mode),
-                        record_retention_seconds=days * 86_400.0)
+                        record_retention_seconds=days * 86_400.0,
+                        leases=leases == "1",
+                        batch_interval_seconds=_positive_float(
+                            env, "MET_SPEND_FLUSH_MS", 10.0) / 1000,
+                        lease_ttl_seconds=_positive_float(env, "MET_SPEND_LEASE_TTL_SECONDS",
+                                                          30.0))
 
 
 def _positive_float(env: Mapping[str, str], key: str, default: float) -> float:
