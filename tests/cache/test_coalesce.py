@@ -102,7 +102,7 @@ def test_streams_do_not_wait_unless_configured(start: Any, mock_upstream: Server
     assert [r.status_code for r in responses] == [200] * 3
     assert upstream_calls(mock_upstream, text) == 3
 
-    text = f"Explain idempotency keys again {uuid.uuid4().hex[:8]} #fault:slow"
+    text = f"Describe retry budgets for webhooks {uuid.uuid4().hex[:8]} #fault:slow"
     proxy = start(coalesce={"streams": True})
     responses = burst(proxy, [(ENG, text)] * 3, stream=True)
     assert [r.status_code for r in responses] == [200] * 3

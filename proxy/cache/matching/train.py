@@ -228,8 +228,10 @@ def main(argv: list[str]) -> int:
         "threshold": round(threshold, 4),
         "trained_on": (
             f"{len(labels)} generated pairs (cosine >= {TRAIN_FLOOR}) from "
-            f"{args.prompts.name} (train split) and perturb.TEMPLATES "
-            f"{template_split('train')}; no QQP"),
+            f"{args.prompts.name} (train split), perturb.TEMPLATES "
+            f"{template_split('train')} and rephrase.INTENTS "
+            f"{[n for n in range(len(rephrase.INTENTS)) if rephrase.intent_split(n) == 'train']}"
+            "; no QQP"),
         "threshold_chosen_on": (
             f"validation split, pairs with cosine >= {floor}: FHR <= {TARGET_FALSE_HIT_RATE} "
             f"overall and <= {SOURCE_CAP} per source"),

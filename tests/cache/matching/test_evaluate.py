@@ -141,3 +141,12 @@ def test_families_compare_with_cosine_on_both_labels() -> None:
     assert family["plain_cosine_recall_at_same_fhr"] == 0.5
     assert result["sources"]["re-x-keep"]["negatives"] == 0  # type: ignore[index]
     assert "[re-x]" in format_text(result)
+
+
+def test_encyclopedia_swaps_pair_each_sentence_with_a_swap_and_a_rewrite() -> None:
+    pairs = load_pairs(ADVERSARIAL.with_name("encyclopedia_swaps.jsonl"))
+    sentences = {p.a for p in pairs}
+    assert len(sentences) == 30 and len(pairs) == 60
+    for sentence in sentences:
+        mine = sorted((p.source, p.label) for p in pairs if p.a == sentence)
+        assert mine == [("ency-keep", 1), ("ency-swap", 0)]
