@@ -16,6 +16,7 @@ from typing import Any, cast
 import numpy as np
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 from redisvl.exceptions import RedisSearchError  # type: ignore[import-untyped]
 from redisvl.index import AsyncSearchIndex  # type: ignore[import-untyped]
 from redisvl.query import CountQuery, FilterQuery, VectorQuery  # type: ignore[import-untyped]
@@ -231,23 +232,31 @@ class RedisCacheBackend:
         await self.book(Batch(hits={entry.id: HitTally(entry, 1, expires_at)}))
 
     async def book(self, batch: Batch) -> None:
-        """One pipeline: the hits script, the counter increments, the served records."""
+        """One pipeline: the hits script, the counter increments, the served records. The script
+        goes by EVALSHA without redis-py's per-pipeline SCRIPT EXISTS (a second round trip);
+        a Redis that lost it (restarted, SCRIPT FLUSH) gets it loaded and run again alone."""
         pipe = self._r.pipeline(transaction=False)
-        if batch.hits:
-            keys: list[str] = []
-            args: list[float | int] = []
-            for tally in batch.hits.values():
-                entry = tally.entry
-                keys += [self._entry_key(entry.id), self._exact_key(entry.scope, entry.text_hash)]
-                args += [tally.count, tally.expires_at, int(tally.expires_at * 1000)]
-            await self._hits_script(keys=keys, args=args, client=pipe)  # queued on `pipe`
+        keys: list[str] = []
+        args: list[float | int] = []
+        for tally in batch.hits.values():
+            entry = tally.entry
+            keys += [self._entry_key(entry.id), self._exact_key(entry.scope, entry.text_hash)]
+            args += [tally.count, tally.expires_at, int(tally.expires_at * 1000)]
+        if keys:
+            pipe.evalsha(self._hits_script.sha, len(keys), *keys, *args)
         for name, amount in batch.counters.items():
             pipe.hincrbyfloat(f"{self._p}stats", name, amount)
         for served in batch.served:
             key = f"{self._p}r:{served.request_id}"
             pipe.hset(key, mapping=cast(Any, served.fields))
             pipe.pexpire(key, int(served.ttl_s * 1000))
-        await pipe.execute()
+        replies = await pipe.execute(raise_on_error=False)
+        if keys and isinstance(replies[0], NoScriptError):
+            await self._hits_script(keys=keys, args=args)  # loads it, then runs it
+            replies = replies[1:]
+        failed = next((r for r in replies if isinstance(r, Exception)), None)
+        if failed is not None:
+            raise failed
 
     async def get(self, entry_id: str) -> Entry | None:
         row = await self._r.hgetall(self._entry_key(entry_id))

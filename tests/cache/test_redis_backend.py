@@ -16,6 +16,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from proxy.cache.backend import CacheBackend, Entry, Tightened, Vector
+from proxy.cache.bookkeeping import Batch, HitTally
 from proxy.cache.embedder import MINILM_DIM
 from proxy.cache.memory import MemoryCacheBackend
 from proxy.cache.redis_backend import RedisCacheBackend, schema_for
@@ -353,3 +354,23 @@ async def test_a_failed_shared_lookup_fails_each_waiting_lookup() -> None:
     results = await asyncio.gather(broken.get_exact("s", "a"), broken.get_exact("s", "b"),
                                    return_exceptions=True)
     assert [type(r).__name__ for r in results] == ["ConnectionError", "ConnectionError"]
+
+
+@pytest.mark.redis
+async def test_a_bookkeeping_write_is_one_round_trip_and_survives_a_script_flush(
+        redis_backend: RedisCacheBackend, client: aioredis.Redis) -> None:
+    """redis-py asks SCRIPT EXISTS before every pipeline that holds a registered script: a
+    second round trip per write. The hits go by EVALSHA; a Redis that lost the script loads it."""
+    stored = entry("a")
+    await redis_backend.put(stored, None, 10)
+    await redis_backend.hit(stored, time.time() + 600)  # the script is loaded by now
+    before = await command_calls(client)
+    await redis_backend.hit(stored, time.time() + 600)
+    after = await command_calls(client)
+    assert after.get("script|exists", 0) == before.get("script|exists", 0)
+    await client.script_flush()
+    await redis_backend.book(Batch(hits={"a": HitTally(stored, 3, time.time() + 900)},
+                                   counters={"n": 1}))
+    again = await redis_backend.get("a")
+    assert again is not None and again.hits == 5
+    assert await redis_backend.counters() == {"n": 1.0}
