@@ -317,17 +317,33 @@ async def test_eviction_reads_only_what_it_ranks_entries_by(
 
 @pytest.mark.redis
 async def test_concurrent_puts_over_max_size_evict_once(
-        redis_backend: RedisCacheBackend, client: aioredis.Redis) -> None:
+        redis_backend: RedisCacheBackend, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every put that found the partition over max_size scanned and evicted it, all at once
-    under load (64 concurrent misses: 196 entry reads per request in scripts/bench_hits.py)."""
+    under load (64 concurrent misses: 196 entry reads per request in scripts/bench_hits.py).
+    While one eviction of a partition runs, the other puts leave it to that one."""
     for i in range(20):
         await redis_backend.put(entry(f"e{i:02}", created=10.0 + i), None, 20)
-    before = await command_calls(client)
-    await asyncio.gather(*(redis_backend.put(entry(f"n{i}", created=100.0 + i), None, 20)
-                           for i in range(10)))
-    after = await command_calls(client)
-    assert after["zrange"] - before.get("zrange", 0) == 1
-    assert 19 <= await redis_backend.count() <= 30
+    running = asyncio.Event()
+    release = asyncio.Event()
+    scans: list[str] = []
+    evict_now = redis_backend._evict_now
+
+    async def held_eviction(partition_key: str, max_size: int) -> int:
+        scans.append(partition_key)
+        running.set()
+        await release.wait()
+        return await evict_now(partition_key, max_size)
+
+    monkeypatch.setattr(redis_backend, "_evict_now", held_eviction)
+    first = asyncio.get_running_loop().create_task(
+        redis_backend.put(entry("n0", created=100.0), None, 20))
+    await running.wait()
+    others = await asyncio.gather(*(redis_backend.put(entry(f"n{i}", created=100.0 + i),
+                                                      None, 20) for i in range(1, 10)))
+    assert others == [0] * 9 and len(scans) == 1  # they found it being evicted
+    release.set()
+    assert await first == 30 - 19  # the one eviction brings it to eviction_target(20)
+    assert await redis_backend.count() == 19
 
 
 @pytest.mark.redis
