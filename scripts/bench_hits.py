@@ -120,7 +120,7 @@ def run(state: str, case: str, upstream: str, work: Path) -> dict[str, Any]:
         "state": state, "case": case, "req_s": round(n / (result["duration_us"] / 1e6)),
         "proxy_cpu_us_per_req": round(1e6 * (cpu1 - cpu0) / n, 1),
         "p50_ms": result["p50_us"] / 1000, "p99_ms": result["p99_us"] / 1000,
-        "errors": sum(v for k, v in result.items() if k.startswith("err")),
+        "errors": {k: v for k, v in result.items() if k.startswith("err") and v},
         "load": os.getloadavg()[0]}
     if ports:
         line["redis_cmds_by_name_per_req"] = {

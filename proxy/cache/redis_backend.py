@@ -9,11 +9,14 @@ report), cache:th:<partition> a threshold tightened by reports (hash, expires).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 import numpy as np
 import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 from redisvl.exceptions import RedisSearchError  # type: ignore[import-untyped]
 from redisvl.index import AsyncSearchIndex  # type: ignore[import-untyped]
 from redisvl.query import CountQuery, FilterQuery, VectorQuery  # type: ignore[import-untyped]
@@ -33,14 +36,22 @@ RETURN_FIELDS = [f for f in ENTRY_FIELDS if f != "id"]
 VALUE_FIELDS = ["hits", "cost", "created"]  # what eviction ranks by (Entry.value)
 PAGE = 1000
 
-# An exact lookup in one round trip: the pointer, then the entry's fields without its embedding.
-# GET + HGETALL were two round trips and moved the 1.5 KB vector on every hit (16 % of a Redis
-# exact hit's proxy CPU, docs/performance.md). The entry key is derived from the pointer's value,
-# so it is not in KEYS: the cache's Redis Stack is never a cluster (proxy/cache/factory.py).
+# Exact lookups in one round trip: per key, the pointer, then the entry's fields without its
+# embedding. GET + HGETALL were two round trips and moved the 1.5 KB vector on every hit (16 % of
+# a Redis exact hit's proxy CPU, docs/performance.md). The entry keys are derived from the
+# pointers' values, so they are not in KEYS: the cache's Redis Stack is never a cluster
+# (proxy/cache/factory.py).
 EXACT_LUA = """
-local id = redis.call('GET', KEYS[1])
-if not id then return false end
-return {id, redis.call('HMGET', ARGV[1] .. id, FIELDS)}
+local found = {}
+for i, key in ipairs(KEYS) do
+  local id = redis.call('GET', key)
+  if id then
+    found[i] = {id, redis.call('HMGET', ARGV[1] .. id, FIELDS)}
+  else
+    found[i] = false
+  end
+end
+return found
 """.replace("FIELDS", ", ".join(f"'{name}'" for name in RETURN_FIELDS))
 # A batch of hits: count and extend each entry that still exists (a hit flushed after its entry
 # was deleted must not leave a stray half hash in the index). KEYS: entry, pointer per hit;
@@ -86,6 +97,49 @@ def schema_for(prefix: str, dims: int, algorithm: str) -> IndexSchema:
     })
 
 
+class SharedLookups:
+    """Exact lookups that are ready in the same turn of the event loop go out as one script
+    call: each Redis call costs the proxy ~100 us of client CPU (redis-py: pool, retry, pack,
+    parse) however little it asks, and at 64 concurrent hits several are ready at once."""
+
+    def __init__(self, script: AsyncScript, entry_prefix: str) -> None:
+        self._script = script
+        self._entry_prefix = entry_prefix
+        self._waiting: list[tuple[str, asyncio.Future[Any]]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def get(self, key: str) -> Any:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._waiting.append((key, future))
+        if len(self._waiting) == 1:
+            loop.call_soon(self._send)
+        return await future
+
+    def _send(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        task = asyncio.get_running_loop().create_task(self._run(waiting))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, waiting: list[tuple[str, asyncio.Future[Any]]]) -> None:
+        try:
+            found = await self._script(keys=[key for key, _ in waiting],
+                                       args=[self._entry_prefix])
+        except asyncio.CancelledError:
+            for _, future in waiting:
+                future.cancel()
+            raise
+        except Exception as exc:  # noqa: BLE001 - each waiting lookup raises it (then bypasses)
+            for _, future in waiting:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, future), reply in zip(waiting, found, strict=True):
+            if not future.done():  # not cancelled meanwhile (a client that went away)
+                future.set_result(reply)
+
+
 class RedisCacheBackend:
     """Shared by every replica; uses the app's Redis client (bytes responses)."""
 
@@ -94,7 +148,7 @@ class RedisCacheBackend:
         self._r = client
         self._p = prefix + "cache:"
         self.index = AsyncSearchIndex(schema_for(prefix, dims, algorithm), redis_client=client)
-        self._exact_script = client.register_script(EXACT_LUA)
+        self._lookups = SharedLookups(client.register_script(EXACT_LUA), self._p + "e:")
         self._hits_script = client.register_script(HITS_LUA)
         self._evicting: set[str] = set()  # partitions this replica is evicting now
 
@@ -115,8 +169,7 @@ class RedisCacheBackend:
         return f"{self._p}x:{scope}:{text_hash}"
 
     async def get_exact(self, scope: str, text_hash: str) -> Entry | None:
-        found = await self._exact_script(keys=[self._exact_key(scope, text_hash)],
-                                         args=[self._p + "e:"])
+        found = await self._lookups.get(self._exact_key(scope, text_hash))
         if not found or found[1][RETURN_FIELDS.index("response")] is None:
             return None  # no pointer, or its entry is gone
         return Entry.from_fields({"id": found[0], **dict(zip(RETURN_FIELDS, found[1],
@@ -179,43 +232,54 @@ class RedisCacheBackend:
         await self.book(Batch(hits={entry.id: HitTally(entry, 1, expires_at)}))
 
     async def book(self, batch: Batch) -> None:
-        """One pipeline: the hits script, the counter increments, the served records."""
+        """One pipeline: the hits script, the counter increments, the served records. The script
+        goes by EVALSHA without redis-py's per-pipeline SCRIPT EXISTS (a second round trip);
+        a Redis that lost it (restarted, SCRIPT FLUSH) gets it loaded and run again alone."""
         pipe = self._r.pipeline(transaction=False)
-        if batch.hits:
-            keys: list[str] = []
-            args: list[float | int] = []
-            for tally in batch.hits.values():
-                entry = tally.entry
-                keys += [self._entry_key(entry.id), self._exact_key(entry.scope, entry.text_hash)]
-                args += [tally.count, tally.expires_at, int(tally.expires_at * 1000)]
-            await self._hits_script(keys=keys, args=args, client=pipe)  # queued on `pipe`
+        keys: list[str] = []
+        args: list[float | int] = []
+        for tally in batch.hits.values():
+            entry = tally.entry
+            keys += [self._entry_key(entry.id), self._exact_key(entry.scope, entry.text_hash)]
+            args += [tally.count, tally.expires_at, int(tally.expires_at * 1000)]
+        if keys:
+            pipe.evalsha(self._hits_script.sha, len(keys), *keys, *args)
         for name, amount in batch.counters.items():
             pipe.hincrbyfloat(f"{self._p}stats", name, amount)
         for served in batch.served:
             key = f"{self._p}r:{served.request_id}"
             pipe.hset(key, mapping=cast(Any, served.fields))
             pipe.pexpire(key, int(served.ttl_s * 1000))
-        await pipe.execute()
+        replies = await pipe.execute(raise_on_error=False)
+        if keys and isinstance(replies[0], NoScriptError):
+            await self._hits_script(keys=keys, args=args)  # loads it, then runs it
+            replies = replies[1:]
+        failed = next((r for r in replies if isinstance(r, Exception)), None)
+        if failed is not None:
+            raise failed
 
     async def get(self, entry_id: str) -> Entry | None:
         row = await self._r.hgetall(self._entry_key(entry_id))
         return Entry.from_fields({_s(k): v for k, v in row.items()}) if row else None
 
     async def delete(self, entry_ids: Sequence[str]) -> int:
-        gone = 0
-        for entry_id in entry_ids:
-            key = self._entry_key(entry_id)
-            scope, text_hash, partition = await self._r.hmget(
-                key, ["scope", "text_hash", "partition"])
+        """Two round trips however many ids (eviction deletes 5 % of a partition at once)."""
+        ids = list(dict.fromkeys(entry_ids))
+        if not ids:
+            return 0
+        pipe = self._r.pipeline(transaction=False)
+        for entry_id in ids:
+            pipe.hmget(self._entry_key(entry_id), ["scope", "text_hash", "partition"])
+        rows = await pipe.execute()
+        pipe = self._r.pipeline(transaction=False)
+        for entry_id, (scope, text_hash, partition) in zip(ids, rows, strict=True):
             if scope is None:
                 continue
-            pipe = self._r.pipeline(transaction=False)
-            pipe.delete(key)
+            pipe.delete(self._entry_key(entry_id))
             pipe.delete(self._exact_key(_s(scope), _s(text_hash or b"")))
             pipe.zrem(f"{self._p}p:{_s(partition or b'')}", entry_id)
-            deleted = (await pipe.execute())[0]
-            gone += int(deleted)
-        return gone
+        done = await pipe.execute()
+        return sum(int(deleted) for deleted in done[::3])
 
     def _filter(self, scope: str | None, owner: str | None) -> FilterExpression | None:
         expression: FilterExpression | None = None
