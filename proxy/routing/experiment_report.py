@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from proxy.config.loader import Config
+from proxy.routing.distributions import t_quantile
 from proxy.routing.experiment_stats import (
     ArmStats,
     Comparison,
@@ -24,7 +25,6 @@ from proxy.routing.experiment_stats import (
     Moments,
     Recommendation,
     SplitChange,
-    t_quantile,
 )
 from proxy.routing.experiments import Experiment, Experiments, status
 from proxy.runtime.services import Services

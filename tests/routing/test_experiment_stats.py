@@ -9,6 +9,7 @@ import orjson
 import pytest
 import yaml
 
+from proxy.routing.distributions import t_quantile
 from proxy.routing.experiment_stats import (
     AB_COLUMNS,
     Estimate,
@@ -21,7 +22,6 @@ from proxy.routing.experiment_stats import (
     rows_to_csv,
     rows_to_json,
     summarize,
-    t_quantile,
     welch_diff,
     wilson,
 )
