@@ -32,7 +32,7 @@ from proxy.spend.records import UsageRecord
 from proxy.spend.rollups import (
     ARM_HEAD,
     ARM_WIDTH,
-    HOUR,
+    DAY,
     MICROS_PER_MS,
     MOMENT_WIDTH,
     MOMENTS,
@@ -320,9 +320,10 @@ class Recommendation:
 
 
 def _per_day(slices: Sequence[ArmSlice]) -> float:
-    """Requests per day over the whole UTC hours from the first to the last with traffic."""
-    span = max(p.start for p in slices) + HOUR - min(p.start for p in slices)
-    return sum(p.requests for p in slices) / (span / 86400)
+    """Requests per day over the whole UTC days from the first to the last with traffic (the
+    day rollups' resolution)."""
+    days = {math.floor(p.start / DAY) for p in slices if p.requests}
+    return sum(p.requests for p in slices) / (max(days) - min(days) + 1)
 
 
 def _mean_cost(slices: Sequence[ArmSlice]) -> float:
@@ -380,14 +381,15 @@ def _yaml_rule(rules: RoutingRules, kind: str, key: str, model: str, current: st
 
 def recommend(records: Sequence[UsageRecord], rules: RoutingRules, min_n: int = 30,
               margin: float = 0.02, confidence: float = 0.95) -> list[Recommendation]:
-    """recommend_arms over the records' own arm statistics, per hour."""
-    return recommend_arms([arm_slice_of(r) for r in records], rules, min_n, margin, confidence)
+    """recommend_arms over the records' own arm statistics, per day."""
+    return recommend_arms([arm_slice_of(r, "d") for r in records], rules, min_n, margin,
+                          confidence)
 
 
 def recommend_arms(slices: Sequence[ArmSlice], rules: RoutingRules, min_n: int = 30,
                    margin: float = 0.02, confidence: float = 0.95) -> list[Recommendation]:
     """Cheaper models with no measurable quality loss, per task and per routing rule, from arm
-    statistics per hour (`Ledger.arm_usage(..., coarsest="h")`)."""
+    statistics per day or finer (`Ledger.arm_usage(..., coarsest="d")`)."""
     groups: dict[tuple[Literal["route_task", "retarget_rule"], str], list[ArmSlice]] = \
         defaultdict(list)
     for p in slices:

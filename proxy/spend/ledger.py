@@ -388,6 +388,13 @@ class Ledger:
         found = await self._guard(self.backend.minute_rollups(hours, department))
         return [part for part in found if from_ts <= part.start < to_ts]
 
+    async def minute_costs(self, from_ts: int, to_ts: int) -> list[tuple[str, int, int]]:
+        """(department, minute start, nano-dollars spent) for whole minutes [from_ts, to_ts)
+        with spend, from the per-department minute rollups."""
+        hours = range(bucket_start("h", from_ts), to_ts, HOUR)
+        found = await self._guard(self.backend.minute_costs(hours))
+        return [cost for cost in found if from_ts <= cost[1] < to_ts]
+
     async def arm_usage(
         self, from_ts: float, to_ts: float, coarsest: Granularity = "m",
         department: str | None = None,

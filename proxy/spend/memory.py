@@ -251,6 +251,13 @@ class MemorySpendBackend:
         for hour in [h for h in self._minutes if h < now - MINUTE_RETENTION]:
             del self._minutes[hour]
 
+    async def minute_costs(self, hours: Iterable[int]) -> list[tuple[str, int, int]]:
+        costs: dict[tuple[str, int], int] = defaultdict(int)
+        for hour in hours:
+            for (group, minute), sums in self._minutes.get(hour, {}).items():
+                costs[(group[0], minute)] += sums[4]
+        return [(dept, minute, nanos) for (dept, minute), nanos in costs.items() if nanos]
+
     async def minute_rollups(self, hours: Iterable[int], department: str | None) -> list[Slice]:
         return [Slice.of(minute, group, sums) for hour in hours
                 for (group, minute), sums in self._minutes.get(hour, {}).items()

@@ -208,8 +208,8 @@ def test_arm_statistics_from_rollups_equal_those_from_records(
             slices = await store.arm_usage(start, end)
             for experiment in ("exp", "other"):
                 assert summarize_arms(slices, experiment) == summarize(records, experiment)
-            hourly = await store.arm_usage(start, end, "h")
-            assert recommend_arms(hourly, RoutingRules(), min_n=5) == \
+            daily = await store.arm_usage(start, end, "d")
+            assert recommend_arms(daily, RoutingRules(), min_n=5) == \
                 recommend(records, RoutingRules(), min_n=5)
         first = math.floor(MIDNIGHT / DAY) - 1
         for department in (None, "eng", "sales"):
