@@ -12,6 +12,7 @@ and views.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -209,7 +210,7 @@ async def own_daily(request: Request) -> Response:
     first = first_day_index(now, days)
     slices = await ledger_of(services).arm_usage(first * 86_400.0, now + 1.0, "d", department)
     names = (department,) if department else services.config.departments.names
-    view = daily_series_arms(slices, first, days, names)
+    view = await asyncio.to_thread(daily_series_arms, slices, first, days, names)
     view["department"] = department
     return json_response(view)
 

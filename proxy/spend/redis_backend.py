@@ -378,11 +378,11 @@ class RedisSpendBackend:
         if not buckets:
             return []
         keys = [self._arm_key(granularity, start) for granularity, start in buckets]
-        replies = orjson.loads(await self._call(self._read_rollups(keys=keys)))
-        keyed = [(start, flat[i]) for (_, start), flat in zip(buckets, replies, strict=True)
-                 for i in range(0, len(flat), 2)]
-        return [ArmSlice(start, decode_arm_key(field), sums)
-                for (start, field), sums in zip(keyed, _int_rows(replies), strict=True)]
+        reply = await self._call(self._read_rollups(keys=keys))
+        # a month of arm statistics is ~1 MB of JSON: decoded in a thread, so the event loop
+        # keeps serving requests between the thread's GIL slices (chat p99 while the Spend page
+        # polls, docs/benchmarks.md)
+        return await asyncio.to_thread(_arm_slices, buckets, reply)
 
     async def rollups(
         self, buckets: Iterable[tuple[Granularity, int]], department: str | None,
@@ -549,6 +549,14 @@ class RedisSpendBackend:
     async def close(self) -> None:
         if self._owns_client:
             await self.client.aclose()
+
+
+def _arm_slices(buckets: list[tuple[Granularity, int]], reply: bytes) -> list[ArmSlice]:
+    replies = orjson.loads(reply)
+    keyed = [(start, flat[i]) for (_, start), flat in zip(buckets, replies, strict=True)
+             for i in range(0, len(flat), 2)]
+    return [ArmSlice(start, decode_arm_key(field), sums)
+            for (start, field), sums in zip(keyed, _int_rows(replies), strict=True)]
 
 
 def _int_rows(replies: list[list[str]]) -> list[tuple[int, ...]]:
