@@ -397,14 +397,15 @@ class Ledger:
 
     async def arm_usage(
         self, from_ts: float, to_ts: float, coarsest: Granularity = "m",
-        department: str | None = None,
+        department: str | None = None, head: int = 0,
     ) -> list[ArmSlice]:
         """Arm statistics (proxy.spend.rollups.arm_sums) over whole UTC hours: `from_ts` rounded
         down, `to_ts` up to the hour, so no raw record is read. `coarsest="h"`: one slice per
-        hour with traffic (for rates over the hours a model was used)."""
+        hour with traffic (for rates over the hours a model was used). `head`: only the first
+        `head` sums (ARM_HEAD) of each slice, for readers that need no statistics."""
         start, end = math.floor(from_ts / HOUR) * HOUR, math.ceil(to_ts / HOUR) * HOUR
         plan = plan_range(start, end, self._clock(), coarsest)
-        found = await self._guard(self.backend.arm_rollups(plan.buckets))
+        found = await self._guard(self.backend.arm_rollups(plan.buckets, head))
         return [p for p in found if department in (None, p.department)]
 
     async def recent(

@@ -263,8 +263,9 @@ class MemorySpendBackend:
                 for (group, minute), sums in self._minutes.get(hour, {}).items()
                 if in_department(group, department)]
 
-    async def arm_rollups(self, buckets: Iterable[tuple[Granularity, int]]) -> list[ArmSlice]:
-        return [ArmSlice(start, key, tuple(sums)) for granularity, start in buckets
+    async def arm_rollups(self, buckets: Iterable[tuple[Granularity, int]],
+                          head: int = 0) -> list[ArmSlice]:
+        return [ArmSlice(start, key, tuple(sums[:head or None])) for granularity, start in buckets
                 for key, sums in self._arms.get((granularity, start), {}).items()]
 
     async def rollups(

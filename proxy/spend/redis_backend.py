@@ -373,12 +373,13 @@ class RedisSpendBackend:
                 found.append((department, int(minute), int(flat[i + 1])))
         return found
 
-    async def arm_rollups(self, buckets: Iterable[tuple[Granularity, int]]) -> list[ArmSlice]:
+    async def arm_rollups(self, buckets: Iterable[tuple[Granularity, int]],
+                          head: int = 0) -> list[ArmSlice]:
         buckets = list(buckets)
         if not buckets:
             return []
         keys = [self._arm_key(granularity, start) for granularity, start in buckets]
-        reply = await self._call(self._read_rollups(keys=keys))
+        reply = await self._call(self._read_rollups(keys=keys, args=[head]))
         # a month of arm statistics is ~1 MB of JSON: decoded in a thread, so the event loop
         # keeps serving requests between the thread's GIL slices (chat p99 while the Spend page
         # polls, docs/benchmarks.md)
