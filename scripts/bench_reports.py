@@ -7,12 +7,14 @@ page polls them (issue 18, item 7). A script, not a timed test; numbers go to do
    record script (record + hour/day/month rollups), under a fresh key prefix: 4 departments,
    `--users` users with a key each, 6 models, 3 routes, 2 experiments.
 2. Starts the mock upstream and the proxy (that Redis, that prefix, cache off) in a subprocess.
-3. Times GET /admin/spend (this month, as the Spend page asks, and by user), a range with raw
-   edges, /admin/chargeback (JSON and CSV), /v1/spend and the experiment results: best, median,
-   p95 of `--repeat` calls.
+3. Times GET /admin/spend (this month, as the Spend page asks, and by user), ranges cut inside
+   an hour, /admin/chargeback (JSON and CSV), /v1/spend, /v1/spend/daily, the experiment
+   results, listing and recommendations, the alerts, the forecast and budget recommendations:
+   best, median, p95 of `--repeat` calls.
 4. Chat p99: `--chat` requests at concurrency `--concurrency` without and with a poller fetching
-   the Spend page's sources (/admin/spend, /admin/chargeback?format=json, /v1/cache/analytics)
-   every `--poll-seconds`, in alternating rounds so other load on the machine hits both alike.
+   the Spend page's sources (/v1/alerts, /admin/spend, /admin/chargeback?format=json,
+   /v1/cache/analytics, /v1/spend/daily?days=30, /admin/forecast?horizon=8d) every
+   `--poll-seconds`, in alternating rounds so other load on the machine hits both alike.
 The key prefix is deleted at the end.
 """
 
@@ -44,6 +46,8 @@ ADMIN = {"authorization": "Bearer sk-demo-admin"}
 DEPARTMENTS = ("engineering", "sales", "marketing", "executive")
 MODELS = ("gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "mixtral-8x7b", "llama-3.1-8b")
 ROUTES = (None, "summaries", "short-sales-marketing")
+TASKS = (None, "summary", "code", "support")
+CACHE = ("miss", "miss", "hit-exact", "off")
 ARMS = (("summary_model", "control"), ("summary_model", "variant"),
         ("support_small_models", "control"), ("support_small_models", "llama"))
 
@@ -79,13 +83,16 @@ async def populate(url: str, prefix: str, count: int, users: int, seed: int = 1)
                 user, key, dept = rng.choice(people)
                 model = rng.choice(MODELS)
                 arm = rng.choice(ARMS) if rng.random() < 0.1 else (None, None)
+                failed = rng.random() < 0.02
                 usage = {"prompt_tokens": rng.randint(20, 3000),
                          "completion_tokens": rng.randint(5, 800)}
                 cost = pricing.cost(model, usage)
                 record = UsageRecord(
                     request_id=f"bench{i}", ts=rng.uniform(start, end), department=dept,
                     key_id=key, user=user, endpoint="chat.completions", model_requested=model,
-                    model_used=model, provider="openai", status=200,
+                    model_used=model, provider="openai", status=502 if failed else 200,
+                    error="upstream_error" if failed else None, task=rng.choice(TASKS),
+                    cache=rng.choice(CACHE), ttft_ms=rng.uniform(50, 900),
                     input_tokens=usage["prompt_tokens"], output_tokens=usage["completion_tokens"],
                     cost_nanos=cost.nanos, route_rule=rng.choice(ROUTES), experiment=arm[0],
                     variant=arm[1], latency_ms=rng.uniform(200, 4000),
@@ -97,6 +104,7 @@ async def populate(url: str, prefix: str, count: int, users: int, seed: int = 1)
         if first % 100_000 == 0:
             print(f"  {first:>9,} records written", file=sys.stderr, flush=True)
     await backend.client.set(f"{prefix}roll:backfilled", "1")
+    await backend.client.set(f"{prefix}roll:backfilled:arms", "1")
     await backend.close()
     return time.perf_counter() - began
 
@@ -149,7 +157,9 @@ async def chat_round(base: str, count: int, concurrency: int, poll: float | None
     stop = asyncio.Event()
     async with httpx.AsyncClient(timeout=60) as client:
         async def poller() -> None:
-            sources = ("/admin/spend", "/admin/chargeback?format=json", "/v1/cache/analytics")
+            sources = ("/v1/alerts", "/admin/spend", "/admin/chargeback?format=json",
+                       "/v1/cache/analytics", "/v1/spend/daily?days=30",
+                       "/admin/forecast?horizon=8d")
             while not stop.is_set():
                 await asyncio.gather(*(client.get(base + s, headers=ADMIN) for s in sources))
                 try:
@@ -208,6 +218,7 @@ def main() -> None:
         now = time.time()
         edge_from = month_start(now) + 1234.5
         edge_to = now - 1800
+        sales = {"authorization": "Bearer sk-demo-sales"}
         results = {"records": args.records, "users": args.users, "write_s": round(write_s, 1)}
         with httpx.Client() as client:
             client.get(base + "/admin/spend", headers=ADMIN, timeout=600).raise_for_status()
@@ -216,12 +227,20 @@ def main() -> None:
                     ("/admin/spend", ADMIN),
                     ("/admin/spend?by=user", ADMIN),
                     (f"/admin/spend?from={edge_from}&to={edge_to}", ADMIN),
+                    (f"/admin/chargeback?format=json&from={edge_from}&to={edge_to}", ADMIN),
                     ("/admin/chargeback?format=json", ADMIN),
                     ("/admin/chargeback?format=csv", ADMIN),
-                    ("/v1/spend", {"authorization": "Bearer sk-demo-sales"}),
+                    ("/v1/spend", sales),
+                    ("/v1/spend/daily?days=30", ADMIN),
+                    ("/v1/spend/daily?days=30", sales),
+                    ("/admin/experiments/summary_model", ADMIN),
+                    ("/admin/experiments", ADMIN),
+                    ("/admin/recommendations", ADMIN),
+                    ("/admin/alerts", ADMIN),
+                    ("/v1/alerts", sales),
+                    ("/admin/forecast?horizon=8d", ADMIN),
+                    ("/admin/budget-recommendations", ADMIN),
                 ]]
-            results["experiment_results"] = time_get(
-                client, base, "/admin/experiments/summary_model", 1, ADMIN)
         rounds: dict[str, list[float]] = {"without polling": [], "with polling": []}
         for _ in range(args.rounds):
             rounds["without polling"] += asyncio.run(

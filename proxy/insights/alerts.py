@@ -25,7 +25,7 @@ from proxy.spend.budgets import BudgetStatus
 from proxy.spend.ledger import Ledger
 from proxy.spend.pricing import nanos_to_dollars, to_nanos
 from proxy.spend.records import UsageRecord
-from proxy.spend.rollups import MINUTE, Slice
+from proxy.spend.rollups import MINUTE
 
 Severity = Literal["critical", "warning", "info"]
 SEVERITY_ORDER: dict[str, int] = {"critical": 0, "warning": 1, "info": 2}
@@ -136,12 +136,13 @@ def events_of(records: Iterable[UsageRecord]) -> dict[str | None, Events]:
     return grouped
 
 
-def events_of_minutes(minutes: Iterable[Slice]) -> dict[str | None, Events]:
-    """events_of for coarse usage per minute (`Ledger.minutes`): one event per minute."""
+def events_of_minutes(costs: Iterable[tuple[str, int, int]]) -> dict[str | None, Events]:
+    """events_of for spend per department and minute (`Ledger.minute_costs`): one event per
+    minute."""
     per_minute: dict[tuple[str | None, float], int] = defaultdict(int)
-    for part in minutes:
-        per_minute[(None, part.start)] += part.cost_nanos
-        per_minute[(part.department, part.start)] += part.cost_nanos
+    for name, minute, nanos in costs:
+        per_minute[(None, minute)] += nanos
+        per_minute[(name, minute)] += nanos
     grouped: dict[str | None, Events] = defaultdict(list)
     for (department, start), nanos in sorted(per_minute.items(),
                                              key=lambda kv: (kv[0][1], kv[0][0] or "")):
@@ -161,8 +162,8 @@ async def reached_at(ledger: Ledger, department: str, start: float, mark: int,
     before = 0
     for bucket, nanos in sorted(buckets.items()):
         if before + nanos >= mark:
-            minutes = await ledger.minutes(int(bucket), int(bucket + DAY), department)
-            events = events_of_minutes(minutes).get(department, [])
+            costs = await ledger.minute_costs(int(bucket), int(bucket + DAY))
+            events = events_of_minutes(c for c in costs if c[0] == department).get(department, [])
             return first_reached([(bucket, before), *events], bucket, mark) if before \
                 else first_reached(events, bucket, mark)
         before += nanos
@@ -265,8 +266,9 @@ def lookback_start(now: float) -> int:
 
 async def proxy_alerts(ledger: Ledger, config: DepartmentsConfig, now: float) -> list[Alert]:
     """The proxy's own threshold state from the minute rollups and the ledger."""
-    minutes = await ledger.minutes(lookback_start(now), math.floor(now / MINUTE) * MINUTE + MINUTE)
-    events = events_of_minutes(minutes)
+    costs = await ledger.minute_costs(lookback_start(now),
+                                      math.floor(now / MINUTE) * MINUTE + MINUTE)
+    events = events_of_minutes(costs)
     found = spend_alerts(events, config, now)
     for name in config.names:
         dept = config.get(name)

@@ -215,7 +215,7 @@ async def recommendations(request: Request) -> Response:
     min_n = int(float_param(request, "min_n", 30, 2, 1_000_000))
     margin = float_param(request, "margin", 0.02, 0.0, 1.0)
     confidence = float_param(request, "confidence", 0.95, 0.5, 0.999)
-    slices = await report.load_arms(services, days, "h")
+    slices = await report.load_arms(services, days, "d")
     rules = services.config.routing or RoutingRules()
     recs = recommend_arms(slices, rules, min_n, margin, confidence)
     splits = []

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from proxy.config.loader import Config
+from proxy.routing.distributions import t_quantile
 from proxy.routing.experiment_stats import (
     ArmStats,
     Comparison,
@@ -24,7 +25,6 @@ from proxy.routing.experiment_stats import (
     Moments,
     Recommendation,
     SplitChange,
-    t_quantile,
 )
 from proxy.routing.experiments import Experiment, Experiments, status
 from proxy.runtime.services import Services
@@ -46,12 +46,15 @@ async def load_records(services: Services, days: float) -> list[UsageRecord]:
 
 async def load_arms(services: Services, days: float,
                     coarsest: Granularity = "m") -> list[ArmSlice]:
-    """Arm statistics of the last `days` (from the hour that contains their start), with the
-    public model name; per hour with `coarsest="h"`."""
+    """Arm statistics of the last `days`, with the public model name: from the hour that
+    contains their start, or per day from the start of that UTC day with `coarsest="d"`."""
     now = time.time()
+    since = now - days * DAY_S
+    if coarsest == "d":
+        since = math.floor(since / DAY_S) * DAY_S
     slices: list[ArmSlice] = []
     if services.spend is not None:
-        slices = await services.spend.arm_usage(now - days * DAY_S, now + 1.0, coarsest)
+        slices = await services.spend.arm_usage(since, now + 1.0, coarsest)
     return public_arms(services.config, slices)
 
 

@@ -24,6 +24,7 @@ from typing import Any, Literal
 import orjson
 import yaml
 
+from proxy.routing.distributions import t_quantile
 from proxy.routing.experiments import CONTROL, Experiment
 from proxy.routing.rules import DEFAULT_RULE, RoutingRules
 from proxy.spend.pricing import NANOS_PER_DOLLAR
@@ -31,7 +32,7 @@ from proxy.spend.records import UsageRecord
 from proxy.spend.rollups import (
     ARM_HEAD,
     ARM_WIDTH,
-    HOUR,
+    DAY,
     MICROS_PER_MS,
     MOMENT_WIDTH,
     MOMENTS,
@@ -45,59 +46,6 @@ AB_COLUMNS = ("experiment_id", "user_id", "model_used", "task_type", "response_t
               "quality_score", "timestamp")
 QualityStatus = Literal["significantly better", "significantly worse",
                         "no measurable quality loss", "not significant yet", "no feedback yet"]
-
-
-# ---- distributions -------------------------------------------------------------------------
-
-def _betacf(a: float, b: float, x: float) -> float:
-    """Continued fraction of the incomplete beta function (modified Lentz)."""
-    tiny, c, d = 1e-300, 1.0, 1.0 - (a + b) * x / (a + 1)
-    d = 1 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 300):
-        for num in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
-                    -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
-            d = 1 + num * d
-            d = 1 / (d if abs(d) > tiny else tiny)
-            c = 1 + num / c
-            c = c if abs(c) > tiny else tiny
-            h *= d * c
-        if abs(d * c - 1) < 1e-15:
-            break
-    return h
-
-
-def betainc(a: float, b: float, x: float) -> float:
-    """Regularized incomplete beta I_x(a, b)."""
-    if x <= 0 or x >= 1:
-        return 0.0 if x <= 0 else 1.0
-    log_front = (math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
-                 + a * math.log(x) + b * math.log1p(-x))
-    if x < (a + 1) / (a + b + 2):
-        return math.exp(log_front) * _betacf(a, b, x) / a
-    return 1 - math.exp(log_front) * _betacf(b, a, 1 - x) / b
-
-
-def t_cdf(t: float, df: float) -> float:
-    tail = 0.5 * betainc(df / 2, 0.5, df / (df + t * t))
-    return 1 - tail if t >= 0 else tail
-
-
-def t_quantile(p: float, df: float) -> float:
-    """Inverse Student-t CDF by bisection (reports only, never on the request path)."""
-    if math.isinf(df) or df > 1e7:
-        return NormalDist().inv_cdf(p)
-    if p < 0.5:
-        return -t_quantile(1 - p, df)
-    low, high = 0.0, 1.0
-    while t_cdf(high, df) < p:
-        low, high = high, high * 2
-    for _ in range(200):
-        mid = (low + high) / 2
-        low, high = (mid, high) if t_cdf(mid, df) < p else (low, mid)
-        if high - low < 1e-12 * max(1.0, high):
-            break
-    return (low + high) / 2
 
 
 # ---- estimates -----------------------------------------------------------------------------
@@ -372,9 +320,10 @@ class Recommendation:
 
 
 def _per_day(slices: Sequence[ArmSlice]) -> float:
-    """Requests per day over the whole UTC hours from the first to the last with traffic."""
-    span = max(p.start for p in slices) + HOUR - min(p.start for p in slices)
-    return sum(p.requests for p in slices) / (span / 86400)
+    """Requests per day over the whole UTC days from the first to the last with traffic (the
+    day rollups' resolution)."""
+    days = {math.floor(p.start / DAY) for p in slices if p.requests}
+    return sum(p.requests for p in slices) / (max(days) - min(days) + 1)
 
 
 def _mean_cost(slices: Sequence[ArmSlice]) -> float:
@@ -432,14 +381,15 @@ def _yaml_rule(rules: RoutingRules, kind: str, key: str, model: str, current: st
 
 def recommend(records: Sequence[UsageRecord], rules: RoutingRules, min_n: int = 30,
               margin: float = 0.02, confidence: float = 0.95) -> list[Recommendation]:
-    """recommend_arms over the records' own arm statistics, per hour."""
-    return recommend_arms([arm_slice_of(r) for r in records], rules, min_n, margin, confidence)
+    """recommend_arms over the records' own arm statistics, per day."""
+    return recommend_arms([arm_slice_of(r, "d") for r in records], rules, min_n, margin,
+                          confidence)
 
 
 def recommend_arms(slices: Sequence[ArmSlice], rules: RoutingRules, min_n: int = 30,
                    margin: float = 0.02, confidence: float = 0.95) -> list[Recommendation]:
     """Cheaper models with no measurable quality loss, per task and per routing rule, from arm
-    statistics per hour (`Ledger.arm_usage(..., coarsest="h")`)."""
+    statistics per day or finer (`Ledger.arm_usage(..., coarsest="d")`)."""
     groups: dict[tuple[Literal["route_task", "retarget_rule"], str], list[ArmSlice]] = \
         defaultdict(list)
     for p in slices:

@@ -12,6 +12,7 @@ and views.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -30,6 +31,7 @@ from proxy.spend.chargeback import chargeback_csv_lines, chargeback_json
 from proxy.spend.daily import MAX_DAYS, daily_series_arms, first_day_index
 from proxy.spend.ledger import Ledger
 from proxy.spend.pricing import nanos_to_dollars
+from proxy.spend.rollups import ARM_HEAD
 from proxy.spend.views import (
     RECENT_LIMIT,
     budget_view,
@@ -207,9 +209,10 @@ async def own_daily(request: Request) -> Response:
     department = scope_of(services, principal, params)
     now = time.time()
     first = first_day_index(now, days)
-    slices = await ledger_of(services).arm_usage(first * 86_400.0, now + 1.0, "d", department)
+    slices = await ledger_of(services).arm_usage(first * 86_400.0, now + 1.0, "d", department,
+                                                 len(ARM_HEAD))
     names = (department,) if department else services.config.departments.names
-    view = daily_series_arms(slices, first, days, names)
+    view = await asyncio.to_thread(daily_series_arms, slices, first, days, names)
     view["department"] = department
     return json_response(view)
 

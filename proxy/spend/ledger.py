@@ -401,16 +401,24 @@ class Ledger:
         found = await self._guard(self.backend.minute_rollups(hours, department))
         return [part for part in found if from_ts <= part.start < to_ts]
 
+    async def minute_costs(self, from_ts: int, to_ts: int) -> list[tuple[str, int, int]]:
+        """(department, minute start, nano-dollars spent) for whole minutes [from_ts, to_ts)
+        with spend, from the per-department minute rollups."""
+        hours = range(bucket_start("h", from_ts), to_ts, HOUR)
+        found = await self._guard(self.backend.minute_costs(hours))
+        return [cost for cost in found if from_ts <= cost[1] < to_ts]
+
     async def arm_usage(
         self, from_ts: float, to_ts: float, coarsest: Granularity = "m",
-        department: str | None = None,
+        department: str | None = None, head: int = 0,
     ) -> list[ArmSlice]:
         """Arm statistics (proxy.spend.rollups.arm_sums) over whole UTC hours: `from_ts` rounded
         down, `to_ts` up to the hour, so no raw record is read. `coarsest="h"`: one slice per
-        hour with traffic (for rates over the hours a model was used)."""
+        hour with traffic (for rates over the hours a model was used). `head`: only the first
+        `head` sums (ARM_HEAD) of each slice, for readers that need no statistics."""
         start, end = math.floor(from_ts / HOUR) * HOUR, math.ceil(to_ts / HOUR) * HOUR
         plan = plan_range(start, end, self._clock(), coarsest)
-        found = await self._guard(self.backend.arm_rollups(plan.buckets))
+        found = await self._guard(self.backend.arm_rollups(plan.buckets, head))
         return [p for p in found if department in (None, p.department)]
 
     async def recent(

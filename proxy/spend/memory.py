@@ -251,13 +251,21 @@ class MemorySpendBackend:
         for hour in [h for h in self._minutes if h < now - MINUTE_RETENTION]:
             del self._minutes[hour]
 
+    async def minute_costs(self, hours: Iterable[int]) -> list[tuple[str, int, int]]:
+        costs: dict[tuple[str, int], int] = defaultdict(int)
+        for hour in hours:
+            for (group, minute), sums in self._minutes.get(hour, {}).items():
+                costs[(group[0], minute)] += sums[4]
+        return [(dept, minute, nanos) for (dept, minute), nanos in costs.items() if nanos]
+
     async def minute_rollups(self, hours: Iterable[int], department: str | None) -> list[Slice]:
         return [Slice.of(minute, group, sums) for hour in hours
                 for (group, minute), sums in self._minutes.get(hour, {}).items()
                 if in_department(group, department)]
 
-    async def arm_rollups(self, buckets: Iterable[tuple[Granularity, int]]) -> list[ArmSlice]:
-        return [ArmSlice(start, key, tuple(sums)) for granularity, start in buckets
+    async def arm_rollups(self, buckets: Iterable[tuple[Granularity, int]],
+                          head: int = 0) -> list[ArmSlice]:
+        return [ArmSlice(start, key, tuple(sums[:head or None])) for granularity, start in buckets
                 for key, sums in self._arms.get((granularity, start), {}).items()]
 
     async def rollups(

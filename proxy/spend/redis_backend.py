@@ -291,15 +291,16 @@ class RedisSpendBackend:
     def _arm_keys(self, ts: float) -> list[str]:
         return [self._arm_key(g, bucket_start(g, ts)) for g in GRANULARITIES]
 
-    def _minute_key(self, hour: int) -> str:
-        return f"{self._roll}cmin:{hour}"
+    def _minute_key(self, hour: int, level: str = "c") -> str:
+        return f"{self._roll}{level}min:{hour}"
 
     def _rollup_keys(self, ts: float) -> list[str]:
         """Fine hour, day, month, then coarse, people, arms, coarse minutes (the script's
         order)."""
         return [*(self._rollup_key(g, bucket_start(g, ts), d) for d in DETAILS
                   for g in GRANULARITIES), *self._arm_keys(ts),
-                self._minute_key(bucket_start("h", ts))]
+                self._minute_key(bucket_start("h", ts)), self._minute_key(bucket_start("h", ts),
+                                                                          "d")]
 
     def _rollup_fields(self, record: UsageRecord) -> tuple[str, str, str, str]:
         """(fine group, sums, coarse group, people group) as the scripts take them."""
@@ -337,6 +338,7 @@ class RedisSpendBackend:
             max(1, int(self._retention)), encode_arm_key(arm_key(record)),
             ",".join(map(str, arm_sums(record))),
             minute_field(group_of(record, "coarse"), record.ts), MINUTE_RETENTION,
+            minute_field((record.department,), record.ts), record.cost_nanos,
         ]  # fmt: skip
         return [seen, *self._rollup_keys(record.ts)], args
 
@@ -351,24 +353,37 @@ class RedisSpendBackend:
             return []
         keys = [self._minute_key(hour) for hour in hours]
         replies = orjson.loads(await self._call(self._read_rollups(keys=keys)))
+        fields = [flat[i] for flat in replies for i in range(0, len(flat), 2)]
         found: list[Slice] = []
-        for flat in replies:
-            for i in range(0, len(flat), 2):
-                group, minute = decode_minute_field(flat[i])
-                if in_department(group, department):
-                    found.append(Slice.of(minute, group, map(int, flat[i + 1].split(","))))
+        for field, sums in zip(fields, _int_rows(replies), strict=True):
+            group, minute = decode_minute_field(field)
+            if in_department(group, department):
+                found.append(Slice.of(minute, group, sums))
         return found
 
-    async def arm_rollups(self, buckets: Iterable[tuple[Granularity, int]]) -> list[ArmSlice]:
+    async def minute_costs(self, hours: Iterable[int]) -> list[tuple[str, int, int]]:
+        keys = [self._minute_key(hour, "d") for hour in hours]
+        if not keys:
+            return []
+        replies = orjson.loads(await self._call(self._read_rollups(keys=keys)))
+        found: list[tuple[str, int, int]] = []
+        for flat in replies:
+            for i in range(0, len(flat), 2):
+                department, _, minute = flat[i].rpartition("\x1f")
+                found.append((department, int(minute), int(flat[i + 1])))
+        return found
+
+    async def arm_rollups(self, buckets: Iterable[tuple[Granularity, int]],
+                          head: int = 0) -> list[ArmSlice]:
         buckets = list(buckets)
         if not buckets:
             return []
         keys = [self._arm_key(granularity, start) for granularity, start in buckets]
-        replies = orjson.loads(await self._call(self._read_rollups(keys=keys)))
-        return [ArmSlice(start, decode_arm_key(flat[i]),
-                         tuple(int(v) for v in flat[i + 1].split(",")))
-                for (_, start), flat in zip(buckets, replies, strict=True)
-                for i in range(0, len(flat), 2)]
+        reply = await self._call(self._read_rollups(keys=keys, args=[head]))
+        # a month of arm statistics is ~1 MB of JSON: decoded in a thread, so the event loop
+        # keeps serving requests between the thread's GIL slices (chat p99 while the Spend page
+        # polls, docs/benchmarks.md)
+        return await asyncio.to_thread(_arm_slices, buckets, reply)
 
     async def rollups(
         self, buckets: Iterable[tuple[Granularity, int]], department: str | None,
@@ -535,6 +550,24 @@ class RedisSpendBackend:
     async def close(self) -> None:
         if self._owns_client:
             await self.client.aclose()
+
+
+def _arm_slices(buckets: list[tuple[Granularity, int]], reply: bytes) -> list[ArmSlice]:
+    replies = orjson.loads(reply)
+    keyed = [(start, flat[i]) for (_, start), flat in zip(buckets, replies, strict=True)
+             for i in range(0, len(flat), 2)]
+    return [ArmSlice(start, decode_arm_key(field), sums)
+            for (start, field), sums in zip(keyed, _int_rows(replies), strict=True)]
+
+
+def _int_rows(replies: list[list[str]]) -> list[tuple[int, ...]]:
+    """The comma-separated sums of every field in rollup replies, parsed by one orjson call
+    instead of split() and int() per number (a month of arm statistics is ~1,400 fields x 47
+    numbers in the benchmark's data)."""
+    rows = [flat[i] for flat in replies for i in range(1, len(flat), 2)]
+    if not rows:
+        return []
+    return [tuple(row) for row in orjson.loads("[[" + "],[".join(rows) + "]]")]
 
 
 def _sum(values: Iterable[Any]) -> int:

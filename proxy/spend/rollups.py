@@ -315,8 +315,9 @@ def arm_slice_of(record: UsageRecord, granularity: Granularity = "h") -> ArmSlic
 
 # ----- minutes ---------------------------------------------------------------------------------
 
-def minute_field(group: Group, ts: float) -> str:
-    return f"{encode_group(group)}{_SEP}{math.floor(ts / MINUTE) * MINUTE}"
+def minute_field(group: tuple[str, ...], ts: float) -> str:
+    """A minute rollup's field: the group (coarse, or the department alone) and the minute."""
+    return f"{_SEP.join(group)}{_SEP}{math.floor(ts / MINUTE) * MINUTE}"
 
 
 def decode_minute_field(field: str) -> tuple[Group, int]:

@@ -14,6 +14,7 @@ import yaml
 
 from proxy.config.loader import Config
 from proxy.config.providers import ProvidersConfig
+from proxy.routing.distributions import t_quantile
 from proxy.routing.experiment_report import (
     arm_json,
     estimate_json,
@@ -24,7 +25,7 @@ from proxy.routing.experiment_report import (
     public_names,
     split_json,
 )
-from proxy.routing.experiment_stats import ArmStats, Estimate, Moments, SplitChange, t_quantile
+from proxy.routing.experiment_stats import ArmStats, Estimate, Moments, SplitChange
 from proxy.routing.experiments import Experiment, Experiments
 from proxy.spend.records import UsageRecord
 from proxy.spend.rollups import arm_slice_of

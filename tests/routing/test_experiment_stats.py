@@ -9,6 +9,7 @@ import orjson
 import pytest
 import yaml
 
+from proxy.routing.distributions import t_quantile
 from proxy.routing.experiment_stats import (
     AB_COLUMNS,
     Estimate,
@@ -21,7 +22,6 @@ from proxy.routing.experiment_stats import (
     rows_to_csv,
     rows_to_json,
     summarize,
-    t_quantile,
     welch_diff,
     wilson,
 )
@@ -147,12 +147,12 @@ def test_recommend_cheaper_model_per_task_with_yaml() -> None:
     assert (advice.kind, advice.key, advice.current_model, advice.proposed_model) == (
         "route_task", "summary", "gpt-4o-mini", "mixtral-8x7b")
     # 288 requests on gpt-4o-mini, each $0.0015 dearer than mixtral, from 15:06:40 to 14:56:40
-    # two days later: 48 whole UTC hours (the rollups' resolution)
-    span_days = 48 * 3600 / DAY
+    # two days later: 3 whole UTC days (the day rollups' resolution)
+    span_days = 3
     assert advice.saves_per_day == pytest.approx(288 / span_days * 0.0015, rel=1e-3)
     assert advice.randomized is True
     assert advice.reason.startswith(
-        "route task=summary to mixtral-8x7b: saves $0.22/day at no measurable quality loss")
+        "route task=summary to mixtral-8x7b: saves $0.14/day at no measurable quality loss")
     (rule,) = yaml.safe_load(advice.yaml)
     assert list(rule) == ["name", "match", "target", "fallbacks"]
     assert Rule.model_validate(rule).target == "mixtral-8x7b"

@@ -16,7 +16,7 @@ from proxy.spend.daily import daily_series, daily_series_arms
 from proxy.spend.ledger import Ledger
 from proxy.spend.records import UsageRecord
 from proxy.spend.redis_backend import RedisSpendBackend
-from proxy.spend.rollups import DAY, HOUR, Plan, Slice, plan_range
+from proxy.spend.rollups import ARM_HEAD, DAY, HOUR, Plan, Slice, plan_range
 from tests.spend_helpers import FakeClock, StoreFactory, make_record
 
 MIDNIGHT = 1_750_032_000.0  # 2025-06-16T00:00:00Z
@@ -208,13 +208,15 @@ def test_arm_statistics_from_rollups_equal_those_from_records(
             slices = await store.arm_usage(start, end)
             for experiment in ("exp", "other"):
                 assert summarize_arms(slices, experiment) == summarize(records, experiment)
-            hourly = await store.arm_usage(start, end, "h")
-            assert recommend_arms(hourly, RoutingRules(), min_n=5) == \
+            daily = await store.arm_usage(start, end, "d")
+            assert recommend_arms(daily, RoutingRules(), min_n=5) == \
                 recommend(records, RoutingRules(), min_n=5)
         first = math.floor(MIDNIGHT / DAY) - 1
         for department in (None, "eng", "sales"):
             records = [r for r in every[0] if department in (None, r.department)]
-            slices = await store.arm_usage(first * DAY, clock.now + 1, "d", department)
+            slices = await store.arm_usage(first * DAY, clock.now + 1, "d", department,
+                                           head=len(ARM_HEAD))  # as /v1/spend/daily reads
+            assert {len(p.sums) for p in slices} == {len(ARM_HEAD)}
             assert daily_series_arms(slices, first, 4, ["eng", "sales"]) == \
                 daily_series(records, first, 4, ["eng", "sales"])
         assert summarize(records, "exp").arms["control"].quality.n > 0
