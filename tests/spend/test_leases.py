@@ -241,3 +241,19 @@ def test_a_batch_re_sent_counts_its_records_once(make_spend_store: StoreFactory)
         await store.close()
 
     asyncio.run(run())
+
+
+def test_records_are_written_after_redis_lost_its_scripts(make_spend_store: StoreFactory) -> None:
+    async def run() -> None:
+        store = make_spend_store({"eng": {}})
+        await store.add_record(make_record("a", T0, cost_nanos=10))
+        await store.flush()
+        await backend_of(store).client.script_flush()  # as after a Redis restart
+        await store.add_record(make_record("b", T0 + 1, cost_nanos=20))
+        assert await store.flush() == 1
+        hour = T0 // 3600 * 3600
+        report = await store.chargeback(hour, hour + 3600)
+        assert (report.total.requests, report.total.cost_nanos) == (2, 30)
+        await store.close()
+
+    asyncio.run(run())
