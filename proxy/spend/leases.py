@@ -284,7 +284,7 @@ class LeasedRedisBackend(RedisSpendBackend):
         capped = cap_to(plan, room) if room > 0 else None
         if capped is not None:
             return self._admit_here(dept, plan, capped[0], capped[1])
-        rooms = dict(zip((w.wid for w in windows), (int(r) for r in reply[4]), strict=True))
+        rooms = dict(zip((w.wid for w in windows), (int(r) for r in reply[4]), strict=False))
         failing = tuple(i for i, w in enumerate(plan.windows)
                         if free_before + rooms.get(w.wid, 0) < need)
         return AdmitOutcome("budget", failing=failing or tuple(range(len(plan.windows))))
