@@ -184,11 +184,11 @@ class LeasedRedisBackend(RedisSpendBackend):
         if self._fits(dept, plan, need):
             return self._admit_here(dept, plan, need, None)
         waiting = (need, 1, plan.tokens)
-        dept.waiting = tuple(a + b for a, b in zip(dept.waiting, waiting, strict=True))
+        dept.waiting = _plus(dept.waiting, waiting, 1)
         counted = True
         try:
             async with dept.lock:
-                dept.waiting = tuple(a - b for a, b in zip(dept.waiting, waiting, strict=True))
+                dept.waiting = _plus(dept.waiting, waiting, -1)
                 counted = False
                 self._purge_holds(dept, self._clock())
                 if self._fits(dept, plan, need):
@@ -197,7 +197,7 @@ class LeasedRedisBackend(RedisSpendBackend):
                 return await self._admit_remote(dept, plan, need, dept.waiting)
         finally:
             if counted:
-                dept.waiting = tuple(a - b for a, b in zip(dept.waiting, waiting, strict=True))
+                dept.waiting = _plus(dept.waiting, waiting, -1)
             self._wake_flusher()
 
     def _learn(self, dept: _Department, plan: AdmitPlan) -> None:
@@ -436,7 +436,7 @@ class LeasedRedisBackend(RedisSpendBackend):
                 self._dept(name, f"rpm:{minute}"), self._dept(name, f"rpm:{minute - 1}"),
                 self._dept(name, f"tpm:{minute}"), self._dept(name, f"tpm:{minute - 1}"),
                 *self._spent_keys(name, windows), *self._legacy_keys(name, windows)]
-        rates = defaultdict(int)
+        rates: dict[tuple[str, int], int] = defaultdict(int)
         for (kind, at), delta in op.rates.items():
             if at in (minute, minute - 1):
                 rates[(kind, at)] += delta
@@ -814,6 +814,11 @@ class LeasedRedisBackend(RedisSpendBackend):
                       detail: Any = "fine") -> list[Slice]:
         await self._flush_for(records=True)
         return await super().rollups(buckets, department, detail)
+
+
+def _plus(a: tuple[int, int, int], b: tuple[int, int, int],
+          sign: int) -> tuple[int, int, int]:
+    return a[0] + sign * b[0], a[1] + sign * b[1], a[2] + sign * b[2]
 
 
 __all__ = ["LEASE_PREFIX", "LeasedRedisBackend"]
