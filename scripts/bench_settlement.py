@@ -199,25 +199,44 @@ async def redis_only(index: int, url: str, args: argparse.Namespace, start: floa
     done = total = 0
     n = 0
     await asyncio.sleep(max(0.0, start - 2 - time.time()))
-    while time.time() < stop:
-        n += 1
-        marker = b"end-%d" % n
-        calls = [resp("EVALSHA", lease_sha, len(keys), *keys, *args_[:3], n, *args_[4:])
-                 for keys, args_ in leases]
-        writer.write(records.replace(TOKEN, b"%010d" % n) + b"".join(calls)
-                     + resp("ECHO", marker))
-        await writer.drain()
+    window = asyncio.Semaphore(args.inflight)  # windows sent and not yet answered
+    sent: asyncio.Queue[tuple[bytes, bool]] = asyncio.Queue()
+
+    async def send() -> None:
+        nonlocal n
+        while time.time() < stop:
+            await window.acquire()
+            n += 1
+            marker = b"end-%d" % n
+            calls = [resp("EVALSHA", lease_sha, len(keys), *keys, *args_[:3], n, *args_[4:])
+                     for keys, args_ in leases]
+            writer.write(records.replace(TOKEN, b"%010d" % n) + b"".join(calls)
+                         + resp("ECHO", marker))
+            await writer.drain()
+            sent.put_nowait((marker, time.time() >= start))
+        sent.put_nowait((b"", False))
+
+    async def receive() -> None:
+        nonlocal done, total
         data = b""
-        while not data.endswith(marker + b"\r\n"):
-            chunk = await reader.read(1 << 16)
-            if not chunk:
-                raise ConnectionError("Redis closed the connection")
-            data += chunk
-        if b"\r\n-" in data or data.startswith(b"-"):
-            raise RuntimeError(data[data.find(b"-"):][:200].decode(errors="replace"))
-        total += args.batch
-        if time.time() >= start:
-            done += args.batch
+        while True:
+            marker, measured = await sent.get()
+            if not marker:
+                return
+            end = marker + b"\r\n"
+            while end not in data:
+                chunk = await reader.read(1 << 16)
+                if not chunk:
+                    raise ConnectionError("Redis closed the connection")
+                data += chunk
+            answered, data = data.split(end, 1)
+            if b"\r\n-" in answered or answered.startswith(b"-"):
+                raise RuntimeError(answered[answered.find(b"-"):][:200].decode(errors="replace"))
+            total += args.batch
+            done += args.batch if measured else 0
+            window.release()
+
+    await asyncio.gather(send(), receive())
     writer.close()
     return {"done": done, "charged": total * cost, "total": total}
 
@@ -244,6 +263,9 @@ def main() -> None:
                         help="replay prepared flush windows: what Redis sustains by itself")
     parser.add_argument("--batch", type=int, default=100,
                         help="--redis-only: requests per flush window per replica")
+    parser.add_argument("--inflight", type=int, default=1,
+                        help="--redis-only: windows a simulated replica has sent and not yet "
+                             "had answered (several replicas' flushers on one connection)")
     args = parser.parse_args()
     stack = None
     url = os.environ.get("REDIS_URL")
