@@ -471,6 +471,8 @@ class LeasedRedisBackend(RedisSpendBackend):
             return list(reply), windows
         for window, value in zip(windows, reply[3], strict=True):
             if op.windows.get(window.wid, (window, 0))[1] or window.wid in current:
+                if len(self._expired_windows) > 1024:  # past windows: set their TTL again
+                    self._expired_windows.clear()
                 self._expired_windows.add(window.wid)
             dept.known[window.wid] = int(value)
         if len(dept.known) > 16:  # windows of past hours
