@@ -257,3 +257,37 @@ def test_records_are_written_after_redis_lost_its_scripts(make_spend_store: Stor
         await store.close()
 
     asyncio.run(run())
+
+
+def test_a_replica_without_leases_shares_the_budget_during_a_rolling_change(
+        make_spend_store: StoreFactory) -> None:
+    """One replica admits per request (MET_SPEND_LEASES=0, or an older version), two lease: each
+    counts the others' holds and leases, and together they never overspend."""
+    async def run() -> None:
+        depts = {"eng": {"budgets": {"daily": 1}}}
+        stores = [make_spend_store(depts, clock=time.time, leases=False),
+                  make_spend_store(depts, clock=time.time, batch_interval_seconds=0.005),
+                  make_spend_store(depts, clock=time.time, batch_interval_seconds=0.005)]
+        worst = 15_000 + 3_000_000
+
+        async def one(store: Ledger, i: int) -> int:
+            try:
+                res = await store.reserve("eng", "gpt-4o-mini", 100, 5000)
+            except BudgetExhausted:
+                return -1
+            await asyncio.sleep(0.001 * (i % 7))
+            actual = worst - i % 1000
+            await store.settle(res, actual)
+            return actual
+
+        results = await asyncio.gather(*(one(stores[i % 3], i) for i in range(900)))
+        settled = sum(r for r in results if r >= 0)
+        for store in stores[1:]:
+            await store.close()  # their leases go back
+        spent, reserved = await spent_and_reserved(stores[0])  # read the way it reads
+        assert results.count(-1) > 0
+        assert spent == settled <= usd(1)
+        assert reserved == 0
+        await stores[0].close()
+
+    asyncio.run(run())
