@@ -44,6 +44,7 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import NoScriptError
 
 from proxy.spend.budgets import (
     AdmitOutcome,
@@ -163,8 +164,9 @@ class LeasedRedisBackend(RedisSpendBackend):
         self._flusher: asyncio.Task[None] | None = None
         self._closing = False
         self._expired_windows: set[str] = set()  # spent keys whose TTL this process has set
-        self._rollup_expiry: dict[str, float] = {}  # rollup hour -> monotonic time TTLs set
+        self._rollup_expiry: dict[int, float] = {}  # rollup hour -> monotonic time TTLs set
         self._pruned = -math.inf
+        self._batch_loaded = False
 
     # ----- admission ---------------------------------------------------------------------------
 
@@ -182,11 +184,11 @@ class LeasedRedisBackend(RedisSpendBackend):
         if self._fits(dept, plan, need):
             return self._admit_here(dept, plan, need, None)
         waiting = (need, 1, plan.tokens)
-        dept.waiting = tuple(a + b for a, b in zip(dept.waiting, waiting, strict=True))
+        dept.waiting = _plus(dept.waiting, waiting, 1)
         counted = True
         try:
             async with dept.lock:
-                dept.waiting = tuple(a - b for a, b in zip(dept.waiting, waiting, strict=True))
+                dept.waiting = _plus(dept.waiting, waiting, -1)
                 counted = False
                 self._purge_holds(dept, self._clock())
                 if self._fits(dept, plan, need):
@@ -195,7 +197,7 @@ class LeasedRedisBackend(RedisSpendBackend):
                 return await self._admit_remote(dept, plan, need, dept.waiting)
         finally:
             if counted:
-                dept.waiting = tuple(a - b for a, b in zip(dept.waiting, waiting, strict=True))
+                dept.waiting = _plus(dept.waiting, waiting, -1)
             self._wake_flusher()
 
     def _learn(self, dept: _Department, plan: AdmitPlan) -> None:
@@ -282,7 +284,7 @@ class LeasedRedisBackend(RedisSpendBackend):
         capped = cap_to(plan, room) if room > 0 else None
         if capped is not None:
             return self._admit_here(dept, plan, capped[0], capped[1])
-        rooms = dict(zip((w.wid for w in windows), (int(r) for r in reply[4]), strict=True))
+        rooms = dict(zip((w.wid for w in windows), (int(r) for r in reply[4]), strict=False))
         failing = tuple(i for i, w in enumerate(plan.windows)
                         if free_before + rooms.get(w.wid, 0) < need)
         return AdmitOutcome("budget", failing=failing or tuple(range(len(plan.windows))))
@@ -434,7 +436,7 @@ class LeasedRedisBackend(RedisSpendBackend):
                 self._dept(name, f"rpm:{minute}"), self._dept(name, f"rpm:{minute - 1}"),
                 self._dept(name, f"tpm:{minute}"), self._dept(name, f"tpm:{minute - 1}"),
                 *self._spent_keys(name, windows), *self._legacy_keys(name, windows)]
-        rates = defaultdict(int)
+        rates: dict[tuple[str, int], int] = defaultdict(int)
         for (kind, at), delta in op.rates.items():
             if at in (minute, minute - 1):
                 rates[(kind, at)] += delta
@@ -469,6 +471,8 @@ class LeasedRedisBackend(RedisSpendBackend):
             return list(reply), windows
         for window, value in zip(windows, reply[3], strict=True):
             if op.windows.get(window.wid, (window, 0))[1] or window.wid in current:
+                if len(self._expired_windows) > 1024:  # past windows: set their TTL again
+                    self._expired_windows.clear()
                 self._expired_windows.add(window.wid)
             dept.known[window.wid] = int(value)
         if len(dept.known) > 16:  # windows of past hours
@@ -571,34 +575,61 @@ class LeasedRedisBackend(RedisSpendBackend):
         return written
 
     async def _write_records(self, batch: list[UsageRecord]) -> None:
-        by_hour: dict[int, list[UsageRecord]] = defaultdict(list)
-        for record in batch:
-            by_hour[bucket_start("h", record.ts)].append(record)
+        """The records and their department indexes, then per hour the script that indexes them
+        in Prec:ts and adds them to the rollups: one MULTI on a single Redis; on a cluster (other
+        slots) a pipeline, then the script in Prec:ts's slot."""
+        try:
+            await self._write_batch(batch)
+        except NoScriptError:  # Redis restarted (or SCRIPT FLUSH): load it and write again
+            await self._call(self.client.script_load(self._batch.script))
+            await self._write_batch(batch)
+
+    async def _write_batch(self, batch: list[UsageRecord]) -> None:
+        if not self._batch_loaded and not self._cluster:
+            await self._call(self.client.script_load(self._batch.script))
+            self._batch_loaded = True
+        unique = list({r.request_id: r for r in batch}.values())  # the same id twice: once
         mono = time.monotonic()
         horizon = self._clock() - self._retention
-        prune = mono - self._pruned >= PRUNE_EVERY_S or any(r.ts < horizon for r in batch)
-        cluster = self._cluster
-        if cluster:  # records and department indexes live in other slots: written first
-            async with self.client.pipeline(transaction=False) as pipe:
-                by_dept: dict[str, dict[str, float]] = defaultdict(dict)
-                for record in batch:
-                    pipe.set(self._record_key(record.request_id), self._json(record),
-                             ex=max(1, int(self._retention)))
-                    by_dept[record.department][record.request_id] = record.ts
-                for department, members in by_dept.items():
-                    index = f"{self.prefix}rec:ts:{department}"
-                    pipe.zadd(index, members)
-                    if prune:
-                        pipe.zremrangebyscore(index, "-inf", f"({horizon!r}")
+        prune = mono - self._pruned >= PRUNE_EVERY_S or any(r.ts < horizon for r in unique)
+        by_hour: dict[int, list[UsageRecord]] = defaultdict(list)
+        for record in unique:
+            by_hour[bucket_start("h", record.ts)].append(record)
+        expire = {hour: mono - self._rollup_expiry.get(hour, -math.inf) >= EXPIRE_EVERY_S
+                  for hour in by_hour}
+        pipe = self.client.pipeline(transaction=not self._cluster)
+        async with pipe:
+            by_dept: dict[str, dict[str, float]] = defaultdict(dict)
+            for record in unique:
+                pipe.set(self._record_key(record.request_id), self._json(record),
+                         ex=max(1, int(self._retention)))
+                by_dept[record.department][record.request_id] = record.ts
+            for department, members in by_dept.items():
+                index = f"{self.prefix}rec:ts:{department}"
+                pipe.zadd(index, members)
+                if prune:
+                    pipe.zremrangebyscore(index, "-inf", f"({horizon!r}")
+            calls = {hour: self._batch_call(records, hour, horizon, prune, expire[hour])
+                     for hour, records in by_hour.items()}
+            if self._cluster:
                 await self._call(pipe.execute())
-        for hour, records in by_hour.items():
-            expire = mono - self._rollup_expiry.get(f"{hour}", -math.inf) >= EXPIRE_EVERY_S
-            keys, args = self._batch_call(records, hour, horizon, prune, expire, cluster)
-            await self._call(self._batch(keys=keys, args=args))
-            if expire:
-                self._rollup_expiry[f"{hour}"] = mono
-                if len(self._rollup_expiry) > 64:
-                    self._rollup_expiry.clear()
+                replies = [await self._call(self._batch(keys=k, args=a))
+                           for k, a in calls.values()]
+            else:
+                for keys, args in calls.values():  # EVALSHA as is: a Script object would add
+                    pipe.evalsha(self._batch.sha, len(keys), *keys, *args)  # SCRIPT EXISTS
+                replies = (await self._call(pipe.execute()))[-len(calls):]
+        for (hour, records), reply in zip(by_hour.items(), replies, strict=True):
+            if int(reply[0]) == 0:  # some were counted before (a re-send): count the others
+                counted = {int(i) - 1 for i in reply[1]}
+                rest = [r for i, r in enumerate(records) if i not in counted]
+                if rest:
+                    keys, args = self._batch_call(rest, hour, horizon, prune, expire[hour])
+                    await self._call(self._batch(keys=keys, args=args))
+            if expire[hour]:
+                self._rollup_expiry[hour] = mono
+        if len(self._rollup_expiry) > 64:
+            self._rollup_expiry.clear()
         if prune:
             self._pruned = mono
 
@@ -606,30 +637,29 @@ class LeasedRedisBackend(RedisSpendBackend):
         return orjson.dumps({**record.to_dict(), "rollup": 1})
 
     def _batch_call(self, records: list[UsageRecord], hour: int, horizon: float, prune: bool,
-                    expire: bool, cluster: bool) -> tuple[list[str], list[Any]]:
-        groups: tuple[dict[str, int], dict[str, int], dict[str, int]] = ({}, {}, {})
-        departments: dict[str, int] = {}
+                    expire: bool) -> tuple[list[str], list[Any]]:
+        groups: tuple[dict[str, list[int]], ...] = ({}, {}, {})
         rows: list[Any] = []
         for record in records:
-            indexes = []
+            sums = sums_of(record)
             for level, detail in enumerate(("fine", "coarse", "people")):
                 name = encode_group(group_of(record, detail))  # type: ignore[arg-type]
-                indexes.append(groups[level].setdefault(name, len(groups[level]) + 1))
-            dept = departments.setdefault(record.department, len(departments) + 1)
-            rows += [record.request_id, repr(record.ts), dept, *indexes,
-                     ",".join(map(str, sums_of(record)))]
-            if not cluster:
-                rows.append(self._json(record))
+                total = groups[level].get(name)
+                if total is None:
+                    groups[level][name] = list(sums)
+                else:
+                    for k, value in enumerate(sums):
+                        total[k] += value
+            rows += [record.request_id, repr(record.ts)]
+        named: list[Any] = []
+        for level in range(3):
+            for name, total in groups[level].items():
+                named += [name, ",".join(map(str, total))]
         keys = [f"{self.prefix}rec:ts", *self._rollup_keys(float(hour))]
-        if not cluster:
-            keys += [f"{self.prefix}rec:ts:{d}" for d in departments]
-            keys += [self._record_key(r.request_id) for r in records]
         args: list[Any] = [
-            f"({horizon!r}", int(self._retention) + 32 * DAY,
-            0 if cluster else max(1, int(self._retention)), 1 if prune else 0,
-            1 if expire else 0, len(records), 0 if cluster else len(departments),
-            len(groups[0]), len(groups[1]), len(groups[2]),
-            *groups[0], *groups[1], *groups[2], *rows,
+            f"({horizon!r}", int(self._retention) + 32 * DAY, 1 if prune else 0,
+            1 if expire else 0, len(records), len(groups[0]), len(groups[1]), len(groups[2]),
+            *named, *rows,
         ]  # fmt: skip
         return keys, args
 
@@ -786,6 +816,11 @@ class LeasedRedisBackend(RedisSpendBackend):
                       detail: Any = "fine") -> list[Slice]:
         await self._flush_for(records=True)
         return await super().rollups(buckets, department, detail)
+
+
+def _plus(a: tuple[int, int, int], b: tuple[int, int, int],
+          sign: int) -> tuple[int, int, int]:
+    return a[0] + sign * b[0], a[1] + sign * b[1], a[2] + sign * b[2]
 
 
 __all__ = ["LEASE_PREFIX", "LeasedRedisBackend"]

@@ -1,5 +1,11 @@
 """Redis spend backend: budgets, rates and breaker via Lua (one round trip each), records as JSON.
 
+This is the per-request design (MET_SPEND_LEASES=0); by default proxy.spend.leases builds on it
+with budget/rate leases and batched writes (lease.lua, batch.lua), on the same keys plus
+  P{D}:n:lease                                a replica's lease calls: <lease id>:held (what it
+                                              holds for requests in flight), <lease id>:seq
+its leases being reservations named lease:<replica id> in P{D}:n:resv.
+
 Keys (P = key prefix, D = department, in a {D} hash tag so each script touches one slot):
   P{D}:n:resv, P{D}:n:resv:amt, P{D}:n:resv:total   live reservations (expire; a dead replica's
                                               holds are purged by the next admit after expires_at)

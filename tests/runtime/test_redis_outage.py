@@ -162,14 +162,31 @@ def settled_backlog(proxy: ServerThread, expected: float) -> float:
     return size
 
 
+def wait_for_no_lease(redis_url: str, redis_prefix: str, department: str) -> None:
+    """An idle department's budget lease goes back within a few flush windows
+    (docs/scaling.md, "Leases"): while a replica holds one it admits what the lease covers
+    without Redis, outage or not; the fail mode decides everything else."""
+    import redis as sync_redis
+
+    client = sync_redis.Redis.from_url(redis_url)
+    try:
+        deadline = time.monotonic() + FLUSH_DEADLINE_S
+        while client.hlen(f"{redis_prefix}{{{department}}}:n:resv:amt"):
+            assert time.monotonic() < deadline, "the idle lease was not given back"
+            time.sleep(0.05)
+    finally:
+        client.close()
+
+
 @pytest.mark.parametrize("fail_mode", ["closed", "open"])
 def test_outage_answers_per_fail_mode_and_loses_no_spend(
-    switch: BackgroundSwitch, redis_prefix: str, start_proxy: ProxyStarter,
+    switch: BackgroundSwitch, redis_prefix: str, redis_url: str, start_proxy: ProxyStarter,
     mock_upstream: ServerThread, fail_mode: str,
 ) -> None:
     proxy = start(start_proxy, switch, redis_prefix, fail_mode)
     before = answered(chat(proxy, unique("before the outage")))  # also caches the key lookup
     wait_until_booked(proxy, 1)
+    wait_for_no_lease(redis_url, redis_prefix, "engineering")
 
     switch.down()
     prompt = unique("during the outage")

@@ -47,6 +47,16 @@ def test_spend_options_from_the_environment() -> None:
         "open", DAY / 2, "x:")
 
 
+def test_leases_and_flush_window_from_the_environment() -> None:
+    default = spend_options(Settings.from_env({}))
+    assert (default.leases, default.batch_interval_seconds, default.lease_ttl_seconds) == (
+        True, 0.01, 30.0)
+    options = spend_options(Settings.from_env({"MET_SPEND_LEASES": "0", "MET_SPEND_FLUSH_MS": "25",
+                                               "MET_SPEND_LEASE_TTL_SECONDS": "3"}))
+    assert (options.leases, options.batch_interval_seconds, options.lease_ttl_seconds) == (
+        False, 0.025, 3.0)
+
+
 @pytest.mark.parametrize(("key", "raw", "message"), [
     ("MET_SPEND_FAIL_MODE", "Closed", "Config 'MET_SPEND_FAIL_MODE' has value 'Closed'. "
                                       "Not one of closed, open."),
@@ -58,6 +68,11 @@ def test_spend_options_from_the_environment() -> None:
                                        "Not a positive number."),
     ("MET_SPEND_RETENTION_DAYS", "two", "Config 'MET_SPEND_RETENTION_DAYS' has value 'two'. "
                                         "Not a positive number."),
+    ("MET_SPEND_LEASES", "yes", "Config 'MET_SPEND_LEASES' has value 'yes'. Not 0 or 1."),
+    ("MET_SPEND_FLUSH_MS", "0", "Config 'MET_SPEND_FLUSH_MS' has value '0'. "
+                                "Not a positive number."),
+    ("MET_SPEND_LEASE_TTL_SECONDS", "-1", "Config 'MET_SPEND_LEASE_TTL_SECONDS' has value '-1'. "
+                                          "Not a positive number."),
 ])
 def test_bad_values_name_key_and_value(key: str, raw: str, message: str) -> None:
     with pytest.raises(SettingsError) as info:
