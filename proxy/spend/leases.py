@@ -60,14 +60,10 @@ from proxy.spend.budgets import (
     sliding_retry_after,
 )
 from proxy.spend.records import UsageRecord
-from proxy.spend.redis_backend import _LUA, RedisSpendBackend, _script
+from proxy.spend.redis_backend import _LUA, ROLLUP_VERSION, RedisSpendBackend, _script
 from proxy.spend.rollups import (
-    DAY,
     Slice,
     bucket_start,
-    encode_group,
-    group_of,
-    sums_of,
 )
 
 log = logging.getLogger(__name__)
@@ -634,33 +630,32 @@ class LeasedRedisBackend(RedisSpendBackend):
             self._pruned = mono
 
     def _json(self, record: UsageRecord) -> bytes:
-        return orjson.dumps({**record.to_dict(), "rollup": 1})
+        return orjson.dumps({**record.to_dict(), "rollup": ROLLUP_VERSION})
 
     def _batch_call(self, records: list[UsageRecord], hour: int, horizon: float, prune: bool,
                     expire: bool) -> tuple[list[str], list[Any]]:
-        groups: tuple[dict[str, list[int]], ...] = ({}, {}, {})
+        """batch.lua's keys and arguments: the records' rollup parts (rollup_parts, what
+        record.lua adds one record at a time) summed per hash and field."""
+        hashes: dict[str, tuple[int, dict[str, list[int]]]] = {}
         rows: list[Any] = []
         for record in records:
-            sums = sums_of(record)
-            for level, detail in enumerate(("fine", "coarse", "people")):
-                name = encode_group(group_of(record, detail))  # type: ignore[arg-type]
-                total = groups[level].get(name)
+            for key, ttl, name, sums in self.rollup_parts(record):
+                fields = hashes.setdefault(key, (ttl, {}))[1]
+                total = fields.get(name)
                 if total is None:
-                    groups[level][name] = list(sums)
+                    fields[name] = list(sums)
                 else:
-                    for k, value in enumerate(sums):
-                        total[k] += value
+                    _add_into(total, sums)
             rows += [record.request_id, repr(record.ts)]
+        heads: list[Any] = []
         named: list[Any] = []
-        for level in range(3):
-            for name, total in groups[level].items():
+        for ttl, fields in hashes.values():
+            heads += [ttl, len(fields)]
+            for name, total in fields.items():
                 named += [name, ",".join(map(str, total))]
-        keys = [f"{self.prefix}rec:ts", *self._rollup_keys(float(hour))]
-        args: list[Any] = [
-            f"({horizon!r}", int(self._retention) + 32 * DAY, 1 if prune else 0,
-            1 if expire else 0, len(records), len(groups[0]), len(groups[1]), len(groups[2]),
-            *named, *rows,
-        ]  # fmt: skip
+        keys = [f"{self.prefix}rec:ts", *hashes]
+        args: list[Any] = [f"({horizon!r}", 1 if prune else 0, 1 if expire else 0, len(records),
+                           len(hashes), *heads, *named, *rows]
         return keys, args
 
     # ----- the flusher -------------------------------------------------------------------------
@@ -824,3 +819,12 @@ def _plus(a: tuple[int, int, int], b: tuple[int, int, int],
 
 
 __all__ = ["LEASE_PREFIX", "LeasedRedisBackend"]
+
+
+def _add_into(total: list[int], sums: list[int]) -> None:
+    """Add `sums` to `total` element by element (a shorter row counts as zeros)."""
+    for k, value in enumerate(sums):
+        if k < len(total):
+            total[k] += value
+        else:
+            total.append(value)

@@ -313,6 +313,23 @@ class RedisSpendBackend:
         return (encode_group(group_of(record)), ",".join(map(str, sums_of(record))),
                 encode_group(group_of(record, "coarse")), encode_group(group_of(record, "people")))
 
+    def rollup_parts(self, record: UsageRecord) -> list[tuple[str, int, str, list[int]]]:
+        """Every rollup hash a record adds to, as (key, TTL, field, sums): what record.lua writes
+        for one record; batch.lua takes a flush window's parts summed per hash and field."""
+        keys = self._rollup_keys(record.ts)
+        ttl = self._rollup_ttl
+        sums = sums_of(record)
+        parts = [(keys[3 * level + g], ttl, encode_group(group_of(record, detail)), sums)
+                 for level, detail in enumerate(DETAILS) for g in range(len(GRANULARITIES))]
+        arm, arm_row = encode_arm_key(arm_key(record)), arm_sums(record)
+        parts += [(keys[9 + g], ttl, arm, arm_row) for g in range(len(GRANULARITIES))]
+        parts.append((keys[12], MINUTE_RETENTION,
+                      minute_field(group_of(record, "coarse"), record.ts), sums))
+        if record.cost_nanos:
+            parts.append((keys[13], MINUTE_RETENTION,
+                          minute_field((record.department,), record.ts), [record.cost_nanos]))
+        return parts
+
     async def _put_record(self, record: UsageRecord) -> None:
         horizon = self._clock() - self._retention
         keys, args = self._rollup_call(record, f"{self.prefix}rec:ts", horizon)

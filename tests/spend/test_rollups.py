@@ -139,6 +139,7 @@ def test_records_written_before_arm_rollups_join_them_once(
                                cost_nanos=1000 + i) for i in range(12)]
         for record in records:
             await store.add_record(record)
+        await store.flush()  # written (leases batch records), then rewritten as before below
         await backend.client.set(f"{backend._roll}backfilled", "1")  # the previous backfill
         await backend.client.delete(*backend._arm_keys(MIDNIGHT))  # as the previous version
         for record in records:
