@@ -79,3 +79,30 @@ def test_a_lease_that_expired_in_redis_is_not_revived_without_room(
         await b.close()
 
     asyncio.run(run())
+
+
+@pytest.mark.parametrize("leases", [False, pytest.param(True, marks=pytest.mark.xfail(
+    strict=True, reason="admission checks only the local lease, not the windows' new limits: "
+    "a budget lowered by a reload below what is spent is not enforced while a lease lasts"))])
+def test_a_budget_lowered_by_a_reload_refuses_at_once(make_spend_store: StoreFactory,
+                                                      leases: bool) -> None:
+    """$0.16 spent of a $1 daily budget, then a reload lowers it to $0.10: the next request is
+    refused (as with MET_SPEND_LEASES=0), not admitted against the lease leased under $1."""
+    async def run() -> None:
+        from tests.spend_helpers import departments_config
+
+        store = make_spend_store({"eng": {"budgets": {"daily": 1}}}, leases=leases)
+        held = []
+        for _ in range(8):
+            held.append(await store.reserve("eng", "gpt-4o", 0, 2_000))  # $0.02 each
+            await asyncio.sleep(0.002)
+        for res in held:
+            await store.settle(res, usd(0.02))
+        await store.flush()
+        store.reconfigure(departments_config(eng={"budgets": {"daily": 0.1}}), store.pricing,
+                          None)
+        admitted = await reserve_all(store, 2_000, limit=20)
+        await store.close()
+        assert admitted == 0, admitted
+
+    asyncio.run(run())
