@@ -163,7 +163,8 @@ class LeasedRedisBackend(RedisSpendBackend):
         self._wake = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
         self._closing = False
-        self._expired_windows: set[str] = set()  # spent keys whose TTL this process has set
+        # spent keys (department, window id) whose TTL this process has set
+        self._expired_windows: set[tuple[str, str]] = set()
         self._rollup_expiry: dict[int, float] = {}  # rollup hour -> monotonic time TTLs set
         self._pruned = -math.inf
         self._batch_loaded = False
@@ -455,7 +456,7 @@ class LeasedRedisBackend(RedisSpendBackend):
         for window in windows:
             delta = op.windows.get(window.wid, (window, 0))[1]
             ttl = 0
-            if window.wid not in self._expired_windows and (delta or window.wid in current):
+            if (name, window.wid) not in self._expired_windows and (delta or window.wid in current):
                 ttl = max(1, window.ttl(now))
             args += [window.limit_nanos if window.wid in current else -1, delta, ttl]
         reply = await self._call(self._lease_call(keys=keys, args=args))
@@ -470,10 +471,10 @@ class LeasedRedisBackend(RedisSpendBackend):
             dept.valid_until = now + self._lease_ttl * 2 / 3 if dept.amount > 0 else 0.0
             return list(reply), windows
         for window, value in zip(windows, reply[3], strict=True):
-            if op.windows.get(window.wid, (window, 0))[1] or window.wid in current:
+            if op.windows.get(window.wid, (window, 0))[1]:  # EXPIRE of a key not yet written
                 if len(self._expired_windows) > 1024:  # past windows: set their TTL again
                     self._expired_windows.clear()
-                self._expired_windows.add(window.wid)
+                self._expired_windows.add((name, window.wid))  # does nothing
             dept.known[window.wid] = int(value)
         if len(dept.known) > 16:  # windows of past hours
             for wid in [w for w in dept.known if w not in current][:-4]:
