@@ -43,8 +43,6 @@ async def reserve_all(store: Ledger, tokens: int, limit: int = 200) -> int:
     return total
 
 
-@pytest.mark.xfail(strict=True, reason="lease.lua re-creates an expired lease as `keep` without "
-                   "checking the room: a replica cut off from Redis past the lease TTL overspends")
 def test_a_lease_that_expired_in_redis_is_not_revived_without_room(
         make_spend_store: StoreFactory) -> None:
     """Replica A holds a lease, then cannot reach Redis for longer than the lease TTL (network
