@@ -127,3 +127,36 @@ def test_every_departments_spent_keys_expire(make_spend_store: StoreFactory,
         assert all(ttl > 0 for ttl in ttls.values()), ttls
 
     asyncio.run(run())
+
+
+@pytest.mark.parametrize("leases", [False, pytest.param(True, marks=pytest.mark.xfail(
+    strict=True, reason="a department with only a circuit breaker is admitted against the "
+    "breaker sum of this replica's last lease call, however old: a replica that made no call "
+    "since another one tripped the breaker admits every request until one of them settles"))])
+def test_a_breaker_tripped_by_another_replica_stops_this_one(make_spend_store: StoreFactory,
+                                                             leases: bool) -> None:
+    async def run() -> None:
+        from proxy.spend.budgets import CircuitOpen
+
+        depts = {"eng": {"circuit_breaker": {"window_minutes": 10, "max_dollars": 1}}}
+        clock = FakeClock()
+        a = make_spend_store(depts, clock=clock, leases=leases)
+        b = make_spend_store(depts, clock=clock, leases=leases)
+        await a.settle(await a.reserve("eng", "gpt-4o-mini", 10, 10), usd(0.01))
+        await a.flush()  # A knows the breaker's sum: $0.01
+        await b.settle(await b.reserve("eng", "gpt-4o-mini", 10, 10), usd(1.5))
+        await b.flush()  # B trips it: $1.51 in the window
+        with pytest.raises(CircuitOpen):
+            await b.reserve("eng", "gpt-4o-mini", 10, 10)
+        admitted = 0
+        for _ in range(50):  # a burst on A, each request still in flight
+            try:
+                await a.reserve("eng", "gpt-4o-mini", 10, 10)
+            except CircuitOpen:
+                continue
+            admitted += 1
+        await a.close()
+        await b.close()
+        assert admitted == 0, admitted
+
+    asyncio.run(run())
