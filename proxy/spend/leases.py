@@ -215,6 +215,8 @@ class LeasedRedisBackend(RedisSpendBackend):
             view = self._breaker_view(dept)
             if view is None or view > plan.breaker.max_nanos:
                 return False  # Redis decides (another replica may have resumed it)
+            if time.monotonic() - dept.last_call > self._horizon:
+                return False  # the sum is old: another replica may have tripped it since
         if plan.rpm is not None or plan.tpm is not None:
             if rate_position(plan.now)[0] != dept.minute:
                 return False
