@@ -716,6 +716,8 @@ class LeasedRedisBackend(RedisSpendBackend):
                 except BackendDown as exc:
                     log.warning("Redis unreachable; spend of %s queued: %s", name, exc)
                     break
+                except Exception:  # one department's bad key must not stop the others' writes
+                    log.exception("spend of %s not written; retried next window", name)
         return written
 
     async def _flush_for(self, department: str | None = None, records: bool = False) -> None:
