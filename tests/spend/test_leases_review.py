@@ -280,3 +280,24 @@ def test_holds_of_requests_in_flight_outlive_a_short_outage(make_spend_store: St
         assert spent + by_b <= usd(1), (spent, by_b)
 
     asyncio.run(run())
+
+
+@pytest.mark.xfail(strict=True, reason="lease.lua writes <lease id>:held and :seq to n:lease "
+                   "and nothing removes them: every replica that ever ran leaves two fields, and "
+                   "live replicas refresh the hash's TTL, so it grows with every restart")
+def test_replicas_that_stopped_leave_nothing_in_the_lease_hash(
+        make_spend_store: StoreFactory, redis_prefix: str) -> None:
+    async def run() -> None:
+        import time
+
+        depts = {"eng": {"budgets": {"daily": 1}}}
+        for _ in range(5):  # five restarts of a replica
+            store = make_spend_store(depts, clock=time.time)
+            await store.settle(await store.reserve("eng", "gpt-4o-mini", 10, 10), 1_000)
+            await store.close()
+        other = make_spend_store(depts, clock=time.time)
+        fields = await backend_of(other).client.hkeys(f"{redis_prefix}{{eng}}:n:lease")
+        await other.close()
+        assert len(fields) == 0, fields
+
+    asyncio.run(run())
