@@ -264,10 +264,17 @@ class LeasedRedisBackend(RedisSpendBackend):
         tpm_need = max(0, plan.tokens - dept.tpm_left) if plan.tpm is not None else 0
         budget_need = max(0, need - free_before) if plan.windows else 0
         slices = self._slices(dept, extra=waiting)
-        reply, windows = await self._call_lease(
-            plan.department, dept, now=plan.now, keep_free=free_before, need=budget_need,
-            cap=plan.cap, check=True, slices=slices, rate_needs=(rpm_need, tpm_need),
-            elapsed=elapsed)
+        # the free part it counts on is held for it while the call is out (else requests
+        # admitted here meanwhile take it, and it is refused with the budget untouched)
+        mine = min(free_before, need) if plan.windows else 0
+        dept.held += mine
+        try:
+            reply, windows = await self._call_lease(
+                plan.department, dept, now=plan.now, keep_free=free_before - mine,
+                need=budget_need, cap=plan.cap, check=True, slices=slices,
+                rate_needs=(rpm_need, tpm_need), elapsed=elapsed)
+        finally:
+            dept.held -= mine
         status = int(reply[0])
         if status == 4 and plan.breaker is not None:
             buckets = [int(b) for b in reply[7]]

@@ -303,12 +303,12 @@ def test_replicas_that_stopped_leave_nothing_in_the_lease_hash(
     asyncio.run(run())
 
 
-@pytest.mark.parametrize("leases", [False, pytest.param(True, marks=pytest.mark.xfail(
-    strict=True, reason="a request the lease can't cover asks Redis only for its need beyond "
-    "the lease's free part, but requests admitted locally while that call is out may use the "
-    "free part: the request is then refused as over budget with the budget nearly untouched"))])
+@pytest.mark.parametrize("leases", [False, True])
 def test_a_big_request_is_not_refused_by_small_ones_sharing_the_lease(
         make_spend_store: StoreFactory, leases: bool) -> None:
+    """A request the lease can't cover asked Redis only for its need beyond the lease's free
+    part, but requests admitted locally while that call was out used the free part: it was
+    then refused as over budget (and an "exhausted" notice sent) with $100 nearly untouched."""
     async def run() -> None:
         import time
 
