@@ -327,12 +327,11 @@ def test_a_big_request_is_not_refused_by_small_ones_sharing_the_lease(
     asyncio.run(run())
 
 
-@pytest.mark.xfail(strict=True, reason="lease.lua sets the reservation keys' TTL to lease TTL "
-                   "+ 60 s (90 s), shortening the reservation TTL + 60 s (660 s) that admit.lua "
-                   "set for a per-request replica's hold: in a mixed fleet that hold can vanish "
-                   "with its keys while its request is still running")
 def test_a_lease_call_does_not_shorten_the_life_of_per_request_holds(
         make_spend_store: StoreFactory, redis_prefix: str) -> None:
+    """lease.lua set the reservation keys' TTL to the lease TTL + 60 s (90 s), shortening the
+    reservation TTL + 60 s (660 s) admit.lua set for a per-request replica's hold: in a mixed
+    fleet (rolling upgrade) that hold could vanish with its keys while its request ran."""
     async def run() -> None:
         import time
 

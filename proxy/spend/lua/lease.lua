@@ -184,8 +184,12 @@ if amount > 0 then
   if amount ~= held_before then
     redis.call('INCRBY', KEYS[3], string.format('%d', amount - held_before))
   end
-  if ARGV[26] ~= '0' then
-    for k = 1, 3 do redis.call('EXPIRE', KEYS[k], ARGV[26]) end
+  if ARGV[26] ~= '0' then  -- never shorter: a per-request replica's holds live longer
+    for k = 1, 3 do
+      if redis.call('TTL', KEYS[k]) < tonumber(ARGV[26]) then
+        redis.call('EXPIRE', KEYS[k], ARGV[26])
+      end
+    end
   end
 elseif old then
   redis.call('HDEL', KEYS[2], id)
