@@ -202,6 +202,12 @@ class LeasedRedisBackend(RedisSpendBackend):
             self._wake_flusher()
 
     def _learn(self, dept: _Department, plan: AdmitPlan) -> None:
+        if plan.windows is not dept.current:  # a reload or a new hour (the ledger caches them)
+            before = {w.wid: w.limit_nanos for w in dept.current}
+            if any(w.limit_nanos < before.get(w.wid, w.limit_nanos) for w in plan.windows):
+                # a lowered budget: the free part, leased under the old limit, is not used
+                # (the next call gives it back); requests ask Redis against the new limit
+                dept.amount = min(dept.amount, dept.held + dept.unwritten)
         dept.current = plan.windows
         dept.rpm, dept.tpm = plan.rpm, plan.tpm
         if plan.breaker is not None:
