@@ -75,6 +75,7 @@ LEASE_PREFIX = "lease:"
 BATCH_RECORDS = 256  # records per batch script call
 PRUNE_EVERY_S = 1.0  # how often a batch also drops index entries past the retention
 EXPIRE_EVERY_S = 600.0  # how often a batch refreshes a rollup hash's TTL (retention + 32 days)
+RETRY_DOWN_S = 1.0  # while Redis is unreachable the flusher tries (and logs) this often
 
 
 @dataclass(slots=True)
@@ -168,6 +169,7 @@ class LeasedRedisBackend(RedisSpendBackend):
         self._rollup_expiry: dict[int, float] = {}  # rollup hour -> monotonic time TTLs set
         self._pruned = -math.inf
         self._batch_loaded = False
+        self._unreachable = False  # the last flush found Redis unreachable
 
     # ----- admission ---------------------------------------------------------------------------
 
@@ -694,7 +696,7 @@ class LeasedRedisBackend(RedisSpendBackend):
     async def _flush_forever(self) -> None:
         while True:
             await self._wake.wait()
-            await asyncio.sleep(self._interval)
+            await asyncio.sleep(RETRY_DOWN_S if self._unreachable else self._interval)
             self._wake.clear()
             try:
                 await self.flush()
@@ -719,14 +721,17 @@ class LeasedRedisBackend(RedisSpendBackend):
         records and settlements written. Stops at the first part Redis can't take."""
         written = 0
         async with self._flush_lock:
+            self._unreachable = False
             try:
                 written += await self._flush_records()
             except BackendDown as exc:
+                self._unreachable = True
                 log.warning("Redis unreachable; %d records queued: %s", len(self._records), exc)
             for name, dept in list(self._departments.items()):
                 try:
                     written += await self._flush_department(name, dept, release)
                 except BackendDown as exc:
+                    self._unreachable = True
                     log.warning("Redis unreachable; spend of %s queued: %s", name, exc)
                     break
                 except Exception:  # one department's bad key must not stop the others' writes

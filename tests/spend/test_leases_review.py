@@ -164,10 +164,10 @@ def test_a_breaker_tripped_by_another_replica_stops_this_one(make_spend_store: S
     asyncio.run(run())
 
 
-@pytest.mark.xfail(strict=True, reason="while Redis is unreachable the flusher retries (and "
-                   "logs two warnings) every flush window, 10 ms, not once per second as before")
 def test_an_outage_is_retried_and_logged_about_once_a_second(
         make_spend_store: StoreFactory, caplog: pytest.LogCaptureFixture) -> None:
+    """While Redis was unreachable the flusher retried (and logged) every flush window, 10 ms:
+    186 attempts and warnings in a second, against once a second before leases."""
     async def run() -> None:
         import logging
         import time
