@@ -102,6 +102,7 @@ class _Department:
     held: int = 0
     next_expiry: float = math.inf
     unwritten: int = 0  # settled cost not written yet (sent in no call)
+    claimed: int = 0  # free lease kept for requests whose lease call is out
     windows: dict[str, tuple[Window, int]] = field(default_factory=dict)  # pending spend
     breaker: dict[int, int] = field(default_factory=lambda: defaultdict(int))
     rates: dict[tuple[str, int], int] = field(default_factory=lambda: defaultdict(int))
@@ -135,7 +136,7 @@ class _Department:
 
     @property
     def free(self) -> int:
-        return self.amount - self.held - self.unwritten
+        return self.amount - self.held - self.unwritten - self.claimed
 
     def pending(self) -> bool:
         return bool(self.windows or self.breaker or self.rates or self.unwritten)
@@ -275,14 +276,14 @@ class LeasedRedisBackend(RedisSpendBackend):
         # the free part it counts on is held for it while the call is out (else requests
         # admitted here meanwhile take it, and it is refused with the budget untouched)
         mine = min(free_before, need) if plan.windows else 0
-        dept.held += mine
+        dept.claimed += mine
         try:
             reply, windows = await self._call_lease(
-                plan.department, dept, now=plan.now, keep_free=free_before - mine,
-                need=budget_need, cap=plan.cap, check=True, slices=slices,
-                rate_needs=(rpm_need, tpm_need), elapsed=elapsed)
+                plan.department, dept, now=plan.now, keep_free=free_before, need=budget_need,
+                cap=plan.cap, check=True, slices=slices, rate_needs=(rpm_need, tpm_need),
+                elapsed=elapsed)
         finally:
-            dept.held -= mine
+            dept.claimed -= mine
         status = int(reply[0])
         if status == 4 and plan.breaker is not None:
             buckets = [int(b) for b in reply[7]]
