@@ -71,6 +71,7 @@ LEASE_PREFIX = "lease:"
 BATCH_RECORDS = 256  # records per batch script call
 PRUNE_EVERY_S = 1.0  # how often a batch also drops index entries past the retention
 EXPIRE_EVERY_S = 600.0  # how often a batch refreshes a rollup hash's TTL (retention + 32 days)
+RETRY_DOWN_S = 1.0  # while Redis is unreachable the flusher tries (and logs) this often
 
 
 @dataclass(slots=True)
@@ -97,6 +98,7 @@ class _Department:
     held: int = 0
     next_expiry: float = math.inf
     unwritten: int = 0  # settled cost not written yet (sent in no call)
+    claimed: int = 0  # free lease kept for requests whose lease call is out
     windows: dict[str, tuple[Window, int]] = field(default_factory=dict)  # pending spend
     breaker: dict[int, int] = field(default_factory=lambda: defaultdict(int))
     rates: dict[tuple[str, int], int] = field(default_factory=lambda: defaultdict(int))
@@ -130,7 +132,7 @@ class _Department:
 
     @property
     def free(self) -> int:
-        return self.amount - self.held - self.unwritten
+        return self.amount - self.held - self.unwritten - self.claimed
 
     def pending(self) -> bool:
         return bool(self.windows or self.breaker or self.rates or self.unwritten)
@@ -159,10 +161,12 @@ class LeasedRedisBackend(RedisSpendBackend):
         self._wake = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
         self._closing = False
-        self._expired_windows: set[str] = set()  # spent keys whose TTL this process has set
+        # spent keys (department, window id) whose TTL this process has set
+        self._expired_windows: set[tuple[str, str]] = set()
         self._rollup_expiry: dict[int, float] = {}  # rollup hour -> monotonic time TTLs set
         self._pruned = -math.inf
         self._batch_loaded = False
+        self._unreachable = False  # the last flush found Redis unreachable
 
     # ----- admission ---------------------------------------------------------------------------
 
@@ -197,6 +201,12 @@ class LeasedRedisBackend(RedisSpendBackend):
             self._wake_flusher()
 
     def _learn(self, dept: _Department, plan: AdmitPlan) -> None:
+        if plan.windows is not dept.current:  # a reload or a new hour (the ledger caches them)
+            before = {w.wid: w.limit_nanos for w in dept.current}
+            if any(w.limit_nanos < before.get(w.wid, w.limit_nanos) for w in plan.windows):
+                # a lowered budget: the free part, leased under the old limit, is not used
+                # (the next call gives it back); requests ask Redis against the new limit
+                dept.amount = min(dept.amount, dept.held + dept.unwritten)
         dept.current = plan.windows
         dept.rpm, dept.tpm = plan.rpm, plan.tpm
         if plan.breaker is not None:
@@ -210,6 +220,8 @@ class LeasedRedisBackend(RedisSpendBackend):
             view = self._breaker_view(dept)
             if view is None or view > plan.breaker.max_nanos:
                 return False  # Redis decides (another replica may have resumed it)
+            if time.monotonic() - dept.last_call > self._horizon:
+                return False  # the sum is old: another replica may have tripped it since
         if plan.rpm is not None or plan.tpm is not None:
             if rate_position(plan.now)[0] != dept.minute:
                 return False
@@ -257,10 +269,17 @@ class LeasedRedisBackend(RedisSpendBackend):
         tpm_need = max(0, plan.tokens - dept.tpm_left) if plan.tpm is not None else 0
         budget_need = max(0, need - free_before) if plan.windows else 0
         slices = self._slices(dept, extra=waiting)
-        reply, windows = await self._call_lease(
-            plan.department, dept, now=plan.now, keep_free=free_before, need=budget_need,
-            cap=plan.cap, check=True, slices=slices, rate_needs=(rpm_need, tpm_need),
-            elapsed=elapsed)
+        # the free part it counts on is held for it while the call is out (else requests
+        # admitted here meanwhile take it, and it is refused with the budget untouched)
+        mine = min(free_before, need) if plan.windows else 0
+        dept.claimed += mine
+        try:
+            reply, windows = await self._call_lease(
+                plan.department, dept, now=plan.now, keep_free=free_before, need=budget_need,
+                cap=plan.cap, check=True, slices=slices, rate_needs=(rpm_need, tpm_need),
+                elapsed=elapsed)
+        finally:
+            dept.claimed -= mine
         status = int(reply[0])
         if status == 4 and plan.breaker is not None:
             buckets = [int(b) for b in reply[7]]
@@ -451,7 +470,7 @@ class LeasedRedisBackend(RedisSpendBackend):
         for window in windows:
             delta = op.windows.get(window.wid, (window, 0))[1]
             ttl = 0
-            if window.wid not in self._expired_windows and (delta or window.wid in current):
+            if (name, window.wid) not in self._expired_windows and (delta or window.wid in current):
                 ttl = max(1, window.ttl(now))
             args += [window.limit_nanos if window.wid in current else -1, delta, ttl]
         reply = await self._call(self._lease_call(keys=keys, args=args))
@@ -466,10 +485,10 @@ class LeasedRedisBackend(RedisSpendBackend):
             dept.valid_until = now + self._lease_ttl * 2 / 3 if dept.amount > 0 else 0.0
             return list(reply), windows
         for window, value in zip(windows, reply[3], strict=True):
-            if op.windows.get(window.wid, (window, 0))[1] or window.wid in current:
+            if op.windows.get(window.wid, (window, 0))[1]:  # EXPIRE of a key not yet written
                 if len(self._expired_windows) > 1024:  # past windows: set their TTL again
                     self._expired_windows.clear()
-                self._expired_windows.add(window.wid)
+                self._expired_windows.add((name, window.wid))  # does nothing
             dept.known[window.wid] = int(value)
         if len(dept.known) > 16:  # windows of past hours
             for wid in [w for w in dept.known if w not in current][:-4]:
@@ -673,7 +692,7 @@ class LeasedRedisBackend(RedisSpendBackend):
     async def _flush_forever(self) -> None:
         while True:
             await self._wake.wait()
-            await asyncio.sleep(self._interval)
+            await asyncio.sleep(RETRY_DOWN_S if self._unreachable else self._interval)
             self._wake.clear()
             try:
                 await self.flush()
@@ -698,16 +717,21 @@ class LeasedRedisBackend(RedisSpendBackend):
         records and settlements written. Stops at the first part Redis can't take."""
         written = 0
         async with self._flush_lock:
+            self._unreachable = False
             try:
                 written += await self._flush_records()
             except BackendDown as exc:
+                self._unreachable = True
                 log.warning("Redis unreachable; %d records queued: %s", len(self._records), exc)
             for name, dept in list(self._departments.items()):
                 try:
                     written += await self._flush_department(name, dept, release)
                 except BackendDown as exc:
+                    self._unreachable = True
                     log.warning("Redis unreachable; spend of %s queued: %s", name, exc)
                     break
+                except Exception:  # one department's bad key must not stop the others' writes
+                    log.exception("spend of %s not written; retried next window", name)
         return written
 
     async def _flush_for(self, department: str | None = None, records: bool = False) -> None:

@@ -121,9 +121,9 @@ bad, tpm_cur, tpm_prev, tpm_got = rate(KEYS[8], KEYS[9], tonumber(ARGV[16]),
                                        tonumber(ARGV[24]), tonumber(ARGV[25]))
 if bad then status = 3 end
 
-local keep = tonumber(ARGV[6])
 local need, slice = tonumber(ARGV[7]), tonumber(ARGV[8])
 if status ~= 0 then need, slice = 0, 0 end
+local keep = tonumber(ARGV[6])
 if need > 0 or slice > 0 then
   local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 500)
   for _, rid in ipairs(expired) do
@@ -137,6 +137,12 @@ if need > 0 or slice > 0 then
 end
 local old = redis.call('HGET', KEYS[2], id)
 local held_before = tonumber(old or '0')
+if not old and keep > tonumber(ARGV[5]) then
+  -- the lease is gone (expired and purged: its room may be spent by now, or Redis lost it):
+  -- only the holds of requests in flight come back as they are, the rest is granted like any
+  -- slice, from the room
+  keep = tonumber(ARGV[5])
+end
 local rooms, room = {}, nil
 if need > 0 or slice > 0 then
   local reserved = tonumber(redis.call('GET', KEYS[3]) or '0')
@@ -178,8 +184,12 @@ if amount > 0 then
   if amount ~= held_before then
     redis.call('INCRBY', KEYS[3], string.format('%d', amount - held_before))
   end
-  if ARGV[26] ~= '0' then
-    for k = 1, 3 do redis.call('EXPIRE', KEYS[k], ARGV[26]) end
+  if ARGV[26] ~= '0' then  -- never shorter: a per-request replica's holds live longer
+    for k = 1, 3 do
+      if redis.call('TTL', KEYS[k]) < tonumber(ARGV[26]) then
+        redis.call('EXPIRE', KEYS[k], ARGV[26])
+      end
+    end
   end
 elseif old then
   redis.call('HDEL', KEYS[2], id)
