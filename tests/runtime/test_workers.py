@@ -7,6 +7,7 @@ import contextlib
 import http.client
 import json
 import os
+import signal
 import subprocess
 import time
 import uuid
@@ -126,6 +127,27 @@ def test_each_worker_listens_on_its_own_socket(workers: ProxyProcess) -> None:
     assert len(listening) == 2
     assert [len(sockets_of(pid) & listening) for pid in children] == [1, 1]
     assert not sockets_of(workers.proc.pid) & listening  # the supervisor accepts nothing
+
+
+def test_a_replaced_worker_leaves_no_socket_behind(workers: ProxyProcess) -> None:
+    """The supervisor closes its copy of each worker's socket: a copy left open would keep a
+    dead worker's socket listening, and the kernel would hash connections to it forever."""
+    deadline = time.monotonic() + 10
+    while len(listening_sockets(workers.port)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    dead = worker_pids(workers)[0]
+    os.kill(dead, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        children = worker_pids(workers)
+        listening = listening_sockets(workers.port)
+        if dead not in children and len(children) == 2 and len(listening) == 2 and all(
+                sockets_of(pid) & listening for pid in children):
+            break
+        time.sleep(0.2)
+    assert len(listening) == 2 and dead not in children
+    assert [len(sockets_of(pid) & listening) for pid in children] == [1, 1]
+    assert not sockets_of(workers.proc.pid) & listening
 
 
 def test_keep_alive_connections_spread_over_the_workers(workers: ProxyProcess,
