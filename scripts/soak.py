@@ -36,7 +36,7 @@ WARMUP = int(os.environ.get("WARMUP", "20000"))
 CONNS = int(os.environ.get("CONNS", "16"))
 CACHE_MODE = os.environ.get("CACHE_MODE", "semantic")
 MIX = REPO / "scripts" / "soak" / "mix.lua"
-CACHE_LINE = re.compile(r'^meterline_cache_requests_total\{kind="(\w+)",result="(\w+)"\} (\S+)',
+CACHE_LINE = re.compile(r'^meterline_cache_requests_total\{[^}]*kind="(\w+)",result="(\w+)"\} (\S+)',
                         re.M)
 
 
