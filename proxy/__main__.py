@@ -70,9 +70,11 @@ def _serve(args: argparse.Namespace) -> int:
         server_header=False,
     )
     if settings.workers > 1:
+        from proxy.runtime.workers import ReusePortSupervisor
+
         export_for_workers(settings)
-        uvicorn.run("proxy.__main__:create_served_app", factory=True, workers=settings.workers,
-                    **common)
+        ReusePortSupervisor(uvicorn.Config("proxy.__main__:create_served_app", factory=True,
+                                           workers=settings.workers, **common)).run()
     else:
         AnnouncingServer(uvicorn.Config(
             tune_for_serving(create_app(settings), settings.drain_seconds), **common),
@@ -206,7 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--workers",
         type=int,
-        help="worker processes (MET_WORKERS, default 1; needs REDIS_URL to share state)",
+        help="worker processes, each on its own SO_REUSEPORT socket (MET_WORKERS, default 1; "
+             "needs REDIS_URL to share state)",
     )
     serve.add_argument(
         "--demo", action="store_true", help="answer from the built-in mock upstream with demo keys"

@@ -54,6 +54,14 @@ def tree_cpu(pid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def worker_cpu(pid: int) -> list[float]:
+    """CPU seconds of each worker (the supervisor's children; grandchildren of bench_target's
+    bash exec are none: bash execs python)."""
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [tree_cpu(int(p)) for p in sorted(out.split())
+            if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()]
+
+
 def redis_counters(ports: list[int]) -> tuple[int, int, float]:
     """Commands Redis ran (those inside Lua scripts included), script calls, CPU seconds."""
     calls, scripts, cpu = 0, 0, 0.0
@@ -130,9 +138,9 @@ def run_mode(mode: str, upstream: str) -> dict[str, Any]:
         wrk(url, 2)  # warm up (and, in cache mode, store the answer)
         calls0, scripts0, rcpu0 = redis_counters(redis_ports)
         before = dict(BY_COMMAND)
-        cpu0 = tree_cpu(proxy.pid)
+        cpu0, workers0 = tree_cpu(proxy.pid), worker_cpu(proxy.pid)
         result = wrk(url, DURATION)
-        cpu1 = tree_cpu(proxy.pid)
+        cpu1, workers1 = tree_cpu(proxy.pid), worker_cpu(proxy.pid)
         BY_COMMAND.clear()
         calls1, scripts1, rcpu1 = redis_counters(redis_ports)
     finally:
@@ -147,7 +155,10 @@ def run_mode(mode: str, upstream: str) -> dict[str, Any]:
     line = {"mode": mode, "req_s": round(n / (result["duration_us"] / 1e6)),
             "proxy_cpu_us_per_req": round(1e6 * (cpu1 - cpu0) / n, 1),
             "p50_ms": result["p50_us"] / 1000, "p99_ms": result["p99_us"] / 1000,
-            "errors": errors}
+            "errors": errors, "proxy_cpu_s": round(cpu1 - cpu0, 2),
+            "load_avg": " ".join(Path("/proc/loadavg").read_text().split()[:3])}
+    if len(workers1) > 1:  # how evenly the work spread: CPU seconds of each worker
+        line["worker_cpu_s"] = [round(b - a, 2) for a, b in zip(workers0, workers1, strict=True)]
     if redis_ports:
         line["redis_cmds_per_req"] = round((calls1 - calls0) / n, 2)
         line["redis_scripts_per_req"] = round((scripts1 - scripts0) / n, 2)

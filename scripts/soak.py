@@ -1,16 +1,17 @@
 """Memory soak (issue 13 item 4): does the proxy's RSS hold over 200,000 cached requests?
 
     python scripts/soak.py [MODE ...]     REQUESTS=200000 CHUNK_S=30 WARMUP=20000 CONNS=16
-    modes: embedded redis (state), each with the cache on in semantic mode (local embedder)
+    modes: embedded redis (state), each with the cache on in CACHE_MODE (default semantic: the
+           local embedder; exact: no embedder)
            idle (idle RSS with the cache in exact mode, i.e. no embedder, and in semantic mode)
     OUT=stem writes stem.json and stem.md (default: print only)
 
 Each mode starts the shared bench's nginx mock upstream (answers at once, SSE when asked),
 `meterline serve` from scripts/bench_target.sh (cache on; Redis state from a private Redis Stack
-in `redis` mode) and drives it with wrk and scripts/soak/mix.lua in runs of CHUNK_S seconds until REQUESTS:
-exact repeats of 200 questions, paraphrases of them, new questions, streams of both, and bad
-bodies (400). After each run it reads the proxy's VmRSS (/proc/PID/status). Growth is the
-RSS at the end against the RSS after WARMUP requests.
+in `redis` mode) and drives it with wrk and scripts/soak/mix.lua in runs of CHUNK_S seconds
+until REQUESTS have been sent: exact repeats of 200 questions, paraphrases of them, new
+questions, streams of both, and bad bodies (400). After each run it reads the proxy's VmRSS
+(/proc/PID/status). Growth is the RSS at the end against the RSS after WARMUP requests.
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ REQUESTS = int(os.environ.get("REQUESTS", "200000"))
 CHUNK_S = int(os.environ.get("CHUNK_S", "30"))
 WARMUP = int(os.environ.get("WARMUP", "20000"))
 CONNS = int(os.environ.get("CONNS", "16"))
+CACHE_MODE = os.environ.get("CACHE_MODE", "semantic")
 MIX = REPO / "scripts" / "soak" / "mix.lua"
-CACHE_LINE = re.compile(r'^meterline_cache_requests_total\{kind="(\w+)",result="(\w+)"\} (\S+)',
+CACHE_LINE = re.compile(r'^meterline_cache_requests_total\{[^}]*kind="(\w+)",result="(\w+)"\} (\S+)',
                         re.M)
 
 
@@ -108,7 +110,7 @@ def idle_rss(upstream: str, cache_mode: str) -> float:
 
 def soak(upstream: str, state: str) -> dict[str, Any]:
     stack = Stack() if state == "redis" else None
-    proxy = Proxy(upstream, "semantic",
+    proxy = Proxy(upstream, CACHE_MODE,
                   f"redis://127.0.0.1:{stack.port}" if stack is not None else None)
     pid, url = proxy.process.pid, f"{proxy.base}/v1/chat/completions"
     samples: list[dict[str, Any]] = [{"requests": 0, "rss_mb": rss_mb(pid)}]
@@ -142,8 +144,8 @@ def summarise(state: str, samples: list[dict[str, Any]], statuses: dict[str, int
               wall_s: float, cpu_s: float, cache: dict[str, float]) -> dict[str, Any]:
     warm = next(s for s in samples if s["requests"] >= WARMUP)
     end = samples[-1]
-    return {"mode": state, "requests": end["requests"], "statuses": statuses,
-            "socket_errors": errors, "cache": cache, "wall_s": round(wall_s),
+    return {"mode": f"{state}, cache {CACHE_MODE}", "requests": end["requests"],
+            "statuses": statuses, "socket_errors": errors, "cache": cache, "wall_s": round(wall_s),
             "proxy_cpu_s": round(cpu_s), "idle_rss_mb": samples[0]["rss_mb"],
             "warm_rss_mb": warm["rss_mb"], "warm_at": warm["requests"],
             "end_rss_mb": end["rss_mb"], "peak_rss_mb": max(s["rss_mb"] for s in samples),

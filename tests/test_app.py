@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import httpx
 import pytest
 
-from tests.support.servers import ServerThread
+from tests.support.servers import REPO_ROOT, ServerThread
 
 ADMIN = {"authorization": "Bearer sk-demo-admin"}
 SALES = {"authorization": "Bearer sk-demo-sales"}
@@ -46,3 +49,14 @@ def test_every_response_carries_a_request_id(proxy: ServerThread, method: str, p
     kept = httpx.request(method, proxy.url + path, content=b"{}",
                          headers={**headers, "x-request-id": "client-chosen-7"})
     assert kept.headers["x-request-id"] == "client-chosen-7"
+
+
+def test_the_app_imports_no_embedder_runtime_or_pdf_reader_until_used() -> None:
+    """Idle RSS (issue 13: <= 120 MB without the local embedder): onnxruntime and tokenizers
+    (~35 MB) load with the local embedder, pypdf (~20 MB) with the first attached PDF."""
+    lazy = ("onnxruntime", "tokenizers", "pypdf")
+    code = ("import sys; import proxy.app, proxy.__main__; "
+            f"print(','.join(m for m in {lazy!r} if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, cwd=REPO_ROOT)
+    assert result.stdout.strip() == ""

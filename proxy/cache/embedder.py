@@ -24,8 +24,6 @@ from typing import Protocol, runtime_checkable
 import aiohttp
 import numpy as np
 import numpy.typing as npt
-import onnxruntime as ort  # type: ignore[import-untyped]
-from tokenizers import Tokenizer
 
 from proxy.cache.embedder_config import LocalEmbedderSettings, OpenAIEmbedderSettings
 
@@ -72,6 +70,11 @@ class OnnxEncoder:
         max_tokens: int = 256,
         threads: int = 1,
     ) -> None:
+        # imported here, not with the module: ~35 MB of RSS that exact-only caches and
+        # OpenAI embedders never need (idle RSS target: <= 120 MB without the local embedder)
+        import onnxruntime as ort  # type: ignore[import-untyped]
+        from tokenizers import Tokenizer
+
         tokenizer = Tokenizer.from_file(str(tokenizer_path or default_tokenizer_path()))
         tokenizer.enable_truncation(max_length=max_tokens)
         # pad to the longest in the batch; "[PAD]" is the vocabulary's padding token
