@@ -147,14 +147,13 @@ class RedisCacheBackend:
                  algorithm: str = "hnsw") -> None:
         self._r = client
         self._p = prefix + "cache:"
+        self.index = AsyncSearchIndex(schema_for(prefix, dims, algorithm), redis_client=client)
+        self._lookups = SharedLookups(client.register_script(EXACT_LUA), self._p + "e:")
+        self._hits_script = client.register_script(HITS_LUA)
         # partitions this replica is evicting: an eviction reads the whole partition, and a
         # store arriving meanwhile would start another (the soak: every ~15 requests, 54 % of
         # the proxy's time); it leaves the partition a few entries over until the next store
         self._evicting: set[str] = set()
-        self.index = AsyncSearchIndex(schema_for(prefix, dims, algorithm), redis_client=client)
-        self._lookups = SharedLookups(client.register_script(EXACT_LUA), self._p + "e:")
-        self._hits_script = client.register_script(HITS_LUA)
-        self._evicting: set[str] = set()  # partitions this replica is evicting now
 
     async def start(self) -> None:
         if await self.index.exists():
@@ -203,13 +202,7 @@ class RedisCacheBackend:
         pipe.zadd(partition_key, {entry.id: entry.created})
         pipe.zcard(partition_key)
         size = (await pipe.execute())[-1]
-        if size <= max_size or partition_key in self._evicting:
-            return 0
-        self._evicting.add(partition_key)
-        try:
-            return await self._evict(partition_key, max_size)
-        finally:
-            self._evicting.discard(partition_key)
+        return await self._evict(partition_key, max_size) if size > max_size else 0
 
     async def _evict(self, partition_key: str, max_size: int) -> int:
         """Evict down to eviction_target, once per partition at a time on this replica: the
