@@ -75,6 +75,7 @@ RETRY_DOWN_S = 1.0  # while Redis is unreachable the flusher tries (and logs) th
 SEQ_TTL_S = 86_400  # a live lease's seq key: outlives any re-send of a call whose reply was lost
 SEQ_RELEASED_TTL_S = 600  # after the lease is given back (a late re-send is still skipped)
 HELD_SUFFIX = ":held"  # <lease id>:held: the reservation of the holds of requests in flight
+ISOLATE_AFTER = 3  # a batch Redis refused this often (not unreachable): records one by one
 
 
 @dataclass(slots=True)
@@ -174,6 +175,8 @@ class LeasedRedisBackend(RedisSpendBackend):
         self._pruned = -math.inf
         self._batch_loaded = False
         self._unreachable = False  # the last flush found Redis unreachable
+        self._record_failures = 0  # times in a row Redis refused the head batch of records
+        self._record_error_logged = -math.inf  # monotonic
 
     # ----- admission ---------------------------------------------------------------------------
 
@@ -596,20 +599,79 @@ class LeasedRedisBackend(RedisSpendBackend):
         self._wake_flusher()
 
     async def _flush_records(self) -> int:
+        """Write the queued records in batches. A batch Redis can't take goes back to the queue:
+        BackendDown is raised; any other error (OOM, READONLY after a failover) stops this pass
+        (logged once a second) and, once a batch has failed ISOLATE_AFTER times, the records
+        are tried one by one so that one Redis refuses alone can't block the others."""
         written = 0
         while self._records:
+            if self._record_failures >= ISOLATE_AFTER:
+                done, more = await self._isolate_records()
+                written += done
+                if not more:
+                    break
+                continue
             batch = [self._records.popleft()
                      for _ in range(min(BATCH_RECORDS, len(self._records)))]
             try:
                 await self._write_records(batch)
             except BackendDown:
-                self._records.extendleft(reversed(batch))
-                while len(self._records) > self._max_records:
-                    self._records.popleft()
-                    self.dropped_records += 1
+                self._requeue(batch)
                 raise
+            except Exception as exc:  # Redis refused it (OOM, READONLY): kept, retried
+                self._requeue(batch)
+                self._record_failures += 1
+                self._log_record_error(exc)
+                break
+            self._record_failures = 0
             written += len(batch)
         return written
+
+    async def _isolate_records(self) -> tuple[int, bool]:
+        """Write records one by one; one that fails while the next is written is dropped
+        (counted and logged); two failing in a row are Redis's failure, not a record's: both go
+        back. Returns (written, whether to go on)."""
+        written, suspect = 0, None
+        while self._records and written < BATCH_RECORDS:
+            record = self._records.popleft()
+            try:
+                await self._write_records([record])
+            except BackendDown:
+                self._requeue([record] if suspect is None else [suspect[0], record])
+                raise
+            except Exception as exc:  # a suspect until the next one is written
+                if suspect is not None:
+                    self._requeue([suspect[0], record])
+                    self._log_record_error(exc)
+                    return written, False
+                suspect = (record, exc)
+                continue
+            written += 1
+            if suspect is not None:
+                self.dropped_records += 1
+                log.error("usage record %s dropped: Redis refused it alone %d times: %s",
+                          suspect[0].request_id, ISOLATE_AFTER + 1, suspect[1])
+                suspect = None
+        if suspect is not None:  # nothing else to tell: kept for the next pass
+            self._requeue([suspect[0]])
+            self._log_record_error(suspect[1])
+            return written, False
+        self._record_failures = 0
+        return written, True
+
+    def _requeue(self, batch: list[UsageRecord]) -> None:
+        """Put records back at the head of the queue; past its bound the oldest are dropped."""
+        self._records.extendleft(reversed(batch))
+        while len(self._records) > self._max_records:
+            self._records.popleft()
+            self.dropped_records += 1
+
+    def _log_record_error(self, exc: Exception) -> None:
+        mono = time.monotonic()
+        if mono - self._record_error_logged >= RETRY_DOWN_S:
+            self._record_error_logged = mono
+            log.warning("Redis refused a batch of usage records (%d queued, %d dropped so far); "
+                        "retried: %s", len(self._records), self.dropped_records, exc)
 
     async def _write_records(self, batch: list[UsageRecord]) -> None:
         """The records and their department indexes, then per hour the script that indexes them
