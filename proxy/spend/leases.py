@@ -72,6 +72,10 @@ BATCH_RECORDS = 256  # records per batch script call
 PRUNE_EVERY_S = 1.0  # how often a batch also drops index entries past the retention
 EXPIRE_EVERY_S = 600.0  # how often a batch refreshes a rollup hash's TTL (retention + 32 days)
 RETRY_DOWN_S = 1.0  # while Redis is unreachable the flusher tries (and logs) this often
+SEQ_TTL_S = 86_400  # a live lease's seq key: outlives any re-send of a call whose reply was lost
+SEQ_RELEASED_TTL_S = 600  # after the lease is given back (a late re-send is still skipped)
+HELD_SUFFIX = ":held"  # <lease id>:held: the reservation of the holds of requests in flight
+ISOLATE_AFTER = 3  # a batch Redis refused this often (not unreachable): records one by one
 
 
 @dataclass(slots=True)
@@ -81,6 +85,8 @@ class _Op:
     seq: int
     keep: int
     held: int
+    held_until: float  # clock time the latest of those holds expires
+    release: bool
     windows: dict[str, tuple[Window, int]]  # wid -> (window, spend delta)
     breaker: dict[int, int]  # minute -> nanos
     rates: dict[tuple[str, int], int]  # ("rpm"|"tpm", minute) -> delta
@@ -97,6 +103,8 @@ class _Department:
     holds: dict[str, tuple[int, float]] = field(default_factory=dict)  # rid -> (nanos, expiry)
     held: int = 0
     next_expiry: float = math.inf
+    held_until: float = 0.0  # the latest expiry among the holds (0 once there are none)
+    keys_until: float = 0.0  # clock time the reservation keys' TTL is known to reach
     unwritten: int = 0  # settled cost not written yet (sent in no call)
     claimed: int = 0  # free lease kept for requests whose lease call is out
     windows: dict[str, tuple[Window, int]] = field(default_factory=dict)  # pending spend
@@ -167,6 +175,8 @@ class LeasedRedisBackend(RedisSpendBackend):
         self._pruned = -math.inf
         self._batch_loaded = False
         self._unreachable = False  # the last flush found Redis unreachable
+        self._record_failures = 0  # times in a row Redis refused the head batch of records
+        self._record_error_logged = -math.inf  # monotonic
 
     # ----- admission ---------------------------------------------------------------------------
 
@@ -243,6 +253,7 @@ class LeasedRedisBackend(RedisSpendBackend):
             dept.holds[plan.reservation_id] = (amount, plan.expires_at)
             dept.held += amount
             dept.next_expiry = min(dept.next_expiry, plan.expires_at)
+            dept.held_until = max(dept.held_until, plan.expires_at)
         dept.admitted_need += amount
         dept.admitted_requests += 1
         dept.admitted_tokens += plan.tokens
@@ -256,6 +267,8 @@ class LeasedRedisBackend(RedisSpendBackend):
         for rid in [r for r, (_, expires) in dept.holds.items() if expires <= now]:
             dept.held -= dept.holds.pop(rid)[0]
         dept.next_expiry = min((e for _, e in dept.holds.values()), default=math.inf)
+        if not dept.holds:
+            dept.held_until = 0.0
 
     async def _admit_remote(self, dept: _Department, plan: AdmitPlan, need: int,
                             waiting: tuple[int, int, int]) -> AdmitOutcome:
@@ -311,6 +324,8 @@ class LeasedRedisBackend(RedisSpendBackend):
         held = dept.holds.pop(settlement.reservation_id, None)
         if held is not None:
             dept.held -= held[0]
+            if not dept.holds:
+                dept.held_until = 0.0
         cost = settlement.actual_nanos
         now = self._clock()
         minute = rate_position(settlement.ts)[0]
@@ -427,8 +442,8 @@ class LeasedRedisBackend(RedisSpendBackend):
             keep_free, budget_slice, need = 0, 0, 0
         dept.seq += 1
         keep = 0 if release else dept.held + max(0, keep_free)
-        op = _Op(dept.seq, keep, dept.held, dept.windows, dict(dept.breaker), dict(dept.rates),
-                 dept.settlements)
+        op = _Op(dept.seq, keep, dept.held, dept.held_until, release, dept.windows,
+                 dict(dept.breaker), dict(dept.rates), dept.settlements)
         dept.windows, dept.unwritten, dept.settlements = {}, 0, 0
         dept.breaker, dept.rates = defaultdict(int), defaultdict(int)
         dept.amount = min(dept.amount, keep)  # what is given back is gone before Redis answers
@@ -447,7 +462,12 @@ class LeasedRedisBackend(RedisSpendBackend):
         expires_at = now + self._lease_ttl
         mono = time.monotonic()
         refresh = mono - dept.ttl_refreshed > self._lease_ttl / 3
-        keys = [*self._resv_keys(name), self._dept(name, "n:lease"),
+        # the reservation keys outlive the lease and the holds (a request's reservation TTL)
+        lives_until = max(expires_at, op.held_until)
+        resv_ttl = 0
+        if refresh or lives_until + 60 > dept.keys_until:
+            resv_ttl = max(math.ceil(self._lease_ttl), math.ceil(lives_until - now)) + 60
+        keys = [*self._resv_keys(name), self._seq_key(name),
                 self._dept(name, f"rpm:{minute}"), self._dept(name, f"rpm:{minute - 1}"),
                 self._dept(name, f"tpm:{minute}"), self._dept(name, f"tpm:{minute - 1}"),
                 *self._spent_keys(name, windows), *self._legacy_keys(name, windows)]
@@ -465,7 +485,7 @@ class LeasedRedisBackend(RedisSpendBackend):
             rates[("tpm", minute)], rates[("tpm", minute - 1)], rate_needs[0],
             slices[1] if dept.rpm is not None else 0, rate_needs[1],
             slices[2] if dept.tpm is not None else 0,
-            math.ceil(self._lease_ttl) + 60 if refresh else 0, 86_400 if refresh else 0,
+            resv_ttl, SEQ_RELEASED_TTL_S if op.release else SEQ_TTL_S, repr(op.held_until),
         ]  # fmt: skip
         for window in windows:
             delta = op.windows.get(window.wid, (window, 0))[1]
@@ -480,6 +500,8 @@ class LeasedRedisBackend(RedisSpendBackend):
         dept.held_reported = op.held
         if refresh:
             dept.ttl_refreshed = mono
+        if resv_ttl:
+            dept.keys_until = now + resv_ttl
         if int(reply[0]) == 5:  # a re-send Redis had already run: the lease is what it holds
             dept.amount = int(reply[1])
             dept.valid_until = now + self._lease_ttl * 2 / 3 if dept.amount > 0 else 0.0
@@ -504,6 +526,9 @@ class LeasedRedisBackend(RedisSpendBackend):
                                                       or int(reply[13])):
             dept.starved_until = mono + 0.5  # nothing left to lease: don't ask every window
         return list(reply), windows
+
+    def _seq_key(self, name: str) -> str:
+        return self._dept(name, "n:lease:" + self.lease_id.removeprefix(LEASE_PREFIX))
 
     async def _resolve(self, name: str, dept: _Department) -> int:
         """Re-send a call whose answer was lost (applied at most once: its seq says so);
@@ -574,20 +599,79 @@ class LeasedRedisBackend(RedisSpendBackend):
         self._wake_flusher()
 
     async def _flush_records(self) -> int:
+        """Write the queued records in batches. A batch Redis can't take goes back to the queue:
+        BackendDown is raised; any other error (OOM, READONLY after a failover) stops this pass
+        (logged once a second) and, once a batch has failed ISOLATE_AFTER times, the records
+        are tried one by one so that one Redis refuses alone can't block the others."""
         written = 0
         while self._records:
+            if self._record_failures >= ISOLATE_AFTER:
+                done, more = await self._isolate_records()
+                written += done
+                if not more:
+                    break
+                continue
             batch = [self._records.popleft()
                      for _ in range(min(BATCH_RECORDS, len(self._records)))]
             try:
                 await self._write_records(batch)
             except BackendDown:
-                self._records.extendleft(reversed(batch))
-                while len(self._records) > self._max_records:
-                    self._records.popleft()
-                    self.dropped_records += 1
+                self._requeue(batch)
                 raise
+            except Exception as exc:  # Redis refused it (OOM, READONLY): kept, retried
+                self._requeue(batch)
+                self._record_failures += 1
+                self._log_record_error(exc)
+                break
+            self._record_failures = 0
             written += len(batch)
         return written
+
+    async def _isolate_records(self) -> tuple[int, bool]:
+        """Write records one by one; one that fails while the next is written is dropped
+        (counted and logged); two failing in a row are Redis's failure, not a record's: both go
+        back. Returns (written, whether to go on)."""
+        written, suspect = 0, None
+        while self._records and written < BATCH_RECORDS:
+            record = self._records.popleft()
+            try:
+                await self._write_records([record])
+            except BackendDown:
+                self._requeue([record] if suspect is None else [suspect[0], record])
+                raise
+            except Exception as exc:  # a suspect until the next one is written
+                if suspect is not None:
+                    self._requeue([suspect[0], record])
+                    self._log_record_error(exc)
+                    return written, False
+                suspect = (record, exc)
+                continue
+            written += 1
+            if suspect is not None:
+                self.dropped_records += 1
+                log.error("usage record %s dropped: Redis refused it alone %d times: %s",
+                          suspect[0].request_id, ISOLATE_AFTER + 1, suspect[1])
+                suspect = None
+        if suspect is not None:  # nothing else to tell: kept for the next pass
+            self._requeue([suspect[0]])
+            self._log_record_error(suspect[1])
+            return written, False
+        self._record_failures = 0
+        return written, True
+
+    def _requeue(self, batch: list[UsageRecord]) -> None:
+        """Put records back at the head of the queue; past its bound the oldest are dropped."""
+        self._records.extendleft(reversed(batch))
+        while len(self._records) > self._max_records:
+            self._records.popleft()
+            self.dropped_records += 1
+
+    def _log_record_error(self, exc: Exception) -> None:
+        mono = time.monotonic()
+        if mono - self._record_error_logged >= RETRY_DOWN_S:
+            self._record_error_logged = mono
+            log.warning("Redis refused a batch of usage records (%d queued, %d dropped so far); "
+                        "retried: %s", len(self._records), self.dropped_records, exc)
 
     async def _write_records(self, batch: list[UsageRecord]) -> None:
         """The records and their department indexes, then per hour the script that indexes them
@@ -763,11 +847,10 @@ class LeasedRedisBackend(RedisSpendBackend):
         async with self.client.pipeline(transaction=True) as pipe:
             pipe.zrangebyscore(zset, "-inf", "+inf", withscores=True)
             pipe.hgetall(amounts)
-            pipe.hgetall(self._dept(department, "n:lease"))
             pipe.get(legacy_total)
             for key in (*self._spent_keys(department, windows), *legacy_spent):
                 pipe.get(key)
-            live, amount_by_id, lease_info, legacy_held, *values = await self._call(
+            live, amount_by_id, legacy_held, *values = await self._call(
                 pipe.execute())
         mine = self._departments.get(department)
         reserved = 0
@@ -775,11 +858,10 @@ class LeasedRedisBackend(RedisSpendBackend):
             rid = rid.decode() if isinstance(rid, bytes) else str(rid)
             if expires <= now:
                 continue
-            if not rid.startswith(LEASE_PREFIX):
-                reserved += int(amount_by_id.get(rid.encode(), amount_by_id.get(rid, 0)) or 0)
-            elif rid != self.lease_id:  # another replica's: what it holds for requests
-                key = f"{rid}:held"
-                reserved += int(lease_info.get(key.encode(), lease_info.get(key, 0)) or 0)
+            lease = rid.startswith(LEASE_PREFIX)
+            if lease and (not rid.endswith(HELD_SUFFIX) or rid == self.lease_id + HELD_SUFFIX):
+                continue  # a free part (not held for any request), or this replica's holds
+            reserved += int(amount_by_id.get(rid.encode(), amount_by_id.get(rid, 0)) or 0)
         if mine is not None:
             reserved += mine.held
         reserved += max(0, int(legacy_held or 0)) * 1000

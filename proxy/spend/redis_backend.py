@@ -2,9 +2,9 @@
 
 This is the per-request design (MET_SPEND_LEASES=0); by default proxy.spend.leases builds on it
 with budget/rate leases and batched writes (lease.lua, batch.lua), on the same keys plus
-  P{D}:n:lease                                a replica's lease calls: <lease id>:held (what it
-                                              holds for requests in flight), <lease id>:seq
-its leases being reservations named lease:<replica id> in P{D}:n:resv.
+  P{D}:n:lease:<replica id>                   the last seq of a replica's lease calls (expires)
+its leases being two reservations in P{D}:n:resv: lease:<replica id> (the free part, expires with
+the lease TTL) and lease:<replica id>:held (its holds of requests in flight, expire with them).
 
 Keys (P = key prefix, D = department, in a {D} hash tag so each script touches one slot):
   P{D}:n:resv, P{D}:n:resv:amt, P{D}:n:resv:total   live reservations (expire; a dead replica's

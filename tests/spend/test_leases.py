@@ -180,6 +180,8 @@ def test_a_lease_call_whose_reply_was_lost_is_applied_once(
 
 
 def test_a_crashed_replicas_lease_is_freed_after_its_ttl(make_spend_store: StoreFactory) -> None:
+    """Its free part after the lease TTL; what it held for requests in flight after their
+    reservation TTL (10 min), as a per-request replica's holds."""
     async def run() -> None:
         clock = FakeClock()
         depts = {"eng": {"budgets": {"daily": 1}}}
@@ -193,7 +195,11 @@ def test_a_crashed_replicas_lease_is_freed_after_its_ttl(make_spend_store: Store
         assert reserved == usd(0.6)  # the other replica's request in flight
         await abandon(crashed)  # it dies here: nothing flushed, nothing given back
         clock.advance(31)
-        await other.reserve("eng", "gpt-4o", 0, 60_000)
+        await other.reserve("eng", "gpt-4o", 0, 40_000)  # its free part is back
+        with pytest.raises(BudgetExhausted):  # its request may still run
+            await other.reserve("eng", "gpt-4o", 0, 60_000)
+        clock.advance(570)
+        await other.reserve("eng", "gpt-4o", 0, 60_000)  # past that request's reservation
         await other.close()
 
     asyncio.run(run())

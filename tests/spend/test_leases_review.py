@@ -197,11 +197,10 @@ def test_an_outage_is_retried_and_logged_about_once_a_second(
     asyncio.run(run())
 
 
-@pytest.mark.xfail(strict=True, reason="_flush_records puts a batch back only on BackendDown: "
-                   "any other Redis error (OOM, READONLY after a failover) drops the whole "
-                   "batch, up to 256 records, with one log line")
 def test_records_survive_a_redis_error_other_than_unreachable(
         make_spend_store: StoreFactory) -> None:
+    """_flush_records put a batch back only on BackendDown: any other Redis error (OOM,
+    READONLY after a failover) dropped the whole batch, up to 256 records, with one log line."""
     async def run() -> None:
         from tests.spend_helpers import T0, make_record
 
@@ -222,6 +221,30 @@ def test_records_survive_a_redis_error_other_than_unreachable(
         found = len(await store.records(T0, T0 + 10))
         await store.close()
         assert found == 6, found
+
+    asyncio.run(run())
+
+
+def test_a_record_redis_refuses_alone_does_not_block_the_others(
+        make_spend_store: StoreFactory, redis_prefix: str) -> None:
+    """A record Redis always refuses (here its department index has the wrong type) is dropped,
+    counted, after its batch failed a few times; the records queued with it are written."""
+    async def run() -> None:
+        from tests.spend_helpers import T0, make_record
+
+        store = make_spend_store({"eng": {}, "bad": {}})
+        backend = backend_of(store)
+        await backend.client.set(f"{redis_prefix}rec:ts:bad", "x")  # WRONGTYPE for its ZADD
+        await store.add_record(make_record("poison", T0, department="bad", cost_nanos=1))
+        for i in range(3):
+            await store.add_record(make_record(f"r{i}", T0 + i, cost_nanos=10))
+        for _ in range(6):
+            with contextlib.suppress(Exception):
+                await store.flush()
+        found = {r.request_id for r in await store.records(T0, T0 + 10, "eng")}
+        dropped, queued = backend.dropped_records, len(backend._records)
+        await store.close()
+        assert (found, dropped, queued) == ({"r0", "r1", "r2"}, 1, 0)
 
     asyncio.run(run())
 
@@ -252,12 +275,12 @@ def test_one_departments_redis_error_does_not_stop_the_others(
     asyncio.run(run())
 
 
-@pytest.mark.parametrize("leases", [False, pytest.param(True, marks=pytest.mark.xfail(
-    strict=True, reason="a request's hold lives in its replica's lease, which expires after the "
-    "lease TTL (30 s), not after the reservation TTL (10 min): a replica cut off from Redis "
-    "longer than that loses its holds in Redis, others spend the room, its requests then settle"))])
+@pytest.mark.parametrize("leases", [False, True])
 def test_holds_of_requests_in_flight_outlive_a_short_outage(make_spend_store: StoreFactory,
                                                             leases: bool) -> None:
+    """A request's hold lived in its replica's lease, which expires after the lease TTL (30 s),
+    not after the reservation TTL (10 min): a replica cut off from Redis longer than that lost
+    its holds in Redis, others spent the room, then its requests settled ($1.50 on $1)."""
     async def run() -> None:
         clock = FakeClock()
         depts = {"eng": {"budgets": {"daily": 1}}}
@@ -282,11 +305,11 @@ def test_holds_of_requests_in_flight_outlive_a_short_outage(make_spend_store: St
     asyncio.run(run())
 
 
-@pytest.mark.xfail(strict=True, reason="lease.lua writes <lease id>:held and :seq to n:lease "
-                   "and nothing removes them: every replica that ever ran leaves two fields, and "
-                   "live replicas refresh the hash's TTL, so it grows with every restart")
 def test_replicas_that_stopped_leave_nothing_in_the_lease_hash(
         make_spend_store: StoreFactory, redis_prefix: str) -> None:
+    """lease.lua wrote <lease id>:held and :seq to n:lease and nothing removed them: every
+    replica that ever ran left two fields, and live replicas refreshed the hash's TTL, so it
+    grew with every restart. Now a stopped replica's seq key expires ten minutes after it."""
     async def run() -> None:
         import time
 
@@ -296,9 +319,13 @@ def test_replicas_that_stopped_leave_nothing_in_the_lease_hash(
             await store.settle(await store.reserve("eng", "gpt-4o-mini", 10, 10), 1_000)
             await store.close()
         other = make_spend_store(depts, clock=time.time)
-        fields = await backend_of(other).client.hkeys(f"{redis_prefix}{{eng}}:n:lease")
+        client = backend_of(other).client
+        fields = await client.hkeys(f"{redis_prefix}{{eng}}:n:lease")
+        seqs = [key async for key in client.scan_iter(f"{redis_prefix}{{eng}}:n:lease:*")]
+        ttls = [await client.ttl(key) for key in seqs]
         await other.close()
         assert len(fields) == 0, fields
+        assert len(seqs) == 5 and all(0 < ttl <= 600 for ttl in ttls), ttls  # then gone
 
     asyncio.run(run())
 

@@ -6,11 +6,16 @@
 -- buckets and the tpm corrections / rate give-backs to the rate counters; reads the breaker sum;
 -- grants rate slices and a budget slice (a request's own need whole or not at all, then at most a
 -- quarter of what is left, so slices shrink as the budget runs low); sets the lease to `keep`
--- plus the grant and its expiry; records what the replica holds for requests in flight.
+-- plus the grant. The lease is two reservations: `<id>` the free part, which expires with the lease
+-- TTL, and `<id>:held` what the replica holds for requests in flight, which expires with the
+-- latest of those requests' reservations (ARGV 28): a replica cut off from Redis longer than the
+-- lease TTL loses its free part, never the holds of requests that will still settle.
 -- An op is applied once: a re-sent one (reply lost) whose seq is not above the last is skipped.
+-- The last seq lives in the lease's own key (KEYS 5), which expires: a day after the last call,
+-- ten minutes after the lease is given back, so stopped replicas leave nothing behind.
 -- Money is integer nano-dollars.
 -- KEYS: 1 reservations zset, 2 reservation amounts hash, 3 reserved total, 4 breaker hash,
---       5 lease hash (<id>:held, <id>:seq), 6 rpm current, 7 rpm previous, 8 tpm current,
+--       5 the lease's seq key, 6 rpm current, 7 rpm previous, 8 tpm current,
 --       9 tpm previous, 10..9+n spent key per window, then the micro-dollar keys of older
 --       versions: reserved total, breaker hash, spent per window
 -- ARGV: 1 lease id, 2 now, 3 lease expires_at, 4 seq, 5 held, 6 keep, 7 budget need,
@@ -20,19 +25,20 @@
 --       15 rpm limit (-1 none), 16 tpm limit (-1 none), 17 elapsed fraction of the minute,
 --       18-21 deltas for rpm current, rpm previous, tpm current, tpm previous,
 --       22 rpm need, 23 rpm slice, 24 tpm need, 25 tpm slice, 26 reservation keys TTL (0: leave),
---       27 lease hash TTL (0: leave), 28.. per window: limit (-1: no room check), spent delta,
---       key TTL (0: leave)
+--       27 seq key TTL, 28 expiry of the holds (the latest request's reservation),
+--       29.. per window: limit (-1: no room check), spent delta, key TTL (0: leave)
 -- Returns {status (0 ok, 2 rpm, 3 tpm, 4 breaker, 5 already applied), lease amount, budget
 --          granted, {spent per window}, {room per window beyond keep}, breaker sum (-1 none),
 --          first breaker minute, {buckets}, rpm current, rpm previous, rpm granted,
 --          tpm current, tpm previous, tpm granted}
 -- fold / fold_hash: see fold.lua (prepended at registration)
 local id, now, seq = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[4])
-local n = (#ARGV - 27) / 3
-local seqf = id .. ':seq'
-local last = redis.call('HGET', KEYS[5], seqf)
+local n = (#ARGV - 28) / 3
+local hid = id .. ':held'
+local last = redis.call('GET', KEYS[5])
 if last and tonumber(last) >= seq then
-  return {5, redis.call('HGET', KEYS[2], id) or '0'}
+  local parts = redis.call('HMGET', KEYS[2], id, hid)
+  return {5, string.format('%d', tonumber(parts[1] or '0') + tonumber(parts[2] or '0'))}
 end
 local legacy = {KEYS[10 + n], KEYS[11 + n]}
 for i = 1, n do legacy[#legacy + 1] = KEYS[11 + n + i] end
@@ -43,7 +49,7 @@ end
 
 local spent = {}
 for i = 1, n do
-  local o = 27 + (i - 1) * 3
+  local o = 28 + (i - 1) * 3
   if ARGV[o + 2] ~= '0' then
     spent[i] = redis.call('INCRBY', KEYS[9 + i], ARGV[o + 2])
   elseif tonumber(ARGV[o + 1]) >= 0 then
@@ -136,12 +142,14 @@ if need > 0 or slice > 0 then
   end
 end
 local old = redis.call('HGET', KEYS[2], id)
-local held_before = tonumber(old or '0')
-if not old and keep > tonumber(ARGV[5]) then
-  -- the lease is gone (expired and purged: its room may be spent by now, or Redis lost it):
-  -- only the holds of requests in flight come back as they are, the rest is granted like any
-  -- slice, from the room
-  keep = tonumber(ARGV[5])
+local old_hold = redis.call('HGET', KEYS[2], hid)
+local held_before = tonumber(old or '0') + tonumber(old_hold or '0')
+local held = tonumber(ARGV[5])
+if keep > held_before then
+  -- part of the lease is gone (its free part expired and was purged: that room may be spent by
+  -- now, or Redis lost it): what is still reserved stays, the holds of requests in flight come
+  -- back as they are (they run already), the rest is granted like any slice, from the room
+  keep = math.max(held, held_before)
 end
 local rooms, room = {}, nil
 if need > 0 or slice > 0 then
@@ -153,7 +161,7 @@ if need > 0 or slice > 0 then
   reserved = reserved + math.max(0, tonumber(redis.call('GET', KEYS[10 + n]) or '0')) * 1000
   local others = reserved - held_before
   for i = 1, n do
-    local limit = tonumber(ARGV[27 + (i - 1) * 3 + 1])
+    local limit = tonumber(ARGV[28 + (i - 1) * 3 + 1])
     if limit >= 0 then
       rooms[i] = limit - spent[i] - others - keep
       if room == nil or rooms[i] < room then room = rooms[i] end
@@ -177,26 +185,28 @@ if room ~= nil then
   granted = got + extra
 end
 local amount = keep + granted
-if amount > 0 then
-  local amount_s = string.format('%d', amount)
-  redis.call('HSET', KEYS[2], id, amount_s)
-  redis.call('ZADD', KEYS[1], ARGV[3], id)
-  if amount ~= held_before then
-    redis.call('INCRBY', KEYS[3], string.format('%d', amount - held_before))
+local function put(rid, value, before, expires)
+  if value > 0 then
+    redis.call('HSET', KEYS[2], rid, string.format('%d', value))
+    redis.call('ZADD', KEYS[1], expires, rid)
+  elseif before then
+    redis.call('HDEL', KEYS[2], rid)
+    redis.call('ZREM', KEYS[1], rid)
   end
-  if ARGV[26] ~= '0' then  -- never shorter: a per-request replica's holds live longer
-    for k = 1, 3 do
-      if redis.call('TTL', KEYS[k]) < tonumber(ARGV[26]) then
-        redis.call('EXPIRE', KEYS[k], ARGV[26])
-      end
+end
+local hold = math.min(held, amount)
+put(id, amount - hold, old, ARGV[3])
+put(hid, hold, old_hold, ARGV[28])
+if amount ~= held_before then
+  redis.call('INCRBY', KEYS[3], string.format('%d', amount - held_before))
+end
+if amount > 0 and ARGV[26] ~= '0' then  -- never shorter: a per-request replica's holds live longer
+  for k = 1, 3 do
+    if redis.call('TTL', KEYS[k]) < tonumber(ARGV[26]) then
+      redis.call('EXPIRE', KEYS[k], ARGV[26])
     end
   end
-elseif old then
-  redis.call('HDEL', KEYS[2], id)
-  redis.call('ZREM', KEYS[1], id)
-  redis.call('DECRBY', KEYS[3], old)
 end
-redis.call('HSET', KEYS[5], id .. ':held', ARGV[5], seqf, ARGV[4])
-if ARGV[27] ~= '0' then redis.call('EXPIRE', KEYS[5], ARGV[27]) end
+redis.call('SET', KEYS[5], ARGV[4], 'EX', ARGV[27])
 return {status, string.format('%d', amount), string.format('%d', granted), spent, rooms, cb_sum,
         first, buckets, rpm_cur, rpm_prev, rpm_got, tpm_cur, tpm_prev, tpm_got}
