@@ -50,7 +50,8 @@ def seconds(env: Mapping[str, str], key: str, default: float, *, allow_zero: boo
     low_ok = value >= 0 if allow_zero else value > 0
     if not (low_ok and value < 3600):
         bounds = "0-3600" if allow_zero else "more than 0, below 3600"
-        raise SettingsError(f"Config '{key}' has value '{raw}'. Not a number of seconds ({bounds}).")
+        raise SettingsError(
+            f"Config '{key}' has value '{raw}'. Not a number of seconds ({bounds}).")
     return value
 
 

@@ -36,8 +36,8 @@ WARMUP = int(os.environ.get("WARMUP", "20000"))
 CONNS = int(os.environ.get("CONNS", "16"))
 CACHE_MODE = os.environ.get("CACHE_MODE", "semantic")
 MIX = REPO / "scripts" / "soak" / "mix.lua"
-CACHE_LINE = re.compile(r'^meterline_cache_requests_total\{[^}]*kind="(\w+)",result="(\w+)"\} (\S+)',
-                        re.M)
+CACHE_LINE = re.compile(
+    r'^meterline_cache_requests_total\{[^}]*kind="(\w+)",result="(\w+)"\} (\S+)', re.M)
 
 
 def rss_mb(pid: int) -> float:

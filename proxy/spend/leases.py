@@ -62,6 +62,7 @@ from proxy.spend.budgets import (
 from proxy.spend.records import UsageRecord
 from proxy.spend.redis_backend import _LUA, ROLLUP_VERSION, RedisSpendBackend, _script
 from proxy.spend.rollups import (
+    ArmSlice,
     Slice,
     bucket_start,
 )
@@ -917,6 +918,19 @@ class LeasedRedisBackend(RedisSpendBackend):
                       detail: Any = "fine") -> list[Slice]:
         await self._flush_for(records=True)
         return await super().rollups(buckets, department, detail)
+
+    async def minute_rollups(self, hours: Iterable[int], department: str | None) -> list[Slice]:
+        await self._flush_for(records=True)
+        return await super().minute_rollups(hours, department)
+
+    async def minute_costs(self, hours: Iterable[int]) -> list[tuple[str, int, int]]:
+        await self._flush_for(records=True)
+        return await super().minute_costs(hours)
+
+    async def arm_rollups(self, buckets: Iterable[tuple[Any, int]],
+                          head: int = 0) -> list[ArmSlice]:
+        await self._flush_for(records=True)
+        return await super().arm_rollups(buckets, head)
 
 
 def _plus(a: tuple[int, int, int], b: tuple[int, int, int],

@@ -149,10 +149,14 @@ async def test_concurrent_puts_into_a_full_partition_run_one_eviction(
     monkeypatch.setattr(redis_backend._r, "zrange", counted)
     await asyncio.gather(*(redis_backend.put(entry(f"n{i}", created=200.0 + i), None, 100)
                            for i in range(10)))
-    assert reads == 1
+    # one eviction, or two when the first ended (down to 95) before the last stores counted
+    # the partition (95 + 9 > 100): not one per store (10 before)
+    assert reads <= 2
     assert await redis_backend.count() <= 110  # stores during the eviction stay for now
+    before = reads
     await redis_backend.put(entry("next", created=300.0), None, 100)
-    assert reads == 2 and await redis_backend.count() <= 100  # the next store evicts them
+    count = await redis_backend.count()
+    assert count <= 100 and reads <= before + 1  # the next store evicts what is left over
 
 
 async def test_delete_counts_only_what_existed(backend: CacheBackend) -> None:

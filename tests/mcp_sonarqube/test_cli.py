@@ -18,7 +18,8 @@ GOOD = {"SONAR_HOST_URL": "https://sonar.example.com/", "SONAR_TOKEN": "squ_secr
      "Config 'SONAR_HOST_URL' has value 'sonar.example.com'. Not an http(s) URL."),
     (GOOD | {"SONAR_TIMEOUT_S": "soon"},
      "Config 'SONAR_TIMEOUT_S' has value 'soon'. Not a number of seconds"),
-    (GOOD | {"SONAR_TIMEOUT_S": "0"}, "Config 'SONAR_TIMEOUT_S' has value '0'. Not a number of seconds (more than 0"),
+    (GOOD | {"SONAR_TIMEOUT_S": "0"},
+     "Config 'SONAR_TIMEOUT_S' has value '0'. Not a number of seconds (more than 0"),
     (GOOD | {"MET_MCP_PROXY_URL": "localhost:8080"},
      "Config 'MET_MCP_PROXY_URL' has value 'localhost:8080'. Not an http(s) URL."),
 ])

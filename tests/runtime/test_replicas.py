@@ -305,7 +305,9 @@ def test_a_replica_killed_mid_load_loses_at_most_its_last_flush_window(
     # saturated core; 0.2 s leaves room for a loaded machine (MET_SPEND_FLUSH_MS=400 fails)
     assert len(flushes) >= 5 and gaps[len(gaps) // 2] <= 0.2, (len(flushes), gaps)
     assert flushes[-1] <= kill_t + 0.005
-    assert kill_t - flushes[-2] <= 0.3  # its last two windows; 0.8 s with MET_SPEND_FLUSH_MS=400
+    # its last two windows, stretched by a loaded machine (0.35 s seen in the full suite); the
+    # median gap above is what fails MET_SPEND_FLUSH_MS=400
+    assert kill_t - flushes[-2] <= 0.6
     # its last flush window: answers that came after its second-to-last flush was written
     last_window = [x for x in served_a if x[3] > flushes[-2] - 0.005]
     missing = [x for x in served if x[1] not in recorded]
