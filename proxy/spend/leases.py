@@ -843,16 +843,7 @@ class LeasedRedisBackend(RedisSpendBackend):
     async def window_state(self, department: str, windows: tuple[Window, ...],
                            now: float) -> tuple[list[int], int]:
         await self._flush_for(department)
-        zset, amounts, _, _ = self._resv_keys(department)
-        legacy_total, _, *legacy_spent = self._legacy_keys(department, windows)
-        async with self.client.pipeline(transaction=True) as pipe:
-            pipe.zrangebyscore(zset, "-inf", "+inf", withscores=True)
-            pipe.hgetall(amounts)
-            pipe.get(legacy_total)
-            for key in (*self._spent_keys(department, windows), *legacy_spent):
-                pipe.get(key)
-            live, amount_by_id, legacy_held, *values = await self._call(
-                pipe.execute())
+        live, amount_by_id, legacy_held, spent = await self._read_windows(department, windows)
         mine = self._departments.get(department)
         reserved = 0
         for rid, expires in live:
@@ -865,9 +856,7 @@ class LeasedRedisBackend(RedisSpendBackend):
             reserved += int(amount_by_id.get(rid.encode(), amount_by_id.get(rid, 0)) or 0)
         if mine is not None:
             reserved += mine.held
-        reserved += max(0, int(legacy_held or 0)) * 1000
-        nanos, micros = values[: len(windows)], values[len(windows):]
-        spent = [int(n or 0) + int(m or 0) * 1000 for n, m in zip(nanos, micros, strict=True)]
+        reserved += legacy_held
         if mine is not None:  # written in a call still unanswered (Redis down) or not yet
             spent = [s + self._unwritten_in(mine, w.wid) for s, w in zip(spent, windows,
                                                                          strict=True)]

@@ -250,7 +250,16 @@ class RedisSpendBackend:
     async def window_state(
         self, department: str, windows: tuple[Window, ...], now: float
     ) -> tuple[list[int], int]:
-        zset, amounts, total, _ = self._resv_keys(department)
+        live, amount_by_id, legacy_held, spent = await self._read_windows(department, windows)
+        reserved = sum(int(amount_by_id.get(rid, 0)) for rid, expires in live if expires > now)
+        return spent, reserved + legacy_held
+
+    async def _read_windows(self, department: str, windows: tuple[Window, ...]
+                            ) -> tuple[list[Any], dict[Any, Any], int, list[int]]:
+        """One transaction: the reservations (id, expiry), their amounts, what older versions
+        hold (nano-dollars) and the spend of each window (nano-dollars, older micro-dollar keys
+        folded in)."""
+        zset, amounts, _, _ = self._resv_keys(department)
         legacy_total, _, *legacy_spent = self._legacy_keys(department, windows)
         async with self.client.pipeline(transaction=True) as pipe:
             pipe.zrangebyscore(zset, "-inf", "+inf", withscores=True)
@@ -259,12 +268,10 @@ class RedisSpendBackend:
             for key in (*self._spent_keys(department, windows), *legacy_spent):
                 pipe.get(key)
             live, amount_by_id, legacy_held, *values = await self._call(pipe.execute())
-        reserved = sum(int(amount_by_id.get(rid, 0)) for rid, expires in live if expires > now)
-        reserved += max(0, int(legacy_held or 0)) * NANOS_PER_MICRO
         nanos, micros = values[: len(windows)], values[len(windows):]
         spent = [int(n or 0) + int(m or 0) * NANOS_PER_MICRO for n, m in zip(nanos, micros,
                                                                              strict=True)]
-        return spent, reserved
+        return live, amount_by_id, max(0, int(legacy_held or 0)) * NANOS_PER_MICRO, spent
 
     async def claim_notice(self, key: str, ttl_seconds: int) -> bool:
         claim = self.client.set(self.prefix + key, "1", nx=True, ex=ttl_seconds)
