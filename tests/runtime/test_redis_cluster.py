@@ -26,7 +26,7 @@ from proxy.spend.redis_backend import RedisSpendBackend
 from proxy.spend.rollups import DAY
 from tests.runtime.test_replicas import ADMIN, ADMIN_KEY, departments, flood, new_key
 from tests.spend_helpers import FakeClock, departments_config, make_record
-from tests.support.processes import ProxyProcess
+from tests.support.processes import ProxyProcess, two_replicas
 from tests.support.redis_cluster import RedisCluster
 from tests.support.servers import ServerThread, make_config_dir
 
@@ -44,13 +44,8 @@ def on_cluster(mock_upstream: ServerThread, redis_cluster: RedisCluster, redis_u
            "REDIS_CACHE_URL": redis_url, "MET_REDIS_PREFIX": redis_prefix,
            "MET_ADMIN_KEY": ADMIN_KEY, "MOCK_UPSTREAM_KEY": "sk-upstream-test",
            "MET_LOG_LEVEL": "warning"}
-    started = [ProxyProcess(config_dir, tmp_path / f"replica{i}.log", env) for i in (1, 2)]
-    try:
-        a, b = (p.wait_ready() for p in started)
-        yield a, b
-    finally:
-        for proc in started:
-            proc.stop()
+    with two_replicas(config_dir, tmp_path, env) as pair:
+        yield pair
 
 
 def spent(replica: ProxyProcess, department: str = "engineering") -> tuple[int, float]:

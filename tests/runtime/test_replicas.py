@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from proxy.spend.pricing import load_pricing, to_nanos
-from tests.support.processes import ProxyProcess
+from tests.support.processes import ProxyProcess, two_replicas
 from tests.support.servers import ServerThread, make_config_dir
 
 pytestmark = pytest.mark.redis
@@ -50,13 +50,8 @@ def replicas(mock_upstream: ServerThread, redis_url: str, redis_prefix: str,
     env = {"REDIS_URL": redis_url, "MET_REDIS_PREFIX": redis_prefix,
            "MET_ADMIN_KEY": ADMIN_KEY, "MOCK_UPSTREAM_KEY": "sk-upstream-test",
            "MET_WATCH_CONFIG": "1", "MET_LOG_LEVEL": "warning"}
-    started = [ProxyProcess(config_dir, tmp_path / f"replica{i}.log", env) for i in (1, 2)]
-    try:
-        a, b = (p.wait_ready() for p in started)
-        yield a, b
-    finally:
-        for proc in started:
-            proc.stop()
+    with two_replicas(config_dir, tmp_path, env) as pair:
+        yield pair
 
 
 def new_key(replica: ProxyProcess, department: str) -> tuple[str, str]:
@@ -188,13 +183,8 @@ def leasing_replicas(mock_upstream: ServerThread, redis_url: str, redis_prefix: 
            "MET_ADMIN_KEY": ADMIN_KEY, "MOCK_UPSTREAM_KEY": "sk-upstream-test",
            "MET_LOG_LEVEL": "warning", "MET_SPEND_LEASE_TTL_SECONDS": str(LEASE_TTL_S),
            "MET_SPEND_RETENTION_DAYS": str(RETENTION_DAYS)}
-    started = [ProxyProcess(config_dir, tmp_path / f"replica{i}.log", env) for i in (1, 2)]
-    try:
-        a, b = (p.wait_ready() for p in started)
-        yield a, b
-    finally:
-        for proc in started:
-            proc.stop()
+    with two_replicas(config_dir, tmp_path, env) as pair:
+        yield pair
 
 
 async def load(urls: list[str], key: str, seconds: float, workers: int = 32,

@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -68,3 +70,16 @@ class ProxyProcess:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
         self._log.close()
+
+
+@contextmanager
+def two_replicas(config_dir: Path, tmp_path: Path,
+                 env: dict[str, str]) -> Iterator[tuple[ProxyProcess, ProxyProcess]]:
+    """Two replicas on one config and one state, both ready; stopped on exit."""
+    started = [ProxyProcess(config_dir, tmp_path / f"replica{i}.log", env) for i in (1, 2)]
+    try:
+        a, b = (p.wait_ready() for p in started)
+        yield a, b
+    finally:
+        for proc in started:
+            proc.stop()
