@@ -19,7 +19,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -131,20 +130,10 @@ def run(state: str, case: str, upstream: str, work: Path) -> dict[str, Any]:
 
 def main(runs: list[str]) -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-hits-"))
-    fast, slow = bs.free_port(), bs.free_port()
-    subprocess.run([sys.executable, str(bs.BENCH / "mock" / "gen_mock.py"), str(work / "mock"),
-                    str(fast), str(slow), "50", "2"], check=True, capture_output=True)
-    (work / "mock" / "tmp_body").mkdir(exist_ok=True)
-    mock = subprocess.Popen(["nginx", "-c", str(work / "mock" / "nginx.conf")])
-    time.sleep(0.5)
-    try:
+    with bs.mock_upstream(work) as upstream:
         for item in runs:
             state, _, case = item.partition(":")
-            print(json.dumps(run(state, case, f"http://127.0.0.1:{fast}/v1", work)), flush=True)
-    finally:
-        mock.terminate()
-        mock.wait(10)
-
+            print(json.dumps(run(state, case, upstream, work)), flush=True)
 
 if __name__ == "__main__":
     main(sys.argv[1:] or [f"{s}:{c}" for s in ("embedded", "redis")

@@ -20,6 +20,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -181,8 +183,9 @@ def wait_up(url: str, timeout_s: float = 90) -> None:
     raise TimeoutError(f"{url} did not answer")
 
 
-def main(modes: list[str]) -> None:
-    work = Path(tempfile.mkdtemp(prefix="bench-scaling-"))
+@contextmanager
+def mock_upstream(work: Path) -> Iterator[str]:
+    """The shared bench's nginx mock (fast: answers at once) in `work`; yields its base URL."""
     fast, slow = free_port(), free_port()
     subprocess.run([sys.executable, str(BENCH / "mock" / "gen_mock.py"), str(work / "mock"),
                     str(fast), str(slow), "50", "2"], check=True, capture_output=True)
@@ -190,12 +193,16 @@ def main(modes: list[str]) -> None:
     mock = subprocess.Popen(["nginx", "-c", str(work / "mock" / "nginx.conf")])
     time.sleep(0.5)
     try:
-        for mode in modes:
-            print(json.dumps(run_mode(mode, f"http://127.0.0.1:{fast}/v1")), flush=True)
+        yield f"http://127.0.0.1:{fast}/v1"
     finally:
         mock.terminate()
         mock.wait(10)
 
+
+def main(modes: list[str]) -> None:
+    with mock_upstream(Path(tempfile.mkdtemp(prefix="bench-scaling-"))) as upstream:
+        for mode in modes:
+            print(json.dumps(run_mode(mode, upstream)), flush=True)
 
 if __name__ == "__main__":
     main(sys.argv[1:] or ["embedded", "redis", "cache", "cluster", "workers1", "workers2"])

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_scaling import BENCH, KEY, REPO, Stack, free_port, tree_cpu  # noqa: E402
+from bench_scaling import KEY, REPO, Stack, free_port, mock_upstream, tree_cpu  # noqa: E402
 
 REQUESTS = int(os.environ.get("REQUESTS", "200000"))
 CHUNK_S = int(os.environ.get("CHUNK_S", "30"))
@@ -174,16 +174,8 @@ def markdown(results: list[dict[str, Any]]) -> str:
 
 
 def main(modes: list[str]) -> None:
-    work = Path(tempfile.mkdtemp(prefix="soak-"))
-    fast, slow = free_port(), free_port()
-    subprocess.run([sys.executable, str(BENCH / "mock" / "gen_mock.py"), str(work / "mock"),
-                    str(fast), str(slow), "50", "2"], check=True, capture_output=True)
-    (work / "mock" / "tmp_body").mkdir(exist_ok=True)
-    mock = subprocess.Popen(["nginx", "-c", str(work / "mock" / "nginx.conf")])
-    time.sleep(0.5)
-    upstream = f"http://127.0.0.1:{fast}/v1"
     results: list[dict[str, Any]] = []
-    try:
+    with mock_upstream(Path(tempfile.mkdtemp(prefix="soak-"))) as upstream:
         for mode in modes:
             if mode == "idle":
                 result = {"mode": "idle", "exact_mb": idle_rss(upstream, "exact"),
@@ -192,9 +184,6 @@ def main(modes: list[str]) -> None:
                 result = soak(upstream, mode)
             results.append(result)
             print(json.dumps({k: v for k, v in result.items() if k != "samples"}), flush=True)
-    finally:
-        mock.terminate()
-        mock.wait(10)
     print(markdown(results))
     if stem := os.environ.get("OUT"):
         Path(f"{stem}.json").write_text(json.dumps(results, indent=1))
