@@ -11,21 +11,13 @@
 --       15 current minute, 16.. limit nanos per budget window
 -- Returns {0, amount, capped_max_tokens or -1} | {1, 0, -1, {failing window indexes}}
 --       | {2 or 3, current, previous} (rpm / tpm) | {4, 0, -1, first_minute, {buckets}}
--- fold / fold_hash: see fold.lua (prepended at registration)
+-- fold / fold_hash / purge_expired: see fold.lua (prepended at registration)
 local now = tonumber(ARGV[2])
 local n = #ARGV - 15
 for i = 1, n do fold(KEYS[10 + n + i], KEYS[8 + i]) end
 if tonumber(ARGV[13]) > 0 then fold_hash(KEYS[10 + n], KEYS[4]) end
 
-local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 500)
-for _, rid in ipairs(expired) do
-  local amt = redis.call('HGET', KEYS[2], rid)
-  if amt then
-    redis.call('DECRBY', KEYS[3], amt)
-    redis.call('HDEL', KEYS[2], rid)
-  end
-  redis.call('ZREM', KEYS[1], rid)
-end
+purge_expired(KEYS[1], KEYS[2], KEYS[3], now)
 local reserved = tonumber(redis.call('GET', KEYS[3]) or '0')
 if reserved < 0 then
   reserved = 0

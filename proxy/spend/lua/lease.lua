@@ -31,7 +31,7 @@
 --          granted, {spent per window}, {room per window beyond keep}, breaker sum (-1 none),
 --          first breaker minute, {buckets}, rpm current, rpm previous, rpm granted,
 --          tpm current, tpm previous, tpm granted}
--- fold / fold_hash: see fold.lua (prepended at registration)
+-- fold / fold_hash / purge_expired: see fold.lua (prepended at registration)
 local id, now, seq = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[4])
 local n = (#ARGV - 28) / 3
 local hid = id .. ':held'
@@ -131,15 +131,7 @@ local need, slice = tonumber(ARGV[7]), tonumber(ARGV[8])
 if status ~= 0 then need, slice = 0, 0 end
 local keep = tonumber(ARGV[6])
 if need > 0 or slice > 0 then
-  local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 500)
-  for _, rid in ipairs(expired) do
-    local amt = redis.call('HGET', KEYS[2], rid)
-    if amt then
-      redis.call('DECRBY', KEYS[3], amt)
-      redis.call('HDEL', KEYS[2], rid)
-    end
-    redis.call('ZREM', KEYS[1], rid)
-  end
+  purge_expired(KEYS[1], KEYS[2], KEYS[3], now)
 end
 local old = redis.call('HGET', KEYS[2], id)
 local old_hold = redis.call('HGET', KEYS[2], hid)
