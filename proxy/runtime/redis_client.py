@@ -10,6 +10,7 @@ from typing import Any, TypeAlias
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterPipeline, RedisCluster
+from redis.exceptions import ClusterError
 
 RedisClient: TypeAlias = aioredis.Redis | RedisCluster
 
@@ -37,18 +38,34 @@ class GatedCluster(RedisCluster):
     connect_redis's blocking pool: redis-py's cluster pools don't wait, they raise
     MaxConnectionsError once a node has max_connections in use (a burst of 500 requests on one
     replica turned into 503s). An operation (command, script or pipeline) holds at most one
-    connection per node, so the gate also bounds every node's pool."""
+    connection per node, so the gate also bounds every node's pool.
 
-    def __init__(self, *args: Any, pool_wait_seconds: float = 10.0, **kwargs: Any) -> None:
+    A command on several keys of a slot being migrated gets TRYAGAIN while its keys are split
+    between two masters; redis-py tries 16 times (about 0.4 s) and then raises "TTL exhausted".
+    Every one of those tries was refused before it ran (TRYAGAIN, ASK and MOVED), so the command
+    is sent again, with a growing pause, for up to `migration_wait_seconds`."""
+
+    def __init__(self, *args: Any, pool_wait_seconds: float = 10.0,
+                 migration_wait_seconds: float = 5.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.gate = asyncio.Semaphore(kwargs.get("max_connections", 64))
         self.pool_wait_seconds = pool_wait_seconds
+        self.migration_wait_seconds = migration_wait_seconds
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         async with asyncio.timeout(self.pool_wait_seconds):
             await self.gate.acquire()
         try:
-            return await super().execute_command(*args, **kwargs)
+            give_up = asyncio.get_running_loop().time() + self.migration_wait_seconds
+            pause = 0.02
+            while True:
+                try:
+                    return await super().execute_command(*args, **kwargs)
+                except ClusterError as exc:
+                    if str(exc) != "TTL exhausted." or asyncio.get_running_loop().time() > give_up:
+                        raise
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 0.25)
         finally:
             self.gate.release()
 

@@ -41,14 +41,14 @@ import collections
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ClusterError, WatchError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.exceptions import WatchError
 
 from proxy.spend.budgets import (
     AdmitOutcome,
@@ -87,9 +87,6 @@ from proxy.spend.rollups import (
     sums_of,
 )
 
-if TYPE_CHECKING:
-    pass
-
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 _LUA = Path(__file__).parent / "lua"
@@ -100,7 +97,8 @@ def _script(name: str, helpers: str = "fold.lua") -> str:
     return (_LUA / helpers).read_text() + (_LUA / name).read_text()
 # the "rollup" mark in a record's JSON: 1 = in the usage rollups, 2 = in the arm rollups too
 ROLLUP_VERSION = 2
-_UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+# ClusterError: a slot still moving after GatedCluster waited, or CLUSTERDOWN: not executed
+_UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError, ClusterError)
 _STATUS = {0: "ok", 1: "budget", 2: "rpm", 3: "tpm", 4: "breaker"}
 
 

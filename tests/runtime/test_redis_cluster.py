@@ -144,6 +144,49 @@ def test_records_and_rollups_are_written_per_slot_on_the_cluster(
     assert rollups == [redis_cluster.master_of(f"{redis_prefix}rec:ts")]
 
 
+def test_a_script_waits_out_a_slow_slot_migration(redis_cluster: RedisCluster,
+                                                   redis_prefix: str) -> None:
+    """While a slot's keys are half moved, a script on two of them gets TRYAGAIN (one key here,
+    one there). redis-py gives up after 16 tries (~0.4 s: "TTL exhausted") and the proxy turned
+    that into a 500 (CI, slot migration under traffic); a migration that takes longer must be
+    waited out. The script runs once: TRYAGAIN, ASK and MOVED mean it was not executed."""
+    first, second = f"{redis_prefix}{{mig}}:a", f"{redis_prefix}{{mig}}:b"
+    slot = redis_cluster.slot_of("mig")
+    src = redis_cluster.master_of(first)
+    dst = next(port for port in redis_cluster.masters() if port != src)
+    ids = redis_cluster.masters()
+    redis_cluster.cli("set", first, "1", port=src)
+    redis_cluster.cli("set", second, "10", port=src)
+    redis_cluster.cli("cluster", "setslot", str(slot), "importing", ids[src], port=dst)
+    redis_cluster.cli("cluster", "setslot", str(slot), "migrating", ids[dst], port=src)
+    redis_cluster.cli("migrate", "127.0.0.1", str(dst), "", "0", "5000", "keys", first, port=src)
+
+    def finish() -> None:
+        time.sleep(1.2)  # three times what redis-py waits before it gives up
+        redis_cluster.cli("migrate", "127.0.0.1", str(dst), "", "0", "5000", "keys", second,
+                          port=src)
+        for port in ids:
+            redis_cluster.cli("cluster", "setslot", str(slot), "node", ids[dst], port=port)
+
+    async def run() -> int:
+        client = connect_cluster(redis_cluster.url)
+        try:
+            return int(await client.eval(
+                "return redis.call('incr', KEYS[1]) + redis.call('incr', KEYS[2])", 2,
+                first, second))
+        finally:
+            await client.aclose()
+
+    mover = threading.Thread(target=finish)
+    mover.start()
+    try:
+        assert asyncio.run(run()) == 2 + 11
+    finally:
+        mover.join(30)
+    assert redis_cluster.master_of(first) == dst
+    assert redis_cluster.cli("mget", first, second, port=dst).split() == ["2", "11"]
+
+
 def test_slot_migration_under_traffic_loses_nothing(
         on_cluster: tuple[ProxyProcess, ProxyProcess], redis_cluster: RedisCluster,
         redis_prefix: str) -> None:
