@@ -282,6 +282,8 @@ def test_a_replica_killed_mid_load_loses_at_most_its_last_flush_window(
         recorded = {r.decode() for r in client.zrange(f"{redis_prefix}rec:ts:engineering", 0, -1)}
         spent = int(client.get(f"{redis_prefix}{{engineering}}:n:spent:"
                                f"d{int(time.time() // 86_400)}") or 0)
+        # holds for the dead replica's in-flight calls keep their own reservation (10 min)
+        held = int(client.get(f"{redis_prefix}{{engineering}}:n:resv:total") or 0)
         flushes = flush_times(client, redis_prefix,
                               [x[1] for x in served_a if x[1] in recorded])
     finally:
@@ -289,7 +291,7 @@ def test_a_replica_killed_mid_load_loses_at_most_its_last_flush_window(
     charged = {x[1]: to_nanos(float(x[4] or 0)) for x in served}
     assert recorded <= set(charged)  # no record of anything a client was not answered
     gaps = sorted(b - a for a, b in zip(flushes, flushes[1:], strict=False))
-    print("flushes", len(flushes), "median gap", gaps[len(gaps) // 2] if gaps else None,
+    print("held", held, "flushes", len(flushes), "median gap", gaps[len(gaps) // 2] if gaps else None,
           "last flush before the kill", kill_t - flushes[-1])
     # it flushed every window while it served (0.8 s): 10 ms plus the flush, tens of ms on a
     # saturated core; 0.2 s leaves room for a loaded machine (MET_SPEND_FLUSH_MS=400 fails)
@@ -307,4 +309,8 @@ def test_a_replica_killed_mid_load_loses_at_most_its_last_flush_window(
     assert spent <= total  # nothing counted that no client was charged
     assert total - spent <= sum(charged[x[1]] for x in last_window)  # the books lag by that only
     one_call = max(charged.values())
-    assert to_nanos(BUDGET) - spent < 4 * one_call  # the dead lease came back after its TTL
+    # what stays reserved: the dead replica's in-flight holds (at most its 16 of the 32 workers,
+    # each a little over one call's cost) and the survivor's lease remainder. CI failed with a
+    # bound on spent alone: 6 calls were in flight on the killed replica
+    assert held <= 16 * 1.25 * one_call + one_call, (held, one_call)
+    assert to_nanos(BUDGET) - spent - held < 4 * one_call  # the dead lease came back after its TTL
