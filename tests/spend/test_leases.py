@@ -86,6 +86,75 @@ def test_a_busy_department_is_admitted_without_redis_on_the_request_path(
     asyncio.run(run())
 
 
+def test_requests_waiting_for_a_lease_call_are_admitted_in_one_turn_of_the_loop(
+        make_spend_store: StoreFactory) -> None:
+    """Requests that find the slice empty while a lease call is out wait for its answer (the call
+    asks for them too) and are all admitted when it comes. They queued on the department's lock
+    instead and were admitted one per turn of the event loop (each took the lock's hand-over):
+    on a busy loop that was 100-200 ms of waiting (benchmark p99 215 ms at c=64)."""
+    async def run() -> None:
+        store = make_spend_store({"eng": {"budgets": {"daily": 100}, "rpm": 10**6,
+                                          "tpm": 10**9}}, clock=time.time)
+        calls = count_calls(store)
+        turns = [0]
+        done_at: list[int] = []
+        stop = asyncio.Event()
+
+        async def ticker() -> None:
+            while not stop.is_set():
+                await asyncio.sleep(0)
+                turns[0] += 1
+
+        async def one() -> None:
+            await store.reserve("eng", "gpt-4o-mini", 100, 100)
+            done_at.append(turns[0])
+
+        tick = asyncio.create_task(ticker())
+        # no lease yet: the first asks for itself alone (the others have not arrived), the second
+        # for the 38 that wait behind it too
+        await asyncio.gather(*(one() for _ in range(40)))
+        stop.set()
+        await tick
+        assert len(done_at) == 40 and calls[0] == 2
+        assert done_at[-1] - done_at[1] <= 3, done_at
+        await store.close()
+
+    asyncio.run(run())
+
+
+def test_lease_calls_are_not_held_back_by_a_slow_records_write(
+        make_spend_store: StoreFactory) -> None:
+    """Records and lease calls are written by two loops: the lease calls went out only after the
+    records (and under a steady stream of records the records loop never ended), so on a busy
+    replica slices were refilled every 140-350 ms instead of every window and requests waited."""
+    async def run() -> None:
+        store = make_spend_store({"eng": {"budgets": {"daily": 100}}}, clock=time.time,
+                                 batch_interval_seconds=0.005)
+        backend = backend_of(store)
+        release = asyncio.Event()
+        real = backend._write_records
+
+        async def stuck(batch: list[Any]) -> None:
+            await release.wait()  # a records write that takes long
+            await real(batch)
+
+        backend._write_records = stuck  # type: ignore[method-assign]
+        res = await store.reserve("eng", "gpt-4o-mini", 100, 100)
+        await store.settle(res, 7_000, make_record("r1", time.time(), cost_nanos=7_000))
+        key = f"{backend.prefix}{{eng}}:n:spent:d{int(time.time() // 86_400)}"
+        written = 0
+        for _ in range(200):  # up to 2 s for the settlement's lease call
+            written = int(await backend.client.get(key) or 0)
+            if written:
+                break
+            await asyncio.sleep(0.01)
+        release.set()
+        assert written == 7_000
+        await store.close()
+
+    asyncio.run(run())
+
+
 def test_replicas_sharing_a_budget_never_overspend_it(make_spend_store: StoreFactory) -> None:
     """Three replicas, 1,500 concurrent reserve/settle against $1: each leases slices, the last
     dollars go one request at a time; nothing is lost or counted twice."""
