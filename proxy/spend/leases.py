@@ -179,6 +179,7 @@ class LeasedRedisBackend(RedisSpendBackend):
         self._closing = False
         # spent keys (department, window id) whose TTL this process has set
         self._expired_windows: set[tuple[str, str]] = set()
+        self._keys_hour, self._keys_of_hour = -1, list[str]()
         self._rollup_expiry: dict[int, float] = {}  # rollup hour -> monotonic time TTLs set
         self._pruned = -math.inf
         self._batch_loaded = False
@@ -760,6 +761,14 @@ class LeasedRedisBackend(RedisSpendBackend):
             self._rollup_expiry.clear()
         if prune:
             self._pruned = mono
+
+    def _rollup_keys(self, ts: float) -> list[str]:
+        """The parent's keys, built once an hour: every key is a function of the record's hour
+        (UTC hour, day and month starts), and a flush's records share one."""
+        hour = bucket_start("h", ts)
+        if hour != self._keys_hour:
+            self._keys_of_hour, self._keys_hour = super()._rollup_keys(ts), hour
+        return self._keys_of_hour
 
     def _json(self, record: UsageRecord) -> bytes:
         return orjson.dumps({**record.to_dict(), "rollup": ROLLUP_VERSION})

@@ -291,7 +291,8 @@ def test_a_replica_killed_mid_load_loses_at_most_its_last_flush_window(
     charged = {x[1]: to_nanos(float(x[4] or 0)) for x in served}
     assert recorded <= set(charged)  # no record of anything a client was not answered
     gaps = sorted(b - a for a, b in zip(flushes, flushes[1:], strict=False))
-    print("held", held, "flushes", len(flushes), "median gap", gaps[len(gaps) // 2] if gaps else None,
+    print("held", held, "flushes", len(flushes), "median gap",
+          gaps[len(gaps) // 2] if gaps else None,
           "last flush before the kill", kill_t - flushes[-1])
     # it flushed every window while it served (0.8 s): 10 ms plus the flush, tens of ms on a
     # saturated core; 0.2 s leaves room for a loaded machine (MET_SPEND_FLUSH_MS=400 fails)
