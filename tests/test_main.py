@@ -68,6 +68,8 @@ def test_serve_refuses_invalid_config(tmp_path: Path) -> None:
 
 def serve_demo(port: int, *args: str,
                env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    # no readiness drain when the test stops it (5 s each by default)
+    env = {**(os.environ if env is None else env), "MET_DRAIN_SECONDS": "0"}
     return subprocess.Popen([sys.executable, "-m", "proxy", "serve", "--port", str(port),
                              *(args or ["--demo"])], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)
