@@ -271,6 +271,7 @@ class ProxyProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "MET_"))}
         env["PYTHONPATH"] = str(REPO_ROOT)
+        env["MET_DRAIN_SECONDS"] = "0"  # stopped by the test: no readiness drain (5 s)
         # glibc raises its mmap threshold after each large free, so later 2-9 MB bodies land on
         # the heap and RSS keeps their high-water mark (measured: +130-165 MB over 10,000
         # requests, steps at the huge bodies). A fixed threshold returns them to the system, so
