@@ -121,6 +121,8 @@ class MatchRule:
         veto = self.veto(query_text, cached_text)
         if veto is not None:
             return MatchDecision(False, veto, similarity)
+        if self.vouch(query_text, cached_text) and similarity >= self.settings.threshold:
+            return MatchDecision(True, ACCEPT, similarity)
         row = pair_features(query_text, cached_text, similarity, query_tokens, cached_tokens)
         return self.verdict(float(self.model.probability(row)[0]), similarity)
 
@@ -132,12 +134,22 @@ class MatchRule:
         flipped = verifier.voice_flipped(parse(query_text), parse(cached_text))
         return verifier.VOICE_FLIP if flipped else None
 
-    def verdict(self, score: float, similarity: float, veto: str | None = None) -> MatchDecision:
+    @staticmethod
+    def vouch(query_text: str, cached_text: str) -> bool:
+        """The same question with two coordinated words traded ("between Java and Rust" /
+        "between Rust and Java"). The model's order features take it for a swap (0 of 30 such
+        held-out template pairs served at 0.65-0.71), the guards know it is none."""
+        return verifier.coordination_reordered(parse(query_text), parse(cached_text))
+
+    def verdict(self, score: float, similarity: float, veto: str | None = None,
+                vouched: bool = False) -> MatchDecision:
         """Decide from a precomputed verifier probability (lets evaluation sweep cheaply)."""
         if similarity < self.candidate_threshold:
             return MatchDecision(False, BELOW_THRESHOLD, similarity, score)
         if veto is not None:
             return MatchDecision(False, veto, similarity, score)
+        if vouched and similarity >= self.settings.threshold:
+            return MatchDecision(True, ACCEPT, similarity, score)
         accept = score >= self.verifier_threshold
         return MatchDecision(accept, ACCEPT if accept else VERIFIER_REJECT, similarity, score)
 

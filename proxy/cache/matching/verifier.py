@@ -31,6 +31,7 @@ _LONG_TEXT_CONTENT_WORDS = 10
 
 _ARGUMENT_KINDS = frozenset({"content", "entity", "num", "unit"})
 _BE_VERBS = frozenset({"is", "are", "was", "were", "be", "been", "being", "get", "gets", "got"})
+_COORDINATORS = frozenset({"and", "or", "vs", "versus", "&"})  # not "with": replace X with Y
 _PASSIVE_SPAN = 3  # "was [quickly] acquired by": the be-verb this close before the agent's "by"
 _ROLE_LOOKBACK = 4
 
@@ -266,3 +267,19 @@ def _passive_agent(p: Parsed) -> tuple[int, int] | None:
             if p.tokens[j].norm in _BE_VERBS:
                 return j, i - 1
     return None
+
+
+def coordination_reordered(a: Parsed, b: Parsed) -> bool:
+    """B is A with the two words around one "and"/"or"/"vs" traded ("the difference between
+    Java and Rust" / "... between Rust and Java") and nothing else changed: the same question.
+    (Spans longer than a word, or "born in Ohio and raised in Texas", are not this.)"""
+    sa, sb = a.stems, b.stems
+    if len(sa) != len(sb):
+        return False
+    diff = [i for i, (x, y) in enumerate(zip(sa, sb, strict=True)) if x != y]
+    if len(diff) != 2 or diff[1] != diff[0] + 2:
+        return False
+    i, j = diff
+    words = [t for t in a.tokens if t.kind != "punct"]
+    arguments = words[i].kind in _ARGUMENT_KINDS and words[j].kind in _ARGUMENT_KINDS
+    return arguments and sa[i] == sb[j] and sa[j] == sb[i] and sa[i + 1] in _COORDINATORS

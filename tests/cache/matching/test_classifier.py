@@ -143,3 +143,12 @@ def test_a_voice_flip_is_refused_even_when_the_model_would_serve_it(
     kept = "Its largest competitor was acquired by the company in 2011."
     assert verdict(encoder, kept, active) != "voice_flip"
 
+
+def test_coordinated_words_traded_are_served(encoder: OnnxEncoder) -> None:
+    """The held-out template 'What is the difference between {x} and {y}?' with the names
+    traded: the model scored all 30 held-out pairs 0.65-0.71 (its order features see a swap)."""
+    a = "What is the difference between Java and PostgreSQL?"
+    b = "What is the difference between PostgreSQL and Java?"
+    assert verdict(encoder, a, b) == ACCEPT
+    assert verdict(encoder, a, "What is the difference between Java and Java?") != ACCEPT
+

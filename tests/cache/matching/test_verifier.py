@@ -94,3 +94,20 @@ def test_a_voice_flip_that_keeps_the_words_in_place_is_named(passive: str, activ
 def test_a_passive_that_moves_the_arguments_is_no_voice_flip(a: str, b: str) -> None:
     assert v.VOICE_FLIP not in differences(a, b)
     assert v.VOICE_FLIP not in differences(b, a)
+
+
+@pytest.mark.parametrize(("a", "b", "reordered"), [
+    ("What is the difference between Java and Rust?",
+     "What is the difference between Rust and Java?", True),
+    ("Should I learn French or German?", "Should I learn German or French?", True),
+    ("Python vs Java: which is better?", "Java vs Python: which is better?", True),
+    ("Was she born in Ohio and raised in Texas?", "Was she born in Texas and raised in Ohio?",
+     False),  # the words around "and" are not the ones traded
+    ("Replace butter with oil", "Replace oil with butter", False),  # "with" is no coordinator
+    ("Did Germany beat Brazil?", "Did Brazil beat Germany?", False),
+    ("What is the difference between Java and Rust?",
+     "What is the difference between Rust and Go?", False),
+])
+def test_coordinated_words_traded_are_recognised(a: str, b: str, reordered: bool) -> None:
+    assert v.coordination_reordered(parse(a), parse(b)) is reordered
+    assert v.coordination_reordered(parse(b), parse(a)) is reordered
