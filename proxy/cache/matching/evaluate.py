@@ -156,8 +156,13 @@ def report(
     rule = MatchRule(settings, model)
     labels = np.array([p.label for p in pairs], dtype=np.int_)
     if rows is not None and rule.model is not None:
+        vetoes = [rule.veto(p.a, p.b) for p in pairs]
+        vouched = np.array([rule.vouch(p.a, p.b) for p in pairs], dtype=bool)
         scores = rule.model.probability(rows)
-        decisions = [rule.verdict(float(p), float(s)) for p, s in zip(scores, sims, strict=True)]
+        scores[np.array([v is not None for v in vetoes], dtype=bool)] = 0.0  # for the sweep
+        scores[vouched & (sims >= settings.threshold)] = 1.0
+        decisions = [rule.verdict(float(p), float(s), v, bool(w))
+                     for p, s, v, w in zip(scores, sims, vetoes, vouched, strict=True)]
         accepted = np.array([d.accept for d in decisions], dtype=bool)
         reasons = [d.reason for d in decisions]
         rule_name = "verifier"

@@ -48,6 +48,15 @@ DOCUMENTS: tuple[tuple[str, str], ...] = tuple((d, d) for d in (
 ACCOUNTS: tuple[tuple[str, str], ...] = tuple((d, d) for d in (
     "a Roth IRA", "a 401(k)", "a health savings account", "a 529 plan", "a traditional IRA",
     "a certificate of deposit", "a brokerage account", "a money market account"))
+DEVICES: tuple[tuple[str, str], ...] = tuple((d, d) for d in (
+    "my laptop", "my phone", "my router", "my printer", "my smart TV", "my tablet",
+    "my game console", "my smartwatch", "my desktop computer", "my external hard drive"))
+FOODS: tuple[tuple[str, str], ...] = tuple((d, d) for d in (
+    "rice", "quinoa", "chicken breast", "salmon", "lentils", "potatoes", "broccoli",
+    "hard-boiled eggs", "pork chops", "brown rice", "sweet potatoes", "tofu"))
+CITIES: tuple[tuple[str, str], ...] = tuple((d, d) for d in (
+    "Paris", "Tokyo", "Rome", "Lisbon", "Barcelona", "Sydney", "Cairo", "Prague",
+    "Vienna", "Istanbul"))
 
 # (domain, subject pool, phrasings of one intent, the subject as {x})
 INTENTS: tuple[tuple[str, tuple[tuple[str, str], ...], tuple[str, ...]], ...] = (
@@ -112,9 +121,60 @@ INTENTS: tuple[tuple[str, tuple[tuple[str, str], ...], tuple[str, ...]], ...] = 
     ("finance", ACCOUNTS, (
         "How do I open {x}?", "What do I need to set up {x}?",
         "What is the process for opening {x}?", "how can i start {x}")),
+    ("tech", DEVICES, (
+        "Why is {x} so slow?", "What makes {x} run so slowly?", "how come {x} lags so much",
+        "What could cause poor performance on {x}?")),
+    ("tech", DEVICES, (
+        "How do I reset {x} to factory settings?", "How can I restore {x} to its original "
+        "settings?", "whats the way to wipe {x} and start fresh",
+        "What is the procedure for a factory reset of {x}?")),
+    ("tech", DEVICES, (
+        "Why does {x} keep disconnecting from the wifi?", "{x} keeps dropping the wireless "
+        "connection, why?", "What causes {x} to lose its Wi-Fi connection repeatedly?",
+        "why wont {x} stay connected to the internet")),
+    ("tech", DEVICES, (
+        "How do I clean {x} safely?", "What is the safest way to clean {x}?",
+        "how can i clean {x} without damaging it", "What cleaning method is recommended for {x}?")),
+    ("cooking", FOODS, (
+        "How long should I cook {x}?", "What is the cooking time for {x}?",
+        "how many minutes does {x} need to cook", "For how long do you cook {x}?")),
+    ("cooking", FOODS, (
+        "Can I freeze {x}?", "Is it okay to put {x} in the freezer?", "Does {x} freeze well?",
+        "is freezing {x} a good idea")),
+    ("cooking", FOODS, (
+        "How long does cooked {x} last in the fridge?",
+        "How many days can I keep cooked {x} refrigerated?",
+        "whats the shelf life of cooked {x} in the refrigerator",
+        "For how long is cooked {x} safe to eat if kept in the fridge?")),
+    ("cooking", FOODS, (
+        "How do I reheat {x} without drying it out?", "What's the best way to warm up {x} so it "
+        "stays moist?", "how can i heat leftover {x} and keep it from getting dry",
+        "Which reheating method keeps {x} from drying out?")),
+    ("travel", CITIES, (
+        "What is the best time of year to visit {x}?", "When should I go to {x}?",
+        "which month is ideal for a trip to {x}", "What season is recommended for traveling to "
+        "{x}?")),
+    ("travel", CITIES, (
+        "How do I get from the airport to the center of {x}?",
+        "What is the easiest way to reach downtown {x} from the airport?",
+        "best way to get into {x} city centre from the airport",
+        "Which transport connects the airport with central {x}?")),
+    ("travel", CITIES, (
+        "Is {x} safe for tourists?", "Is it dangerous to travel to {x} as a tourist?",
+        "how safe is {x} for visitors", "Should tourists worry about their safety in {x}?")),
+    ("travel", CITIES, (
+        "How many days do I need to see {x}?", "How long should a trip to {x} be?",
+        "how much time should i spend in {x}", "What is a good length of stay for visiting {x}?")),
 )
 
-HELD_OUT_DOMAINS = frozenset({"finance"})
+HELD_OUT_DOMAINS = frozenset({"finance", "tech", "cooking", "travel"})
+
+# A narrower question shares nearly every word with the general one (cosine often above 0.85)
+# but may need another answer: the near miss most of QQP's false hits in 0.85..0.95 look like.
+QUALIFIERS: tuple[str, ...] = (
+    "in children", "for someone over 70", "during pregnancy", "in winter", "at night",
+    "for the first time", "after surgery", "in an emergency", "in the UK", "on a tight budget",
+    "for a small business", "in a hurry")
 
 
 def intent_split(number: int) -> str:
@@ -135,11 +195,11 @@ def rephrase_pairs(seed: int, split: str, per_pair: int = 4) -> Iterator[Example
         others = [n for n, intent in enumerate(INTENTS) if intent[1] is pool and n != number]
         for first, second in combinations(phrasings, 2):
             for _ in range(per_pair):
-                yield from _pairs_for(rng, domain, pool, first, second, others)
+                yield from _pairs_for(rng, domain, pool, first, second, others, split == "test")
 
 
 def _pairs_for(rng: random.Random, domain: str, pool: Sequence[tuple[str, str]], first: str,
-               second: str, others: Sequence[int]) -> Iterator[Example]:
+               second: str, others: Sequence[int], narrower: bool) -> Iterator[Example]:
     subject, sibling = rng.sample(list(pool), 2)
     lay, expert = subject if rng.random() < 0.5 else (subject[0], subject[0])
     a = first.format(x=lay)
@@ -147,3 +207,13 @@ def _pairs_for(rng: random.Random, domain: str, pool: Sequence[tuple[str, str]],
     yield Example(a, second.format(x=rng.choice(sibling)), 0, f"re-{domain}-sibling")
     other = rng.choice(INTENTS[rng.choice(others)][2])
     yield Example(a, other.format(x=rng.choice(subject)), 0, f"re-{domain}-intent")
+    if narrower:  # test only: training on them was measured worse (docs/cache-quality.md)
+        qualifier = QUALIFIERS[(len(a) + len(second)) % len(QUALIFIERS)]
+        yield Example(a, _narrowed(second.format(x=expert), qualifier), 0,
+                      f"re-{domain}-narrower")
+
+
+def _narrowed(question: str, qualifier: str) -> str:
+    """The question about a narrower case: "... of gout?" -> "... of gout in children?"."""
+    body = question.rstrip(" ?.")
+    return body + f" {qualifier}" + question[len(body):]

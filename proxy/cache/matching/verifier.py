@@ -20,6 +20,7 @@ SUBSTITUTION = "content_substitution"
 WORD_SWAP = "word_substitution"
 INSERTION = "content_insertion"
 LONG_TEXT_CHANGE = "long_text_change"
+VOICE_FLIP = "voice_flip"
 # differences that always change the meaning (the soft ones are weighed by similarity)
 CRITICAL: tuple[str, ...] = (NUMBER, UNIT, ENTITY, NEGATION, ANTONYM, ROLE_SWAP, ORDER_SWAP,
                              LONG_TEXT_CHANGE)
@@ -29,6 +30,9 @@ CRITICAL: tuple[str, ...] = (NUMBER, UNIT, ENTITY, NEGATION, ANTONYM, ROLE_SWAP,
 _LONG_TEXT_CONTENT_WORDS = 10
 
 _ARGUMENT_KINDS = frozenset({"content", "entity", "num", "unit"})
+_BE_VERBS = frozenset({"is", "are", "was", "were", "be", "been", "being", "get", "gets", "got"})
+_COORDINATORS = frozenset({"and", "or", "vs", "versus", "&"})  # not "with": replace X with Y
+_PASSIVE_SPAN = 3  # "was [quickly] acquired by": the be-verb this close before the agent's "by"
 _ROLE_LOOKBACK = 4
 
 
@@ -57,6 +61,7 @@ def differences(a: Parsed, b: Parsed) -> tuple[str, ...]:
         found += [ROLE_SWAP] if swapped else []
         found += [ORDER_SWAP] if order and not swapped else []
     found += _content_change(a, b, ignore=balancing | {stem(w) for w in balancing})
+    found += [VOICE_FLIP] if voice_flipped(a, b) else []
     return tuple(found)
 
 
@@ -229,3 +234,52 @@ def _content_change(a: Parsed, b: Parsed, ignore: set[str]) -> list[str]:
     if only_a or only_b:
         return [INSERTION]
     return []
+
+
+def voice_flipped(a: Parsed, b: Parsed) -> bool:
+    """One side is passive with an agent ("X was acquired by Y"), the other active with the same
+    words in the same order ("X acquired Y"): the voice changed but the arguments did not move,
+    so who did what to whom is reversed. The meaning-keeping passive moves them ("Y acquired
+    X"). Not a flip: no subject before the be-verb ("what is meant by X"), or the verb passive on
+    both sides ("get attached by" / "get attached through")."""
+    agent_a, agent_b = _passive_agent(a), _passive_agent(b)
+    if (agent_a is None) == (agent_b is None):
+        return False
+    passive, active, (be, verb) = (a, b, agent_a) if agent_a else (b, a, agent_b)  # type: ignore[misc]
+    if any(t.norm == "by" for t in active.tokens):
+        return False
+    pa, pb = _shared_arguments(passive, active)
+    if len(pa) < 2 or sorted(pa, key=pa.__getitem__) != sorted(pb, key=pb.__getitem__):
+        return False
+    subject = any(i < be for i in pa.values())
+    verb_stem = passive.tokens[verb].stem
+    active_verb = [i for i, t in enumerate(active.tokens) if t.stem == verb_stem]
+    return subject and any(i > 0 and active.tokens[i - 1].norm not in _BE_VERBS
+                           for i in active_verb)
+
+
+def _passive_agent(p: Parsed) -> tuple[int, int] | None:
+    """Positions of the be-verb and the verb of "was [quickly] acquired by", or None."""
+    for i, t in enumerate(p.tokens):
+        if t.norm != "by" or i == 0 or p.tokens[i - 1].kind != "content":
+            continue
+        for j in range(max(0, i - _PASSIVE_SPAN), i - 1):
+            if p.tokens[j].norm in _BE_VERBS:
+                return j, i - 1
+    return None
+
+
+def coordination_reordered(a: Parsed, b: Parsed) -> bool:
+    """B is A with the two words around one "and"/"or"/"vs" traded ("the difference between
+    Java and Rust" / "... between Rust and Java") and nothing else changed: the same question.
+    (Spans longer than a word, or "born in Ohio and raised in Texas", are not this.)"""
+    sa, sb = a.stems, b.stems
+    if len(sa) != len(sb):
+        return False
+    diff = [i for i, (x, y) in enumerate(zip(sa, sb, strict=True)) if x != y]
+    if len(diff) != 2 or diff[1] != diff[0] + 2:
+        return False
+    i, j = diff
+    words = [t for t in a.tokens if t.kind != "punct"]
+    arguments = words[i].kind in _ARGUMENT_KINDS and words[j].kind in _ARGUMENT_KINDS
+    return arguments and sa[i] == sb[j] and sa[j] == sb[i] and sa[i + 1] in _COORDINATORS

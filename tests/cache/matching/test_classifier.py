@@ -130,3 +130,25 @@ def test_pair_features_are_finite_for_empty_token_lists() -> None:
     empty = np.zeros((0, 384), dtype=np.float32)
     row = pair_features("", "x", 0.0, empty, empty)
     assert row.shape == (len(FEATURE_NAMES),) and np.isfinite(row).all()
+
+
+def test_a_voice_flip_is_refused_even_when_the_model_would_serve_it(
+        encoder: OnnxEncoder) -> None:
+    """The encyclopedia set's one false hit (tests/data/encyclopedia_swaps.jsonl): the model
+    scored it 0.999, so the verifier vetoes voice flips before asking the model."""
+    active = "The company acquired its largest competitor in 2011."
+    passive = "The company was acquired by its largest competitor in 2011."
+    assert verdict(encoder, passive, active) == "voice_flip"
+    assert verdict(encoder, active, passive) == "voice_flip"
+    kept = "Its largest competitor was acquired by the company in 2011."
+    assert verdict(encoder, kept, active) != "voice_flip"
+
+
+def test_coordinated_words_traded_are_served(encoder: OnnxEncoder) -> None:
+    """The held-out template 'What is the difference between {x} and {y}?' with the names
+    traded: the model scored all 30 held-out pairs 0.65-0.71 (its order features see a swap)."""
+    a = "What is the difference between Java and PostgreSQL?"
+    b = "What is the difference between PostgreSQL and Java?"
+    assert verdict(encoder, a, b) == ACCEPT
+    assert verdict(encoder, a, "What is the difference between Java and Java?") != ACCEPT
+

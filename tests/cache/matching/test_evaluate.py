@@ -150,3 +150,26 @@ def test_encyclopedia_swaps_pair_each_sentence_with_a_swap_and_a_rewrite() -> No
     for sentence in sentences:
         mine = sorted((p.source, p.label) for p in pairs if p.a == sentence)
         assert mine == [("ency-keep", 1), ("ency-swap", 0)]
+
+
+@pytest.mark.parametrize(("intercept", "served"), [(10.0, [False, True]), (-10.0, [False, True])])
+def test_the_verifier_report_applies_the_rules_veto_and_vouch(
+        intercept: float, served: list[bool]) -> None:
+    """cache-eval scores the verifier from precomputed probabilities: the voice-flip veto and
+    the coordination rule must apply there as in MatchRule.verify, whatever the model says."""
+    from proxy.cache.matching.classifier import PairClassifier
+    from proxy.cache.matching.features import FEATURE_NAMES
+
+    n = len(FEATURE_NAMES)
+    model = PairClassifier(np.zeros(n), np.ones(n), np.zeros(n), intercept, 0.5)
+    pairs = [
+        Pair("The company was acquired by its largest competitor.",
+             "The company acquired its largest competitor.", 0, "flip"),
+        Pair("What is the difference between Java and Rust?",
+             "What is the difference between Rust and Java?", 1, "coordination"),
+    ]
+    sims = np.array([0.98, 0.99], dtype=np.float32)
+    result = report(pairs, sims, MatchSettings(), False, np.zeros((2, n)), model)
+    sources: dict[str, dict[str, int]] = result["sources"]  # type: ignore[assignment]
+    assert [sources[p.source]["true_hits"] + sources[p.source]["false_hits"] == 1
+            for p in pairs] == served

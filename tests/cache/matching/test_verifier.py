@@ -73,3 +73,41 @@ def test_reasons_are_a_small_fixed_set_of_label_values() -> None:
                v.SUBSTITUTION, v.WORD_SWAP, v.INSERTION, v.LONG_TEXT_CHANGE}
     assert len(reasons) == 11
     assert all(r.isidentifier() and r == r.lower() for r in reasons)
+
+
+@pytest.mark.parametrize(("passive", "active"), [
+    ("The company was acquired by its largest competitor in 2011.",
+     "The company acquired its largest competitor in 2011."),
+    ("The striker was fouled by the goalkeeper.", "The striker fouled the goalkeeper."),
+])
+def test_a_voice_flip_that_keeps_the_words_in_place_is_named(passive: str, active: str) -> None:
+    assert v.VOICE_FLIP in differences(passive, active)
+    assert v.VOICE_FLIP in differences(active, passive)
+
+
+@pytest.mark.parametrize(("a", "b"), [
+    ("In 1805 the British fleet defeated the French navy off Cape Trafalgar.",
+     "In 1805 the French navy was defeated by the British fleet off Cape Trafalgar."),
+    ("What is the meaning of surgical strike?", "What is meant by surgical strikes?"),
+    ("Why don't men get attached through sex?", "Why don't men get attached by sex?"),
+])
+def test_a_passive_that_moves_the_arguments_is_no_voice_flip(a: str, b: str) -> None:
+    assert v.VOICE_FLIP not in differences(a, b)
+    assert v.VOICE_FLIP not in differences(b, a)
+
+
+@pytest.mark.parametrize(("a", "b", "reordered"), [
+    ("What is the difference between Java and Rust?",
+     "What is the difference between Rust and Java?", True),
+    ("Should I learn French or German?", "Should I learn German or French?", True),
+    ("Python vs Java: which is better?", "Java vs Python: which is better?", True),
+    ("Was she born in Ohio and raised in Texas?", "Was she born in Texas and raised in Ohio?",
+     False),  # the words around "and" are not the ones traded
+    ("Replace butter with oil", "Replace oil with butter", False),  # "with" is no coordinator
+    ("Did Germany beat Brazil?", "Did Brazil beat Germany?", False),
+    ("What is the difference between Java and Rust?",
+     "What is the difference between Rust and Go?", False),
+])
+def test_coordinated_words_traded_are_recognised(a: str, b: str, reordered: bool) -> None:
+    assert v.coordination_reordered(parse(a), parse(b)) is reordered
+    assert v.coordination_reordered(parse(b), parse(a)) is reordered
