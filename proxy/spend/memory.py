@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import operator
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from proxy.spend.budgets import (
     AdmitOutcome,
@@ -70,6 +72,8 @@ class MemorySpendBackend:
         self._arms: dict[tuple[Granularity, int], dict[ArmKey, list[int]]] = {}
         self._minutes: dict[int, dict[tuple[Group, int], list[int]]] = {}  # hour -> coarse
         self._pruned_day: int | None = None
+        self._starts_hour = -1
+        self._starts_of_hour: tuple[tuple[Granularity, int], ...] = ()
 
     # ----- budgets, rates, breaker -----------------------------------------------------------
 
@@ -210,32 +214,31 @@ class MemorySpendBackend:
 
     def _roll(self, record: UsageRecord) -> None:
         sums = sums_of(record)
+        starts = self._starts(record.ts)
         for detail in DETAILS:
             group = group_of(record, detail)
-            for granularity in GRANULARITIES:
-                key = (detail, granularity, bucket_start(granularity, record.ts))
-                bucket = self._rollups.setdefault(key, {})
-                total = bucket.get(group)
-                if total is None:
-                    bucket[group] = list(sums)
-                else:
-                    for i, value in enumerate(sums):
-                        total[i] += value
-        self._add_arm(record, arm_sums(record))
-        minutes = self._minutes.setdefault(bucket_start("h", record.ts), {})
-        minute = (group_of(record, "coarse"), math.floor(record.ts / MINUTE) * MINUTE)
-        total = minutes.setdefault(minute, [0] * len(sums))
-        for i, value in enumerate(sums):
-            total[i] += value
+            for granularity, start in starts:
+                bucket = self._rollups.setdefault((detail, granularity, start), {})
+                _add(bucket, group, sums)
+        self._add_arm(record, arm_sums(record), starts)
+        minutes = self._minutes.setdefault(starts[0][1], {})
+        _add(minutes, (group_of(record, "coarse"), math.floor(record.ts / MINUTE) * MINUTE), sums)
         self._prune_rollups()
 
-    def _add_arm(self, record: UsageRecord, sums: list[int]) -> None:
+    def _starts(self, ts: float) -> tuple[tuple[Granularity, int], ...]:
+        """(granularity, bucket start) of each granularity, hour first: the same for a whole
+        hour, so worked out once an hour (the month's start goes through datetime)."""
+        hour = bucket_start("h", ts)
+        if hour != self._starts_hour:
+            self._starts_hour = hour
+            self._starts_of_hour = tuple((g, bucket_start(g, ts)) for g in GRANULARITIES)
+        return self._starts_of_hour
+
+    def _add_arm(self, record: UsageRecord, sums: list[int],
+                 starts: tuple[tuple[Granularity, int], ...]) -> None:
         key = arm_key(record)
-        for granularity in GRANULARITIES:
-            bucket = self._arms.setdefault((granularity, bucket_start(granularity, record.ts)), {})
-            total = bucket.setdefault(key, [0] * len(sums))
-            for i, value in enumerate(sums):
-                total[i] += value
+        for granularity, start in starts:
+            _add(self._arms.setdefault((granularity, start), {}), key, sums)
 
     def _prune_rollups(self) -> None:
         now = self._clock()
@@ -301,7 +304,7 @@ class MemorySpendBackend:
         record = self._records.get(request_id)
         if record is None:
             return False
-        self._add_arm(record, quality_delta(record.quality_score, score))
+        self._add_arm(record, quality_delta(record.quality_score, score), self._starts(record.ts))
         record.quality_score = score
         if comment is not None:
             record.extra = {**record.extra, "feedback_comment": comment}
@@ -325,3 +328,8 @@ class MemorySpendBackend:
 
     async def close(self) -> None:
         return None
+
+
+def _add(bucket: dict[Any, list[int]], group: Any, sums: list[int]) -> None:
+    total = bucket.get(group)
+    bucket[group] = list(sums) if total is None else list(map(operator.add, total, sums))
