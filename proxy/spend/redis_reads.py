@@ -21,9 +21,11 @@ from proxy.spend.records import UsageRecord
 from proxy.spend.rollups import (
     DETAILS,
     GRANULARITIES,
+    ArmKey,
     ArmSlice,
     Detail,
     Granularity,
+    Group,
     Slice,
     bucket_start,
     decode_arm_key,
@@ -125,12 +127,17 @@ class RedisReads:
             return []
         keys = [self._rollup_key(granularity, start, detail) for granularity, start in buckets]
         replies = orjson.loads(await self._call(self._read_rollups(keys=keys)))
+        rows = iter(_int_rows(replies))
+        groups: dict[str, Group] = {}  # the same group in every bucket: decoded once
         found: list[Slice] = []
         for (_, start), flat in zip(buckets, replies, strict=True):
             for i in range(0, len(flat), 2):  # an empty hash comes as {}: len 0
-                group = decode_group(flat[i])
+                sums = next(rows)
+                group = groups.get(flat[i])
+                if group is None:
+                    group = groups[flat[i]] = decode_group(flat[i])
                 if in_department(group, department):
-                    found.append(Slice.of(start, group, map(int, flat[i + 1].split(","))))
+                    found.append(Slice(start, group, *sums))
         return found
 
     async def recent_records(
@@ -174,7 +181,13 @@ def _arm_slices(buckets: list[tuple[Granularity, int]], reply: bytes) -> list[Ar
     replies = orjson.loads(reply)
     keyed = [(start, flat[i]) for (_, start), flat in zip(buckets, replies, strict=True)
              for i in range(0, len(flat), 2)]
-    return [ArmSlice(start, decode_arm_key(field), sums)
+    # the same arm comes back once per bucket: each field decoded once (a month of days in the
+    # benchmark: 7,200 fields, ~1,400 arms)
+    arms: dict[str, ArmKey] = {}
+    for _, field in keyed:
+        if field not in arms:
+            arms[field] = decode_arm_key(field)
+    return [ArmSlice(start, arms[field], sums)
             for (start, field), sums in zip(keyed, _int_rows(replies), strict=True)]
 
 
