@@ -26,6 +26,9 @@ there count (x 1000) until they expire, so an upgrade (even a rolling one) keeps
                                               a feedback score adds its change (feedback.lua)
   Proll:filled, Proll:backfilled              records added to rollups by the upgrade backfill; done
   Proll:filled:arms, Proll:backfilled:arms    the same for the arm rollups
+  Proll:al:<day start>                        lean day arms (rollups.lean_key: department x model
+                                              x provider x task, ARM_HEAD sums), same script, TTL
+  Proll:backfilled:lean                       lean day arms built from the day arms (lean.lua)
 On a single Redis a record, its two time indexes and its rollups are written by one script
 (record.lua). On a cluster those keys live in different slots (CROSSSLOT for one script), so the
 rollups carry the time index's name as a hash tag, `P{Prec:ts}:roll:...`, and share its slot: the
@@ -63,15 +66,20 @@ from proxy.spend.pricing import NANOS_PER_MICRO
 from proxy.spend.records import UsageRecord
 from proxy.spend.redis_reads import RedisReads, as_text
 from proxy.spend.rollups import (
+    ARM_HEAD,
     DAY,
     DETAILS,
     GRANULARITIES,
+    LEAN_DAY,
     MINUTE_RETENTION,
     arm_key,
     arm_sums,
+    bucket_start,
     encode_arm_key,
     encode_group,
     group_of,
+    lean_key,
+    lean_sums,
     minute_field,
     quality_delta,
     sums_of,
@@ -117,6 +125,8 @@ class RedisSpendBackend(RedisReads):
         self._record = client.register_script(_script("record.lua", "add_sums.lua"))
         self._feedback = client.register_script(_script("feedback.lua", "add_sums.lua"))
         self._read_rollups = client.register_script((_LUA / "rollups.lua").read_text())
+        self._build_lean = client.register_script((_LUA / "lean.lua").read_text())
+        self._lean_ready = False
         self._pending_settlements: collections.deque[Settlement] = collections.deque()
         self._pending_records: collections.deque[UsageRecord] = collections.deque(
             maxlen=backlog_max_records
@@ -290,6 +300,7 @@ class RedisSpendBackend(RedisReads):
         if record.cost_nanos:
             parts.append((keys[13], MINUTE_RETENTION,
                           minute_field((record.department,), record.ts), [record.cost_nanos]))
+        parts.append((keys[14], ttl, encode_arm_key(lean_key(record)), lean_sums(record)))
         return parts
 
     async def _put_record(self, record: UsageRecord) -> None:
@@ -324,6 +335,7 @@ class RedisSpendBackend(RedisReads):
             ",".join(map(str, arm_sums(record))),
             minute_field(group_of(record, "coarse"), record.ts), MINUTE_RETENTION,
             minute_field((record.department,), record.ts), record.cost_nanos,
+            encode_arm_key(lean_key(record)), ",".join(map(str, lean_sums(record))),
         ]  # fmt: skip
         return [seen, *self._rollup_keys(record.ts)], args
 
@@ -332,6 +344,26 @@ class RedisSpendBackend(RedisReads):
         return int(self._retention) + 32 * DAY
 
     async def backfill_rollups(self, batch: int = 1000) -> int:
+        """_backfill_records, then the lean day rollups of the days before they existed."""
+        added = await self._backfill_records(batch)
+        await self._backfill_lean()
+        return added
+
+    async def _backfill_lean(self) -> None:
+        """Build each retained day's lean rollup from its arm rollup (lean.lua: exact whatever
+        was written before; safe on several replicas at once), then mark them complete. Replicas
+        of a version without lean rollups still writing afterwards are not in them."""
+        if await self._call(self.client.exists(self._lean_marker)):
+            self._lean_ready = True
+            return
+        today = bucket_start("d", self._clock())
+        for day in range(today - self._rollup_ttl // DAY * DAY, today + DAY, DAY):
+            keys = [self._arm_key("d", day), self._arm_key(LEAN_DAY, day)]
+            await self._call(self._build_lean(keys=keys, args=[self._rollup_ttl, len(ARM_HEAD)]))
+        await self._call(self.client.set(self._lean_marker, "1"))
+        self._lean_ready = True
+
+    async def _backfill_records(self, batch: int) -> int:
         """Add the records written before rollups existed (no "rollup" mark in their JSON) to
         them, and those written before arm rollups existed ("rollup":1) to the arm rollups,
         once per Redis: the `filled` and `filled:arms` sets say which are counted (safe on

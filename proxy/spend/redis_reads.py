@@ -21,7 +21,9 @@ from proxy.spend.records import UsageRecord
 from proxy.spend.rollups import (
     DETAILS,
     GRANULARITIES,
+    LEAN_DAY,
     ArmKey,
+    ArmLevel,
     ArmSlice,
     Detail,
     Granularity,
@@ -48,6 +50,11 @@ class RedisReads:
     _clock: Callable[[], float]
     _retention: float
     _read_rollups: AsyncScript
+    _lean_ready: bool  # the lean day rollups hold every record (LEAN_DAY)
+
+    @property
+    def _lean_marker(self) -> str:
+        return f"{self._roll}backfilled:lean"
 
     async def _call(self, pending: Awaitable[T]) -> T:
         try:
@@ -62,7 +69,7 @@ class RedisReads:
         level = {"fine": "", "coarse": "c", "people": "p"}[detail]
         return f"{self._roll}{level}{granularity}:{start}"
 
-    def _arm_key(self, granularity: Granularity, start: int) -> str:
+    def _arm_key(self, granularity: ArmLevel, start: int) -> str:
         return f"{self._roll}a{granularity}:{start}"
 
     def _arm_keys(self, ts: float) -> list[str]:
@@ -72,12 +79,13 @@ class RedisReads:
         return f"{self._roll}{level}min:{hour}"
 
     def _rollup_keys(self, ts: float) -> list[str]:
-        """Fine hour, day, month, then coarse, people, arms, coarse minutes (the script's
-        order)."""
+        """Fine hour, day, month, then coarse, people, arms, coarse minutes, department minutes,
+        the lean day arms (record.lua's order)."""
+        hour = bucket_start("h", ts)
         return [*(self._rollup_key(g, bucket_start(g, ts), d) for d in DETAILS
                   for g in GRANULARITIES), *self._arm_keys(ts),
-                self._minute_key(bucket_start("h", ts)), self._minute_key(bucket_start("h", ts),
-                                                                          "d")]
+                self._minute_key(hour), self._minute_key(hour, "d"),
+                self._arm_key(LEAN_DAY, bucket_start("d", ts))]
 
     async def minute_rollups(self, hours: Iterable[int], department: str | None) -> list[Slice]:
         """Coarse usage per minute in these hours (their start, unix s)."""
@@ -106,11 +114,18 @@ class RedisReads:
                 found.append((department, int(minute), int(flat[i + 1])))
         return found
 
-    async def arm_rollups(self, buckets: Iterable[tuple[Granularity, int]],
+    async def arm_rollups(self, buckets: Iterable[tuple[ArmLevel, int]],
                           head: int = 0) -> list[ArmSlice]:
+        """Arm rollups of these buckets; LEAN_DAY buckets read the day arms instead until the
+        lean rollups are complete (backfill_rollups builds them once per Redis)."""
         buckets = list(buckets)
         if not buckets:
             return []
+        if not self._lean_ready and any(level == LEAN_DAY for level, _ in buckets):
+            self._lean_ready = bool(await self._call(self.client.exists(self._lean_marker)))
+            if not self._lean_ready:
+                buckets = [("d" if level == LEAN_DAY else level, start)
+                           for level, start in buckets]
         keys = [self._arm_key(granularity, start) for granularity, start in buckets]
         reply = await self._call(self._read_rollups(keys=keys, args=[head]))
         # a month of arm statistics is ~1 MB of JSON: decoded in a thread, so the event loop
@@ -177,7 +192,7 @@ class RedisReads:
         return found
 
 
-def _arm_slices(buckets: list[tuple[Granularity, int]], reply: bytes) -> list[ArmSlice]:
+def _arm_slices(buckets: list[tuple[ArmLevel, int]], reply: bytes) -> list[ArmSlice]:
     replies = orjson.loads(reply)
     keyed = [(start, flat[i]) for (_, start), flat in zip(buckets, replies, strict=True)
              for i in range(0, len(flat), 2)]

@@ -21,7 +21,10 @@ from proxy.spend.chargeback import Chargeback, build_chargeback
 from proxy.spend.pricing import nanos_to_dollars
 from proxy.spend.records import UsageRecord
 from proxy.spend.rollups import (
+    ARM_HEAD,
+    DAY,
     HOUR,
+    LEAN_DAY,
     ArmSlice,
     Detail,
     Granularity,
@@ -101,6 +104,17 @@ class UsageReads:
         start, end = math.floor(from_ts / HOUR) * HOUR, math.ceil(to_ts / HOUR) * HOUR
         plan = plan_range(start, end, self._clock(), coarsest)
         found = await self._guard(self.backend.arm_rollups(plan.buckets, head))
+        return [p for p in found if department in (None, p.department)]
+
+    async def daily_usage(self, from_ts: float, to_ts: float, department: str | None = None
+                          ) -> list[ArmSlice]:
+        """The daily series' input over whole UTC days (`from_ts` rounded down, `to_ts` up):
+        ARM_HEAD sums per day x department x model x provider x task, from the lean day
+        rollups (LEAN_DAY: ~100 groups a day where the day arms have ~1,400)."""
+        start, end = math.floor(from_ts / DAY) * DAY, math.ceil(to_ts / DAY) * DAY
+        plan = plan_range(start, end, self._clock(), "d")
+        buckets = [(LEAN_DAY if level == "d" else level, first) for level, first in plan.buckets]
+        found = await self._guard(self.backend.arm_rollups(buckets, len(ARM_HEAD)))
         return [p for p in found if department in (None, p.department)]
 
     async def recent(
