@@ -10,6 +10,7 @@ read."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -274,8 +275,9 @@ async def proxy_alerts(ledger: Ledger, config: DepartmentsConfig, now: float) ->
     """The proxy's own threshold state from the minute rollups and the ledger."""
     costs = await ledger.minute_costs(lookback_start(now),
                                       math.floor(now / MINUTE) * MINUTE + MINUTE)
-    events = events_of_minutes(costs)
-    found = spend_alerts(events, config, now)
+    # ~12,000 minutes in the benchmark: grouped and summed off the event loop
+    events = await asyncio.to_thread(events_of_minutes, costs)
+    found = await asyncio.to_thread(spend_alerts, events, config, now)
     for name in config.names:
         dept = config.get(name)
         found += await _department_alerts(ledger, dept, events.get(name, []), now)

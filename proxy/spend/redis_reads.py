@@ -37,6 +37,7 @@ from proxy.spend.rollups import (
 )
 
 T = TypeVar("T")
+THREAD_BYTES = 64 * 1024  # a rollup reply this long is parsed in a thread
 # ClusterError: a slot still moving after GatedCluster waited, or CLUSTERDOWN: not executed
 UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError, ClusterError)
 
@@ -106,13 +107,10 @@ class RedisReads:
         keys = [self._minute_key(hour, "d") for hour in hours]
         if not keys:
             return []
-        replies = orjson.loads(await self._call(self._read_rollups(keys=keys)))
-        found: list[tuple[str, int, int]] = []
-        for flat in replies:
-            for i in range(0, len(flat), 2):
-                department, _, minute = flat[i].rpartition("\x1f")
-                found.append((department, int(minute), int(flat[i + 1])))
-        return found
+        reply = await self._call(self._read_rollups(keys=keys))
+        # two days of minutes for the alerts: ~12,000 fields in the benchmark, parsed in a
+        # thread so the event loop serves requests between its GIL slices (docs/benchmarks.md)
+        return await asyncio.to_thread(_minute_costs, reply)
 
     async def arm_rollups(self, buckets: Iterable[tuple[ArmLevel, int]],
                           head: int = 0) -> list[ArmSlice]:
@@ -141,19 +139,11 @@ class RedisReads:
         if not buckets:
             return []
         keys = [self._rollup_key(granularity, start, detail) for granularity, start in buckets]
-        replies = orjson.loads(await self._call(self._read_rollups(keys=keys)))
-        rows = iter(_int_rows(replies))
-        groups: dict[str, Group] = {}  # the same group in every bucket: decoded once
-        found: list[Slice] = []
-        for (_, start), flat in zip(buckets, replies, strict=True):
-            for i in range(0, len(flat), 2):  # an empty hash comes as {}: len 0
-                sums = next(rows)
-                group = groups.get(flat[i])
-                if group is None:
-                    group = groups[flat[i]] = decode_group(flat[i])
-                if in_department(group, department):
-                    found.append(Slice(start, group, *sums))
-        return found
+        reply = await self._call(self._read_rollups(keys=keys))
+        if len(reply) < THREAD_BYTES:
+            return _usage_slices(buckets, reply, department)
+        # the forecast's 57 days of hours: ~3,000 groups, parsed off the event loop
+        return await asyncio.to_thread(_usage_slices, buckets, reply, department)
 
     async def recent_records(
         self, from_ts: float, to_ts: float, department: str | None, limit: int
@@ -190,6 +180,32 @@ class RedisReads:
                 if raw is not None:
                     found.append(UsageRecord.from_dict(orjson.loads(raw)))
         return found
+
+
+def _minute_costs(reply: bytes) -> list[tuple[str, int, int]]:
+    found: list[tuple[str, int, int]] = []
+    for flat in orjson.loads(reply):
+        for i in range(0, len(flat), 2):
+            department, _, minute = flat[i].rpartition("\x1f")
+            found.append((department, int(minute), int(flat[i + 1])))
+    return found
+
+
+def _usage_slices(buckets: list[tuple[Granularity, int]], reply: bytes,
+                  department: str | None) -> list[Slice]:
+    replies = orjson.loads(reply)
+    rows = iter(_int_rows(replies))
+    groups: dict[str, Group] = {}  # the same group in every bucket: decoded once
+    found: list[Slice] = []
+    for (_, start), flat in zip(buckets, replies, strict=True):
+        for i in range(0, len(flat), 2):  # an empty hash comes as {}: len 0
+            sums = next(rows)
+            group = groups.get(flat[i])
+            if group is None:
+                group = groups[flat[i]] = decode_group(flat[i])
+            if in_department(group, department):
+                found.append(Slice(start, group, *sums))
+    return found
 
 
 def _arm_slices(buckets: list[tuple[ArmLevel, int]], reply: bytes) -> list[ArmSlice]:
