@@ -160,13 +160,14 @@ def time_get(client: httpx.Client, base: str, path: str, repeat: int,
     return result
 
 
-async def chat_round(base: str, count: int, concurrency: int, poll: float | None) -> list[float]:
+async def chat_round(base: str, count: int, concurrency: int, poll: float | None,
+                     stages: tuple[tuple[str, ...], ...] = PAGE_POLL) -> list[float]:
     latencies: list[float] = []
     stop = asyncio.Event()
     async with httpx.AsyncClient(timeout=60) as client:
         async def poller() -> None:
             while not stop.is_set():
-                for stage in PAGE_POLL:  # as proxy/ui/spend.js: each stage after the previous
+                for stage in stages:  # as proxy/ui/spend.js: each stage after the previous
                     await asyncio.gather(*(client.get(base + s, headers=ADMIN) for s in stage))
                 try:
                     await asyncio.wait_for(stop.wait(), poll)
@@ -202,6 +203,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--poll-seconds", type=float, default=10.0)
     parser.add_argument("--prefix", help="reuse the records written under this key prefix")
+    parser.add_argument("--poll", help="comma-separated paths polled together instead of the "
+                        "Spend page's stages (to tell which source costs the chat p99)")
     parser.add_argument("--keep", action="store_true", help="do not delete the records")
     parser.add_argument("--serve", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -248,11 +251,12 @@ def main() -> None:
                     ("/admin/budget-recommendations", ADMIN),
                 ]]
         rounds: dict[str, list[float]] = {"without polling": [], "with polling": []}
+        stages = (tuple(args.poll.split(",")),) if args.poll else PAGE_POLL
         for _ in range(args.rounds):
             rounds["without polling"] += asyncio.run(
                 chat_round(base, args.chat, args.concurrency, None))
             rounds["with polling"] += asyncio.run(
-                chat_round(base, args.chat, args.concurrency, args.poll_seconds))
+                chat_round(base, args.chat, args.concurrency, args.poll_seconds, stages))
             print(json.dumps({n: round(percentile(v, 0.99), 1) for n, v in rounds.items()}),
                   file=sys.stderr, flush=True)
         results["chat"] = {name: {"n": len(v), "p50_ms": round(percentile(v, 0.5), 1),
