@@ -12,9 +12,10 @@ page polls them (issue 18, item 7). A script, not a timed test; numbers go to do
    results, listing and recommendations, the alerts, the forecast and budget recommendations:
    best, median, p95 of `--repeat` calls.
 4. Chat p99: `--chat` requests at concurrency `--concurrency` without and with a poller fetching
-   the Spend page's sources (/v1/alerts, /admin/spend, /admin/chargeback?format=json,
-   /v1/cache/analytics, /v1/spend/daily?days=30, /admin/forecast?horizon=8d) every
-   `--poll-seconds`, in alternating rounds so other load on the machine hits both alike.
+   the Spend page's sources every `--poll-seconds` as the page does (PAGE_POLL: /v1/alerts, then
+   /admin/spend, /admin/chargeback?format=json and /v1/cache/analytics together, then
+   /v1/spend/daily?days=30 and /admin/forecast?horizon=8d together), in alternating rounds so
+   other load on the machine hits both alike.
 The key prefix is deleted at the end.
 """
 
@@ -50,6 +51,13 @@ TASKS = (None, "summary", "code", "support")
 CACHE = ("miss", "miss", "hit-exact", "off")
 ARMS = (("summary_model", "control"), ("summary_model", "variant"),
         ("support_small_models", "control"), ("support_small_models", "llama"))
+
+
+# what the Spend page fetches every 10 s with an admin key (proxy/ui/spend.js refresh(): the
+# key's alerts, then its figures together, then its charts together)
+PAGE_POLL = (("/v1/alerts",),
+             ("/admin/spend", "/admin/chargeback?format=json", "/v1/cache/analytics"),
+             ("/v1/spend/daily?days=30", "/admin/forecast?horizon=8d"))
 
 
 def month_start(now: float) -> float:
@@ -152,16 +160,15 @@ def time_get(client: httpx.Client, base: str, path: str, repeat: int,
     return result
 
 
-async def chat_round(base: str, count: int, concurrency: int, poll: float | None) -> list[float]:
+async def chat_round(base: str, count: int, concurrency: int, poll: float | None,
+                     stages: tuple[tuple[str, ...], ...] = PAGE_POLL) -> list[float]:
     latencies: list[float] = []
     stop = asyncio.Event()
     async with httpx.AsyncClient(timeout=60) as client:
         async def poller() -> None:
-            sources = ("/v1/alerts", "/admin/spend", "/admin/chargeback?format=json",
-                       "/v1/cache/analytics", "/v1/spend/daily?days=30",
-                       "/admin/forecast?horizon=8d")
             while not stop.is_set():
-                await asyncio.gather(*(client.get(base + s, headers=ADMIN) for s in sources))
+                for stage in stages:  # as proxy/ui/spend.js: each stage after the previous
+                    await asyncio.gather(*(client.get(base + s, headers=ADMIN) for s in stage))
                 try:
                     await asyncio.wait_for(stop.wait(), poll)
                 except TimeoutError:
@@ -196,6 +203,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--poll-seconds", type=float, default=10.0)
     parser.add_argument("--prefix", help="reuse the records written under this key prefix")
+    parser.add_argument("--poll", help="comma-separated paths polled together instead of the "
+                        "Spend page's stages (to tell which source costs the chat p99)")
     parser.add_argument("--keep", action="store_true", help="do not delete the records")
     parser.add_argument("--serve", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -242,11 +251,12 @@ def main() -> None:
                     ("/admin/budget-recommendations", ADMIN),
                 ]]
         rounds: dict[str, list[float]] = {"without polling": [], "with polling": []}
+        stages = (tuple(args.poll.split(",")),) if args.poll else PAGE_POLL
         for _ in range(args.rounds):
             rounds["without polling"] += asyncio.run(
                 chat_round(base, args.chat, args.concurrency, None))
             rounds["with polling"] += asyncio.run(
-                chat_round(base, args.chat, args.concurrency, args.poll_seconds))
+                chat_round(base, args.chat, args.concurrency, args.poll_seconds, stages))
             print(json.dumps({n: round(percentile(v, 0.99), 1) for n, v in rounds.items()}),
                   file=sys.stderr, flush=True)
         results["chat"] = {name: {"n": len(v), "p50_ms": round(percentile(v, 0.5), 1),

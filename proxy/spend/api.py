@@ -31,7 +31,6 @@ from proxy.spend.chargeback import chargeback_csv_lines, chargeback_json
 from proxy.spend.daily import MAX_DAYS, daily_series_arms, first_day_index
 from proxy.spend.ledger import Ledger
 from proxy.spend.pricing import nanos_to_dollars
-from proxy.spend.rollups import ARM_HEAD
 from proxy.spend.views import (
     RECENT_LIMIT,
     budget_view,
@@ -202,15 +201,14 @@ def scope_of(services: Services, principal: Principal, params: dict[str, str]) -
 
 async def own_daily(request: Request) -> Response:
     """GET /v1/spend/daily: the last `days` UTC days (today included) for the caller's scope,
-    from the day arm rollups."""
+    from the lean day rollups."""
     services, principal = await caller(request)
     params = dict(request.query_params)
     days = int(number_param(params, "days", 30, 1, MAX_DAYS))
     department = scope_of(services, principal, params)
     now = time.time()
     first = first_day_index(now, days)
-    slices = await ledger_of(services).arm_usage(first * 86_400.0, now + 1.0, "d", department,
-                                                 len(ARM_HEAD))
+    slices = await ledger_of(services).daily_usage(first * 86_400.0, now + 1.0, department)
     names = (department,) if department else services.config.departments.names
     view = await asyncio.to_thread(daily_series_arms, slices, first, days, names)
     view["department"] = department

@@ -17,7 +17,7 @@ from proxy import errors
 from proxy.config.departments import Period
 from proxy.spend.pricing import nanos_to_dollars
 from proxy.spend.records import UsageRecord
-from proxy.spend.rollups import ArmSlice, Detail, Granularity, Slice
+from proxy.spend.rollups import ArmLevel, ArmSlice, Detail, Granularity, Slice
 
 AdmitStatus = Literal["ok", "budget", "rpm", "tpm", "breaker"]
 SpendDimension = Literal["department", "key", "user", "model"]
@@ -290,7 +290,7 @@ class SpendBackend(Protocol):
         self, buckets: Iterable[tuple[Granularity, int]], department: str | None,
         detail: Detail = "fine",
     ) -> list[Slice]: ...
-    async def arm_rollups(self, buckets: Iterable[tuple[Granularity, int]],
+    async def arm_rollups(self, buckets: Iterable[tuple[ArmLevel, int]],
                           head: int = 0) -> list[ArmSlice]: ...
     async def minute_rollups(self, hours: Iterable[int], department: str | None
                              ) -> list[Slice]: ...

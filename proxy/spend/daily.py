@@ -55,16 +55,19 @@ def daily_series_arms(slices: Iterable[ArmSlice], first: int, days: int,
         slot = math.floor(part.start / DAY) - first
         if not 0 <= slot < days:
             continue
-        sums = dict(zip(ARM_HEAD, part.sums, strict=False))
-        nanos = sums["cost_nanos"]
-        cost.setdefault(part.department, [0] * days)[slot] += nanos
-        requests[slot] += sums["requests"]
-        saved[slot] += sums["saved_nanos"]
-        lookups[slot] += sums["lookups"]
-        hits[slot] += sums["hits"]
-        by_model[part.model_used] += nanos
-        by_provider[part.provider] += nanos
-        by_task[part.task or "(none)"] += nanos
+        count, _, nanos, saved_nanos, looked_up, hit = part.sums[:len(ARM_HEAD)]
+        series = cost.get(part.department)
+        if series is None:
+            series = cost[part.department] = [0] * days
+        series[slot] += nanos
+        requests[slot] += count
+        saved[slot] += saved_nanos
+        lookups[slot] += looked_up
+        hits[slot] += hit
+        _, _, _, model, provider, task, _ = part.key
+        by_model[model] += nanos
+        by_provider[provider] += nanos
+        by_task[task or "(none)"] += nanos
     totals = {name: sum(series) for name, series in cost.items()}
     return {
         "object": "spend.daily",

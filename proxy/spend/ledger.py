@@ -3,7 +3,8 @@
 `create_spend_store(redis, departments, pricing)` returns a `Ledger`: in-process when
 `redis` is None, Redis otherwise (shared by every replica). Policy lives here in `Ledger`;
 the backends (proxy.spend.memory, proxy.spend.redis_backend) only store and check atomically.
-Money is integer nano-dollars internally (proxy.spend.pricing explains why)."""
+Usage reads and reports: proxy.spend.usage (a base of `Ledger`). Money is integer nano-dollars
+internally (proxy.spend.pricing explains why)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,8 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import math
 import os
 import time
-from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -42,24 +41,12 @@ from proxy.spend.budgets import (
     reservation_amount,
     window_at,
 )
-from proxy.spend.chargeback import Chargeback, build_chargeback
 from proxy.spend.memory import MemorySpendBackend
 from proxy.spend.notices import Notices
 from proxy.spend.notify import BudgetNotice, NoticeKind, NoticeSink
 from proxy.spend.pricing import PricingTable, nanos_to_dollars, to_nanos
 from proxy.spend.records import UsageRecord
-from proxy.spend.rollups import (
-    HOUR,
-    ArmSlice,
-    Detail,
-    Granularity,
-    Slice,
-    bucket_start,
-    group_of,
-    plan_range,
-    split_edge,
-    sums_of,
-)
+from proxy.spend.usage import UsageReads, unavailable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -72,7 +59,7 @@ __all__ = [
 ]  # fmt: skip
 
 
-class Ledger:
+class Ledger(UsageReads):
     """Pricing + department policy over a storage backend (memory or Redis)."""
 
     def __init__(
@@ -144,7 +131,7 @@ class Ledger:
             outcome = await self.backend.admit(plan)
         except BackendDown as exc:
             if self.options.fail_mode == "closed":
-                raise _unavailable(exc) from exc
+                raise unavailable(exc) from exc
             log.warning("spend backend down; admitting %s without budget checks", department)
             worst = reservation_amount(plan.fixed_nanos, plan.per_token_nanos, plan.max_tokens)
             return self._reservation(plan, model, worst, None, degraded=True)
@@ -327,7 +314,7 @@ class Ledger:
             await self.backend.resume(department)
             await self.backend.release_notice(self._breaker_key(department))
         except BackendDown as exc:
-            raise _unavailable(exc) from exc
+            raise unavailable(exc) from exc
         self._notices.forget_locally(self._breaker_key(department))
 
     async def is_paused(self, department: str) -> bool:
@@ -356,97 +343,9 @@ class Ledger:
             for w, s in zip(windows, spent, strict=True)
         ]
 
-    # ----- usage records -------------------------------------------------------------------------
-
     async def add_record(self, record: UsageRecord) -> None:
+        """Store a usage record (reads: proxy.spend.usage)."""
         await self.backend.put_record(record)
-
-    async def get_record(self, request_id: str) -> UsageRecord | None:
-        return await self._guard(self.backend.get_record(request_id))
-
-    async def set_feedback(self, request_id: str, score: float, comment: str | None = None) -> bool:
-        return await self._guard(self.backend.set_feedback(request_id, score, comment))
-
-    async def records(
-        self, from_ts: float, to_ts: float, department: str | None = None
-    ) -> list[UsageRecord]:
-        """Records with from_ts <= ts < to_ts, oldest first."""
-        return await self._guard(self.backend.query_records(from_ts, to_ts, department))
-
-    async def usage(
-        self, from_ts: float, to_ts: float, department: str | None = None,
-        detail: Detail = "fine", coarsest: Granularity = "m",
-    ) -> list[Slice]:
-        """Usage over [from_ts, to_ts) from the month, day and hour rollups, and the raw records
-        of the edges no whole hour covers: O(buckets x groups), not O(records). `coarse`:
-        department x model groups only; `coarsest="d"`: no slice spans more than a UTC day."""
-        now = self._clock()
-        plan = plan_range(from_ts, to_ts, now, coarsest)
-        found = await self._guard(self.backend.rollups(plan.buckets, department, detail))
-        for start, end in plan.raw:
-            minutes, raw = split_edge(start, end, now) if detail == "coarse" \
-                else (None, [(start, end)])
-            if minutes is not None:
-                found += await self.minutes(*minutes, department)
-            for first, last in raw:
-                records = await self._guard(self.backend.query_records(first, last, department))
-                found.extend(Slice.of(r.ts, group_of(r, detail), sums_of(r)) for r in records)
-        return found
-
-    async def minutes(self, from_ts: int, to_ts: int, department: str | None = None
-                      ) -> list[Slice]:
-        """Coarse usage per minute over whole minutes [from_ts, to_ts), from the minute rollups
-        (kept MINUTE_RETENTION)."""
-        hours = range(bucket_start("h", from_ts), to_ts, HOUR)
-        found = await self._guard(self.backend.minute_rollups(hours, department))
-        return [part for part in found if from_ts <= part.start < to_ts]
-
-    async def minute_costs(self, from_ts: int, to_ts: int) -> list[tuple[str, int, int]]:
-        """(department, minute start, nano-dollars spent) for whole minutes [from_ts, to_ts)
-        with spend, from the per-department minute rollups."""
-        hours = range(bucket_start("h", from_ts), to_ts, HOUR)
-        found = await self._guard(self.backend.minute_costs(hours))
-        return [cost for cost in found if from_ts <= cost[1] < to_ts]
-
-    async def arm_usage(
-        self, from_ts: float, to_ts: float, coarsest: Granularity = "m",
-        department: str | None = None, head: int = 0,
-    ) -> list[ArmSlice]:
-        """Arm statistics (proxy.spend.rollups.arm_sums) over whole UTC hours: `from_ts` rounded
-        down, `to_ts` up to the hour, so no raw record is read. `coarsest="h"`: one slice per
-        hour with traffic (for rates over the hours a model was used). `head`: only the first
-        `head` sums (ARM_HEAD) of each slice, for readers that need no statistics."""
-        start, end = math.floor(from_ts / HOUR) * HOUR, math.ceil(to_ts / HOUR) * HOUR
-        plan = plan_range(start, end, self._clock(), coarsest)
-        found = await self._guard(self.backend.arm_rollups(plan.buckets, head))
-        return [p for p in found if department in (None, p.department)]
-
-    async def recent(
-        self, from_ts: float, to_ts: float, department: str | None = None, limit: int = 20
-    ) -> list[UsageRecord]:
-        """The newest `limit` records in [from_ts, to_ts), newest first."""
-        return await self._guard(self.backend.recent_records(from_ts, to_ts, department, limit))
-
-    async def spend_by(
-        self, dimension: SpendDimension, from_ts: float, to_ts: float, department: str | None = None
-    ) -> dict[str, float]:
-        """Dollars per department / key id / user / model (used) over [from_ts, to_ts)."""
-        totals: dict[str, int] = defaultdict(int)
-        detail: Detail = "people" if dimension in ("key", "user") else "coarse"
-        for part in await self.usage(from_ts, to_ts, department, detail):
-            totals[_dimension_value(part, dimension)] += part.cost_nanos
-        return {name: nanos_to_dollars(nanos) for name, nanos in sorted(totals.items())}
-
-    async def chargeback(
-        self, from_ts: float, to_ts: float, department: str | None = None
-    ) -> Chargeback:
-        return build_chargeback(await self.usage(from_ts, to_ts, department, "coarse", "d"))
-
-    async def _guard(self, pending: Awaitable[T]) -> T:
-        try:
-            return await pending
-        except BackendDown as exc:
-            raise _unavailable(exc) from exc
 
     # ----- notices -----------------------------------------------------------------------------
 
@@ -549,24 +448,6 @@ class Ledger:
         await self.drain_notices()
         await self.backend.flush()
         await self.backend.close()
-
-
-def _unavailable(exc: BackendDown) -> SpendBackendUnavailable:
-    """The client hears that budgets can't be checked; the cause (which names Redis's address)
-    goes to the log only."""
-    log.warning("spend backend unreachable: %s", exc)
-    return SpendBackendUnavailable(
-        "spend backend unreachable: budgets can't be checked right now. Retry shortly.")
-
-
-def _dimension_value(record: Slice, dimension: SpendDimension) -> str:
-    if dimension == "department":
-        return record.department
-    if dimension == "key":
-        return record.key_id
-    if dimension == "user":
-        return record.user or "(none)"
-    return record.model_used
 
 
 def create_spend_store(

@@ -29,9 +29,11 @@ from proxy.spend.rollups import (
     DAY,
     DETAILS,
     GRANULARITIES,
+    LEAN_DAY,
     MINUTE,
     MINUTE_RETENTION,
     ArmKey,
+    ArmLevel,
     ArmSlice,
     Detail,
     Granularity,
@@ -266,9 +268,11 @@ class MemorySpendBackend:
                 for (group, minute), sums in self._minutes.get(hour, {}).items()
                 if in_department(group, department)]
 
-    async def arm_rollups(self, buckets: Iterable[tuple[Granularity, int]],
+    async def arm_rollups(self, buckets: Iterable[tuple[ArmLevel, int]],
                           head: int = 0) -> list[ArmSlice]:
-        return [ArmSlice(start, key, tuple(sums[:head or None])) for granularity, start in buckets
+        """LEAN_DAY buckets read the day arms: in process they cost no transfer."""
+        days = (("d" if level == LEAN_DAY else level, start) for level, start in buckets)
+        return [ArmSlice(start, key, tuple(sums[:head or None])) for granularity, start in days
                 for key, sums in self._arms.get((granularity, start), {}).items()]
 
     async def rollups(

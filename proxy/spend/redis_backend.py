@@ -26,6 +26,9 @@ there count (x 1000) until they expire, so an upgrade (even a rolling one) keeps
                                               a feedback score adds its change (feedback.lua)
   Proll:filled, Proll:backfilled              records added to rollups by the upgrade backfill; done
   Proll:filled:arms, Proll:backfilled:arms    the same for the arm rollups
+  Proll:al:<day start>                        lean day arms (rollups.lean_key: department x model
+                                              x provider x task, ARM_HEAD sums), same script, TTL
+  Proll:backfilled:lean                       lean day arms built from the day arms (lean.lua)
 On a single Redis a record, its two time indexes and its rollups are written by one script
 (record.lua). On a cluster those keys live in different slots (CROSSSLOT for one script), so the
 rollups carry the time index's name as a hash tag, `P{Prec:ts}:roll:...`, and share its slot: the
@@ -39,16 +42,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import ClusterError, WatchError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import WatchError
 
 from proxy.spend.budgets import (
     AdmitOutcome,
@@ -63,32 +64,28 @@ from proxy.spend.budgets import (
 )
 from proxy.spend.pricing import NANOS_PER_MICRO
 from proxy.spend.records import UsageRecord
+from proxy.spend.redis_reads import RedisReads, as_text
 from proxy.spend.rollups import (
+    ARM_HEAD,
     DAY,
     DETAILS,
     GRANULARITIES,
+    LEAN_DAY,
     MINUTE_RETENTION,
-    ArmSlice,
-    Detail,
-    Granularity,
-    Slice,
     arm_key,
     arm_sums,
     bucket_start,
-    decode_arm_key,
-    decode_group,
-    decode_minute_field,
     encode_arm_key,
     encode_group,
     group_of,
-    in_department,
+    lean_key,
+    lean_sums,
     minute_field,
     quality_delta,
     sums_of,
 )
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 _LUA = Path(__file__).parent / "lua"
 
 
@@ -97,12 +94,10 @@ def _script(name: str, helpers: str = "fold.lua") -> str:
     return (_LUA / helpers).read_text() + (_LUA / name).read_text()
 # the "rollup" mark in a record's JSON: 1 = in the usage rollups, 2 = in the arm rollups too
 ROLLUP_VERSION = 2
-# ClusterError: a slot still moving after GatedCluster waited, or CLUSTERDOWN: not executed
-_UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError, ClusterError)
 _STATUS = {0: "ok", 1: "budget", 2: "rpm", 3: "tpm", 4: "breaker"}
 
 
-class RedisSpendBackend:
+class RedisSpendBackend(RedisReads):
     def __init__(
         self,
         client: aioredis.Redis | RedisCluster,
@@ -130,6 +125,8 @@ class RedisSpendBackend:
         self._record = client.register_script(_script("record.lua", "add_sums.lua"))
         self._feedback = client.register_script(_script("feedback.lua", "add_sums.lua"))
         self._read_rollups = client.register_script((_LUA / "rollups.lua").read_text())
+        self._build_lean = client.register_script((_LUA / "lean.lua").read_text())
+        self._lean_ready = False
         self._pending_settlements: collections.deque[Settlement] = collections.deque()
         self._pending_records: collections.deque[UsageRecord] = collections.deque(
             maxlen=backlog_max_records
@@ -150,12 +147,6 @@ class RedisSpendBackend:
         """The micro-dollar keys of older versions: reserved total, breaker, spent per window."""
         return [self._dept(department, "resv:total"), self._dept(department, "cb"),
                 *(self._dept(department, f"spent:{w.wid}") for w in windows)]
-
-    async def _call(self, pending: Awaitable[T]) -> T:
-        try:
-            return await pending
-        except _UNREACHABLE as exc:
-            raise BackendDown(str(exc) or type(exc).__name__) from exc
 
     # ----- budgets, rates, breaker -----------------------------------------------------------
 
@@ -280,9 +271,6 @@ class RedisSpendBackend:
 
     # ----- usage records ---------------------------------------------------------------------
 
-    def _record_key(self, request_id: str) -> str:
-        return f"{self.prefix}rec:{request_id}"
-
     async def put_record(self, record: UsageRecord) -> None:
         try:
             await self._put_record(record)
@@ -291,27 +279,6 @@ class RedisSpendBackend:
             if len(self._pending_records) == self._pending_records.maxlen:
                 self.dropped_records += 1
             self._pending_records.append(record)
-
-    def _rollup_key(self, granularity: Granularity, start: int, detail: Detail = "fine") -> str:
-        level = {"fine": "", "coarse": "c", "people": "p"}[detail]
-        return f"{self._roll}{level}{granularity}:{start}"
-
-    def _arm_key(self, granularity: Granularity, start: int) -> str:
-        return f"{self._roll}a{granularity}:{start}"
-
-    def _arm_keys(self, ts: float) -> list[str]:
-        return [self._arm_key(g, bucket_start(g, ts)) for g in GRANULARITIES]
-
-    def _minute_key(self, hour: int, level: str = "c") -> str:
-        return f"{self._roll}{level}min:{hour}"
-
-    def _rollup_keys(self, ts: float) -> list[str]:
-        """Fine hour, day, month, then coarse, people, arms, coarse minutes (the script's
-        order)."""
-        return [*(self._rollup_key(g, bucket_start(g, ts), d) for d in DETAILS
-                  for g in GRANULARITIES), *self._arm_keys(ts),
-                self._minute_key(bucket_start("h", ts)), self._minute_key(bucket_start("h", ts),
-                                                                          "d")]
 
     def _rollup_fields(self, record: UsageRecord) -> tuple[str, str, str, str]:
         """(fine group, sums, coarse group, people group) as the scripts take them."""
@@ -333,6 +300,7 @@ class RedisSpendBackend:
         if record.cost_nanos:
             parts.append((keys[13], MINUTE_RETENTION,
                           minute_field((record.department,), record.ts), [record.cost_nanos]))
+        parts.append((keys[14], ttl, encode_arm_key(lean_key(record)), lean_sums(record)))
         return parts
 
     async def _put_record(self, record: UsageRecord) -> None:
@@ -367,6 +335,7 @@ class RedisSpendBackend:
             ",".join(map(str, arm_sums(record))),
             minute_field(group_of(record, "coarse"), record.ts), MINUTE_RETENTION,
             minute_field((record.department,), record.ts), record.cost_nanos,
+            encode_arm_key(lean_key(record)), ",".join(map(str, lean_sums(record))),
         ]  # fmt: skip
         return [seen, *self._rollup_keys(record.ts)], args
 
@@ -374,63 +343,27 @@ class RedisSpendBackend:
     def _rollup_ttl(self) -> int:
         return int(self._retention) + 32 * DAY
 
-    async def minute_rollups(self, hours: Iterable[int], department: str | None) -> list[Slice]:
-        """Coarse usage per minute in these hours (their start, unix s)."""
-        hours = list(hours)
-        if not hours:
-            return []
-        keys = [self._minute_key(hour) for hour in hours]
-        replies = orjson.loads(await self._call(self._read_rollups(keys=keys)))
-        fields = [flat[i] for flat in replies for i in range(0, len(flat), 2)]
-        found: list[Slice] = []
-        for field, sums in zip(fields, _int_rows(replies), strict=True):
-            group, minute = decode_minute_field(field)
-            if in_department(group, department):
-                found.append(Slice.of(minute, group, sums))
-        return found
-
-    async def minute_costs(self, hours: Iterable[int]) -> list[tuple[str, int, int]]:
-        keys = [self._minute_key(hour, "d") for hour in hours]
-        if not keys:
-            return []
-        replies = orjson.loads(await self._call(self._read_rollups(keys=keys)))
-        found: list[tuple[str, int, int]] = []
-        for flat in replies:
-            for i in range(0, len(flat), 2):
-                department, _, minute = flat[i].rpartition("\x1f")
-                found.append((department, int(minute), int(flat[i + 1])))
-        return found
-
-    async def arm_rollups(self, buckets: Iterable[tuple[Granularity, int]],
-                          head: int = 0) -> list[ArmSlice]:
-        buckets = list(buckets)
-        if not buckets:
-            return []
-        keys = [self._arm_key(granularity, start) for granularity, start in buckets]
-        reply = await self._call(self._read_rollups(keys=keys, args=[head]))
-        # a month of arm statistics is ~1 MB of JSON: decoded in a thread, so the event loop
-        # keeps serving requests between the thread's GIL slices (chat p99 while the Spend page
-        # polls, docs/benchmarks.md)
-        return await asyncio.to_thread(_arm_slices, buckets, reply)
-
-    async def rollups(
-        self, buckets: Iterable[tuple[Granularity, int]], department: str | None,
-        detail: Detail = "fine",
-    ) -> list[Slice]:
-        buckets = list(buckets)
-        if not buckets:
-            return []
-        keys = [self._rollup_key(granularity, start, detail) for granularity, start in buckets]
-        replies = orjson.loads(await self._call(self._read_rollups(keys=keys)))
-        found: list[Slice] = []
-        for (_, start), flat in zip(buckets, replies, strict=True):
-            for i in range(0, len(flat), 2):  # an empty hash comes as {}: len 0
-                group = decode_group(flat[i])
-                if in_department(group, department):
-                    found.append(Slice.of(start, group, map(int, flat[i + 1].split(","))))
-        return found
-
     async def backfill_rollups(self, batch: int = 1000) -> int:
+        """_backfill_records, then the lean day rollups of the days before they existed."""
+        added = await self._backfill_records(batch)
+        await self._backfill_lean()
+        return added
+
+    async def _backfill_lean(self) -> None:
+        """Build each retained day's lean rollup from its arm rollup (lean.lua: exact whatever
+        was written before; safe on several replicas at once), then mark them complete. Replicas
+        of a version without lean rollups still writing afterwards are not in them."""
+        if await self._call(self.client.exists(self._lean_marker)):
+            self._lean_ready = True
+            return
+        today = bucket_start("d", self._clock())
+        for day in range(today - self._rollup_ttl // DAY * DAY, today + DAY, DAY):
+            keys = [self._arm_key("d", day), self._arm_key(LEAN_DAY, day)]
+            await self._call(self._build_lean(keys=keys, args=[self._rollup_ttl, len(ARM_HEAD)]))
+        await self._call(self.client.set(self._lean_marker, "1"))
+        self._lean_ready = True
+
+    async def _backfill_records(self, batch: int) -> int:
         """Add the records written before rollups existed (no "rollup" mark in their JSON) to
         them, and those written before arm rollups existed ("rollup":1) to the arm rollups,
         once per Redis: the `filled` and `filled:arms` sets say which are counted (safe on
@@ -447,7 +380,7 @@ class RedisSpendBackend:
             if not ids:
                 break
             offset += len(ids)
-            raws = await self._mget([self._record_key(_text(i)) for i in ids])
+            raws = await self._mget([self._record_key(as_text(i)) for i in ids])
             calls = [self._backfill_call(raw, usage_filled, horizon) for raw in raws
                      if raw is not None and b'"rollup":2' not in raw]
             added += await self._run_records(calls)
@@ -478,29 +411,6 @@ class RedisSpendBackend:
             for keys, args in calls:
                 await self._record(keys=keys, args=args, client=pipe)
             return sum(int(r) for r in await self._call(pipe.execute()))
-
-    async def recent_records(
-        self, from_ts: float, to_ts: float, department: str | None, limit: int
-    ) -> list[UsageRecord]:
-        """The `limit` newest records with from_ts <= ts < to_ts, newest first."""
-        index = f"{self.prefix}rec:ts" + (f":{department}" if department else "")
-        ids = await self._call(self.client.zrevrangebyscore(
-            index, f"({to_ts!r}", repr(from_ts), start=0, num=limit))
-        if not ids:
-            return []
-        raws = await self._mget([self._record_key(_text(i)) for i in ids])
-        return [UsageRecord.from_dict(orjson.loads(raw)) for raw in raws if raw is not None]
-
-    async def _mget(self, keys: list[str]) -> list[Any]:
-        """MGET on a single Redis; per slot on a cluster (records spread over the slots)."""
-        client = self.client
-        if isinstance(client, RedisCluster):
-            return list(await self._call(client.mget_nonatomic(keys)))
-        return list(await self._call(client.mget(keys)))
-
-    async def get_record(self, request_id: str) -> UsageRecord | None:
-        raw = await self._call(self.client.get(self._record_key(request_id)))
-        return None if raw is None else UsageRecord.from_dict(orjson.loads(raw))
 
     async def set_feedback(self, request_id: str, score: float, comment: str | None) -> bool:
         """Store the score on the record, then its change in the record's arm rollups (right
@@ -541,19 +451,6 @@ class RedisSpendBackend:
         await pipe.execute()
         return before
 
-    async def query_records(
-        self, from_ts: float, to_ts: float, department: str | None
-    ) -> list[UsageRecord]:
-        index = f"{self.prefix}rec:ts" + (f":{department}" if department else "")
-        ids = await self._call(self.client.zrangebyscore(index, repr(from_ts), f"({to_ts!r}"))
-        found: list[UsageRecord] = []
-        for start in range(0, len(ids), 500):
-            keys = [self._record_key(_text(rid)) for rid in ids[start : start + 500]]
-            for raw in await self._mget(keys):
-                if raw is not None:
-                    found.append(UsageRecord.from_dict(orjson.loads(raw)))
-        return found
-
     # ----- backlog ---------------------------------------------------------------------------
 
     def backlog_size(self) -> int:
@@ -580,27 +477,5 @@ class RedisSpendBackend:
             await self.client.aclose()
 
 
-def _arm_slices(buckets: list[tuple[Granularity, int]], reply: bytes) -> list[ArmSlice]:
-    replies = orjson.loads(reply)
-    keyed = [(start, flat[i]) for (_, start), flat in zip(buckets, replies, strict=True)
-             for i in range(0, len(flat), 2)]
-    return [ArmSlice(start, decode_arm_key(field), sums)
-            for (start, field), sums in zip(keyed, _int_rows(replies), strict=True)]
-
-
-def _int_rows(replies: list[list[str]]) -> list[tuple[int, ...]]:
-    """The comma-separated sums of every field in rollup replies, parsed by one orjson call
-    instead of split() and int() per number (a month of arm statistics is ~1,400 fields x 47
-    numbers in the benchmark's data)."""
-    rows = [flat[i] for flat in replies for i in range(1, len(flat), 2)]
-    if not rows:
-        return []
-    return [tuple(row) for row in orjson.loads("[[" + "],[".join(rows) + "]]")]
-
-
 def _sum(values: Iterable[Any]) -> int:
     return sum(int(v) for v in values if v is not None)
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

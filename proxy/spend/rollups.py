@@ -307,6 +307,23 @@ def decode_arm_key(field: str) -> ArmKey:
     return (parts[0], parts[1], parts[2], parts[3], parts[4], parts[5], parts[6])
 
 
+# The daily series' lean day rollup: per UTC day x department x model x provider x task, the
+# ARM_HEAD sums, kept as an arm rollup with experiment, variant and route left blank (~100 groups
+# a day where the day arm rollup has ~1,400 in the benchmark: docs/benchmarks.md). Read as arm
+# buckets of level LEAN_DAY; the daily series from it equals the series from the day arms.
+LEAN_DAY: Literal["l"] = "l"
+ArmLevel = Literal["h", "d", "m", "l"]
+
+
+def lean_key(record: UsageRecord) -> ArmKey:
+    return (record.department, "", "", record.model_used, record.provider, record.task or "",
+            "")
+
+
+def lean_sums(record: UsageRecord) -> list[int]:
+    return arm_sums(record)[:len(ARM_HEAD)]
+
+
 def arm_slice_of(record: UsageRecord, granularity: Granularity = "h") -> ArmSlice:
     """A record as the arm rollup of its bucket would count it (statistics from raw records)."""
     return ArmSlice(bucket_start(granularity, record.ts), arm_key(record),

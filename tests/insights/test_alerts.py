@@ -27,6 +27,7 @@ from proxy.insights.alerts import (
     breaker_alert,
     budget_alert,
     events_of,
+    events_of_minutes,
     first_reached,
     from_alertmanager,
     lookback_start,
@@ -95,6 +96,37 @@ def test_rolling_state_edges() -> None:
     assert rolling_state([(NOW - 3599, 6)], 3600, 5, NOW) == (6, NOW - 3599)
 
 
+def sorted_rolling_state(events: list[tuple[float, int]], window_s: float, threshold: int,
+                         now: float) -> tuple[int, float | None]:
+    """rolling_state by its definition: every change sorted, the sum judged per instant."""
+    deltas = sorted([(min(ts, now), 1, nanos) for ts, nanos in events]
+                    + [(min(ts, now) + window_s, 0, -nanos) for ts, nanos in events
+                       if min(ts, now) + window_s <= now])
+    total, since = 0, None
+    for i, (at, _, delta) in enumerate(deltas):
+        total += delta
+        if i + 1 < len(deltas) and deltas[i + 1][0] == at:
+            continue
+        since = None if total <= threshold else (at if since is None else since)
+    return total, since
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_rolling_state_equals_its_definition(seed: int) -> None:
+    """Random events (ties, events after `now`, unsorted, exactly one window apart) give the
+    sum and start the sorted definition gives."""
+    rng = random.Random(seed)
+    window = rng.choice([60.0, 600.0, 3600.0])
+    times = [NOW - rng.choice([0, 60, 120, window, 2 * window, 3 * window]) - rng.randrange(4) * 60
+             for _ in range(rng.randrange(0, 60))] + [NOW + 30] * rng.randrange(2)
+    events = [(ts_, rng.randrange(0, 5)) for ts_ in times]
+    if rng.random() < 0.5:
+        events.sort()
+    threshold = rng.randrange(0, 12)
+    assert rolling_state(events, window, threshold, NOW) == \
+        sorted_rolling_state(events, window, threshold, NOW)
+
+
 def test_first_reached() -> None:
     events = [(10.0, 3), (20.0, 3), (30.0, 3)]
     assert first_reached(events, 0.0, 6) == 20.0
@@ -123,6 +155,14 @@ def test_events_of_groups_costs_by_department_and_in_total_oldest_first() -> Non
     assert events == {None: [(10.0, 1), (20.0, 2), (30.0, 3)], "sales": [(10.0, 1)],
                       "eng": [(20.0, 2), (30.0, 3)]}
     assert events_of([]) == {}
+
+
+def test_events_of_minutes_sums_per_department_and_minute_oldest_first() -> None:
+    costs = [("eng", 120, 2), ("sales", 60, 1), ("eng", 60, 4), ("eng", 120, 3), ("ops", 0, 0),
+             ("sales", 0, 5)]
+    assert events_of_minutes(costs) == {None: [(0, 5), (60, 5), (120, 5)],
+                                        "sales": [(0, 5), (60, 1)], "eng": [(60, 4), (120, 5)]}
+    assert events_of_minutes([]) == {}
 
 
 # -- spend and breaker alerts ----------------------------------------------------------------

@@ -261,3 +261,63 @@ def test_a_cut_inside_an_hour_reads_at_most_a_minute_of_records_each_side(
         await store.close()
 
     asyncio.run(run())
+
+
+@pytest.mark.redis
+def test_the_daily_series_reads_the_lean_day_rollups(
+        make_spend_store: StoreFactory, spend_backend: str) -> None:
+    """/v1/spend/daily's input comes from the lean day rollups (department x model x provider x
+    task, written with each record) and equals the series from every record; a Redis written
+    before they existed reads the day arms until the backfill builds them from those."""
+    if spend_backend != "redis":
+        pytest.skip("Redis rollups")
+
+    async def run() -> None:
+        clock = FakeClock(MIDNIGHT + 2 * DAY + HOUR)
+        store = make_spend_store({"eng": {}, "sales": {}}, clock=clock)
+        backend = store.backend
+        assert isinstance(backend, RedisSpendBackend)
+        await backend.backfill_rollups()  # a fresh Redis: nothing to build, marked complete
+        rng = random.Random(5)
+        for i in range(300):
+            arm = rng.choice([("exp", "control"), ("exp", "variant"), (None, None)])
+            await store.add_record(make_record(
+                f"d{i}", MIDNIGHT - DAY + rng.uniform(0, 3 * DAY + HOUR), experiment=arm[0],
+                variant=arm[1], department=rng.choice(["eng", "sales"]),
+                model_used=rng.choice(["a", "b"]), provider=rng.choice(["openai", "vllm"]),
+                task=rng.choice([None, "summary"]), route_rule=rng.choice([None, "r"]),
+                status=rng.choice([200, 200, 502]), saved_nanos=rng.choice([0, 77]),
+                cost_nanos=rng.randint(0, 10**9), cache=rng.choice(["miss", "hit-exact", "off"])))
+        records = await store.records(MIDNIGHT - DAY, clock.now + 1)
+        read: list[str] = []
+        script = backend._read_rollups
+
+        async def spy(keys: list[str], args: list[object] | None = None) -> object:
+            read.extend(keys)
+            return await script(keys=keys, args=args)
+
+        backend._read_rollups = spy  # type: ignore[assignment]
+        first = math.floor(MIDNIGHT / DAY) - 1
+
+        async def series(department: str | None) -> dict[str, object]:
+            slices = await store.daily_usage(first * DAY, clock.now + 1, department)
+            return daily_series_arms(slices, first, 4, ["eng", "sales"])
+
+        for department in (None, "eng", "sales"):
+            mine = [r for r in records if department in (None, r.department)]
+            assert await series(department) == daily_series(mine, first, 4, ["eng", "sales"])
+        assert read and all(":al:" in key for key in read)
+        # as a version without lean rollups left it: no lean hashes, no marker
+        await backend.client.delete(backend._lean_marker,
+                                    *(backend._arm_key("l", (first + d) * DAY) for d in range(4)))
+        backend._lean_ready = False
+        read.clear()
+        assert await series(None) == daily_series(records, first, 4, ["eng", "sales"])
+        assert read and all(":ad:" in key for key in read)  # the day arms meanwhile
+        await asyncio.gather(backend.backfill_rollups(), backend.backfill_rollups())
+        read.clear()
+        assert await series(None) == daily_series(records, first, 4, ["eng", "sales"])
+        assert read and all(":al:" in key for key in read)
+        await store.close()
+
+    asyncio.run(run())

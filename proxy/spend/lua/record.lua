@@ -5,21 +5,23 @@
 --       backfill's guard set for a record written before rollups existed), 2-4 hour, day, month
 --       rollup hash, 5-7 the same for coarse groups, 8-10 for people groups, 11-13 for arms,
 --       14 the hour's coarse minute rollups, 15 the hour's cost per department and minute,
---       16 record key, 17 department time index (16-17 only on a single Redis: on a cluster they
---       live in other slots, and the caller writes them first)
+--       16 the day's lean arm rollup (the daily series), 17 record key, 18 department time index
+--       (17-18 only on a single Redis: on a cluster they live in other slots, and the caller
+--       writes them first)
 -- ARGV: 1 request id, 2 ts, 3 index horizon (exclusive), 4 rollup field (the group),
 --       5 sums "requests,input,cached,output,cost_nanos,saved_nanos", 6 rollup TTL seconds,
 --       7 coarse rollup field, 8 people rollup field, 9 record JSON, 10 record TTL seconds,
 --       11 arm rollup field, 12 arm sums (proxy.spend.rollups.arm_sums, comma-separated),
 --       13 minute rollup field (coarse group + minute), 14 minute rollup TTL seconds,
---       15 department x minute field, 16 cost nano-dollars
+--       15 department x minute field, 16 cost nano-dollars, 17 lean arm field, 18 lean sums
+--       (proxy.spend.rollups.lean_key / lean_sums; written with the arms)
 -- An empty field leaves that level alone (a backfill that adds only the arms).
 local fresh = redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1]) == 1
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
-if #KEYS > 15 then
-  redis.call('SET', KEYS[16], ARGV[9], 'EX', ARGV[10])
-  redis.call('ZADD', KEYS[17], ARGV[2], ARGV[1])
-  redis.call('ZREMRANGEBYSCORE', KEYS[17], '-inf', ARGV[3])
+if #KEYS > 16 then
+  redis.call('SET', KEYS[17], ARGV[9], 'EX', ARGV[10])
+  redis.call('ZADD', KEYS[18], ARGV[2], ARGV[1])
+  redis.call('ZREMRANGEBYSCORE', KEYS[18], '-inf', ARGV[3])
 end
 if not fresh then return 0 end
 local usage = {ARGV[4], ARGV[7], ARGV[8], ARGV[11]}
@@ -31,6 +33,7 @@ for level = 1, 4 do
     end
   end
 end
+if ARGV[11] ~= '' then add_sums(KEYS[16], ARGV[17], ARGV[18], ARGV[6]) end
 if ARGV[13] ~= '' then
   add_sums(KEYS[14], ARGV[13], ARGV[5], ARGV[14])
   if ARGV[16] ~= '0' then
