@@ -40,19 +40,25 @@ PAGE = 1000
 # embedding. GET + HGETALL were two round trips and moved the 1.5 KB vector on every hit (16 % of
 # a Redis exact hit's proxy CPU, docs/performance.md). The entry keys are derived from the
 # pointers' values, so they are not in KEYS: the cache's Redis Stack is never a cluster
-# (proxy/cache/factory.py).
+# (proxy/cache/factory.py). A found entry comes back as one JSON array [id, fields...], not as
+# 19 RESP elements: redis-py's Python parser costs ~5 us per element (proxy CPU per lookup 126 ->
+# 33 us, `python scripts/bench_hits.py backend`). No pointer, or an entry gone (its answer
+# missing), is nil.
 EXACT_LUA = """
 local found = {}
 for i, key in ipairs(KEYS) do
   local id = redis.call('GET', key)
-  if id then
-    found[i] = {id, redis.call('HMGET', ARGV[1] .. id, FIELDS)}
+  local fields = id and redis.call('HMGET', ARGV[1] .. id, FIELDS)
+  if fields and fields[RESPONSE] then
+    table.insert(fields, 1, id)
+    found[i] = cjson.encode(fields)
   else
     found[i] = false
   end
 end
 return found
-""".replace("FIELDS", ", ".join(f"'{name}'" for name in RETURN_FIELDS))
+""".replace("FIELDS", ", ".join(f"'{name}'" for name in RETURN_FIELDS)).replace(
+    "RESPONSE", str(RETURN_FIELDS.index("response") + 1))
 # A batch of bookkeeping in one script call (bookkeeping.py): each hit counts and extends its
 # entry if it still exists (a hit flushed after its entry was deleted must not leave a stray
 # half hash in the index), the served records are written as hashes that expire, the counters
@@ -200,10 +206,12 @@ class RedisCacheBackend:
 
     async def get_exact(self, scope: str, text_hash: str) -> Entry | None:
         found = await self._lookups.get(self._exact_key(scope, text_hash))
-        if not found or found[1][RETURN_FIELDS.index("response")] is None:
+        if found is None:
             return None  # no pointer, or its entry is gone
-        return Entry.from_fields({"id": found[0], **dict(zip(RETURN_FIELDS, found[1],
-                                                            strict=True))})
+        entry_id, *values = orjson.loads(found)
+        return Entry.from_fields({"id": entry_id, **{  # a field HMGET did not find: false
+            name: None if value is False else value
+            for name, value in zip(RETURN_FIELDS, values, strict=True)}})
 
     async def search(self, scope: str, vector: Vector, k: int) -> list[tuple[Entry, float]]:
         query = VectorQuery(vector.astype(np.float32).tobytes(), "embedding",
