@@ -86,7 +86,30 @@ def assemble(chunks: list[bytes], usage: dict[str, Any]) -> dict[str, Any] | Non
 
 
 def as_json(completion: dict[str, Any]) -> bytes:
-    return orjson.dumps({**completion, "id": new_id(), "created": int(time.time())})
+    return fill(template_of(completion))
+
+
+# Placeholders for the two fields a replayed answer changes, unguessable by an answer's content
+_MARK = uuid.uuid4().hex
+_ID, _CREATED = f"{_MARK}-id", f"{_MARK}-created"
+_HOLES = re.compile(f'"({_ID}|{_CREATED})"'.encode())
+
+Template = tuple[bytes, ...]  # literal, hole name, literal, hole name, ..., literal
+
+
+def template_of(completion: dict[str, Any]) -> Template:
+    """A stored answer's JSON split around its `id` and `created`: an entry's answer never
+    changes, so the cache parses and encodes it once, not on every hit (SemanticCache.serve)."""
+    body = orjson.dumps({**completion, "id": _ID, "created": _CREATED})
+    return tuple(_HOLES.split(body))
+
+
+def fill(template: Template) -> bytes:
+    """The answer with a fresh id and creation time, in the stored answer's field order."""
+    values = {_ID.encode(): b'"' + new_id().encode() + b'"',
+              _CREATED.encode(): str(int(time.time())).encode()}
+    return b"".join(values.get(part, part) if i % 2 else part
+                    for i, part in enumerate(template))
 
 
 def as_stream(completion: dict[str, Any], include_usage: bool,

@@ -37,7 +37,7 @@ from proxy.cache.cache_key import (
 from proxy.cache.config import CacheConfig, Effective
 from proxy.cache.embedder import Embedder, EmbeddingError, TokenEmbedder
 from proxy.cache.matching.match import Candidate, MatchRule, Tokens
-from proxy.cache.replay import as_json, as_stream, assemble, cacheable_json
+from proxy.cache.replay import Template, as_stream, assemble, cacheable_json, fill, template_of
 from proxy.cache.token_states import TokenStates
 from proxy.gateway.requests import Call
 from proxy.gateway.streaming import SSE_HEADERS
@@ -47,6 +47,7 @@ from proxy.spend.pricing import format_nanos, to_nanos
 log = logging.getLogger("meterline.cache")
 BACKEND_ERRORS = (RedisError, OSError)
 EMBED_ERRORS = (EmbeddingError, aiohttp.ClientError, TimeoutError)
+MAX_TEMPLATES = 1024  # answers kept parsed for replay (a few KB each)
 
 
 def grown_ttl(ttl_s: float, growth: float, hits: int, cap_s: float) -> float:
@@ -110,6 +111,7 @@ class SemanticCache:
         self._rules: dict[float, MatchRule] = {}
         self._flights: dict[tuple[str, str], Flight] = {}
         self.token_states = TokenStates()
+        self._templates: dict[str, Template] = {}  # entry id -> its JSON answer, split
 
     # -- lookup ------------------------------------------------------------------------------
 
@@ -341,9 +343,10 @@ class SemanticCache:
         headers = {**call.headers, "x-meterline-cost-usd": f"{0:.8f}",
                    "x-meterline-cache-saved-usd": format_nanos(to_nanos(entry.cost), 8),
                    "x-meterline-overhead-ms": f"{call.overhead_ms():.2f}"}
-        completion = orjson.loads(entry.response)
         if not call.stream:
-            return Response(as_json(completion), 200, headers, media_type="application/json")
+            return Response(fill(self._template(entry)), 200, headers,
+                            media_type="application/json")
+        completion = orjson.loads(entry.response)
         include_usage = bool((call.body.get("stream_options") or {}).get("include_usage"))
         info = {"cost_usd": 0.0, "input_tokens": 0, "output_tokens": 0, "estimated": False,
                 "cache": record.cache, "saved_usd": entry.cost,
@@ -354,6 +357,15 @@ class SemanticCache:
         # StreamingResponse also costs a thread hop per event)
         return Response(b"".join(events), 200, {**SSE_HEADERS, **headers},
                         media_type="text/event-stream")
+
+    def _template(self, entry: Entry) -> Template:
+        """The entry's JSON answer, parsed once per entry id (an id's answer never changes)."""
+        template = self._templates.get(entry.id)
+        if template is None:
+            if len(self._templates) >= MAX_TEMPLATES:
+                self._templates.clear()
+            template = self._templates[entry.id] = template_of(orjson.loads(entry.response))
+        return template
 
     def _after_hit(self, call: Call, state: Lookup | None, cached: Hit) -> None:
         """Hit count, expiry, counters and the served record: gathered, written a few ms later

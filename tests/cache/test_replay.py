@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import orjson
 import pytest
 
-from proxy.cache.replay import DONE, as_json, as_stream, assemble, cacheable_json, new_id
+from proxy.cache.replay import (
+    DONE,
+    as_json,
+    as_stream,
+    assemble,
+    cacheable_json,
+    fill,
+    new_id,
+    template_of,
+)
 
 USAGE = {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
 
@@ -117,6 +127,20 @@ def test_as_json_gives_a_fresh_id_and_keeps_the_answer() -> None:
     assert out["created"] >= stored["created"]
     assert out["choices"] == stored["choices"] and out["usage"] == USAGE
     assert stored["id"] == "chatcmpl-x"  # the stored answer is not mutated
+
+
+def test_a_template_fills_a_fresh_id_each_time_and_keeps_the_rest_byte_for_byte() -> None:
+    """A hit replays its entry's answer from a template parsed once per entry: every fill has
+    its own id and the time, and otherwise the bytes (field order too) as_json always gave."""
+    stored = completion()
+    stored["choices"][0]["message"]["content"] = 'a "quoted" chatcmpl-x, 1700000000 — ünï 🙂'
+    template = template_of(stored)
+    first, second = orjson.loads(fill(template)), orjson.loads(fill(template))
+    assert first["id"] != second["id"] and first["id"].startswith("chatcmpl-cache-")
+    assert list(first) == list(stored)
+    expected = orjson.dumps({**stored, "id": first["id"], "created": first["created"]})
+    assert orjson.dumps(first) == expected
+    assert abs(first["created"] - time.time()) < 5 and isinstance(first["created"], int)
 
 
 @pytest.mark.parametrize("content", ["Hello there, world", "héllo  wörld 你好 🙂\nnext", "", "x"])
