@@ -41,6 +41,7 @@ from proxy.cache.replay import Template, as_stream, assemble, cacheable_json, fi
 from proxy.cache.token_states import TokenStates
 from proxy.gateway.requests import Call
 from proxy.gateway.streaming import SSE_HEADERS
+from proxy.memo import BoundedMemo
 from proxy.runtime.services import Services
 from proxy.spend.pricing import format_nanos, to_nanos
 
@@ -111,7 +112,8 @@ class SemanticCache:
         self._rules: dict[float, MatchRule] = {}
         self._flights: dict[tuple[str, str], Flight] = {}
         self.token_states = TokenStates()
-        self._templates: dict[str, Template] = {}  # entry id -> its JSON answer, split
+        self._templates: BoundedMemo[str, Template] = BoundedMemo(MAX_TEMPLATES)  # by entry id
+        self.text_hashes: BoundedMemo[str, str] = BoundedMemo()  # question -> its exact hash
 
     # -- lookup ------------------------------------------------------------------------------
 
@@ -157,7 +159,7 @@ class SemanticCache:
         settings = self.config.effective(call.department, model,
                                          record.route_rule if record else None)
         owner = self.config.owner_of(call.department)
-        key = key_of(call.body, owner, model)
+        key = key_of(call.body, owner, model, self.text_hashes)
         if key is not None and len(key.text) > self.config.max_question_chars:
             key = None
         task = stats.label(record.task if record else None)
@@ -216,7 +218,7 @@ class SemanticCache:
         record = call.record
         settings = self.config.effective(call.department, model,
                                          record.route_rule if record else None)
-        key = key_of(call.body, state.key.owner, model)
+        key = key_of(call.body, state.key.owner, model, self.text_hashes)
         state.shadow = None  # a shadow hit for the planned model says nothing about this answer
         if key is None or not settings.enabled or bypass_reason(call.body, settings):
             state.controls = Controls(state.controls.lookup, store=False)
@@ -362,9 +364,7 @@ class SemanticCache:
         """The entry's JSON answer, parsed once per entry id (an id's answer never changes)."""
         template = self._templates.get(entry.id)
         if template is None:
-            if len(self._templates) >= MAX_TEMPLATES:
-                self._templates.clear()
-            template = self._templates[entry.id] = template_of(orjson.loads(entry.response))
+            template = self._templates.put(entry.id, template_of(orjson.loads(entry.response)))
         return template
 
     def _after_hit(self, call: Call, state: Lookup | None, cached: Hit) -> None:
