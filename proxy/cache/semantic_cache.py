@@ -114,6 +114,8 @@ class SemanticCache:
         self.token_states = TokenStates()
         self._templates: BoundedMemo[str, Template] = BoundedMemo(MAX_TEMPLATES)  # by entry id
         self.text_hashes: BoundedMemo[str, str] = BoundedMemo()  # question -> its exact hash
+        self._settings: BoundedMemo[tuple[str | None, str, str | None],
+                                    tuple[CacheConfig, Effective]] = BoundedMemo()
 
     # -- lookup ------------------------------------------------------------------------------
 
@@ -156,8 +158,7 @@ class SemanticCache:
         if changed:
             call.raw = orjson.dumps(call.body)
         record = call.record
-        settings = self.config.effective(call.department, model,
-                                         record.route_rule if record else None)
+        settings = self._effective(call.department, model, record.route_rule if record else None)
         owner = self.config.owner_of(call.department)
         key = key_of(call.body, owner, model, self.text_hashes)
         if key is not None and len(key.text) > self.config.max_question_chars:
@@ -176,6 +177,16 @@ class SemanticCache:
         if not controls.lookup:
             await self._mark(services, call, state, "bypass", "none")
         return state
+
+    def _effective(self, department: str | None, model: str, route: str | None) -> Effective:
+        """The settings for (department, model, route), built once per config (a frozen
+        dataclass and its override layers on every request)."""
+        found = self._settings.get((department, model, route))
+        if found is None or found[0] is not self.config:
+            found = self._settings.put((department, model, route),
+                                       (self.config, self.config.effective(department, model,
+                                                                           route)))
+        return found[1]
 
     async def _wait_or_lead(self, state: Lookup, stream: bool) -> Hit | None:
         """After a miss: wait for an identical request already out upstream and look again, or
@@ -216,8 +227,7 @@ class SemanticCache:
         if state is None:
             return
         record = call.record
-        settings = self.config.effective(call.department, model,
-                                         record.route_rule if record else None)
+        settings = self._effective(call.department, model, record.route_rule if record else None)
         key = key_of(call.body, state.key.owner, model, self.text_hashes)
         state.shadow = None  # a shadow hit for the planned model says nothing about this answer
         if key is None or not settings.enabled or bypass_reason(call.body, settings):
