@@ -37,7 +37,15 @@ from proxy.cache.cache_key import (
 from proxy.cache.config import CacheConfig, Effective
 from proxy.cache.embedder import Embedder, EmbeddingError, TokenEmbedder
 from proxy.cache.matching.match import Candidate, MatchRule, Tokens
-from proxy.cache.replay import Template, as_stream, assemble, cacheable_json, fill, template_of
+from proxy.cache.replay import (
+    ReplayResponse,
+    Template,
+    as_stream,
+    assemble,
+    cacheable_json,
+    fill,
+    template_of,
+)
 from proxy.cache.token_states import TokenStates
 from proxy.gateway.requests import Call
 from proxy.gateway.streaming import SSE_HEADERS
@@ -342,22 +350,25 @@ class SemanticCache:
         record.cache = "hit-" + cached.kind  # type: ignore[assignment]
         record.status, record.cost, record.saved = 200, 0.0, entry.cost
         record.latency_ms = call.elapsed() * 1000
-        if services.spend is not None:
-            if reservation is not None:
-                await services.spend.release(reservation)
-            await services.spend.add_record(record)
-        state: Lookup | None = call.cache_state
-        self._after_hit(call, state, cached)
-        m = services.metrics
-        m.record_cache(call.department_name, record.model_requested, cached.kind, "hit", entry.cost)
-        m.record_request("/v1" + call.path, record.model_requested, call.department_name, 200,
-                         call.elapsed(), None)
         headers = {**call.headers, "x-meterline-cost-usd": f"{0:.8f}",
                    "x-meterline-cache-saved-usd": format_nanos(to_nanos(entry.cost), 8),
                    "x-meterline-overhead-ms": f"{call.overhead_ms():.2f}"}
+
+        async def after() -> None:  # once the answer is sent: the client does not wait for it
+            if services.spend is not None:
+                if reservation is not None:
+                    await services.spend.release(reservation)
+                await services.spend.add_record(record)
+            self._after_hit(call, call.cache_state, cached)
+            m = services.metrics
+            m.record_cache(call.department_name, record.model_requested, cached.kind, "hit",
+                           entry.cost)
+            m.record_request("/v1" + call.path, record.model_requested, call.department_name,
+                             200, call.elapsed(), None)
+
         if not call.stream:
-            return Response(fill(self._template(entry)), 200, headers,
-                            media_type="application/json")
+            return ReplayResponse(fill(self._template(entry)), headers, "application/json",
+                                  after)
         completion = orjson.loads(entry.response)
         include_usage = bool((call.body.get("stream_options") or {}).get("include_usage"))
         info = {"cost_usd": 0.0, "input_tokens": 0, "output_tokens": 0, "estimated": False,
@@ -367,8 +378,8 @@ class SemanticCache:
         events = as_stream(completion, include_usage, info)
         # the whole answer is at hand: one body, not a chunk per event (a sync iterator in a
         # StreamingResponse also costs a thread hop per event)
-        return Response(b"".join(events), 200, {**SSE_HEADERS, **headers},
-                        media_type="text/event-stream")
+        return ReplayResponse(b"".join(events), {**SSE_HEADERS, **headers}, "text/event-stream",
+                              after)
 
     def _template(self, entry: Entry) -> Template:
         """The entry's JSON answer, parsed once per entry id (an id's answer never changes)."""

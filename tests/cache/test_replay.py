@@ -10,6 +10,7 @@ import pytest
 
 from proxy.cache.replay import (
     DONE,
+    ReplayResponse,
     as_json,
     as_stream,
     assemble,
@@ -182,3 +183,39 @@ def test_as_stream_replays_tool_calls_with_indexes() -> None:
     again = assemble(events, USAGE)
     assert again is not None
     assert again["choices"][0]["message"]["tool_calls"] == calls
+
+
+async def test_a_replayed_answers_bookkeeping_runs_after_its_body_even_if_sending_fails(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A hit's spend release and record, hit counts and metrics ran before its answer was sent
+    (the client waited ~0.1 ms for them); they now run once the body is out, and still run
+    when the client is gone. A failure there is logged, never a second response."""
+    events: list[str] = []
+
+    async def after() -> None:
+        events.append("bookkeeping")
+
+    async def send(message: dict[str, Any]) -> None:
+        events.append(message["type"])
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.disconnect"}
+
+    response = ReplayResponse(b"{}", {"x-a": "1"}, "application/json", after)
+    await response({"type": "http"}, receive, send)
+    assert events == ["http.response.start", "http.response.body", "bookkeeping"]
+
+    async def broken_send(message: dict[str, Any]) -> None:
+        raise OSError("client gone")
+
+    async def failing_after() -> None:
+        events.append("failing bookkeeping")
+        raise RuntimeError("spend down")
+
+    with pytest.raises(OSError):
+        await ReplayResponse(b"{}", {}, "application/json", after)(
+            {"type": "http"}, receive, broken_send)
+    assert events[-1] == "bookkeeping"
+    await ReplayResponse(b"{}", {}, "application/json", failing_after)(
+        {"type": "http"}, receive, send)
+    assert "bookkeeping failed after a cache hit" in caplog.text
