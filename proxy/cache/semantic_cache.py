@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import aiohttp
 import numpy as np
@@ -36,6 +34,7 @@ from proxy.cache.cache_key import (
 )
 from proxy.cache.config import CacheConfig, Effective
 from proxy.cache.embedder import Embedder, EmbeddingError, TokenEmbedder
+from proxy.cache.lookups import Flight, Hit, Lookup, grown_ttl
 from proxy.cache.matching.match import Candidate, MatchRule, Tokens
 from proxy.cache.replay import (
     ReplayResponse,
@@ -57,54 +56,6 @@ log = logging.getLogger("meterline.cache")
 BACKEND_ERRORS = (RedisError, OSError)
 EMBED_ERRORS = (EmbeddingError, aiohttp.ClientError, TimeoutError)
 MAX_TEMPLATES = 1024  # answers kept parsed for replay (a few KB each)
-
-
-def grown_ttl(ttl_s: float, growth: float, hits: int, cap_s: float) -> float:
-    """ttl * growth**hits, or `cap_s` once that reaches it: the power is only taken while it is
-    below the cap, so it never overflows however many hits an entry has (10,000 hits of one
-    popular entry overflowed a float at growth 1.5 and turned every later hit into a 500)."""
-    if growth <= 1.0 or ttl_s >= cap_s:
-        return ttl_s
-    if hits >= math.log(cap_s / ttl_s) / math.log(growth):
-        return cap_s
-    return ttl_s * growth ** hits
-
-
-@dataclass(frozen=True, slots=True)
-class Hit:
-    entry: Entry
-    kind: Literal["exact", "semantic"]
-    similarity: float
-    coalesced: bool = False  # waited for an identical request that was in flight
-
-
-@dataclass(slots=True)
-class Flight:
-    """A request that missed and went upstream; identical ones wait for `landed`."""
-
-    key: tuple[str, str]  # (scope, normalised text hash)
-    started: float  # time.monotonic()
-    landed: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-@dataclass
-class Lookup:
-    """What the lookup learned, carried on the call until the answer is stored."""
-
-    key: Key
-    settings: Effective
-    controls: Controls
-    department: str
-    task: str
-    limit: int | None = None  # the request's output limit: only answers that fit it are served
-    vector: Vector | None = None
-    tokens: Tokens | None = None  # the query's per-token outputs (for the match verifier)
-    shadow: Hit | None = None
-    # the best semantic candidate the match rule judged, and whether it accepted it (shadow
-    # mode reports these decisions against the real answer)
-    judged: tuple[Entry, bool] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-    flight: Flight | None = None  # this request leads a flight: end it once stored or failed
 
 
 class SemanticCache:
