@@ -14,9 +14,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 import numpy as np
+import orjson
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError
 from redisvl.exceptions import RedisSearchError  # type: ignore[import-untyped]
 from redisvl.index import AsyncSearchIndex  # type: ignore[import-untyped]
 from redisvl.query import CountQuery, FilterQuery, VectorQuery  # type: ignore[import-untyped]
@@ -40,31 +40,64 @@ PAGE = 1000
 # embedding. GET + HGETALL were two round trips and moved the 1.5 KB vector on every hit (16 % of
 # a Redis exact hit's proxy CPU, docs/performance.md). The entry keys are derived from the
 # pointers' values, so they are not in KEYS: the cache's Redis Stack is never a cluster
-# (proxy/cache/factory.py).
+# (proxy/cache/factory.py). A found entry comes back as one JSON array [id, fields...], not as
+# 19 RESP elements: redis-py's Python parser costs ~5 us per element (proxy CPU per lookup 126 ->
+# 33 us, `python scripts/bench_hits.py backend`). No pointer, or an entry gone (its answer
+# missing), is nil.
 EXACT_LUA = """
 local found = {}
 for i, key in ipairs(KEYS) do
   local id = redis.call('GET', key)
-  if id then
-    found[i] = {id, redis.call('HMGET', ARGV[1] .. id, FIELDS)}
+  local fields = id and redis.call('HMGET', ARGV[1] .. id, FIELDS)
+  if fields and fields[RESPONSE] then
+    table.insert(fields, 1, id)
+    found[i] = cjson.encode(fields)
   else
     found[i] = false
   end
 end
 return found
-""".replace("FIELDS", ", ".join(f"'{name}'" for name in RETURN_FIELDS))
-# A batch of hits: count and extend each entry that still exists (a hit flushed after its entry
-# was deleted must not leave a stray half hash in the index). KEYS: entry, pointer per hit;
-# ARGV: count, expires_at (seconds), expires_at (ms) per hit.
-HITS_LUA = """
-for i = 1, #KEYS, 2 do
+""".replace("FIELDS", ", ".join(f"'{name}'" for name in RETURN_FIELDS)).replace(
+    "RESPONSE", str(RETURN_FIELDS.index("response") + 1))
+# A batch of bookkeeping in one script call (bookkeeping.py): each hit counts and extends its
+# entry if it still exists (a hit flushed after its entry was deleted must not leave a stray
+# half hash in the index), the served records are written as hashes that expire, the counters
+# are added. One command instead of a pipeline of 2 per served record + 1 per counter: redis-py
+# packs and parses every command in Python (the pipeline was 7 % of a Redis hit's proxy CPU).
+# Served records of the same entry share one JSON object of fields and list only their ids.
+# KEYS: entry, pointer per hit, then the stats hash. ARGV: hits, groups, counters, served-key
+# prefix; count, expires_at (s), expires_at (ms) per hit; per group of served records its TTL
+# (ms), its fields (JSON), how many, their request ids; name, amount per counter.
+BOOK_LUA = """
+local hits, groups, counters, prefix = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]),
+  ARGV[4]
+local a = 4
+for i = 1, hits * 2, 2 do
   if redis.call('EXISTS', KEYS[i]) == 1 then
-    local a = (i - 1) / 2 * 3
     redis.call('HINCRBY', KEYS[i], 'hits', ARGV[a + 1])
     redis.call('HSET', KEYS[i], 'expires_at', ARGV[a + 2])
     redis.call('PEXPIREAT', KEYS[i], ARGV[a + 3])
     redis.call('PEXPIREAT', KEYS[i + 1], ARGV[a + 3])
   end
+  a = a + 3
+end
+for _ = 1, groups do
+  local ttl, fields, n = ARGV[a + 1], cjson.decode(ARGV[a + 2]), tonumber(ARGV[a + 3])
+  local flat = {}
+  for name, value in pairs(fields) do
+    flat[#flat + 1] = name
+    flat[#flat + 1] = value
+  end
+  for j = a + 4, a + 3 + n do
+    if #flat == 0 then break end
+    redis.call('HSET', prefix .. ARGV[j], unpack(flat))
+    redis.call('PEXPIRE', prefix .. ARGV[j], ttl)
+  end
+  a = a + 3 + n
+end
+for _ = 1, counters do
+  redis.call('HINCRBYFLOAT', KEYS[hits * 2 + 1], ARGV[a + 1], ARGV[a + 2])
+  a = a + 2
 end
 return 0
 """
@@ -149,7 +182,7 @@ class RedisCacheBackend:
         self._p = prefix + "cache:"
         self.index = AsyncSearchIndex(schema_for(prefix, dims, algorithm), redis_client=client)
         self._lookups = SharedLookups(client.register_script(EXACT_LUA), self._p + "e:")
-        self._hits_script = client.register_script(HITS_LUA)
+        self._book_script = client.register_script(BOOK_LUA)
         # partitions this replica is evicting: an eviction reads the whole partition, and a
         # store arriving meanwhile would start another (the soak: every ~15 requests, 54 % of
         # the proxy's time); it leaves the partition a few entries over until the next store
@@ -173,10 +206,12 @@ class RedisCacheBackend:
 
     async def get_exact(self, scope: str, text_hash: str) -> Entry | None:
         found = await self._lookups.get(self._exact_key(scope, text_hash))
-        if not found or found[1][RETURN_FIELDS.index("response")] is None:
+        if found is None:
             return None  # no pointer, or its entry is gone
-        return Entry.from_fields({"id": found[0], **dict(zip(RETURN_FIELDS, found[1],
-                                                            strict=True))})
+        entry_id, *values = orjson.loads(found)
+        return Entry.from_fields({"id": entry_id, **{  # a field HMGET did not find: false
+            name: None if value is False else value
+            for name, value in zip(RETURN_FIELDS, values, strict=True)}})
 
     async def search(self, scope: str, vector: Vector, k: int) -> list[tuple[Entry, float]]:
         query = VectorQuery(vector.astype(np.float32).tobytes(), "embedding",
@@ -235,31 +270,26 @@ class RedisCacheBackend:
         await self.book(Batch(hits={entry.id: HitTally(entry, 1, expires_at)}))
 
     async def book(self, batch: Batch) -> None:
-        """One pipeline: the hits script, the counter increments, the served records. The script
-        goes by EVALSHA without redis-py's per-pipeline SCRIPT EXISTS (a second round trip);
-        a Redis that lost it (restarted, SCRIPT FLUSH) gets it loaded and run again alone."""
-        pipe = self._r.pipeline(transaction=False)
+        """One script call (BOOK_LUA) writes the whole batch; a Redis that lost the script
+        (restarted, SCRIPT FLUSH) gets it loaded and run again by redis-py."""
         keys: list[str] = []
-        args: list[float | int] = []
+        hits: list[float | int | str] = []
         for tally in batch.hits.values():
             entry = tally.entry
             keys += [self._entry_key(entry.id), self._exact_key(entry.scope, entry.text_hash)]
-            args += [tally.count, tally.expires_at, int(tally.expires_at * 1000)]
-        if keys:
-            pipe.evalsha(self._hits_script.sha, len(keys), *keys, *args)
-        for name, amount in batch.counters.items():
-            pipe.hincrbyfloat(f"{self._p}stats", name, amount)
+            hits += [tally.count, tally.expires_at, int(tally.expires_at * 1000)]
+        keys.append(f"{self._p}stats")
+        groups: dict[tuple[int, bytes], list[str]] = {}
         for served in batch.served:
-            key = f"{self._p}r:{served.request_id}"
-            pipe.hset(key, mapping=cast(Any, served.fields))
-            pipe.pexpire(key, int(served.ttl_s * 1000))
-        replies = await pipe.execute(raise_on_error=False)
-        if keys and isinstance(replies[0], NoScriptError):
-            await self._hits_script(keys=keys, args=args)  # loads it, then runs it
-            replies = replies[1:]
-        failed = next((r for r in replies if isinstance(r, Exception)), None)
-        if failed is not None:
-            raise failed
+            fields = orjson.dumps(served.fields, option=orjson.OPT_SORT_KEYS)
+            groups.setdefault((int(served.ttl_s * 1000), fields), []).append(served.request_id)
+        args: list[float | int | str | bytes] = [len(batch.hits), len(groups),
+                                                 len(batch.counters), f"{self._p}r:", *hits]
+        for (ttl_ms, fields), request_ids in groups.items():
+            args += [ttl_ms, fields, len(request_ids), *request_ids]
+        for name, amount in batch.counters.items():
+            args += [name, amount]
+        await self._book_script(keys=keys, args=args)
 
     async def get(self, entry_id: str) -> Entry | None:
         row = await self._r.hgetall(self._entry_key(entry_id))

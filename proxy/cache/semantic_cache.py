@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import aiohttp
 import numpy as np
@@ -36,65 +34,28 @@ from proxy.cache.cache_key import (
 )
 from proxy.cache.config import CacheConfig, Effective
 from proxy.cache.embedder import Embedder, EmbeddingError, TokenEmbedder
+from proxy.cache.lookups import Flight, Hit, Lookup, grown_ttl
 from proxy.cache.matching.match import Candidate, MatchRule, Tokens
-from proxy.cache.replay import as_json, as_stream, assemble, cacheable_json
+from proxy.cache.replay import (
+    ReplayResponse,
+    Template,
+    as_stream,
+    assemble,
+    cacheable_json,
+    fill,
+    template_of,
+)
 from proxy.cache.token_states import TokenStates
 from proxy.gateway.requests import Call
 from proxy.gateway.streaming import SSE_HEADERS
+from proxy.memo import BoundedMemo
 from proxy.runtime.services import Services
 from proxy.spend.pricing import format_nanos, to_nanos
 
 log = logging.getLogger("meterline.cache")
 BACKEND_ERRORS = (RedisError, OSError)
 EMBED_ERRORS = (EmbeddingError, aiohttp.ClientError, TimeoutError)
-
-
-def grown_ttl(ttl_s: float, growth: float, hits: int, cap_s: float) -> float:
-    """ttl * growth**hits, or `cap_s` once that reaches it: the power is only taken while it is
-    below the cap, so it never overflows however many hits an entry has (10,000 hits of one
-    popular entry overflowed a float at growth 1.5 and turned every later hit into a 500)."""
-    if growth <= 1.0 or ttl_s >= cap_s:
-        return ttl_s
-    if hits >= math.log(cap_s / ttl_s) / math.log(growth):
-        return cap_s
-    return ttl_s * growth ** hits
-
-
-@dataclass(frozen=True, slots=True)
-class Hit:
-    entry: Entry
-    kind: Literal["exact", "semantic"]
-    similarity: float
-    coalesced: bool = False  # waited for an identical request that was in flight
-
-
-@dataclass(slots=True)
-class Flight:
-    """A request that missed and went upstream; identical ones wait for `landed`."""
-
-    key: tuple[str, str]  # (scope, normalised text hash)
-    started: float  # time.monotonic()
-    landed: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-@dataclass
-class Lookup:
-    """What the lookup learned, carried on the call until the answer is stored."""
-
-    key: Key
-    settings: Effective
-    controls: Controls
-    department: str
-    task: str
-    limit: int | None = None  # the request's output limit: only answers that fit it are served
-    vector: Vector | None = None
-    tokens: Tokens | None = None  # the query's per-token outputs (for the match verifier)
-    shadow: Hit | None = None
-    # the best semantic candidate the match rule judged, and whether it accepted it (shadow
-    # mode reports these decisions against the real answer)
-    judged: tuple[Entry, bool] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-    flight: Flight | None = None  # this request leads a flight: end it once stored or failed
+MAX_TEMPLATES = 1024  # answers kept parsed for replay (a few KB each)
 
 
 class SemanticCache:
@@ -110,6 +71,10 @@ class SemanticCache:
         self._rules: dict[float, MatchRule] = {}
         self._flights: dict[tuple[str, str], Flight] = {}
         self.token_states = TokenStates()
+        self._templates: BoundedMemo[str, Template] = BoundedMemo(MAX_TEMPLATES)  # by entry id
+        self.text_hashes: BoundedMemo[str, str] = BoundedMemo()  # question -> its exact hash
+        self._settings: BoundedMemo[tuple[str | None, str, str | None],
+                                    tuple[CacheConfig, Effective]] = BoundedMemo()
 
     # -- lookup ------------------------------------------------------------------------------
 
@@ -152,10 +117,9 @@ class SemanticCache:
         if changed:
             call.raw = orjson.dumps(call.body)
         record = call.record
-        settings = self.config.effective(call.department, model,
-                                         record.route_rule if record else None)
+        settings = self._effective(call.department, model, record.route_rule if record else None)
         owner = self.config.owner_of(call.department)
-        key = key_of(call.body, owner, model)
+        key = key_of(call.body, owner, model, self.text_hashes)
         if key is not None and len(key.text) > self.config.max_question_chars:
             key = None
         task = stats.label(record.task if record else None)
@@ -172,6 +136,16 @@ class SemanticCache:
         if not controls.lookup:
             await self._mark(services, call, state, "bypass", "none")
         return state
+
+    def _effective(self, department: str | None, model: str, route: str | None) -> Effective:
+        """The settings for (department, model, route), built once per config (a frozen
+        dataclass and its override layers on every request)."""
+        found = self._settings.get((department, model, route))
+        if found is None or found[0] is not self.config:
+            found = self._settings.put((department, model, route),
+                                       (self.config, self.config.effective(department, model,
+                                                                           route)))
+        return found[1]
 
     async def _wait_or_lead(self, state: Lookup, stream: bool) -> Hit | None:
         """After a miss: wait for an identical request already out upstream and look again, or
@@ -212,9 +186,8 @@ class SemanticCache:
         if state is None:
             return
         record = call.record
-        settings = self.config.effective(call.department, model,
-                                         record.route_rule if record else None)
-        key = key_of(call.body, state.key.owner, model)
+        settings = self._effective(call.department, model, record.route_rule if record else None)
+        key = key_of(call.body, state.key.owner, model, self.text_hashes)
         state.shadow = None  # a shadow hit for the planned model says nothing about this answer
         if key is None or not settings.enabled or bypass_reason(call.body, settings):
             state.controls = Controls(state.controls.lookup, store=False)
@@ -328,22 +301,26 @@ class SemanticCache:
         record.cache = "hit-" + cached.kind  # type: ignore[assignment]
         record.status, record.cost, record.saved = 200, 0.0, entry.cost
         record.latency_ms = call.elapsed() * 1000
-        if services.spend is not None:
-            if reservation is not None:
-                await services.spend.release(reservation)
-            await services.spend.add_record(record)
-        state: Lookup | None = call.cache_state
-        self._after_hit(call, state, cached)
-        m = services.metrics
-        m.record_cache(call.department_name, record.model_requested, cached.kind, "hit", entry.cost)
-        m.record_request("/v1" + call.path, record.model_requested, call.department_name, 200,
-                         call.elapsed(), None)
         headers = {**call.headers, "x-meterline-cost-usd": f"{0:.8f}",
                    "x-meterline-cache-saved-usd": format_nanos(to_nanos(entry.cost), 8),
                    "x-meterline-overhead-ms": f"{call.overhead_ms():.2f}"}
-        completion = orjson.loads(entry.response)
+
+        async def after() -> None:  # once the answer is sent: the client does not wait for it
+            if services.spend is not None:
+                if reservation is not None:
+                    await services.spend.release(reservation)
+                await services.spend.add_record(record)
+            self._after_hit(call, call.cache_state, cached)
+            m = services.metrics
+            m.record_cache(call.department_name, record.model_requested, cached.kind, "hit",
+                           entry.cost)
+            m.record_request("/v1" + call.path, record.model_requested, call.department_name,
+                             200, call.elapsed(), None)
+
         if not call.stream:
-            return Response(as_json(completion), 200, headers, media_type="application/json")
+            return ReplayResponse(fill(self._template(entry)), headers, "application/json",
+                                  after)
+        completion = orjson.loads(entry.response)
         include_usage = bool((call.body.get("stream_options") or {}).get("include_usage"))
         info = {"cost_usd": 0.0, "input_tokens": 0, "output_tokens": 0, "estimated": False,
                 "cache": record.cache, "saved_usd": entry.cost,
@@ -352,8 +329,15 @@ class SemanticCache:
         events = as_stream(completion, include_usage, info)
         # the whole answer is at hand: one body, not a chunk per event (a sync iterator in a
         # StreamingResponse also costs a thread hop per event)
-        return Response(b"".join(events), 200, {**SSE_HEADERS, **headers},
-                        media_type="text/event-stream")
+        return ReplayResponse(b"".join(events), {**SSE_HEADERS, **headers}, "text/event-stream",
+                              after)
+
+    def _template(self, entry: Entry) -> Template:
+        """The entry's JSON answer, parsed once per entry id (an id's answer never changes)."""
+        template = self._templates.get(entry.id)
+        if template is None:
+            template = self._templates.put(entry.id, template_of(orjson.loads(entry.response)))
+        return template
 
     def _after_hit(self, call: Call, state: Lookup | None, cached: Hit) -> None:
         """Hit count, expiry, counters and the served record: gathered, written a few ms later

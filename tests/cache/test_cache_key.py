@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from proxy.cache.cache_key import (
+    MEMO_TEXT_CHARS,
     Controls,
     bypass_reason,
     controls_of,
@@ -22,6 +23,7 @@ from proxy.cache.cache_key import (
 )
 from proxy.cache.config import CacheConfig, Override
 from proxy.errors import InvalidRequest
+from proxy.memo import BoundedMemo
 
 
 def body(text: str = "What is 2+2?", **extra: Any) -> dict[str, Any]:
@@ -297,3 +299,16 @@ def test_strip_cache_control() -> None:
     untouched = body(metadata="not a dict")
     assert strip_cache_control(untouched) is False
     assert untouched["metadata"] == "not a dict"
+
+
+@pytest.mark.parametrize("text", ["  What is 2+2? ", "Ünïcode ✓ " * 300])
+def test_remembered_text_hashes_give_the_same_key(text: str) -> None:
+    """A hit's key reuses the question's hash (normalising and hashing were half of key_of);
+    the key is the one computed afresh, and only questions up to MEMO_TEXT_CHARS are kept."""
+    memo: BoundedMemo[str, str] = BoundedMemo()
+    fresh = key_of(body(text), "sales", "m")
+    assert key_of(body(text), "sales", "m", memo) == fresh
+    assert key_of(body(text), "sales", "m", memo) == fresh
+    assert len(memo) == (1 if len(text) <= MEMO_TEXT_CHARS else 0)
+    other = key_of(body("What is 3+3?"), "sales", "m", memo)
+    assert other is not None and fresh is not None and other.text_hash != fresh.text_hash

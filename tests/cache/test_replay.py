@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import orjson
 import pytest
 
-from proxy.cache.replay import DONE, as_json, as_stream, assemble, cacheable_json, new_id
+from proxy.cache.replay import (
+    DONE,
+    ReplayResponse,
+    as_json,
+    as_stream,
+    assemble,
+    cacheable_json,
+    fill,
+    new_id,
+    template_of,
+)
 
 USAGE = {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
 
@@ -119,6 +130,20 @@ def test_as_json_gives_a_fresh_id_and_keeps_the_answer() -> None:
     assert stored["id"] == "chatcmpl-x"  # the stored answer is not mutated
 
 
+def test_a_template_fills_a_fresh_id_each_time_and_keeps_the_rest_byte_for_byte() -> None:
+    """A hit replays its entry's answer from a template parsed once per entry: every fill has
+    its own id and the time, and otherwise the bytes (field order too) as_json always gave."""
+    stored = completion()
+    stored["choices"][0]["message"]["content"] = 'a "quoted" chatcmpl-x, 1700000000 — ünï 🙂'
+    template = template_of(stored)
+    first, second = orjson.loads(fill(template)), orjson.loads(fill(template))
+    assert first["id"] != second["id"] and first["id"].startswith("chatcmpl-cache-")
+    assert list(first) == list(stored)
+    expected = orjson.dumps({**stored, "id": first["id"], "created": first["created"]})
+    assert orjson.dumps(first) == expected
+    assert abs(first["created"] - time.time()) < 5 and isinstance(first["created"], int)
+
+
 @pytest.mark.parametrize("content", ["Hello there, world", "héllo  wörld 你好 🙂\nnext", "", "x"])
 def test_as_stream_round_trips_through_assemble(content: str) -> None:
     stored = completion(content)
@@ -158,3 +183,39 @@ def test_as_stream_replays_tool_calls_with_indexes() -> None:
     again = assemble(events, USAGE)
     assert again is not None
     assert again["choices"][0]["message"]["tool_calls"] == calls
+
+
+async def test_a_replayed_answers_bookkeeping_runs_after_its_body_even_if_sending_fails(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A hit's spend release and record, hit counts and metrics ran before its answer was sent
+    (the client waited ~0.1 ms for them); they now run once the body is out, and still run
+    when the client is gone. A failure there is logged, never a second response."""
+    events: list[str] = []
+
+    async def after() -> None:
+        events.append("bookkeeping")
+
+    async def send(message: dict[str, Any]) -> None:
+        events.append(message["type"])
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.disconnect"}
+
+    response = ReplayResponse(b"{}", {"x-a": "1"}, "application/json", after)
+    await response({"type": "http"}, receive, send)
+    assert events == ["http.response.start", "http.response.body", "bookkeeping"]
+
+    async def broken_send(message: dict[str, Any]) -> None:
+        raise OSError("client gone")
+
+    async def failing_after() -> None:
+        events.append("failing bookkeeping")
+        raise RuntimeError("spend down")
+
+    with pytest.raises(OSError):
+        await ReplayResponse(b"{}", {}, "application/json", after)(
+            {"type": "http"}, receive, broken_send)
+    assert events[-1] == "bookkeeping"
+    await ReplayResponse(b"{}", {}, "application/json", failing_after)(
+        {"type": "http"}, receive, send)
+    assert "bookkeeping failed after a cache hit" in caplog.text
