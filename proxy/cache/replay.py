@@ -12,8 +12,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
-from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+
+from proxy.gateway.after_send import AfterSendResponse
 
 log = logging.getLogger("meterline.cache")
 _PIECES = re.compile(r"\S+\s*|\s+")
@@ -155,23 +155,10 @@ def as_stream(completion: dict[str, Any], include_usage: bool,
     return events
 
 
-class ReplayResponse(Response):
+class ReplayResponse(AfterSendResponse):
     """A cached answer whose bookkeeping (`after`: the spend release and record, hit counts,
-    metrics) runs once the body is sent, or failed to be sent, in the same task (a graceful
-    shutdown still waits for it), as a JSON answer from upstream settles after its body."""
+    metrics) runs once the body is sent, as a JSON answer from upstream settles after its body."""
 
     def __init__(self, body: bytes, headers: dict[str, str], media_type: str,
                  after: Callable[[], Awaitable[None]]) -> None:
-        super().__init__(body, 200, headers, media_type=media_type)
-        self.after = after
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await send({"type": "http.response.start", "status": self.status_code,
-                        "headers": self.raw_headers})
-            await send({"type": "http.response.body", "body": self.body})
-        finally:
-            try:
-                await self.after()
-            except Exception:  # the client has its answer: log, never a second response
-                log.exception("bookkeeping failed after a cache hit")
+        super().__init__(body, 200, headers, media_type, after, "a cache hit")

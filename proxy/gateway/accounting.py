@@ -11,10 +11,10 @@ from typing import Any
 
 import orjson
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
 
 from proxy import errors
 from proxy.cache.cache_key import strip_cache_control
+from proxy.gateway.after_send import AfterSendResponse
 from proxy.gateway.requests import Call
 from proxy.gateway.streaming import StreamOutcome
 from proxy.gateway.upstream import UpstreamTarget
@@ -359,31 +359,13 @@ async def settle_json(services: Services, call: Call, reservation: Any, target: 
     headers = call.headers
     headers["x-meterline-cost-usd"] = cost_header(cost.nanos)
     headers["x-meterline-overhead-ms"] = f"{call.overhead_ms():.2f}"
-    return SettlingResponse(data, status, headers, settlement=(services, call, reservation, counts,
-                                                           cost, estimated))
 
+    async def settle_after_send() -> None:
+        with step(services.tracing, "meterline.settle"):
+            await settle_and_count(services, call, reservation, counts, cost, estimated)
 
-class SettlingResponse(Response):
-    """A JSON answer whose bookkeeping runs once the body is sent, or failed to be sent: spend
-    is recorded even when the client is gone."""
-
-    def __init__(self, data: bytes, status: int, headers: dict[str, str],
-                 settlement: tuple[Services, Call, Any, Usage, Cost, bool]) -> None:
-        super().__init__(data, status, headers, media_type="application/json")
-        self.settlement = settlement
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await send({"type": "http.response.start", "status": self.status_code,
-                        "headers": self.raw_headers})
-            await send({"type": "http.response.body", "body": self.body})
-        finally:
-            services, call, reservation, counts, cost, estimated = self.settlement
-            try:
-                with step(services.tracing, "meterline.settle"):
-                    await settle_and_count(services, call, reservation, counts, cost, estimated)
-            except Exception:  # the client has its answer: log, never a second response
-                log.exception("bookkeeping failed after request %s", call.request_id)
+    return AfterSendResponse(data, status, headers, "application/json", settle_after_send,
+                             f"request {call.request_id}")
 
 
 async def settle_stream(services: Services, call: Call, reservation: Any, target: UpstreamTarget,

@@ -1,0 +1,35 @@
+"""A whole response body whose bookkeeping runs once it has been sent: the answer from upstream
+(spend settled, usage recorded) and a cached answer (spend released, hit counted) alike."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+log = logging.getLogger(__name__)
+
+
+class AfterSendResponse(Response):
+    """`after` runs once the body is sent, or failed to be sent (the client left), in the same
+    task, so a graceful shutdown still waits for it; its failure is logged, never a second
+    response. `what` names the request in that log line."""
+
+    def __init__(self, body: bytes, status: int, headers: dict[str, str], media_type: str,
+                 after: Callable[[], Awaitable[None]], what: str) -> None:
+        super().__init__(body, status, headers, media_type=media_type)
+        self.after = after
+        self.what = what
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await send({"type": "http.response.start", "status": self.status_code,
+                        "headers": self.raw_headers})
+            await send({"type": "http.response.body", "body": self.body})
+        finally:
+            try:
+                await self.after()
+            except Exception:  # the client has its answer: log, never a second response
+                log.exception("bookkeeping failed after %s", self.what)
