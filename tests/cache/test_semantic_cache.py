@@ -337,9 +337,12 @@ def test_bad_cache_yaml_names_file_field_and_value(tmp_path: Path, mock_upstream
     assert "cache.yaml" in str(err.value) and message in str(err.value)
 
 
-def test_ten_thousand_hits_on_one_entry_all_succeed(start_proxy: ProxyStarter) -> None:
+def test_thousands_of_hits_on_one_entry_all_succeed(start_proxy: ProxyStarter) -> None:
     """Issue 18 item 0: each hit grows the TTL by growth**hits; past ~1,750 hits that power
-    overflowed a float and every later hit of the most popular entry was a 500."""
+    overflowed a float and every later hit of the most popular entry was a 500. Hit bookkeeping
+    now runs after the answer is sent, so that overflow would no longer reach the client:
+    test_grown_ttl_is_capped_without_overflow guards it; this one serves 2,500 hits of one entry
+    (10,000 took 15-20 s of the suite and guard nothing more)."""
     departments = yaml.safe_load((REPO_RULES / "departments.yaml").read_text())
     departments["departments"]["engineering"].update(rpm=100_000, tpm=1_000_000_000)
     proxy = start_proxy(edits={"cache.yaml": cache_yaml(), "departments.yaml": departments})
@@ -349,21 +352,21 @@ def test_ten_thousand_hits_on_one_entry_all_succeed(start_proxy: ProxyStarter) -
     statuses: dict[tuple[int, str], int] = {}
     with httpx.Client(base_url=proxy.url, headers=auth, timeout=10) as http:
         answer = http.post("/v1/chat/completions", json=body).json()["choices"][0]
-        for _ in range(10_000):
+        for _ in range(2_500):
             r = http.post("/v1/chat/completions", json=body)
             outcome = (r.status_code, r.headers.get("x-meterline-cache", ""))
             statuses[outcome] = statuses.get(outcome, 0) + 1
             if r.status_code != 200:
                 break
             assert r.json()["choices"][0]["message"] == answer["message"]
-    assert statuses == {(200, "hit-exact"): 10_000}
+    assert statuses == {(200, "hit-exact"): 2_500}
 
 
 @pytest.mark.redis
 def test_a_hit_on_an_entry_with_huge_hit_count_is_served(
         start_proxy: ProxyStarter, redis_url: str, redis_prefix: str) -> None:
-    """The same on Redis Stack, without sending 10,000 requests: the entry's hit counter is set
-    to where growth**hits overflows, then hit again (and again)."""
+    """The same on Redis Stack, without sending thousands of requests: the entry's hit counter is
+    set to where growth**hits overflows, then hit again (and again)."""
     import redis
 
     proxy = start_proxy(edits={"cache.yaml": cache_yaml()}, redis_url=redis_url,
