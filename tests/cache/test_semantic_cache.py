@@ -342,7 +342,7 @@ def test_thousands_of_hits_on_one_entry_all_succeed(start_proxy: ProxyStarter) -
     overflowed a float and every later hit of the most popular entry was a 500. Hit bookkeeping
     now runs after the answer is sent, so that overflow would no longer reach the client:
     test_grown_ttl_is_capped_without_overflow guards it; this one serves 2,500 hits of one entry
-    (10,000 took 15-20 s of the suite and guard nothing more)."""
+    (10,000 took 15-20 s of the suite and guarded nothing more)."""
     departments = yaml.safe_load((REPO_RULES / "departments.yaml").read_text())
     departments["departments"]["engineering"].update(rpm=100_000, tpm=1_000_000_000)
     proxy = start_proxy(edits={"cache.yaml": cache_yaml(), "departments.yaml": departments})
