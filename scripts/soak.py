@@ -36,8 +36,10 @@ WARMUP = int(os.environ.get("WARMUP", "20000"))
 CONNS = int(os.environ.get("CONNS", "16"))
 CACHE_MODE = os.environ.get("CACHE_MODE", "semantic")
 MIX = REPO / "scripts" / "soak" / "mix.lua"
-CACHE_LINE = re.compile(
-    r'^meterline_cache_requests_total\{[^}]*kind="(\w+)",result="(\w+)"\} (\S+)', re.M)
+# prometheus-client writes the labels sorted by name (department, kind, model, result): the
+# model sits between kind and result, so each is read on its own
+CACHE_LINE = re.compile(r'^meterline_cache_requests_total\{([^}]*)\} (\S+)', re.M)
+LABEL = re.compile(r'(\w+)="([^"]*)"')
 
 
 def rss_mb(pid: int) -> float:
@@ -53,8 +55,10 @@ def load_average() -> str:
 def cache_counts(base: str) -> dict[str, float]:
     text = urllib.request.urlopen(f"{base}/metrics", timeout=10).read().decode()
     counts: dict[str, float] = {}
-    for kind, result, value in CACHE_LINE.findall(text):
-        counts[f"{kind}_{result}"] = counts.get(f"{kind}_{result}", 0) + float(value)
+    for labels, value in CACHE_LINE.findall(text):
+        named = dict(LABEL.findall(labels))
+        name = f"{named.get('kind')}_{named.get('result')}"
+        counts[name] = counts.get(name, 0) + float(value)
     return counts
 
 
