@@ -20,7 +20,7 @@ const ui = {
   prompt: $("prompt"), file: $("file"), stop: $("stop"), send: $("send"),
 };
 const state = {
-  key: loadKey(), conv: newConversation(), attachments: [], controller: null, search: null,
+  key: loadKey(), conv: newConversation(), attachments: [], reading: null, controller: null, search: null,
   inputs: new Map(), // model id -> input_modalities from /v1/models
 };
 const SEARCH_DELAY_MS = 250;
@@ -272,7 +272,15 @@ function setBusy(busy) {
 
 async function send(text) {
   text = text.trim();
-  if (state.controller || (!text && !state.attachments.length)) return;
+  if (state.controller) return;
+  // a file picked a moment ago may still be reading: it belongs to this question, so wait for it
+  if (state.reading) {
+    ui.send.disabled = true;
+    await state.reading;
+    ui.send.disabled = false;
+    if (state.controller) return;
+  }
+  if (!text && !state.attachments.length) return;
   if (!state.key) {
     showNotice("Enter an API key first.");
     ui.key.focus();
@@ -338,7 +346,14 @@ function renderChips() {
   ui.chips.replaceChildren(...state.attachments.map(chip));
 }
 
-async function attach(files) {
+function attach(files) {
+  const reading = readAll(files, state.reading);
+  state.reading = reading;
+  return reading.finally(() => { if (state.reading === reading) state.reading = null; });
+}
+
+async function readAll(files, before) {
+  await before;  // files are kept in the order they were picked
   for (const file of files) {
     try {
       state.attachments.push(await readAttachment(file, state.key));

@@ -250,15 +250,15 @@ def test_binary_and_oversized_files_are_refused(page: Any, proxy: ServerThread) 
     chat_ready(page, proxy.url)
     page.set_input_files("#file", files=[{"name": "big.txt", "mimeType": "text/plain",
                                           "buffer": b"x" * (100 * 1024 + 1)}])
-    assert "the limit is 100 KB" in page.locator("#notice").inner_text()
+    expect(page.locator("#notice")).to_contain_text("the limit is 100 KB")
     page.set_input_files("#file", files=[{"name": "archive.zip", "mimeType": "application/zip",
                                           "buffer": b"PK\x03\x04"}])
-    assert page.locator("#notice").inner_text() == (
+    expect(page.locator("#notice")).to_have_text(
         "“archive.zip” is not a supported file: attach text, CSV, PDF or an image "
         "(PNG, JPEG, GIF, WebP).")
     page.set_input_files("#file", files=[{"name": "huge.png", "mimeType": "image/png",
                                           "buffer": b"\x89PNG" + b"\0" * (4 * 1024 * 1024)}])
-    assert page.locator("#notice").inner_text() == "“huge.png” is 4,097 KB; the limit is 4 MB."
+    expect(page.locator("#notice")).to_have_text("“huge.png” is 4,097 KB; the limit is 4 MB.")
     assert page.locator("#attachments .chip").count() == 0
 
 
@@ -886,7 +886,8 @@ def test_image_reaches_the_upstream_as_an_image_url_part(page: Any, proxy: Serve
     pick_model(page, "gpt-4o-mini")
     page.set_input_files("#file", files=[{"name": "dot.png", "mimeType": "image/png",
                                           "buffer": PNG}])
-    assert page.locator("#attachments .chip-image img").count() == 1
+    # the chip appears once the browser has read the file (asynchronously)
+    expect(page.locator("#attachments .chip-image img")).to_have_count(1)
     ask(page, "What is in this picture?")
     sent = chat_bodies(mock_upstream)[-1]
     assert sent["model"] in ("gpt-4o-mini", "gpt-4o")  # routing rules may pick the larger one
@@ -932,6 +933,31 @@ def test_pdf_reaches_the_upstream_as_text_with_page_markers(page: Any, proxy: Se
     page.set_input_files("#file", files=[{"name": "broken.pdf", "mimeType": "application/pdf",
                                           "buffer": b"%PDF-1.4 not really"}])
     expect(page.locator("#notice")).to_contain_text("“broken.pdf”: The file is not a readable PDF")
+
+
+@pytest.mark.browser
+def test_send_while_a_file_is_still_being_read_waits_for_it(page: Any, proxy: ServerThread,
+                                                            mock_upstream: ServerThread) -> None:
+    """A quick Enter after picking a file sends the file too, not the question without it."""
+    from tests.support.pdfs import make_pdf
+
+    chat_ready(page, proxy.url)
+    # a big PDF on a slow link: the server answers the extraction 0.8 s later
+    page.evaluate("""() => {
+        const fetch0 = window.fetch;
+        window.fetch = async (url, init) => {
+            if (String(url).includes("/chat/extract")) await new Promise((r) => setTimeout(r, 800));
+            return fetch0(url, init);
+        };
+    }""")
+    page.set_input_files("#file", files=[{"name": "q3.pdf", "mimeType": "application/pdf",
+                                          "buffer": make_pdf(["Revenue grew 12 percent"])}])
+    assert page.locator("#attachments .chip").count() == 0  # still reading
+    ask(page, "Summarise the report")
+    sent = chat_bodies(mock_upstream)[-1]["messages"][-1]["content"]
+    assert sent == ("Summarise the report\n\nFile: q3.pdf (PDF, 1 page)\n```\n"
+                    "[Page 1]\nRevenue grew 12 percent\n```")
+    assert page.locator(".message.user .chip").inner_text() == "q3.pdf"
 
 
 @pytest.mark.browser
