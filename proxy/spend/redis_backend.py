@@ -23,6 +23,8 @@ there count (x 1000) until they expire, so an upgrade (even a rolling one) keeps
                                               32 d); `c`: department x model, `p`: x key x user
   Proll:a{h,d,m}:<start>                      arm statistics (rollups.arm_sums), same script, TTL;
   Proll:cmin:<hour start>                     coarse group + minute -> sums (TTL MINUTE_RETENTION)
+  Proll:dmin:<hour start>                     department + minute -> nano-dollars, and `#`: the
+                                              number of writes to the hash (lua/minutes.lua)
                                               a feedback score adds its change (feedback.lua)
   Proll:filled, Proll:backfilled              records added to rollups by the upgrade backfill; done
   Proll:filled:arms, Proll:backfilled:arms    the same for the arm rollups
@@ -67,6 +69,7 @@ from proxy.spend.records import UsageRecord
 from proxy.spend.redis_reads import RedisReads, as_text
 from proxy.spend.rollups import (
     ARM_HEAD,
+    CHANGES_FIELD,
     DAY,
     DETAILS,
     GRANULARITIES,
@@ -125,6 +128,8 @@ class RedisSpendBackend(RedisReads):
         self._record = client.register_script(_script("record.lua", "add_sums.lua"))
         self._feedback = client.register_script(_script("feedback.lua", "add_sums.lua"))
         self._read_rollups = client.register_script((_LUA / "rollups.lua").read_text())
+        self._read_minutes = client.register_script((_LUA / "minutes.lua").read_text())
+        self._minute_hours: dict[int, tuple[str, float, list[tuple[str, int, int]]]] = {}
         self._build_lean = client.register_script((_LUA / "lean.lua").read_text())
         self._lean_ready = False
         self._pending_settlements: collections.deque[Settlement] = collections.deque()
@@ -300,6 +305,7 @@ class RedisSpendBackend(RedisReads):
         if record.cost_nanos:
             parts.append((keys[13], MINUTE_RETENTION,
                           minute_field((record.department,), record.ts), [record.cost_nanos]))
+            parts.append((keys[13], MINUTE_RETENTION, CHANGES_FIELD, [1]))  # minutes.lua
         parts.append((keys[14], ttl, encode_arm_key(lean_key(record)), lean_sums(record)))
         return parts
 

@@ -5,6 +5,7 @@ RedisSpendBackend, which sets the attributes declared here."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
@@ -19,6 +20,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from proxy.spend.budgets import BackendDown
 from proxy.spend.records import UsageRecord
 from proxy.spend.rollups import (
+    CHANGES_FIELD,
     DETAILS,
     GRANULARITIES,
     LEAN_DAY,
@@ -38,6 +40,11 @@ from proxy.spend.rollups import (
 
 T = TypeVar("T")
 THREAD_BYTES = 64 * 1024  # a rollup reply this long is parsed in a thread
+# department-minute hours held between the alerts' polls (a two-day lookback is 49) and for how
+# long at most: a replica of a version before CHANGES_FIELD adds to an hour without counting,
+# so what such a replica writes during a rolling upgrade shows within this time
+MINUTE_HOURS_HELD = 64
+MINUTES_HELD_S = 300.0
 # ClusterError: a slot still moving after GatedCluster waited, or CLUSTERDOWN: not executed
 UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError, ClusterError)
 
@@ -51,6 +58,9 @@ class RedisReads:
     _clock: Callable[[], float]
     _retention: float
     _read_rollups: AsyncScript
+    _read_minutes: AsyncScript  # lua/minutes.lua
+    _minute_hours: dict[int, tuple[str, float, list[tuple[str, int, int]]]]  # hour -> (changes,
+    # monotonic time read, its costs): what minute_costs last read of each hour
     _lean_ready: bool  # the lean day rollups hold every record (LEAN_DAY)
 
     @property
@@ -104,13 +114,36 @@ class RedisReads:
         return found
 
     async def minute_costs(self, hours: Iterable[int]) -> list[tuple[str, int, int]]:
-        keys = [self._minute_key(hour, "d") for hour in hours]
-        if not keys:
+        """(department, minute, nano-dollars) of these hours. The alerts ask for two days of
+        minutes on every poll (~12,000 fields in the benchmark); an hour whose change count
+        (CHANGES_FIELD) is the one read last time is not sent or parsed again: minutes.lua
+        sends only the hours written since (the current one, or one a late batch reached)."""
+        hours = list(hours)
+        if not hours:
             return []
-        reply = await self._call(self._read_rollups(keys=keys))
-        # two days of minutes for the alerts: ~12,000 fields in the benchmark, parsed in a
-        # thread so the event loop serves requests between its GIL slices (docs/benchmarks.md)
-        return await asyncio.to_thread(_minute_costs, reply)
+        mono = time.monotonic()
+        held = self._minute_hours
+        known = [held[h][0] if h in held and mono - held[h][1] < MINUTES_HELD_S else ""
+                 for h in hours]
+        keys = [self._minute_key(hour, "d") for hour in hours]
+        reply = await self._call(self._read_minutes(keys=keys, args=known))
+        fresh = await asyncio.to_thread(_minute_hashes, reply) if len(reply) >= THREAD_BYTES \
+            else _minute_hashes(reply)
+        found: list[tuple[str, int, int]] = []
+        for hour, hashed in zip(hours, fresh, strict=True):
+            if hashed is None:  # unchanged since it was held
+                found += held[hour][2]
+                continue
+            changes, costs = hashed
+            if changes:  # a hash without its count (written before it existed) is not held
+                held[hour] = (changes, mono, costs)
+            else:
+                held.pop(hour, None)
+            found += costs
+        if len(held) > 2 * MINUTE_HOURS_HELD:  # hours past the lookback: the oldest go
+            for hour in sorted(held)[:-MINUTE_HOURS_HELD]:
+                del held[hour]
+        return found
 
     async def arm_rollups(self, buckets: Iterable[tuple[ArmLevel, int]],
                           head: int = 0) -> list[ArmSlice]:
@@ -182,12 +215,22 @@ class RedisReads:
         return found
 
 
-def _minute_costs(reply: bytes) -> list[tuple[str, int, int]]:
-    found: list[tuple[str, int, int]] = []
+def _minute_hashes(reply: bytes) -> list[tuple[str, list[tuple[str, int, int]]] | None]:
+    """minutes.lua's reply: per hash None (unchanged), or its change count ('' when it has
+    none) and its (department, minute, nano-dollars)."""
+    found: list[tuple[str, list[tuple[str, int, int]]] | None] = []
     for flat in orjson.loads(reply):
+        if flat == 0:
+            found.append(None)
+            continue
+        changes, costs = "", []
         for i in range(0, len(flat), 2):
+            if flat[i] == CHANGES_FIELD:
+                changes = flat[i + 1]
+                continue
             department, _, minute = flat[i].rpartition("\x1f")
-            found.append((department, int(minute), int(flat[i + 1])))
+            costs.append((department, int(minute), int(flat[i + 1])))
+        found.append((changes, costs))
     return found
 
 

@@ -332,6 +332,10 @@ def arm_slice_of(record: UsageRecord, granularity: Granularity = "h") -> ArmSlic
 
 # ----- minutes ---------------------------------------------------------------------------------
 
+# the field of a department x minute cost hash counting the writes to it (lua/minutes.lua)
+CHANGES_FIELD = "#"
+
+
 def minute_field(group: tuple[str, ...], ts: float) -> str:
     """A minute rollup's field: the group (coarse, or the department alone) and the minute."""
     return f"{_SEP.join(group)}{_SEP}{math.floor(ts / MINUTE) * MINUTE}"

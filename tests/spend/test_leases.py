@@ -318,6 +318,37 @@ def test_a_batch_re_sent_counts_its_records_once(make_spend_store: StoreFactory)
     asyncio.run(run())
 
 
+def test_batched_records_count_their_changes_to_the_minute_costs(
+        make_spend_store: StoreFactory) -> None:
+    """A batch adds to the department-minute hash's change count like record.lua does, so an
+    alerts poll held from before the batch reads the hour again and counts it."""
+    async def run() -> None:
+        import orjson
+
+        store = make_spend_store({"eng": {}})
+        backend = backend_of(store)
+        replies: list[Any] = []
+        read = backend._read_minutes
+
+        async def spied(**kwargs: Any) -> Any:
+            replies.append(orjson.loads(await read(**kwargs)))
+            return orjson.dumps(replies[-1])
+
+        backend._read_minutes = spied  # type: ignore[assignment]
+        hour = int(T0 // 3600 * 3600)
+        await store.add_record(make_record("r0", T0, cost_nanos=10))
+        assert await store.minute_costs(hour, hour + 3600) == [("eng", int(T0 // 60 * 60), 10)]
+        assert await store.minute_costs(hour, hour + 3600) == [("eng", int(T0 // 60 * 60), 10)]
+        assert replies[-1] == [0]  # held: the batch counted its change
+        for i in range(1, 4):  # a later batch into the same, now held, hour
+            await store.add_record(make_record(f"r{i}", T0 + i, cost_nanos=10))
+        assert await store.flush() == 3
+        assert await store.minute_costs(hour, hour + 3600) == [("eng", int(T0 // 60 * 60), 40)]
+        await store.close()
+
+    asyncio.run(run())
+
+
 def test_records_are_written_after_redis_lost_its_scripts(make_spend_store: StoreFactory) -> None:
     async def run() -> None:
         store = make_spend_store({"eng": {}})

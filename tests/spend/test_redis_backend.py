@@ -205,6 +205,57 @@ async def test_records_round_trip_and_are_queried_by_time_and_department(
     assert RETENTION - 5 < ttl <= RETENTION
 
 
+class CountingScript:
+    """Wraps a registered script and keeps its replies."""
+
+    def __init__(self, script: object) -> None:
+        self.script = script
+        self.replies: list[bytes] = []
+
+    async def __call__(self, **kwargs: object) -> bytes:
+        reply: bytes = await self.script(**kwargs)  # type: ignore[operator]
+        self.replies.append(reply)
+        return reply
+
+
+async def test_minute_costs_reads_again_only_the_hours_written_since(
+        backend: RedisSpendBackend, clock: Clock) -> None:
+    """The alerts read two days of department-minutes on every poll: an hour unchanged since
+    the last read is not sent again, and a late record in a closed hour is still counted."""
+    import orjson
+
+    hour = int(clock.now // 3600 * 3600)
+    past, current = hour - 3600, hour
+    await backend.put_record(record("a", past + 60, cost_nanos=5))
+    await backend.put_record(record("b", past + 61, "sales", cost_nanos=7))
+    await backend.put_record(record("c", current + 1, cost_nanos=11))
+    spy = CountingScript(backend._read_minutes)
+    backend._read_minutes = spy  # type: ignore[assignment]
+    first = await backend.minute_costs([past, current])
+    assert sorted(first) == sorted([("eng", current, 11), ("eng", past + 60, 5),
+                                    ("sales", past + 60, 7)])
+    assert sorted(await backend.minute_costs([past, current])) == sorted(first)
+    assert orjson.loads(spy.replies[-1]) == [0, 0]  # neither hour sent again
+    await backend.put_record(record("late", past + 62, cost_nanos=100))  # a late batch
+    third = await backend.minute_costs([past, current])
+    assert sorted(third) == sorted([("eng", current, 11), ("eng", past + 60, 105),
+                                    ("sales", past + 60, 7)])
+    sent = orjson.loads(spy.replies[-1])
+    assert sent[0] != 0 and sent[1] == 0  # only the hour written since
+
+
+async def test_minute_costs_of_a_hash_written_before_change_counts_are_read_every_time(
+        backend: RedisSpendBackend, clock: Clock, client: aioredis.Redis) -> None:
+    """An hour written by a version without the change count is never held: what it holds
+    can change without the count changing."""
+    hour = int(clock.now // 3600 * 3600)
+    key = backend._minute_key(hour, "d")
+    await client.hset(key, mapping={f"eng\x1f{hour}": 5})
+    assert await backend.minute_costs([hour]) == [("eng", hour, 5)]
+    await client.hincrby(key, f"eng\x1f{hour}", 2)  # an old replica adds, without a count
+    assert await backend.minute_costs([hour]) == [("eng", hour, 7)]
+
+
 async def test_records_past_retention_leave_the_time_index(backend: RedisSpendBackend,
                                                            clock: Clock) -> None:
     await backend.put_record(record("old", clock.now - RETENTION - 10))

@@ -38,6 +38,7 @@ if ARGV[13] ~= '' then
   add_sums(KEYS[14], ARGV[13], ARGV[5], ARGV[14])
   if ARGV[16] ~= '0' then
     redis.call('HINCRBY', KEYS[15], ARGV[15], ARGV[16])
+    redis.call('HINCRBY', KEYS[15], '#', 1)  -- its change count (minutes.lua)
     redis.call('EXPIRE', KEYS[15], ARGV[14])
   end
 end
