@@ -42,7 +42,7 @@ T = TypeVar("T")
 THREAD_BYTES = 64 * 1024  # a rollup reply this long is parsed in a thread
 # department-minute hours held between the alerts' polls (a two-day lookback is 49) and for how
 # long at most: a replica of a version before CHANGES_FIELD adds to an hour without counting,
-# so what such a replica writes during a rolling upgrade shows within this time
+# so what such a replica writes during a rolling upgrade shows in the alerts within this time
 MINUTE_HOURS_HELD = 64
 MINUTES_HELD_S = 300.0
 # ClusterError: a slot still moving after GatedCluster waited, or CLUSTERDOWN: not executed
@@ -135,7 +135,7 @@ class RedisReads:
                 found += held[hour][2]
                 continue
             changes, costs = hashed
-            if changes:  # a hash without its count (written before it existed) is not held
+            if changes:  # none: the hour has no hash yet
                 held[hour] = (changes, mono, costs)
             else:
                 held.pop(hour, None)

@@ -10,6 +10,10 @@ for i = 1, #KEYS do
   if known ~= '' and (redis.call('HGET', KEYS[i], '#') or '') == known then
     out[i] = 0
   else
+    -- a hash written before the counts existed is counted from now on; an older replica still
+    -- adding to it during a rolling upgrade does not count, so callers hold an hour for a
+    -- bounded time (proxy.spend.redis_reads.MINUTES_HELD_S)
+    if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('HSETNX', KEYS[i], '#', '0') end
     out[i] = redis.call('HGETALL', KEYS[i])
   end
 end
