@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -23,6 +24,7 @@ from proxy.insights.alerts import (
     HOUR,
     Alert,
     AlertSourceError,
+    EventArrays,
     alertmanager_alerts,
     breaker_alert,
     budget_alert,
@@ -123,8 +125,26 @@ def test_rolling_state_equals_its_definition(seed: int) -> None:
     if rng.random() < 0.5:
         events.sort()
     threshold = rng.randrange(0, 12)
-    assert rolling_state(events, window, threshold, NOW) == \
-        sorted_rolling_state(events, window, threshold, NOW)
+    expected = sorted_rolling_state(events, window, threshold, NOW)
+    assert rolling_state(events, window, threshold, NOW) == expected
+    arrays = EventArrays(np.array([t for t, _ in sorted(events)], dtype=np.float64),
+                         np.array([n for _, n in sorted(events)], dtype=np.int64))
+    assert rolling_state(arrays, window, threshold, NOW) == expected  # as the alerts pass them
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_events_of_minutes_equals_summing_in_dicts(seed: int) -> None:
+    rng = random.Random(seed)
+    costs = [(rng.choice(["eng", "sales", "ops"]), rng.randrange(50) * 60, rng.randrange(0, 4))
+             for _ in range(rng.randrange(0, 300))]
+    expected: dict[str | None, dict[int, int]] = {}
+    for name, minute, nanos in costs:
+        for scope in (None, name):
+            expected.setdefault(scope, {}).setdefault(minute, 0)
+            expected[scope][minute] += nanos
+    wanted = {scope: [(m, n) for m, n in sorted(minutes.items()) if n > 0]
+              for scope, minutes in expected.items()}
+    assert events_of_minutes(costs) == {k: v for k, v in wanted.items() if v}
 
 
 def test_first_reached() -> None:
