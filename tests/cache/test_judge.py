@@ -5,13 +5,15 @@ the real proxy and the mock upstream, which answers the judge as a test scripts 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from proxy.cache.judge import ROUTE, SYSTEM_PROMPT, parse_verdict
-from tests.cache.test_semantic_cache import ask, cache_yaml
+from tests.cache.test_semantic_cache import ask, cache_yaml, stream_text
 from tests.conftest import ProxyStarter
 from tests.support.servers import ServerThread, fault, mock_requests, reply
 
@@ -118,6 +120,19 @@ def test_same_serves_a_judged_hit_and_charges_the_judge_to_the_department(
                   department="engineering") == pytest.approx(judge_cost, abs=1e-9)
     judge = analytics(proxy)["judge"]
     assert (judge["calls"], judge["outcomes"]) == (1, {"same": 1})
+
+
+def test_a_judged_hit_is_replayed_as_a_stream_with_net_savings(
+        start_proxy: ProxyStarter, mock_upstream: ServerThread) -> None:
+    proxy = start_judged(start_proxy)
+    original, first, _ = stream_text(proxy, CACHED)
+    reply(mock_upstream.url, "same")
+    replayed, chunks, status = stream_text(proxy, BAND)
+    assert status == "hit-semantic" and replayed == original
+    paid = (first[-1].model_extra or {})["meterline"]["cost_usd"]
+    info = (chunks[-1].model_extra or {})["meterline"]
+    assert info["cache"] == "hit-semantic" and info["cost_usd"] == 0
+    assert 0 < info["saved_usd"] < paid  # the judge's cost is not claimed as saved
 
 
 def test_different_is_a_miss_answered_upstream(start_proxy: ProxyStarter,
@@ -232,6 +247,23 @@ def test_a_department_switch_turns_the_judge_on_for_that_department_only(
     reply(mock_upstream.url, "same")
     _, marketing = ask(proxy, BAND, key="sk-demo-marketing")
     assert (marketing["x-meterline-cache"], marketing["x-meterline-cache-judge"]) == (
+        "hit-semantic", "same")
+
+
+def test_a_reload_turns_the_judge_on(start_proxy: ProxyStarter,
+                                    mock_upstream: ServerThread) -> None:
+    proxy = start_proxy()  # the shipped rules/cache.yaml: judge off
+    ask(proxy, CACHED)
+    _, before = ask(proxy, BAND)
+    assert "x-meterline-cache-judge" not in before
+    config_dir = Path(proxy.server.config.app.state.services.settings.config_dir)
+    (config_dir / "cache.yaml").write_text(yaml.safe_dump(cache_yaml(judge=JUDGE)))
+    r = httpx.post(proxy.url + "/admin/reload", headers=ADMIN)
+    assert r.status_code == 200 and r.json()["reloaded"] is True, r.text
+    ask(proxy, CACHED)  # the in-process cache was rebuilt with the new settings: empty again
+    reply(mock_upstream.url, "same")
+    _, after = ask(proxy, BAND)
+    assert (after["x-meterline-cache"], after["x-meterline-cache-judge"]) == (
         "hit-semantic", "same")
 
 
