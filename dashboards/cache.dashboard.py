@@ -1,4 +1,4 @@
-"""Meterline / Cache: hit rates, savings, size and false-hit reports."""
+"""Meterline / Cache: hit rates, savings, size, false-hit reports and the LLM judge."""
 
 from __future__ import annotations
 
@@ -65,6 +65,19 @@ dashboard = build_dashboard(
             (pie("Saved by department (time range)",
                  f"sum by (department) (increase(meterline_cache_saved_dollars_total{{{DEPT}}}"
                  "[$__range]))", "{{department}}"), 8),
+        ],
+        [
+            (timeseries("LLM judge decisions by outcome", [(
+                f"sum by (outcome) (rate(meterline_cache_judge_decisions_total{{{DEPT}}}{RATE}))",
+                "{{outcome}}")], "reqps", stacked=True,
+                description="Borderline candidates put to the optional LLM judge (off by "
+                            "default): same = served, the rest missed; vetoed and refused made "
+                            "no call."), 12),
+            (timeseries("LLM judge spend ($/hour)", [(
+                f"sum by (department) (rate(meterline_cache_judge_cost_dollars_total{{{DEPT}}}"
+                f"{RATE})) * 3600", "{{department}}")], USD, stacked=True,
+                description="Charged to the department like any call; judged hits' savings "
+                            "are net of it."), 12),
         ],
     ]),
 )

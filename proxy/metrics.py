@@ -39,6 +39,10 @@ CACHE_FAILURE_STAGES = ("lookup", "store", "bookkeeping")
 CACHE_KINDS = ("exact", "semantic", "none")
 CACHE_RESULTS = ("hit", "miss", "bypass", "shadow")
 CACHE_SCOPE_KINDS = ("global", "department", "user")
+# what the LLM judge of a borderline candidate came to (proxy/cache/judge.py): a verdict, a failed
+# call, or no call ("refused": budget or allow-list; "vetoed": the guards found a changed number)
+CACHE_JUDGE_OUTCOMES = ("same", "different", "timeout", "error", "garbled", "refused", "vetoed")
+JUDGE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5)
 BUDGET_PERIODS = ("day", "month")
 REJECT_REASONS = ("budget_exhausted", "rate_limited", "model_not_allowed")
 # ProxyError codes raised by the upstream client.
@@ -217,6 +221,17 @@ class Metrics:
             "Cache errors the request was answered through (served uncached, not stored, or "
             "a batch of hit bookkeeping not written).",
             ["stage"], registry=r)
+        self._cache_judge = Counter(
+            "meterline_cache_judge_decisions_total",
+            "Borderline semantic candidates the LLM judge was asked about, by outcome.",
+            ["department", "outcome"], registry=r)
+        self._cache_judge_cost = Counter(
+            "meterline_cache_judge_cost_dollars_total",
+            "Spend on LLM judge calls (also in meterline_cost_dollars_total).",
+            ["department"], registry=r)
+        self._cache_judge_duration = Histogram(
+            "meterline_cache_judge_duration_seconds",
+            "Time a lookup waited for the LLM judge.", buckets=JUDGE_BUCKETS, registry=r)
 
     def _define_experiments(self, r: CollectorRegistry | None) -> None:
         self._exp_requests = Counter(
@@ -349,6 +364,9 @@ class Metrics:
                     self._labels(self._cache_requests, 
                         department=dept, model=model, kind=kind, result=result)
         self._labels(self._cache_saved, department=dept)
+        self._labels(self._cache_judge_cost, department=dept)
+        for outcome in ("same", "different"):
+            self._labels(self._cache_judge, department=dept, outcome=outcome)
         self._labels(self._routing_saved, department=dept)
         self._labels(self._false_hits, department=dept)
 
@@ -445,6 +463,17 @@ class Metrics:
         """A cache error the request went on without (lookup: served uncached; store: the
         answer was not cached; bookkeeping: a batch of hit counts / counters not written)."""
         self._labels(self._cache_failures, stage=_bounded(stage, CACHE_FAILURE_STAGES)).inc()
+
+    def record_cache_judge(self, department: str | None, outcome: str, dollars: float,
+                           seconds: float | None) -> None:
+        """One borderline candidate put to the LLM judge (``seconds`` None: no call made)."""
+        dept = self.label_department(department)
+        self._labels(self._cache_judge, department=dept,
+                     outcome=_bounded(outcome, CACHE_JUDGE_OUTCOMES)).inc()
+        if dollars > 0:
+            self._labels(self._cache_judge_cost, department=dept).inc(dollars)
+        if seconds is not None:
+            self._cache_judge_duration.observe(seconds)
 
     def set_cache_entries(self, scope_kind: str, entries: int) -> None:
         kind = _bounded(scope_kind, CACHE_SCOPE_KINDS)

@@ -25,6 +25,9 @@ EXPECTED_FAMILIES = {
     "meterline_cache_entries": "gauge",
     "meterline_cache_false_hit_reports": "counter",
     "meterline_cache_failures": "counter",
+    "meterline_cache_judge_decisions": "counter",
+    "meterline_cache_judge_cost_dollars": "counter",
+    "meterline_cache_judge_duration_seconds": "histogram",
     "meterline_experiment_requests": "counter",
     "meterline_experiment_cost_dollars": "counter",
     "meterline_experiment_quality_score": "histogram",
@@ -134,6 +137,21 @@ def test_usage_cost_and_unpriced(metrics: Metrics) -> None:
     assert value(metrics, "meterline_cost_estimated_total", department="sales",
                  model="gpt-4o") == 1
     assert value(metrics, "meterline_unpriced_requests_total", model="gpt-4o") == 1
+
+
+def test_cache_judge_outcomes_cost_and_wait(metrics: Metrics) -> None:
+    metrics.record_cache_judge("sales", "same", 0.0002, 0.3)
+    metrics.record_cache_judge("sales", "vetoed", 0.0, None)  # no call: no cost, no wait
+    metrics.record_cache_judge("hackers", "made-up", 0.0, 0.1)
+    assert value(metrics, "meterline_cache_judge_decisions_total", department="sales",
+                 outcome="same") == 1
+    assert value(metrics, "meterline_cache_judge_decisions_total", department="research",
+                 outcome="different") == 0  # pre-created
+    assert value(metrics, "meterline_cache_judge_decisions_total", department="other",
+                 outcome="other") == 1
+    assert value(metrics, "meterline_cache_judge_cost_dollars_total",
+                 department="sales") == pytest.approx(0.0002)
+    assert value(metrics, "meterline_cache_judge_duration_seconds_count") == 2
 
 
 def test_unpriced_spend_is_counted_at_the_default_price(metrics: Metrics) -> None:

@@ -52,6 +52,7 @@ class Override(_Strict):
     max_temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     cache_tools: bool | None = None
     cache_multiple_choices: bool | None = None
+    judge: bool | None = None  # the LLM judge on or off (judge.enabled by default)
 
 
 class SharedScope(_Strict):
@@ -103,6 +104,21 @@ class Coalesce(_Strict):
     max_wait_seconds: float = Field(default=30.0, gt=0, le=600)
 
 
+class JudgeConfig(_Strict):
+    """The optional LLM judge (docs/cache-quality.md, "The LLM judge"): a semantic candidate
+    between `floor` and the verifier's candidate floor, which the verifier never sees, is sent
+    with the new question (never its cached answer) to `model` through the proxy, charged to the
+    requesting department. Served only on an explicit "same"; a timeout, an error or any other
+    reply is a miss. Off unless `enabled` (or a department's override) turns it on."""
+
+    enabled: bool = False
+    model: str | None = None  # a model of providers.yaml; the department must be allowed it
+    floor: float = Field(default=0.85, ge=0.0, le=1.0)
+    max_candidates: int = Field(default=1, ge=1, le=4)  # judged per lookup, best first
+    timeout_seconds: float = Field(default=1.5, gt=0, le=30)  # for all of one lookup's calls
+    max_question_chars: int = Field(default=1000, ge=1)  # longer questions are not judged
+
+
 class Overrides(_Strict):
     departments: dict[str, Override] = Field(default_factory=dict)
     models: dict[str, Override] = Field(default_factory=dict)
@@ -133,6 +149,7 @@ class CacheConfig(_Strict):
     embedder: EmbedderConfig = EmbedderConfig()
     report: ReportConfig = ReportConfig()
     coalesce: Coalesce = Coalesce()
+    judge: JudgeConfig = JudgeConfig()
     overrides: Overrides = Overrides()
     shared_scopes: dict[str, SharedScope] = Field(default_factory=dict)
 
@@ -149,6 +166,26 @@ class CacheConfig(_Strict):
                 seen[dept] = name
         return self
 
+    @model_validator(mode="after")
+    def _judge_is_complete(self) -> CacheConfig:
+        """A judge that can be turned on (globally or by an override) needs a model and a band
+        below the threshold."""
+        judge = self.judge
+        switched = [f"overrides.{section}.{name}.judge"
+                    for section, layers in (("departments", self.overrides.departments),
+                                            ("models", self.overrides.models),
+                                            ("routes", self.overrides.routes))
+                    for name, layer in layers.items() if layer.judge]
+        where = ["judge.enabled"] if judge.enabled else switched
+        if not where:
+            return self
+        if judge.model is None:
+            raise ValueError(f"Config '{where[0]}' has value True but 'judge.model' is missing.")
+        if judge.floor >= self.threshold:
+            raise ValueError(f"Config 'judge.floor' has value {judge.floor}. "
+                             f"Must be < threshold ({self.threshold}).")
+        return self
+
     def owner_of(self, department: str | None) -> str:
         """Whose entries a department reads and writes: itself, or its shared scope."""
         dept = department or "admin"
@@ -160,7 +197,7 @@ class CacheConfig(_Strict):
     def effective(self, department: str | None, model: str, route: str | None) -> Effective:
         values = Effective(self.enabled, self.mode, self.threshold, self.ttl_seconds,
                            self.max_size, self.max_temperature, self.cache_tools,
-                           self.cache_multiple_choices)
+                           self.cache_multiple_choices, self.judge.enabled)
         layers = (self.overrides.departments.get(department or ""),
                   self.overrides.models.get(model), self.overrides.routes.get(route or ""))
         for layer in layers:
@@ -181,6 +218,7 @@ class Effective:
     max_temperature: float
     cache_tools: bool
     cache_multiple_choices: bool
+    judge: bool  # the LLM judge for borderline candidates (CacheConfig.judge)
 
     def apply(self, layer: Override) -> Effective:
         changes = {k: v for k, v in layer.model_dump().items() if v is not None}
@@ -204,6 +242,10 @@ def check_references(config: CacheConfig, path: Path, departments: Iterable[str]
             if name not in known[section]:
                 problems.append(f"{path}: field 'overrides.{section}.{name}' has value {name!r}: "
                                 f"not one of {sorted(known[section])}")
+    judge = config.judge.model
+    if judge is not None and judge not in known["models"]:
+        problems.append(f"{path}: field 'judge.model' has value {judge!r}: "
+                        f"not one of {sorted(known['models'])}")
     for scope_name, scope in config.shared_scopes.items():
         for dept in scope.departments:
             if dept not in known["departments"]:

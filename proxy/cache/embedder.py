@@ -232,6 +232,10 @@ class EmbeddingError(RuntimeError):
     """The embeddings endpoint failed or answered with something unusable."""
 
 
+# what an embedding call may raise that the cache answers through (without the vector)
+EMBED_ERRORS = (EmbeddingError, aiohttp.ClientError, TimeoutError)
+
+
 class OpenAIEmbedder:
     """Embeds by POSTing to ``{base_url}/embeddings`` (base_url ends in ``/v1``)."""
 

@@ -31,6 +31,26 @@ class Hit:
     kind: Literal["exact", "semantic"]
     similarity: float
     coalesced: bool = False  # waited for an identical request that was in flight
+    judged: bool = False  # below the verifier's floor, served on the LLM judge's "same"
+
+
+@dataclass(slots=True)
+class Judging:
+    """What the LLM judge said during one lookup (proxy/cache/judge.py)."""
+
+    outcomes: list[str] = field(default_factory=list)  # one per candidate, best first
+    cost_nanos: int = 0  # all of the lookup's judge calls, charged to the department
+    # the first candidate it gave a verdict on, and whether it was "same" (shadow reports it)
+    decision: tuple[Entry, bool] | None = None
+
+    def add(self, outcome: str, cost_nanos: int) -> None:
+        self.outcomes.append(outcome)
+        self.cost_nanos += cost_nanos
+
+    @property
+    def outcome(self) -> str:
+        """The last outcome: the one that decided the lookup."""
+        return self.outcomes[-1] if self.outcomes else "none"
 
 
 @dataclass(slots=True)
@@ -58,5 +78,6 @@ class Lookup:
     # the best semantic candidate the match rule judged, and whether it accepted it (shadow
     # mode reports these decisions against the real answer)
     judged: tuple[Entry, bool] | None = None
+    judging: Judging | None = None  # the LLM judge was asked about a band candidate
     extra: dict[str, Any] = field(default_factory=dict)
     flight: Flight | None = None  # this request leads a flight: end it once stored or failed

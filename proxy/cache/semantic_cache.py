@@ -14,7 +14,6 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-import aiohttp
 import numpy as np
 import orjson
 from redis.exceptions import RedisError
@@ -33,7 +32,8 @@ from proxy.cache.cache_key import (
     output_limit,
 )
 from proxy.cache.config import CacheConfig, Effective
-from proxy.cache.embedder import Embedder, EmbeddingError, TokenEmbedder
+from proxy.cache.embedder import EMBED_ERRORS, Embedder, TokenEmbedder
+from proxy.cache.judge import Judge
 from proxy.cache.lookups import Flight, Hit, Lookup, grown_ttl
 from proxy.cache.matching.match import Candidate, MatchRule, Tokens
 from proxy.cache.replay import (
@@ -45,6 +45,7 @@ from proxy.cache.replay import (
     fill,
     template_of,
 )
+from proxy.cache.shadow import ShadowScore
 from proxy.cache.token_states import TokenStates
 from proxy.gateway.requests import Call
 from proxy.gateway.streaming import SSE_HEADERS
@@ -54,7 +55,6 @@ from proxy.spend.pricing import format_nanos, to_nanos
 
 log = logging.getLogger("meterline.cache")
 BACKEND_ERRORS = (RedisError, OSError)
-EMBED_ERRORS = (EmbeddingError, aiohttp.ClientError, TimeoutError)
 MAX_TEMPLATES = 1024  # answers kept parsed for replay (a few KB each)
 
 
@@ -68,6 +68,7 @@ class SemanticCache:
         self.embedder = embedder
         self.book = Bookkeeper(self._write_bookkeeping, self._expiry_after_hits,
                                on_bookkeeping_failure)
+        self.judge = Judge(self.book)
         self._rules: dict[float, MatchRule] = {}
         self._flights: dict[tuple[str, str], Flight] = {}
         self.token_states = TokenStates()
@@ -83,12 +84,16 @@ class SemanticCache:
         if state is None or not state.controls.lookup:
             return None
         try:
-            hit = await self._find(state)
+            hit = await self._find(services, call, state)
         except BACKEND_ERRORS as exc:
             log.warning("cache lookup failed, answering without cache: %s", exc)
             call.cache_state = None
             await self._mark(services, call, state, "bypass", "none")
             return None
+        if state.judging is not None:
+            call.headers["x-meterline-cache-judge"] = state.judging.outcome
+            call.headers["x-meterline-cache-judge-cost-usd"] = format_nanos(
+                state.judging.cost_nanos, 8)
         if state.settings.mode == "shadow":
             state.shadow = hit
             await self._mark(services, call, state, "shadow", hit.kind if hit else "none")
@@ -219,7 +224,7 @@ class SemanticCache:
             return None
         return Hit(entry, "exact", 1.0, coalesced)
 
-    async def _find(self, state: Lookup) -> Hit | None:
+    async def _find(self, services: Services, call: Call, state: Lookup) -> Hit | None:
         key = state.key
         hit = await self._exact(key, state.limit)
         if hit is not None:
@@ -232,14 +237,30 @@ class SemanticCache:
         candidates = await self.backend.search(key.scope, state.vector, self.config.top_k)
         tightened = await self.backend.threshold(key.partition) if candidates else None
         rule = self.rule(max(state.settings.threshold, tightened or 0.0))
-        # below the candidate floor nothing can match: a miss costs no verification
-        candidates = [(e, s) for e, s in candidates
-                      if s >= rule.candidate_threshold and e.fits(state.limit)]
+        judge = self.config.judge if state.settings.judge else None
+        floor = rule.candidate_threshold if judge is None else min(judge.floor,
+                                                                   rule.candidate_threshold)
+        # below the candidate floor (and the judge's band) nothing can match: a miss costs no
+        # verification
+        candidates = [(e, s) for e, s in candidates if s >= floor and e.fits(state.limit)]
         if not candidates:
             return None
+        band = [(e, s) for e, s in candidates if s < rule.candidate_threshold]
+        if len(band) < len(candidates):
+            verified = [c for c in candidates if c[1] >= rule.candidate_threshold]
+            hit = await self._verify(state, verified, rule)
+            if hit is not None:
+                return hit
+        if band and judge is not None:  # only what the verifier never sees goes to the judge
+            return await self.judge.first_same(services, call, state, band, judge, rule)
+        return None
+
+    async def _verify(self, state: Lookup, candidates: list[tuple[Entry, float]],
+                      rule: MatchRule) -> Hit | None:
+        """The match rule's first accepted candidate (from its candidate floor up)."""
         tokens = await self._candidate_tokens([e for e, _ in candidates], state.tokens, rule)
         found = rule.first_accepted(
-            key.text,
+            state.key.text,
             [Candidate(e.text, s, t) for (e, s), t in zip(candidates, tokens, strict=True)],
             state.tokens,
         )
@@ -294,15 +315,21 @@ class SemanticCache:
 
     async def serve(self, services: Services, call: Call, reservation: Any,
                     cached: Hit) -> Response:
-        """Answer from the cache: nothing charged, the original cost counted as saved."""
+        """Answer from the cache: nothing charged, the original cost counted as saved (less
+        what the LLM judge cost, when it decided: that was charged on its own record)."""
         record = call.record
         assert record is not None
         entry = cached.entry
+        state: Lookup | None = call.cache_state
+        judged = state.judging if state is not None and cached.judged else None
+        saved = max(0, to_nanos(entry.cost) - (judged.cost_nanos if judged else 0))
         record.cache = "hit-" + cached.kind  # type: ignore[assignment]
-        record.status, record.cost, record.saved = 200, 0.0, entry.cost
+        record.status, record.cost, record.saved_nanos = 200, 0.0, saved
+        if judged is not None:
+            record.extra["cache_judge"] = judged.outcome
         record.latency_ms = call.elapsed() * 1000
         headers = {**call.headers, "x-meterline-cost-usd": f"{0:.8f}",
-                   "x-meterline-cache-saved-usd": format_nanos(to_nanos(entry.cost), 8),
+                   "x-meterline-cache-saved-usd": format_nanos(saved, 8),
                    "x-meterline-overhead-ms": f"{call.overhead_ms():.2f}"}
 
         async def after() -> None:  # once the answer is sent: the client does not wait for it
@@ -310,10 +337,10 @@ class SemanticCache:
                 if reservation is not None:
                     await services.spend.release(reservation)
                 await services.spend.add_record(record)
-            self._after_hit(call, call.cache_state, cached)
+            self._after_hit(call, state, cached, record.saved)
             m = services.metrics
             m.record_cache(call.department_name, record.model_requested, cached.kind, "hit",
-                           entry.cost)
+                           record.saved)
             m.record_request("/v1" + call.path, record.model_requested, call.department_name,
                              200, call.elapsed(), None)
 
@@ -323,7 +350,7 @@ class SemanticCache:
         completion = orjson.loads(entry.response)
         include_usage = bool((call.body.get("stream_options") or {}).get("include_usage"))
         info = {"cost_usd": 0.0, "input_tokens": 0, "output_tokens": 0, "estimated": False,
-                "cache": record.cache, "saved_usd": entry.cost,
+                "cache": record.cache, "saved_usd": record.saved,
                 "department": call.department, "budget_remaining_usd": None,
                 "request_id": call.request_id}
         events = as_stream(completion, include_usage, info)
@@ -339,14 +366,14 @@ class SemanticCache:
             template = self._templates.put(entry.id, template_of(orjson.loads(entry.response)))
         return template
 
-    def _after_hit(self, call: Call, state: Lookup | None, cached: Hit) -> None:
+    def _after_hit(self, call: Call, state: Lookup | None, cached: Hit, saved: float) -> None:
         """Hit count, expiry, counters and the served record: gathered, written a few ms later
         in one batch (proxy/cache/bookkeeping.py), never awaited by the request."""
         entry = cached.entry
         department = call.department_name
         task = state.task if state else "none"
         self.book.hit(entry, stats.hit_fields(cached.kind, department, entry.model, task,
-                                              entry.cost),
+                                              saved),
                       Served(call.request_id, {
                           "entry_id": entry.id, "department": department,
                           "partition": entry.partition, "model": entry.model,
@@ -433,43 +460,17 @@ class SemanticCache:
             self.book.count({stats.plain_field("evicted", state.department, key.model): evicted})
 
     async def _judge_shadow(self, state: Lookup, completion: dict[str, Any]) -> None:
-        """Would the shadow hit have been a plausible answer? Compare the two answers. The
-        match rule's decision on its best semantic candidate is scored the same way, so
-        a rejected candidate whose answer was plausible shows up as a possible missed hit."""
-        hit, judged = state.shadow, state.judged
-        fields: dict[str, float] = {}
-        real = stats.answer_text(completion)
-        if hit is not None:
-            plausible = await self._plausible(hit.entry, real)
-            fields.update(stats.shadow_fields(
-                hit.kind, state.department, state.key.model, plausible, hit.entry.cost))
-        if judged is not None:
-            entry, accepted = judged
-            same = hit is not None and hit.entry.id == entry.id
-            plausible = plausible if same else await self._plausible(entry, real)
-            fields[stats.verdict_field(accepted, plausible, state.department,
-                                       state.key.model)] = 1
+        """Would the shadow hit have been a plausible answer? The match rule's decision on its
+        best candidate and the LLM judge's verdict are scored the same way, so a rejected
+        candidate whose answer was plausible shows up as a possible missed hit."""
+        score = ShadowScore(self.embedder, self.config.shadow_plausible_similarity, completion)
+        fields = await score.fields(state)
         if not fields:
             return
         try:
             await self.backend.incr(fields)
         except BACKEND_ERRORS as exc:
             log.warning("shadow estimate not recorded: %s", exc)
-
-    async def _plausible(self, entry: Entry, real: str) -> bool:
-        served = stats.answer_text(orjson.loads(entry.response))
-        similarity = 1.0 if served == real else await self._answer_similarity(served, real)
-        return similarity is not None and similarity >= self.config.shadow_plausible_similarity
-
-    async def _answer_similarity(self, a: str, b: str) -> float | None:
-        if self.embedder is None or not a or not b:
-            return None
-        try:
-            vectors = await self.embedder.embed([a, b])
-        except EMBED_ERRORS as exc:
-            log.warning("shadow answer comparison failed: %s", exc)
-            return None
-        return float(vectors[0] @ vectors[1])
 
     async def close(self) -> None:
         await self.book.close()

@@ -53,6 +53,28 @@ def verdict_field(accepted: bool, plausible: bool, department: str, model: str) 
     return field_name("shadow_rule", f"{decision}_{verdict}", department, model)
 
 
+def judge_fields(outcomes: list[str], department: str, model: str, covered: float,
+                 uncovered: float) -> dict[str, float]:
+    """One lookup's LLM judge calls: each outcome, and their spend split into the part the hit
+    they led to saved back (`covered`) and the rest (`uncovered`: subtracted from savings)."""
+    fields: dict[str, float] = {}
+    for outcome in outcomes:
+        name = field_name("judge", outcome, department, model)
+        fields[name] = fields.get(name, 0) + 1
+    if covered:
+        fields[field_name("judge_cost", "covered", department, model)] = covered
+    if uncovered:
+        fields[field_name("judge_cost", "uncovered", department, model)] = uncovered
+    return fields
+
+
+def judge_verdict_field(same: bool, plausible: bool, department: str, model: str) -> str:
+    """The LLM judge's verdict on a band candidate in shadow mode, against the real answer."""
+    decision = "accept" if same else "reject"
+    verdict = "plausible" if plausible else "implausible"
+    return field_name("shadow_judge", f"{decision}_{verdict}", department, model)
+
+
 def answer_text(completion: Mapping[str, Any]) -> str:
     """The visible text of an answer (content, or tool-call names and arguments)."""
     parts: list[str] = []
@@ -79,13 +101,14 @@ def _add(groups: dict[str, dict[str, float]], name: str, what: str, amount: floa
 
 def summarise(counters: Mapping[str, float], department: str | None) -> dict[str, Any]:
     """Totals and breakdowns; `department` limits everything to that department's requests."""
+    verdicts = {f"{d}_{v}": 0 for d in ("accept", "reject") for v in ("plausible", "implausible")}
     out: dict[str, Any] = {
         "hits": 0, "misses": 0, "bypassed": 0, "savings": 0.0,
         "hits_by_kind": {"exact": 0, "semantic": 0}, "false_hit_reports": 0, "evicted": 0,
         "shadow": {"lookups": 0, "would_hit": 0, "plausible": 0, "implausible": 0,
                    "would_save": 0.0,
-                   "rule": {f"{d}_{v}": 0 for d in ("accept", "reject")
-                            for v in ("plausible", "implausible")}},
+                   "rule": dict(verdicts), "judge": dict(verdicts)},
+        "judge": {"outcomes": {}, "cost": 0.0, "uncovered_cost": 0.0},
     }
     groups: dict[str, dict[str, dict[str, float]]] = {
         "by_department": {}, "by_model": {}, "by_task": {}}
@@ -98,6 +121,13 @@ def summarise(counters: Mapping[str, float], department: str | None) -> dict[str
         for row in table.values():
             row["hit_rate"] = _ratio(row["hits"], row["misses"])
             row["savings"] = round(row["savings"], 8)
+    judge = out["judge"]
+    judge["calls"] = sum(n for k, n in judge["outcomes"].items() if k not in ("vetoed", "refused"))
+    # hits already count net of their own judge calls; the judge spend no hit paid back is
+    # taken off here
+    out["net_savings"] = round(out["savings"] - judge["uncovered_cost"], 8)
+    judge["cost"], judge["uncovered_cost"] = (round(judge["cost"], 8),
+                                              round(judge["uncovered_cost"], 8))
     out["savings"] = round(out["savings"], 8)
     out["shadow"]["would_save"] = round(out["shadow"]["would_save"], 8)
     out["lookups"] = out["hits"] + out["misses"]
@@ -133,6 +163,15 @@ def _count(out: dict[str, Any], groups: dict[str, dict[str, dict[str, float]]],
         out["shadow"][sub.partition(":")[0]] += int(amount)
     elif metric == "shadow_rule":
         out["shadow"]["rule"][sub] = out["shadow"]["rule"].get(sub, 0) + int(amount)
+    elif metric == "shadow_judge":
+        out["shadow"]["judge"][sub] = out["shadow"]["judge"].get(sub, 0) + int(amount)
+    elif metric == "judge":
+        outcomes = out["judge"]["outcomes"]
+        outcomes[sub] = outcomes.get(sub, 0) + int(amount)
+    elif metric == "judge_cost":
+        out["judge"]["cost"] += amount
+        if sub == "uncovered":
+            out["judge"]["uncovered_cost"] += amount
     elif metric == "shadow_saved":
         out["shadow"]["would_save"] += amount
     elif metric == "false_hit":

@@ -4,7 +4,9 @@ Faults come from a queue set with `POST /_mock/faults {"fault": "...", "times": 
 `#fault:<name>` marker in the last user message. Faults: 429 (Retry-After: 1), 500, 503,
 slow (first byte after `delay_ms`, default 300), slow_stream (`delay_ms` between SSE events),
 cut (stream stops half-way, no usage, no [DONE]), invalid_json, hang (never answers), 400, 401,
-403. With `api_keys` set (a provider's credentials), any other `Authorization` gets OpenAI's 401.
+403. A reply set with `POST /_mock/faults {"reply": "same", "times": N}` is the whole text of
+the next N chat answers (non-streamed): how tests script the cache's LLM judge. With `api_keys`
+set (a provider's credentials), any other `Authorization` gets OpenAI's 401.
 
 With `tools` it answers like a model in an agent loop: a tool call (streamed as deltas too) whose
 arguments follow the tool's JSON schema, then a text answer once the last message is a tool
@@ -49,7 +51,9 @@ MODELS = (
 @dataclass
 class MockState:
     faults: deque[tuple[str, int]] = field(default_factory=deque)
+    replies: deque[tuple[str, int]] = field(default_factory=deque)  # (text, times)
     requests: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=200))
+    received: int = 0  # requests so far: each recorded one carries its number as `seq`
     delay_ms: int = 300
     answer_words: int = 24
     streams_completed: int = 0
@@ -68,6 +72,16 @@ class MockState:
         else:
             self.faults[0] = (fault, times - 1)
         return fault
+
+    def next_reply(self) -> str | None:
+        if not self.replies:
+            return None
+        text, times = self.replies[0]
+        if times <= 1:
+            self.replies.popleft()
+        else:
+            self.replies[0] = (text, times - 1)
+        return text
 
 
 def _text_of(content: Any) -> str:
@@ -323,9 +337,9 @@ async def _received(request: Request) -> tuple[MockState, dict[str, Any], Respon
     """The mock's state and the request's body, recorded; a refusal when the key is wrong."""
     state: MockState = request.app.state.mock
     body = orjson.loads(await request.body())
-    state.requests.append(
-        {"path": request.url.path, "headers": dict(request.headers), "body": body}
-    )
+    state.received += 1
+    state.requests.append({"path": request.url.path, "headers": dict(request.headers),
+                           "body": body, "seq": state.received})
     return state, body, _refused(request, state)
 
 
@@ -348,9 +362,13 @@ async def chat(request: Request) -> Response:
     words = int(body.get("max_tokens") or 0) or state.answer_words
     words = min(words, state.answer_words)
     if not body.get("stream"):
-        return Response(
-            orjson.dumps(completion_body(body, prompt, words)), media_type="application/json"
-        )
+        completion = completion_body(body, prompt, words)
+        reply = state.next_reply()
+        if reply is not None:
+            completion["choices"] = [{"index": 0, "finish_reason": "stop",
+                                      "message": {"role": "assistant", "content": reply}}]
+            completion["usage"] = _usage(body, count_tokens(reply))
+        return Response(orjson.dumps(completion), media_type="application/json")
     events = stream_events(body, prompt, words)
     if fault == "cut":
         events = events[: len(events) // 2]
@@ -503,8 +521,11 @@ async def set_faults(request: Request) -> Response:
     body = orjson.loads(await request.body())
     if body.get("clear"):
         state.faults.clear()
+        state.replies.clear()
     if body.get("fault"):
         state.faults.append((str(body["fault"]), int(body.get("times", 1))))
+    if body.get("reply") is not None:
+        state.replies.append((str(body["reply"]), int(body.get("times", 1))))
     if "delay_ms" in body:
         state.delay_ms = int(body["delay_ms"])
     return Response(orjson.dumps({"queued": list(state.faults)}), media_type="application/json")

@@ -47,6 +47,12 @@ def test_empty_file_gives_the_defaults(tmp_path: Path) -> None:
     ({"display": {"chars": 4}}, "display.chars", "4"),
     ({"report": {"tighten_step": 0.5}}, "report.tighten_step", "0.5"),
     ({"coalesce": {"max_wait_seconds": 0}}, "coalesce.max_wait_seconds", "0"),
+    ({"judge": {"timeout_seconds": 0}}, "judge.timeout_seconds", "0"),
+    ({"judge": {"max_candidates": 5}}, "judge.max_candidates", "5"),
+    ({"judge": {"floor": 1.2}}, "judge.floor", "1.2"),
+    ({"judge": {"prompt": "x"}}, "judge.prompt", "'x'"),
+    ({"overrides": {"departments": {"sales": {"judge": "maybe"}}}},
+     "overrides.departments.sales.judge", "'maybe'"),
     ({"shared_scopes": {"team": {"departments": ["sales"]}}},
      "shared_scopes.team.departments", "['sales']"),
 ])
@@ -65,11 +71,32 @@ def test_bad_values_name_file_field_and_value(tmp_path: Path, data: Any, field: 
     ({"match": {"threshold": 0.9}}, "Config 'match.threshold' is not used"),
     ({"shared_scopes": {"a": {"departments": ["x", "y"]}, "b": {"departments": ["y", "z"]}}},
      "Config 'shared_scopes.b.departments' has value 'y': already shared in scope 'a'."),
+    ({"judge": {"enabled": True}},
+     "Config 'judge.enabled' has value True but 'judge.model' is missing."),
+    ({"overrides": {"departments": {"sales": {"judge": True}}}},
+     "Config 'overrides.departments.sales.judge' has value True but 'judge.model' is missing."),
+    ({"threshold": 0.9, "judge": {"enabled": True, "model": "m", "floor": 0.9}},
+     "Config 'judge.floor' has value 0.9. Must be < threshold (0.9)."),
 ])
 def test_cross_field_rules(tmp_path: Path, data: Any, message: str) -> None:
     with pytest.raises(ConfigError) as info:
         load_cache_config(write(tmp_path, data))
     assert message in str(info.value)
+
+
+def test_a_judge_that_is_off_needs_no_model_and_no_band() -> None:
+    config = CacheConfig.model_validate({"threshold": 0.8, "judge": {"floor": 0.85}})
+    assert config.judge.enabled is False and config.effective("eng", "m", None).judge is False
+
+
+def test_the_judge_switch_per_department() -> None:
+    config = CacheConfig.model_validate({
+        "judge": {"model": "gpt-4o-mini"},
+        "overrides": {"departments": {"legal": {"judge": True}},
+                      "routes": {"secret": {"judge": False}}}})
+    assert config.effective("eng", "m", None).judge is False
+    assert config.effective("legal", "m", None).judge is True
+    assert config.effective("legal", "m", "secret").judge is False
 
 
 def test_openai_embedder_with_settings_is_accepted() -> None:
@@ -122,3 +149,6 @@ def test_check_references_names_unknown_names() -> None:
         "not one of ['eng', 'sales']",
     ]
     assert check_references(CacheConfig(), Path("c"), [], [], []) == []
+    judged = CacheConfig.model_validate({"judge": {"model": "gpt-9"}})
+    assert check_references(judged, Path("cache.yaml"), [], ["gpt"], []) == [
+        "cache.yaml: field 'judge.model' has value 'gpt-9': not one of ['gpt']"]

@@ -9,6 +9,8 @@ from proxy.cache.stats import (
     answer_text,
     field_name,
     hit_fields,
+    judge_fields,
+    judge_verdict_field,
     label,
     plain_field,
     request_field,
@@ -75,6 +77,10 @@ def counters() -> dict[str, float]:
     table[request_field("shadow", "exact", "sales", "m1", "")] = 3
     table[request_field("shadow", "none", "sales", "m1", "")] = 1
     table.update(shadow_fields("exact", "sales", "m1", True, 0.3))
+    table[judge_verdict_field(True, False, "sales", "m1")] = 1
+    table.update(judge_fields(["different", "same"], "sales", "m2", 0.01, 0.02))
+    table.update(judge_fields(["timeout"], "eng", "m1", 0.0, 0.0))
+    table.update(judge_fields(["vetoed"], "eng", "m1", 0.0, 0.0))
     table[plain_field("false_hit", "sales", "m1")] = 1
     table[plain_field("evicted", "eng", "m1")] = 7
     table["garbage-without-separators"] = 99
@@ -93,7 +99,14 @@ def test_summarise_everything() -> None:
     assert out["shadow"] == {"lookups": 4, "would_hit": 3, "plausible": 1, "implausible": 0,
                              "would_save": 0.3,
                              "rule": {"accept_plausible": 0, "accept_implausible": 0,
-                                      "reject_plausible": 0, "reject_implausible": 0}}
+                                      "reject_plausible": 0, "reject_implausible": 0},
+                             "judge": {"accept_plausible": 0, "accept_implausible": 1,
+                                       "reject_plausible": 0, "reject_implausible": 0}}
+    # judge calls made (vetoed: none), their spend, and the savings net of what no hit paid back
+    assert out["judge"] == {"outcomes": {"different": 1, "same": 1, "timeout": 1, "vetoed": 1},
+                            "calls": 3, "cost": pytest.approx(0.03),
+                            "uncovered_cost": pytest.approx(0.02)}
+    assert out["net_savings"] == pytest.approx(0.68)
     assert out["by_department"]["sales"] == {"hits": 2, "misses": 2, "savings": 0.3,
                                              "hit_rate": 0.5}
     assert out["by_department"]["eng"]["hit_rate"] == 0.5

@@ -104,6 +104,11 @@ def fault(mock_url: str, name: str, times: int = 1) -> None:
     httpx.post(f"{mock_url}/_mock/faults", json={"fault": name, "times": times}).raise_for_status()
 
 
+def reply(mock_url: str, text: str, times: int = 1) -> None:
+    """The next `times` chat answers (non-streamed) of the mock are exactly `text`."""
+    httpx.post(f"{mock_url}/_mock/faults", json={"reply": text, "times": times}).raise_for_status()
+
+
 def clear_faults(mock_url: str) -> None:
     httpx.post(f"{mock_url}/_mock/faults", json={"clear": True}).raise_for_status()
 
