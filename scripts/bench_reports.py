@@ -6,7 +6,8 @@ page polls them (issue 18, item 7). A script, not a timed test; numbers go to do
 1. Writes `--records` usage records for this month (1st 00:00 UTC .. now) with the proxy's own
    record script (record + hour/day/month rollups), under a fresh key prefix: 4 departments,
    `--users` users with a key each, 6 models, 3 routes, 2 experiments.
-2. Starts the mock upstream and the proxy (that Redis, that prefix, cache off) in a subprocess.
+2. Starts the mock upstream and `meterline serve` (that Redis, that prefix, cache off) as two
+   processes (`--cpus 0,1` pins them to a core each; run the script itself on the mock's core).
 3. Times GET /admin/spend (this month, as the Spend page asks, and by user), ranges cut inside
    an hour, /admin/chargeback (JSON and CSV), /v1/spend, /v1/spend/daily, the experiment
    results, listing and recommendations, the alerts, the forecast and budget recommendations:
@@ -58,6 +59,13 @@ ARMS = (("summary_model", "control"), ("summary_model", "variant"),
 PAGE_POLL = (("/v1/alerts",),
              ("/admin/spend", "/admin/chargeback?format=json", "/v1/cache/analytics"),
              ("/v1/spend/daily?days=30", "/admin/forecast?horizon=8d"))
+
+
+def has_keys(url: str, prefix: str) -> bool:
+    import redis
+
+    with redis.Redis.from_url(url) as r:
+        return next(r.scan_iter(match=f"{prefix}*", count=1000), None) is not None
 
 
 def month_start(now: float) -> float:
@@ -117,27 +125,58 @@ async def populate(url: str, prefix: str, count: int, users: int, seed: int = 1)
     return time.perf_counter() - began
 
 
-def serve(url: str, prefix: str, port_file: str) -> None:
-    """The proxy and the mock upstream in this process (the load generator runs elsewhere)."""
-    from proxy.app import create_app
-    from proxy.demo.upstream import create_mock_app
-    from proxy.settings import Settings
-    from tests.support.servers import ServerThread, make_config_dir
+def free_port() -> int:
+    import socket
 
-    mock = ServerThread(create_mock_app()).start()
-    config_dir = make_config_dir(Path(tempfile.mkdtemp()), mock.url, timeout_s=30,
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_http(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args} exited {proc.returncode}")
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise TimeoutError(url)
+
+
+def start_servers(url: str, prefix: str, tmp: str,
+                  cpus: tuple[str, str] | None) -> tuple[str, list[subprocess.Popen[bytes]]]:
+    """The mock upstream and `meterline serve` (that Redis, that prefix, cache off) as two OS
+    processes, as in production: the proxy has its own interpreter and GIL (before, both ran
+    as threads of one process, so the mock's work landed in the proxy's latency). With `cpus`,
+    each is pinned to its own core (taskset)."""
+    from tests.support.servers import make_config_dir
+
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MOCK_UPSTREAM_KEY": "sk-bench",
+           "MET_DEMO": "1", "MET_DEMO_HISTORY": "0", "REDIS_URL": url,
+           "MET_REDIS_PREFIX": prefix, "MET_DRAIN_SECONDS": "0", "MET_LOG_LEVEL": "warning"}
+    mock_port, proxy_port = free_port(), free_port()
+    pin = (lambda n: ["taskset", "-c", cpus[n]]) if cpus else (lambda n: [])
+    mock = subprocess.Popen([*pin(1), sys.executable, "-m", "proxy", "mock-upstream",
+                             "--port", str(mock_port)], env=env, cwd=REPO,
+                            stdout=subprocess.DEVNULL)
+    mock_url = f"http://127.0.0.1:{mock_port}"
+    wait_http(mock_url + "/v1/models", mock)
+    config_dir = make_config_dir(Path(tmp), mock_url, timeout_s=30,
                                  edits={"cache.yaml": "enabled: false\n"})
     depts = yaml.safe_load((config_dir / "departments.yaml").read_text())
     depts["departments"]["sales"].update(  # limits the run cannot reach, as bench_spend.py
         budgets={"hourly": 1e9, "daily": 1e9, "monthly": 1e9}, rpm=10**9, tpm=10**12,
         circuit_breaker={"window_minutes": 10, "max_dollars": 1e9})
     (config_dir / "departments.yaml").write_text(yaml.safe_dump(depts))
-    settings = Settings.from_env({"MOCK_UPSTREAM_KEY": "sk-bench"}, config_dir=config_dir,
-                                 demo=True, redis_url=url, redis_prefix=prefix)
-    proxy = ServerThread(create_app(settings)).start()
-    Path(port_file).write_text(proxy.url)
-    while True:
-        time.sleep(3600)
+    proxy = subprocess.Popen([*pin(0), sys.executable, "-m", "proxy", "serve", "--port",
+                              str(proxy_port), "--config", str(config_dir)], env=env, cwd=REPO,
+                             stdout=subprocess.DEVNULL)  # the banner: stdout is the results
+    base = f"http://127.0.0.1:{proxy_port}"
+    wait_http(base + "/healthz", proxy)
+    return base, [proxy, mock]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -162,13 +201,19 @@ def time_get(client: httpx.Client, base: str, path: str, repeat: int,
 
 async def chat_round(base: str, count: int, concurrency: int, poll: float | None,
                      stages: tuple[tuple[str, ...], ...] = PAGE_POLL) -> list[float]:
+    import aiohttp  # a lighter client than httpx: the load generator shares a core with the mock
+
     latencies: list[float] = []
     stop = asyncio.Event()
-    async with httpx.AsyncClient(timeout=60) as client:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as client:
+        async def get(path: str) -> None:
+            async with client.get(base + path, headers=ADMIN) as r:
+                await r.read()  # the status is not checked: /v1/cache/analytics is a 404 here
+
         async def poller() -> None:
             while not stop.is_set():
                 for stage in stages:  # as proxy/ui/spend.js: each stage after the previous
-                    await asyncio.gather(*(client.get(base + s, headers=ADMIN) for s in stage))
+                    await asyncio.gather(*(get(s) for s in stage))
                 try:
                     await asyncio.wait_for(stop.wait(), poll)
                 except TimeoutError:
@@ -179,8 +224,9 @@ async def chat_round(base: str, count: int, concurrency: int, poll: float | None
                 body = {"model": "gpt-4o-mini",
                         "messages": [{"role": "user", "content": uuid.uuid4().hex}]}
                 began = time.perf_counter()
-                r = await client.post(base + "/v1/chat/completions", json=body,
-                                      headers={"authorization": "Bearer sk-demo-sales"})
+                async with client.post(base + "/v1/chat/completions", json=body,
+                                       headers={"authorization": "Bearer sk-demo-sales"}) as r:
+                    await r.read()
                 latencies.append((time.perf_counter() - began) * 1000)
                 r.raise_for_status()
 
@@ -206,24 +252,18 @@ def main() -> None:
     parser.add_argument("--poll", help="comma-separated paths polled together instead of the "
                         "Spend page's stages (to tell which source costs the chat p99)")
     parser.add_argument("--keep", action="store_true", help="do not delete the records")
-    parser.add_argument("--serve", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--cpus", help="two CPU lists for taskset, proxy first: 0,1")
+    parser.add_argument("--skip-reports", action="store_true", help="only the chat p99 rounds")
     args = parser.parse_args()
-    if args.serve:
-        serve(*args.serve)
-        return
     prefix = args.prefix or f"bench:{uuid.uuid4().hex[:8]}:"
     write_s = 0.0
-    if not args.prefix:
+    if not args.prefix or not has_keys(args.redis_url, prefix):
         print(f"writing {args.records:,} records under {prefix}", file=sys.stderr)
         write_s = asyncio.run(populate(args.redis_url, prefix, args.records, args.users))
     tmp = tempfile.mkdtemp()
-    port_file = os.path.join(tmp, "url")
-    server = subprocess.Popen([sys.executable, __file__, "--redis-url", args.redis_url,
-                               "--serve", args.redis_url, prefix, port_file])
+    cpus = tuple(args.cpus.split(",")) if args.cpus else None
+    base, servers = start_servers(args.redis_url, prefix, tmp, cpus)  # type: ignore[arg-type]
     try:
-        while not os.path.exists(port_file) or not Path(port_file).read_text():
-            time.sleep(0.1)
-        base = Path(port_file).read_text()
         now = time.time()
         edge_from = month_start(now) + 1234.5
         edge_to = now - 1800
@@ -231,7 +271,7 @@ def main() -> None:
         results = {"records": args.records, "users": args.users, "write_s": round(write_s, 1)}
         with httpx.Client() as client:
             client.get(base + "/admin/spend", headers=ADMIN, timeout=600).raise_for_status()
-            results["reports"] = [
+            results["reports"] = [] if args.skip_reports else [
                 time_get(client, base, path, args.repeat, headers) for path, headers in [
                     ("/admin/spend", ADMIN),
                     ("/admin/spend?by=user", ADMIN),
@@ -264,8 +304,9 @@ def main() -> None:
                            for name, v in rounds.items()}
         print(json.dumps(results, indent=2))
     finally:
-        server.terminate()
-        server.wait()
+        for server in servers:
+            server.terminate()
+            server.wait()
         shutil.rmtree(tmp, ignore_errors=True)
     if not args.keep:
         import redis

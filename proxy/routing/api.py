@@ -11,6 +11,7 @@ experiment_stats and experiment_report.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -189,7 +190,8 @@ async def experiment_results(request: Request) -> Response:
     margin = float_param(request, "margin", 0.02, 0.0, 1.0)
     name, experiment, slices = await experiment_arms(request, services, days)
     control = control_arm(experiment) if experiment is not None else "control"
-    result = summarize_arms(slices, name, control, confidence, margin)
+    # a month of arm statistics: tens of ms of Python, kept off the event loop
+    result = await asyncio.to_thread(summarize_arms, slices, name, control, confidence, margin)
     return json_response(report.result_json(result, experiment, control, confidence, days))
 
 
@@ -217,18 +219,24 @@ async def recommendations(request: Request) -> Response:
     confidence = float_param(request, "confidence", 0.95, 0.5, 0.999)
     slices = await report.load_arms(services, days, "d")
     rules = services.config.routing or RoutingRules()
-    recs = recommend_arms(slices, rules, min_n, margin, confidence)
-    splits = []
     experiments = services.config.experiments
-    for experiment in experiments.experiments.values() if experiments is not None else ():
-        if experiment.auto.enabled:
-            result = summarize_arms(slices, experiment.name, control_arm(experiment),
-                                    confidence, margin)
-            splits.append(report.split_json(auto_split(experiment, result)))
-    return json_response({"applied": False, "window_days": days,
-                          "records": sum(p.requests for p in slices),
-                          "recommendations": [report.recommendation_json(r) for r in recs],
-                          "auto_split": splits})
+    auto = [e for e in experiments.experiments.values() if e.auto.enabled] \
+        if experiments is not None else []
+
+    def compute() -> dict[str, Any]:
+        recs = recommend_arms(slices, rules, min_n, margin, confidence)
+        splits = [report.split_json(auto_split(experiment, summarize_arms(
+            slices, experiment.name, control_arm(experiment), confidence, margin)))
+            for experiment in auto]
+        return {"applied": False, "window_days": days,
+                "records": sum(p.requests for p in slices),
+                "recommendations": [report.recommendation_json(r) for r in recs],
+                "auto_split": splits}
+
+    # a week of arms per day for every task and rule: ~100-400 ms of statistics (the 1M-record
+    # benchmark, docs/benchmarks.md), which on the event loop held every request that long;
+    # in a thread the loop keeps serving between the thread's GIL slices
+    return json_response(await asyncio.to_thread(compute))
 
 
 # ---- feedback ------------------------------------------------------------------------------

@@ -40,12 +40,22 @@ def t_cdf(t: float, df: float) -> float:
     return 1 - tail if t >= 0 else tail
 
 
+# from this many degrees of freedom t_quantile uses the expansion: within 1e-9 (relative) of the
+# bisection for p up to 0.9995 (tests/routing/test_distributions.py), and ~1,000x cheaper
+EXPANSION_DF = 200.0
+
+
 def t_quantile(p: float, df: float) -> float:
-    """Inverse Student-t CDF by bisection (reports only, never on the request path)."""
+    """Inverse Student-t CDF (reports only, never on the request path): the Cornish-Fisher
+    expansion in 1/df (Abramowitz & Stegun 26.7.5) for large df, else bisection of t_cdf.
+    Experiments with thousands of requests per arm have thousands of degrees of freedom, where
+    the bisection cost ~2 ms a call (a slow continued fraction), ~60 calls a recommendation."""
     if math.isinf(df) or df > 1e7:
         return NormalDist().inv_cdf(p)
     if p < 0.5:
         return -t_quantile(1 - p, df)
+    if df >= EXPANSION_DF:
+        return _t_expansion(p, df)
     low, high = 0.0, 1.0
     while t_cdf(high, df) < p:
         low, high = high, high * 2
@@ -55,3 +65,13 @@ def t_quantile(p: float, df: float) -> float:
         if high - low < 1e-12 * max(1.0, high):
             break
     return (low + high) / 2
+
+
+def _t_expansion(p: float, df: float) -> float:
+    z = NormalDist().inv_cdf(p)
+    z2 = z * z
+    terms = ((z2 + 1) * z / 4,
+             ((5 * z2 + 16) * z2 + 3) * z / 96,
+             (((3 * z2 + 19) * z2 + 17) * z2 - 15) * z / 384,
+             ((((79 * z2 + 776) * z2 + 1482) * z2 - 1920) * z2 - 945) * z / 92160)
+    return z + sum(term / df ** (k + 1) for k, term in enumerate(terms))

@@ -67,6 +67,26 @@ def test_t_quantile_matches_tables(df: int, expected: float) -> None:
     assert t_quantile(0.025, df) == pytest.approx(-expected, abs=1e-8)
 
 
+# scipy.stats.t.ppf at large df, where t_quantile uses the expansion (EXPANSION_DF) instead of
+# the bisection; and the bisection on both sides of the switch agrees with it
+@pytest.mark.parametrize(("df", "p", "expected"), [
+    (200, 0.9, 1.2857987939948012), (200, 0.975, 1.9718962236339088),
+    (200, 0.9995, 3.3398354062757107), (999.5, 0.975, 1.9623402703838457),
+    (5000, 0.9, 1.2817209053357184), (5000, 0.9995, 3.2924737233708825),
+    (123456.7, 0.975, 1.9599832001362323), (123456.7, 0.9995, 3.2906055440824478)])
+def test_t_quantile_at_large_df_matches_scipy(df: float, p: float, expected: float) -> None:
+    assert t_quantile(p, df) == pytest.approx(expected, rel=1e-9)
+    assert t_quantile(1 - p, df) == pytest.approx(-expected, rel=1e-9)
+
+
+def test_t_quantile_is_continuous_where_it_switches_method() -> None:
+    from proxy.routing import distributions
+
+    below = t_quantile(0.9995, distributions.EXPANSION_DF - 1e-9)  # bisection
+    at = t_quantile(0.9995, distributions.EXPANSION_DF)  # expansion
+    assert at == pytest.approx(below, rel=1e-9)
+
+
 def test_welch_intervals_on_known_numbers() -> None:
     diff = welch_diff(Moments.of([1.0, 2, 3, 4, 5]), Moments.of([2.0, 4, 6, 8, 10, 12]))
     assert (diff.value, diff.low, diff.high) == pytest.approx((4.0, 0.0165313044, 7.9834686956))
