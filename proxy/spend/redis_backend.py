@@ -23,8 +23,8 @@ there count (x 1000) until they expire, so an upgrade (even a rolling one) keeps
                                               32 d); `c`: department x model, `p`: x key x user
   Proll:a{h,d,m}:<start>                      arm statistics (rollups.arm_sums), same script, TTL;
   Proll:cmin:<hour start>                     coarse group + minute -> sums (TTL MINUTE_RETENTION)
-  Proll:dmin:<hour start>                     department + minute -> nano-dollars, and `#`: the
-                                              number of writes to the hash (lua/minutes.lua)
+  Proll:dmin:<hour start>                     department + minute -> nano-dollars (TTL the same)
+  Proll:vmin:<hour start>                     n: the number of writes to dmin (lua/minutes.lua)
                                               a feedback score adds its change (feedback.lua)
   Proll:filled, Proll:backfilled              records added to rollups by the upgrade backfill; done
   Proll:filled:arms, Proll:backfilled:arms    the same for the arm rollups
@@ -305,7 +305,7 @@ class RedisSpendBackend(RedisReads):
         if record.cost_nanos:
             parts.append((keys[13], MINUTE_RETENTION,
                           minute_field((record.department,), record.ts), [record.cost_nanos]))
-            parts.append((keys[13], MINUTE_RETENTION, CHANGES_FIELD, [1]))  # minutes.lua
+            parts.append((keys[15], MINUTE_RETENTION, CHANGES_FIELD, [1]))  # minutes.lua
         parts.append((keys[14], ttl, encode_arm_key(lean_key(record)), lean_sums(record)))
         return parts
 

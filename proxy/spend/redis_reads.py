@@ -20,7 +20,6 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from proxy.spend.budgets import BackendDown
 from proxy.spend.records import UsageRecord
 from proxy.spend.rollups import (
-    CHANGES_FIELD,
     DETAILS,
     GRANULARITIES,
     LEAN_DAY,
@@ -91,12 +90,12 @@ class RedisReads:
 
     def _rollup_keys(self, ts: float) -> list[str]:
         """Fine hour, day, month, then coarse, people, arms, coarse minutes, department minutes,
-        the lean day arms (record.lua's order)."""
+        the lean day arms, the department minutes' change count (record.lua's order)."""
         hour = bucket_start("h", ts)
         return [*(self._rollup_key(g, bucket_start(g, ts), d) for d in DETAILS
                   for g in GRANULARITIES), *self._arm_keys(ts),
                 self._minute_key(hour), self._minute_key(hour, "d"),
-                self._arm_key(LEAN_DAY, bucket_start("d", ts))]
+                self._arm_key(LEAN_DAY, bucket_start("d", ts)), self._minute_key(hour, "v")]
 
     async def minute_rollups(self, hours: Iterable[int], department: str | None) -> list[Slice]:
         """Coarse usage per minute in these hours (their start, unix s)."""
@@ -116,7 +115,7 @@ class RedisReads:
     async def minute_costs(self, hours: Iterable[int]) -> list[tuple[str, int, int]]:
         """(department, minute, nano-dollars) of these hours. The alerts ask for two days of
         minutes on every poll (~12,000 fields in the benchmark); an hour whose change count
-        (CHANGES_FIELD) is the one read last time is not sent or parsed again: minutes.lua
+        (its key `vmin:<hour>`) is the one read last time is not sent or parsed again: minutes.lua
         sends only the hours written since (the current one, or one a late batch reached)."""
         hours = list(hours)
         if not hours:
@@ -125,7 +124,8 @@ class RedisReads:
         held = self._minute_hours
         known = [held[h][0] if h in held and mono - held[h][1] < MINUTES_HELD_S else ""
                  for h in hours]
-        keys = [self._minute_key(hour, "d") for hour in hours]
+        keys = [key for hour in hours
+                for key in (self._minute_key(hour, "d"), self._minute_key(hour, "v"))]
         reply = await self._call(self._read_minutes(keys=keys, args=known))
         fresh = await asyncio.to_thread(_minute_hashes, reply) if len(reply) >= THREAD_BYTES \
             else _minute_hashes(reply)
@@ -216,18 +216,16 @@ class RedisReads:
 
 
 def _minute_hashes(reply: bytes) -> list[tuple[str, list[tuple[str, int, int]]] | None]:
-    """minutes.lua's reply: per hash None (unchanged), or its change count ('' when it has
-    none) and its (department, minute, nano-dollars)."""
+    """minutes.lua's reply: per hour None (unchanged), or its change count ('' when it has no
+    hash) and its (department, minute, nano-dollars)."""
     found: list[tuple[str, list[tuple[str, int, int]]] | None] = []
-    for flat in orjson.loads(reply):
-        if flat == 0:
+    for hour in orjson.loads(reply):
+        if hour == 0:
             found.append(None)
             continue
-        changes, costs = "", []
+        changes, flat = hour
+        costs = []
         for i in range(0, len(flat), 2):
-            if flat[i] == CHANGES_FIELD:
-                changes = flat[i + 1]
-                continue
             department, _, minute = flat[i].rpartition("\x1f")
             costs.append((department, int(minute), int(flat[i + 1])))
         found.append((changes, costs))

@@ -332,8 +332,8 @@ def arm_slice_of(record: UsageRecord, granularity: Granularity = "h") -> ArmSlic
 
 # ----- minutes ---------------------------------------------------------------------------------
 
-# the field of a department x minute cost hash counting the writes to it (lua/minutes.lua)
-CHANGES_FIELD = "#"
+# the field counting the writes to an hour's department x minute cost hash (lua/minutes.lua)
+CHANGES_FIELD = "n"
 
 
 def minute_field(group: tuple[str, ...], ts: float) -> str:

@@ -247,19 +247,20 @@ async def test_minute_costs_reads_again_only_the_hours_written_since(
 async def test_minute_costs_of_an_hour_written_before_change_counts(
         backend: RedisSpendBackend, clock: Clock, client: aioredis.Redis,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """An hour written by a version without the change count gets one at its first read; what
-    a replica of that version adds later (a rolling upgrade) shows within MINUTES_HELD_S."""
+    """An hour written by a version without change counts gets one at its first read, expiring
+    with the hour; what a replica of that version adds later (a rolling upgrade) shows within
+    MINUTES_HELD_S. The count is a key of its own: the cost hash stays as that version reads it."""
     from proxy.spend import redis_reads
 
     hour = int(clock.now // 3600 * 3600)
-    key = backend._minute_key(hour, "d")
+    key, counts = backend._minute_key(hour, "d"), backend._minute_key(hour, "v")
     await client.hset(key, mapping={f"eng\x1f{hour}": 5})
     await client.expire(key, 600)
     assert await backend.minute_costs([hour]) == [("eng", hour, 5)]
-    assert await client.hget(key, "#") == b"0"
-    assert 0 < await client.ttl(key) <= 600  # the hash keeps its expiry
-    assert await backend.minute_costs([hour + 3600]) == []  # no hash: none is made
-    assert not await client.exists(backend._minute_key(hour + 3600, "d"))
+    assert await client.hget(counts, "n") == b"0"
+    assert 0 < await client.ttl(counts) <= 600  # expires with the hour's hash
+    assert await backend.minute_costs([hour + 3600]) == []  # no hash: no count made
+    assert not await client.exists(backend._minute_key(hour + 3600, "v"))
     await client.hincrby(key, f"eng\x1f{hour}", 2)  # an old replica adds, without a count
     assert await backend.minute_costs([hour]) == [("eng", hour, 5)]  # held ...
     monkeypatch.setattr(redis_reads, "MINUTES_HELD_S", 0.0)
@@ -267,6 +268,7 @@ async def test_minute_costs_of_an_hour_written_before_change_counts(
     await backend.put_record(record("new", hour + 1, cost_nanos=1))  # this version counts
     monkeypatch.setattr(redis_reads, "MINUTES_HELD_S", 300.0)
     assert await backend.minute_costs([hour]) == [("eng", hour, 8)]
+    assert await client.hkeys(key) == [f"eng\x1f{hour}".encode()]  # nothing else in the hash
 
 
 async def test_records_past_retention_leave_the_time_index(backend: RedisSpendBackend,

@@ -5,9 +5,9 @@
 --       backfill's guard set for a record written before rollups existed), 2-4 hour, day, month
 --       rollup hash, 5-7 the same for coarse groups, 8-10 for people groups, 11-13 for arms,
 --       14 the hour's coarse minute rollups, 15 the hour's cost per department and minute,
---       16 the day's lean arm rollup (the daily series), 17 record key, 18 department time index
---       (17-18 only on a single Redis: on a cluster they live in other slots, and the caller
---       writes them first)
+--       16 the day's lean arm rollup (the daily series), 17 the change count of 15 (field n:
+--       minutes.lua), 18 record key, 19 department time index (18-19 only on a single Redis: on
+--       a cluster they live in other slots, and the caller writes them first)
 -- ARGV: 1 request id, 2 ts, 3 index horizon (exclusive), 4 rollup field (the group),
 --       5 sums "requests,input,cached,output,cost_nanos,saved_nanos", 6 rollup TTL seconds,
 --       7 coarse rollup field, 8 people rollup field, 9 record JSON, 10 record TTL seconds,
@@ -18,10 +18,10 @@
 -- An empty field leaves that level alone (a backfill that adds only the arms).
 local fresh = redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1]) == 1
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
-if #KEYS > 16 then
-  redis.call('SET', KEYS[17], ARGV[9], 'EX', ARGV[10])
-  redis.call('ZADD', KEYS[18], ARGV[2], ARGV[1])
-  redis.call('ZREMRANGEBYSCORE', KEYS[18], '-inf', ARGV[3])
+if #KEYS > 17 then
+  redis.call('SET', KEYS[18], ARGV[9], 'EX', ARGV[10])
+  redis.call('ZADD', KEYS[19], ARGV[2], ARGV[1])
+  redis.call('ZREMRANGEBYSCORE', KEYS[19], '-inf', ARGV[3])
 end
 if not fresh then return 0 end
 local usage = {ARGV[4], ARGV[7], ARGV[8], ARGV[11]}
@@ -38,8 +38,9 @@ if ARGV[13] ~= '' then
   add_sums(KEYS[14], ARGV[13], ARGV[5], ARGV[14])
   if ARGV[16] ~= '0' then
     redis.call('HINCRBY', KEYS[15], ARGV[15], ARGV[16])
-    redis.call('HINCRBY', KEYS[15], '#', 1)  -- its change count (minutes.lua)
     redis.call('EXPIRE', KEYS[15], ARGV[14])
+    redis.call('HINCRBY', KEYS[17], 'n', 1)  -- its change count (minutes.lua)
+    redis.call('EXPIRE', KEYS[17], ARGV[14])
   end
 end
 return 1
