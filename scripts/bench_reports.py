@@ -12,7 +12,9 @@ page polls them (issue 18, item 7). A script, not a timed test; numbers go to do
    an hour, /admin/chargeback (JSON and CSV), /v1/spend, /v1/spend/daily, the experiment
    results, listing and recommendations, the alerts, the forecast and budget recommendations:
    best, median, p95 of `--repeat` calls.
-4. Chat p99: `--chat` requests at concurrency `--concurrency` without and with a poller fetching
+4. With `--stalls PATHS`: how long each of these requests holds the proxy's event loop (a
+   probe request every 2 ms while the path is fetched over and over).
+5. Chat p99: `--chat` requests at concurrency `--concurrency` without and with a poller fetching
    the Spend page's sources every `--poll-seconds` as the page does (PAGE_POLL: /v1/alerts, then
    /admin/spend, /admin/chargeback?format=json and /v1/cache/analytics together, then
    /v1/spend/daily?days=30 and /admin/forecast?horizon=8d together), in alternating rounds so
@@ -238,6 +240,43 @@ async def chat_round(base: str, count: int, concurrency: int, poll: float | None
     return latencies
 
 
+async def stall_probe(base: str, path: str | None, seconds: float) -> dict[str, Any]:
+    """What one report costs the other requests of the replica: a cheap request (GET
+    /v1/models) every 2 ms while `path` is fetched over and over (or nothing, `path` None);
+    the probe's p99 and max are how long the report held the event loop."""
+    import aiohttp
+
+    latencies: list[float] = []
+    done = asyncio.Event()
+    async with aiohttp.ClientSession() as client:
+        async def probe() -> None:
+            while not done.is_set():
+                began = time.perf_counter()
+                async with client.get(base + "/v1/models", headers=ADMIN) as r:
+                    await r.read()
+                latencies.append((time.perf_counter() - began) * 1000)
+                await asyncio.sleep(0.002)
+
+        probing = asyncio.create_task(probe())
+        calls, end = 0, time.monotonic() + seconds
+        while time.monotonic() < end:
+            if path is None:
+                await asyncio.sleep(0.05)
+                continue
+            async with client.get(base + path, headers=ADMIN) as r:
+                await r.read()
+            calls += 1
+            await asyncio.sleep(0.05)
+        done.set()
+        await probing
+    result = {"path": path or "(nothing)", "calls": calls, "probes": len(latencies),
+              "probe_p50_ms": round(percentile(latencies, 0.5), 2),
+              "probe_p99_ms": round(percentile(latencies, 0.99), 2),
+              "probe_max_ms": round(max(latencies), 2)}
+    print(json.dumps(result), file=sys.stderr, flush=True)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--redis-url", required=True)
@@ -254,6 +293,9 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="do not delete the records")
     parser.add_argument("--cpus", help="two CPU lists for taskset, proxy first: 0,1")
     parser.add_argument("--skip-reports", action="store_true", help="only the chat p99 rounds")
+    parser.add_argument("--stalls", help="comma-separated paths: how long each holds the event "
+                        "loop (a probe request every 2 ms while it is fetched repeatedly)")
+    parser.add_argument("--stall-seconds", type=float, default=8.0)
     args = parser.parse_args()
     prefix = args.prefix or f"bench:{uuid.uuid4().hex[:8]}:"
     write_s = 0.0
@@ -290,6 +332,9 @@ def main() -> None:
                     ("/admin/forecast?horizon=8d", ADMIN),
                     ("/admin/budget-recommendations", ADMIN),
                 ]]
+        if args.stalls:
+            results["stalls"] = [asyncio.run(stall_probe(base, p or None, args.stall_seconds))
+                                 for p in ["", *args.stalls.split(",")]]
         rounds: dict[str, list[float]] = {"without polling": [], "with polling": []}
         stages = (tuple(args.poll.split(",")),) if args.poll else PAGE_POLL
         for _ in range(args.rounds):
@@ -301,7 +346,7 @@ def main() -> None:
                   file=sys.stderr, flush=True)
         results["chat"] = {name: {"n": len(v), "p50_ms": round(percentile(v, 0.5), 1),
                                   "p99_ms": round(percentile(v, 0.99), 1)}
-                           for name, v in rounds.items()}
+                           for name, v in rounds.items() if v}
         print(json.dumps(results, indent=2))
     finally:
         for server in servers:
