@@ -237,7 +237,10 @@ class SemanticCache:
         candidates = await self.backend.search(key.scope, state.vector, self.config.top_k)
         tightened = await self.backend.threshold(key.partition) if candidates else None
         rule = self.rule(max(state.settings.threshold, tightened or 0.0))
-        judge = self.config.judge if state.settings.judge else None
+        # after a wrong-answer report (a tightened threshold in force) the partition gets no
+        # judge: the least certain way to a hit, and the band would widen with the threshold
+        reported = tightened is not None and tightened > state.settings.threshold
+        judge = self.config.judge if state.settings.judge and not reported else None
         floor = rule.candidate_threshold if judge is None else min(judge.floor,
                                                                    rule.candidate_threshold)
         # below the candidate floor (and the judge's band) nothing can match: a miss costs no

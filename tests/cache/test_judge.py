@@ -304,3 +304,27 @@ def completion(content: Any, finish_reason: str = "stop", choices: int = 1) -> d
 ])
 def test_only_an_exact_one_word_verdict_counts(payload: Any, outcome: str) -> None:
     assert parse_verdict(payload) == outcome
+
+
+def test_after_a_wrong_answer_report_the_partition_is_not_judged(
+        start_proxy: ProxyStarter, mock_upstream: ServerThread) -> None:
+    """A reported false hit tightens the department+model threshold. That must not widen what
+    the judge sees (the band ends at the tightened candidate floor), and the judge, the least
+    certain way to a hit, is not asked in that partition while the tightening is in force."""
+    proxy = start_judged(start_proxy)
+    ask(proxy, CACHED)
+    reply(mock_upstream.url, "same")
+    _, judged = ask(proxy, BAND)
+    assert judged["x-meterline-cache-judge"] == "same"
+    report = httpx.post(proxy.url + "/v1/cache/report", json={
+        "request_id": judged["x-request-id"]},
+        headers={"authorization": "Bearer sk-demo-engineering"})
+    assert report.status_code == 200, report.text
+    assert report.json()["evicted"] is True and report.json()["threshold"] > 0.95
+    ask(proxy, CACHED)  # answered upstream again and stored again
+    since = last_seq(mock_upstream)
+    reply(mock_upstream.url, "same")
+    _, headers = ask(proxy, BAND)
+    assert headers["x-meterline-cache"] == "miss"
+    assert "x-meterline-cache-judge" not in headers
+    assert judge_calls(mock_upstream, since) == []
