@@ -29,6 +29,9 @@ from proxy.gateway.reliability import Reliability
 from proxy.memo import BoundedMemo
 
 DEFAULT_RULE = "default"
+# route names records carry that no rule may take: the default route, and the cache judge's
+# calls (proxy.cache.judge.ROUTE), whose spend reports tell apart by this name
+RESERVED_RULE_NAMES = (DEFAULT_RULE, "cache-judge")
 TASK_HEADER = "x-meterline-task"
 USER_HEADER = "x-meterline-user"
 ROUTE_HEADER = "x-meterline-route"
@@ -221,9 +224,11 @@ class RoutingRules(BaseModel):
     @classmethod
     def _unique_names(cls, rules: tuple[Rule, ...]) -> tuple[Rule, ...]:
         names = [r.name for r in rules]
-        dupes = sorted({n for n in names if names.count(n) > 1} | ({DEFAULT_RULE} & set(names)))
+        dupes = sorted({n for n in names if names.count(n) > 1}
+                       | (set(RESERVED_RULE_NAMES) & set(names)))
         if dupes:
-            raise ValueError(f"rule names must be unique and not '{DEFAULT_RULE}': {dupes}")
+            reserved = " or ".join(f"'{n}'" for n in RESERVED_RULE_NAMES)
+            raise ValueError(f"rule names must be unique and not {reserved}: {dupes}")
         return rules
 
     def models(self) -> set[str]:

@@ -192,6 +192,10 @@ def test_shipped_routing_yaml_loads_and_uses_known_models() -> None:
          "min_prompt_tokens 10 is above max_prompt_tokens 5"),
         ({"rules": [{"name": "a", "target": "x", "match": {"tools": "maybe"}}]},
          "field 'rules[0].match.tools' has value 'maybe'"),
+        # the cache judge's calls are recorded under this route: a rule of that name would mix
+        # its spend with the judge's in every report
+        ({"rules": [{"name": "cache-judge", "target": "x"}]},
+         "rule names must be unique and not 'default' or 'cache-judge': ['cache-judge']"),
     ],
 )
 def test_invalid_config_names_field_and_value(data: object, expected: str) -> None:
@@ -211,6 +215,13 @@ def test_load_names_the_file_for_bad_yaml_and_unknown_models(tmp_path: Path) -> 
                                                "fallbacks": ["gpt-5-turbo"]}]}))
     with pytest.raises(ConfigError, match=r"'rules\[0\].fallbacks' has value 'gpt-5-turbo'"):
         check_models(load(good), KNOWN)
+
+
+def test_the_judges_route_is_reserved() -> None:
+    from proxy.cache.judge import ROUTE
+    from proxy.routing.rules import RESERVED_RULE_NAMES
+
+    assert ROUTE in RESERVED_RULE_NAMES
 
 
 def test_rules_are_frozen() -> None:
