@@ -2,11 +2,14 @@
 
     python scripts/record_memory.py [RECORDS]      default 100000
 
-Puts RECORDS records shaped like the soak's (scripts/soak/mix.lua: one department and key, the
-body's model and user parsed afresh for each request, misses with tokens and a cost, a quarter
-of them streamed) into a store that keeps them all, and prints the traced memory per record,
-measured from the first 10,000 (so the rollups, which stop growing after the first record of an
-hour, are not counted).
+Puts records shaped like the soak's (scripts/soak/mix.lua: one department and key, the body's
+model and user parsed afresh for each request, misses with tokens and a cost, a quarter of them
+streamed) into a store and prints the traced memory per record:
+  filling   RECORDS records into a store that keeps them all, counted after the first 10,000 (so
+            the rollups, which stop growing after the first record of an hour, are not counted)
+  turned over  a store bounded at RECORDS after 3 x RECORDS more puts (each put drops the oldest),
+            against the store after its first 10,000 records: the record dict's table is
+            rebuilt at three times the records it holds once dropped entries fill it.
 """
 
 from __future__ import annotations
@@ -40,22 +43,23 @@ def soak_record(n: int, now: float) -> UsageRecord:
         else None, stream=stream)
 
 
-async def bytes_per_record(count: int, first: int = 10_000) -> float:
+async def bytes_per_record(count: int, bound: int, turns: int = 0, first: int = 10_000) -> float:
     now = time.time()
-    store = MemorySpendBackend(clock=lambda: now, max_records=count + first,
-                               retention_seconds=86_400)
+    store = MemorySpendBackend(clock=lambda: now, max_records=bound, retention_seconds=86_400)
     tracemalloc.start()
     for n in range(first):
         await store.put_record(soak_record(n, now))
     before = tracemalloc.get_traced_memory()[0]
-    for n in range(first, first + count):
+    for n in range(first, count * (1 + turns)):
         await store.put_record(soak_record(n, now))
     after = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
-    return (after - before) / count
+    return (after - before) / (min(count * (1 + turns), bound) - first)
 
 
 if __name__ == "__main__":
     records = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
-    print(f"{asyncio.run(bytes_per_record(records)):.0f} bytes per record "
-          f"({records:,} records after the first 10,000)")
+    filling = asyncio.run(bytes_per_record(records + 10_000, records + 10_000))
+    turned = asyncio.run(bytes_per_record(records, records, turns=3))
+    print(f"{filling:.0f} bytes per record filling ({records:,} records after the first 10,000), "
+          f"{turned:.0f} turned over (a store of {records:,} after {3 * records:,} more puts)")
