@@ -309,7 +309,10 @@ class SpendOptions:
     fail_mode: Literal["closed", "open"] = "closed"  # when Redis is unreachable at reserve()
     reservation_ttl_seconds: float = 600.0  # a dead replica's holds are freed after this
     record_retention_seconds: float = 35 * 86_400.0
-    max_memory_records: int = 100_000  # embedded backend bound
+    # embedded backend bound (MET_SPEND_MAX_RECORDS): ~470 bytes a record once the store turns
+    # over, ~9 MB; reports read the rollups, the raw records only exports, the recent list,
+    # feedback and range edges inside an hour (docs/performance.md, "Soak")
+    max_memory_records: int = 20_000
     backlog_max_records: int = 100_000  # records queued while Redis is down
     flush_interval_seconds: float = 1.0
     # Redis: budget/rate leases and batched writes (docs/scaling.md, "Leases"); False: one

@@ -5,11 +5,10 @@ scripts it mirrors."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import operator
 from collections import OrderedDict, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from proxy.spend.budgets import (
@@ -24,7 +23,7 @@ from proxy.spend.budgets import (
     sliding_count,
     sliding_retry_after,
 )
-from proxy.spend.records import UsageRecord
+from proxy.spend.records import UsageRecord, packed_ts
 from proxy.spend.rollups import (
     DAY,
     DETAILS,
@@ -67,7 +66,10 @@ class MemorySpendBackend:
         self._breaker: dict[str, dict[int, int]] = defaultdict(dict)
         self._notices: dict[str, float] = {}
         self._pruned_minute: int | None = None
-        self._records: OrderedDict[str, UsageRecord] = OrderedDict()
+        # request id -> UsageRecord.packed(): a third of the record object's memory, decoded
+        # only when read (reports read the rollups; raw records are read for exports, the
+        # recent list, feedback and the edges of a range no whole hour covers)
+        self._records: OrderedDict[str, bytes] = OrderedDict()
         # (granularity, bucket start) -> group -> sums; bounded by the retention, not by
         # max_records, so reports stay whole after old raw records are dropped
         self._rollups: dict[tuple[Detail, Granularity, int], dict[Group, list[int]]] = {}
@@ -206,7 +208,7 @@ class MemorySpendBackend:
     async def put_record(self, record: UsageRecord) -> None:
         if record.request_id not in self._records:
             self._roll(record)
-        self._records[record.request_id] = record
+        self._records[record.request_id] = record.packed()
         self._records.move_to_end(record.request_id)
         horizon = self._clock() - self._retention
         while self._records and (
@@ -290,38 +292,43 @@ class MemorySpendBackend:
         self, from_ts: float, to_ts: float, department: str | None, limit: int
     ) -> list[UsageRecord]:
         found: list[UsageRecord] = []
-        for record in reversed(self._records.values()):
+        for record in self._unpacked(reversed(self._records.items()), from_ts, to_ts):
             if len(found) == limit:
                 break
-            if from_ts <= record.ts < to_ts and department in (None, record.department):
-                found.append(dataclasses.replace(record))
+            if department in (None, record.department):
+                found.append(record)
         return sorted(found, key=lambda r: -r.ts)
 
+    def _unpacked(self, items: Iterable[tuple[str, bytes]], from_ts: float, to_ts: float
+                  ) -> Iterator[UsageRecord]:
+        """The records of `items` with from_ts <= ts < to_ts; the others are not decoded."""
+        for request_id, packed in items:
+            if from_ts <= packed_ts(packed) < to_ts:
+                yield UsageRecord.unpacked(request_id, packed)
+
     def _oldest_ts(self) -> float:
-        return next(iter(self._records.values())).ts
+        return packed_ts(next(iter(self._records.values())))
 
     async def get_record(self, request_id: str) -> UsageRecord | None:
-        record = self._records.get(request_id)
-        return dataclasses.replace(record) if record is not None else None
+        packed = self._records.get(request_id)
+        return UsageRecord.unpacked(request_id, packed) if packed is not None else None
 
     async def set_feedback(self, request_id: str, score: float, comment: str | None) -> bool:
-        record = self._records.get(request_id)
+        record = await self.get_record(request_id)
         if record is None:
             return False
         self._add_arm(record, quality_delta(record.quality_score, score), self._starts(record.ts))
         record.quality_score = score
         if comment is not None:
             record.extra = {**record.extra, "feedback_comment": comment}
+        self._records[request_id] = record.packed()  # in its place: not a new put
         return True
 
     async def query_records(
         self, from_ts: float, to_ts: float, department: str | None
     ) -> list[UsageRecord]:
-        found = [
-            dataclasses.replace(r)
-            for r in self._records.values()
-            if from_ts <= r.ts < to_ts and (department is None or r.department == department)
-        ]
+        found = [r for r in self._unpacked(self._records.items(), from_ts, to_ts)
+                 if department is None or r.department == department]
         return sorted(found, key=lambda r: r.ts)
 
     def backlog_size(self) -> int:

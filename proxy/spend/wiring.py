@@ -12,7 +12,7 @@ from redis.asyncio.cluster import RedisCluster
 from proxy.config.departments import DepartmentsConfig, Period
 from proxy.metrics import Metrics
 from proxy.settings import Settings, SettingsError
-from proxy.spend.ledger import Ledger, SpendOptions, create_spend_store
+from proxy.spend.ledger import DEFAULT_OPTIONS, Ledger, SpendOptions, create_spend_store
 from proxy.spend.notify import NoticeSink, SlackNotifier
 from proxy.spend.pricing import PricingTable
 
@@ -39,7 +39,8 @@ class BudgetGauges:
 def spend_options(settings: Settings) -> SpendOptions:
     """MET_SPEND_FAIL_MODE (closed|open, default closed), MET_SPEND_RETENTION_DAYS (default 63),
     MET_SPEND_LEASES (1|0, default 1: leases and batched writes on Redis, docs/scaling.md),
-    MET_SPEND_FLUSH_MS (one flush window, default 10), MET_SPEND_LEASE_TTL_SECONDS (default 30)."""
+    MET_SPEND_FLUSH_MS (one flush window, default 10), MET_SPEND_LEASE_TTL_SECONDS (default 30),
+    MET_SPEND_MAX_RECORDS (raw records embedded state keeps, default 20,000)."""
     env = settings.env
     mode = env.get("MET_SPEND_FAIL_MODE") or "closed"
     if mode not in FAIL_MODES:
@@ -56,7 +57,9 @@ def spend_options(settings: Settings) -> SpendOptions:
                         batch_interval_seconds=_positive_float(
                             env, "MET_SPEND_FLUSH_MS", 10.0) / 1000,
                         lease_ttl_seconds=_positive_float(env, "MET_SPEND_LEASE_TTL_SECONDS",
-                                                          30.0))
+                                                          30.0),
+                        max_memory_records=_positive_int(
+                            env, "MET_SPEND_MAX_RECORDS", DEFAULT_OPTIONS.max_memory_records))
 
 
 def _positive_float(env: Mapping[str, str], key: str, default: float) -> float:
@@ -69,6 +72,19 @@ def _positive_float(env: Mapping[str, str], key: str, default: float) -> float:
         value = -1.0
     if not math.isfinite(value) or value <= 0:
         raise SettingsError(f"Config '{key}' has value '{raw}'. Not a positive number.")
+    return value
+
+
+def _positive_int(env: Mapping[str, str], key: str, default: int) -> int:
+    raw = env.get(key)
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise SettingsError(f"Config '{key}' has value '{raw}'. Not a positive whole number.")
     return value
 
 

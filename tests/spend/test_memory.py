@@ -1,12 +1,19 @@
-"""The embedded backend keeps a running total of holds; it must equal a full recount."""
+"""The embedded backend keeps a running total of holds; it must equal a full recount. Its raw
+records are bounded in memory and read back exactly as they were put."""
 
 from __future__ import annotations
 
 import asyncio
 import random
+import secrets
+import tracemalloc
+
+import orjson
 
 from proxy.spend.budgets import AdmitPlan, Settlement, window_at
 from proxy.spend.memory import MemorySpendBackend
+from proxy.spend.records import UsageRecord
+from tests.spend_helpers import make_record
 
 T0 = 1_750_000_000.0
 
@@ -70,5 +77,86 @@ def test_old_windows_and_rate_minutes_are_still_forgotten() -> None:
         rate_minutes = {key[2] for key in backend._rates}
         assert rate_minutes <= {int(later // 60), int(later // 60) - 1}
         assert await backend.window_state("eng", (window_at("hourly", T0),), later) == ([0], 0)
+
+    asyncio.run(run())
+
+
+def soak_record(n: int) -> UsageRecord:
+    """A record as the gateway makes one for the soak's requests: config strings shared, the
+    body's model and user parsed afresh (scripts/record_memory.py measures 100,000 of them)."""
+    body = orjson.loads(b'{"model":"gpt-4o-mini","user":"soak"}')
+    return UsageRecord(
+        request_id="req_" + secrets.token_hex(16), ts=T0 + n / 1000, department="eng",
+        key_id="bench", user=body["user"], endpoint="chat.completions",
+        model_requested=body["model"], model_used=body["model"], provider="openai", status=200,
+        input_tokens=17 + n % 7, output_tokens=40 + n % 24, cost_nanos=26_550 + 600 * (n % 24),
+        cache="miss", latency_ms=3.0 + (n % 97) / 10, ttft_ms=1.5 if n % 4 == 3 else None,
+        stream=n % 4 == 3)
+
+
+def test_a_kept_record_takes_under_450_bytes() -> None:
+    """100,000 kept records (the default bound) were ~70 MB as record objects (~700 bytes
+    each: the embedded soak's RSS climbed by that much, docs/performance.md)."""
+    async def run() -> float:
+        backend = MemorySpendBackend(clock=lambda: T0, max_records=30_000,
+                                     retention_seconds=1e9)
+        for n in range(2_000):  # the rollups' buckets and groups exist after these
+            await backend.put_record(soak_record(n))
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for n in range(2_000, 22_000):
+                await backend.put_record(soak_record(n))
+            return (tracemalloc.get_traced_memory()[0] - before) / 20_000
+        finally:
+            tracemalloc.stop()
+
+    assert asyncio.run(run()) < 450
+
+
+def test_records_read_back_exactly_as_they_were_put() -> None:
+    async def run() -> None:
+        backend = MemorySpendBackend(clock=lambda: T0, max_records=10, retention_seconds=1e9)
+        full = make_record(
+            "full", T0 + 1.25, user="ann \u00e9", input_tokens=12, cached_input_tokens=3,
+            output_tokens=7, cost_nanos=10**15 + 1, cost_estimated=True, saved_nanos=5,
+            cache="hit-semantic", priced=False, route_rule="cheap", task="code",
+            experiment="exp", variant="b", latency_ms=12.5, ttft_ms=3.0, stream=True,
+            error="stream_cut", quality_score=0.5, client_request_id="c-1",
+            extra={"synthetic": True, "n": [1, 2.5, None]})
+        plain = make_record("plain", T0)  # ts an int, every other field at its default
+        plain.ts = 1_750_000_000
+        for record in (full, plain):
+            await backend.put_record(record)
+        as_put = [orjson.dumps(r.to_dict()) for r in (plain, full)]  # types too: 0 is not 0.0
+        got = await backend.query_records(T0, T0 + 2, None)
+        assert [orjson.dumps(r.to_dict()) for r in got] == as_put
+        recent = await backend.recent_records(T0, T0 + 2, "eng", 10)
+        assert [orjson.dumps(r.to_dict()) for r in recent] == as_put[::-1]
+        one = await backend.get_record("full")
+        assert one == full and one is not full
+        one.extra["synthetic"] = False  # a read record is the caller's copy
+        assert (await backend.get_record("full")) == full
+        assert await backend.query_records(T0 + 1, T0 + 2, "other") == []
+
+    asyncio.run(run())
+
+
+def test_feedback_keeps_a_record_in_its_place_for_the_bound() -> None:
+    async def run() -> None:
+        backend = MemorySpendBackend(clock=lambda: T0, max_records=2, retention_seconds=1e9)
+        await backend.put_record(make_record("a", T0))
+        await backend.put_record(make_record("b", T0 + 1))
+        assert await backend.set_feedback("a", 0.9, "good")
+        await backend.put_record(make_record("c", T0 + 2))  # drops the oldest put: a
+        assert await backend.get_record("a") is None
+        await backend.put_record(make_record("b", T0 + 1, output_tokens=9))  # put again: newest
+        await backend.put_record(make_record("d", T0 + 3))
+        assert [r.request_id for r in await backend.query_records(0, T0 + 9, None)] == ["b", "d"]
+        b = await backend.get_record("b")
+        assert b is not None and b.output_tokens == 9
+        assert await backend.set_feedback("d", 0.25, None)
+        d = await backend.get_record("d")
+        assert d is not None and (d.quality_score, d.extra) == (0.25, {})
 
     asyncio.run(run())

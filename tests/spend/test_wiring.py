@@ -57,6 +57,12 @@ def test_leases_and_flush_window_from_the_environment() -> None:
         False, 0.025, 3.0)
 
 
+def test_embedded_record_bound_from_the_environment() -> None:
+    assert spend_options(Settings.from_env({})).max_memory_records == 20_000
+    options = spend_options(Settings.from_env({"MET_SPEND_MAX_RECORDS": "250000"}))
+    assert options.max_memory_records == 250_000
+
+
 @pytest.mark.parametrize(("key", "raw", "message"), [
     ("MET_SPEND_FAIL_MODE", "Closed", "Config 'MET_SPEND_FAIL_MODE' has value 'Closed'. "
                                       "Not one of closed, open."),
@@ -73,6 +79,12 @@ def test_leases_and_flush_window_from_the_environment() -> None:
                                 "Not a positive number."),
     ("MET_SPEND_LEASE_TTL_SECONDS", "-1", "Config 'MET_SPEND_LEASE_TTL_SECONDS' has value '-1'. "
                                           "Not a positive number."),
+    ("MET_SPEND_MAX_RECORDS", "0", "Config 'MET_SPEND_MAX_RECORDS' has value '0'. "
+                                   "Not a positive whole number."),
+    ("MET_SPEND_MAX_RECORDS", "1e5", "Config 'MET_SPEND_MAX_RECORDS' has value '1e5'. "
+                                     "Not a positive whole number."),
+    ("MET_SPEND_MAX_RECORDS", "-5", "Config 'MET_SPEND_MAX_RECORDS' has value '-5'. "
+                                    "Not a positive whole number."),
 ])
 def test_bad_values_name_key_and_value(key: str, raw: str, message: str) -> None:
     with pytest.raises(SettingsError) as info:
