@@ -104,7 +104,8 @@ class UsageRecord:
 
 
 def packed_ts(packed: bytes) -> float:
-    return _TS.unpack_from(packed)[0]
+    ts: float = _TS.unpack_from(packed)[0]
+    return ts
 
 
 _FIELDS = tuple(f.name for f in fields(UsageRecord))
