@@ -85,12 +85,16 @@ class EmbedderConfig(_Strict):
 class ReportConfig(_Strict):
     """A wrong-answer report raises the department+model threshold by `tighten_step`,
     never above `max_threshold` (0 disables tightening), for `threshold_ttl_seconds` after the
-    last report; each served answer counts once, and can be reported for `window_seconds`."""
+    last report; each served answer counts once, and can be reported for `window_seconds`.
+    The in-process (memory) backend remembers at most `max_remembered` served answers for
+    that, the newest (~270 bytes each with its request id; Redis keeps every one for the
+    window). Read when the backend starts."""
 
     tighten_step: float = Field(default=0.01, ge=0.0, le=0.2)
     max_threshold: float = Field(default=0.99, ge=0.0, le=1.0)
     threshold_ttl_seconds: float = Field(default=86400.0, gt=0, le=30 * 86400)
     window_seconds: float = Field(default=86400.0, gt=0, le=7 * 86400)
+    max_remembered: int = Field(default=20_000, ge=100, le=10_000_000)
 
 
 class Coalesce(_Strict):

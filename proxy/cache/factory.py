@@ -38,7 +38,7 @@ async def build_backend(services: Services, config: CacheConfig, dims: int) -> C
                                config.index_algorithm)
         await backend.start()
         return backend
-    return MemoryCacheBackend()
+    return MemoryCacheBackend(max_served=config.report.max_remembered)
 
 
 async def build_cache(services: Services, config: CacheConfig) -> SemanticCache:

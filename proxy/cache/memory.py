@@ -6,6 +6,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -20,7 +21,9 @@ class _Scope:
     matrix_ids: list[str] = field(default_factory=list)
 
 
-MAX_SERVED = 100_000  # hits remembered for wrong-answer reports (under 1 KB each)
+# hits remembered for wrong-answer reports (cache.yaml report.max_remembered): ~270 bytes each,
+# so 100,000 grew the embedded soak's RSS by ~30 % (docs/performance.md)
+MAX_SERVED = 20_000
 
 
 class MemoryCacheBackend:
@@ -38,7 +41,9 @@ class MemoryCacheBackend:
         self._counters: dict[str, float] = {}
         # request id -> (until, what served it), oldest first: one per hit, so bounded in
         # number and age, expired ones dropped from the front in O(1) per call
-        self._served: OrderedDict[str, tuple[float, dict[str, str]]] = OrderedDict()
+        # request id -> (expires at, field names, *values): what recall() gives back
+        self._served: OrderedDict[str, tuple[Any, ...]] = OrderedDict()
+        self._names: dict[tuple[str, ...], tuple[str, ...]] = {}
         self._reported: OrderedDict[str, float] = OrderedDict()  # request id -> claimed until
         self._thresholds: dict[str, Tightened] = {}
 
@@ -166,14 +171,20 @@ class MemoryCacheBackend:
             served_map.popitem(last=False)
         while len(served_map) >= self._max_served:
             served_map.popitem(last=False)
-        served_map[request_id] = (now + ttl_s, dict(served))
+        # one tuple per hit, the expiry first, then the field names (a shared tuple while they
+        # are the usual ones) and their values: a dict per hit was ~330 bytes, this ~130
+        names = tuple(served)
+        served_map[request_id] = (now + ttl_s, self._names.setdefault(names, names),
+                                  *served.values())
 
     def served_count(self) -> int:
         return len(self._served)
 
     async def recall(self, request_id: str) -> dict[str, str] | None:
         found = self._served.get(request_id)
-        return dict(found[1]) if found is not None and found[0] > self._clock() else None
+        if found is None or found[0] <= self._clock():
+            return None
+        return dict(zip(found[1], found[2:], strict=True))
 
     async def claim_report(self, request_id: str, ttl_s: float) -> bool:
         now = self._clock()

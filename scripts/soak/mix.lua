@@ -25,7 +25,7 @@ local function paraphrase(n)
 end
 
 local function body(text, stream)
-  return '{"model":"gpt-4o-mini","temperature":0,"max_tokens":64,"user":"soak",' ..
+  return '{"model":"gpt-4o-mini","temperature":0,"max_tokens":128,"user":"soak",' ..
     '"stream":' .. (stream and "true" or "false") ..
     ',"messages":[{"role":"user","content":"' .. text .. '"}]}'
 end

@@ -59,6 +59,18 @@ async def test_without_redis_the_backend_is_in_memory() -> None:
         assert isinstance(built, MemoryCacheBackend)
 
 
+async def test_the_in_memory_backend_remembers_as_many_hits_as_configured() -> None:
+    built = await build_backend(services(), config(report={"max_remembered": 150}), MINILM_DIM)
+    assert isinstance(built, MemoryCacheBackend)
+    for n in range(200):
+        await built.remember(f"r{n}", {"entry_id": "e"}, 3600)
+    assert built.served_count() == 150
+    default = await build_backend(services(), config(), MINILM_DIM)
+    for n in range(25_000):
+        await default.remember(f"r{n}", {"entry_id": "e"}, 3600)
+    assert default.served_count() == 20_000  # ~270 bytes each: ~5 MB
+
+
 async def test_a_redis_backend_without_redis_is_a_config_error() -> None:
     with pytest.raises(ConfigError) as info:
         await build_backend(services(), config(backend="redis"), MINILM_DIM)
