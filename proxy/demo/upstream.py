@@ -64,24 +64,22 @@ class MockState:
         marked = FAULT_MARK.search(prompt)
         if marked:
             return marked.group(1)
-        if not self.faults:
-            return None
-        fault, times = self.faults[0]
-        if times <= 1:
-            self.faults.popleft()
-        else:
-            self.faults[0] = (fault, times - 1)
-        return fault
+        return _take(self.faults)
 
     def next_reply(self) -> str | None:
-        if not self.replies:
-            return None
-        text, times = self.replies[0]
-        if times <= 1:
-            self.replies.popleft()
-        else:
-            self.replies[0] = (text, times - 1)
-        return text
+        return _take(self.replies)
+
+
+def _take(queue: deque[tuple[str, int]]) -> str | None:
+    """The head of a queue of (item, times left), used once more."""
+    if not queue:
+        return None
+    item, times = queue[0]
+    if times <= 1:
+        queue.popleft()
+    else:
+        queue[0] = (item, times - 1)
+    return item
 
 
 def _text_of(content: Any) -> str:

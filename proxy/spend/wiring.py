@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import Literal, cast
+from collections.abc import Callable, Mapping
+from typing import Literal, TypeVar, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
@@ -19,6 +19,8 @@ from proxy.spend.pricing import PricingTable
 FAIL_MODES = ("closed", "open")
 # meterline_budget_*_dollars{period} uses day|month (rules and dashboards query those)
 PERIOD_LABELS: dict[Period, str] = {"daily": "day", "monthly": "month"}
+
+N = TypeVar("N", int, float)
 
 
 class BudgetGauges:
@@ -63,28 +65,27 @@ def spend_options(settings: Settings) -> SpendOptions:
 
 
 def _positive_float(env: Mapping[str, str], key: str, default: float) -> float:
-    raw = env.get(key)
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not math.isfinite(value) or value <= 0:
-        raise SettingsError(f"Config '{key}' has value '{raw}'. Not a positive number.")
-    return value
+    value = _positive(env, key, float, "a positive number")
+    return default if value is None else value
 
 
 def _positive_int(env: Mapping[str, str], key: str, default: int) -> int:
+    value = _positive(env, key, int, "a positive whole number")
+    return default if value is None else value
+
+
+def _positive(env: Mapping[str, str], key: str, kind: Callable[[str], N],
+              what: str) -> N | None:
+    """The setting parsed by `kind` (None when unset); SettingsError unless finite and > 0."""
     raw = env.get(key)
     if not raw:
-        return default
+        return None
     try:
-        value = int(raw)
+        value = kind(raw)
     except ValueError:
-        value = 0
-    if value <= 0:
-        raise SettingsError(f"Config '{key}' has value '{raw}'. Not a positive whole number.")
+        value = None
+    if value is None or not math.isfinite(value) or value <= 0:
+        raise SettingsError(f"Config '{key}' has value '{raw}'. Not {what}.")
     return value
 
 
