@@ -29,11 +29,12 @@ from proxy.cache.matching.match import MatchRule
 from proxy.errors import ProxyError, UpstreamHTTPError, UpstreamTimeout
 from proxy.gateway.requests import Call, new_request_id
 from proxy.gateway.upstream import UpstreamTarget
+from proxy.routing.rules import JUDGE_ROUTE
 from proxy.runtime.services import Services
 from proxy.spend.pricing import Cost, Usage, nanos_to_dollars, parse_usage, to_nanos
 from proxy.spend.records import UsageRecord
 
-ROUTE = "cache-judge"  # the judge call's usage record: route_rule and extra["purpose"]
+ROUTE = JUDGE_ROUTE  # the judge call's usage record: route_rule and extra["purpose"]
 MAX_TOKENS = 3  # "same" / "different" are one or two tokens; more means it is not one word
 SAME, DIFFERENT = "same", "different"
 # a changed number, unit or negation is a different question whatever the wording: refused

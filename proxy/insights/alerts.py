@@ -330,12 +330,17 @@ async def proxy_alerts(ledger: Ledger, config: DepartmentsConfig, now: float) ->
     costs = await ledger.minute_costs(lookback_start(now),
                                       math.floor(now / MINUTE) * MINUTE + MINUTE)
     # ~12,000 minutes in the benchmark: grouped and summed off the event loop
-    events = await asyncio.to_thread(events_of_minutes, costs)
-    found = await asyncio.to_thread(spend_alerts, events, config, now)
+    events, found = await asyncio.to_thread(_spend_state, costs, config, now)
     for name in config.names:
         dept = config.get(name)
         found += await _department_alerts(ledger, dept, events.get(name, []), now)
     return sort_alerts(found)
+
+
+def _spend_state(costs: list[tuple[str, int, int]], config: DepartmentsConfig,
+                 now: float) -> tuple[dict[str | None, Events], list[Alert]]:
+    events = events_of_minutes(costs)
+    return events, spend_alerts(events, config, now)
 
 
 async def _department_alerts(ledger: Ledger, dept: Department, events: Events,

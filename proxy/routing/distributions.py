@@ -41,7 +41,7 @@ def t_cdf(t: float, df: float) -> float:
 
 
 # from this many degrees of freedom t_quantile uses the expansion: within 1e-9 (relative) of the
-# bisection for p up to 0.9995 (tests/routing/test_distributions.py), and ~1,000x cheaper
+# bisection for p up to 0.9995 (tests/routing/test_experiment_stats.py), and ~1,000x cheaper
 EXPANSION_DF = 200.0
 
 

@@ -29,9 +29,10 @@ from proxy.gateway.reliability import Reliability
 from proxy.memo import BoundedMemo
 
 DEFAULT_RULE = "default"
-# route names records carry that no rule may take: the default route, and the cache judge's
-# calls (proxy.cache.judge.ROUTE), whose spend reports tell apart by this name
-RESERVED_RULE_NAMES = (DEFAULT_RULE, "cache-judge")
+# the route of the cache's LLM judge calls (proxy.cache.judge): reports tell its spend apart by it
+JUDGE_ROUTE = "cache-judge"
+# route names records carry that no rule may take
+RESERVED_RULE_NAMES = (DEFAULT_RULE, JUDGE_ROUTE)
 TASK_HEADER = "x-meterline-task"
 USER_HEADER = "x-meterline-user"
 ROUTE_HEADER = "x-meterline-route"
