@@ -90,12 +90,11 @@ def test_reports_from_rollups_equal_reports_from_records(make_spend_store: Store
 
 
 @pytest.mark.redis
+@pytest.mark.parametrize("spend_backend", ["redis"])  # a Redis key schema or upgrade
 def test_records_written_before_rollups_are_backfilled_once(
         make_spend_store: StoreFactory, spend_backend: str) -> None:
     """An upgrade: records in Redis without rollups join them at start, once, even when two
     replicas backfill at the same time."""
-    if spend_backend != "redis":
-        pytest.skip("Redis upgrade path")
 
     async def run() -> None:
         store = make_spend_store({"eng": {}}, clock=FakeClock(MIDNIGHT + DAY))
@@ -123,13 +122,12 @@ def test_records_written_before_rollups_are_backfilled_once(
 
 
 @pytest.mark.redis
+@pytest.mark.parametrize("spend_backend", ["redis"])  # a Redis key schema or upgrade
 def test_records_written_before_arm_rollups_join_them_once(
         make_spend_store: StoreFactory, spend_backend: str) -> None:
     """An upgrade from the version with usage rollups only ("rollup":1): the backfill adds those
     records to the arm rollups, not again to the usage rollups, and a score given before the
     backfill counts once."""
-    if spend_backend != "redis":
-        pytest.skip("Redis upgrade path")
 
     async def run() -> None:
         store = make_spend_store({"eng": {}}, clock=FakeClock(MIDNIGHT + DAY))
@@ -264,13 +262,12 @@ def test_a_cut_inside_an_hour_reads_at_most_a_minute_of_records_each_side(
 
 
 @pytest.mark.redis
+@pytest.mark.parametrize("spend_backend", ["redis"])  # a Redis key schema or upgrade
 def test_the_daily_series_reads_the_lean_day_rollups(
         make_spend_store: StoreFactory, spend_backend: str) -> None:
     """/v1/spend/daily's input comes from the lean day rollups (department x model x provider x
     task, written with each record) and equals the series from every record; a Redis written
     before they existed reads the day arms until the backfill builds them from those."""
-    if spend_backend != "redis":
-        pytest.skip("Redis rollups")
 
     async def run() -> None:
         clock = FakeClock(MIDNIGHT + 2 * DAY + HOUR)
