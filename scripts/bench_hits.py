@@ -2,6 +2,8 @@
 
     python scripts/bench_hits.py [STATE:CASE ...]   DURATION=8 CONNS=64
     states: embedded redis;  cases: off hit miss   (default: all six)
+    floor:off    the shared bench's floor-aiohttp proxy, for a ratio from the same session
+    PIN=CPU      pin the proxy to that core (taskset), as the harness does
 
 Same harness as scripts/bench_scaling.py (the shared bench's nginx mock upstream, `meterline
 serve` from scripts/bench_target.sh, wrk posting the bench's chat body). `off`: cache disabled.
@@ -88,6 +90,9 @@ def profile(pid: int, name: str) -> subprocess.Popen[bytes] | None:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+FLOOR_UVICORN = os.environ.get("PEER", "/tmp/peerbench") + "/floor-venv/bin/uvicorn"
+
+
 def run(state: str, case: str, upstream: str, work: Path) -> dict[str, Any]:
     env = {**os.environ, "UPSTREAM_BASE": upstream, "MET_DRAIN_SECONDS": "0",
            "MET_BENCH_CACHE": "0" if case == "off" else "1"}
@@ -99,8 +104,16 @@ def run(state: str, case: str, upstream: str, work: Path) -> dict[str, Any]:
     if stack is not None:
         env["REDIS_URL"] = f"redis://127.0.0.1:{stack.port}"
     port = bs.free_port()
-    proxy = subprocess.Popen(["bash", str(bs.REPO / "scripts" / "bench_target.sh"), str(port)],
-                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    command = ["bash", str(bs.REPO / "scripts" / "bench_target.sh"), str(port)]
+    if state == "floor":  # the harness's floor-aiohttp line (installed by the bench's setup.sh)
+        env["FLOOR_CLIENT"] = "aiohttp"
+        command = [FLOOR_UVICORN, "--app-dir", str(bs.BENCH / "floor"), "floor_proxy:app",
+                   "--host", "127.0.0.1", "--port", str(port), "--loop", "uvloop", "--http",
+                   "httptools", "--no-access-log", "--log-level", "warning"]
+    if os.environ.get("PIN"):
+        command = ["taskset", "-c", os.environ["PIN"], *command]
+    proxy = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/v1/chat/completions"
     script = wrk_script(case, work)
     try:

@@ -262,6 +262,17 @@ class LeasedRedisBackend(LeaseCallsBackend):
         spent = tuple(self._spent_view(dept, w.wid) for w in settlement.windows)
         return CommitOutcome(spent, breaker)
 
+    def drop_hold(self, department: str, reservation_id: str) -> bool:
+        """A commit of nothing, without its work: the hold is this replica's, in its lease."""
+        dept = self._department(department)
+        held = dept.holds.pop(reservation_id, None)
+        if held is not None:
+            dept.held -= held[0]
+            if not dept.holds:
+                dept.held_until = 0.0
+            self._wake_flusher()  # the lease call reports what is held
+        return True
+
     def _spent_view(self, dept: DepartmentLease, wid: str) -> int:
         """Spend in a window as this replica knows it: the last answer plus what it has not
         written (other replicas' spend since that answer is not in it)."""

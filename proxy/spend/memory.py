@@ -39,13 +39,14 @@ from proxy.spend.rollups import (
     Group,
     Slice,
     arm_key,
-    arm_sums,
+    arm_totals,
     bucket_start,
     group_of,
     in_department,
     quality_delta,
-    sums_of,
 )
+
+ROLL_AFTER = 512  # records gathered before they are rolled up without a read asking for it
 
 
 class MemorySpendBackend:
@@ -75,6 +76,11 @@ class MemorySpendBackend:
         self._rollups: dict[tuple[Detail, Granularity, int], dict[Group, list[int]]] = {}
         self._arms: dict[tuple[Granularity, int], dict[ArmKey, list[int]]] = {}
         self._minutes: dict[int, dict[tuple[Group, int], list[int]]] = {}  # hour -> coarse
+        # records not rolled up yet, by everything their groups, arm key and minute are made of:
+        # rolled up a key at a time (most records share a few keys) before anything reads the
+        # rollups, or once ROLL_AFTER have gathered
+        self._unrolled: dict[tuple[Any, ...], list[UsageRecord]] = {}
+        self._unrolled_count = 0
         self._pruned_day: int | None = None
         self._starts_hour = -1
         self._starts_of_hour: tuple[tuple[Granularity, int], ...] = ()
@@ -158,6 +164,13 @@ class MemorySpendBackend:
             breaker = self._breaker_sum(dept, minute, settlement.breaker_minutes)
         return CommitOutcome(tuple(spent), breaker)
 
+    def drop_hold(self, department: str, reservation_id: str) -> bool:
+        """A commit of nothing, without its work: free the hold (rates, windows and breaker
+        are not changed by a request that cost nothing and used no more tokens)."""
+        self._unhold(department, reservation_id)
+        self._prune_windows(self._clock())
+        return True
+
     def _prune_windows(self, now: float) -> None:
         """Forget budget windows a day past their end and rate minutes before the previous one.
         Reads only look at the current windows and minutes, so once per clock minute is enough."""
@@ -207,7 +220,7 @@ class MemorySpendBackend:
 
     async def put_record(self, record: UsageRecord) -> None:
         if record.request_id not in self._records:
-            self._roll(record)
+            self._gather(record)
         self._records[record.request_id] = record.packed()
         self._records.move_to_end(record.request_id)
         horizon = self._clock() - self._retention
@@ -216,17 +229,45 @@ class MemorySpendBackend:
         ):
             self._records.popitem(last=False)
 
-    def _roll(self, record: UsageRecord) -> None:
-        sums = sums_of(record)
-        starts = self._starts(record.ts)
-        for detail in DETAILS:
-            group = group_of(record, detail)
+    def _gather(self, record: UsageRecord) -> None:
+        key = (record.department, record.key_id, record.user, record.model_used,
+               record.route_rule, record.experiment, record.variant, record.provider,
+               record.task, math.floor(record.ts / MINUTE) * MINUTE)
+        same = self._unrolled.get(key)
+        if same is None:
+            self._unrolled[key] = [record]
+        else:
+            same.append(record)
+        self._unrolled_count += 1
+        if self._unrolled_count >= ROLL_AFTER:
+            self._roll_up()
+
+    def _roll_up(self) -> None:
+        """Add the gathered records to the rollups, arms and minutes: one addition per bucket
+        for all records of a key, where rolling each record alone made one each."""
+        if not self._unrolled_count:
+            return
+        unrolled, self._unrolled, self._unrolled_count = self._unrolled, {}, 0
+        for key, records in unrolled.items():
+            first, minute = records[0], key[-1]
+            sums = [len(records), 0, 0, 0, 0, 0]
+            for record in records:
+                sums[1] += record.input_tokens
+                sums[2] += record.cached_input_tokens
+                sums[3] += record.output_tokens
+                sums[4] += record.cost_nanos
+                sums[5] += record.saved_nanos
+            starts = self._starts(minute)
+            for detail in DETAILS:
+                group = group_of(first, detail)
+                for granularity, start in starts:
+                    _add(self._rollups.setdefault((detail, granularity, start), {}), group, sums)
+            arm = arm_key(first)
+            arm_sums = arm_totals(records)
             for granularity, start in starts:
-                bucket = self._rollups.setdefault((detail, granularity, start), {})
-                _add(bucket, group, sums)
-        self._add_arm(record, arm_sums(record), starts)
-        minutes = self._minutes.setdefault(starts[0][1], {})
-        _add(minutes, (group_of(record, "coarse"), math.floor(record.ts / MINUTE) * MINUTE), sums)
+                _add(self._arms.setdefault((granularity, start), {}), arm, arm_sums)
+            minutes = self._minutes.setdefault(starts[0][1], {})
+            _add(minutes, (group_of(first, "coarse"), minute), sums)
         self._prune_rollups()
 
     def _starts(self, ts: float) -> tuple[tuple[Granularity, int], ...]:
@@ -237,12 +278,6 @@ class MemorySpendBackend:
             self._starts_hour = hour
             self._starts_of_hour = tuple((g, bucket_start(g, ts)) for g in GRANULARITIES)
         return self._starts_of_hour
-
-    def _add_arm(self, record: UsageRecord, sums: list[int],
-                 starts: tuple[tuple[Granularity, int], ...]) -> None:
-        key = arm_key(record)
-        for granularity, start in starts:
-            _add(self._arms.setdefault((granularity, start), {}), key, sums)
 
     def _prune_rollups(self) -> None:
         now = self._clock()
@@ -259,6 +294,7 @@ class MemorySpendBackend:
             del self._minutes[hour]
 
     async def minute_costs(self, hours: Iterable[int]) -> list[tuple[str, int, int]]:
+        self._roll_up()
         costs: dict[tuple[str, int], int] = defaultdict(int)
         for hour in hours:
             for (group, minute), sums in self._minutes.get(hour, {}).items():
@@ -266,6 +302,7 @@ class MemorySpendBackend:
         return [(dept, minute, nanos) for (dept, minute), nanos in costs.items() if nanos]
 
     async def minute_rollups(self, hours: Iterable[int], department: str | None) -> list[Slice]:
+        self._roll_up()
         return [Slice.of(minute, group, sums) for hour in hours
                 for (group, minute), sums in self._minutes.get(hour, {}).items()
                 if in_department(group, department)]
@@ -273,6 +310,7 @@ class MemorySpendBackend:
     async def arm_rollups(self, buckets: Iterable[tuple[ArmLevel, int]],
                           head: int = 0) -> list[ArmSlice]:
         """LEAN_DAY buckets read the day arms: in process they cost no transfer."""
+        self._roll_up()
         days = (("d" if level == LEAN_DAY else level, start) for level, start in buckets)
         return [ArmSlice(start, key, tuple(sums[:head or None])) for granularity, start in days
                 for key, sums in self._arms.get((granularity, start), {}).items()]
@@ -281,6 +319,7 @@ class MemorySpendBackend:
         self, buckets: Iterable[tuple[Granularity, int]], department: str | None,
         detail: Detail = "fine",
     ) -> list[Slice]:
+        self._roll_up()
         found: list[Slice] = []
         for granularity, start in buckets:
             for group, sums in self._rollups.get((detail, granularity, start), {}).items():
@@ -317,7 +356,10 @@ class MemorySpendBackend:
         record = await self.get_record(request_id)
         if record is None:
             return False
-        self._add_arm(record, quality_delta(record.quality_score, score), self._starts(record.ts))
+        delta = quality_delta(record.quality_score, score)
+        for granularity, start in self._starts(record.ts):  # added: in any order, before or
+            # after the record's own sums are rolled up
+            _add(self._arms.setdefault((granularity, start), {}), arm_key(record), delta)
         record.quality_score = score
         if comment is not None:
             record.extra = {**record.extra, "feedback_comment": comment}
@@ -335,6 +377,7 @@ class MemorySpendBackend:
         return 0
 
     async def flush(self) -> int:
+        self._roll_up()
         return 0
 
     async def close(self) -> None:

@@ -195,6 +195,10 @@ class RedisSpendBackend(RedisReads):
         retry = sliding_retry_after(int(reply[1]), int(reply[2]), elapsed, cost, limit or 0)
         return AdmitOutcome(status, retry_after=retry)  # type: ignore[arg-type]
 
+    def drop_hold(self, department: str, reservation_id: str) -> bool:
+        """Holds live in Redis, freed by the settle script: the ledger commits nothing."""
+        return False
+
     async def commit(self, settlement: Settlement) -> CommitOutcome | None:
         try:
             return await self._commit(settlement)

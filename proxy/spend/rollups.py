@@ -287,6 +287,50 @@ def arm_sums(record: UsageRecord) -> list[int]:
     return sums + moment(quality_units(record.quality_score))
 
 
+def arm_totals(records: Iterable[UsageRecord]) -> list[int]:
+    """arm_sums() of `records` added up, for records of one arm key and bucket rolled at once.
+
+    Each moment's squares are summed first and split into limbs once, so the limbs are not
+    those of adding each record's limbs, but their value (`unlimb`, how every reader takes them)
+    is the same; limbs exist for the Redis rollups' Lua doubles, and in process the sums are
+    Python integers. A sixth of the work of adding arm_sums() record by record."""
+    n = errors = cost = saved = lookups = hits = 0
+    moments = [[0, 0, 0] for _ in MOMENTS]  # count, sum, sum of squares
+    lat, ttft_m, cost_m, inp, out, quality = moments
+    for record in records:
+        n += 1
+        cost += record.cost_nanos
+        saved += record.saved_nanos
+        cache = record.cache
+        if cache in LOOKUPS:
+            lookups += 1
+            hits += cache != "miss"
+        score = record.quality_score
+        if score is not None:
+            units = round(score * QUALITY_SCALE)
+            quality[0] += 1
+            quality[1] += units
+            quality[2] += units * units
+        if record.status >= 400 or record.error is not None:
+            errors += 1
+            continue
+        for acc, value in ((lat, round(record.latency_ms * MICROS_PER_MS)),
+                           (cost_m, record.cost_nanos), (inp, record.input_tokens),
+                           (out, record.output_tokens)):
+            acc[0] += 1
+            acc[1] += value
+            acc[2] += value * value
+        if record.ttft_ms is not None:
+            value = round(record.ttft_ms * MICROS_PER_MS)
+            ttft_m[0] += 1
+            ttft_m[1] += value
+            ttft_m[2] += value * value
+    sums = [n, errors, cost, saved, lookups, hits]
+    for count, total, squares in moments:
+        sums += [count, total, *limbs(squares)]
+    return sums
+
+
 def quality_delta(old: float | None, new: float) -> list[int]:
     """What replacing a record's quality score `old` by `new` adds to its arm sums."""
     delta = [0] * ARM_WIDTH

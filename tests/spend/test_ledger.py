@@ -55,6 +55,40 @@ def test_settle_adds_actual_cost_and_frees_the_hold(make_spend_store: StoreFacto
     asyncio.run(run())
 
 
+@pytest.mark.parametrize(
+    ("spend_backend", "leases"),
+    [("memory", True), pytest.param("redis", True, marks=pytest.mark.redis),
+     pytest.param("redis", False, marks=pytest.mark.redis)],
+    indirect=["spend_backend"],
+)
+def test_release_frees_the_hold_charges_nothing_and_keeps_the_rate_counted(
+    make_spend_store: StoreFactory, leases: bool
+) -> None:
+    """A cache hit releases its reservation: in process (memory, Redis leases) the hold is just
+    dropped, without Redis leases the settle script frees it. Either way nothing is spent, the
+    request still counts against rpm/tpm, and a settlement after the release changes nothing."""
+    async def run() -> None:
+        store = make_spend_store({"eng": {"budgets": {"daily": 1}, "rpm": 2, "tpm": 10_000,
+                                          "circuit_breaker": {"window_minutes": 5,
+                                                              "max_dollars": 0.5}}},
+                                 leases=leases)
+        res = await store.reserve("eng", "gpt-4o", prompt_tokens=1000, max_tokens=1000)
+        assert await spent_and_reserved(store) == (0.0, 0.0125)
+        await store.release(res)
+        await store.release(res)
+        await store.settle(res, usd(0.004))  # already settled: not charged
+        assert res.settled
+        assert await spent_and_reserved(store) == (0.0, 0.0)
+        assert not await store.is_paused("eng")
+        await store.reserve("eng", "gpt-4o", prompt_tokens=10, max_tokens=10)
+        with pytest.raises(DepartmentRateLimited) as info:  # the released request still counts
+            await store.reserve("eng", "gpt-4o", prompt_tokens=10, max_tokens=10)
+        assert info.value.limit == "rpm"
+        await store.close()
+
+    asyncio.run(run())
+
+
 def test_settle_with_a_record_stores_it_and_returns_the_budget_left(
     make_spend_store: StoreFactory,
 ) -> None:
