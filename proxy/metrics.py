@@ -451,13 +451,18 @@ class Metrics:
         saved_dollars: float = 0.0,
     ) -> None:
         """One cache lookup; ``saved_dollars`` is the upstream cost a hit avoided."""
-        dept = self.label_department(department)
-        self._labels(self._cache_requests, 
-            department=dept, model=self.label_model(model),
-            kind=_bounded(kind, CACHE_KINDS), result=_bounded(result, CACHE_RESULTS),
-        ).inc()
+        key = ("cache", department, model, kind, result)
+        series = self._series.get(key)
+        if series is None:
+            dept = self.label_department(department)
+            series = self._remember(key, (
+                self._labels(self._cache_requests, department=dept,
+                             model=self.label_model(model), kind=_bounded(kind, CACHE_KINDS),
+                             result=_bounded(result, CACHE_RESULTS)),
+                self._labels(self._cache_saved, department=dept)))
+        series[0].inc()
         if saved_dollars > 0:
-            self._labels(self._cache_saved, department=dept).inc(saved_dollars)
+            series[1].inc(saved_dollars)
 
     def record_cache_failure(self, stage: str) -> None:
         """A cache error the request went on without (lookup: served uncached; store: the

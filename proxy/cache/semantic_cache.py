@@ -56,6 +56,9 @@ from proxy.spend.pricing import format_nanos, to_nanos
 log = logging.getLogger("meterline.cache")
 BACKEND_ERRORS = (RedisError, OSError)
 MAX_TEMPLATES = 1024  # answers kept parsed for replay (a few KB each)
+# request bodies remembered with their cache key: at most MEMO_KEYS x MEMO_BODY_BYTES (1 MB)
+MEMO_KEYS = 256
+MEMO_BODY_BYTES = 4096
 
 
 class SemanticCache:
@@ -76,6 +79,11 @@ class SemanticCache:
         self.text_hashes: BoundedMemo[str, str] = BoundedMemo()  # question -> its exact hash
         self._settings: BoundedMemo[tuple[str | None, str, str | None],
                                     tuple[CacheConfig, Effective]] = BoundedMemo()
+        # (body as JSON, owner, model) -> its key: the same request comes back on every hit
+        self._keys: BoundedMemo[tuple[bytes, str, str], tuple[Key | None]] = BoundedMemo(
+            MEMO_KEYS)
+        self._hit_fields: BoundedMemo[tuple[str, str, str, str], tuple[str, str]] = (
+            BoundedMemo())
 
     # -- lookup ------------------------------------------------------------------------------
 
@@ -124,7 +132,7 @@ class SemanticCache:
         record = call.record
         settings = self._effective(call.department, model, record.route_rule if record else None)
         owner = self.config.owner_of(call.department)
-        key = key_of(call.body, owner, model, self.text_hashes)
+        key = self._key(call.body, owner, model)
         if key is not None and len(key.text) > self.config.max_question_chars:
             key = None
         task = stats.label(record.task if record else None)
@@ -141,6 +149,22 @@ class SemanticCache:
         if not controls.lookup:
             await self._mark(services, call, state, "bypass", "none")
         return state
+
+    def _key(self, body: dict[str, Any], owner: str, model: str) -> Key | None:
+        """key_of(), remembered by the body's JSON for bodies up to MEMO_BODY_BYTES: one
+        encoding of the body instead of three sorted ones and two digests (key_of is a function
+        of the body, owner and model alone)."""
+        try:
+            shape = orjson.dumps(body)
+        except (TypeError, orjson.JSONEncodeError):
+            shape = b""
+        if not shape or len(shape) > MEMO_BODY_BYTES:
+            return key_of(body, owner, model, self.text_hashes)
+        found = self._keys.get((shape, owner, model))
+        if found is None:
+            found = self._keys.put((shape, owner, model),
+                                   (key_of(body, owner, model, self.text_hashes),))
+        return found[0]
 
     def _effective(self, department: str | None, model: str, route: str | None) -> Effective:
         """The settings for (department, model, route), built once per config (a frozen
@@ -375,8 +399,12 @@ class SemanticCache:
         entry = cached.entry
         department = call.department_name
         task = state.task if state else "none"
-        self.book.hit(entry, stats.hit_fields(cached.kind, department, entry.model, task,
-                                              saved),
+        names = self._hit_fields.get((cached.kind, department, entry.model, task))
+        if names is None:
+            names = self._hit_fields.put((cached.kind, department, entry.model, task),
+                                         stats.hit_field_names(cached.kind, department,
+                                                               entry.model, task))
+        self.book.hit(entry, {names[0]: 1, names[1]: saved},
                       Served(call.request_id, {
                           "entry_id": entry.id, "department": department,
                           "partition": entry.partition, "model": entry.model,

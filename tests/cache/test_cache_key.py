@@ -3,6 +3,7 @@ output limit, bypass reasons and the client's cache controls."""
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import pytest
@@ -312,3 +313,39 @@ def test_remembered_text_hashes_give_the_same_key(text: str) -> None:
     assert len(memo) == (1 if len(text) <= MEMO_TEXT_CHARS else 0)
     other = key_of(body("What is 3+3?"), "sales", "m", memo)
     assert other is not None and fresh is not None and other.text_hash != fresh.text_hash
+
+
+def test_keys_remembered_by_body_equal_key_of_for_every_body_owner_and_model() -> None:
+    """SemanticCache remembers a body's key by its JSON: each answer, asked in any order and
+    again, must be key_of's for that very body, owner and model, so two requests that differ in
+    anything key_of reads never share a remembered key (a false hit)."""
+    from proxy.cache.memory import MemoryCacheBackend
+    from proxy.cache.config import CacheConfig
+    from proxy.cache.semantic_cache import MEMO_BODY_BYTES, SemanticCache
+
+    cache = SemanticCache(CacheConfig.model_validate({}), MemoryCacheBackend(), None)
+    base: dict[str, Any] = {"model": "m", "messages": [
+        {"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is DNS?"}]}
+    bodies = [
+        base,
+        {**base, "temperature": 0.2},
+        {**base, "messages": [base["messages"][0], {"role": "user", "content": "What is DNS"}]},
+        {**base, "messages": [{"role": "system", "content": "Be long."}, base["messages"][1]]},
+        {**base, "messages": [{"role": "user", "content": "hi"}, {"role": "assistant",
+                                                                  "content": "hello"},
+                              base["messages"][1]]},
+        {**base, "messages": [base["messages"][0],
+                              {"role": "user", "content": "What is DNS?", "name": "bo"}]},
+        {**base, "stream": True},
+        {**base, "messages": [base["messages"][0],
+                              {"role": "user", "content": "x" * MEMO_BODY_BYTES}]},  # too big
+        {**base, "messages": [{"role": "assistant", "content": "not a question"}]},
+    ]
+    rng = random.Random(3)
+    asked = [(b, o, m) for b in bodies for o in ("eng", "shared:all") for m in ("m", "m2")]
+    keys = set()
+    for body, owner, model in rng.sample(asked * 3, len(asked) * 3):
+        got = cache._key(body, owner, model)
+        assert got == key_of(body, owner, model)
+        keys.add(got)
+    assert len(keys) == 4 * 8 + 1  # each answerable body (x owner x model) its own key; None
