@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -14,7 +15,24 @@ from proxy.spend.ledger import Ledger, SpendOptions, create_spend_store
 from proxy.spend.notify import NoticeSink
 from proxy.spend.pricing import PricingTable, load_pricing, to_nanos
 from proxy.spend.records import UsageRecord
+from proxy.spend.rollups import (
+    ARM_HEAD,
+    ARM_WIDTH,
+    DETAILS,
+    GRANULARITIES,
+    MOMENT_WIDTH,
+    MOMENTS,
+    SUMS,
+    arm_key,
+    arm_sums,
+    bucket_start,
+    group_of,
+    sums_of,
+    unlimb,
+)
 
+# usage sums, arm sums (limbs joined) and department-minute costs, keyed by bucket and group
+Rollups = tuple[dict[Any, list[int]], dict[Any, list[int]], dict[tuple[str, int], int]]
 T0 = 1_750_000_000.0  # 2025-06-15T15:06:40Z: mid-hour, mid-day, mid-month
 
 
@@ -158,3 +176,77 @@ class TcpSwitch:
             pass  # the other side went away: the outage this helper exists to cause
         finally:
             writer.close()
+
+
+def random_records(rng: random.Random, n: int) -> list[UsageRecord]:
+    """Records over three days and every rollup dimension; half of them are a hot key's (one
+    department, key, user and model in T0's first two minutes), so batches share rollup keys."""
+    records = []
+    for i in range(n):
+        hot = rng.random() < 0.5
+        dims: dict[str, Any] = {} if hot else {
+            "department": rng.choice(("eng", "ops")), "key_id": rng.choice(("k1", "k2")),
+            "user": rng.choice((None, "ann", "bo")),
+            "model_used": rng.choice(("gpt-4o-mini", "gpt-4o")),
+            "route_rule": rng.choice((None, "r")), "experiment": rng.choice((None, "x")),
+            "variant": rng.choice((None, "a", "b")), "task": rng.choice((None, "code"))}
+        ts = T0 + (rng.uniform(0, 120) if hot else rng.uniform(0, 3 * 86_400))
+        records.append(make_record(
+            f"q{i}", ts, **dims, status=rng.choice((200, 200, 200, 429, 500)),
+            error=rng.choice((None, None, "cut")), input_tokens=rng.randint(0, 5000),
+            cached_input_tokens=rng.randint(0, 100), output_tokens=rng.randint(0, 900),
+            cost_nanos=rng.choice((0, rng.randint(1, 10**9))), saved_nanos=rng.randint(0, 10**8),
+            cache=rng.choice(("off", "miss", "hit-exact", "hit-semantic")),
+            latency_ms=rng.uniform(0.1, 900), ttft_ms=rng.choice((None, rng.uniform(0, 50))),
+            quality_score=rng.choice((None, rng.random()))))
+    return records
+
+
+def expected_rollups(records: list[UsageRecord]) -> Rollups:
+    """Rollups, arms and minute sums by their definition: each record added on its own."""
+    fine: dict[Any, list[int]] = {}
+    arms: dict[Any, list[int]] = {}
+    minutes: dict[tuple[str, int], int] = {}
+    for r in records:
+        for detail in DETAILS:
+            for granularity in GRANULARITIES:
+                fine_key = (detail, granularity, bucket_start(granularity, r.ts),
+                            group_of(r, detail))
+                fine[fine_key] = [a + b for a, b in zip(fine.get(fine_key, [0] * 6), sums_of(r),
+                                                   strict=True)]
+        for granularity in GRANULARITIES:
+            key = (granularity, bucket_start(granularity, r.ts), arm_key(r))
+            arms[key] = [a + b for a, b in zip(arms.get(key, [0] * ARM_WIDTH), arm_sums(r),
+                                               strict=True)]
+        minute = (r.department, int(r.ts // 60) * 60)
+        minutes[minute] = minutes.get(minute, 0) + r.cost_nanos
+    return (fine, {k: moment_values(v) for k, v in arms.items()},
+            {k: v for k, v in minutes.items() if v})
+
+
+def moment_values(sums: tuple[int, ...] | list[int]) -> list[int]:
+    """Arm sums with each moment's limbs joined into the sum of squares they stand for."""
+    head, out = len(ARM_HEAD), list(sums[:len(ARM_HEAD)])
+    for m in range(len(MOMENTS)):
+        at = head + m * MOMENT_WIDTH
+        out += [sums[at], sums[at + 1], unlimb(sums[at + 2:at + MOMENT_WIDTH])]
+    return out
+
+
+async def read_rollups(backend: Any) -> Rollups:
+    """What `backend` reads back from every usage, arm and minute bucket in T0's three days,
+    shaped as expected_rollups() gives it."""
+    starts = {(g, bucket_start(g, T0 + h * 3600)) for g in GRANULARITIES for h in range(74)}
+    fine: dict[Any, list[int]] = {}
+    for detail in DETAILS:
+        for granularity, start in starts:
+            for part in await backend.rollups([(granularity, start)], None, detail):
+                fine[(detail, granularity, start, part.group)] = [
+                    getattr(part, name) for name in SUMS]
+    arms: dict[Any, list[int]] = {}
+    for granularity, start in starts:
+        for arm in await backend.arm_rollups([(granularity, start)]):
+            arms[(granularity, start, arm.key)] = moment_values(arm.sums)
+    hours = sorted({s for g, s in starts if g == "h"})
+    minutes = {(d, m): c for d, m, c in await backend.minute_costs(hours)}
+    return fine, arms, minutes

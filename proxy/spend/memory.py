@@ -5,7 +5,6 @@ scripts it mirrors."""
 
 from __future__ import annotations
 
-import math
 import operator
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Iterator
@@ -29,7 +28,6 @@ from proxy.spend.rollups import (
     DETAILS,
     GRANULARITIES,
     LEAN_DAY,
-    MINUTE,
     MINUTE_RETENTION,
     ArmKey,
     ArmLevel,
@@ -44,6 +42,8 @@ from proxy.spend.rollups import (
     group_of,
     in_department,
     quality_delta,
+    rollup_key,
+    usage_totals,
 )
 
 ROLL_AFTER = 512  # records gathered before they are rolled up without a read asking for it
@@ -230,9 +230,7 @@ class MemorySpendBackend:
             self._records.popitem(last=False)
 
     def _gather(self, record: UsageRecord) -> None:
-        key = (record.department, record.key_id, record.user, record.model_used,
-               record.route_rule, record.experiment, record.variant, record.provider,
-               record.task, math.floor(record.ts / MINUTE) * MINUTE)
+        key = rollup_key(record)
         same = self._unrolled.get(key)
         if same is None:
             self._unrolled[key] = [record]
@@ -250,13 +248,7 @@ class MemorySpendBackend:
         unrolled, self._unrolled, self._unrolled_count = self._unrolled, {}, 0
         for key, records in unrolled.items():
             first, minute = records[0], key[-1]
-            sums = [len(records), 0, 0, 0, 0, 0]
-            for record in records:
-                sums[1] += record.input_tokens
-                sums[2] += record.cached_input_tokens
-                sums[3] += record.output_tokens
-                sums[4] += record.cost_nanos
-                sums[5] += record.saved_nanos
+            sums = usage_totals(records)
             starts = self._starts(minute)
             for detail in DETAILS:
                 group = group_of(first, detail)

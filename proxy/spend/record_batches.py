@@ -20,7 +20,7 @@ from redis.exceptions import NoScriptError
 from proxy.spend.budgets import BackendDown
 from proxy.spend.records import UsageRecord
 from proxy.spend.redis_backend import _LUA, ROLLUP_VERSION, RedisSpendBackend
-from proxy.spend.rollups import bucket_start
+from proxy.spend.rollups import bucket_start, rollup_key
 
 log = logging.getLogger(__name__)
 BATCH_RECORDS = 256  # records per batch script call
@@ -215,15 +215,18 @@ class BatchedRecordsBackend(RedisSpendBackend):
         record.lua adds one record at a time) summed per hash and field."""
         hashes: dict[str, tuple[int, dict[str, list[int]]]] = {}
         rows: list[Any] = []
+        same: dict[tuple[Any, ...], list[UsageRecord]] = defaultdict(list)
         for record in records:
-            for key, ttl, name, sums in self.rollup_parts(record):
+            same[rollup_key(record)].append(record)
+            rows += [record.request_id, repr(record.ts)]
+        for group in same.values():  # most of a window's records share a few keys
+            for key, ttl, name, sums in self.rollup_parts(group):
                 fields = hashes.setdefault(key, (ttl, {}))[1]
                 total = fields.get(name)
                 if total is None:
                     fields[name] = list(sums)
                 else:
                     _add_into(total, sums)
-            rows += [record.request_id, repr(record.ts)]
         heads: list[Any] = []
         named: list[Any] = []
         for ttl, fields in hashes.values():

@@ -44,7 +44,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +77,7 @@ from proxy.spend.rollups import (
     MINUTE_RETENTION,
     arm_key,
     arm_sums,
+    arm_totals,
     bucket_start,
     encode_arm_key,
     encode_group,
@@ -86,6 +87,7 @@ from proxy.spend.rollups import (
     minute_field,
     quality_delta,
     sums_of,
+    usage_totals,
 )
 
 log = logging.getLogger(__name__)
@@ -294,23 +296,28 @@ class RedisSpendBackend(RedisReads):
         return (encode_group(group_of(record)), ",".join(map(str, sums_of(record))),
                 encode_group(group_of(record, "coarse")), encode_group(group_of(record, "people")))
 
-    def rollup_parts(self, record: UsageRecord) -> list[tuple[str, int, str, list[int]]]:
-        """Every rollup hash a record adds to, as (key, TTL, field, sums): what record.lua writes
-        for one record; batch.lua takes a flush window's parts summed per hash and field."""
-        keys = self._rollup_keys(record.ts)
+    def rollup_parts(self, records: Sequence[UsageRecord]
+                     ) -> list[tuple[str, int, str, list[int]]]:
+        """Every rollup hash records of one rollup_key() add to, as (key, TTL, field, sums):
+        what record.lua writes one record at a time, summed (batch.lua takes a flush window's
+        parts summed per hash and field). The moments' squares are summed before they are
+        split into limbs (rollups.arm_totals)."""
+        first = records[0]
+        keys = self._rollup_keys(first.ts)
         ttl = self._rollup_ttl
-        sums = sums_of(record)
-        parts = [(keys[3 * level + g], ttl, encode_group(group_of(record, detail)), sums)
+        sums = usage_totals(records)
+        parts = [(keys[3 * level + g], ttl, encode_group(group_of(first, detail)), sums)
                  for level, detail in enumerate(DETAILS) for g in range(len(GRANULARITIES))]
-        arm, arm_row = encode_arm_key(arm_key(record)), arm_sums(record)
+        arm, arm_row = encode_arm_key(arm_key(first)), arm_totals(records)
         parts += [(keys[9 + g], ttl, arm, arm_row) for g in range(len(GRANULARITIES))]
         parts.append((keys[12], MINUTE_RETENTION,
-                      minute_field(group_of(record, "coarse"), record.ts), sums))
-        if record.cost_nanos:
+                      minute_field(group_of(first, "coarse"), first.ts), sums))
+        costed = [r.cost_nanos for r in records if r.cost_nanos]
+        if costed:
             parts.append((keys[13], MINUTE_RETENTION,
-                          minute_field((record.department,), record.ts), [record.cost_nanos]))
-            parts.append((keys[15], MINUTE_RETENTION, CHANGES_FIELD, [1]))  # minutes.lua
-        parts.append((keys[14], ttl, encode_arm_key(lean_key(record)), lean_sums(record)))
+                          minute_field((first.department,), first.ts), [sum(costed)]))
+            parts.append((keys[15], MINUTE_RETENTION, CHANGES_FIELD, [len(costed)]))  # minutes
+        parts.append((keys[14], ttl, encode_arm_key(lean_key(first)), arm_row[:len(ARM_HEAD)]))
         return parts
 
     async def _put_record(self, record: UsageRecord) -> None:

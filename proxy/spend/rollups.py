@@ -12,7 +12,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 from proxy.spend.records import UsageRecord
 
@@ -285,6 +285,27 @@ def arm_sums(record: UsageRecord) -> list[int]:
     for value in values:
         sums += moment(value if ok else None)
     return sums + moment(quality_units(record.quality_score))
+
+
+def rollup_key(record: UsageRecord) -> tuple[Any, ...]:
+    """Everything a record's rollup groups, arm keys and minute are made of: records with the
+    same one add to the same fields, so a batch of them is rolled up as one."""
+    return (record.department, record.key_id, record.user, record.model_used, record.route_rule,
+            record.experiment, record.variant, record.provider, record.task,
+            math.floor(record.ts / MINUTE) * MINUTE)
+
+
+def usage_totals(records: Iterable[UsageRecord]) -> list[int]:
+    """sums_of() of `records` added up."""
+    sums = [0, 0, 0, 0, 0, 0]
+    for record in records:
+        sums[0] += 1
+        sums[1] += record.input_tokens
+        sums[2] += record.cached_input_tokens
+        sums[3] += record.output_tokens
+        sums[4] += record.cost_nanos
+        sums[5] += record.saved_nanos
+    return sums
 
 
 def arm_totals(records: Iterable[UsageRecord]) -> list[int]:

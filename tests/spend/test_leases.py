@@ -397,3 +397,26 @@ def test_a_replica_without_leases_shares_the_budget_during_a_rolling_change(
         await stores[0].close()
 
     asyncio.run(run())
+
+
+def test_batched_rollups_equal_each_record_rolled_on_its_own(
+        make_spend_store: StoreFactory) -> None:
+    """A flush window's records are summed per rollup key before their parts are built (most
+    share a few keys): every usage, arm and minute rollup Redis holds after a mix of batches
+    must equal adding the records one by one."""
+    from tests.spend_helpers import expected_rollups, random_records, read_rollups
+
+    async def run() -> None:
+        store = make_spend_store({"eng": {}, "ops": {}},
+                                 clock=FakeClock(T0 + 3 * 86_400))
+        records = random_records(random.Random(11), 900)
+        done = 0
+        for stop in (40, 41, 500, 900):  # batches of many keys, of one record, and large ones
+            for record in records[done:stop]:
+                await store.add_record(record)
+            done = stop
+            await store.flush()
+            assert await read_rollups(backend_of(store)) == expected_rollups(records[:done])
+        await store.close()
+
+    asyncio.run(run())

@@ -13,22 +13,14 @@ import orjson
 from proxy.spend.budgets import AdmitPlan, Settlement, window_at
 from proxy.spend.memory import MemorySpendBackend
 from proxy.spend.records import UsageRecord
-from proxy.spend.rollups import (
-    ARM_HEAD,
-    ARM_WIDTH,
-    DETAILS,
-    GRANULARITIES,
-    MOMENT_WIDTH,
-    MOMENTS,
-    SUMS,
-    arm_key,
-    arm_sums,
-    bucket_start,
-    group_of,
-    sums_of,
-    unlimb,
+from proxy.spend.rollups import arm_sums
+from tests.spend_helpers import (
+    expected_rollups,
+    make_record,
+    moment_values,
+    random_records,
+    read_rollups,
 )
-from tests.spend_helpers import make_record
 
 T0 = 1_750_000_000.0
 
@@ -177,54 +169,6 @@ def test_feedback_keeps_a_record_in_its_place_for_the_bound() -> None:
     asyncio.run(run())
 
 
-def random_records(rng: random.Random, n: int) -> list[UsageRecord]:
-    records = []
-    for i in range(n):
-        status = rng.choice((200, 200, 200, 429, 500))
-        records.append(make_record(
-            f"q{i}", T0 + rng.uniform(0, 3 * 86_400), department=rng.choice(("eng", "ops")),
-            key_id=rng.choice(("k1", "k2")), user=rng.choice((None, "ann", "bo")),
-            model_used=rng.choice(("gpt-4o-mini", "gpt-4o")), route_rule=rng.choice((None, "r")),
-            experiment=rng.choice((None, "x")), variant=rng.choice((None, "a", "b")),
-            task=rng.choice((None, "code")), status=status,
-            error=rng.choice((None, None, "cut")), input_tokens=rng.randint(0, 5000),
-            cached_input_tokens=rng.randint(0, 100), output_tokens=rng.randint(0, 900),
-            cost_nanos=rng.randint(0, 10**9), saved_nanos=rng.randint(0, 10**8),
-            cache=rng.choice(("off", "miss", "hit-exact", "hit-semantic")),
-            latency_ms=rng.uniform(0.1, 900), ttft_ms=rng.choice((None, rng.uniform(0, 50))),
-            quality_score=rng.choice((None, rng.random()))))
-    return records
-
-
-def expected_rollups(records: list[UsageRecord]) -> tuple[dict, dict, dict]:  # type: ignore[type-arg]
-    """Rollups, arms and minute sums by their definition: each record added on its own."""
-    fine: dict = {}  # type: ignore[type-arg]
-    arms: dict = {}  # type: ignore[type-arg]
-    minutes: dict = {}  # type: ignore[type-arg]
-    for r in records:
-        for detail in DETAILS:
-            for granularity in GRANULARITIES:
-                key = (detail, granularity, bucket_start(granularity, r.ts), group_of(r, detail))
-                fine[key] = [a + b for a, b in zip(fine.get(key, [0] * 6), sums_of(r),
-                                                   strict=True)]
-        for granularity in GRANULARITIES:
-            key = (granularity, bucket_start(granularity, r.ts), arm_key(r))
-            arms[key] = [a + b for a, b in zip(arms.get(key, [0] * ARM_WIDTH), arm_sums(r),
-                                               strict=True)]
-        minute = (r.department, int(r.ts // 60) * 60)
-        minutes[minute] = minutes.get(minute, 0) + r.cost_nanos
-    return fine, arms, minutes
-
-
-def moment_values(sums: tuple[int, ...] | list[int]) -> list[int]:
-    """Arm sums with each moment's limbs joined into the sum of squares they stand for."""
-    head, out = len(ARM_HEAD), list(sums[:len(ARM_HEAD)])
-    for m in range(len(MOMENTS)):
-        at = head + m * MOMENT_WIDTH
-        out += [sums[at], sums[at + 1], unlimb(sums[at + 2:at + MOMENT_WIDTH])]
-    return out
-
-
 def test_rollups_gathered_and_rolled_at_once_equal_each_record_rolled_on_its_own() -> None:
     """Records are rolled up a key at a time, when read or when enough have gathered: every
     rollup, arm sum and minute cost read must equal adding the records one by one, whether the
@@ -241,23 +185,7 @@ def test_rollups_gathered_and_rolled_at_once_equal_each_record_rolled_on_its_own
             for record in records[done:stop]:
                 await backend.put_record(record)
             done = stop
-            fine, arms, minutes = expected_rollups(records[:done])
-            got = {}
-            for detail in DETAILS:
-                buckets = {(g, s) for (d, g, s, _) in fine if d == detail}
-                for granularity, start in buckets:
-                    for part in await backend.rollups([(granularity, start)], None, detail):
-                        got[(detail, granularity, start, part.group)] = [
-                            getattr(part, name) for name in SUMS]
-            assert got == fine
-            got_arms = {}
-            for granularity, start in {(g, s) for (g, s, _) in arms}:
-                for arm in await backend.arm_rollups([(granularity, start)]):
-                    got_arms[(granularity, start, arm.key)] = moment_values(arm.sums)
-            assert got_arms == {k: moment_values(v) for k, v in arms.items()}
-            hours = {int(m // 3600) * 3600 for _, m in minutes}
-            got_minutes = {(d, m): c for d, m, c in await backend.minute_costs(sorted(hours))}
-            assert got_minutes == {k: v for k, v in minutes.items() if v}
+            assert await read_rollups(backend) == expected_rollups(records[:done])
 
     for seed in range(3):
         asyncio.run(run(seed))
