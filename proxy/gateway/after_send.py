@@ -19,7 +19,23 @@ class AfterSendResponse(Response):
 
     def __init__(self, body: bytes, status: int, headers: dict[str, str], media_type: str,
                  after: Callable[[], Awaitable[None]], what: str) -> None:
-        super().__init__(body, status, headers, media_type=media_type)
+        # Response.__init__ without its generality (render, header scans, charset): the body is
+        # bytes and the proxy's own header names are lower case; a name from elsewhere (an
+        # upstream's) is lowered, and content-length/-type given in `headers` win, as there
+        self.status_code = status
+        self.media_type = media_type
+        self.background = None
+        self.body = body
+        raw = [(k.encode("latin-1") if k.islower() else k.lower().encode("latin-1"),
+                v.encode("latin-1")) for k, v in headers.items()]
+        names = {name for name, _ in raw}
+        if b"content-length" not in names and 200 <= status and status not in (204, 304):
+            raw.append((b"content-length", b"%d" % len(body)))
+        if b"content-type" not in names:
+            if media_type.startswith("text/") and "charset=" not in media_type.lower():
+                media_type += "; charset=utf-8"
+            raw.append((b"content-type", media_type.encode("latin-1")))
+        self.raw_headers = raw
         self.after = after
         self.what = what
 

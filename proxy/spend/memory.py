@@ -93,9 +93,10 @@ class MemorySpendBackend:
         if plan.breaker is not None:
             minute = int(plan.now // 60)
             first = minute - plan.breaker.window_minutes + 1
-            spent_by_minute = self._breaker[dept]
-            buckets = [spent_by_minute.get(m, 0) for m in range(first, minute + 1)]
-            if sum(buckets) > plan.breaker.max_nanos:
+            spent_by_minute = self._breaker[dept]  # the window's minutes (commit prunes)
+            if sum(v for m, v in spent_by_minute.items()
+                   if first <= m <= minute) > plan.breaker.max_nanos:
+                buckets = [spent_by_minute.get(m, 0) for m in range(first, minute + 1)]
                 retry = breaker_retry_after(
                     buckets, first, plan.breaker.window_minutes, plan.breaker.max_nanos, plan.now
                 )
