@@ -319,8 +319,8 @@ def test_keys_remembered_by_body_equal_key_of_for_every_body_owner_and_model() -
     """SemanticCache remembers a body's key by its JSON: each answer, asked in any order and
     again, must be key_of's for that very body, owner and model, so two requests that differ in
     anything key_of reads never share a remembered key (a false hit)."""
-    from proxy.cache.memory import MemoryCacheBackend
     from proxy.cache.config import CacheConfig
+    from proxy.cache.memory import MemoryCacheBackend
     from proxy.cache.semantic_cache import MEMO_BODY_BYTES, SemanticCache
 
     cache = SemanticCache(CacheConfig.model_validate({}), MemoryCacheBackend(), None)
