@@ -2,9 +2,10 @@
 KNN with a tag filter on the scope, expiry by PEXPIREAT, a sorted set per partition for max_size.
 
 Keys (all under `prefix`): cache:e:<id> entry hash (indexed), cache:x:<scope>:<text hash> -> id
-(exact pointer), cache:p:<partition> zset of ids, cache:stats counters, cache:r:<request id>
-which entry served a request, cache:r:<request id>:reported (set once: a served answer counts one
-report), cache:th:<partition> a threshold tightened by reports (hash, expires).
+(exact pointer), cache:p:<partition> zset of ids, cache:stats counters, cache:rs:<request id>
+which entry served a request (JSON; cache:r:<request id>, a hash, before 2026-12-06),
+cache:r:<request id>:reported (set once: a served answer counts one report), cache:th:<partition>
+a threshold tightened by reports (hash, expires).
 """
 
 from __future__ import annotations
@@ -64,7 +65,8 @@ return found
 # half hash in the index), the served records are written as hashes that expire, the counters
 # are added. One command instead of a pipeline of 2 per served record + 1 per counter: redis-py
 # packs and parses every command in Python (the pipeline was 7 % of a Redis hit's proxy CPU).
-# Served records of the same entry share one JSON object of fields and list only their ids.
+# Served records of the same entry share one JSON object of fields and list only their ids; each
+# is one SET of that JSON with its TTL (a hash and its PEXPIRE were two commands per hit).
 # KEYS: entry, pointer per hit, then the stats hash. ARGV: hits, groups, counters, served-key
 # prefix; count, expires_at (s), expires_at (ms) per hit; per group of served records its TTL
 # (ms), its fields (JSON), how many, their request ids; name, amount per counter.
@@ -82,16 +84,9 @@ for i = 1, hits * 2, 2 do
   a = a + 3
 end
 for _ = 1, groups do
-  local ttl, fields, n = ARGV[a + 1], cjson.decode(ARGV[a + 2]), tonumber(ARGV[a + 3])
-  local flat = {}
-  for name, value in pairs(fields) do
-    flat[#flat + 1] = name
-    flat[#flat + 1] = value
-  end
+  local ttl, fields, n = ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3])
   for j = a + 4, a + 3 + n do
-    if #flat == 0 then break end
-    redis.call('HSET', prefix .. ARGV[j], unpack(flat))
-    redis.call('PEXPIRE', prefix .. ARGV[j], ttl)
+    redis.call('SET', prefix .. ARGV[j], fields, 'PX', ttl)
   end
   a = a + 3 + n
 end
@@ -284,7 +279,7 @@ class RedisCacheBackend:
             fields = orjson.dumps(served.fields, option=orjson.OPT_SORT_KEYS)
             groups.setdefault((int(served.ttl_s * 1000), fields), []).append(served.request_id)
         args: list[float | int | str | bytes] = [len(batch.hits), len(groups),
-                                                 len(batch.counters), f"{self._p}r:", *hits]
+                                                 len(batch.counters), f"{self._p}rs:", *hits]
         for (ttl_ms, fields), request_ids in groups.items():
             args += [ttl_ms, fields, len(request_ids), *request_ids]
         for name, amount in batch.counters.items():
@@ -359,15 +354,21 @@ class RedisCacheBackend:
         return {_s(k): float(v) for k, v in raw.items()}
 
     async def remember(self, request_id: str, served: Mapping[str, str], ttl_s: float) -> None:
-        key = f"{self._p}r:{request_id}"
-        pipe = self._r.pipeline(transaction=False)
-        pipe.hset(key, mapping=cast(Any, dict(served)))
-        pipe.pexpire(key, int(ttl_s * 1000))
-        await pipe.execute()
+        await self._r.set(f"{self._p}rs:{request_id}",
+                          orjson.dumps(dict(served), option=orjson.OPT_SORT_KEYS),
+                          px=max(1, int(ttl_s * 1000)))
 
     async def recall(self, request_id: str) -> dict[str, str] | None:
-        raw = await self._r.hgetall(f"{self._p}r:{request_id}")
-        return {_s(k): _s(v) for k, v in raw.items()} if raw else None
+        """The served record (cache:rs:<id>, JSON), or one an older version wrote as a hash
+        (cache:r:<id>) and that is still within its report window: one round trip."""
+        pipe = self._r.pipeline(transaction=False)
+        pipe.get(f"{self._p}rs:{request_id}")
+        pipe.hgetall(f"{self._p}r:{request_id}")
+        found, old = await pipe.execute()
+        if found:
+            fields = orjson.loads(found)
+            return {str(k): str(v) for k, v in fields.items()} if fields else None
+        return {_s(k): _s(v) for k, v in old.items()} if old else None
 
     async def claim_report(self, request_id: str, ttl_s: float) -> bool:
         claimed = await self._r.set(f"{self._p}r:{request_id}:reported", 1, nx=True,
