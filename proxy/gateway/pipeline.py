@@ -54,7 +54,7 @@ from proxy.gateway.requests import (
 from proxy.gateway.streaming import SSE_HEADERS, RelayResponse, SSERelay, StreamOutcome
 from proxy.gateway.upstream import UpstreamTarget
 from proxy.routing.experiments import assign
-from proxy.routing.rules import DEFAULT_RULE, RouteInput, select_route
+from proxy.routing.rules import DEFAULT_RULE, route_request
 from proxy.runtime.services import Services
 from proxy.runtime.tracing import NULL, OPERATIONS, step
 
@@ -100,10 +100,9 @@ def plan_route(services: Services, call: Call, request: Request) -> Plan:
     config = services.config
     if call.endpoint != "chat.completions" or config.routing is None:
         return Plan(model, (model,))
-    inp = RouteInput.from_request(call.body, call.department or "", call.inbound,
-                                  call.principal.key_id)
+    inp, decision = route_request(config.routing, call.body, call.department or "",
+                                  call.inbound, call.principal.key_id)
     call.prompt_tokens = inp.prompt_tokens
-    decision = select_route(config.routing, inp, explain=False)
     chain = decision.targets
     assignment = assign(config.experiments, inp, time.time()) if config.experiments else None
     if assignment is not None and not services.enrollable(call.department,

@@ -15,6 +15,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import orjson
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -243,6 +244,10 @@ class RoutingRules(BaseModel):
                                               tuple[tuple[Rule, ...], bool]]:
         return BoundedMemo()
 
+    @cached_property
+    def routes_memo(self) -> BoundedMemo[tuple[bytes, str, str | None], RememberedRoute]:
+        return BoundedMemo(MEMO_ROUTES)
+
     def candidates(self, department: str, model: str,
                    task: str | None) -> tuple[tuple[Rule, ...], bool]:
         """The rules whose department, model and task conditions hold for this kind of request,
@@ -383,6 +388,42 @@ def _holds(match: Match, facts: _Facts) -> bool:
     if match.keywords and match.keyword_in(facts.folded) is None:
         return False
     return match.regex is None or match.regex.search(facts.text) is not None
+
+
+# (prompt tokens, image parts, tools asked for, the decision) of a body routed before
+RememberedRoute = tuple[int, int | None, bool, "RouteDecision"]
+# bodies remembered with their route, per rules object: at most MEMO_ROUTES x MEMO_BODY_BYTES
+MEMO_ROUTES = 256
+MEMO_BODY_BYTES = 4096
+
+
+def route_request(rules: RoutingRules, body: Mapping[str, Any], department: str,
+                  headers: Mapping[str, str], key_id: str) -> tuple[RouteInput, RouteDecision]:
+    """The request path's RouteInput and select_route(explain=False), the prompt's facts and
+    the decision remembered by the body's JSON, department and task (all a decision reads:
+    the rules are a new object after a reload, with a new memo); the user is resolved every time.
+    The same body comes back on every cache hit: its text need not be measured and scanned."""
+    try:
+        shape = orjson.dumps(body)
+    except (TypeError, orjson.JSONEncodeError):
+        shape = b""
+    task = headers.get(TASK_HEADER) or None
+    if not shape or len(shape) > MEMO_BODY_BYTES:
+        inp = RouteInput.from_request(body, department, headers, key_id)
+        return inp, select_route(rules, inp, explain=False)
+    found = rules.routes_memo.get((shape, department, task))
+    if found is None:
+        inp = RouteInput.from_request(body, department, headers, key_id)
+        decision = select_route(rules, inp, explain=False)
+        rules.routes_memo.put((shape, department, task),
+                              (inp.prompt_tokens, inp.images, inp.tools, decision))
+        return inp, decision
+    prompt_tokens, images, tools, decision = found
+    inp = RouteInput(model=str(body.get("model", "")), department=department,
+                     messages=body.get("messages") or [], tools=tools, task=task,
+                     user=resolve_user(body.get("user"), headers.get(USER_HEADER), key_id),
+                     prompt_tokens=prompt_tokens, images=images)
+    return inp, decision
 
 
 def select_route(rules: RoutingRules, inp: RouteInput, *, explain: bool = True) -> RouteDecision:

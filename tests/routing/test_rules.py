@@ -244,3 +244,32 @@ def test_fast_path_decides_like_the_explained_path() -> None:
             assert (fast.rule, fast.model, fast.fallbacks) == (slow.rule, slow.model,
                                                                slow.fallbacks)
             assert fast.explanation == ()
+
+
+def test_remembered_routes_equal_routing_each_request_afresh() -> None:
+    """route_request remembers a body's prompt facts and decision by its JSON, department and
+    task: asked in any order and again, every answer must be what RouteInput.from_request and
+    select_route give that very request (a shared decision for a body that differs in anything
+    a rule reads would route it wrongly)."""
+    import random
+
+    from proxy.routing.rules import MEMO_BODY_BYTES, route_request
+
+    def body(text: str, **more: Any) -> dict[str, Any]:
+        return {"model": "gpt-4o", "messages": [{"role": "user", "content": text}], **more}
+
+    bodies = [body("hello"), body("hello", tools=[{"type": "function"}]), body("a traceback"),
+              body("translate this"), body("x" * 30_000), body("hello", model="gpt-3.5-turbo"),
+              body("look", messages=[{"role": "user", "content": [IMAGE]}]),
+              body("hello", user="bo"), body("y" * MEMO_BODY_BYTES)]
+    asks = [(b, d, h) for b in bodies for d in ("sales", "legal")
+            for h in ({}, {"x-meterline-task": "summary"}, {"x-meterline-user": "ann"})]
+    rng = random.Random(5)
+    for rules in (RULES, load(ROOT / "rules" / "routing.yaml")):
+        for b, department, headers in rng.sample(asks * 2, len(asks) * 2):
+            got_inp, got = route_request(rules, b, department, headers, "key-1")
+            want_inp = RouteInput.from_request(b, department, headers, "key-1")
+            want = select_route(rules, want_inp, explain=False)
+            assert (got.rule, got.model, got.fallbacks) == (want.rule, want.model,
+                                                            want.fallbacks)
+            assert got_inp == want_inp
