@@ -132,7 +132,7 @@ class SemanticCache:
         record = call.record
         settings = self._effective(call.department, model, record.route_rule if record else None)
         owner = self.config.owner_of(call.department)
-        key = self._key(call.body, owner, model)
+        key = self._key(call.body, owner, model, len(call.raw))
         if key is not None and len(key.text) > self.config.max_question_chars:
             key = None
         task = stats.label(record.task if record else None)
@@ -150,14 +150,18 @@ class SemanticCache:
             await self._mark(services, call, state, "bypass", "none")
         return state
 
-    def _key(self, body: dict[str, Any], owner: str, model: str) -> Key | None:
+    def _key(self, body: dict[str, Any], owner: str, model: str,
+             raw_size: int = 0) -> Key | None:
         """key_of(), remembered by the body's JSON for bodies up to MEMO_BODY_BYTES: one
         encoding of the body instead of three sorted ones and two digests (key_of is a function
-        of the body, owner and model alone)."""
-        try:
-            shape = orjson.dumps(body)
-        except (TypeError, orjson.JSONEncodeError):
-            shape = b""
+        of the body, owner and model alone). `raw_size`: the body's size as received; a body
+        too large to remember is not encoded."""
+        shape = b""
+        if raw_size <= MEMO_BODY_BYTES:
+            try:
+                shape = orjson.dumps(body)
+            except (TypeError, orjson.JSONEncodeError):
+                pass
         if not shape or len(shape) > MEMO_BODY_BYTES:
             return key_of(body, owner, model, self.text_hashes)
         found = self._keys.get((shape, owner, model))

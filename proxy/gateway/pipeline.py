@@ -101,7 +101,7 @@ def plan_route(services: Services, call: Call, request: Request) -> Plan:
     if call.endpoint != "chat.completions" or config.routing is None:
         return Plan(model, (model,))
     inp, decision = route_request(config.routing, call.body, call.department or "",
-                                  call.inbound, call.principal.key_id)
+                                  call.inbound, call.principal.key_id, len(call.raw))
     call.prompt_tokens = inp.prompt_tokens
     chain = decision.targets
     assignment = assign(config.experiments, inp, time.time()) if config.experiments else None

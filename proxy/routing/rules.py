@@ -398,15 +398,19 @@ MEMO_BODY_BYTES = 4096
 
 
 def route_request(rules: RoutingRules, body: Mapping[str, Any], department: str,
-                  headers: Mapping[str, str], key_id: str) -> tuple[RouteInput, RouteDecision]:
+                  headers: Mapping[str, str], key_id: str,
+                  raw_size: int = 0) -> tuple[RouteInput, RouteDecision]:
     """The request path's RouteInput and select_route(explain=False), the prompt's facts and
     the decision remembered by the body's JSON, department and task (all a decision reads:
     the rules are a new object after a reload, with a new memo); the user is resolved every time.
-    The same body comes back on every cache hit: its text need not be measured and scanned."""
-    try:
-        shape = orjson.dumps(body)
-    except (TypeError, orjson.JSONEncodeError):
-        shape = b""
+    The same body comes back on every cache hit: its text need not be measured and scanned.
+    `raw_size`: the body's size as received; a body too large to remember is not encoded."""
+    shape = b""
+    if raw_size <= MEMO_BODY_BYTES:
+        try:
+            shape = orjson.dumps(body)
+        except (TypeError, orjson.JSONEncodeError):
+            pass
     task = headers.get(TASK_HEADER) or None
     if not shape or len(shape) > MEMO_BODY_BYTES:
         inp = RouteInput.from_request(body, department, headers, key_id)
