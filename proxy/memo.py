@@ -5,10 +5,15 @@ bookkeeping) keeps a hit to one dict lookup, and a refill costs one recomputatio
 
 from __future__ import annotations
 
-from collections.abc import Hashable
-from typing import Generic, TypeVar
+from collections.abc import Hashable, Mapping
+from typing import Any, Generic, TypeVar
+
+import orjson
 
 K = TypeVar("K", bound=Hashable)
+# a request body is remembered by its JSON up to this size (the cache key, the route): a hit's
+# body comes back byte for byte, and a memo of 256 such bodies stays within about 1 MB
+MEMO_BODY_BYTES = 4096
 V = TypeVar("V")
 
 
@@ -35,3 +40,15 @@ class BoundedMemo(Generic[K, V]):
 
     def __len__(self) -> int:
         return len(self._data)
+
+
+def body_shape(body: Mapping[str, Any], raw_size: int) -> bytes | None:
+    """The body's JSON to remember a result computed from it by, or None when it is too large
+    (`raw_size`, its size as received, is checked before encoding) or cannot be encoded."""
+    if raw_size > MEMO_BODY_BYTES:
+        return None
+    try:
+        shape = orjson.dumps(body)
+    except (TypeError, orjson.JSONEncodeError):
+        return None
+    return shape if len(shape) <= MEMO_BODY_BYTES else None

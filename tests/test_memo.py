@@ -22,3 +22,13 @@ def test_request_controlled_models_keep_the_allow_memo_bounded() -> None:
     for i in range(10_000):
         memo.put(("sales", f"model-{i}"), True)
     assert len(memo) <= memo.limit
+
+
+def test_a_body_is_remembered_by_its_json_unless_too_large_or_not_json() -> None:
+    from proxy.memo import MEMO_BODY_BYTES, body_shape
+
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    assert body_shape(body, 60) == b'{"model":"m","messages":[{"role":"user","content":"hi"}]}'
+    assert body_shape(body, MEMO_BODY_BYTES + 1) is None  # not even encoded
+    assert body_shape({"content": "x" * MEMO_BODY_BYTES}, 10) is None  # its JSON is too large
+    assert body_shape({"n": {1, 2}}, 10) is None  # a set is not JSON

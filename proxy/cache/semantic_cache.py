@@ -49,7 +49,7 @@ from proxy.cache.shadow import ShadowScore
 from proxy.cache.token_states import TokenStates
 from proxy.gateway.requests import Call
 from proxy.gateway.streaming import SSE_HEADERS
-from proxy.memo import BoundedMemo
+from proxy.memo import BoundedMemo, body_shape
 from proxy.runtime.services import Services
 from proxy.spend.pricing import format_nanos, to_nanos
 
@@ -58,7 +58,6 @@ BACKEND_ERRORS = (RedisError, OSError)
 MAX_TEMPLATES = 1024  # answers kept parsed for replay (a few KB each)
 # request bodies remembered with their cache key: at most MEMO_KEYS x MEMO_BODY_BYTES (1 MB)
 MEMO_KEYS = 256
-MEMO_BODY_BYTES = 4096
 
 
 class SemanticCache:
@@ -156,13 +155,8 @@ class SemanticCache:
         encoding of the body instead of three sorted ones and two digests (key_of is a function
         of the body, owner and model alone). `raw_size`: the body's size as received; a body
         too large to remember is not encoded."""
-        shape = b""
-        if raw_size <= MEMO_BODY_BYTES:
-            try:
-                shape = orjson.dumps(body)
-            except (TypeError, orjson.JSONEncodeError):
-                pass
-        if not shape or len(shape) > MEMO_BODY_BYTES:
+        shape = body_shape(body, raw_size)
+        if shape is None:
             return key_of(body, owner, model, self.text_hashes)
         found = self._keys.get((shape, owner, model))
         if found is None:

@@ -15,7 +15,6 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-import orjson
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -27,7 +26,7 @@ from pydantic import (
 
 from proxy.config.errors import ConfigError, describe_validation_error, read_yaml
 from proxy.gateway.reliability import Reliability
-from proxy.memo import BoundedMemo
+from proxy.memo import BoundedMemo, body_shape
 
 DEFAULT_RULE = "default"
 # the route of the cache's LLM judge calls (proxy.cache.judge): reports tell its spend apart by it
@@ -394,7 +393,6 @@ def _holds(match: Match, facts: _Facts) -> bool:
 RememberedRoute = tuple[int, int | None, bool, "RouteDecision"]
 # bodies remembered with their route, per rules object: at most MEMO_ROUTES x MEMO_BODY_BYTES
 MEMO_ROUTES = 256
-MEMO_BODY_BYTES = 4096
 
 
 def route_request(rules: RoutingRules, body: Mapping[str, Any], department: str,
@@ -405,14 +403,9 @@ def route_request(rules: RoutingRules, body: Mapping[str, Any], department: str,
     the rules are a new object after a reload, with a new memo); the user is resolved every time.
     The same body comes back on every cache hit: its text need not be measured and scanned.
     `raw_size`: the body's size as received; a body too large to remember is not encoded."""
-    shape = b""
-    if raw_size <= MEMO_BODY_BYTES:
-        try:
-            shape = orjson.dumps(body)
-        except (TypeError, orjson.JSONEncodeError):
-            pass
+    shape = body_shape(body, raw_size)
     task = headers.get(TASK_HEADER) or None
-    if not shape or len(shape) > MEMO_BODY_BYTES:
+    if shape is None:
         inp = RouteInput.from_request(body, department, headers, key_id)
         return inp, select_route(rules, inp, explain=False)
     found = rules.routes_memo.get((shape, department, task))

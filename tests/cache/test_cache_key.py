@@ -321,7 +321,8 @@ def test_keys_remembered_by_body_equal_key_of_for_every_body_owner_and_model() -
     anything key_of reads never share a remembered key (a false hit)."""
     from proxy.cache.config import CacheConfig
     from proxy.cache.memory import MemoryCacheBackend
-    from proxy.cache.semantic_cache import MEMO_BODY_BYTES, SemanticCache
+    from proxy.cache.semantic_cache import SemanticCache
+    from proxy.memo import MEMO_BODY_BYTES
 
     cache = SemanticCache(CacheConfig.model_validate({}), MemoryCacheBackend(), None)
     base: dict[str, Any] = {"model": "m", "messages": [

@@ -253,7 +253,8 @@ def test_remembered_routes_equal_routing_each_request_afresh() -> None:
     a rule reads would route it wrongly)."""
     import random
 
-    from proxy.routing.rules import MEMO_BODY_BYTES, route_request
+    from proxy.memo import MEMO_BODY_BYTES
+    from proxy.routing.rules import route_request
 
     def body(text: str, **more: Any) -> dict[str, Any]:
         return {"model": "gpt-4o", "messages": [{"role": "user", "content": text}], **more}
