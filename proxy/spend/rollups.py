@@ -51,8 +51,7 @@ def group_of(record: UsageRecord, detail: Detail = "fine") -> Group:
 
 
 def sums_of(record: UsageRecord) -> list[int]:
-    return [1, record.input_tokens, record.cached_input_tokens, record.output_tokens,
-            record.cost_nanos, record.saved_nanos]
+    return usage_totals((record,))
 
 
 def encode_group(group: Group) -> str:
@@ -275,16 +274,7 @@ def quality_units(score: float | None) -> int | None:
 
 
 def arm_sums(record: UsageRecord) -> list[int]:
-    ok = not record.failed
-    ttft = record.ttft_ms
-    values = (round(record.latency_ms * MICROS_PER_MS), None if ttft is None
-              else round(ttft * MICROS_PER_MS), record.cost_nanos, record.input_tokens,
-              record.output_tokens)
-    sums = [1, int(not ok), record.cost_nanos, record.saved_nanos, int(record.cache in LOOKUPS),
-            int(record.cache in LOOKUPS and record.cache != "miss")]
-    for value in values:
-        sums += moment(value if ok else None)
-    return sums + moment(quality_units(record.quality_score))
+    return arm_totals((record,))
 
 
 def rollup_key(record: UsageRecord) -> tuple[Any, ...]:
@@ -309,7 +299,8 @@ def usage_totals(records: Iterable[UsageRecord]) -> list[int]:
 
 
 def arm_totals(records: Iterable[UsageRecord]) -> list[int]:
-    """arm_sums() of `records` added up, for records of one arm key and bucket rolled at once.
+    """The arm sums of `records` (see ARM_HEAD and MOMENTS), for records of one arm key and
+    bucket rolled at once; arm_sums() is this for one record.
 
     Each moment's squares are summed first and split into limbs once, so the limbs are not
     those of adding each record's limbs, but their value (`unlimb`, how every reader takes them)
@@ -326,13 +317,12 @@ def arm_totals(records: Iterable[UsageRecord]) -> list[int]:
         if cache in LOOKUPS:
             lookups += 1
             hits += cache != "miss"
-        score = record.quality_score
-        if score is not None:
-            units = round(score * QUALITY_SCALE)
+        units = quality_units(record.quality_score)
+        if units is not None:
             quality[0] += 1
             quality[1] += units
             quality[2] += units * units
-        if record.status >= 400 or record.error is not None:
+        if record.failed:  # latency to output tokens are over successful requests only
             errors += 1
             continue
         for acc, value in ((lat, round(record.latency_ms * MICROS_PER_MS)),
