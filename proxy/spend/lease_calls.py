@@ -54,10 +54,8 @@ class LeaseCallsBackend(BatchedRecordsBackend):
         if dept.next_expiry > now:
             return
         for rid in [r for r, (_, expires) in dept.holds.items() if expires <= now]:
-            dept.held -= dept.holds.pop(rid)[0]
+            dept.unhold(rid)
         dept.next_expiry = min((e for _, e in dept.holds.values()), default=math.inf)
-        if not dept.holds:
-            dept.held_until = 0.0
 
     def _slices(self, dept: DepartmentLease,
                 extra: tuple[int, int, int] = (0, 0, 0)) -> tuple[int, int, int]:

@@ -81,6 +81,16 @@ class DepartmentLease:
     def pending(self) -> bool:
         return bool(self.windows or self.breaker or self.rates or self.unwritten)
 
+    def unhold(self, reservation_id: str) -> bool:
+        """Free a hold of this lease; False if it was not held (settled or expired)."""
+        held = self.holds.pop(reservation_id, None)
+        if held is None:
+            return False
+        self.held -= held[0]
+        if not self.holds:
+            self.held_until = 0.0
+        return True
+
 
 def add_need(a: tuple[int, int, int], b: tuple[int, int, int],
           sign: int) -> tuple[int, int, int]:

@@ -227,11 +227,7 @@ class LeasedRedisBackend(LeaseCallsBackend):
 
     async def commit(self, settlement: Settlement) -> CommitOutcome:
         dept = self._department(settlement.department)
-        held = dept.holds.pop(settlement.reservation_id, None)
-        if held is not None:
-            dept.held -= held[0]
-            if not dept.holds:
-                dept.held_until = 0.0
+        dept.unhold(settlement.reservation_id)
         cost = settlement.actual_nanos
         now = self._clock()
         minute = rate_position(settlement.ts)[0]
@@ -264,12 +260,7 @@ class LeasedRedisBackend(LeaseCallsBackend):
 
     def drop_hold(self, department: str, reservation_id: str) -> bool:
         """A commit of nothing, without its work: the hold is this replica's, in its lease."""
-        dept = self._department(department)
-        held = dept.holds.pop(reservation_id, None)
-        if held is not None:
-            dept.held -= held[0]
-            if not dept.holds:
-                dept.held_until = 0.0
+        if self._department(department).unhold(reservation_id):
             self._wake_flusher()  # the lease call reports what is held
         return True
 
@@ -477,5 +468,4 @@ class LeasedRedisBackend(LeaseCallsBackend):
 
 
 __all__ = ["LEASE_PREFIX", "LeasedRedisBackend"]
-
 
