@@ -82,6 +82,11 @@ class EmbedderConfig(_Strict):
         return self
 
 
+# hits remembered for wrong-answer reports by the in-process backend: ~270 bytes each with its
+# request id, so 100,000 grew the embedded soak's RSS by ~30 % (docs/performance.md)
+MAX_REMEMBERED = 20_000
+
+
 class ReportConfig(_Strict):
     """A wrong-answer report raises the department+model threshold by `tighten_step`,
     never above `max_threshold` (0 disables tightening), for `threshold_ttl_seconds` after the
@@ -94,7 +99,7 @@ class ReportConfig(_Strict):
     max_threshold: float = Field(default=0.99, ge=0.0, le=1.0)
     threshold_ttl_seconds: float = Field(default=86400.0, gt=0, le=30 * 86400)
     window_seconds: float = Field(default=86400.0, gt=0, le=7 * 86400)
-    max_remembered: int = Field(default=20_000, ge=100, le=10_000_000)
+    max_remembered: int = Field(default=MAX_REMEMBERED, ge=100, le=10_000_000)
 
 
 class Coalesce(_Strict):

@@ -12,6 +12,7 @@ import numpy as np
 
 from proxy.cache.backend import Entry, Tightened, Vector, eviction_target, least_valuable
 from proxy.cache.bookkeeping import Batch
+from proxy.cache.config import MAX_REMEMBERED
 
 
 @dataclass
@@ -21,16 +22,13 @@ class _Scope:
     matrix_ids: list[str] = field(default_factory=list)
 
 
-# hits remembered for wrong-answer reports (cache.yaml report.max_remembered): ~270 bytes each,
-# so 100,000 grew the embedded soak's RSS by ~30 % (docs/performance.md)
-MAX_SERVED = 20_000
 
 
 class MemoryCacheBackend:
     """Single-process storage; `clock` is injectable for expiry tests."""
 
     def __init__(self, clock: Callable[[], float] = time.time,
-                 max_served: int = MAX_SERVED) -> None:
+                 max_served: int = MAX_REMEMBERED) -> None:
         self._clock = clock
         self._max_served = max_served
         self._entries: dict[str, Entry] = {}

@@ -33,12 +33,6 @@ def plain_field(metric: str, department: str, model: str) -> str:
     return field_name(metric, "", department, model)
 
 
-def hit_fields(kind: str, department: str, model: str, task: str,
-               saved: float) -> dict[str, float]:
-    hits, saved_field = hit_field_names(kind, department, model, task)
-    return {hits: 1, saved_field: saved}
-
-
 def hit_field_names(kind: str, department: str, model: str, task: str) -> tuple[str, str]:
     """The fields a hit adds to: its count and its savings."""
     return (request_field("hit", kind, department, model, task),

@@ -8,7 +8,7 @@ from proxy.cache.stats import (
     SEP,
     answer_text,
     field_name,
-    hit_fields,
+    hit_field_names,
     judge_fields,
     judge_verdict_field,
     label,
@@ -46,8 +46,8 @@ def test_field_names_have_five_parts_whatever_the_inputs() -> None:
 
 
 def test_hit_and_shadow_fields() -> None:
-    assert hit_fields("semantic", "d", "m", "t", 0.25) == {
-        "req|hit:semantic|d|m|t": 1, "saved|semantic|d|m|t": 0.25}
+    assert hit_field_names("semantic", "d", "m", "t") == (
+        "req|hit:semantic|d|m|t", "saved|semantic|d|m|t")
     assert shadow_fields("exact", "d", "m", False, 0.5) == {
         "shadow|implausible:exact|d|m|": 1, "shadow_saved||d|m|": 0.5}
     assert "shadow|plausible:exact|d|m|" in shadow_fields("exact", "d", "m", True, 0)
@@ -66,11 +66,12 @@ def test_answer_text_covers_content_and_tool_calls() -> None:
 
 def counters() -> dict[str, float]:
     table: dict[str, float] = {}
-    for fields in (hit_fields("exact", "sales", "m1", "faq", 0.1),
-                   hit_fields("semantic", "sales", "m2", "", 0.2),
-                   hit_fields("exact", "eng", "m1", "faq", 0.4)):
-        for name, amount in fields.items():
-            table[name] = table.get(name, 0) + amount
+    for hits, saved, amount in (
+            (*hit_field_names("exact", "sales", "m1", "faq"), 0.1),
+            (*hit_field_names("semantic", "sales", "m2", ""), 0.2),
+            (*hit_field_names("exact", "eng", "m1", "faq"), 0.4)):
+        table[hits] = table.get(hits, 0) + 1
+        table[saved] = table.get(saved, 0) + amount
     table[request_field("miss", "none", "sales", "m1", "faq")] = 2
     table[request_field("miss", "none", "eng", "m1", "faq")] = 1
     table[request_field("bypass", "none", "sales", "m1", "")] = 5
