@@ -81,3 +81,5 @@ class Lookup:
     judging: Judging | None = None  # the LLM judge was asked about a band candidate
     extra: dict[str, Any] = field(default_factory=dict)
     flight: Flight | None = None  # this request leads a flight: end it once stored or failed
+    # the probe before admission found no exact answer at this limit: not asked again
+    exact_missed: bool = False

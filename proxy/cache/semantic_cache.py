@@ -86,12 +86,38 @@ class SemanticCache:
 
     # -- lookup ------------------------------------------------------------------------------
 
-    async def lookup(self, services: Services, call: Call, model: str) -> Hit | None:
+    async def probe(self, call: Call, model: str) -> Hit | None:
+        """The exact answer, looked up before the call is admitted: an exact hit spends nothing,
+        so it is admitted without a hold (gateway/pipeline.run_call). Counts and marks nothing:
+        `lookup` does, once the call is admitted, going on from what the probe found (a
+        refused call leaves no trace in the cache's counts). A backend error is left to
+        `lookup` to meet and count."""
+        prepared = call.cache_probe = self._prepare(call, model)
+        state = prepared[0]
+        if state is None or not state.controls.lookup or state.settings.mode == "shadow":
+            return None
+        try:
+            hit = await self._exact(state.key, state.limit)
+        except BACKEND_ERRORS:
+            return None
+        state.exact_missed = hit is None
+        return hit
+
+    def output_capped(self, call: Call) -> None:
+        """The budget lowered the call's output limit after the probe: only answers that fit
+        the new limit are served, and the exact answer is looked up again at it."""
+        prepared = call.cache_probe
+        if prepared is not None and prepared[0] is not None:
+            prepared[0].limit, prepared[0].exact_missed = output_limit(call.body), False
+
+    async def lookup(self, services: Services, call: Call, model: str,
+                     probed: Hit | None = None) -> Hit | None:
+        """`probed`: the exact hit `probe` found for this call, now admitted."""
         state = await self._begin(services, call, model)
         if state is None or not state.controls.lookup:
             return None
         try:
-            hit = await self._find(services, call, state)
+            hit = probed if probed is not None else await self._find(services, call, state)
         except BACKEND_ERRORS as exc:
             log.warning("cache lookup failed, answering without cache: %s", exc)
             call.cache_state = None
@@ -122,9 +148,32 @@ class SemanticCache:
         return hit
 
     async def _begin(self, services: Services, call: Call, model: str) -> Lookup | None:
-        if call.endpoint != "chat.completions":
+        prepared: tuple[Lookup | None, bool] | None = call.cache_probe
+        if prepared is None:
+            prepared = self._prepare(call, model)
+        call.cache_probe = None
+        state, counted = prepared
+        if state is None:
             call.headers["x-meterline-cache"] = "bypass"
+            if counted:  # a chat call the cache does not take: counted as a bypass
+                record = call.record
+                if record is not None:
+                    record.cache = "bypass"
+                task = stats.label(record.task if record else None)
+                await self._count(services, call.department_name, model, task, "bypass",
+                                  "none")
             return None
+        call.cache_state = state
+        if not state.controls.lookup:
+            await self._mark(services, call, state, "bypass", "none")
+        return state
+
+    def _prepare(self, call: Call, model: str) -> tuple[Lookup | None, bool]:
+        """(what a lookup of this call needs, or None when the cache does not take it; whether
+        it is a chat call, whose bypass is counted). Takes the cache control out of the body,
+        so it runs once per call: `probe` keeps its result on the call for `lookup`."""
+        if call.endpoint != "chat.completions":
+            return None, False
         controls, changed = controls_of(call.inbound, call.body)
         if changed:
             call.raw = orjson.dumps(call.body)
@@ -134,20 +183,12 @@ class SemanticCache:
         key = self._key(call.body, owner, model, len(call.raw))
         if key is not None and len(key.text) > self.config.max_question_chars:
             key = None
-        task = stats.label(record.task if record else None)
-        department = call.department_name
         if (not settings.enabled or key is None or bypass_reason(call.body, settings)
                 or not (controls.lookup or controls.store)):
-            call.headers["x-meterline-cache"] = "bypass"
-            if record is not None:
-                record.cache = "bypass"
-            await self._count(services, department, model, task, "bypass", "none")
-            return None
-        state = Lookup(key, settings, controls, department, task, output_limit(call.body))
-        call.cache_state = state
-        if not controls.lookup:
-            await self._mark(services, call, state, "bypass", "none")
-        return state
+            return None, True
+        task = stats.label(record.task if record else None)
+        return Lookup(key, settings, controls, call.department_name, task,
+                      output_limit(call.body)), False
 
     def _key(self, body: dict[str, Any], owner: str, model: str,
              raw_size: int = 0) -> Key | None:
@@ -248,9 +289,10 @@ class SemanticCache:
 
     async def _find(self, services: Services, call: Call, state: Lookup) -> Hit | None:
         key = state.key
-        hit = await self._exact(key, state.limit)
-        if hit is not None:
-            return hit
+        if not state.exact_missed:
+            hit = await self._exact(key, state.limit)
+            if hit is not None:
+                return hit
         if state.settings.mode == "exact":
             return None
         state.vector, state.tokens = await self._embed(key.text)

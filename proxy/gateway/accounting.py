@@ -109,7 +109,25 @@ async def reserve(services: Services, call: Call, model: str) -> Any:
                 f"Department '{call.department}' has too little budget left for "
                 f"{choices_of(call)} choices.")
         cap_max_tokens(call, per_choice)
+        if services.cache is not None:
+            services.cache.output_capped(call)
     return reservation
+
+
+async def admit_hit(services: Services, call: Call) -> None:
+    """Admit a call the cache answers exactly: it spends nothing, so it holds nothing (see
+    Ledger.admit_free); refused like any call by the breaker, rpm/tpm or a spent budget."""
+    if services.spend is None or call.department is None:
+        return
+    if services.department(call.department) is None:  # e.g. removed by a reload
+        raise errors.PermissionDenied(f"Department '{call.department}' is not configured.",
+                                      code="unknown_department")
+    try:
+        await services.spend.admit_free(call.department, prompt_tokens_of(call))
+    except SpendRefusal as exc:
+        reason = "budget_exhausted" if isinstance(exc, BudgetExhausted) else "rate_limited"
+        services.metrics.record_budget_rejection(call.department, reason)
+        raise
 
 
 async def release(services: Services, reservation: Any) -> None:
@@ -117,29 +135,57 @@ async def release(services: Services, reservation: Any) -> None:
         await services.spend.release(reservation)
 
 
-async def cache_lookup(services: Services, call: Call, model: str) -> Any:
-    """A cached answer for the call, or None. Any cache failure (an embedder bug, a backend
-    error nobody planned for) is logged and counted, and the call is answered uncached."""
+async def cache_probe(services: Services, call: Call, model: str) -> Any:
+    """The exact cached answer, looked up before the call is admitted, or None (and then
+    `cache_lookup` after admission). A failure is handled as `cache_lookup` handles its own,
+    and the call goes on uncached."""
+    if services.cache is None:
+        return None
+    try:
+        return await services.cache.probe(call, model)
+    except errors.ProxyError:  # the client's fault (a bad cache control): its 4xx
+        raise
+    except Exception:  # the cache is an optimisation: its failure must not fail the call
+        _answer_uncached(services, call, "probe")
+        return None
+
+
+async def cache_lookup(services: Services, call: Call, model: str,
+                       probed: Any = None) -> Any:
+    """A cached answer for the call, or None; `probed`: the exact hit `cache_probe` found. Any
+    cache failure (an embedder bug, a backend error nobody planned for) is logged and counted,
+    and the call is answered uncached."""
     if services.cache is None:
         call.headers["x-meterline-cache"] = "off"
         if strip_cache_control(call.body):  # our control object never goes upstream
             call.raw = orjson.dumps(call.body)
         return None
+    if call.cache_probe is FAILED:
+        return None
     try:
-        return await services.cache.lookup(services, call, model)
+        return await services.cache.lookup(services, call, model, probed)
     except errors.ProxyError:  # the client's fault (a bad cache control): its 4xx
         raise
     except Exception:  # the cache is an optimisation: its failure must not fail the call
-        log.exception("cache lookup failed for %s; answering uncached", call.request_id)
-        services.metrics.record_cache_failure("lookup")
-        services.cache.end_flight(call)  # if it leads a flight, its waiters go on without it
-        call.cache_state = None  # nothing to store after a failed lookup
-        call.headers["x-meterline-cache"] = "bypass"
-        if call.record is not None:
-            call.record.cache = "bypass"
-        if strip_cache_control(call.body):
-            call.raw = orjson.dumps(call.body)
+        _answer_uncached(services, call, "lookup")
         return None
+
+
+FAILED = object()  # call.cache_probe after a failed probe: the call is answered uncached
+
+
+def _answer_uncached(services: Services, call: Call, stage: str) -> None:
+    assert services.cache is not None
+    log.exception("cache %s failed for %s; answering uncached", stage, call.request_id)
+    services.metrics.record_cache_failure("lookup")
+    services.cache.end_flight(call)  # if it leads a flight, its waiters go on without it
+    call.cache_state = None  # nothing to store after a failed lookup
+    call.cache_probe = FAILED
+    call.headers["x-meterline-cache"] = "bypass"
+    if call.record is not None:
+        call.record.cache = "bypass"
+    if strip_cache_control(call.body):
+        call.raw = orjson.dumps(call.body)
 
 
 async def cache_store(services: Services, call: Call, store: Awaitable[None]) -> None:

@@ -297,6 +297,15 @@ async def run_call(services: Services, call: Call, request: Request) -> Response
     call.record.route_rule, call.record.experiment = plan.rule, plan.experiment
     call.record.variant = plan.variant
     call.record.task = services.config.task_label(call.inbound.get("x-meterline-task"))
+    with step(services.tracing, "meterline.cache.probe"):
+        probed = await accounting.cache_probe(services, call, plan.model)
+    if probed is not None:  # an exact hit spends nothing: admitted without a hold
+        with step(services.tracing, "meterline.budget.admit"):
+            await accounting.admit_hit(services, call)
+        cached = await accounting.cache_lookup(services, call, plan.model, probed)
+        if cached is not None:
+            return await accounting.serve_cached(services, call, None, cached)
+        # the cache failed in between (logged, counted): answered uncached, admitted again
     with step(services.tracing, "meterline.budget.reserve"):
         reservation = await accounting.reserve(services, call, plan.model)
     try:

@@ -45,6 +45,7 @@ class Call:
     record: UsageRecord | None = None
     inbound: Mapping[str, str] = field(default_factory=dict)  # request headers
     cache_state: Any = None  # proxy.cache.semantic_cache.Lookup, from lookup to store
+    cache_probe: Any = None  # what SemanticCache.probe prepared, until the lookup goes on
     prompt_tokens: int | None = None  # estimated once, by routing, reused by budgets
     client_request_id: str | None = None  # the caller's x-request-id: correlation only
     # read on every step: plain attributes, set once in __post_init__

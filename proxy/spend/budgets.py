@@ -126,6 +126,9 @@ class AdmitPlan:
     tpm: int | None
     tokens: int
     breaker: BreakerPlan | None
+    # False: admit without holding anything (a request that spends nothing: a cache hit); a
+    # backend that holds anyway says so in AdmitOutcome.reserved_nanos, and the hold is released
+    hold: bool = True
 
 
 @dataclass(slots=True)  # built per request: a frozen __init__ costs ~6x

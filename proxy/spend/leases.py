@@ -165,7 +165,9 @@ class LeasedRedisBackend(LeaseCallsBackend):
             dept.rpm_left -= 1
         if plan.tpm is not None:
             dept.tpm_left -= plan.tokens
-        if plan.windows:
+        if not plan.hold:
+            amount = 0
+        elif plan.windows:
             dept.holds[plan.reservation_id] = (amount, plan.expires_at)
             dept.held += amount
             dept.next_expiry = min(dept.next_expiry, plan.expires_at)

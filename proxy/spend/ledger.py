@@ -139,6 +139,39 @@ class Ledger(UsageReads):
             self._refuse(dept, plan, outcome)
         return self._reservation(plan, model, outcome.reserved_nanos, outcome.max_tokens)
 
+    async def admit_free(self, department: str, prompt_tokens: int) -> None:
+        """Admit a request that spends nothing (a cache hit): the breaker and rpm/tpm as for
+        any request (it counts towards them), and no budget window spent (its spend and holds
+        short of the limit: one nano-dollar of room). Nothing is held, so nothing is released;
+        a hit is never refused, nor its output capped, because an upstream call would not have
+        fitted. Raises as `reserve` does."""
+        dept = self.departments.get(department)
+        now = self._clock()
+        plan = AdmitPlan(
+            department=dept.name,
+            reservation_id=f"{self._id_prefix}{next(self._id_sequence):x}",
+            now=now,
+            expires_at=now + self.options.reservation_ttl_seconds,
+            windows=self._windows(dept, now),
+            fixed_nanos=1, per_token_nanos=0.0, max_tokens=0, min_tokens=0, cap=False,
+            rpm=dept.rpm,
+            tpm=dept.tpm,
+            tokens=max(prompt_tokens, 0),
+            breaker=self._breaker_plan(dept),
+            hold=False,
+        )  # fmt: skip
+        try:
+            outcome = await self.backend.admit(plan)
+        except BackendDown as exc:
+            if self.options.fail_mode == "closed":
+                raise unavailable(exc) from exc
+            log.warning("spend backend down; admitting %s without budget checks", department)
+            return
+        if outcome.status != "ok":
+            self._refuse(dept, plan, outcome)
+        if outcome.reserved_nanos:  # held in Redis's script all the same (no leases): free it
+            await self.release(self._reservation(plan, "", outcome.reserved_nanos, None))
+
     def _plan(
         self, dept: Department, model: str, prompt_tokens: int, max_tokens: int | None
     ) -> AdmitPlan:

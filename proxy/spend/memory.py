@@ -115,6 +115,8 @@ class MemorySpendBackend:
             return AdmitOutcome("budget", failing=failing)
         self._rates[(dept, "rpm", minute)] += 1
         self._rates[(dept, "tpm", minute)] += plan.tokens
+        if not plan.hold:
+            return AdmitOutcome("ok")
         self._hold(dept, plan.reservation_id, amount, plan.expires_at)
         return AdmitOutcome("ok", reserved_nanos=amount, max_tokens=capped)
 

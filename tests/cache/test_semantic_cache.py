@@ -88,6 +88,28 @@ def test_exact_hit_serves_the_same_answer_for_free(start_cached: Starter,
         float(h1["x-meterline-cost-usd"]))
 
 
+@pytest.mark.parametrize("mode", ["exact", "semantic"])
+def test_the_exact_answer_is_asked_for_once_per_request(start_cached: Starter,
+                                                        mode: str) -> None:
+    """The probe before admission asks the backend for the exact answer; the lookup after it
+    does not ask again (on Redis, a round trip per miss), unless the budget lowered the limit."""
+    proxy = start_cached(mode=mode)
+    backend = proxy.server.config.app.state.services.cache.backend
+    asked: list[str] = []
+    get_exact = backend.get_exact
+
+    async def counted(scope: str, text_hash: str) -> Any:
+        asked.append(text_hash)
+        return await get_exact(scope, text_hash)
+
+    backend.get_exact = counted
+    question = f"How many lookups does {uuid.uuid4().hex[:8]} take?"
+    _, miss = ask(proxy, question)
+    assert miss["x-meterline-cache"] == "miss" and len(asked) == 1
+    _, hit = ask(proxy, question)
+    assert hit["x-meterline-cache"] == "hit-exact" and len(asked) == 2
+
+
 def test_semantic_hit_names_similarity_and_entry(start_cached: Starter) -> None:
     proxy = start_cached()
     # (the verifier refuses "How do I" -> "How can I" at p = 0.72 < 0.89: see docs/cache-quality.md)

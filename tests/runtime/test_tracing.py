@@ -24,8 +24,8 @@ from tests.support.servers import ServerThread, free_port, make_config_dir
 ENG = {"authorization": "Bearer sk-demo-engineering"}
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
-STEPS = {"meterline.auth", "meterline.budget.reserve", "meterline.cache.lookup",
-         "chat gpt-4o-mini", "meterline.settle"}
+STEPS = {"meterline.auth", "meterline.cache.probe", "meterline.budget.reserve",
+         "meterline.cache.lookup", "chat gpt-4o-mini", "meterline.settle"}
 
 
 def chat(proxy: Any, headers: dict[str, str], **body: Any) -> httpx.Response:

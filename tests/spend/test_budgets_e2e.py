@@ -7,6 +7,7 @@ import concurrent.futures
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -274,3 +275,89 @@ def test_cached_answer_costs_nothing_and_counts_savings(boot: Callable[..., Serv
     total = chargeback(proxy)["total"]
     assert total["cost_nanos"] == paid and total["saved_nanos"] == paid
     assert total["requests"] == 2
+
+
+EXACT_CACHE = "enabled: true\nmode: exact\n"
+
+
+def test_cached_answer_is_served_when_an_upstream_call_would_not_fit(
+        boot: Callable[..., ServerThread], state: dict[str, Any]) -> None:
+    """A hit spends nothing: it needs no room for the worst case of a call it does not make
+    (before, it was refused with 429 like the call, or its output capped so the cached answer
+    no longer fitted and a capped answer was bought instead)."""
+    proxy = start(boot, state, {"budgets": {"daily": 0.0002}, "cap_max_tokens": False},
+                  cache=EXACT_CACHE)
+    text = "what fits " + uuid.uuid4().hex
+    first = chat(proxy, text, max_tokens=100, temperature=0)
+    assert first.status_code == 200 and first.headers["x-meterline-cache"] == "miss"
+    refused = chat(proxy, "a new question " + uuid.uuid4().hex, max_tokens=300, temperature=0)
+    assert refused.status_code == 429  # its worst case does not fit what is left
+    again = chat(proxy, text, max_tokens=300, temperature=0)
+    assert again.status_code == 200, again.text
+    assert again.headers["x-meterline-cache"] == "hit-exact"
+    assert again.json()["choices"][0]["message"] == first.json()["choices"][0]["message"]
+    assert float(again.headers["x-meterline-cost-usd"]) == 0
+    total = chargeback(proxy)["total"]
+    assert total["cost_nanos"] == to_nanos(float(first.headers["x-meterline-cost-usd"]))
+    budgets = httpx.get(proxy.url + "/admin/budgets", headers=ADMIN).json()["data"]
+    eng = next(d for d in budgets if d["department"] == "engineering")
+    assert eng["budgets"][0]["reserved_dollars"] == 0  # the hit held nothing
+
+
+def test_cached_answer_is_refused_once_the_budget_is_spent(
+        boot: Callable[..., ServerThread], state: dict[str, Any]) -> None:
+    """A spent budget stops the department, cached answers included; nothing about the refused
+    hit is counted as a hit or a saving."""
+    proxy = start(boot, state, {"budgets": {"daily": 5}}, cache=EXACT_CACHE)
+    text = "spent " + uuid.uuid4().hex
+    first = chat(proxy, text, temperature=0)
+    assert first.status_code == 200
+    assert chat(proxy, text, temperature=0).headers["x-meterline-cache"] == "hit-exact"
+    config_dir = Path(proxy.server.config.app.state.services.settings.config_dir)
+    spent = float(first.headers["x-meterline-cost-usd"])
+    (config_dir / "departments.yaml").write_text(departments_yaml(
+        {"budgets": {"daily": spent / 2}}))  # lowered below what was spent
+    assert httpx.post(proxy.url + "/admin/reload", headers=ADMIN).status_code == 200
+    refused = chat(proxy, text, temperature=0)
+    assert refused.status_code == 429, refused.text
+    assert refused.json()["error"]["code"] == "insufficient_quota"
+    assert "x-meterline-cache" not in refused.headers
+    total = chargeback(proxy)["total"]
+    assert total["requests"] == 2 and total["saved_nanos"] == to_nanos(spent)
+
+
+def test_cached_answers_count_towards_the_rate_limit(
+        boot: Callable[..., ServerThread], state: dict[str, Any]) -> None:
+    proxy = start(boot, state, {"rpm": 3}, cache=EXACT_CACHE)
+    text = "rate me " + uuid.uuid4().hex
+    statuses = [chat(proxy, text, temperature=0) for _ in range(5)]
+    assert [r.status_code for r in statuses] == [200, 200, 200, 429, 429]
+    assert [r.headers.get("x-meterline-cache") for r in statuses[:3]] == [
+        "miss", "hit-exact", "hit-exact"]
+    error = statuses[3].json()["error"]
+    assert error["code"] == "rate_limit_exceeded" and "rpm" in error["message"]
+    assert chargeback(proxy)["total"]["requests"] == 3
+
+
+def test_an_answer_cut_by_the_budgets_cap_is_served_only_at_that_cap(
+        boot: Callable[..., ServerThread], state: dict[str, Any]) -> None:
+    """The exact probe runs before the budget caps max_tokens: the lookup and the store go on at
+    the capped limit, so the cut answer is kept for that limit, never served to the request's
+    own once the budget has room again."""
+    engineering = {"budgets": {"daily": 0.0000075}, "cap_max_tokens": True,
+                   "min_capped_tokens": 1}
+    proxy = start(boot, state, engineering, cache=EXACT_CACHE)
+    text = "cut me " + uuid.uuid4().hex
+    capped = chat(proxy, text, max_tokens=5000, temperature=0)
+    assert capped.status_code == 200, capped.text
+    cap = int(capped.headers["x-meterline-max-tokens-capped"])
+    assert capped.json()["choices"][0]["finish_reason"] == "length" and cap < 5000
+    config_dir = Path(proxy.server.config.app.state.services.settings.config_dir)
+    (config_dir / "departments.yaml").write_text(departments_yaml({"budgets": {"daily": 5}}))
+    assert httpx.post(proxy.url + "/admin/reload", headers=ADMIN).status_code == 200
+    whole = chat(proxy, text, max_tokens=5000, temperature=0)
+    assert whole.status_code == 200 and whole.headers["x-meterline-cache"] == "miss"
+    assert whole.json()["choices"][0]["finish_reason"] == "stop"
+    again = chat(proxy, text, max_tokens=cap, temperature=0)
+    assert again.headers["x-meterline-cache"] == "hit-exact"
+    assert again.json()["choices"][0]["message"] == capped.json()["choices"][0]["message"]
