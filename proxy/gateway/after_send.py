@@ -12,6 +12,18 @@ from starlette.types import Receive, Scope, Send
 log = logging.getLogger(__name__)
 
 
+# header name -> its lower-case bytes: the proxy's own names come back on every response
+_NAMES: dict[str, bytes] = {}
+_MAX_NAMES = 512  # an upstream's names are remembered too, up to this many
+
+
+def _name(name: str) -> bytes:
+    encoded = name.lower().encode("latin-1")
+    if len(_NAMES) < _MAX_NAMES:
+        _NAMES[name] = encoded
+    return encoded
+
+
 class AfterSendResponse(Response):
     """`after` runs once the body is sent, or failed to be sent (the client left), in the same
     task, so a graceful shutdown still waits for it; its failure is logged, never a second
@@ -26,8 +38,7 @@ class AfterSendResponse(Response):
         self.media_type = media_type
         self.background = None
         self.body = body
-        raw = [(k.encode("latin-1") if k.islower() else k.lower().encode("latin-1"),
-                v.encode("latin-1")) for k, v in headers.items()]
+        raw = [(_NAMES.get(k) or _name(k), v.encode("latin-1")) for k, v in headers.items()]
         names = {name for name, _ in raw}
         if b"content-length" not in names and 200 <= status and status not in (204, 304):
             raw.append((b"content-length", b"%d" % len(body)))

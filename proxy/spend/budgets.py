@@ -20,6 +20,7 @@ from proxy.spend.records import UsageRecord
 from proxy.spend.rollups import ArmLevel, ArmSlice, Detail, Granularity, Slice
 
 AdmitStatus = Literal["ok", "budget", "rpm", "tpm", "breaker"]
+RateKind = Literal["rpm", "tpm"]
 SpendDimension = Literal["department", "key", "user", "model"]
 RATE_WINDOW_SECONDS = 60
 WINDOW_KEY_GRACE_SECONDS = 86_400
@@ -208,8 +209,8 @@ def plan_admission(
 
     Mirrors the budget part of the Redis admit script; an empty `failing` means admitted."""
     need = reservation_amount(plan.fixed_nanos, plan.per_token_nanos, plan.max_tokens)
-    pairs = zip(plan.windows, spent, strict=True)
-    headrooms = [window.limit_nanos - used - reserved_total for window, used in pairs]
+    headrooms = [window.limit_nanos - used - reserved_total
+                 for window, used in zip(plan.windows, spent, strict=True)]
     if not headrooms or min(headrooms) >= need:  # the common case: every window has room
         return need, None, ()
     failing = tuple(i for i, room in enumerate(headrooms) if room < need)

@@ -14,6 +14,7 @@ from proxy.spend.budgets import (
     AdmitOutcome,
     AdmitPlan,
     CommitOutcome,
+    RateKind,
     Settlement,
     Window,
     breaker_retry_after,
@@ -90,35 +91,45 @@ class MemorySpendBackend:
     async def admit(self, plan: AdmitPlan) -> AdmitOutcome:
         dept = plan.department
         reserved = self._purge_reservations(dept, plan.now)
-        if plan.breaker is not None:
-            minute = int(plan.now // 60)
-            first = minute - plan.breaker.window_minutes + 1
-            spent_by_minute = self._breaker[dept]  # the window's minutes (commit prunes)
+        breaker = plan.breaker
+        if breaker is not None and (spent_by_minute := self._breaker[dept]):
+            minute = int(plan.now // 60)  # the window's minutes (commit prunes)
+            first = minute - breaker.window_minutes + 1
             if sum(v for m, v in spent_by_minute.items()
-                   if first <= m <= minute) > plan.breaker.max_nanos:
+                   if first <= m <= minute) > breaker.max_nanos:
                 buckets = [spent_by_minute.get(m, 0) for m in range(first, minute + 1)]
                 retry = breaker_retry_after(
-                    buckets, first, plan.breaker.window_minutes, plan.breaker.max_nanos, plan.now
+                    buckets, first, breaker.window_minutes, breaker.max_nanos, plan.now
                 )
                 return AdmitOutcome("breaker", retry_after=retry)
         minute, elapsed = rate_position(plan.now)
-        for kind, limit, cost in (("rpm", plan.rpm, 1), ("tpm", plan.tpm, plan.tokens)):
-            if limit is None:
-                continue
-            cur, prev = self._rates[(dept, kind, minute)], self._rates[(dept, kind, minute - 1)]
-            if sliding_count(cur, prev, elapsed) + cost > limit:
-                retry = sliding_retry_after(cur, prev, elapsed, cost, limit)
-                return AdmitOutcome(kind, retry_after=retry)  # type: ignore[arg-type]
-        spent = [self._spent.get((dept, w.wid), 0) for w in plan.windows]
-        amount, capped, failing = plan_admission(plan, spent, reserved)
+        if plan.rpm is not None and (
+                refused := self._over_rate(dept, "rpm", minute, elapsed, 1, plan.rpm)):
+            return refused
+        if plan.tpm is not None and (
+                refused := self._over_rate(dept, "tpm", minute, elapsed, plan.tokens, plan.tpm)):
+            return refused
+        spent = self._spent
+        amount, capped, failing = plan_admission(
+            plan, [spent.get((dept, w.wid), 0) for w in plan.windows], reserved)
         if failing:
             return AdmitOutcome("budget", failing=failing)
-        self._rates[(dept, "rpm", minute)] += 1
-        self._rates[(dept, "tpm", minute)] += plan.tokens
+        rates = self._rates
+        rates[(dept, "rpm", minute)] += 1
+        rates[(dept, "tpm", minute)] += plan.tokens
         if not plan.hold:
             return AdmitOutcome("ok")
         self._hold(dept, plan.reservation_id, amount, plan.expires_at)
-        return AdmitOutcome("ok", reserved_nanos=amount, max_tokens=capped)
+        return AdmitOutcome("ok", amount, capped)
+
+    def _over_rate(self, dept: str, kind: RateKind, minute: int, elapsed: float, cost: int,
+                   limit: int) -> AdmitOutcome | None:
+        rates = self._rates
+        cur, prev = rates.get((dept, kind, minute), 0), rates.get((dept, kind, minute - 1), 0)
+        if sliding_count(cur, prev, elapsed) + cost > limit:
+            return AdmitOutcome(kind, retry_after=sliding_retry_after(cur, prev, elapsed, cost,
+                                                                     limit))
+        return None
 
     def _hold(self, department: str, rid: str, amount: int, expires_at: float) -> None:
         live = self._reservations[department]

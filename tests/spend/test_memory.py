@@ -4,6 +4,7 @@ records are bounded in memory and read back exactly as they were put."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import secrets
 import tracemalloc
@@ -12,7 +13,7 @@ import orjson
 
 from proxy.spend.budgets import AdmitPlan, Settlement, window_at
 from proxy.spend.memory import MemorySpendBackend
-from proxy.spend.records import UsageRecord
+from proxy.spend.records import UsageRecord, packed_ts
 from proxy.spend.rollups import arm_sums
 from tests.spend_helpers import (
     expected_rollups,
@@ -203,3 +204,19 @@ def test_feedback_on_a_record_not_rolled_up_yet_counts_once() -> None:
         assert [moment_values(a.sums) for a in arms] == [moment_values(arm_sums(rated))]
 
     asyncio.run(run())
+
+
+def test_a_packed_record_unpacks_equal_with_every_field_set() -> None:
+    """packed() writes every field but the request id, in the constructor's order: a record with
+    no field at its default comes back equal (the store keeps records only packed)."""
+    record = UsageRecord(
+        "req_packed", 1_765_000_000.25, "eng", "key-1", "ann", "chat.completions", "gpt-4o",
+        "gpt-4o-mini", "openai", 429, 11, 3, 7, 12_345, True, 678, "hit-exact", False, "cheap",
+        "support", "exp", "b", 12.5, 3.25, True, "rate_limited", 0.5, "client-1",
+        {"cache_judge": "same"})
+    defaults = UsageRecord("req_packed", 0.0, "", "", None, "", "", "", "", 0)
+    assert all(getattr(record, f.name) != getattr(defaults, f.name)
+               for f in dataclasses.fields(UsageRecord) if f.name != "request_id")
+    packed = record.packed()
+    assert packed_ts(packed) == record.ts
+    assert UsageRecord.unpacked("req_packed", packed) == record
