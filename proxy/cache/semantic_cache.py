@@ -8,6 +8,7 @@ store after a miss does not embed again. Storage is a `CacheBackend` (memory or 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import uuid
@@ -58,6 +59,10 @@ BACKEND_ERRORS = (RedisError, OSError)
 MAX_TEMPLATES = 1024  # answers kept parsed for replay (a few KB each)
 # request bodies remembered with their cache key: at most MEMO_KEYS x MEMO_BODY_BYTES (1 MB)
 MEMO_KEYS = 256
+
+
+# an entry's saving, as its hits show it (the same few values again and again)
+saved_text = functools.lru_cache(maxsize=1024)(format_nanos)
 
 
 class SemanticCache:
@@ -395,8 +400,8 @@ class SemanticCache:
         if judged is not None:
             record.extra["cache_judge"] = judged.outcome
         record.latency_ms = call.elapsed() * 1000
-        headers = {**call.headers, "x-meterline-cost-usd": f"{0:.8f}",
-                   "x-meterline-cache-saved-usd": format_nanos(saved, 8),
+        headers = {**call.headers, "x-meterline-cost-usd": "0.00000000",
+                   "x-meterline-cache-saved-usd": saved_text(saved, 8),
                    "x-meterline-overhead-ms": f"{call.overhead_ms():.2f}"}
 
         async def after() -> None:  # once the answer is sent: the client does not wait for it

@@ -284,7 +284,7 @@ def upstream_step(services: Services, call: Call, plan: Plan) -> Any:
 async def chat_completions(request: Request) -> Response:
     services = services_of(request)
     call = await open_call(services, request, "chat.completions", "/chat/completions")
-    validate_chat(call.body)
+    validate_chat(call.body, call.raw)
     return await run_call(services, call, request)
 
 

@@ -23,6 +23,7 @@ from proxy.errors import (
 )
 from proxy.gateway.messages import validate_messages
 from proxy.keys.store import Principal
+from proxy.memo import MEMO_BODY_BYTES, BoundedMemo
 from proxy.runtime.services import Services
 from proxy.spend.records import UsageRecord
 
@@ -226,8 +227,22 @@ def require_model(body: dict[str, Any]) -> str:
     return model
 
 
-def validate_chat(body: dict[str, Any]) -> None:
-    """Check only what the proxy itself uses; everything else goes upstream unchanged."""
+# request bodies (as received, up to MEMO_BODY_BYTES) that passed validate_chat: a body is
+# parsed afresh from the same bytes each time, so it passes again (a cache hit's comes back)
+_VALID_CHATS: BoundedMemo[bytes, bool] = BoundedMemo(256)
+
+
+def validate_chat(body: dict[str, Any], raw: bytes | None = None) -> None:
+    """Check only what the proxy itself uses; everything else goes upstream unchanged. `raw`:
+    the bytes `body` was just parsed from; bytes that passed before are not checked again."""
+    if raw is None or len(raw) > MEMO_BODY_BYTES:
+        _check_chat(body)
+    elif not _VALID_CHATS.get(raw):
+        _check_chat(body)
+        _VALID_CHATS.put(raw, True)
+
+
+def _check_chat(body: dict[str, Any]) -> None:
     require_model(body)
     messages = body.get("messages")
     if messages is None:

@@ -156,3 +156,41 @@ def test_user_must_be_a_string_on_every_endpoint(proxy: ServerThread, path: str)
     assert r.status_code == 400
     assert r.json() == err("Invalid type for 'user': expected a string, got bool.",
                            "invalid_request_error", "user", "invalid_type")
+
+
+BODIES = [
+    {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]},
+    {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "n": 0},
+    {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "stream": "yes"},
+    {"model": "gpt-4o", "messages": []},
+    {"model": "gpt-4o"},
+    {"messages": [{"role": "user", "content": "hi"}]},
+    {"model": "gpt-4o", "messages": [{"role": "bot", "content": "hi"}]},
+    {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 10},
+]
+
+
+def test_remembered_validation_equals_validating_each_body_afresh() -> None:
+    """validate_chat(body, raw) skips bodies whose bytes passed before: every body, asked in
+    any order and again, passes or fails (with the same error) exactly as checked afresh."""
+    import random
+
+    import orjson
+
+    from proxy import errors
+    from proxy.gateway.requests import validate_chat
+
+    def outcome(body: dict[str, Any], raw: bytes | None) -> str:
+        try:
+            validate_chat(body, raw)
+        except errors.ProxyError as exc:
+            return f"{type(exc).__name__}: {exc}"
+        return "ok"
+
+    rng = random.Random(7)
+    asked = [rng.choice(BODIES) for _ in range(200)]
+    for body in asked:
+        raw = orjson.dumps(body)
+        assert outcome(orjson.loads(raw), raw) == outcome(orjson.loads(raw), None)
+    assert sorted({outcome(b, None) for b in BODIES})[-1] == "ok"  # some pass, some fail
+    assert len({outcome(b, None) for b in BODIES}) > 2
