@@ -70,6 +70,26 @@ def test_request_span_continues_traceparent_with_genai_attributes_and_step_child
     assert "trace me" not in text and "sk-demo" not in text  # no prompt, no key
 
 
+def test_an_exact_hit_is_traced_as_probed_and_admitted_without_a_reserve(
+        start_proxy: Callable[..., ServerThread]) -> None:
+    exporter = InMemorySpanExporter()
+    proxy = start_proxy(trace_exporter=exporter)
+    payload = {"model": "gpt-4o-mini", "temperature": 0,
+               "messages": [{"role": "user", "content": f"trace a hit {uuid.uuid4().hex}"}]}
+    for _ in range(2):
+        r = httpx.post(proxy.url + "/v1/chat/completions", json=payload, timeout=30,
+                       headers=ENG)
+        assert r.status_code == 200
+    assert r.headers["x-meterline-cache"] == "hit-exact"
+    spans = finished(exporter, len(STEPS) + 1 + 4)
+    root = next(s for s in spans if s.parent is None
+                and dict(s.attributes or {})["meterline.request_id"] == r.headers["x-request-id"])
+    assert dict(root.attributes or {})["meterline.cache"] == "hit-exact"
+    children = {s.name for s in spans
+                if s.parent is not None and s.parent.span_id == root.context.span_id}
+    assert children == {"meterline.auth", "meterline.cache.probe", "meterline.budget.admit"}
+
+
 def test_refused_request_is_traced_with_its_status(
         start_proxy: Callable[..., ServerThread]) -> None:
     exporter = InMemorySpanExporter()
