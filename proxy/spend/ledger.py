@@ -127,16 +127,10 @@ class Ledger(UsageReads):
         `Reservation.max_tokens` is set when the request must be capped to fit the budget."""
         dept = self.departments.get(department)
         plan = self._plan(dept, model, prompt_tokens, max_tokens)
-        try:
-            outcome = await self.backend.admit(plan)
-        except BackendDown as exc:
-            if self.options.fail_mode == "closed":
-                raise unavailable(exc) from exc
-            log.warning("spend backend down; admitting %s without budget checks", department)
+        outcome = await self._admit(dept, plan)
+        if outcome is None:
             worst = reservation_amount(plan.fixed_nanos, plan.per_token_nanos, plan.max_tokens)
             return self._reservation(plan, model, worst, None, degraded=True)
-        if outcome.status != "ok":
-            self._refuse(dept, plan, outcome)
         return self._reservation(plan, model, outcome.reserved_nanos, outcome.max_tokens)
 
     async def admit_free(self, department: str, prompt_tokens: int) -> None:
@@ -146,37 +140,35 @@ class Ledger(UsageReads):
         a hit is never refused, nor its output capped, because an upstream call would not have
         fitted. Raises as `reserve` does."""
         dept = self.departments.get(department)
-        now = self._clock()
-        plan = AdmitPlan(
-            department=dept.name,
-            reservation_id=f"{self._id_prefix}{next(self._id_sequence):x}",
-            now=now,
-            expires_at=now + self.options.reservation_ttl_seconds,
-            windows=self._windows(dept, now),
-            fixed_nanos=1, per_token_nanos=0.0, max_tokens=0, min_tokens=0, cap=False,
-            rpm=dept.rpm,
-            tpm=dept.tpm,
-            tokens=max(prompt_tokens, 0),
-            breaker=self._breaker_plan(dept),
-            hold=False,
-        )  # fmt: skip
+        plan = self._plan(dept, None, prompt_tokens, 0)
+        outcome = await self._admit(dept, plan)
+        if outcome is not None and outcome.reserved_nanos:  # held all the same (Redis's
+            # script without leases): free it
+            await self.release(self._reservation(plan, "", outcome.reserved_nanos, None))
+
+    async def _admit(self, dept: Department, plan: AdmitPlan) -> AdmitOutcome | None:
+        """The backend's admission of `plan`, refusals raised; None: admitted without checks
+        (the backend is down and the fail mode is open)."""
         try:
             outcome = await self.backend.admit(plan)
         except BackendDown as exc:
             if self.options.fail_mode == "closed":
                 raise unavailable(exc) from exc
-            log.warning("spend backend down; admitting %s without budget checks", department)
-            return
+            log.warning("spend backend down; admitting %s without budget checks", dept.name)
+            return None
         if outcome.status != "ok":
             self._refuse(dept, plan, outcome)
-        if outcome.reserved_nanos:  # held in Redis's script all the same (no leases): free it
-            await self.release(self._reservation(plan, "", outcome.reserved_nanos, None))
+        return outcome
 
     def _plan(
-        self, dept: Department, model: str, prompt_tokens: int, max_tokens: int | None
+        self, dept: Department, model: str | None, prompt_tokens: int, max_tokens: int | None
     ) -> AdmitPlan:
+        """The admission of a call to `model`; `model` None: of a call that spends nothing
+        (it needs one nano-dollar of room and holds nothing)."""
         now = self._clock()
-        fixed, per_token = self.pricing.worst_case(model, prompt_tokens)
+        free = model is None
+        fixed, per_token = (1, 0.0) if model is None else self.pricing.worst_case(model,
+                                                                                  prompt_tokens)
         tokens = max_tokens if max_tokens is not None else dept.default_max_tokens
         return AdmitPlan(
             department=dept.name,
@@ -188,11 +180,12 @@ class Ledger(UsageReads):
             per_token_nanos=per_token,
             max_tokens=tokens,
             min_tokens=min(dept.min_capped_tokens, tokens),
-            cap=dept.cap_max_tokens,
+            cap=dept.cap_max_tokens and not free,
             rpm=dept.rpm,
             tpm=dept.tpm,
             tokens=max(prompt_tokens, 0),
             breaker=self._breaker_plan(dept),
+            hold=not free,
         )
 
     def _breaker_plan(self, dept: Department) -> BreakerPlan | None:
