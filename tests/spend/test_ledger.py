@@ -89,6 +89,43 @@ def test_release_frees_the_hold_charges_nothing_and_keeps_the_rate_counted(
     asyncio.run(run())
 
 
+@pytest.mark.parametrize(
+    ("spend_backend", "leases"),
+    [("memory", True), pytest.param("redis", True, marks=pytest.mark.redis),
+     pytest.param("redis", False, marks=pytest.mark.redis)],
+    indirect=["spend_backend"],
+)
+def test_a_free_admission_holds_nothing_counts_the_rate_and_needs_an_unspent_budget(
+    make_spend_store: StoreFactory, leases: bool
+) -> None:
+    """admit_free (a cache hit): admitted where no upstream call's worst case fits, holding
+    nothing (without Redis leases the script's one-nano hold is freed at once), counted
+    against rpm; refused once the budget is spent."""
+    async def run() -> None:
+        store = make_spend_store({"eng": {"budgets": {"daily": 0.01}, "rpm": 3,
+                                          "cap_max_tokens": False},
+                                  "ops": {"budgets": {"daily": 0.01}}}, leases=leases)
+        res = await store.reserve("eng", "gpt-4o", prompt_tokens=0, max_tokens=900)
+        await store.settle(res, usd(0.0095))
+        with pytest.raises(BudgetExhausted):  # $0.009 of output does not fit $0.0005
+            await store.reserve("eng", "gpt-4o", prompt_tokens=0, max_tokens=900)
+        await store.admit_free("eng", prompt_tokens=50)
+        assert await spent_and_reserved(store) == (0.0095, 0.0)
+        await store.admit_free("eng", prompt_tokens=50)
+        with pytest.raises(DepartmentRateLimited) as info:  # 1 + 2 free = the rpm of 3
+            await store.admit_free("eng", prompt_tokens=50)
+        assert info.value.limit == "rpm"
+
+        res = await store.reserve("ops", "gpt-4o", prompt_tokens=0, max_tokens=900)
+        await store.settle(res, usd(0.01))  # all of it
+        with pytest.raises(BudgetExhausted):
+            await store.admit_free("ops", prompt_tokens=50)
+        assert await spent_and_reserved(store, "ops") == (0.01, 0.0)
+        await store.close()
+
+    asyncio.run(run())
+
+
 def test_settle_with_a_record_stores_it_and_returns_the_budget_left(
     make_spend_store: StoreFactory,
 ) -> None:
