@@ -16,6 +16,7 @@ import openai
 import pytest
 import yaml
 
+from proxy.demo.upstream import answer_for
 from tests.conftest import ProxyStarter
 from tests.support.servers import ServerThread, fault, mock_requests
 
@@ -496,7 +497,10 @@ def test_a_length_cut_answer_is_served_only_to_the_same_limit(start_cached: Star
     limit would: asked with max_tokens 20 (cut), then 32 (same bucket), the cut answer was
     served as hit-exact. And a cut answer never displaces the complete one."""
     proxy = start_cached()
-    question = f"Tell me everything about limits {uuid.uuid4().hex[:6]}"
+    # an answer longer than 32 tokens (the mock's 4 characters a token), so that 32 cuts it
+    # too: about 1 question in 200 has a complete answer that fits 32 and is served to it
+    question = next(q for q in (f"Tell me everything about limits {uuid.uuid4().hex[:6]}"
+                                for _ in range(100)) if len(answer_for(q, 24)) > 36 * 4)
     if stream:
         _, _, status = stream_text(proxy, question)
         assert status == "miss"
