@@ -81,5 +81,7 @@ class Lookup:
     judging: Judging | None = None  # the LLM judge was asked about a band candidate
     extra: dict[str, Any] = field(default_factory=dict)
     flight: Flight | None = None  # this request leads a flight: end it once stored or failed
-    # the probe before admission found no exact answer at this limit: not asked again
+    # the probe before admission found no exact answer at this limit: not asked again, unless a
+    # flight for this question landed since `probed_at` (time.monotonic())
     exact_missed: bool = False
+    probed_at: float = 0.0

@@ -78,6 +78,8 @@ class SemanticCache:
         self.judge = Judge(self.book)
         self._rules: dict[float, MatchRule] = {}
         self._flights: dict[tuple[str, str], Flight] = {}
+        # (scope, text hash) -> when its last flight landed (time.monotonic())
+        self._landings: BoundedMemo[tuple[str, str], float] = BoundedMemo()
         self.token_states = TokenStates()
         self._templates: BoundedMemo[str, Template] = BoundedMemo(MAX_TEMPLATES)  # by entry id
         self.text_hashes: BoundedMemo[str, str] = BoundedMemo()  # question -> its exact hash
@@ -101,12 +103,19 @@ class SemanticCache:
         state = prepared[0]
         if state is None or not state.controls.lookup or state.settings.mode == "shadow":
             return None
+        state.probed_at = time.monotonic()
         try:
             hit = await self._exact(state.key, state.limit)
         except BACKEND_ERRORS:
             return None
         state.exact_missed = hit is None
         return hit
+
+    def forgo(self, call: Call) -> None:
+        """The cache failed this call: it is answered uncached (a later lookup finds nothing,
+        a budget cap changes nothing, nothing is stored)."""
+        call.cache_state = None
+        call.cache_probe = (None, False)
 
     def output_capped(self, call: Call) -> None:
         """The budget lowered the call's output limit after the probe: only answers that fit
@@ -249,7 +258,14 @@ class SemanticCache:
         flight, state.flight = state.flight, None
         if self._flights.get(flight.key) is flight:
             del self._flights[flight.key]
+        self._landings.put(flight.key, time.monotonic())
         flight.landed.set()
+
+    def _landed_since(self, state: Lookup) -> bool:
+        """A flight for this question landed after the probe asked for its answer (while the
+        call was being admitted): the answer may be stored now."""
+        landed = self._landings.get((state.key.scope, state.key.text_hash))
+        return landed is not None and landed >= state.probed_at
 
     def answered_by(self, call: Call, model: str) -> None:
         """A fallback `model` answered, not the one the lookup was for: store the answer under
@@ -294,7 +310,7 @@ class SemanticCache:
 
     async def _find(self, services: Services, call: Call, state: Lookup) -> Hit | None:
         key = state.key
-        if not state.exact_missed:
+        if not state.exact_missed or self._landed_since(state):
             hit = await self._exact(key, state.limit)
             if hit is not None:
                 return hit

@@ -160,8 +160,6 @@ async def cache_lookup(services: Services, call: Call, model: str,
         if strip_cache_control(call.body):  # our control object never goes upstream
             call.raw = orjson.dumps(call.body)
         return None
-    if call.cache_probe is FAILED:
-        return None
     try:
         return await services.cache.lookup(services, call, model, probed)
     except errors.ProxyError:  # the client's fault (a bad cache control): its 4xx
@@ -171,16 +169,12 @@ async def cache_lookup(services: Services, call: Call, model: str,
         return None
 
 
-FAILED = object()  # call.cache_probe after a failed probe: the call is answered uncached
-
-
 def _answer_uncached(services: Services, call: Call, stage: str) -> None:
     assert services.cache is not None
     log.exception("cache %s failed for %s; answering uncached", stage, call.request_id)
     services.metrics.record_cache_failure("lookup")
     services.cache.end_flight(call)  # if it leads a flight, its waiters go on without it
-    call.cache_state = None  # nothing to store after a failed lookup
-    call.cache_probe = FAILED
+    services.cache.forgo(call)  # nothing to look up again, nothing to store
     call.headers["x-meterline-cache"] = "bypass"
     if call.record is not None:
         call.record.cache = "bypass"

@@ -305,7 +305,8 @@ async def run_call(services: Services, call: Call, request: Request) -> Response
         cached = await accounting.cache_lookup(services, call, plan.model, probed)
         if cached is not None:
             return await accounting.serve_cached(services, call, None, cached)
-        # the cache failed in between (logged, counted): answered uncached, admitted again
+        # the cache failed in between (logged, counted): the call is answered uncached, so it
+        # is admitted again, with the hold an upstream call needs (its rate counted twice)
     with step(services.tracing, "meterline.budget.reserve"):
         reservation = await accounting.reserve(services, call, plan.model)
     try:

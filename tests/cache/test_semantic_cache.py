@@ -111,6 +111,37 @@ def test_the_exact_answer_is_asked_for_once_per_request(start_cached: Starter,
     assert hit["x-meterline-cache"] == "hit-exact" and len(asked) == 2
 
 
+def test_an_answer_stored_while_a_call_was_admitted_is_served_to_it(
+        start_cached: Starter, mock_upstream: ServerThread) -> None:
+    """B's probe misses; while B is being admitted (slowly: a Redis round trip), A asks the same,
+    goes upstream and stores. B's lookup must find A's answer, not skip the exact lookup the
+    probe did and pay for the same answer again."""
+    import asyncio
+    import concurrent.futures
+
+    proxy = start_cached(mode="exact")
+    services = proxy.server.config.app.state.services
+    reserve, calls = services.spend.reserve, []
+
+    async def slow_first(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args)
+        if len(calls) == 1:  # B, the first caller: admitted after A has landed
+            await asyncio.sleep(1.0)
+        return await reserve(*args, **kwargs)
+
+    services.spend.reserve = slow_first
+    question = f"Who stores first, {uuid.uuid4().hex[:8]}?"
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        b = pool.submit(ask, proxy, question)
+        while not calls:
+            time.sleep(0.01)
+        _, a_headers = ask(proxy, question)
+        b_answer, b_headers = b.result()
+    assert a_headers["x-meterline-cache"] == "miss"
+    assert b_headers["x-meterline-cache"] == "hit-exact"
+    assert upstream_calls(mock_upstream, question) == 1
+
+
 def test_semantic_hit_names_similarity_and_entry(start_cached: Starter) -> None:
     proxy = start_cached()
     # (the verifier refuses "How do I" -> "How can I" at p = 0.72 < 0.89: see docs/cache-quality.md)

@@ -361,3 +361,28 @@ def test_an_answer_cut_by_the_budgets_cap_is_served_only_at_that_cap(
     again = chat(proxy, text, max_tokens=cap, temperature=0)
     assert again.headers["x-meterline-cache"] == "hit-exact"
     assert again.json()["choices"][0]["message"] == capped.json()["choices"][0]["message"]
+
+
+def test_a_failed_probe_then_a_budget_cap_is_answered_uncached_and_holds_nothing(
+        boot: Callable[..., ServerThread], state: dict[str, Any]) -> None:
+    """The exact probe fails with an error nobody planned for (a corrupt entry, say): the call
+    goes on uncached; when the budget then caps its output, the cap must not trip over the
+    failed probe (it answered 500 and left the capped hold for the reservation's TTL)."""
+    engineering = {"budgets": {"daily": 0.0000075}, "cap_max_tokens": True,
+                   "min_capped_tokens": 1}
+    proxy = start(boot, state, engineering, cache=EXACT_CACHE)
+    backend = proxy.server.config.app.state.services.cache.backend
+
+    async def corrupt(scope: str, text_hash: str) -> Any:
+        raise ValueError("a corrupt entry")
+
+    backend.get_exact = corrupt
+    r = chat(proxy, "probe fails " + uuid.uuid4().hex, max_tokens=5000, temperature=0)
+    assert r.status_code == 200, r.text
+    assert r.headers["x-meterline-cache"] == "bypass"
+    assert int(r.headers["x-meterline-max-tokens-capped"]) < 5000
+    budgets = httpx.get(proxy.url + "/admin/budgets", headers=ADMIN).json()["data"]
+    eng = next(d for d in budgets if d["department"] == "engineering")
+    assert eng["budgets"][0]["reserved_dollars"] == 0
+    metrics = httpx.get(proxy.url + "/metrics").text
+    assert 'meterline_cache_failures_total{stage="lookup"} 1.0' in metrics
