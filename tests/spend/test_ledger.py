@@ -55,12 +55,16 @@ def test_settle_adds_actual_cost_and_frees_the_hold(make_spend_store: StoreFacto
     asyncio.run(run())
 
 
-@pytest.mark.parametrize(
+# memory, Redis with leases and Redis without (each admission a script call)
+ON_EVERY_BACKEND = pytest.mark.parametrize(
     ("spend_backend", "leases"),
     [("memory", True), pytest.param("redis", True, marks=pytest.mark.redis),
      pytest.param("redis", False, marks=pytest.mark.redis)],
     indirect=["spend_backend"],
 )
+
+
+@ON_EVERY_BACKEND
 def test_release_frees_the_hold_charges_nothing_and_keeps_the_rate_counted(
     make_spend_store: StoreFactory, leases: bool
 ) -> None:
@@ -89,12 +93,7 @@ def test_release_frees_the_hold_charges_nothing_and_keeps_the_rate_counted(
     asyncio.run(run())
 
 
-@pytest.mark.parametrize(
-    ("spend_backend", "leases"),
-    [("memory", True), pytest.param("redis", True, marks=pytest.mark.redis),
-     pytest.param("redis", False, marks=pytest.mark.redis)],
-    indirect=["spend_backend"],
-)
+@ON_EVERY_BACKEND
 def test_a_free_admission_holds_nothing_counts_the_rate_and_needs_an_unspent_budget(
     make_spend_store: StoreFactory, leases: bool
 ) -> None:
