@@ -10,8 +10,8 @@ serve` from scripts/bench_target.sh, wrk posting the bench's chat body). `off`: 
 `hit`: cache on, wrk repeats one body, so after the warm-up every answer is an exact hit. `miss`:
 cache on in exact mode (a semantic miss also embeds the question: that is the embedder's cost,
 measured in docs/cache.md), every request asks a new question, so each one looks up, misses, goes
-upstream and stores. Prints one JSON line per run: req/s, proxy CPU per request, p50/p99, and on
-Redis the commands per request by name (INFO commandstats deltas).
+upstream and stores. Prints one JSON line per run: req/s, proxy CPU per request, latency p50,
+p99, p99.9 and max, and on Redis the commands per request by name (INFO commandstats deltas).
 
     python scripts/bench_hits.py backend      ROUNDS=100
 
@@ -140,6 +140,7 @@ def run(state: str, case: str, upstream: str, work: Path) -> dict[str, Any]:
         "state": state, "case": case, "req_s": round(n / (result["duration_us"] / 1e6)),
         "proxy_cpu_us_per_req": round(1e6 * (cpu1 - cpu0) / n, 1),
         "p50_ms": result["p50_us"] / 1000, "p99_ms": result["p99_us"] / 1000,
+        "p999_ms": result["p999_us"] / 1000, "max_ms": result["lat_max_us"] / 1000,
         "errors": {k: v for k, v in result.items() if k.startswith("err") and v},
         "load": os.getloadavg()[0]}
     if ports:
