@@ -57,7 +57,7 @@ def _serve(args: argparse.Namespace) -> int:
     common: dict[str, Any] = dict(
         host=settings.host,
         port=settings.port,
-        loop="uvloop",
+        loop=settings.event_loop,
         http="httptools",
         access_log=False,  # ours is one JSON line with cost and ids (proxy/runtime/logs.py)
         log_level=settings.log_level,

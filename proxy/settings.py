@@ -13,6 +13,7 @@ SYSTEM_RULES = Path("/etc/meterline")  # where the Docker image puts rules/
 
 
 LogFormat = Literal["json", "text"]
+EventLoop = Literal["uvloop", "asyncio"]
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
@@ -91,6 +92,9 @@ class Settings:
     log_level: str = "info"
     log_format: LogFormat = "json"  # stderr lines of `meterline serve` (runtime/logs.py)
     workers: int = 1
+    # the server's event loop: uvloop (throughput) or asyncio's own (no 100-250 ms tail at
+    # p99.9 under saturation; docs/performance.md "The event loop")
+    event_loop: EventLoop = "uvloop"
     # SIGTERM: /readyz answers 503 for drain_seconds while requests are still served (the load
     # balancer stops sending), then new connections are refused and requests in flight get up
     # to shutdown_timeout_seconds to finish before they are cut (and settled)
@@ -124,6 +128,8 @@ class Settings:
             log_format="text" if _choice(env, "MET_LOG_FORMAT", "json", ("json", "text")) == "text"
             else "json",
             workers=_int(env, "MET_WORKERS", 1),
+            event_loop="asyncio" if _choice(env, "MET_EVENT_LOOP", "uvloop",
+                                            ("uvloop", "asyncio")) == "asyncio" else "uvloop",
             drain_seconds=seconds(env, "MET_DRAIN_SECONDS", 5.0),
             shutdown_timeout_seconds=seconds(env, "MET_SHUTDOWN_TIMEOUT_SECONDS", 30.0),
             watch_config=_bool(env, "MET_WATCH_CONFIG", False),

@@ -108,6 +108,14 @@ def test_serve_says_ready_only_once_it_answers() -> None:
     assert line.startswith("Meterline demo ready on http://127.0.0.1:")
 
 
+def test_serve_runs_on_the_event_loop_it_is_given() -> None:
+    """MET_EVENT_LOOP=asyncio: the demo serves on asyncio's own loop (docs/performance.md)."""
+    line, err = until_ready(env={**os.environ, "MET_EVENT_LOOP": "asyncio",
+                                 "MET_LOG_LEVEL": "debug"})
+    assert line.startswith("Meterline demo ready on http://127.0.0.1:")
+    assert "Using selector: EpollSelector" in err  # asyncio's loop says so at debug; uvloop not
+
+
 def bare_env(**extra: str) -> dict[str, str]:
     """The environment without Meterline or provider variables."""
     keep = ("PATH", "HOME", "PYTHONPATH", "LANG")

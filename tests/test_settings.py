@@ -18,6 +18,7 @@ def test_empty_environment_gives_the_documented_defaults() -> None:
     assert (settings.demo, settings.demo_history, settings.watch_config) == (False, False, False)
     assert settings.max_body_bytes == 8 * 1024 * 1024
     assert (settings.log_level, settings.log_format, settings.workers) == ("info", "json", 1)
+    assert settings.event_loop == "uvloop"
     assert (settings.drain_seconds, settings.shutdown_timeout_seconds) == (5.0, 30.0)
     assert settings.config_dir == default_config_dir() == REPO_RULES  # a checkout has rules/
 
@@ -28,7 +29,8 @@ def test_every_variable_is_read() -> None:
            "MET_MOCK_UPSTREAM_URL": "http://mock", "MET_MAX_BODY_BYTES": "1024",
            "MET_ADMIN_KEY": "sk-admin", "MET_LOG_LEVEL": "DEBUG", "MET_LOG_FORMAT": "Text",
            "MET_WORKERS": "4", "MET_DRAIN_SECONDS": "0", "MET_SHUTDOWN_TIMEOUT_SECONDS": "2.5",
-           "MET_WATCH_CONFIG": "on", "MET_ALERTMANAGER_URL": "http://am:9093"}
+           "MET_WATCH_CONFIG": "on", "MET_ALERTMANAGER_URL": "http://am:9093",
+           "MET_EVENT_LOOP": "AsyncIO"}
     s = Settings.from_env(env)
     assert (s.host, s.port, s.config_dir, s.redis_url, s.redis_prefix) == (
         "0.0.0.0", 9000, Path("/tmp/rules"), "redis://r:6379/0", "x:")
@@ -37,6 +39,7 @@ def test_every_variable_is_read() -> None:
         1024, "sk-admin", "debug", "text")
     assert (s.workers, s.drain_seconds, s.shutdown_timeout_seconds) == (4, 0.0, 2.5)
     assert (s.watch_config, s.alertmanager_url) == (True, "http://am:9093")
+    assert s.event_loop == "asyncio"
     assert s.env == env
 
 
@@ -70,6 +73,8 @@ def test_overrides_win_over_the_environment() -> None:
                                  "debug, info, warning, error, critical."),
     ("MET_LOG_FORMAT", "xml", "Config 'MET_LOG_FORMAT' has value 'xml'. Expected one of: "
                               "json, text."),
+    ("MET_EVENT_LOOP", "trio", "Config 'MET_EVENT_LOOP' has value 'trio'. Expected one of: "
+                               "uvloop, asyncio."),
     ("MET_DRAIN_SECONDS", "-1", "Config 'MET_DRAIN_SECONDS' has value '-1'. "
                                 "Not a number of seconds (0-3600)."),
     ("MET_DRAIN_SECONDS", "3600", "Config 'MET_DRAIN_SECONDS' has value '3600'. "
