@@ -92,8 +92,8 @@ class Settings:
     log_level: str = "info"
     log_format: LogFormat = "json"  # stderr lines of `meterline serve` (runtime/logs.py)
     workers: int = 1
-    # the server's event loop: uvloop (throughput) or asyncio's own (no 100-250 ms tail at
-    # p99.9 under saturation; docs/performance.md "The event loop")
+    # the server's event loop: uvloop (throughput) or asyncio's own (without uvloop's
+    # 100-400 ms slowest requests under saturation; docs/performance.md "The event loop")
     event_loop: EventLoop = "uvloop"
     # SIGTERM: /readyz answers 503 for drain_seconds while requests are still served (the load
     # balancer stops sending), then new connections are refused and requests in flight get up

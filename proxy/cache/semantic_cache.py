@@ -117,13 +117,6 @@ class SemanticCache:
         call.cache_state = None
         call.cache_probe = (None, False)
 
-    def output_capped(self, call: Call) -> None:
-        """The budget lowered the call's output limit after the probe: only answers that fit
-        the new limit are served, and the exact answer is looked up again at it."""
-        prepared = call.cache_probe
-        if prepared is not None and prepared[0] is not None:
-            prepared[0].limit, prepared[0].exact_missed = output_limit(call.body), False
-
     async def lookup(self, services: Services, call: Call, model: str,
                      probed: Hit | None = None) -> Hit | None:
         """`probed`: the exact hit `probe` found for this call, now admitted."""
@@ -163,9 +156,13 @@ class SemanticCache:
 
     async def _begin(self, services: Services, call: Call, model: str) -> Lookup | None:
         prepared: tuple[Lookup | None, bool] | None = call.cache_probe
+        call.cache_probe = None
         if prepared is None:
             prepared = self._prepare(call, model)
-        call.cache_probe = None
+        elif prepared[0] is not None and prepared[0].limit != output_limit(call.body):
+            # the budget capped the call's output after the probe: only answers that fit the
+            # new limit are served, and the exact answer is looked up again at it
+            prepared[0].limit, prepared[0].exact_missed = output_limit(call.body), False
         state, counted = prepared
         if state is None:
             call.headers["x-meterline-cache"] = "bypass"

@@ -109,8 +109,6 @@ async def reserve(services: Services, call: Call, model: str) -> Any:
                 f"Department '{call.department}' has too little budget left for "
                 f"{choices_of(call)} choices.")
         cap_max_tokens(call, per_choice)
-        if services.cache is not None:
-            services.cache.output_capped(call)
     return reservation
 
 
